@@ -1,0 +1,6 @@
+"""chipsim: a simulator of a many-core chip that learns on chip.
+
+The public API mirrors the command line: every ``chipsim <command>`` is a thin
+layer over the function of the same name here.
+"""
+__version__ = "0.1.0"
