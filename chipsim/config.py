@@ -1,0 +1,273 @@
+"""The hwconfig schema (chip + precision + workload + training) and its loader.
+
+The key paths here (``chip.mesh.rows``, ``chip.core.sram_kib``,
+``precision.weight_bits``, ``workload.rule`` ...) are chipsim's public schema:
+users' YAML files and scripts write them, so extend but never rename.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import yaml
+
+from .errors import ConfigError
+from .modelspec import ModelSpec, load_model
+from .schema import Where, build, field_names, spec, to_plain
+
+ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
+RULES = ("bp", "ff", "symba", "df", "df-o", "df-r")
+DATASET_NAMES = ("mnist5k", "mnist", "fashion_mnist", "cifar10", "svhn")
+
+
+# ---------------------------------------------------------------- chip
+@dataclass(frozen=True)
+class Mesh:
+    rows: int = spec(doc="rows of the core mesh", unit="cores", min=1)
+    cols: int = spec(doc="columns of the core mesh", unit="cores", min=1)
+
+
+@dataclass(frozen=True)
+class CoreEnergy:
+    mac: Dict[int, float] = spec(doc="energy of one multiply-accumulate per operand bit width",
+                                 unit="pJ", choices=ALLOWED_BITS, min=0)
+    sram_read_byte: float = spec(doc="energy to read one byte of core SRAM", unit="pJ", min=0)
+    sram_write_byte: float = spec(doc="energy to write one byte of core SRAM", unit="pJ", min=0)
+
+
+@dataclass(frozen=True)
+class Core:
+    sram_kib: float = spec(doc="SRAM per core", unit="KiB", min=0, min_exclusive=True)
+    macs_per_cycle: Dict[int, int] = spec(doc="MAC throughput per operand bit width",
+                                          unit="MAC/cycle", choices=ALLOWED_BITS, min=0,
+                                          min_exclusive=True)
+    energy_pj: CoreEnergy = spec(doc="per-operation energy of a core")
+
+
+@dataclass(frozen=True)
+class NocEnergy:
+    byte_hop: float = spec(doc="energy to move one byte across one link (router + wire)", unit="pJ", min=0)
+
+
+@dataclass(frozen=True)
+class Noc:
+    link_bytes_per_cycle: float = spec(doc="bandwidth of one mesh link", unit="B/cycle", min=0,
+                                       min_exclusive=True)
+    hop_latency_cycles: float = spec(doc="router + link latency per hop", unit="cycles", min=0)
+    energy_pj: NocEnergy = spec(doc="per-byte energy of the network-on-chip")
+    routing: str = spec("xy", doc="deterministic dimension-order routing", choices=("xy",))
+
+
+@dataclass(frozen=True)
+class Chip:
+    name: str = spec(doc="preset name, used in report paths")
+    mesh: Mesh = spec(doc="2-D mesh of cores (XY routing)")
+    clock_mhz: float = spec(doc="core and NoC clock", unit="MHz", min=0, min_exclusive=True)
+    core: Core = spec(doc="one core (all cores are identical)")
+    noc: Noc = spec(doc="the mesh network-on-chip")
+    cores: Optional[int] = spec(None, doc="number of cores; if given must equal rows x cols", unit="cores", min=1)
+
+    def _validate(self, key, where):
+        n = self.mesh.rows * self.mesh.cols
+        if self.cores is not None and self.cores != n:
+            raise where.error(f"{key}.cores", f"{self.cores} cores but mesh is {self.mesh.rows} x "
+                              f"{self.mesh.cols} = {n}; make them agree")
+
+
+# ---------------------------------------------------------------- precision
+@dataclass(frozen=True)
+class Precision:
+    weight_bits: int = spec(4, doc="bits of the compute copy of weights (signed, per-channel scale)",
+                            unit="bits", choices=ALLOWED_BITS)
+    activation_bits: int = spec(4, doc="bits of activations after ReLU (unsigned, per-layer scale)",
+                                unit="bits", choices=ALLOWED_BITS)
+    gradient_bits: int = spec(8, doc="bits of errors/gradients sent and multiplied", unit="bits",
+                              choices=ALLOWED_BITS)
+    update_bits: int = spec(16, doc="bits of the fixed-point master weights the optimizer updates",
+                            unit="bits", choices=ALLOWED_BITS)
+    rounding: str = spec("stochastic", doc="rounding of gradients and updates",
+                         choices=("stochastic", "nearest"))
+    scale: str = spec("float", doc="quantization scales: any float, or powers of two (shift-only hardware)",
+                      choices=("float", "pow2"))
+
+
+# ---------------------------------------------------------------- workload
+@dataclass(frozen=True)
+class Workload:
+    model: str = spec(doc="model file (models/*.yaml), relative to this file", path=True)
+    rule: str = spec("df-r", doc="learning rule", choices=RULES)
+    dataset: str = spec("mnist5k", doc="dataset; mnist5k needs no download", choices=DATASET_NAMES)
+    data_root: str = spec("~/.cache/chipsim/data", doc="where torchvision datasets live", path=True)
+    download: bool = spec(False, doc="let torchvision download missing files (needs internet)")
+    train_limit: Optional[int] = spec(None, doc="use only this many training samples", min=1)
+    test_limit: Optional[int] = spec(None, doc="use only this many test samples", min=1)
+
+
+@dataclass(frozen=True)
+class Training:
+    epochs: int = spec(3, doc="passes over the training set", min=1)
+    batch_size: int = spec(64, doc="samples per weight update", unit="samples", min=1)
+    optimizer: str = spec("adam", doc="optimizer on the master weights", choices=("adam", "sgd"))
+    lr: float = spec(1e-3, doc="peak learning rate", min=0, min_exclusive=True)
+    momentum: float = spec(0.9, doc="SGD momentum (0 = plain SGD, no state)", min=0, max=1)
+    schedule: str = spec("cosine", doc="learning-rate schedule over all steps", choices=("cosine", "constant"))
+    seed: int = spec(0, doc="seed of weights, shuffling, negatives and rounding", min=0)
+    checkpoint: bool = spec(True, doc="write a checkpoint after each epoch (for --resume)")
+
+
+@dataclass(frozen=True)
+class Learning:
+    loss: str = spec("auto", doc="per-block loss; auto takes it from workload.rule",
+                     choices=("auto", "ff", "symba", "df", "ce"))
+    strategy: str = spec("auto", doc="update strategy; auto takes it from workload.rule",
+                         choices=("auto", "greedy", "df-o", "df-r", "bp"))
+    olu_schedule: str = spec("every-step", doc="DF-O/DF-R pairs: both every step (paper) or "
+                             "alternating even/odd pairs (Trifecta)", choices=("every-step", "alternate"))
+    negatives: Optional[int] = spec(None, doc="N distinct wrong labels per positive; null = classes - 1", min=1)
+    negative_reduce: str = spec("max", doc="combine the N negative goodnesses by max (DF) or mean "
+                                "(the paper's 'avg' ablation)", choices=("max", "avg"))
+    margin: float = spec(1.0, doc="DF margin m+ between positive and hardest negative goodness", min=0)
+    reg_lambda: float = spec(0.1, doc="DF regularisation weight on the hardest negative goodness", min=0)
+    ff_theta: float = spec(2.0, doc="FF goodness threshold (mean-of-squares goodness)", min=0)
+    symba_alpha: float = spec(4.0, doc="SymBa scale of the goodness gap", min=0, min_exclusive=True)
+    decode_last_k: int = spec(3, doc="decode by goodness summed over the last k blocks", min=1)
+
+
+@dataclass(frozen=True)
+class Mapping:
+    strategy: str = spec("fit", doc="split layers only to fit SRAM, or also to balance load on idle cores",
+                         choices=("fit", "balanced"))
+    micro_batch: int = spec(1, doc="samples a core processes together", unit="samples", min=1)
+    memory_mode: str = spec("streaming", doc="streaming: activations live while their sample is in flight; "
+                            "whole-batch: the paper's GPU-style measurement", choices=("streaming", "whole-batch"))
+    feedback_storage: str = spec("stored", doc="DF-R random feedback weights kept in SRAM, or regenerated "
+                                 "from a seed on the fly", choices=("stored", "seeded"))
+    bn_stats: str = spec("running", doc="batch-norm statistics on chip", choices=("running", "micro-batch"))
+
+
+@dataclass(frozen=True)
+class HwConfig:
+    chip: Chip = spec(doc="the modelled chip")
+    workload: Workload = spec(doc="what runs on it")
+    precision: Precision = spec(Precision, doc="bit widths of stored and computed values")
+    training: Training = spec(Training, doc="training loop")
+    learning: Learning = spec(Learning, doc="loss, update strategy and decoding")
+    mapping: Mapping = spec(Mapping, doc="placement of layers on cores and memory accounting")
+
+    def _validate(self, key, where):
+        for bits_key in ("weight_bits", "activation_bits", "gradient_bits"):
+            bits = getattr(self.precision, bits_key)
+            if bits not in self.chip.core.macs_per_cycle:
+                raise where.error(f"chip.core.macs_per_cycle", f"has no entry for {bits} bits "
+                                  f"(precision.{bits_key}); add `{bits}: <MACs per cycle>`")
+            if bits not in self.chip.core.energy_pj.mac:
+                raise where.error(f"chip.core.energy_pj.mac", f"has no entry for {bits} bits "
+                                  f"(precision.{bits_key}); add `{bits}: <pJ per MAC>`")
+
+    @property
+    def loss(self) -> str:
+        """The per-block loss after resolving ``auto`` from the rule."""
+        if self.learning.loss != "auto":
+            return self.learning.loss
+        return {"bp": "ce", "ff": "ff", "symba": "symba"}.get(self.workload.rule, "df")
+
+    @property
+    def strategy(self) -> str:
+        """The update strategy after resolving ``auto`` from the rule."""
+        if self.learning.strategy != "auto":
+            return self.learning.strategy
+        return {"bp": "bp", "df-o": "df-o", "df-r": "df-r"}.get(self.workload.rule, "greedy")
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated hwconfig plus the model it names, and where both came from."""
+    path: str
+    hw: HwConfig
+    model: ModelSpec
+    overrides: tuple = ()
+
+    @property
+    def name(self) -> str:
+        return os.path.splitext(os.path.basename(self.path))[0]
+
+    def to_dict(self) -> dict:
+        return {"config_file": self.path, "overrides": list(self.overrides), **to_plain(self.hw),
+                "model_spec": to_plain(self.model)}
+
+
+def read_yaml(path: str) -> dict:
+    """Read a YAML mapping, turning every I/O or syntax failure into one ConfigError line."""
+    if not os.path.exists(path):
+        raise ConfigError(f"{path}: file not found")
+    if os.path.isdir(path):
+        raise ConfigError(f"{path}: is a directory, expected a YAML file")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: YAML syntax error at {where}{problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    if data is None:
+        raise ConfigError(f"{path}: file is empty; expected a mapping with keys {', '.join(field_names(HwConfig))}")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def apply_override(data: dict, assignment: str, schema=HwConfig) -> None:
+    """Apply one ``key.path=value`` override in place; the value is parsed as YAML.
+
+    The key path is checked against the schema here (with a did-you-mean) so a
+    typo in ``--set`` is reported as such, not as a confusing downstream error.
+    """
+    where = f"--set {assignment}"
+    if "=" not in assignment:
+        raise ConfigError(f"{where}: expected key.path=value")
+    key, raw = assignment.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    parts = key.split(".")
+    node, cls = data, schema
+    for i, part in enumerate(parts):
+        names = field_names(cls) if cls is not None and dataclasses.is_dataclass(cls) else None
+        if names is not None and part not in names:
+            hint = difflib.get_close_matches(part, names, n=1)
+            dym = f"did you mean {hint[0]!r}? " if hint else ""
+            raise ConfigError(f"{where}: {'.'.join(parts[:i + 1])}: unknown key; {dym}allowed here: {', '.join(names)}")
+        sub = None
+        if names is not None:
+            import typing
+            tp = typing.get_type_hints(cls)[part]
+            sub = tp if dataclasses.is_dataclass(tp) else None
+        if i == len(parts) - 1:
+            node[part] = value
+        else:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        cls = sub
+
+
+def load_config(path: str, overrides=()) -> LoadedConfig:
+    """Load, override and validate an hwconfig and the model file it names."""
+    path = os.path.abspath(path)
+    data = copy.deepcopy(read_yaml(path))
+    for assignment in overrides:
+        apply_override(data, assignment)
+    where = Where(path + (f" (with --set {', '.join(overrides)})" if overrides else ""),
+                  base_dir=os.path.dirname(path))
+    hw = build(HwConfig, data, "", where)
+    model = load_model(hw.workload.model, origin=f"{path}: workload.model")
+    return LoadedConfig(path=path, hw=hw, model=model, overrides=tuple(overrides))
