@@ -293,40 +293,52 @@ def _expected_files(cls_name: str, cls, root: Path) -> list[tuple[Path, str | No
 
 
 def _describe_files(files: list[tuple[Path, str | None]], verify_md5: bool) -> str:
-    """One line per expected file, marking which are missing or fail their checksum."""
-    lines = []
+    """One line naming every expected file, grouped by folder, and what is wrong with them.
+
+    One line because chipsim reports errors as one line (see chipsim.errors);
+    grouping by folder keeps it readable, e.g.
+    ``in /data/cifar-10-batches-py: data_batch_1, ..., batches.meta (missing: all)``.
+    """
+    folders: dict[Path, list[str]] = {}
+    missing, corrupt = [], []
     for path, md5 in files:
+        folders.setdefault(path.parent, []).append(path.name)
         if not path.is_file():
-            state = "MISSING"
+            missing.append(path.name)
         elif md5 is not None and verify_md5 and _md5(path) != md5:
-            state = "present but checksum does not match"
-        else:
-            state = "present"
-        lines.append(f"  {path}  ({state})")
-    return "\n".join(lines)
+            corrupt.append(path.name)
+    where = "; ".join(f"in {folder}: {', '.join(names)}" for folder, names in folders.items())
+    problems = []
+    if missing:
+        problems.append("missing: " + ("all" if len(missing) == len(files) else ", ".join(missing)))
+    if corrupt:
+        problems.append("checksum does not match torchvision's: " + ", ".join(corrupt))
+    return f"{where} ({'; '.join(problems) if problems else 'all present'})"
 
 
 def _files_error(name: str, cls_name: str, cls, root: Path, download: bool, exc: BaseException) -> DataError:
-    """Build the single user-facing error for an unloadable torchvision dataset."""
+    """Build the single one-line user-facing error for an unloadable torchvision dataset.
+
+    The torchvision exception is summarised into the message, never chained:
+    the user needs to know which files to put where, not torchvision's stack.
+    """
     files = _expected_files(cls_name, cls, root)
     missing = [p for p, _ in files if not p.is_file()]
     # Verifying checksums reads every file (~170 MB for CIFAR-10); only worth it
-    # when all files are there and something still went wrong.
+    # when all files are there and loading still failed.
     listing = _describe_files(files, verify_md5=not missing)
+    cause = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
     if download:
-        cause = " ".join(str(exc).split()) or type(exc).__name__
-        how = (
-            f"Downloading them failed ({type(exc).__name__}: {cause[:300]}). "
-            f"Without network access, copy the files above into {root} by hand."
-        )
+        how = f"downloading them failed ({cause}); without network access copy those files into place by hand"
     else:
         how = (
-            "Set `download: true` (config key `workload.download`; download=True in Python) "
-            "to fetch them when online, or copy them there by hand."
+            "set `download: true` (config key `workload.download`; download=True in Python) "
+            "to fetch them when online, or copy them into place by hand"
         )
+        if not missing:
+            how = f"torchvision could not read them ({cause}); " + how
     return DataError(
-        f"dataset {name!r} could not be loaded from root {root}: torchvision's {cls_name} expects these files:\n"
-        f"{listing}\n{how}"
+        f"dataset {name!r} could not be loaded from root {root}: torchvision's {cls_name} expects {listing}; {how}"
     )
 
 
