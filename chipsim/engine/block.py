@@ -1,0 +1,268 @@
+"""One block ``BN -> conv|dense -> ReLU -> [max-pool]`` on quantized integer operands.
+
+What a core does, in order (and what the trace records):
+
+* BN normalises the incoming activation (float affine; per channel), then the
+  result ``z`` is quantized to signed ``activation_bits`` -- the conv/dense
+  operand. Weights are quantized from the master copy to signed
+  ``weight_bits`` with per-output-channel scales. The weighted sum is an exact
+  integer accumulation (``chipsim.kernels``) rescaled by the two scales.
+* ReLU, optional max-pool, then the output is quantized to unsigned
+  ``activation_bits``: that is what is stored, sent over the NoC and squared
+  for goodness.
+* Backward: the error at the pre-activation is quantized to signed
+  ``gradient_bits`` (stochastic rounding, seeded) before the integer
+  grad-weight and grad-input products. Quantizers pass gradients straight
+  through (STE).
+
+At ``bits == 32`` every quantizer is the identity and the kernels run in plain
+float32, so the same code is checked against torch autograd.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+
+from .. import kernels as K
+from ..quant import FixedPoint, quantize_signed, quantize_weights, signed_max
+from ..trace import nbytes_of
+
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.1
+
+
+class RunningMaxScale:
+    """Per-tensor scale from an EMA of max|x|; signed or unsigned codes.
+
+    A running (not per-batch) scale makes inference independent of which
+    samples share a batch, as on a chip with a calibrated per-layer shift.
+    """
+
+    def __init__(self, bits: int, signed: bool, momentum: float = 0.9):
+        self.bits, self.signed, self.momentum = bits, signed, momentum
+        self.qmax = (2 ** (bits - 1) - 1) if signed else (2 ** bits - 1)
+        self.running = None
+
+    def quantize(self, x: np.ndarray, update: bool):
+        """Return (codes as float32, scale); at 32 bits (x, 1.0)."""
+        if self.bits == 32:
+            return x, np.float32(1.0)
+        if update:
+            m = float(np.abs(x).max()) if self.signed else float(max(x.max(), 0.0))
+            self.running = m if self.running is None else self.momentum * self.running + (1 - self.momentum) * m
+        top = self.running if self.running else 1.0
+        scale = np.float32(top / self.qmax)
+        lo = -self.qmax if self.signed else 0
+        return np.clip(np.rint(x / scale), lo, self.qmax).astype(np.float32), scale
+
+    def state(self):
+        return self.running
+
+    def load(self, s):
+        self.running = s
+
+
+class QuantBlock:
+    """A trainable block with the precision of a ``Precision`` config.
+
+    ``forward`` returns the output and a cache; ``backward_pre`` turns an error
+    at the block output into the error at the pre-activation (through pool and
+    ReLU); ``grad_weight`` and ``grad_input`` consume that. Splitting it this way
+    lets a learning rule choose *which* of them to run, and with which kernel
+    (true weights for DF-O/BP, random feedback for DF-R).
+    """
+
+    def __init__(self, index, spec, in_shape, precision, rng, head: bool = False):
+        self.index = index
+        self.head = head          # BP's linear classifier: no ReLU, no output quantization
+        self.spec = spec
+        self.kind = spec.type
+        self.prec = precision
+        self.in_shape = tuple(in_shape)              # (C, H, W) or (K,)
+        self.pool = spec.pool
+        if self.kind == "conv":
+            c, h, w = in_shape
+            k, s, p = spec.kernel, spec.stride, spec.padding
+            ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+            if ho < 1 or wo < 1:
+                raise ValueError(f"block {index}: kernel {k} does not fit a {h}x{w} input")
+            self.w_shape = (spec.channels, c, k, k)
+            self.pre_shape = (spec.channels, ho, wo)
+            if self.pool:
+                if ho < self.pool or wo < self.pool:
+                    raise ValueError(f"block {index}: pool {self.pool} does not fit a {ho}x{wo} map")
+                self.out_shape = (spec.channels, ho // self.pool, wo // self.pool)
+            else:
+                self.out_shape = self.pre_shape
+            fan_in = c * k * k
+            bn_features = c
+        else:
+            kdim = int(np.prod(in_shape))
+            self.w_shape = (spec.units, kdim)
+            self.pre_shape = self.out_shape = (spec.units,)
+            fan_in = bn_features = kdim
+        bound = math.sqrt(6.0 / fan_in)              # He-uniform: keeps ReLU outputs O(1)
+        w0 = rng.uniform(-bound, bound, size=self.w_shape).astype(np.float32)
+        self.master = FixedPoint(w0, precision.update_bits)
+        # BN normalises without a learnable affine: the weighted sum that follows
+        # absorbs any per-channel scale, and a core then keeps only running stats.
+        self.gamma = np.ones(bn_features, np.float32)
+        self.beta = np.zeros(bn_features, np.float32)
+        self.running_mean = np.zeros(bn_features, np.float32)
+        self.running_var = np.ones(bn_features, np.float32)
+        self.use_bn = spec.norm == "batch"
+        self.z_scale = RunningMaxScale(precision.activation_bits, signed=True)
+        self.out_scale = RunningMaxScale(precision.activation_bits, signed=False)
+        self.feedback = None                          # DF-R: (codes, scales), set by the rule
+        self.requantize()
+
+    # ------------------------------------------------------------ parameters
+    @property
+    def units(self) -> int:
+        return self.w_shape[0]
+
+    def requantize(self):
+        """Refresh the compute copy of the weights from the master copy (after each update)."""
+        self.wq, self.wscale = quantize_weights(self.master.value, self.prec.weight_bits, self.prec.scale)
+
+    def set_feedback(self, rng):
+        """Draw DF-R's fixed random kernel, of this block's weight shape, at weight_bits."""
+        fan_in = int(np.prod(self.w_shape[1:]))
+        b = rng.uniform(-1, 1, size=self.w_shape).astype(np.float32) * math.sqrt(6.0 / fan_in)
+        self.feedback = quantize_weights(b, self.prec.weight_bits, self.prec.scale)
+
+    # ------------------------------------------------------------ forward
+    def forward(self, a_in, train: bool):
+        """Run the block on a batch; returns (out, cache)."""
+        p = self.prec
+        x = a_in.reshape(a_in.shape[0], -1) if self.kind == "dense" else a_in
+        if self.use_bn:
+            if train:
+                z, bnc = K.batchnorm_train_forward(x, self.gamma, self.beta, BN_EPS)
+                m = x.size // x.shape[1]
+                self.running_mean += BN_MOMENTUM * (bnc.mean - self.running_mean)
+                self.running_var += BN_MOMENTUM * (bnc.var * (m / max(m - 1, 1)) - self.running_var)
+            else:
+                z = K.batchnorm_eval_forward(x, self.gamma, self.beta, self.running_mean, self.running_var, BN_EPS)
+                bnc = None
+        else:
+            z, bnc = x.astype(np.float32), None
+        zq, zs = self.z_scale.quantize(z, update=train)
+        bound = None if 32 in (p.activation_bits, p.weight_bits) else \
+            (signed_max(p.activation_bits), signed_max(p.weight_bits))
+        if self.kind == "conv":
+            acc = K.conv2d_forward(zq, self.wq, self.spec.stride, self.spec.padding, int_bound=bound)
+            y = (acc * (zs * self.wscale).reshape(1, -1, 1, 1)).astype(np.float32)
+        else:
+            acc = K.dense_forward(zq, self.wq, int_bound=bound)
+            y = (acc * (zs * self.wscale).reshape(1, -1)).astype(np.float32)
+        if self.head:
+            return y, dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=None, r_shape=y.shape, out=y,
+                           in_shape=x.shape, s_out=1.0)
+        r = K.relu_forward(y)
+        argmax = None
+        if self.pool:
+            r_pooled, argmax = K.maxpool2d_forward(r, self.pool, self.pool)
+        else:
+            r_pooled = r
+        aq, s_out = self.out_scale.quantize(r_pooled, update=train)
+        out = aq * s_out if p.activation_bits != 32 else aq
+        cache = dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=argmax, r_shape=r.shape, out=out,
+                     in_shape=x.shape, s_out=s_out)
+        return out, cache
+
+    def macs_forward(self, rows: int) -> int:
+        """MACs of the weighted sum for ``rows`` inputs: output elements x reduction length."""
+        return rows * int(np.prod(self.pre_shape)) * int(np.prod(self.w_shape[1:]))
+
+    # ------------------------------------------------------------ backward
+    def backward_pre(self, g_out, cache):
+        """Error at the block output -> error at the conv/dense pre-activation."""
+        if self.head:
+            return g_out
+        g = g_out
+        if self.pool:
+            g = K.maxpool2d_backward(g, cache["argmax"], cache["r_shape"])
+        return K.relu_backward(g, cache["y"])
+
+    def quantize_error(self, gy, rng):
+        """Quantize an error tensor to gradient_bits (stochastic or nearest, seeded)."""
+        return quantize_signed(gy, self.prec.gradient_bits, self.prec.rounding, rng, self.prec.scale)
+
+    def grad_weight(self, gy, cache, rng):
+        """dL/dW for the pre-activation error gy, through the exact integer kernel."""
+        p = self.prec
+        gq, gs = self.quantize_error(gy, rng)
+        bound = None if 32 in (p.activation_bits, p.gradient_bits) else \
+            (signed_max(p.activation_bits), signed_max(p.gradient_bits))
+        if self.kind == "conv":
+            acc = K.conv2d_grad_weight(cache["zq"], gq, self.w_shape[2:], self.spec.stride, self.spec.padding,
+                                       int_bound=bound)
+        else:
+            acc = K.dense_grad_weight(cache["zq"], gq, int_bound=bound)
+        return (acc * (cache["zs"] * gs)).astype(np.float32)
+
+    def grad_input(self, gy, cache, rng, use_feedback: bool = False):
+        """Error at the block *input* (before BN), through W (true) or the random feedback B."""
+        p = self.prec
+        wq, ws = self.feedback if use_feedback else (self.wq, self.wscale)
+        # fold the per-output-channel weight scale into the error so one
+        # integer product serves all channels: sum_o (wq_o * s_o) g_o = sum_o wq_o (s_o g_o)
+        shape = (1, -1, 1, 1) if self.kind == "conv" else (1, -1)
+        hq, hs = self.quantize_error(gy * ws.reshape(shape), rng)
+        bound = None if 32 in (p.gradient_bits, p.weight_bits) else \
+            (signed_max(p.gradient_bits), signed_max(p.weight_bits))
+        if self.kind == "conv":
+            acc = K.conv2d_grad_input(hq, wq, cache["zq"].shape, self.spec.stride, self.spec.padding,
+                                      int_bound=bound)
+        else:
+            acc = K.dense_grad_input(hq, wq, int_bound=bound)
+        gz = (acc * hs).astype(np.float32)
+        if self.use_bn:
+            gx = K.batchnorm_backward(gz, cache["bnc"])[0]
+        else:
+            gx = gz
+        return gx.reshape((gx.shape[0],) + self.in_shape)
+
+    def macs_grad(self, rows: int) -> int:
+        """grad-weight and grad-input each cost as many MACs as the forward product."""
+        return self.macs_forward(rows)
+
+    # ------------------------------------------------------------ storage (bits as stored on chip)
+    def stored_bytes(self, cache) -> dict:
+        """Bytes of what forward keeps, at the widths a core would store them."""
+        p = self.prec
+        rows = cache["zq"].shape[0]
+        if self.head:                                # logits stay float32; no mask
+            return dict(zq=nbytes_of(cache["zq"].size, p.activation_bits), mask=0, out=4 * cache["out"].size)
+        out = dict(zq=nbytes_of(cache["zq"].size, p.activation_bits),
+                   mask=nbytes_of(cache["y"].size, 1),
+                   out=nbytes_of(cache["out"].size, p.activation_bits))
+        if self.pool:
+            out["argmax"] = nbytes_of(cache["argmax"].size, max(1, math.ceil(math.log2(self.pool * self.pool))))
+        out["goodness"] = rows * 4                   # one float32 per row
+        return out
+
+    def param_bytes(self) -> dict:
+        p = self.prec
+        n = int(np.prod(self.w_shape))
+        return dict(weights=nbytes_of(n, p.weight_bits) + 4 * self.units,   # codes + per-channel scales
+                    master=nbytes_of(n, p.update_bits),
+                    bn=2 * 4 * self.gamma.size)                              # running mean, var (fp32)
+
+    # ------------------------------------------------------------ checkpoint
+    def state(self):
+        return dict(master=copy.deepcopy(self.master),
+                    running_mean=self.running_mean.copy(), running_var=self.running_var.copy(),
+                    z_scale=self.z_scale.state(), out_scale=self.out_scale.state(),
+                    feedback=self.feedback)
+
+    def load(self, s):
+        self.master = copy.deepcopy(s["master"])
+        self.running_mean, self.running_var = s["running_mean"], s["running_var"]
+        self.z_scale.load(s["z_scale"])
+        self.out_scale.load(s["out_scale"])
+        self.feedback = s["feedback"]
+        self.requantize()
