@@ -1,0 +1,183 @@
+"""Learning rules at 32 bits against an independent torch autograd implementation.
+
+The torch side is written from the papers, not from the engine: blocks
+BN(no affine) -> conv -> ReLU -> max-pool, goodness = mean of squares, DF loss
+(Eq. 7); OLU is expressed by building each block's loss on a two-block chain
+whose input is detached; DF-R swaps W_l^T for a fixed B_l in the backward of
+block l's weighted sum via a custom autograd Function.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from chipsim.config import Learning, Precision
+from chipsim.engine import losses as L
+from chipsim.engine.network import Network
+from chipsim.engine.rules import bp_step, local_step
+from chipsim.engine.tracing import StepTracer
+from chipsim.engine.optim import SGD
+from chipsim.modelspec import Block, ModelSpec
+from chipsim.trace import TraceRecorder
+
+FP32 = Precision(weight_bits=32, activation_bits=32, gradient_bits=32, update_bits=32, rounding="nearest")
+MODEL = ModelSpec(name="t", blocks=(Block(type="conv", channels=4, pool=2),
+                                    Block(type="conv", channels=6, kernel=3, padding=0),
+                                    Block(type="dense", units=5)))
+
+
+# ----------------------------------------------------------------- losses
+@pytest.mark.parametrize("name", ["df", "df-avg", "ff", "symba"])
+def test_loss_gradients_match_autograd(name):
+    rng = np.random.default_rng(0)
+    gp = rng.uniform(0, 3, 7).astype(np.float32)
+    gn = rng.uniform(0, 3, (7, 3)).astype(np.float32)
+    tp = torch.tensor(gp, dtype=torch.float64, requires_grad=True)
+    tn = torch.tensor(gn, dtype=torch.float64, requires_grad=True)
+    if name.startswith("df"):
+        red = "avg" if name == "df-avg" else "max"
+        loss, dgp, dgn = L.df_loss(gp, gn, 1.0, 0.1, red)
+        hard = tn.max(dim=1).values if red == "max" else tn.mean(dim=1)
+        tl = (torch.clamp(1.0 + hard - tp, min=0) + 0.1 * hard).mean()
+    elif name == "ff":
+        loss, dgp, dgn = L.ff_loss(gp, gn, 2.0)
+        tl = (F.softplus(2.0 - tp) + F.softplus(tn - 2.0).mean(dim=1)).mean()
+    else:
+        loss, dgp, dgn = L.symba_loss(gp, gn, 4.0)
+        tl = F.softplus(-4.0 * (tp[:, None] - tn)).mean(dim=1).mean()
+    tl.backward()
+    assert loss == pytest.approx(tl.item(), rel=1e-6)
+    np.testing.assert_allclose(dgp, tp.grad.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(dgn, tn.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_cross_entropy_matches_torch():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(6, 5)).astype(np.float32)
+    y = rng.integers(0, 5, 6)
+    loss, g = L.cross_entropy(z, y)
+    tz = torch.tensor(z, requires_grad=True)
+    tl = F.cross_entropy(tz, torch.tensor(y))
+    tl.backward()
+    assert loss == pytest.approx(tl.item(), rel=1e-5)
+    np.testing.assert_allclose(g, tz.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------- torch reference
+class FeedbackLinearOp(torch.autograd.Function):
+    """y = op(x, W) forward; backward sends the error to x through B instead of W (feedback alignment)."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, conv_args):
+        ctx.save_for_backward(x, w, b)
+        ctx.conv_args = conv_args
+        return F.conv2d(x, w, **conv_args) if w.dim() == 4 else x @ w.t()
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, w, b = ctx.saved_tensors
+        if w.dim() == 4:
+            gx = torch.nn.grad.conv2d_input(x.shape, b, gy, **ctx.conv_args)
+            gw = torch.nn.grad.conv2d_weight(x, w.shape, gy, **ctx.conv_args)
+        else:
+            gx, gw = gy @ b, gy.t() @ x
+        return gx, gw, None, None
+
+
+def torch_block(a, w, spec, feedback=None):
+    """BN (batch stats, no affine) -> conv/dense -> ReLU -> pool, in torch."""
+    if spec.type == "dense":
+        a = a.reshape(a.shape[0], -1)
+    z = F.batch_norm(a, None, None, training=True, eps=1e-5)
+    args = dict(stride=spec.stride, padding=spec.padding) if spec.type == "conv" else {}
+    if feedback is not None:
+        y = FeedbackLinearOp.apply(z, w, feedback, args)
+    else:
+        y = F.conv2d(z, w, **args) if spec.type == "conv" else z @ w.t()
+    r = F.relu(y)
+    return F.max_pool2d(r, spec.pool) if spec.pool else r
+
+
+def torch_df_grads(net, x, labels, negatives, strategy, learning):
+    ws = [torch.tensor(b.master.value, requires_grad=True) for b in net.blocks]
+    emb = torch.tensor(net.embedding.value, requires_grad=True)
+    fbs = [None] + [torch.tensor(b.feedback[0] * b.feedback[1].reshape((-1,) + (1,) * (b.feedback[0].ndim - 1)))
+                    if b.feedback is not None else None for b in net.blocks[1:]]
+    reps = negatives.shape[1] + 1
+    lab = np.concatenate([labels[:, None], negatives], 1).reshape(-1)
+    a0 = torch.cat([torch.tensor(np.repeat(x, reps, 0)), emb[torch.tensor(lab)][:, None]], 1)
+    specs = [b.spec for b in net.blocks]
+    outs_detached = []
+    total = 0
+    prev_in = a0
+    for l in range(len(specs)):
+        if strategy == "greedy" or l == 0:
+            out = torch_block(prev_in if l == 0 else outs_detached[l - 1], ws[l], specs[l])
+        else:
+            src = a0 if l == 1 else outs_detached[l - 2]
+            mid = torch_block(src, ws[l - 1], specs[l - 1])
+            out = torch_block(mid, ws[l], specs[l], feedback=fbs[l] if strategy == "df-r" else None)
+        g = out.reshape(out.shape[0], -1).pow(2).mean(1).reshape(-1, reps)
+        hard = g[:, 1:].max(1).values
+        total = total + (torch.clamp(learning.margin + hard - g[:, 0], min=0) + learning.reg_lambda * hard).mean()
+        outs_detached.append(out.detach())
+    total.backward()
+    return [w.grad.numpy() for w in ws], emb.grad.numpy()
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "df-o", "df-r"])
+def test_local_step_matches_torch(strategy):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 1, (5, 1, 12, 12)).astype(np.float32)
+    labels = rng.integers(0, 4, 5)
+    negatives = (labels[:, None] + 1 + np.array([[0, 1, 2]])) % 4
+    net = Network(MODEL, (1, 12, 12), 4, FP32, seed=0, with_label=True, with_head=False)
+    if strategy == "df-r":
+        fb_rng = np.random.default_rng(9)
+        for b in net.blocks[1:]:
+            b.set_feedback(fb_rng)
+    learning = Learning(margin=1.0, reg_lambda=0.1)
+    tracer = StepTracer(TraceRecorder(5, enabled=False), net, SGD(), False, True)
+    res = local_step(net, x, labels, negatives, "df", strategy, learning, 0, np.random.default_rng(0), tracer)
+    ref_w, ref_e = torch_df_grads(net, x, labels, negatives, strategy, learning)
+    for l, (ours, ref) in enumerate(zip(res.grads["blocks"], ref_w)):
+        np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max(), err_msg=f"block {l}")
+    np.testing.assert_allclose(res.grads["embedding"], ref_e, rtol=1e-4, atol=1e-6 * np.abs(ref_e).max())
+
+
+def test_dfr_differs_from_dfo_only_below_the_top():
+    """DF-R's random feedback changes the lower blocks' gradients, never the top block's own."""
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0, 1, (4, 1, 12, 12)).astype(np.float32)
+    labels = rng.integers(0, 4, 4)
+    negatives = (labels[:, None] + 1 + np.array([[0, 1, 2]])) % 4
+    grads = {}
+    for s in ("df-o", "df-r"):
+        net = Network(MODEL, (1, 12, 12), 4, FP32, seed=0, with_label=True, with_head=False)
+        if s == "df-r":
+            fb = np.random.default_rng(9)
+            for b in net.blocks[1:]:
+                b.set_feedback(fb)
+        tracer = StepTracer(TraceRecorder(4, enabled=False), net, SGD(), False, True)
+        grads[s] = local_step(net, x, labels, negatives, "df", s, Learning(), 0, np.random.default_rng(0),
+                              tracer).grads["blocks"]
+    np.testing.assert_allclose(grads["df-o"][-1], grads["df-r"][-1], rtol=1e-6)
+    assert not np.allclose(grads["df-o"][0], grads["df-r"][0], rtol=1e-3)
+
+
+def test_bp_step_matches_torch():
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 1, (6, 1, 12, 12)).astype(np.float32)
+    labels = rng.integers(0, 4, 6)
+    net = Network(MODEL, (1, 12, 12), 4, FP32, seed=0, with_label=False, with_head=True)
+    tracer = StepTracer(TraceRecorder(6, enabled=False), net, SGD(), True, True)
+    res = bp_step(net, x, labels, 0, np.random.default_rng(0), tracer)
+    ws = [torch.tensor(b.master.value, requires_grad=True) for b in net.layers()]
+    a = torch.tensor(x)
+    for w, b in zip(ws[:-1], net.blocks):
+        a = torch_block(a, w, b.spec)
+    logits = a.reshape(a.shape[0], -1) @ ws[-1].t()
+    F.cross_entropy(logits, torch.tensor(labels)).backward()
+    for ours, w in zip(res.grads["blocks"], ws):
+        ref = w.grad.numpy()
+        np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
