@@ -1,0 +1,118 @@
+"""ChipSpec: the hwconfig's ``chip`` section as lookups the chip model needs.
+
+Why a separate object: the mapping, NoC, timing and energy models all ask the
+same questions (where is core k, which links does a packet from a to b cross,
+how many MACs per cycle at b bits, how many pJ per MAC). Answering them in one
+place keeps the conventions (row-major core ids, XY routing, next-wider bit
+width) identical everywhere.
+
+Conventions:
+* core id = row * cols + col (row-major); coordinates are (row, col).
+* XY routing: a packet first travels along its row (X = column index) to the
+  destination column, then along that column (Y = row index).
+* a directed link is the pair (from_core, to_core) of neighbouring cores.
+* a bit width missing from a per-width table uses the next wider entry (a
+  3-bit multiply runs on the 4-bit datapath); wider than every entry is an
+  error, since no datapath could execute it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from ..errors import MappingError
+
+
+@dataclass(frozen=True)
+class ChipSpec:
+    name: str
+    rows: int
+    cols: int
+    clock_mhz: float
+    sram_bytes: int
+    macs_per_cycle: tuple          # sorted ((bits, MAC/cycle), ...)
+    mac_pj: tuple                  # sorted ((bits, pJ), ...)
+    sram_read_pj: float            # per byte
+    sram_write_pj: float           # per byte
+    link_bytes_per_cycle: float
+    hop_latency_cycles: float
+    byte_hop_pj: float
+
+    @classmethod
+    def from_hw(cls, hw) -> "ChipSpec":
+        """Build from a ``HwConfig`` (or directly from its ``chip`` section)."""
+        chip = getattr(hw, "chip", hw)
+        core, noc = chip.core, chip.noc
+        return cls(name=chip.name, rows=chip.mesh.rows, cols=chip.mesh.cols,
+                   clock_mhz=float(chip.clock_mhz), sram_bytes=int(round(core.sram_kib * 1024)),
+                   macs_per_cycle=tuple(sorted((int(k), float(v)) for k, v in core.macs_per_cycle.items())),
+                   mac_pj=tuple(sorted((int(k), float(v)) for k, v in core.energy_pj.mac.items())),
+                   sram_read_pj=float(core.energy_pj.sram_read_byte),
+                   sram_write_pj=float(core.energy_pj.sram_write_byte),
+                   link_bytes_per_cycle=float(noc.link_bytes_per_cycle),
+                   hop_latency_cycles=float(noc.hop_latency_cycles),
+                   byte_hop_pj=float(noc.energy_pj.byte_hop))
+
+    # ---------------------------------------------------------------- geometry
+    @property
+    def n_cores(self) -> int:
+        return self.rows * self.cols
+
+    def coord(self, core: int) -> tuple:
+        return divmod(int(core), self.cols)
+
+    def core_at(self, row: int, col: int) -> int:
+        return row * self.cols + col
+
+    def snake_order(self) -> list:
+        """Cores in boustrophedon order: consecutive entries are always 1 hop apart."""
+        out = []
+        for r in range(self.rows):
+            cols = range(self.cols) if r % 2 == 0 else range(self.cols - 1, -1, -1)
+            out.extend(self.core_at(r, c) for c in cols)
+        return out
+
+    def hops(self, a: int, b: int) -> int:
+        (ra, ca), (rb, cb) = self.coord(a), self.coord(b)
+        return abs(ra - rb) + abs(ca - cb)
+
+    def route(self, a: int, b: int) -> tuple:
+        """Directed links (from, to) an XY-routed packet from core a to core b crosses."""
+        return _route(self.cols, int(a), int(b))
+
+    # ---------------------------------------------------------------- per-width lookups
+    def _lookup(self, table: tuple, bits: int, what: str) -> float:
+        for b, v in table:
+            if b >= bits:
+                return v
+        raise MappingError(f"chip {self.name}: no {what} entry for {bits}-bit operands "
+                           f"(widest is {table[-1][0]} bits); add one to chip.core")
+
+    def mpc(self, bits) -> float:
+        """MACs per cycle for operands of widths ``bits`` (the widest operand decides)."""
+        return self._lookup(self.macs_per_cycle, max(bits), "macs_per_cycle")
+
+    def mac_energy(self, bits) -> float:
+        """pJ per MAC for operands of widths ``bits`` (the widest operand decides)."""
+        return self._lookup(self.mac_pj, max(bits), "energy_pj.mac")
+
+    def cycles_to_us(self, cycles: float) -> float:
+        return cycles / self.clock_mhz
+
+
+@lru_cache(maxsize=1 << 16)
+def _route(cols: int, a: int, b: int) -> tuple:
+    ra, ca = divmod(a, cols)
+    rb, cb = divmod(b, cols)
+    links, cur = [], a
+    step = 1 if cb > ca else -1
+    for c in range(ca, cb, step):          # X first: along the row
+        nxt = ra * cols + c + step
+        links.append((cur, nxt))
+        cur = nxt
+    step = 1 if rb > ra else -1
+    for r in range(ra, rb, step):          # then Y: along the column
+        nxt = (r + step) * cols + cb
+        links.append((cur, nxt))
+        cur = nxt
+    return tuple(links)

@@ -1,0 +1,291 @@
+"""Tests for chipsim.chip: every figure of a tiny hand-built trace checked against hand arithmetic.
+
+The traces are recorded with ``TraceRecorder`` exactly as the engine would, so
+the chip model is tested through its contract (the trace), never through the
+model description.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from chipsim.chip import ChipSpec, simulate, split_units
+from chipsim.chip.mapping import map_trace
+from chipsim.chip.noc import Links
+from chipsim.config import HwConfig
+from chipsim.errors import MappingError
+from chipsim.schema import Where, build
+from chipsim.trace import TraceRecorder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def hwconfig(rows=2, cols=2, sram_kib=1.0, memory_mode="streaming", strategy="fit", micro_batch=1):
+    """A toy chip with round numbers: 4-bit MACs 4/cycle, 2 B/cycle links, 1 cycle per hop."""
+    return build(HwConfig, {
+        "chip": {"name": "toy", "mesh": {"rows": rows, "cols": cols}, "clock_mhz": 100,
+                 "core": {"sram_kib": sram_kib, "macs_per_cycle": {4: 4, 8: 2, 16: 1},
+                          "energy_pj": {"mac": {4: 1.0, 8: 2.0, 16: 4.0}, "sram_read_byte": 0.5,
+                                        "sram_write_byte": 1.0}},
+                 "noc": {"link_bytes_per_cycle": 2, "hop_latency_cycles": 1, "energy_pj": {"byte_hop": 0.25}}},
+        "workload": {"model": os.path.join(ROOT, "models", "dense3.yaml")},
+        "mapping": {"strategy": strategy, "memory_mode": memory_mode, "micro_batch": micro_batch},
+    }, "", Where("test"))
+
+
+def dense3_trace():
+    """3 dense layers, 2 samples. Per-step bytes / MACs (per sample = half)."""
+    r = TraceRecorder(samples=2)
+    r.layer(0, "d0", 4, "dense")
+    r.layer(1, "d1", 4, "dense")
+    r.layer(2, "d2", 2, "dense")
+    w0 = r.buffer(0, "w0", "weights", 16, "persistent", "units")
+    x0 = r.buffer(0, "x0", "act_update", 16, "sample", "replicated")    # input image, no writer
+    y0 = r.buffer(0, "y0", "act_update", 8, "sample", "units")
+    w1 = r.buffer(1, "w1", "weights", 16, "persistent", "units")
+    x1 = r.buffer(1, "x1", "act_update", 8, "sample", "replicated")
+    y1 = r.buffer(1, "y1", "act_update", 8, "sample", "units")
+    a1 = r.buffer(1, "acc1", "gradients", 16, "step", "units")
+    w2 = r.buffer(2, "w2", "weights", 8, "persistent", "units")
+    x2 = r.buffer(2, "x2", "act_update", 8, "sample", "replicated")
+    y2 = r.buffer(2, "y2", "act_update", 4, "sample", "units")
+    r.op(0, "fwd", "fwd0", 64, (4, 4), reads=(x0, w0), writes=(y0,))                # op 0
+    r.send(0, 1, "send0", y0, x1, 8, "activation")                                  # op 1
+    r.op(1, "fwd", "fwd1", 64, (4, 4), reads=(x1, w1), writes=(y1,))                # op 2
+    r.send(1, 2, "send1", y1, x2, 8, "activation")                                  # op 3
+    r.op(1, "grad_w", "grad_w1", 32, (8, 4), reads=(y1, x1, a1), writes=(a1,))      # op 4
+    r.op(1, "update", "update1", 16, (16, 16), "step", reads=(a1,), writes=(w1,))   # op 5
+    r.op(2, "fwd", "fwd2", 32, (4, 4), reads=(x2, w2), writes=(y2,))                # op 6
+    return r.trace
+
+
+# ----------------------------------------------------------------------------- hand-checked figures
+def test_dense3_by_hand():
+    rep = simulate(dense3_trace(), hwconfig())
+    # mapping: one slice per layer along the snake 0 -> 1 -> 3 (row 1 runs right to left)
+    assert [[s.core for s in rep.mapping.slices_of(l)] for l in range(3)] == [[0], [1], [3]]
+    assert rep.mapping.slices_of(2)[0].coord == (1, 1)
+    assert rep.activation_hops() == 2                       # 0->1 and 1->3: one hop each
+
+    # timing (cycles = macs per sample / macs_per_cycle; send = 4 B / 2 B/cycle + 1 hop * 1):
+    #   fwd0: 32/4 = 8; send: 2 + 1 = 3; fwd1: 32/4 = 8; grad_w1: 16/2 = 8 (8-bit); update1: 16/1 = 16;
+    #   fwd2: 16/4 = 4. Flow control: fwd0(1) waits for fwd1(0) to start, fwd1(1) for fwd2(0).
+    #   fwd0(0) [0,8]  send0(0) [8,11]  fwd1(0) [11,19]  fwd0(1) [11,19]  send1(0) [19,22]
+    #   grad_w1(0) [19,27]  send0(1) [19,22]  fwd2(0) [22,26]  fwd1(1) [27,35] (core busy till 27)
+    #   send1(1) [35,38]  grad_w1(1) [35,43]  fwd2(1) [38,42]  update1 [43,59]
+    st, en = rep.schedule.start, rep.schedule.end
+    assert st[0].tolist() == [0, 11] and en[0].tolist() == [8, 19]
+    assert st[2].tolist() == [11, 27] and en[2].tolist() == [19, 35]
+    assert st[4].tolist() == [19, 35] and en[4].tolist() == [27, 43]
+    assert en[1].tolist() == [11, 22] and en[3].tolist() == [22, 38]
+    assert st[6].tolist() == [22, 38] and en[6].tolist() == [26, 42]
+    assert st[5, 0] == 43 and en[5, 0] == 59
+    assert rep.latency_cycles == 59
+    assert rep.latency_us == pytest.approx(0.59)                  # 59 cycles at 100 MHz
+    assert rep.throughput == pytest.approx(2 / 0.59e-6)
+    # busy: core0 2*8 = 16; core1 2*8 + 2*8 + 16 = 48; core3 2*4 = 8
+    assert rep.busy() == {0: 16, 1: 48, 3: 8}
+    assert rep.idle() == {0: 43, 1: 11, 3: 51}
+    path = [(p["op"], p["instance"]) for p in rep.critical_path()]
+    assert path == [("fwd0", 0), ("send0", 0), ("fwd1", 0), ("grad_w1", 0), ("fwd1", 1), ("grad_w1", 1),
+                    ("update1", None)]
+    assert rep.critical_path()[4]["gated_by"] == "core"
+    gantt = [g for g in rep.gantt_rows() if g["core"] == 1]
+    assert [(g["op"], g["start"], g["end"]) for g in gantt] == [
+        ("fwd1", 11, 19), ("grad_w1", 19, 27), ("fwd1", 27, 35), ("grad_w1", 35, 43), ("update1", 43, 59)]
+
+    # ledger, streaming (per sample: x0 8, y0 4, x1 4, y1 4, x2 4, y2 2 bytes):
+    #   core0: w0 16 + x0(0) 8 + y0(0) 4 = 28 during fwd0(0) (y0 lives until send0 ends)
+    #   core1: at t=19: w1 16 + x1(0) [8,27] 4 + y1(0) [11,27] 4 + x1(1) [19,43] 4 + acc1 [19,59] 16 = 44
+    #   core3: w2 8 + x2(0) [19,26] 4 + y2(0) [22,26] 2 = 14
+    led = rep.ledger
+    assert {c: m.peak_bytes for c, m in led.cores.items()} == {0: 28, 1: 44, 3: 14}
+    m1 = led.cores[1]
+    assert m1.peak_time == 19
+    assert (m1.at_peak["weights"], m1.at_peak["act_update"], m1.at_peak["gradients"]) == (16, 12, 16)
+    assert m1.max_by_category["act_update"] == 12
+    assert led.peak_core == 1 and led.capacity == 1024
+    assert led.totals()["weights"] == 16 + 16 + 8
+
+    # NoC: link 0->1 carries send0 (2 x 4 B), link 1->3 carries send1 (2 x 4 B)
+    assert rep.schedule.links.bytes == {(0, 1): 8, (1, 3): 8}
+    assert rep.link_bytes() == {"(0, 0)->(0, 1)": 8, "(0, 1)->(1, 1)": 8}
+    assert rep.tag_bytes() == {"activation": 16}
+    assert rep.byte_hops == 16
+
+    # energy: MACs 64*1 + 64*1 + 32*2 + 16*4 + 32*1 = 288 pJ
+    #   reads: fwd0 x0 16 + w0 16*2 inst | send0 y0 8 | fwd1 x1 8 + w1 32 | send1 y1 8
+    #          | grad_w1 y1 8 + x1 8 + acc1 16*2 | update1 acc1 16 | fwd2 x2 8 + w2 8*2  = 192 B * 0.5 = 96 pJ
+    #   writes: y0 8 + x1 8 + y1 8 + x2 8 + acc1 16*2 + w1 16 + y2 4 = 84 B * 1.0 = 84 pJ
+    #   NoC: 16 byte-hops * 0.25 = 4 pJ
+    e = rep.energy
+    assert (e.mac_pj, e.sram_read_bytes, e.sram_write_bytes) == (288, 192, 84)
+    assert (e.sram_pj, e.noc_pj, e.total_pj) == (180, 4, 472)
+    assert e.per_sample()["total_pj"] == 236
+
+    d = rep.to_dict()
+    assert d["timing"]["latency_cycles"] == 59 and d["ledger"]["peak_core"] == 1
+    assert [r["cores"] for r in rep.mapping_table()] == ["0", "1", "3"]
+
+
+def test_dense3_whole_batch_ledger_by_hand():
+    # program order positions: fwd0 0, send0 1, fwd1 2, send1 3, grad_w1 4, update1 5, fwd2 6;
+    # a buffer lives [first toucher, last toucher + 1) with the whole batch's bytes:
+    #   core0: w0 16 + x0 [0,1) 16 + y0 [0,2) 8 = 40
+    #   core1: at 4: w1 16 + x1 [1,5) 8 + y1 [2,5) 8 + acc1 [4,6) 16 = 48
+    #   core3: at 6: w2 8 + x2 [3,7) 8 + y2 [6,7) 4 = 20
+    rep = simulate(dense3_trace(), hwconfig(memory_mode="whole-batch"))
+    assert {c: m.peak_bytes for c, m in rep.ledger.cores.items()} == {0: 40, 1: 48, 3: 20}
+    assert rep.latency_cycles == 59                       # timing does not depend on the memory mode
+
+
+# ----------------------------------------------------------------------------- BP vs local rule
+def chain_trace(depth, samples, backprop):
+    """``depth`` dense blocks; BP keeps activations for a backward chain from the top, the local rule
+    consumes them right after each block's own loss. Same ops and buffers, only the order/dataflow differs."""
+    r = TraceRecorder(samples)
+    cat = "act_backward" if backprop else "act_update"
+    S, B = samples, []
+    for l in range(depth):
+        r.layer(l, f"b{l}", 16, "dense")
+        B.append(dict(w=r.buffer(l, "w", "weights", 256, "persistent", "units"),
+                      x=r.buffer(l, "x", cat, S * 16, "sample", "replicated"),
+                      y=r.buffer(l, "y", cat, S * 16, "sample", "units"),
+                      dy=r.buffer(l, "dy", "gradients", S * 16, "sample", "units"),
+                      acc=r.buffer(l, "acc", "gradients", 256, "step", "units")))
+
+    def fwd(l):
+        if l:
+            r.send(l - 1, l, f"a{l}", B[l - 1]["y"], B[l]["x"], S * 16, "activation")
+        r.op(l, "fwd", f"fwd{l}", S * 256, (4, 4), reads=(B[l]["x"], B[l]["w"]), writes=(B[l]["y"],))
+
+    def learn(l, reads_dy_from):
+        r.op(l, "grad_w", f"gw{l}", S * 256, (8, 4), reads=(B[l]["dy"], B[l]["x"], B[l]["acc"]),
+             writes=(B[l]["acc"],))
+        r.op(l, "update", f"up{l}", 256, (16, 16), "step", reads=(B[l]["acc"],), writes=(B[l]["w"],))
+
+    if backprop:
+        for l in range(depth):
+            fwd(l)
+        r.op(depth - 1, "loss", "loss", S * 16, (8, 8), reads=(B[-1]["y"],), writes=(B[-1]["dy"],))
+        for l in reversed(range(depth)):
+            if l:
+                ex = r.buffer(l, "ex", "gradients", S * 16, "sample", "reduce")
+                r.op(l, "grad_x", f"gx{l}", S * 256, (8, 4), reads=(B[l]["dy"], B[l]["w"], B[l]["y"]), writes=(ex,))
+                r.send(l, l - 1, f"e{l}", ex, B[l - 1]["dy"], S * 16, "error")
+            learn(l, None)
+    else:
+        for l in range(depth):
+            fwd(l)
+            r.op(l, "loss", f"loss{l}", S * 16, (8, 8), reads=(B[l]["y"],), writes=(B[l]["dy"],))
+            learn(l, None)
+    return r.trace
+
+
+def test_bp_holds_more_sram_than_local_and_gap_widens_with_depth():
+    gaps = []
+    for depth in (3, 6, 9):
+        hw = hwconfig(rows=3, cols=4, sram_kib=64)
+        bp = simulate(chain_trace(depth, 16, True), hw).ledger
+        lo = simulate(chain_trace(depth, 16, False), hw).ledger
+        assert bp.peak_bytes > lo.peak_bytes
+        assert bp.total_peak_bytes() > lo.total_peak_bytes()
+        gaps.append(bp.total_peak_bytes() - lo.total_peak_bytes())
+        # BP's activations are the backward-pass category, the local rule's the update category
+        assert bp.totals()["act_backward"] > 0 and bp.totals()["act_update"] == 0
+    assert gaps[0] < gaps[1] < gaps[2]
+
+
+def test_whole_batch_mode_counts_every_sample():
+    hw = hwconfig(rows=3, cols=4, sram_kib=64, memory_mode="whole-batch")
+    led = simulate(chain_trace(3, 16, False), hw).ledger
+    # block 1: w 256 + x 256 + y 256 + dy 256 + acc 256 all live at grad_w -> 1280 B
+    assert led.cores[1].peak_bytes == 1280
+
+
+# ----------------------------------------------------------------------------- mapping
+def big_layer_trace(weight_bytes, units=4):
+    r = TraceRecorder(samples=2)
+    r.layer(0, "big", units, "dense")
+    r.layer(1, "small", 2, "dense")
+    w0 = r.buffer(0, "w0", "weights", weight_bytes, "persistent", "units")
+    x0 = r.buffer(0, "x0", "act_update", 8, "sample", "replicated")
+    y0 = r.buffer(0, "y0", "act_update", 8, "sample", "units")
+    g0 = r.buffer(0, "g0", "gradients", 8, "sample", "reduce")
+    w1 = r.buffer(1, "w1", "weights", 8, "persistent", "units")
+    x1 = r.buffer(1, "x1", "act_update", 8, "sample", "replicated")
+    r.op(0, "fwd", "fwd0", 64, (4, 4), reads=(x0, w0), writes=(y0,))
+    r.op(0, "goodness", "good0", 8, (4, 4), reads=(y0,), writes=(g0,))
+    r.op(0, "loss", "loss0", 0, reads=(g0,), writes=())
+    r.send(0, 1, "send0", y0, x1, 8, "activation")
+    r.op(1, "fwd", "fwd1", 16, (4, 4), reads=(x1, w1))
+    return r.trace
+
+
+def test_split_layer_that_does_not_fit_one_core():
+    # 64 B SRAM; w0 = 96 B needs two slices of 2 units (48 B each) + x0 4 + y0 2 + g0 4 per sample
+    tr = big_layer_trace(96)
+    hw = hwconfig(sram_kib=64 / 1024)
+    rep = simulate(tr, hw)
+    sl = rep.mapping.slices_of(0)
+    assert [(s.lo, s.hi, s.core) for s in sl] == [(0, 2, 0), (2, 4, 1)]
+    assert rep.mapping.slices_of(1)[0].core == 3
+    assert all(m.peak_bytes <= 64 for m in rep.ledger.cores.values())
+    # slice 0 at its peak (during goodness): w 48 + x0 4 (replicated) + y0 2 + g0 4 (reduce partial) = 58
+    assert rep.ledger.cores[0].peak_bytes == 58
+    # multicast of the activation (units source, replicated destination): each slice sends its 2 B
+    # per sample to core 3; partial goodness reduced 1 -> 0 (4 B per sample)
+    assert rep.tag_bytes() == {"activation": 8, "reduce": 8}
+    assert split_units(10, 3) == [(0, 4), (4, 7), (7, 10)]
+
+
+def test_unmappable_model_names_core_layer_categories_and_remedy():
+    tr = big_layer_trace(200, units=8)      # needs 4 slices (200 * 2/8 = 50 B) + 1 for layer 1 > 4 cores
+    with pytest.raises(MappingError) as exc:
+        map_trace(tr, hwconfig(sram_kib=64 / 1024))
+    msg = str(exc.value)
+    for part in ("'big'", "core 0", "weights 0.", "act_update", "KiB SRAM", "at least", "cores",
+                 "weight_bits", "micro_batch"):
+        assert part in msg, (part, msg)
+    with pytest.raises(MappingError, match="splitting cannot help"):
+        map_trace(big_layer_trace(1000, units=2), hwconfig(rows=4, cols=4, sram_kib=64 / 1024))
+
+
+def test_balanced_uses_idle_cores_for_the_heaviest_layer():
+    rep = simulate(dense3_trace(), hwconfig(strategy="balanced"))
+    # 4 cores, 3 layers: the idle core goes to layer 1 (most MACs: 64 + 32 + 16)
+    assert rep.mapping.counts == [1, 2, 1]
+    assert rep.latency_cycles < 59
+
+
+# ----------------------------------------------------------------------------- NoC
+def test_xy_routes_and_hops():
+    spec = ChipSpec.from_hw(hwconfig(rows=3, cols=4))
+    # core 0 (0,0) -> core 11 (2,3): along row 0 to col 3, then down column 3
+    assert spec.route(0, 11) == ((0, 1), (1, 2), (2, 3), (3, 7), (7, 11))
+    assert spec.hops(0, 11) == 5 and spec.hops(11, 0) == 5
+    assert spec.route(11, 0) == ((11, 10), (10, 9), (9, 8), (8, 4), (4, 0))
+    assert spec.snake_order() == [0, 1, 2, 3, 7, 6, 5, 4, 8, 9, 10, 11]
+    assert spec.mpc((3, 4)) == 4 and spec.mpc((4, 5)) == 2     # next wider entry
+
+
+def test_link_contention_serialises_transfers():
+    spec = ChipSpec.from_hw(hwconfig(rows=1, cols=3))
+    links = Links(spec)
+    # 32 B at 2 B/cycle = 16 cycles on the wire; 0->2 uses links 0->1, 1->2; 1->2 shares link 1->2
+    assert links.transfer(0, 0, 2, 32, "activation") == 16 + 2 * 1
+    assert links.transfer(0, 1, 2, 32, "activation") == 16 + 16 + 1     # waits for link 1->2
+    assert links.transfer(0, 1, 0, 32, "error") == 16 + 1                # opposite direction: free
+    assert links.bytes == {(0, 1): 32, (1, 2): 64, (1, 0): 32}
+    assert links.byte_hops == 32 * 2 + 32 + 32
+
+
+# ----------------------------------------------------------------------------- speed
+def test_schedule_is_fast_for_64_samples():
+    tr = chain_trace(8, 64, True)           # ~31 ops per sample
+    hw = hwconfig(rows=3, cols=4, sram_kib=256)
+    t = time.perf_counter()
+    simulate(tr, hw)
+    assert time.perf_counter() - t < 1.0
