@@ -1,0 +1,193 @@
+"""A run directory: summary.json, report.md, per-core and per-layer CSVs, PNGs.
+
+Every file is written to a temp name in the same directory and renamed into
+place, so an interrupted run never leaves a half-written report that a later
+script would mistake for a result.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from . import plots
+from .trace import CATEGORIES
+
+
+def atomic_write(path: str, text: str) -> str:
+    d = os.path.dirname(path) or "."
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def write_json(path: str, data) -> str:
+    return atomic_write(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _csv(rows: list, columns: list) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    return buf.getvalue()
+
+
+def per_core_rows(chip) -> list:
+    """One row per used core: where it is, what it holds at its peak, how busy it is."""
+    rows = []
+    busy = chip.busy()
+    lat = chip.latency_cycles or 1.0
+    for layer in chip.mapping.layers:
+        for s in chip.mapping.slices_of(layer.index):
+            m = chip.ledger.cores[s.core]
+            row = {"core": s.core, "row": s.coord[0], "col": s.coord[1], "layer": layer.index,
+                   "layer_name": layer.name, "units": f"{s.lo}-{s.hi}", "peak_bytes": int(m.peak_bytes),
+                   "peak_pct": round(100 * m.peak_bytes / chip.ledger.capacity, 2),
+                   "busy_cycles": round(busy.get(s.core, 0.0), 1),
+                   "busy_pct": round(100 * busy.get(s.core, 0.0) / lat, 2)}
+            for c in CATEGORIES:
+                row[f"{c}_at_peak"] = int(m.at_peak.get(c, 0))
+            rows.append(row)
+    return rows
+
+
+def per_layer_rows(chip, history_last=None) -> list:
+    """One row per layer: its split, its work per sample, its peak memory."""
+    tr = chip.trace
+    rows = []
+    for layer in chip.mapping.layers:
+        sl = chip.mapping.slices_of(layer.index)
+        per = {k: tr.macs(kind=k, layer=layer.index) / tr.samples
+               for k in ("fwd", "grad_w", "grad_x", "feedback")}
+        worst = max(chip.ledger.cores[s.core].peak_bytes for s in sl)
+        row = {"layer": layer.index, "name": layer.name, "units": layer.units, "slices": len(sl),
+               "cores": " ".join(str(s.core) for s in sl), "peak_core_bytes": int(worst),
+               "fwd_macs_per_sample": int(per["fwd"]), "grad_w_macs_per_sample": int(per["grad_w"]),
+               "grad_x_macs_per_sample": int(per["grad_x"]), "feedback_macs_per_sample": int(per["feedback"])}
+        if history_last is not None and history_last.get("per_block_accuracy") \
+                and layer.index < len(history_last["per_block_accuracy"]):
+            row["block_test_accuracy"] = history_last["per_block_accuracy"][layer.index]
+        rows.append(row)
+    return rows
+
+
+def _md_table(rows: list, columns: list) -> str:
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    return head + "".join("| " + " | ".join(str(r.get(c, "")) for c in columns) + " |\n" for r in rows)
+
+
+def headline(summary: dict) -> list:
+    """(label, value) pairs shown on the console and at the top of report.md."""
+    chip = summary["chip"]
+    led, tim, en = chip["ledger"], chip["timing"], chip["energy"]
+    out = []
+    if summary.get("training"):
+        t = summary["training"]
+        out.append(("test accuracy", f"{100 * t['test_accuracy']:.2f}% after {t['epochs']} epoch(s) "
+                                     f"({t['train_seconds']:.0f} s on this CPU)"))
+    out += [
+        ("cores used", f"{chip['mapping']['cores_used']} of {chip['chip']['rows'] * chip['chip']['cols']}"),
+        ("peak SRAM (worst core)", f"{led['peak_bytes'] / 1024:.1f} KiB of {led['capacity_bytes'] / 1024:.0f} KiB "
+                                   f"(core {led['peak_core']})"),
+        ("peak SRAM (sum over cores)", f"{led['total_peak_bytes'] / 1024:.1f} KiB"),
+        ("step latency", f"{tim['latency_us']:.1f} µs for {chip['samples']} samples"),
+        ("throughput", f"{tim['throughput_samples_per_s']:.0f} samples/s at {chip['chip']['clock_mhz']:g} MHz"),
+        ("energy per sample", f"{en['per_sample']['total_pj'] / 1e6:.3f} µJ "
+                              f"(MAC {en['per_sample']['mac_pj'] / 1e6:.3f}, SRAM {en['per_sample']['sram_pj'] / 1e6:.3f}, "
+                              f"NoC {en['per_sample']['noc_pj'] / 1e6:.3f})"),
+        ("NoC traffic", f"{sum(chip['noc']['tag_bytes'].values()) / 1024:.1f} KiB per step, "
+                        f"{chip['noc']['byte_hops'] / 1024:.1f} KiB·hops"),
+    ]
+    return out
+
+
+def write_run(out_dir: str, summary: dict, chip, history: list | None) -> dict:
+    """Write every artefact of a run; returns name -> path."""
+    os.makedirs(out_dir, exist_ok=True)
+    name = summary["config_name"]
+    files = {}
+    cd = summary["chip"]
+    files["per_core.csv"] = atomic_write(os.path.join(out_dir, "per_core.csv"), _csv(
+        per_core_rows(chip), ["core", "row", "col", "layer", "layer_name", "units", "peak_bytes", "peak_pct",
+                              "busy_cycles", "busy_pct"] + [f"{c}_at_peak" for c in CATEGORIES]))
+    last = history[-1] if history else None
+    layer_rows = per_layer_rows(chip, last)
+    cols = list(layer_rows[0].keys()) if layer_rows else []
+    files["per_layer.csv"] = atomic_write(os.path.join(out_dir, "per_layer.csv"), _csv(layer_rows, cols))
+    files["sram_heatmap.png"] = plots.sram_heatmap(cd, os.path.join(out_dir, "sram_heatmap.png"),
+                                                   f"{name}: peak SRAM per core ({summary['rule']})")
+    files["link_traffic.png"] = plots.link_traffic(cd, os.path.join(out_dir, "link_traffic.png"),
+                                                   f"{name}: NoC traffic per link, one step")
+    files["gantt.png"] = plots.gantt(chip.gantt_rows(), chip.latency_cycles, chip.spec.clock_mhz,
+                                     os.path.join(out_dir, "gantt.png"), f"{name}: one training step per core")
+    if history:
+        files["training.png"] = plots.training_curve(history, os.path.join(out_dir, "training.png"),
+                                                     f"{name}: {summary['rule']} on {summary['dataset']}")
+    slim = dict(summary)
+    slim["chip"] = {k: v for k, v in cd.items()}
+    slim["chip"]["timing"] = {k: v for k, v in cd["timing"].items() if k != "gantt"}
+    files["summary.json"] = write_json(os.path.join(out_dir, "summary.json"), slim)
+    files["report.md"] = atomic_write(os.path.join(out_dir, "report.md"),
+                                      markdown(summary, chip, layer_rows, history))
+    return files
+
+
+def markdown(summary: dict, chip, layer_rows: list, history: list | None) -> str:
+    cd = summary["chip"]
+    lines = [f"# chipsim run: {summary['config_name']} ({summary['rule']})", "",
+             f"Config `{summary['config_file']}`"
+             + (f" with overrides `{' '.join(summary['overrides'])}`" if summary["overrides"] else "")
+             + f"; model `{summary['model']}` ({summary['depth']} blocks); dataset `{summary['dataset']}`"
+             + f"; precision W{summary['precision']['weight_bits']}/A{summary['precision']['activation_bits']}"
+             + f"/G{summary['precision']['gradient_bits']}/U{summary['precision']['update_bits']}; seed "
+             + f"{summary['seed']}.", "", "## Headline", ""]
+    lines += [f"- **{k}**: {v}" for k, v in headline(summary)]
+    lines += ["", f"Scale: {summary['scale_note']}", ""]
+    if history:
+        lines += ["## Training", "", _md_table(
+            [{"epoch": h["epoch"], "loss": f"{h['loss']:.4f}", "test accuracy": f"{100 * h['test_accuracy']:.2f}%",
+              "per-block accuracy": " / ".join(f"{100 * a:.1f}" for a in h["per_block_accuracy"])
+              if h.get("per_block_accuracy") else "-", "seconds": f"{h['seconds']:.1f}"} for h in history],
+            ["epoch", "loss", "test accuracy", "per-block accuracy", "seconds"]), "![training](training.png)", ""]
+    lines += ["## Mapping", "", _md_table(chip.mapping_table(),
+                                           ["layer", "name", "units", "slices", "cores", "peak_kib", "sram_pct",
+                                            "top", "busy_pct"]), "",
+              f"Forward activation traffic: {cd['mapping']['activation_hops_per_sample']} hops per sample.", "",
+              "![SRAM per core](sram_heatmap.png)", "",
+              "## Memory by category (sum over cores, each core at its own peak)", "",
+              _md_table([{"category": c, "KiB": f"{v / 1024:.1f}"} for c, v in cd["ledger"]["totals_by_category"].items()
+                         if v], ["category", "KiB"]), "",
+              f"Memory mode `{cd['ledger']['mode']}`; micro-batch {cd['micro_batch']}.", "",
+              "## Work per layer and sample", "", _md_table(layer_rows, list(layer_rows[0].keys())), "",
+              "## Timing", "",
+              f"One step of {cd['samples']} samples takes {cd['timing']['latency_cycles']:.0f} cycles "
+              f"({cd['timing']['latency_us']:.1f} µs). Critical path (last 8 ops):", ""]
+    for c in cd["timing"]["critical_path"][-8:]:
+        lines.append(f"- layer {c['layer']} `{c['op']}` ({c['kind']}, sample {c['instance']}): "
+                     f"{c['start']:.0f} → {c['end']:.0f} cycles, gated by {c['gated_by']}")
+    lines += ["", "![Gantt](gantt.png)", "", "## NoC", "",
+              _md_table([{"tag": k, "KiB per step": f"{v / 1024:.1f}"} for k, v in cd["noc"]["tag_bytes"].items()],
+                        ["tag", "KiB per step"]), "", "![links](link_traffic.png)", "",
+              "## Energy per sample", "",
+              _md_table([{"part": k, "µJ": f"{v / 1e6:.4f}"} for k, v in cd["energy"]["per_sample"].items()],
+                        ["part", "µJ"]), ""]
+    return "\n".join(lines)

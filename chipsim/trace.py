@@ -1,0 +1,189 @@
+"""The execution trace: what the engine actually did in one training step.
+
+The chip model (``chipsim.chip``) never looks at the model description; it
+costs only this trace. That is what keeps memory, traffic, time and energy
+honest: a change to a learning rule changes what the engine executes, hence the
+trace, hence every figure -- there is no per-rule formula that could drift.
+
+Format (version 1), small on purpose:
+
+* ``layers``: the logical layers (blocks, plus BP's classifier head). Each has
+  ``units`` -- the size of the axis along which the mapper may split it across
+  cores (output channels or neurons).
+* ``buffers``: SRAM allocations. ``nbytes`` is the size over the whole step.
+  ``scope`` says how it lives:
+    - ``persistent``: across steps (weights, master weights, optimizer state,
+      BN parameters, label embedding, feedback weights).
+    - ``step``: allocated at the first op that writes it and live until the
+      step's last op that touches it (gradient accumulators).
+    - ``sample``: one copy per sample in flight; ``nbytes / trace.samples`` is
+      one sample's share. It is live from the op that writes it until the last
+      op that reads it -- *dataflow liveness*: the engine does not say when to
+      free, the reads it performed say it.
+  ``split`` says how the bytes land on a layer's slices:
+    - ``units``: divided among the slices in proportion to their units;
+    - ``replicated``: every slice holds a full copy (e.g. a multicast input);
+    - ``reduce``: every slice holds a full-size *partial* (grad-input, partial
+      goodness) that must be summed onto the layer's first slice.
+* ``ops``: in program order. ``kind`` is one of ``KINDS``. ``macs`` is the total
+  over the step, at operand widths ``bits = (a, b)``; it splits across slices in
+  proportion to units (every kernel here is linear in the output units).
+  ``scope`` is ``sample`` (runs once per sample; ``macs`` covers all samples)
+  or ``step`` (once per step, e.g. the optimizer update). ``reads`` and
+  ``writes`` are buffer ids: dependencies and liveness both come from them.
+  A ``send`` op moves ``nbytes`` from ``layer`` to ``dst_layer`` (tag in
+  ``tag``); it reads the source buffer and writes the received copy.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+TRACE_VERSION = 1
+
+CATEGORIES = (
+    "weights",            # compute copy at weight_bits
+    "master_weights",     # update_bits copy the optimizer writes
+    "optimizer_state",    # momentum / Adam moments
+    "bn_params",          # BN affine parameters and running statistics
+    "label_embedding",    # the learnable label channel
+    "feedback_weights",   # DF-R fixed random feedback kernels
+    "act_update",         # activations kept for the block's own (local) update
+    "act_backward",       # activations kept for BP's backward pass
+    "gradients",          # error signals and gradient accumulators
+    "noc_buffers",        # send / receive staging
+)
+KINDS = ("fwd", "goodness", "loss", "grad_x", "grad_w", "feedback", "update", "send")
+TAGS = ("activation", "error", "goodness", "label")
+SCOPES = ("persistent", "step", "sample")
+SPLITS = ("units", "replicated", "reduce")
+
+
+@dataclass(frozen=True)
+class Layer:
+    index: int
+    name: str
+    units: int          # size of the split axis (output channels / neurons)
+    kind: str           # "conv" | "dense" | "head"
+
+
+@dataclass(frozen=True)
+class Buffer:
+    id: int
+    layer: int
+    name: str
+    category: str
+    nbytes: int
+    scope: str
+    split: str
+
+
+@dataclass(frozen=True)
+class Op:
+    id: int
+    layer: int
+    kind: str
+    name: str
+    macs: int = 0
+    bits: tuple = (32, 32)
+    scope: str = "sample"
+    reads: tuple = ()
+    writes: tuple = ()
+    dst_layer: Optional[int] = None
+    nbytes: int = 0
+    tag: Optional[str] = None
+
+
+@dataclass
+class Trace:
+    """One training step's record. Build it with ``TraceRecorder``."""
+    samples: int
+    layers: list = field(default_factory=list)
+    buffers: list = field(default_factory=list)
+    ops: list = field(default_factory=list)
+    version: int = TRACE_VERSION
+
+    # ---- totals (what tests compare with hand counts)
+    def macs(self, kind: str | None = None, layer: int | None = None) -> int:
+        return sum(o.macs for o in self.ops
+                   if (kind is None or o.kind == kind) and (layer is None or o.layer == layer))
+
+    def bytes_by_category(self, scope: str | None = None) -> dict:
+        out = {c: 0 for c in CATEGORIES}
+        for b in self.buffers:
+            if scope is None or b.scope == scope:
+                out[b.category] += b.nbytes
+        return out
+
+    def sent_bytes(self, tag: str | None = None) -> int:
+        return sum(o.nbytes for o in self.ops if o.kind == "send" and (tag is None or o.tag == tag))
+
+    def buffer(self, bid: int) -> Buffer:
+        return self.buffers[bid]
+
+    # ---- persistence
+    def to_dict(self) -> dict:
+        return {"version": self.version, "samples": self.samples,
+                "layers": [asdict(x) for x in self.layers],
+                "buffers": [asdict(x) for x in self.buffers],
+                "ops": [asdict(x) for x in self.ops]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Trace":
+        if d.get("version") != TRACE_VERSION:
+            raise ValueError(f"trace version {d.get('version')} is not supported (expected {TRACE_VERSION})")
+        ops = [Op(**{**o, "bits": tuple(o["bits"]), "reads": tuple(o["reads"]),
+                     "writes": tuple(o["writes"])}) for o in d["ops"]]
+        return cls(samples=d["samples"], layers=[Layer(**x) for x in d["layers"]],
+                   buffers=[Buffer(**x) for x in d["buffers"]], ops=ops)
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+class TraceRecorder:
+    """Appends buffers and ops as the engine runs; costs a few list appends per op.
+
+    The engine calls ``buffer(...)`` once per allocation and ``op(...)`` once per
+    kernel call. ``enabled=False`` turns both into near no-ops so steps whose
+    trace is not needed (every step after the first identical one) pay nothing.
+    """
+
+    def __init__(self, samples: int, enabled: bool = True):
+        self.trace = Trace(samples=samples)
+        self.enabled = enabled
+
+    def layer(self, index: int, name: str, units: int, kind: str) -> None:
+        if self.enabled:
+            self.trace.layers.append(Layer(index, name, int(units), kind))
+
+    def buffer(self, layer: int, name: str, category: str, nbytes: int, scope: str = "sample",
+               split: str = "units") -> int:
+        if not self.enabled:
+            return -1
+        assert category in CATEGORIES and scope in SCOPES and split in SPLITS, (category, scope, split)
+        bid = len(self.trace.buffers)
+        self.trace.buffers.append(Buffer(bid, layer, name, category, int(nbytes), scope, split))
+        return bid
+
+    def op(self, layer: int, kind: str, name: str, macs: int = 0, bits=(32, 32), scope: str = "sample",
+           reads=(), writes=(), dst_layer=None, nbytes: int = 0, tag=None) -> int:
+        if not self.enabled:
+            return -1
+        assert kind in KINDS and scope in ("sample", "step"), (kind, scope)
+        oid = len(self.trace.ops)
+        self.trace.ops.append(Op(oid, layer, kind, name, int(macs), tuple(int(b) for b in bits), scope,
+                                 tuple(reads), tuple(writes), dst_layer, int(nbytes), tag))
+        return oid
+
+    def send(self, src_layer: int, dst_layer: int, name: str, src_buffer: int, dst_buffer: int,
+             nbytes: int, tag: str) -> int:
+        assert tag in TAGS, tag
+        return self.op(src_layer, "send", name, reads=(src_buffer,), writes=(dst_buffer,),
+                       dst_layer=dst_layer, nbytes=nbytes, tag=tag)
+
+
+def nbytes_of(numel: int, bits: int) -> int:
+    """Bytes to store ``numel`` values at ``bits`` each, packed (sub-byte values share bytes)."""
+    return (int(numel) * int(bits) + 7) // 8
