@@ -4,3 +4,5 @@ The public API mirrors the command line: every ``chipsim <command>`` is a thin
 layer over the function of the same name here.
 """
 __version__ = "0.1.0"
+
+from .api import validate  # noqa: E402  (public API; see chipsim/api.py)

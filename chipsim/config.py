@@ -234,6 +234,8 @@ def apply_override(data: dict, assignment: str, schema=HwConfig) -> None:
         raise ConfigError(f"{where}: expected key.path=value")
     key, raw = assignment.split("=", 1)
     key = key.strip()
+    if not key:
+        raise ConfigError(f"{where}: expected key.path=value (the key path is empty)")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
@@ -242,6 +244,8 @@ def apply_override(data: dict, assignment: str, schema=HwConfig) -> None:
     node, cls = data, schema
     for i, part in enumerate(parts):
         names = field_names(cls) if cls is not None and dataclasses.is_dataclass(cls) else None
+        if names is None and part.lstrip("-").isdigit():
+            part = int(part)  # keys of integer-keyed mappings, e.g. chip.core.macs_per_cycle.8
         if names is not None and part not in names:
             hint = difflib.get_close_matches(part, names, n=1)
             dym = f"did you mean {hint[0]!r}? " if hint else ""

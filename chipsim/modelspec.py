@@ -70,13 +70,19 @@ def load_model(path: str, origin: str | None = None) -> ModelSpec:
     if not os.path.exists(path):
         who = f"{origin}: " if origin else ""
         raise ConfigError(f"{who}model file {path} not found")
+    if os.path.isdir(path):
+        who = f"{origin}: " if origin else ""
+        raise ConfigError(f"{who}model file {path} is a directory, expected a YAML file")
     try:
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(f"{path}: YAML syntax error at {at}{getattr(exc, 'problem', '') or exc}") from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: YAML syntax error at {at}{problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with keys {', '.join(field_names(ModelSpec))}")
     return build(ModelSpec, data, "", Where(path, os.path.dirname(path)))

@@ -152,7 +152,8 @@ def build(cls, data: Any, key: str, where: Where):
         if f.name in data:
             kwargs[f.name] = convert(hints[f.name], data[f.name], full, where, dict(f.metadata))
         elif f.default is _MISSING and f.default_factory is _MISSING:
-            raise where.error(full, f"missing required key ({f.metadata.get('doc', '')})")
+            raise where.error(full, f"missing required key; expected {_type_name(hints[f.name])} "
+                                    f"({f.metadata.get('doc', '')})")
     obj = cls(**kwargs)
     check = getattr(obj, "_validate", None)
     if check is not None:
