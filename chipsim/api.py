@@ -21,7 +21,7 @@ from .config import HwConfig, LoadedConfig, load_config
 from .modelspec import Block, ModelSpec
 from .schema import reference
 
-__all__ = ["validate", "config_reference"]
+__all__ = ["validate", "config_reference", "run", "map"]
 
 
 def validate(path: str | os.PathLike, overrides: Iterable[str] = ()) -> LoadedConfig:
@@ -82,3 +82,16 @@ def config_reference() -> str:
               "all conv blocks come before the dense blocks.", ""]
     lines += _md_table(model_rows)
     return "\n".join(lines) + "\n"
+
+
+def run(config, overrides: Iterable[str] = (), out_dir: str | None = None, progress: bool = True,
+        resume: str | None = None, write: bool = True):
+    """Train on the modelled chip and cost it: see ``chipsim.runner.run``. Returns a ``RunResult``."""
+    from .runner import run as _run
+    return _run(config, tuple(overrides), out_dir=out_dir, progress=progress, resume=resume, write=write)
+
+
+def map(config, overrides: Iterable[str] = (), out_dir: str | None = None, write: bool = True):  # noqa: A001
+    """Map the model onto the chip and cost one step, no training: see ``chipsim.runner.map``."""
+    from .runner import map as _map
+    return _map(config, tuple(overrides), out_dir=out_dir, write=write)

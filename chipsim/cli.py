@@ -36,11 +36,11 @@ def add_set_option(parser: argparse.ArgumentParser) -> None:
              "the value is parsed as YAML)")
 
 
-def add_out_option(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    """``--out DIR``: where a command that writes results puts them."""
+def add_out_option(parser: argparse.ArgumentParser, shown_default: str | None = None) -> None:
+    """``--out DIR``: where a command that writes results puts them (None: the command picks a fresh one)."""
     parser.add_argument(
-        "--out", metavar="DIR", default=default,
-        help="directory to write results to" + (f" (default: {default})" if default else ""))
+        "--out", metavar="DIR", default=None,
+        help="directory to write results to" + (f" (default: {shown_default})" if shown_default else ""))
 
 
 # ---------------------------------------------------------------- validate
@@ -66,8 +66,67 @@ def cmd_validate(args: argparse.Namespace) -> int:
     loaded = api.validate(args.file, args.overrides)
     sys.stdout.write(yaml.safe_dump(loaded.to_dict(), sort_keys=False, default_flow_style=False))
     hw = loaded.hw
+    # the summary goes to stderr so `chipsim validate x.yaml > resolved.yaml` stays valid YAML
     print(f"ok: {loaded.name}: {hw.chip.mesh.rows}x{hw.chip.mesh.cols} mesh, "
-          f"{loaded.model.depth} blocks, rule {hw.workload.rule}")
+          f"{loaded.model.depth} blocks, rule {hw.workload.rule}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _print_table(rows: list, columns: list) -> None:
+    """A compact fixed-width table on stdout."""
+    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)))
+
+
+def _print_result(result) -> None:
+    from .report import headline
+    print()
+    _print_table(result.chip.mapping_table(), ["layer", "name", "units", "slices", "cores", "peak_kib",
+                                               "sram_pct", "busy_pct", "top"])
+    print()
+    for label, value in headline(result.summary):
+        print(f"{label:>28}: {value}")
+    if result.out_dir:
+        print(f"\nreport: {os.path.join(result.out_dir, 'report.md')}")
+
+
+def _configure_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", metavar="HWCONFIG", help="chip + workload file, e.g. hwconfigs/44core_4bit.yaml")
+    add_set_option(p)
+    add_out_option(p, "reports/runs/<config>-<timestamp>/")
+    p.add_argument("--rule", help="shorthand for --set workload.rule=RULE (bp, ff, symba, df, df-o, df-r)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+
+
+def _overrides(args) -> list:
+    extra = [f"workload.rule={args.rule}"] if getattr(args, "rule", None) else []
+    return list(args.overrides) + extra
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import api
+    result = api.run(args.config, _overrides(args), out_dir=args.out, progress=not args.quiet,
+                     resume=args.resume)
+    _print_result(result)
+    return EXIT_OK
+
+
+def _configure_map(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", metavar="HWCONFIG", help="chip + workload file")
+    p.add_argument("--model", help="shorthand for --set workload.model=FILE")
+    p.add_argument("--rule", help="shorthand for --set workload.rule=RULE")
+    add_set_option(p)
+    add_out_option(p, "reports/runs/<config>-map-<timestamp>/")
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    from . import api
+    extra = [f"workload.model={args.model}"] if args.model else []
+    result = api.map(args.config, _overrides(args) + extra, out_dir=args.out)
+    _print_result(result)
     return EXIT_OK
 
 
@@ -82,6 +141,12 @@ class Command:
 
 
 COMMANDS: list[Command] = [
+    Command("run", "train a model with a learning rule on the modelled chip; report accuracy, SRAM, "
+            "NoC, latency and energy", _configure_run, cmd_run,
+            example="chipsim run hwconfigs/44core_4bit.yaml --rule bp --set training.epochs=2"),
+    Command("map", "map a model onto the chip and cost one training step (no training): cores, SRAM, "
+            "NoC, timing", _configure_map, cmd_map,
+            example="chipsim map hwconfigs/44core_4bit.yaml --model models/cnn10.yaml --rule bp"),
     Command("validate", "check an hwconfig (and its model file) and print it fully resolved",
             _configure_validate, cmd_validate,
             example="chipsim validate hwconfigs/44core_4bit.yaml --set precision.weight_bits=8\n"
@@ -89,7 +154,9 @@ COMMANDS: list[Command] = [
 ]
 
 EPILOG = """\
-example:
+examples:
+  chipsim run hwconfigs/44core_4bit.yaml                 # train DF-R at 4 bits on mnist5k (offline)
+  chipsim map hwconfigs/44core_4bit.yaml --rule bp       # where BP's memory goes, no training
   chipsim validate hwconfigs/44core_4bit.yaml --set training.epochs=1
 
 Every command is also a Python function: `chipsim.<command>(...)`.

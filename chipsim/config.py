@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import difflib
 import os
+import typing
 from dataclasses import dataclass
 from typing import Dict, Optional
 
@@ -251,11 +252,15 @@ def apply_override(data: dict, assignment: str, schema=HwConfig) -> None:
             dym = f"did you mean {hint[0]!r}? " if hint else ""
             raise ConfigError(f"{where}: {'.'.join(parts[:i + 1])}: unknown key; {dym}allowed here: {', '.join(names)}")
         sub = None
+        is_path = False
         if names is not None:
-            import typing
             tp = typing.get_type_hints(cls)[part]
             sub = tp if dataclasses.is_dataclass(tp) else None
+            is_path = bool(next(f for f in dataclasses.fields(cls) if f.name == part).metadata.get("path"))
         if i == len(parts) - 1:
+            if is_path and isinstance(value, str):
+                # a path typed on the command line means what the shell means: relative to the cwd
+                value = os.path.abspath(os.path.expanduser(value))
             node[part] = value
         else:
             if not isinstance(node.get(part), dict):

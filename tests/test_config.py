@@ -252,18 +252,16 @@ def test_malformed_config_is_one_clear_line(case: Case, tmp_path: Path):
 # ------------------------------------------------------------------ valid configs
 
 
-def _resolved(stdout: str) -> tuple[dict, str]:
-    """Split `validate` output into the resolved YAML and the summary line."""
-    *body, summary = stdout.rstrip("\n").split("\n")
-    return yaml.safe_load("\n".join(body)), summary
+def _resolved(stdout: str, stderr: str) -> tuple[dict, str]:
+    """`validate` prints the resolved YAML on stdout (parseable as it is) and its summary on stderr."""
+    return yaml.safe_load(stdout), stderr.strip()
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
 def test_every_preset_validates(preset: Path, capsys):
     assert cli.main(["validate", str(preset)]) == 0
     out, err = capsys.readouterr()
-    assert err == ""
-    data, summary = _resolved(out)
+    data, summary = _resolved(out, err)
     loaded = chipsim.validate(preset)
     assert data == yaml.safe_load(yaml.safe_dump(loaded.to_dict()))
     hw = loaded.hw
@@ -279,7 +277,8 @@ def test_every_preset_validates(preset: Path, capsys):
 def test_preset_validates_in_subprocess():
     proc = _run_cli("validate", "hwconfigs/44core_4bit.yaml", cwd=REPO)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.rstrip().splitlines()[-1] == "ok: 44core_4bit: 4x11 mesh, 4 blocks, rule df-r"
+    assert proc.stderr.strip() == "ok: 44core_4bit: 4x11 mesh, 4 blocks, rule df-r"
+    assert yaml.safe_load(proc.stdout)["chip"]["name"] == "44core_4bit"
 
 
 def test_set_overrides_change_resolved_values(capsys):
@@ -289,7 +288,7 @@ def test_set_overrides_change_resolved_values(capsys):
                    "--set", "workload.train_limit=500"])
     out, err = capsys.readouterr()
     assert rc == 0, err
-    data, summary = _resolved(out)
+    data, summary = _resolved(out, err)
     assert data["precision"]["weight_bits"] == 8
     assert data["training"]["lr"] == 0.01
     assert data["chip"]["core"]["macs_per_cycle"] == {4: 256, 8: 128, 16: 16, 32: 4}
@@ -322,7 +321,7 @@ def test_relative_model_path_resolves_against_config_dir(tmp_path: Path, monkeyp
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     assert cli.main(["validate", os.path.relpath(cfg)]) == 0
-    data, summary = _resolved(capsys.readouterr().out)
+    data, summary = _resolved(*capsys.readouterr())
     assert data["workload"]["model"] == str(tmp_path / "models" / "m.yaml")
     assert data["config_file"] == str(cfg)
     assert data["model_spec"]["name"] == "m"

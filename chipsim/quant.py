@@ -1,0 +1,289 @@
+"""Quantization of weights, activations, errors and master weights.
+
+The simulated chip stores every tensor as small integers plus a scale.  This
+module turns float tensors into those integers ("codes") and back.  Codes are
+kept in float32 arrays holding exact integers, because the kernels in
+:mod:`chipsim.kernels` consume float arrays and can prove (from the code range)
+that a float GEMM over them is exact.
+
+Conventions
+-----------
+* ``bits`` must be one of :data:`ALLOWED_BITS`; ``bits == 32`` means "no
+  quantization" (plain float32) everywhere, so callers never special-case it.
+* Signed tensors (weights, errors) use a *symmetric* range
+  ``[-(2**(b-1)-1), 2**(b-1)-1]``: dropping the lone most-negative code keeps
+  negation exact and zero exactly representable.
+* Unsigned tensors (post-ReLU activations) use ``[0, 2**b - 1]``.
+* ``scale_mode="pow2"`` rounds a scale *up* to a power of two so the hardware
+  can rescale with a shift; rounding up (never down) guarantees the largest
+  magnitude still fits without clipping.
+* ``rounding="nearest"`` uses numpy's round-half-to-even; ``"stochastic"``
+  rounds ``v`` to ``floor(v + u)``, ``u ~ U[0, 1)``, which is unbiased
+  (``E[floor(v + u)] = v``) and reproducible given the caller's seeded
+  :class:`numpy.random.Generator`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
+SCALE_MODES = ("float", "pow2")
+ROUNDINGS = ("nearest", "stochastic")
+
+__all__ = [
+    "ALLOWED_BITS", "check_bits", "signed_max", "unsigned_max",
+    "quantize_weights", "quantize_activations", "ActivationScale",
+    "quantize_signed", "to_fixed_point", "FixedPoint",
+]
+
+
+def check_bits(bits) -> int:
+    """Return ``bits`` as int, or raise ValueError naming the allowed set."""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) \
+            or int(bits) not in ALLOWED_BITS:
+        raise ValueError(f"bits must be one of {ALLOWED_BITS}, got {bits!r}")
+    return int(bits)
+
+
+def _check_choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def signed_max(bits: int) -> int:
+    """Largest code of the symmetric signed ``bits``-bit range."""
+    return 2 ** (check_bits(bits) - 1) - 1
+
+
+def unsigned_max(bits: int) -> int:
+    """Largest code of the unsigned ``bits``-bit range."""
+    return 2 ** check_bits(bits) - 1
+
+
+def _pow2_ceil(scale):
+    """Round positive scales up to the next power of two (exact, via frexp).
+
+    ``frexp`` gives ``s = m * 2**e`` with ``m`` in [0.5, 1); ``s`` is already
+    a power of two iff ``m == 0.5``.  Working on the exponent avoids the
+    off-by-one errors of ``2**ceil(log2(s))`` at exact powers of two.
+    """
+    s = np.asarray(scale, dtype=np.float64)
+    m, e = np.frexp(s)
+    e = np.where(m == 0.5, e - 1, e)
+    return np.ldexp(1.0, e)
+
+
+def _finish_scale(max_abs, qmax, scale_mode):
+    """Scale mapping ``max_abs`` onto ``qmax``; all-zero tensors get scale 1.
+
+    Any positive scale quantizes zeros exactly, and 1.0 is also a power of
+    two, so the fallback is valid in both modes.
+    """
+    _check_choice("scale_mode", scale_mode, SCALE_MODES)
+    max_abs = np.asarray(max_abs, dtype=np.float64)
+    scale = np.where(max_abs > 0, max_abs / qmax, 1.0)
+    if scale_mode == "pow2":
+        scale = _pow2_ceil(scale)
+    return scale.astype(np.float32)
+
+
+def _round(v, rounding, rng):
+    """Round float64 ``v`` to integers (nearest-even or unbiased stochastic)."""
+    _check_choice("rounding", rounding, ROUNDINGS)
+    if rounding == "nearest":
+        return np.rint(v)
+    if rng is None:
+        raise ValueError("stochastic rounding needs a numpy Generator `rng`")
+    return np.floor(v + rng.random(np.shape(v)))
+
+
+def quantize_weights(w, bits, scale_mode="float"):
+    """Symmetric signed quantization with one scale per output channel.
+
+    Returns ``(w_int, scale)``: ``w_int`` float32 codes in
+    ``[-(2**(b-1)-1), 2**(b-1)-1]`` and ``scale`` float32 of shape
+    ``(w.shape[0],)`` such that ``w ~= w_int * scale[:, None, ...]``.
+    Per-output-channel scales (axis 0) let each neuron/filter use its full
+    code range even when filter norms differ a lot.
+    ``bits == 32`` returns ``(w as float32, ones)``.
+    """
+    bits = check_bits(bits)
+    w = np.asarray(w, dtype=np.float32)
+    n_out = w.shape[0]
+    if bits == 32:
+        _check_choice("scale_mode", scale_mode, SCALE_MODES)
+        return w.copy(), np.ones(n_out, dtype=np.float32)
+    qmax = signed_max(bits)
+    max_abs = np.abs(w.reshape(n_out, -1)).max(axis=1) if w.size else \
+        np.zeros(n_out)
+    scale = _finish_scale(max_abs, qmax, scale_mode)
+    bshape = (n_out,) + (1,) * (w.ndim - 1)
+    w_int = np.clip(np.rint(w / scale.reshape(bshape)), -qmax, qmax)
+    return w_int.astype(np.float32), scale
+
+
+def quantize_activations(x, bits, scale):
+    """Unsigned codes ``clip(round(x / scale), 0, 2**b - 1)`` as float32.
+
+    Activations are non-negative after ReLU, so an unsigned range buys one
+    extra bit of resolution over a symmetric one.  Values above
+    ``scale * (2**b - 1)`` saturate.  ``bits == 32`` returns ``x`` unchanged
+    (as float32).
+    """
+    bits = check_bits(bits)
+    x = np.asarray(x, dtype=np.float32)
+    if bits == 32:
+        return x
+    if not scale > 0:
+        raise ValueError(f"activation scale must be > 0, got {scale!r}")
+    x_int = np.clip(np.rint(x / np.float32(scale)), 0, unsigned_max(bits))
+    return x_int.astype(np.float32)
+
+
+class ActivationScale:
+    """Running per-tensor activation scale for unsigned ``bits``-bit codes.
+
+    The scale is ``running_max / (2**b - 1)`` where ``running_max`` is an
+    exponential moving average of the per-batch maximum::
+
+        running_max <- momentum * running_max + (1 - momentum) * batch_max
+
+    Why an EMA of the max rather than the max so far or the current batch max:
+    a single outlier batch moves the scale by only ``1 - momentum`` of the
+    jump (the all-time max would lock in the outlier forever and waste code
+    range), yet the scale still follows activations that grow or shrink as
+    the network learns (which a frozen calibration would not).  The first
+    update initialises ``running_max`` to that batch's max instead of
+    averaging with zero, so early batches are not crushed into saturation.
+    """
+
+    def __init__(self, bits, momentum=0.9, scale_mode="float"):
+        self.bits = check_bits(bits)
+        _check_choice("scale_mode", scale_mode, SCALE_MODES)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        self.momentum = float(momentum)
+        self.scale_mode = scale_mode
+        self.running_max = None  # float, set by the first update
+
+    def update(self, x):
+        """Fold the max of batch ``x`` into the running max; return scale."""
+        if self.bits != 32:
+            batch_max = float(np.max(x)) if np.size(x) else 0.0
+            batch_max = max(batch_max, 0.0)
+            if self.running_max is None:
+                self.running_max = batch_max
+            else:
+                m = self.momentum
+                self.running_max = m * self.running_max + (1 - m) * batch_max
+        return self.scale
+
+    @property
+    def scale(self) -> np.float32:
+        """Current scale (1.0 at 32 bits or before any non-zero batch)."""
+        if self.bits == 32 or not self.running_max:
+            return np.float32(1.0)
+        return np.float32(_finish_scale(self.running_max,
+                                        unsigned_max(self.bits),
+                                        self.scale_mode))
+
+    def quantize(self, x, update=True):
+        """Optionally update with ``x``, then return ``(x_int, scale)``."""
+        if update:
+            self.update(x)
+        scale = self.scale
+        return quantize_activations(x, self.bits, scale), scale
+
+
+def quantize_signed(x, bits, rounding="nearest", rng=None, scale_mode="float"):
+    """Per-tensor symmetric signed quantization for gradients and errors.
+
+    Returns ``(x_int, scale)`` with float32 codes in
+    ``[-(2**(b-1)-1), 2**(b-1)-1]`` and a float32 scalar scale mapping
+    ``max|x|`` to the top code.  Stochastic rounding keeps small errors alive
+    in expectation instead of flushing them to zero, which matters for
+    learning with few bits.  ``bits == 32`` returns ``(x as float32, 1.0)``.
+    """
+    bits = check_bits(bits)
+    _check_choice("rounding", rounding, ROUNDINGS)
+    x = np.asarray(x, dtype=np.float32)
+    if bits == 32:
+        _check_choice("scale_mode", scale_mode, SCALE_MODES)
+        return x.copy(), np.float32(1.0)
+    qmax = signed_max(bits)
+    max_abs = float(np.max(np.abs(x))) if x.size else 0.0
+    scale = np.float32(_finish_scale(max_abs, qmax, scale_mode))
+    v = x.astype(np.float64) / np.float64(scale)
+    x_int = np.clip(_round(v, rounding, rng), -qmax, qmax)
+    return x_int.astype(np.float32), scale
+
+
+def to_fixed_point(w, bits, frac_bits, rounding="nearest", rng=None):
+    """Round ``w`` onto the signed fixed-point grid of step ``2**-frac_bits``.
+
+    The result (float32 values, exact multiples of the step) saturates at
+    ``+-(2**(b-1)-1) * step``.  ``bits == 32`` returns ``w`` as float32.
+    """
+    bits = check_bits(bits)
+    w = np.asarray(w, dtype=np.float32)
+    if bits == 32:
+        return w.copy()
+    qmax = signed_max(bits)
+    step = np.ldexp(1.0, -int(frac_bits))
+    q = np.clip(_round(w.astype(np.float64) / step, rounding, rng), -qmax, qmax)
+    return (q * step).astype(np.float32)
+
+
+class FixedPoint:
+    """Master weights stored as ``bits``-bit signed fixed point.
+
+    On chip the master copy of each weight tensor lives in ``update_bits``
+    registers with one power-of-two step per tensor (so rescaling is a
+    shift).  The step is chosen once, from the initial range with
+    ``headroom``: ``step = 2**ceil(log2(headroom * max|w0| / qmax))``, so
+    weights may grow to about ``headroom`` times their initial magnitude
+    before they saturate.  An all-zero initial tensor is treated as having
+    range 1.0.
+
+    :meth:`apply` adds an update, rounds it onto the grid (nearest, or
+    stochastic so that updates smaller than one step still move the weight
+    in expectation) and saturates at ``+-qmax * step``.  At 32 bits it is a
+    plain float32 add.
+    """
+
+    def __init__(self, w, bits, headroom=4.0):
+        self.bits = check_bits(bits)
+        w = np.asarray(w, dtype=np.float32)
+        if self.bits == 32:
+            self.step = None
+            self.frac_bits = None
+            self._value = w.copy()
+            return
+        if headroom < 1.0:
+            raise ValueError(f"headroom must be >= 1, got {headroom!r}")
+        self.qmax = signed_max(self.bits)
+        max_abs = float(np.max(np.abs(w))) if w.size else 0.0
+        max_abs = max_abs if max_abs > 0 else 1.0
+        self.step = float(_pow2_ceil(headroom * max_abs / self.qmax))
+        self.frac_bits = -int(np.log2(self.step))
+        q = np.clip(np.rint(w.astype(np.float64) / self.step),
+                    -self.qmax, self.qmax)
+        self.q = q.astype(np.int64)
+
+    @property
+    def value(self) -> np.ndarray:
+        """The weights as float32 (exact: codes times a power of two)."""
+        if self.bits == 32:
+            return self._value
+        return (self.q * self.step).astype(np.float32)
+
+    def apply(self, delta, rounding="nearest", rng=None):
+        """``w <- sat(w + round(delta))``; returns the new float32 value."""
+        delta = np.asarray(delta, dtype=np.float32)
+        if self.bits == 32:
+            self._value = (self._value + delta).astype(np.float32)
+            return self._value
+        # q is integer, so rounding delta/step equals rounding the new sum.
+        dq = _round(delta.astype(np.float64) / self.step, rounding, rng)
+        self.q = np.clip(self.q + dq.astype(np.int64), -self.qmax, self.qmax)
+        return self.value
