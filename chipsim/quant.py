@@ -25,6 +25,7 @@ Conventions
 from __future__ import annotations
 
 import numpy as np
+from numba import njit, prange
 
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
 SCALE_MODES = ("float", "pow2")
@@ -87,14 +88,44 @@ def _finish_scale(max_abs, qmax, scale_mode):
     return scale.astype(np.float32)
 
 
+@njit(parallel=True, cache=True)
+def _floor_plus_uniform(v, seed, out):
+    """out[i] = floor(v[i] + u_i) with u_i = splitmix64(seed, i) / 2**24 in [0, 1).
+
+    A counter-based generator: u_i depends only on (seed, i), never on which
+    thread computed it, so stochastic rounding is bit-identical under any
+    number of numba threads -- and 10x+ faster than drawing a numpy array of
+    uniforms for tensors of millions of errors.
+    """
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    m1 = np.uint64(0xBF58476D1CE4E5B9)
+    m2 = np.uint64(0x94D049BB133111EB)
+    base = np.uint64(seed)
+    for i in prange(v.size):
+        z = base + np.uint64(i + 1) * golden
+        z = (z ^ (z >> np.uint64(30))) * m1
+        z = (z ^ (z >> np.uint64(27))) * m2
+        z = z ^ (z >> np.uint64(31))
+        u = np.float64(z >> np.uint64(40)) * (1.0 / 16777216.0)
+        out[i] = np.floor(v[i] + u)
+
+
 def _round(v, rounding, rng):
-    """Round float64 ``v`` to integers (nearest-even or unbiased stochastic)."""
+    """Round ``v`` to integers (nearest-even or unbiased stochastic).
+
+    Stochastic rounding takes one 63-bit seed from the caller's seeded
+    ``rng`` per call and derives every uniform from it (see
+    :func:`_floor_plus_uniform`), so results are reproducible given ``rng``.
+    """
     _check_choice("rounding", rounding, ROUNDINGS)
     if rounding == "nearest":
         return np.rint(v)
     if rng is None:
         raise ValueError("stochastic rounding needs a numpy Generator `rng`")
-    return np.floor(v + rng.random(np.shape(v)))
+    v = np.ascontiguousarray(v, dtype=np.float64)
+    out = np.empty(v.shape, dtype=np.float64)
+    _floor_plus_uniform(v.reshape(-1), int(rng.integers(0, 2 ** 63)), out.reshape(-1))
+    return out
 
 
 def quantize_weights(w, bits, scale_mode="float"):
@@ -211,11 +242,61 @@ def quantize_signed(x, bits, rounding="nearest", rng=None, scale_mode="float"):
         _check_choice("scale_mode", scale_mode, SCALE_MODES)
         return x.copy(), np.float32(1.0)
     qmax = signed_max(bits)
-    max_abs = float(np.max(np.abs(x))) if x.size else 0.0
+    flat = np.ascontiguousarray(x).reshape(-1)
+    max_abs = float(_absmax(flat)) if x.size else 0.0
     scale = np.float32(_finish_scale(max_abs, qmax, scale_mode))
-    v = x.astype(np.float64) / np.float64(scale)
-    x_int = np.clip(_round(v, rounding, rng), -qmax, qmax)
-    return x_int.astype(np.float32), scale
+    if rounding == "stochastic" and rng is None:
+        raise ValueError("stochastic rounding needs a numpy Generator `rng`")
+    seed = int(rng.integers(0, 2 ** 63)) if rounding == "stochastic" else 0
+    out = np.empty(x.shape, dtype=np.float32)
+    _quantize_signed_flat(flat, 1.0 / np.float64(scale), float(qmax), rounding == "stochastic", seed,
+                          out.reshape(-1))
+    return out, scale
+
+
+@njit(parallel=True, cache=True)
+def _absmax(x):
+    """max|x| with per-chunk partial maxima: exact and order-independent."""
+    n = x.size
+    chunks = 64
+    part = np.zeros(chunks, dtype=np.float32)
+    step = (n + chunks - 1) // chunks
+    for c in prange(chunks):
+        m = np.float32(0.0)
+        for i in range(c * step, min(n, (c + 1) * step)):
+            a = abs(x[i])
+            if a > m:
+                m = a
+        part[c] = m
+    return part.max()
+
+
+@njit(parallel=True, cache=True)
+def _quantize_signed_flat(x, inv_scale, qmax, stochastic, seed, out):
+    """One fused pass: scale, round (nearest-even or stochastic), clip, store float32 codes.
+
+    The stochastic uniforms come from the same counter-based hash as
+    :func:`_floor_plus_uniform`, so the result does not depend on threading.
+    """
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    m1 = np.uint64(0xBF58476D1CE4E5B9)
+    m2 = np.uint64(0x94D049BB133111EB)
+    base = np.uint64(seed)
+    for i in prange(x.size):
+        v = np.float64(x[i]) * inv_scale
+        if stochastic:
+            z = base + np.uint64(i + 1) * golden
+            z = (z ^ (z >> np.uint64(30))) * m1
+            z = (z ^ (z >> np.uint64(27))) * m2
+            z = z ^ (z >> np.uint64(31))
+            q = np.floor(v + np.float64(z >> np.uint64(40)) * (1.0 / 16777216.0))
+        else:
+            q = np.rint(v)
+        if q > qmax:
+            q = qmax
+        elif q < -qmax:
+            q = -qmax
+        out[i] = np.float32(q)
 
 
 def to_fixed_point(w, bits, frac_bits, rounding="nearest", rng=None):

@@ -122,6 +122,21 @@ class Trace:
     def buffer(self, bid: int) -> Buffer:
         return self.buffers[bid]
 
+    def per_sample(self) -> "Trace":
+        """The same dataflow for ONE sample: sample-scope amounts divided by ``samples``.
+
+        Used to time one sample in isolation (no pipelining), e.g. how long its
+        update phase takes after its last forward op -- the paper's 'backward
+        time'. Step-scope amounts (updates, accumulators) are unchanged.
+        """
+        s = self.samples
+        bufs = [b if b.scope != "sample" else Buffer(b.id, b.layer, b.name, b.category, -(-b.nbytes // s),
+                                                      b.scope, b.split) for b in self.buffers]
+        ops = [o if o.scope != "sample" else Op(o.id, o.layer, o.kind, o.name, -(-o.macs // s), o.bits, o.scope,
+                                                o.reads, o.writes, o.dst_layer, -(-o.nbytes // s), o.tag)
+               for o in self.ops]
+        return Trace(samples=1, layers=list(self.layers), buffers=bufs, ops=ops, version=self.version)
+
     # ---- persistence
     def to_dict(self) -> dict:
         return {"version": self.version, "samples": self.samples,

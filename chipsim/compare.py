@@ -1,0 +1,170 @@
+"""``chipsim compare``: BP against local rules as depth grows (the DF paper's Fig. 4A-B, on a chip).
+
+For every (depth, rule) point, the engine executes one real training step of
+a member of the depth family (``modelspec.cnn_family``) and the chip model
+costs its trace twice: in ``streaming`` mode (samples stream through the
+cores -- what the modelled chip needs) and in ``whole-batch`` mode (every
+activation of the batch held, as a GPU measures; the paper's figure). Nothing
+here knows a rule's memory formula: the ratios come out of the traces.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+from .config import LoadedConfig, load_config
+from .errors import ChipsimError, ConfigError, MappingError
+from .jobs import run_points, threads_per_job
+from .modelspec import cnn_family
+from .report import atomic_write, write_json
+
+DEFAULT_RULES = ("bp", "df-o", "df-r")
+DEFAULT_DEPTHS = (5, 8, 11, 15, 20, 25)
+BASELINE = "bp"
+
+
+def _point(p: dict) -> dict:
+    """One (depth, rule) point; runs in a worker process."""
+    import numba
+    from .chip import simulate
+    from .chip.ledger import build_ledger
+    from .runner import trace_one_step
+    numba.set_num_threads(min(numba.config.NUMBA_NUM_THREADS, p["threads"]))
+    cfg = load_config(p["config"], tuple(p["overrides"]) + (f"workload.rule={p['rule']}",))
+    model = cnn_family(p["depth"], width=p["width"])
+    cfg = dataclasses.replace(cfg, model=model)
+    t0 = time.perf_counter()
+    trace = trace_one_step(cfg)
+    out = {"depth": p["depth"], "rule": p["rule"], "engine_seconds": time.perf_counter() - t0,
+           "activation_bytes_per_sample": sum(b.nbytes for b in trace.buffers
+                                              if b.category in ("act_update", "act_backward")) / trace.samples}
+    hw = dataclasses.replace(cfg.hw, mapping=dataclasses.replace(cfg.hw.mapping, memory_mode="streaming"))
+    try:
+        chip = simulate(trace, hw)
+    except MappingError as exc:
+        out["streaming"] = out["whole-batch"] = {"fits": False, "error": str(exc)}
+        return out
+    led = chip.ledger
+    one = simulate(trace.per_sample(), hw)
+    out["streaming"] = {"fits": True, "cores_used": chip.mapping.cores_used, "peak_core_bytes": led.peak_bytes,
+                        "total_peak_bytes": led.total_peak_bytes(), "by_category": led.totals(),
+                        "latency_us": chip.latency_us, "throughput": chip.throughput,
+                        "noc_bytes": sum(chip.tag_bytes().values()), "byte_hops": chip.byte_hops,
+                        "energy_per_sample_pj": chip.energy.per_sample()["total_pj"],
+                        "sample_latency_us": one.latency_us, "backward_us": _backward_time_us(one)}
+    # the GPU-style measurement: every activation of the batch held, on the same mapping (no capacity check:
+    # it is a measurement of demand, not a chip that must fit it)
+    wb = build_ledger(trace, chip.mapping, chip.ledger.capacity, "whole-batch")
+    out["whole-batch"] = {"fits": True, "total_peak_bytes": wb.total_peak_bytes(), "peak_core_bytes": wb.peak_bytes,
+                          "by_category": wb.totals()}
+    return out
+
+
+def _backward_time_us(chip) -> float:
+    """For a one-sample schedule: time from the end of its last forward op to the end of its step.
+
+    That is the paper's 'backward time' (gradient computation after the
+    forward pass): BP walks back through every block in turn; DF-R's blocks
+    have mostly finished their updates by the time the top block's forward ends.
+    """
+    rows = chip.gantt_rows()
+    if not rows:
+        return 0.0
+    last_fwd = max((r["end"] for r in rows if r["kind"] in ("fwd", "goodness")), default=0.0)
+    last_any = max(r["end"] for r in rows)
+    return chip.spec.cycles_to_us(max(last_any - last_fwd, 0.0))
+
+
+def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), width: int = 32,
+            out_dir: str | None = None, jobs: int | None = None, progress: bool = True) -> dict:
+    """Run the comparison; writes compare.json, compare.md and plots into ``out_dir``. Returns the table."""
+    cfg = config if isinstance(config, LoadedConfig) else load_config(config, tuple(overrides))
+    rules = list(rules)
+    bad = [r for r in rules if r not in ("bp", "ff", "symba", "df", "df-o", "df-r")]
+    if bad:
+        raise ConfigError(f"--rules: {bad[0]!r} is not a rule; allowed: bp, ff, symba, df, df-o, df-r")
+    if any(d < 2 for d in depths):
+        raise ConfigError("--depths: every depth must be >= 2 (conv blocks + one dense block)")
+    out_dir = out_dir or os.path.join("reports", "runs", f"{cfg.name}-compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    jobs = jobs or os.cpu_count() or 1
+    points = [{"key": f"d{d}-{r}-w{width}", "depth": d, "rule": r, "width": width, "config": cfg.path,
+               "overrides": list(cfg.overrides), "threads": threads_per_job(jobs)} for d in depths for r in rules]
+    results = run_points(_point, points, out_dir, jobs=jobs, progress=progress, desc="compare")
+    rows = [results[p["key"]] for p in points]
+    table = {"config": cfg.path, "chip": cfg.hw.chip.name, "width": width, "rules": rules, "depths": list(depths),
+             "batch_size": cfg.hw.training.batch_size, "rows": rows, "ratios": ratios(rows, rules, depths)}
+    write_json(os.path.join(out_dir, "compare.json"), table)
+    atomic_write(os.path.join(out_dir, "compare.md"), markdown(table))
+    plot(table, out_dir)
+    return table
+
+
+def ratios(rows, rules, depths) -> dict:
+    """DF/BP ratios per depth for total peak memory and step latency, both memory modes."""
+    by = {(r["depth"], r["rule"]): r for r in rows}
+    out = {}
+    for mode in ("streaming", "whole-batch"):
+        for metric in ("total_peak_bytes", "latency_us", "sample_latency_us", "backward_us"):
+            for rule in rules:
+                if rule == BASELINE:
+                    continue
+                vals = {}
+                for d in depths:
+                    a, b = by.get((d, rule), {}).get(mode, {}), by.get((d, BASELINE), {}).get(mode, {})
+                    if a.get("fits") and b.get("fits") and b.get(metric):
+                        vals[d] = a[metric] / b[metric]
+                out[f"{mode}:{metric}:{rule}"] = vals
+    return out
+
+
+def markdown(table: dict) -> str:
+    lines = [f"# BP vs local rules over depth on `{table['chip']}`", "",
+             f"Depth family: `cnn_family(depth, width={table['width']})` (depth-1 conv3x3 blocks, then a dense "
+             f"block); one training step of {table['batch_size']} samples executed by the engine per point.", "",
+             "Streaming = samples stream through the cores (what the chip needs); whole-batch = every "
+             "activation of the batch held (the GPU-style measurement of the paper's Fig. 4A). "
+             "Backward phase = for one sample alone, time from its last forward op to its last update op.", "",
+             "| depth | rule | cores | total peak SRAM, streaming (KiB) | worst core (KiB) | whole-batch demand (KiB) "
+             "| step latency (µs) | one sample (µs) | its backward phase (µs) | NoC (KiB/step) | energy/sample (µJ) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in table["rows"]:
+        m, wb = r["streaming"], r["whole-batch"]
+        if not m.get("fits"):
+            lines.append(f"| {r['depth']} | {r['rule']} | does not fit: {m['error'][:80]}... | | | | | | | | |")
+            continue
+        lines.append(f"| {r['depth']} | {r['rule']} | {m['cores_used']} | {m['total_peak_bytes'] / 1024:.0f} | "
+                     f"{m['peak_core_bytes'] / 1024:.0f} | {wb['total_peak_bytes'] / 1024:.0f} | "
+                     f"{m['latency_us']:.0f} | {m['sample_latency_us']:.0f} | {m['backward_us']:.0f} | "
+                     f"{m['noc_bytes'] / 1024:.0f} | {m['energy_per_sample_pj'] / 1e6:.2f} |")
+    lines += ["", "## Ratios to BP", ""]
+    for k, vals in table["ratios"].items():
+        if vals:
+            lines.append(f"- `{k}`: " + ", ".join(f"depth {d}: {v:.2f}" for d, v in vals.items()))
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: dict, out_dir: str) -> None:
+    from . import plots
+    by = {(r["depth"], r["rule"]): r for r in table["rows"]}
+    for mode, metric, label, fname in (
+            ("streaming", "total_peak_bytes", "peak SRAM, sum over cores (KiB)", "memory_streaming"),
+            ("whole-batch", "total_peak_bytes", "whole-batch memory demand (KiB)", "memory_whole_batch"),
+            ("streaming", "latency_us", "training step latency (µs)", "latency_step"),
+            ("streaming", "backward_us", "one sample's backward phase (µs)", "latency_backward")):
+        if True:
+            series = {}
+            for rule in table["rules"]:
+                xs, ys = [], []
+                for d in table["depths"]:
+                    m = by.get((d, rule), {}).get(mode, {})
+                    if m.get("fits"):
+                        xs.append(d)
+                        ys.append(m[metric] / (1024 if metric.endswith("bytes") else 1))
+                series[rule] = (xs, ys)
+            title = f"{label.split(' (')[0]} vs depth"
+            ratio = table["ratios"].get(f"{mode}:{metric}:df-r", {})
+            if ratio:
+                title += "\nDF-R/BP: " + ", ".join(f"{d}:{v:.2f}" for d, v in ratio.items())
+            plots.lines(series, "number of blocks", label, os.path.join(out_dir, f"{fname}.png"), title,
+                        xticks=table["depths"])
