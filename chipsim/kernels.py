@@ -8,12 +8,14 @@ Structure
 Data movement (im2col, col2im, layout transposes, pooling, batch-norm
 reductions, the int64 GEMM) is in ``@njit(cache=True)`` numba kernels written
 with ``prange`` where each iteration owns its slice of the output, so results
-never depend on thread scheduling.  The int64 GEMM always runs parallel; the
-kernels that sit between BLAS calls run serial unless
-``CHIPSIM_NUMBA_PARALLEL=1`` (see :data:`PARALLEL` for the measured reason).  The GEMMs themselves go to
-BLAS through ``np.dot`` called from thin Python wrappers: numpy's dispatcher
-hands strided column blocks (used by the chunked fp64 path below) straight to
-BLAS without copies, where a jitted ``np.dot`` would have to copy them.
+never depend on thread scheduling.  The int64 GEMM always runs parallel;
+the kernels that sit between BLAS calls run serial unless
+``CHIPSIM_NUMBA_PARALLEL=1`` (see :data:`PARALLEL` for the measured reason).
+The GEMMs themselves go to BLAS through ``np.matmul`` called from thin
+Python wrappers: matmul hands strided column blocks (used by the chunked
+fp64 path below) straight to BLAS without copies, where a jitted ``np.dot``
+would copy them and ``np.dot`` itself falls back to a slow non-BLAS loop for
+some strided transposed blocks (measured 5-150x slower on grad_w chunks).
 OpenBLAS sgemm with a fixed thread count partitions only the output, never
 the reduction, so it is bit-reproducible run to run.
 
@@ -117,18 +119,18 @@ def _matmul(a, b, int_bound, name, k_eff=None):
     """
     if int_bound is None:
         LAST_PATH[name] = "float"
-        return np.dot(a, b)
+        return np.matmul(a, b)
     K = a.shape[1]
     path = accumulation_path(K if k_eff is None else k_eff, *int_bound)
     LAST_PATH[name] = path
     if path == "fp32":
-        return np.dot(a, b)
+        return np.matmul(a, b)
     if path == "int64":
         return _matmul_int64(np.ascontiguousarray(a, dtype=np.int64),
                              np.ascontiguousarray(b, dtype=np.int64))
     kc = _fp32_chunk(*int_bound)
     if kc < MIN_CHUNK:
-        return np.dot(a.astype(np.float64), b.astype(np.float64))
+        return np.matmul(a.astype(np.float64), b.astype(np.float64))
     return _chunked_fp64(a, b, kc)
 
 
@@ -136,14 +138,15 @@ def _chunked_fp64(a, b, kc):
     """Sum of exact float32 GEMMs over K-chunks of at most ``kc`` terms.
 
     Chunks are equal-sized (``ceil(K / n_chunks)``) so no tiny tail GEMM.
-    The slices are strided views; numpy passes them to BLAS without copying.
+    The slices are strided views; ``np.matmul`` passes them to BLAS without
+    copying (``np.dot`` does not always: see the module docstring).
     """
     K = a.shape[1]
     n_chunks = -(-K // kc)
     size = -(-K // n_chunks)
-    acc = np.dot(a[:, :size], b[:size]).astype(np.float64)
+    acc = np.matmul(a[:, :size], b[:size]).astype(np.float64)
     for k0 in range(size, K, size):
-        acc += np.dot(a[:, k0:k0 + size], b[k0:k0 + size])
+        acc += np.matmul(a[:, k0:k0 + size], b[k0:k0 + size])
     return acc
 
 
@@ -353,8 +356,10 @@ def _im2col_grid(xp, n, c, kh, kw, wp, ho):
 def _col2im_grid(cols, n, c, h, w, kh, kw, ph, pw, ho):
     """Adjoint of pad + :func:`_im2col_grid`, cropped to (N,C,H,W).
 
-    Parallel over (n, c) planes, each owned by one iteration and summed in
-    a fixed order (deterministic).
+    Loops run row-major over ``cols`` so it is read as long sequential
+    streams, while the much smaller padded accumulator absorbs the scatter.
+    Parallel over channels; each channel's planes are owned by one
+    iteration and summed in a fixed (i, j) order, so it is deterministic.
     """
     wp = w + 2 * pw
     hp = h + 2 * ph
@@ -362,20 +367,21 @@ def _col2im_grid(cols, n, c, h, w, kh, kw, ph, pw, ho):
     kk = kh * kw
     acc = np.zeros((n * c, hp * wp + kw - 1), dtype=cols.dtype)
     out = np.empty((n, c, h, w), dtype=cols.dtype)
-    for bc in prange(n * c):
-        b = bc // c
-        ci = bc % c
-        dst = acc[bc]
+    for ci in prange(c):
         for r in range(ci * kk, (ci + 1) * kk):
             off = ((r // kw) % kh) * wp + r % kw
             src = cols[r]
-            s0 = b * L
-            for t in range(L):
-                dst[off + t] += src[s0 + t]
-        for hi in range(h):
-            row = (hi + ph) * wp + pw
-            for wi in range(w):
-                out[b, ci, hi, wi] = dst[row + wi]
+            for b in range(n):
+                dst = acc[b * c + ci]
+                s0 = b * L - off
+                for t in range(off, off + L):
+                    dst[t] += src[s0 + t]
+        for b in range(n):
+            dst = acc[b * c + ci]
+            for hi in range(h):
+                row = (hi + ph) * wp + pw
+                for wi in range(w):
+                    out[b, ci, hi, wi] = dst[row + wi]
     return out
 
 
@@ -399,13 +405,15 @@ def _nchw_to_grid(gy, wp):
     """(N, O, Ho, Wo) -> (O, N*Ho*Wp) with zeros in the garbage columns."""
     n, o, ho, wo = gy.shape
     L = ho * wp
-    out = np.zeros((o, n * L), dtype=gy.dtype)
+    out = np.empty((o, n * L), dtype=gy.dtype)
     for oi in prange(o):
         for b in range(n):
             for oh in range(ho):
                 d0 = b * L + oh * wp
                 for ow in range(wo):
                     out[oi, d0 + ow] = gy[b, oi, oh, ow]
+                for ow in range(wo, wp):
+                    out[oi, d0 + ow] = 0
     return out
 
 
