@@ -1,0 +1,113 @@
+"""Trace totals of one real engine step equal counts written by hand.
+
+Network: input 1x8x8 plus the label channel (2 channels), 2 samples with 3
+negatives each (8 rows), 4 classes, W4/A4/G8/U16, Adam.
+  block 0: conv 2->4, k3 p1, pool 2   pre 4x8x8 = 256/row, out 4x4x4 = 64/row, K = 2*9 = 18
+  block 1: conv 4->6, k3 p0           pre = out 6x2x2 = 24/row,           K = 4*9 = 36
+  block 2: dense 24->5                pre = out 5/row,                    K = 24
+"""
+import numpy as np
+import pytest
+
+from chipsim.config import Learning, Precision
+from chipsim.engine.network import Network
+from chipsim.engine.optim import Adam
+from chipsim.engine.rules import bp_step, local_step
+from chipsim.engine.tracing import StepTracer
+from chipsim.modelspec import Block, ModelSpec
+from chipsim.trace import Trace, TraceRecorder
+
+P4 = Precision(weight_bits=4, activation_bits=4, gradient_bits=8, update_bits=16)
+MODEL = ModelSpec(name="t3", blocks=(Block(type="conv", channels=4, pool=2),
+                                     Block(type="conv", channels=6, padding=0),
+                                     Block(type="dense", units=5)))
+ROWS = 8
+
+
+def _step(strategy):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (2, 1, 8, 8)).astype(np.float32)
+    labels = np.array([0, 3])
+    negatives = (labels[:, None] + 1 + np.arange(3)) % 4
+    net = Network(MODEL, (1, 8, 8), 4, P4, seed=0, with_label=strategy != "bp", with_head=strategy == "bp")
+    if strategy == "df-r":
+        for b in net.blocks[1:]:
+            b.set_feedback(np.random.default_rng(1))
+    rec = TraceRecorder(samples=2)
+    tracer = StepTracer(rec, net, Adam(), strategy == "bp", feedback_stored=True)
+    if strategy == "bp":
+        bp_step(net, x, labels, 0, np.random.default_rng(2), tracer)
+    else:
+        local_step(net, x, labels, negatives, "df", strategy, Learning(), 0, np.random.default_rng(2), tracer)
+    for layer in net.layers():
+        tracer.update(layer)
+    return rec.trace
+
+
+def test_df_o_trace_matches_hand_counts():
+    t = _step("df-o")
+    fwd = [8 * 256 * 18, 8 * 24 * 36, 8 * 5 * 24]                 # rows x outputs x K
+    assert [t.macs("fwd", l) for l in range(3)] == fwd == [36864, 6912, 960]
+    assert [t.macs("grad_w", l) for l in range(3)] == fwd          # same product, other operands
+    # error into the block below from blocks 1 and 2 (true W^T), plus block 0's grad-input for the embedding
+    assert t.macs("grad_x") == 6912 + 960 + 36864
+    assert t.macs("feedback") == 0
+    assert [t.macs("goodness", l) for l in range(3)] == [8 * 64, 8 * 24, 8 * 5]
+    assert t.macs("update") == (72 + 216 + 120) + 4 * 64          # one MAC per weight + embedding
+    b = t.bytes_by_category()
+    assert b["weights"] == (36 + 4 * 4) + (108 + 6 * 4) + (60 + 5 * 4)      # 4-bit codes + fp32 scales
+    assert b["master_weights"] == 2 * (72 + 216 + 120)                       # 16-bit
+    assert b["optimizer_state"] == 2 * 2 * (72 + 216 + 120)                  # Adam m, v at 16 bits
+    assert b["bn_params"] == 8 * (2 + 4 + 24)                                # running mean+var fp32/feature
+    assert b["label_embedding"] == 4 * 64 * 2
+    assert b["feedback_weights"] == 0
+    # kept for the update: input codes (4b), ReLU mask (1b), output codes (4b), pool index (2b), goodness (fp32)
+    act0 = 8 * 2 * 64 // 2 + 8 * 256 // 8 + 8 * 64 // 2 + 8 * 64 * 2 // 8 + 4 * 8
+    act1 = 8 * 64 // 2 + 8 * 24 // 8 + 8 * 24 // 2 + 4 * 8
+    act2 = 8 * 24 // 2 + 5 + 8 * 5 // 2 + 4 * 8
+    assert (act0, act1, act2) == (1184, 408, 153)
+    assert b["act_update"] == act0 + act1 + act2 and b["act_backward"] == 0
+    grad_acc = 4 * (72 + 216 + 120) + 4 * 4 * 64                 # fp32 accumulators incl. embedding
+    errors = 2 * (8 * 64 + 8 * 24)                                # 8-bit error out + error in, 2 links
+    assert b["gradients"] == grad_acc + 3 * 4 * 8 + errors        # + dL/dgoodness per block
+    assert b["noc_buffers"] == 2 * 64 + 8 * 64 // 2 + 8 * 24 // 2  # sensor 8-bit image + received inputs
+    assert t.sent_bytes("activation") == 128 + 256 + 96
+    assert t.sent_bytes("error") == 512 + 192
+
+
+def test_df_r_uses_feedback_instead_of_true_weights():
+    t = _step("df-r")
+    assert t.macs("feedback") == 6912 + 960
+    assert t.macs("grad_x") == 36864                              # only the embedding's grad-input remains
+    assert t.bytes_by_category()["feedback_weights"] == 108 + 60  # 4-bit random kernels of blocks 1 and 2
+    fb_ops = [o for o in t.ops if o.kind == "feedback"]
+    fb_bufs = {b.id for b in t.buffers if b.category == "feedback_weights"}
+    weights = {b.id for b in t.buffers if b.category == "weights"}
+    assert all(set(o.reads) & fb_bufs and not set(o.reads) & weights for o in fb_ops)
+
+
+def test_bp_keeps_activations_for_backward_and_has_no_goodness():
+    t = _step("bp")
+    b = t.bytes_by_category()
+    assert b["act_update"] == 0 and b["act_backward"] > 0
+    assert t.macs("goodness") == 0
+    # rows are the 2 samples only (no negatives); head 24 -> 4 classes on the flattened block-2 output
+    assert [t.macs("fwd", l) for l in range(4)] == [2 * 256 * 9, 2 * 24 * 36, 2 * 5 * 24, 2 * 4 * 5]
+    # backward: grad-input of every layer but the first
+    assert t.macs("grad_x") == 2 * 24 * 36 + 2 * 5 * 24 + 2 * 4 * 5
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "df-r", "bp"])
+def test_trace_roundtrips_through_json(strategy):
+    import json
+    t = _step(strategy)
+    again = Trace.from_dict(json.loads(t.dumps()))
+    assert again.to_dict() == t.to_dict()
+
+
+def test_per_sample_trace_divides_sample_scope_only():
+    t = _step("df-o")
+    one = t.per_sample()
+    assert one.samples == 1
+    assert one.macs("fwd") == t.macs("fwd") // 2
+    assert one.macs("update") == t.macs("update")
