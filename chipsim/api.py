@@ -21,7 +21,7 @@ from .config import HwConfig, LoadedConfig, load_config
 from .modelspec import Block, ModelSpec
 from .schema import reference
 
-__all__ = ["validate", "config_reference", "run", "map"]
+__all__ = ["validate", "config_reference", "run", "map", "compare", "sweep", "reproduce"]
 
 
 def validate(path: str | os.PathLike, overrides: Iterable[str] = ()) -> LoadedConfig:
@@ -95,3 +95,26 @@ def map(config, overrides: Iterable[str] = (), out_dir: str | None = None, write
     """Map the model onto the chip and cost one step, no training: see ``chipsim.runner.map``."""
     from .runner import map as _map
     return _map(config, tuple(overrides), out_dir=out_dir, write=write)
+
+
+def compare(config, rules=("bp", "df-o", "df-r"), depths=(5, 8, 11, 15, 20, 25), overrides: Iterable[str] = (),
+            width: int = 32, out_dir: str | None = None, jobs: int | None = None, progress: bool = True):
+    """BP vs local rules over a depth family: memory, latency, NoC, energy. See ``chipsim.compare``."""
+    from .compare import compare as _compare
+    return _compare(config, rules, depths, tuple(overrides), width=width, out_dir=out_dir, jobs=jobs,
+                    progress=progress)
+
+
+def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bits=(), negatives=(), seeds=(0,),
+          overrides: Iterable[str] = (), out_dir: str | None = None, jobs: int | None = None, progress: bool = True,
+          gain_std: float = 0.0):
+    """Accuracy vs noise level, bit width or number of negatives. See ``chipsim.sweep``."""
+    from .sweep import sweep as _sweep
+    return _sweep(config, rules, noise, levels, bits, negatives, seeds, tuple(overrides), out_dir=out_dir,
+                  jobs=jobs, progress=progress, gain_std=gain_std)
+
+
+def reproduce(out_dir: str = "reports", quick: bool = False, jobs: int | None = None, progress: bool = True):
+    """Regenerate every table and figure of the paper's evaluation. See ``chipsim.reproduce``."""
+    from .reproduce import reproduce as _reproduce
+    return _reproduce(out_dir=out_dir, quick=quick, jobs=jobs, progress=progress)

@@ -130,6 +130,83 @@ def cmd_map(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _csv_list(text: str, cast=str) -> list:
+    try:
+        return [cast(t.strip()) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ChipsimError(f"{text!r}: expected a comma-separated list") from None
+
+
+def _configure_compare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", metavar="HWCONFIG", help="chip + workload file (its model is replaced by the depth family)")
+    p.add_argument("--rules", default="bp,df-o,df-r", help="comma-separated rules (default: bp,df-o,df-r)")
+    p.add_argument("--depths", default="5,8,11,15,20,25", help="comma-separated block counts (default: 5,8,11,15,20,25)")
+    p.add_argument("--width", type=int, default=32, help="conv channels of the depth family (default: 32)")
+    p.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
+    add_set_option(p)
+    add_out_option(p, "reports/runs/<config>-compare-<timestamp>/")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from . import api
+    table = api.compare(args.config, _csv_list(args.rules), _csv_list(args.depths, int), args.overrides,
+                        width=args.width, out_dir=args.out, jobs=args.jobs)
+    rows = []
+    for r in table["rows"]:
+        m, wb = r["streaming"], r["whole-batch"]
+        rows.append({"depth": r["depth"], "rule": r["rule"], "cores": m.get("cores_used", "no fit"),
+                     "SRAM KiB": round(m["total_peak_bytes"] / 1024) if m.get("fits") else "-",
+                     "whole-batch KiB": round(wb["total_peak_bytes"] / 1024) if wb.get("fits") else "-",
+                     "step us": round(m["latency_us"]) if m.get("fits") else "-",
+                     "backward us": round(m["backward_us"]) if m.get("fits") else "-",
+                     "uJ/sample": round(m["energy_per_sample_pj"] / 1e6, 2) if m.get("fits") else "-"})
+    _print_table(rows, list(rows[0]))
+    return EXIT_OK
+
+
+def _configure_sweep(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", metavar="HWCONFIG", help="chip + workload file")
+    p.add_argument("--rules", default="bp,df-o", help="comma-separated rules (default: bp,df-o)")
+    p.add_argument("--noise", default="", help="noise kinds: shot, impulse (test inputs), mismatch (training "
+                   "gradients, per core), read, stuck (weights at inference)")
+    p.add_argument("--levels", default="0-5", help="noise levels, a range or list (default: 0-5)")
+    p.add_argument("--bits", default="", help="bit widths for weights and activations, e.g. 32,8,6,4,3,2")
+    p.add_argument("--negatives", default="", help="numbers of negatives, e.g. 1,3,9,avg")
+    p.add_argument("--seeds", default="0", help="seeds, for error bars (default: 0)")
+    p.add_argument("--gain-std", type=float, default=0.0, help="fixed per-core gain error (std) with --noise mismatch")
+    p.add_argument("--jobs", type=int, default=None, help="parallel trainings (default: all cores)")
+    add_set_option(p)
+    add_out_option(p, "reports/runs/<config>-sweep-<timestamp>/; rerun with the same --out to resume")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from . import api
+    from .sweep import parse_levels
+    negatives = [n if n == "avg" else int(n) for n in _csv_list(args.negatives)]
+    table = api.sweep(args.config, _csv_list(args.rules), _csv_list(args.noise), parse_levels(args.levels),
+                      _csv_list(args.bits, int), negatives, _csv_list(args.seeds, int), args.overrides,
+                      out_dir=args.out, jobs=args.jobs, gain_std=args.gain_std)
+    from .sweep import markdown
+    print(markdown(table))
+    return EXIT_OK
+
+
+def _configure_reproduce(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="minutes-long smoke version (what CI runs)")
+    p.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
+    add_out_option(p, "reports/ (or a temp-like reports/runs/quick-<timestamp>/ with --quick)")
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    import time
+    from . import api
+    out = args.out or (os.path.join("reports", "runs", f"quick-{time.strftime('%Y%m%d-%H%M%S')}")
+                       if args.quick else "reports")
+    api.reproduce(out_dir=out, quick=args.quick, jobs=args.jobs)
+    print(f"report: {os.path.join(out, 'README.md')}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class Command:
@@ -147,6 +224,14 @@ COMMANDS: list[Command] = [
     Command("map", "map a model onto the chip and cost one training step (no training): cores, SRAM, "
             "NoC, timing", _configure_map, cmd_map,
             example="chipsim map hwconfigs/44core_4bit.yaml --model models/cnn10.yaml --rule bp"),
+    Command("compare", "BP vs local rules as depth grows: SRAM, latency, NoC, energy (the paper's Fig. 4A-B)",
+            _configure_compare, cmd_compare,
+            example="chipsim compare hwconfigs/176core_512k.yaml --rules bp,df-o,df-r --depths 5,8,11,15,20,25"),
+    Command("sweep", "accuracy vs noise level, bit width or number of negatives (Fig. 4C-E, S3, Table 2)",
+            _configure_sweep, cmd_sweep,
+            example="chipsim sweep hwconfigs/44core_4bit.yaml --noise shot,impulse --levels 0-5 --rules bp,df-o"),
+    Command("reproduce", "regenerate every table and figure under reports/, beside the paper's numbers",
+            _configure_reproduce, cmd_reproduce, example="chipsim reproduce --quick"),
     Command("validate", "check an hwconfig (and its model file) and print it fully resolved",
             _configure_validate, cmd_validate,
             example="chipsim validate hwconfigs/44core_4bit.yaml --set precision.weight_bits=8\n"
