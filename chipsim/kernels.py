@@ -424,11 +424,14 @@ def _f32(a):
 # --------------------------------------------------------------------------
 # convolution
 # --------------------------------------------------------------------------
-def conv2d_forward(x, w, stride=1, padding=0, int_bound=None):
+def conv2d_forward(x, w, stride=1, padding=0, int_bound=None, keep_cols=False):
     """Cross-correlation ``y = conv(x, w)``: x (N,C,H,W), w (O,C,kh,kw).
 
     im2col then one GEMM ``w (O, C*kh*kw) @ cols`` over the whole batch.
     Exact path (``int_bound`` on (x, w)) reduces over K = C*kh*kw.
+    ``keep_cols=True`` returns ``(y, cols)``: the column matrix is exactly what
+    :func:`conv2d_grad_weight` needs for the same ``x``, so a caller that will
+    take the weight gradient can pass it back and skip a second im2col.
     """
     x, w = _f32(x), _f32(w)
     n, c, h, wd = x.shape
@@ -443,16 +446,20 @@ def conv2d_forward(x, w, stride=1, padding=0, int_bound=None):
         cols = _im2col_grid(_pad_planes(x, ph, pw, kw - 1), n, c, kh, kw,
                             wp, ho)
         y = _matmul(w2, cols, int_bound, "conv2d_forward")
-        return _grid_to_nchw(np.ascontiguousarray(y), n, ho, wp, wo)
+        y = _grid_to_nchw(np.ascontiguousarray(y), n, ho, wp, wo)
+        return (y, cols) if keep_cols else y
     cols = _im2col(x, kh, kw, sh, sw, ph, pw, ho, wo)
     y = _matmul(w2, cols, int_bound, "conv2d_forward")
-    return _onp_to_nop(np.ascontiguousarray(y), n).reshape(n, o, ho, wo)
+    y = _onp_to_nop(np.ascontiguousarray(y), n).reshape(n, o, ho, wo)
+    return (y, cols) if keep_cols else y
 
 
-def conv2d_grad_weight(x, gy, kernel_hw, stride=1, padding=0, int_bound=None):
+def conv2d_grad_weight(x, gy, kernel_hw, stride=1, padding=0, int_bound=None, cols=None):
     """dL/dw (O,C,kh,kw) = gy (O, N*P) @ cols^T; ``int_bound`` on (x, gy).
 
     The reduction runs over K = N*Ho*Wo (every output pixel of the batch).
+    ``cols``: the column matrix from ``conv2d_forward(x, ..., keep_cols=True)``
+    on this same ``x`` (not re-checked: the caller owns that promise).
     """
     x, gy = _f32(x), _f32(gy)
     n, c, h, wd = x.shape
@@ -463,11 +470,12 @@ def conv2d_grad_weight(x, gy, kernel_hw, stride=1, padding=0, int_bound=None):
         raise ValueError("gy spatial shape does not match x/kernel/stride")
     if sh == sw == 1:
         wp = wd + 2 * pw
-        cols = _im2col_grid(_pad_planes(x, ph, pw, kw - 1), n, c, kh, kw,
-                            wp, ho)
+        if cols is None:
+            cols = _im2col_grid(_pad_planes(x, ph, pw, kw - 1), n, c, kh, kw, wp, ho)
         g = _nchw_to_grid(gy, wp)
     else:
-        cols = _im2col(x, kh, kw, sh, sw, ph, pw, ho, wo)
+        if cols is None:
+            cols = _im2col(x, kh, kw, sh, sw, ph, pw, ho, wo)
         g = _nop_to_onp(gy.reshape(n, o, ho * wo))
     # garbage grid columns hold exact zeros: the bound uses the true K
     gw = _matmul(g, cols.T, int_bound, "conv2d_grad_weight",

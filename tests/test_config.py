@@ -375,3 +375,27 @@ def test_validate_is_public_api():
     loaded = chipsim.validate(str(REPO / "hwconfigs" / "44core_8bit.yaml"), overrides=("training.epochs=1",))
     assert loaded.hw.precision.weight_bits == 8 and loaded.hw.training.epochs == 1
     assert loaded.overrides == ("training.epochs=1",)
+
+
+def test_readme_config_reference_is_current():
+    """The README's reference section is the output of `chipsim validate --reference`, verbatim."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    begin, end = "<!-- BEGIN CONFIG REFERENCE -->\n", "<!-- END CONFIG REFERENCE -->"
+    section = text[text.index(begin) + len(begin):text.index(end)]
+    assert section == api.config_reference(), "regenerate it: see the README's Configuration reference"
+
+
+def test_readme_and_ci_run_the_same_test_command():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    line = 'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" && pytest -q'
+    assert line in readme and line in ci
+    assert "chipsim run hwconfigs/44core_4bit.yaml" in readme.split("\n## ")[0]
+
+
+def test_set_path_values_resolve_against_the_working_directory(tmp_path, monkeypatch):
+    model = tmp_path / "m.yaml"
+    model.write_text(GOOD_MODEL)
+    monkeypatch.chdir(tmp_path)
+    loaded = api.validate(REPO / "hwconfigs" / "44core_4bit.yaml", ["workload.model=m.yaml"])
+    assert loaded.hw.workload.model == str(model)

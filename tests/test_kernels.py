@@ -308,3 +308,17 @@ def test_int64_path_exact():
     gx = K.conv2d_grad_input(gy, wc, xc.shape, 1, 1, int_bound=big)
     assert K.LAST_PATH["conv2d_grad_input"] == "int64"
     assert np.array_equal(gx, gx_ref)
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, 0)])
+def test_grad_weight_reuses_forward_columns_exactly(stride, padding):
+    """cols kept by the forward give the same weight gradient as recomputing im2col."""
+    rng = np.random.default_rng(7)
+    x = rng.integers(-7, 8, (3, 4, 9, 8)).astype(np.float32)
+    w = rng.integers(-7, 8, (5, 4, 3, 3)).astype(np.float32)
+    y, cols = K.conv2d_forward(x, w, stride, padding, int_bound=(7, 7), keep_cols=True)
+    assert np.array_equal(y, K.conv2d_forward(x, w, stride, padding, int_bound=(7, 7)))
+    gy = rng.integers(-127, 128, y.shape).astype(np.float32)
+    again = K.conv2d_grad_weight(x, gy, (3, 3), stride, padding, int_bound=(7, 127))
+    reused = K.conv2d_grad_weight(x, gy, (3, 3), stride, padding, int_bound=(7, 127), cols=cols)
+    assert np.array_equal(again, reused)
