@@ -1,0 +1,142 @@
+"""DF-R training-step throughput: chipsim's 4-bit integer engine vs the same rule in torch float32.
+
+Same model (models/cnn_small.yaml), same batch (64 samples x (1 positive + 9
+negatives)), same rule: DF loss at every block, DF-R random feedback into the
+block below. The torch side is written here from the rule's definition
+(autograd for each block's own gradient, a custom Function for the random
+feedback), not from chipsim's code. Both use 2 threads; each is warmed up,
+then timed in its own block (alternating would charge each for the other's
+spinning BLAS threads).
+
+    python benchmarks/train_step.py [--steps 8]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from chipsim.config import load_config  # noqa: E402
+from chipsim.data import load_dataset  # noqa: E402
+from chipsim.engine.trainer import Trainer, sample_negatives  # noqa: E402
+
+REPO = os.path.join(os.path.dirname(__file__), "..")
+
+
+class RandomFeedback(torch.autograd.Function):
+    """Forward: the block's weighted sum with W. Backward: error to the input through B (DF-R)."""
+
+    @staticmethod
+    def forward(ctx, z, w, b, args):
+        ctx.save_for_backward(z, w, b)
+        ctx.args = args
+        return F.conv2d(z, w, **args) if w.dim() == 4 else z @ w.t()
+
+    @staticmethod
+    def backward(ctx, gy):
+        z, w, b = ctx.saved_tensors
+        if w.dim() == 4:
+            return (torch.nn.grad.conv2d_input(z.shape, b, gy, **ctx.args),
+                    torch.nn.grad.conv2d_weight(z, w.shape, gy, **ctx.args), None, None)
+        return gy @ b, gy.t() @ z, None, None
+
+
+class TorchDFR:
+    """DF-R on float32 torch tensors: per block, own-loss gradient plus random feedback from above."""
+
+    def __init__(self, model, in_ch, num_classes, hw, hw_size):
+        g = torch.Generator().manual_seed(0)
+        self.specs = model.blocks
+        self.ws, self.bs = [], []
+        c, h = in_ch + 1, hw_size
+        for s in self.specs:
+            if s.type == "conv":
+                shape = (s.channels, c, s.kernel, s.kernel)
+                c, h = s.channels, (h // s.pool if s.pool else h)
+            else:
+                shape = (s.units, c * h * h if h else c)
+                c, h = s.units, 0
+            fan = int(np.prod(shape[1:]))
+            self.ws.append(((torch.rand(shape, generator=g) * 2 - 1) * (6 / fan) ** 0.5).requires_grad_())
+            self.bs.append((torch.rand(shape, generator=g) * 2 - 1) * (6 / fan) ** 0.5)
+        self.emb = torch.randn(num_classes, hw_size, hw_size, generator=g).requires_grad_()
+        self.opt = torch.optim.Adam(self.ws + [self.emb], lr=hw.training.lr)
+        self.m, self.lam = hw.learning.margin, hw.learning.reg_lambda
+
+    def block(self, a, l, feedback):
+        s = self.specs[l]
+        if s.type == "dense":
+            a = a.reshape(a.shape[0], -1)
+        z = F.batch_norm(a, None, None, training=True)
+        args = dict(stride=s.stride, padding=s.padding) if s.type == "conv" else {}
+        y = RandomFeedback.apply(z, self.ws[l], self.bs[l], args) if feedback else (
+            F.conv2d(z, self.ws[l], **args) if s.type == "conv" else z @ self.ws[l].t())
+        r = F.relu(y)
+        return F.max_pool2d(r, s.pool) if s.pool else r
+
+    def step(self, x, labels, negatives):
+        reps = negatives.shape[1] + 1
+        lab = torch.cat([labels[:, None], negatives], 1).reshape(-1)
+        a = torch.cat([x.repeat_interleave(reps, 0), self.emb[lab][:, None]], 1)
+        self.opt.zero_grad(set_to_none=True)
+        prev_in = a
+        for l in range(len(self.specs)):
+            inp = prev_in if l == 0 else prev_in.detach().requires_grad_()
+            out = self.block(inp, l, feedback=l > 0)
+            g = out.reshape(out.shape[0], -1).pow(2).mean(1).reshape(-1, reps)
+            hard = g[:, 1:].max(1).values
+            loss = (torch.clamp(self.m + hard - g[:, 0], min=0) + self.lam * hard).mean()
+            loss.backward(retain_graph=True)      # block l-1's graph is used again below
+            if l > 0:                      # DF-R: the error reached block l-1's output through B_l
+                prev_out.backward(inp.grad)
+            prev_in, prev_out = out, out
+        self.opt.step()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=8)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    cfg = load_config(os.path.join(REPO, "hwconfigs", "44core_4bit.yaml"))
+    d = load_dataset("mnist5k")
+    bs = cfg.hw.training.batch_size
+    xs = [d.x_train[i * bs:(i + 1) * bs] for i in range(args.steps + 2)]
+    ys = [d.y_train[i * bs:(i + 1) * bs] for i in range(args.steps + 2)]
+
+    ours = Trainer(cfg.hw, cfg.model, d)
+    for i in range(2):
+        ours.train_step(xs[i], ys[i])
+    t0 = time.perf_counter()
+    for i in range(2, args.steps + 2):
+        ours.train_step(xs[i], ys[i])
+    t_ours = (time.perf_counter() - t0) / args.steps
+
+    time.sleep(0.3)
+    ref = TorchDFR(cfg.model, 1, 10, cfg.hw, 28)
+    rng = np.random.default_rng(0)
+    batches = [(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(sample_negatives(y, 9, 10, rng)))
+               for x, y in zip(xs, ys)]
+    for b in batches[:2]:
+        ref.step(*b)
+    t0 = time.perf_counter()
+    for b in batches[2:]:
+        ref.step(*b)
+    t_torch = (time.perf_counter() - t0) / args.steps
+
+    rows = bs * 10
+    print(f"model {cfg.model.name}, batch {bs} samples x 10 label variants = {rows} rows, DF-R, {args.steps} steps")
+    print(f"{'implementation':<34}{'s/step':>8}{'samples/s':>11}")
+    print(f"{'chipsim 4-bit integer (W4 A4 G8)':<34}{t_ours:>8.3f}{bs / t_ours:>11.1f}")
+    print(f"{'torch float32 autograd':<34}{t_torch:>8.3f}{bs / t_torch:>11.1f}")
+    print(f"ratio chipsim / torch throughput: {t_torch / t_ours:.2f}x  (floor 0.5x, aim 1.0x)")
+
+
+if __name__ == "__main__":
+    main()
