@@ -128,7 +128,9 @@ class Trainer:
             self.net.embedding.apply(delta, p.rounding, self.rng_round)
 
     # ------------------------------------------------------------- epochs
-    def run(self, progress: bool = True, checkpoint_dir: str | None = None, on_epoch=None) -> TrainResult:
+    def run(self, progress: bool = True, checkpoint_dir: str | None = None, on_epoch=None,
+            record_trace: bool = True) -> TrainResult:
+        """Train the remaining epochs. ``record_trace=False`` skips the (first-step) trace: benchmarks only."""
         from tqdm.auto import tqdm
         hw, data = self.hw, self.data
         bs = hw.training.batch_size
@@ -142,7 +144,8 @@ class Trainer:
                        desc=f"epoch {self.epoch + 1}/{hw.training.epochs}")
             for i in bar:
                 idx = order[i * bs:(i + 1) * bs]
-                res = self.train_step(data.x_train[idx], data.y_train[idx], record=self.trace is None)
+                res = self.train_step(data.x_train[idx], data.y_train[idx],
+                                      record=record_trace and self.trace is None)
                 losses.append(res.loss)
                 if i % 10 == 0:
                     bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
