@@ -18,7 +18,7 @@ import yaml
 
 from .errors import ConfigError
 from .modelspec import ModelSpec, load_model
-from .schema import Where, build, field_names, spec, to_plain
+from .schema import Where, build, field_names, read_yaml_file, spec, to_plain
 
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
 RULES = ("bp", "ff", "symba", "df", "df-o", "df-r")
@@ -202,21 +202,8 @@ class LoadedConfig:
 
 
 def read_yaml(path: str) -> dict:
-    """Read a YAML mapping, turning every I/O or syntax failure into one ConfigError line."""
-    if not os.path.exists(path):
-        raise ConfigError(f"{path}: file not found")
-    if os.path.isdir(path):
-        raise ConfigError(f"{path}: is a directory, expected a YAML file")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: YAML syntax error at {where}{problem}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    """Read an hwconfig's YAML mapping; every failure is one ConfigError line."""
+    data = read_yaml_file(path)
     if data is None:
         raise ConfigError(f"{path}: file is empty; expected a mapping with keys {', '.join(field_names(HwConfig))}")
     if not isinstance(data, dict):

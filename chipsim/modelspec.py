@@ -10,10 +10,9 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-import yaml
 
 from .errors import ConfigError
-from .schema import Where, build, field_names, spec
+from .schema import Where, build, field_names, read_yaml_file, spec
 
 
 @dataclass(frozen=True)
@@ -67,22 +66,7 @@ class ModelSpec:
 
 def load_model(path: str, origin: str | None = None) -> ModelSpec:
     """Load and validate a model file; ``origin`` names who referred to it, for errors."""
-    if not os.path.exists(path):
-        who = f"{origin}: " if origin else ""
-        raise ConfigError(f"{who}model file {path} not found")
-    if os.path.isdir(path):
-        who = f"{origin}: " if origin else ""
-        raise ConfigError(f"{who}model file {path} is a directory, expected a YAML file")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: YAML syntax error at {at}{problem}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    data = read_yaml_file(path, "model file", origin or "")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with keys {', '.join(field_names(ModelSpec))}")
     return build(ModelSpec, data, "", Where(path, os.path.dirname(path)))

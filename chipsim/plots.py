@@ -6,6 +6,7 @@ from a ``summary.json`` without re-running anything.
 """
 from __future__ import annotations
 
+import ast
 import os
 import tempfile
 
@@ -65,7 +66,7 @@ def link_traffic(chip: dict, path: str, title: str) -> str:
     segs, vals = [], []
     for key, b in chip["noc"]["link_bytes"].items():
         a, z = key.split("->")
-        (r0, c0), (r1, c1) = eval(a), eval(z)  # keys are "(r, c)->(r, c)" written by ChipReport
+        (r0, c0), (r1, c1) = ast.literal_eval(a), ast.literal_eval(z)  # keys are "(r, c)->(r, c)"
         off = 0.08 if (r1 - r0) + (c1 - c0) > 0 else -0.08  # separate the two directions of a link
         segs.append([(c0 + (off if r0 != r1 else 0), r0 + (off if c0 != c1 else 0)),
                      (c1 + (off if r0 != r1 else 0), r1 + (off if c0 != c1 else 0))])

@@ -161,6 +161,32 @@ def build(cls, data: Any, key: str, where: Where):
     return obj
 
 
+def read_yaml_file(path: str, what: str = "file", who: str = ""):
+    """Parse a YAML file; every I/O or syntax failure becomes one ConfigError line.
+
+    ``what`` names the file in messages ("file", "model file"); ``who`` is a
+    prefix saying which config key referred to it. Returns the parsed data
+    (possibly None for an empty file): the caller checks its shape.
+    """
+    import yaml
+    prefix = f"{who}: " if who else ""
+    if not os.path.exists(path):
+        raise ConfigError(f"{prefix}{what} {path} not found" if who else f"{path}: {what} not found")
+    if os.path.isdir(path):
+        raise ConfigError(f"{prefix}{what} {path} is a directory, expected a YAML file" if who
+                          else f"{path}: is a directory, expected a YAML file")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: YAML syntax error at {at}{problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+
+
 def field_names(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 

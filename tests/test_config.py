@@ -351,7 +351,7 @@ def test_help_lists_every_command_with_example(capsys):
     out = capsys.readouterr().out
     for cmd in cli.COMMANDS:
         assert cmd.name in out and cmd.summary.split()[0] in out
-    assert "example:" in out and "chipsim validate hwconfigs/" in out
+    assert "examples:" in out and "chipsim run hwconfigs/44core_4bit.yaml" in out
 
 
 @pytest.mark.parametrize("argv", [[], ["nosuchcommand"], ["validate"], ["validate", "--bogus", "x.yaml"],

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..trace import TraceRecorder
 from .network import Network
 from .optim import cosine_lr, make_optimizer
@@ -75,7 +76,6 @@ class Trainer:
         c = dataset.num_classes
         self.negatives = hw.learning.negatives if hw.learning.negatives is not None else c - 1
         if not 1 <= self.negatives <= c - 1:
-            from ..errors import ConfigError
             raise ConfigError(f"learning.negatives: {self.negatives} is out of range for {dataset.name} "
                               f"({c} classes); allowed 1..{c - 1}")
         self.is_bp = hw.strategy == "bp"

@@ -1,0 +1,97 @@
+"""compare, sweep and reproduce on tiny settings: they run, write what they promise, resume, and
+their figures come from the traces (BP's memory grows with depth faster than DF-R's)."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from chipsim.compare import compare
+from chipsim.errors import ConfigError
+from chipsim.jobs import RESULTS_NAME, load_done
+from chipsim.sweep import parse_levels, sweep
+
+REPO = Path(__file__).resolve().parents[1]
+BIG = str(REPO / "hwconfigs" / "176core_512k.yaml")
+SMALL = str(REPO / "hwconfigs" / "44core_4bit.yaml")
+TINY = "name: tiny\nblocks:\n  - {type: conv, channels: 8, pool: 2}\n  - {type: dense, units: 16}\n"
+
+
+def test_compare_depth_gap_widens_and_files_exist(tmp_path):
+    t = compare(BIG, ("bp", "df-r"), (3, 6, 9), overrides=("learning.negatives=1",), width=8,
+                out_dir=str(tmp_path), jobs=1, progress=False)
+    for f in ("compare.json", "compare.md", "memory_streaming.png", "memory_whole_batch.png",
+              "latency_step.png", "latency_backward.png", RESULTS_NAME):
+        assert (tmp_path / f).exists(), f
+    by = {(r["depth"], r["rule"]): r for r in t["rows"]}
+    # BP keeps every block's activations for its backward pass: its whole-batch demand grows with depth
+    # faster than DF-R's, so the ratio DF-R / BP falls as depth grows
+    ratio = t["ratios"]["whole-batch:total_peak_bytes:df-r"]
+    assert ratio[3] > ratio[6] > ratio[9]
+    bp_act = [by[(d, "bp")]["activation_bytes_per_sample"] for d in (3, 6, 9)]
+    assert bp_act[0] < bp_act[1] < bp_act[2]
+    # and BP's backward phase (one sample) lengthens with depth: it walks back through every block
+    bw = [by[(d, "bp")]["streaming"]["backward_us"] for d in (3, 6, 9)]
+    assert bw[0] < bw[1] < bw[2]
+    assert json.loads((tmp_path / "compare.json").read_text())["rules"] == ["bp", "df-r"]
+
+
+def test_compare_rejects_bad_rules_and_depths(tmp_path):
+    with pytest.raises(ConfigError, match="allowed"):
+        compare(BIG, ("bp", "dfr"), (3,), out_dir=str(tmp_path), jobs=1, progress=False)
+    with pytest.raises(ConfigError, match="depth"):
+        compare(BIG, ("bp",), (1,), out_dir=str(tmp_path), jobs=1, progress=False)
+
+
+def test_sweep_runs_and_resumes(tmp_path):
+    model = tmp_path / "tiny.yaml"
+    model.write_text(TINY)
+    over = (f"workload.model={model}", "workload.train_limit=64", "workload.test_limit=40", "training.epochs=1",
+            "training.batch_size=32")
+    out = tmp_path / "sw"
+    t = sweep(SMALL, ("bp", "df-o"), noise=("impulse", "mismatch"), levels=(0, 5), overrides=over,
+              out_dir=str(out), jobs=1, progress=False)
+    assert set(t["curves"]) == {"noise:impulse", "noise:mismatch"}
+    for rule in ("bp", "df-o"):
+        xs = [x for x, *_ in t["curves"]["noise:impulse"][rule]]
+        assert xs == [0, 5]
+    params = t["noise_parameters"]["impulse"][1]
+    assert params["fraction_of_values"] == 0.27 and params["constants"] == "mnist-like"
+    for f in ("sweep.json", "sweep.md", "accuracy_vs_impulse.png", "accuracy_vs_mismatch.png"):
+        assert (out / f).exists(), f
+    done = load_done(str(out / RESULTS_NAME))
+    assert len(done) == 4                         # bp, df-o: clean + mismatch L5
+    mtime = os.path.getmtime(out / RESULTS_NAME)
+    again = sweep(SMALL, ("bp", "df-o"), noise=("impulse", "mismatch"), levels=(0, 5), overrides=over,
+                  out_dir=str(out), jobs=1, progress=False)
+    assert os.path.getmtime(out / RESULTS_NAME) == mtime   # nothing retrained
+    assert again["curves"] == json.loads(json.dumps(t["curves"]))
+
+
+def test_interrupted_log_line_is_ignored(tmp_path):
+    log = tmp_path / RESULTS_NAME
+    log.write_text('{"key": "a", "x": 1}\n{"key": "b", "x"')   # a torn last line
+    assert list(load_done(str(log))) == ["a"]
+
+
+def test_sweep_argument_errors():
+    assert parse_levels("0-5") == [0, 1, 2, 3, 4, 5] and parse_levels("0,3") == [0, 3]
+    with pytest.raises(ConfigError):
+        parse_levels("2-9")
+    with pytest.raises(ConfigError, match="noise kind"):
+        sweep(SMALL, noise=("thermal",), progress=False)
+    with pytest.raises(ConfigError, match="--noise"):
+        sweep(SMALL, progress=False)
+
+
+@pytest.mark.slow
+def test_reproduce_quick_writes_every_section(tmp_path):
+    from chipsim.reproduce import reproduce
+    reproduce(out_dir=str(tmp_path), quick=True, jobs=2, progress=False)
+    text = (tmp_path / "README.md").read_text()
+    for heading in ("## 1. Accuracy", "## 2. Memory", "## 3. Robustness", "## 4. Bit width", "## 5. Number of"):
+        assert heading in text
+    assert "Holds here" in text or "Does not hold here" in text
+    for f in ("accuracy/accuracy.png", "compare/compare.md", "noise/sweep.md", "bits/accuracy_vs_bits.png",
+              "negatives/accuracy_vs_negatives.png"):
+        assert (tmp_path / f).exists(), f
