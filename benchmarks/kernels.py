@@ -30,13 +30,27 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from chipsim import kernels as K  # noqa: E402
 from chipsim.quant import signed_max, unsigned_max  # noqa: E402
 
-# (name, N, C, H, W, O): the default model's conv layers, 3x3 pad 1.
-LAYERS = [
-    ("conv1 2->32 @28x28", 64, 2, 28, 28, 32),
-    ("conv2 32->64 @14x14", 64, 32, 14, 14, 64),
-    ("conv3 64->64 @7x7", 64, 64, 7, 7, 64),
-]
 KS, STRIDE, PAD = 3, 1, 1
+
+
+def default_model_layers(batch: int = 64):
+    """(name, N, C, H, W, O) of the conv layers of models/cnn_small.yaml (3x3, pad 1), read from the file.
+
+    Input 28x28 with 2 channels: the image plus the label-embedding channel.
+    """
+    from chipsim.modelspec import load_model
+    model = load_model(os.path.join(os.path.dirname(__file__), "..", "models", "cnn_small.yaml"))
+    layers, c, h = [], 2, 28
+    for i, b in enumerate(model.blocks):
+        if b.type != "conv":
+            break
+        assert (b.kernel, b.stride, b.padding) == (KS, STRIDE, PAD), "benchmark assumes 3x3 stride 1 pad 1"
+        layers.append((f"conv{i + 1} {c}->{b.channels} @{h}x{h}", batch, c, h, h, b.channels))
+        c, h = b.channels, (h // b.pool if b.pool else h)
+    return layers
+
+
+LAYERS = default_model_layers()
 
 
 def _median_time(fn, repeats):

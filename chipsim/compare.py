@@ -15,7 +15,7 @@ import time
 
 from .config import LoadedConfig, load_config
 from .errors import ChipsimError, ConfigError, MappingError
-from .jobs import run_points, threads_per_job
+from .jobs import limit_threads, run_points, threads_per_job
 from .modelspec import cnn_family
 from .report import atomic_write, write_json
 
@@ -26,11 +26,10 @@ BASELINE = "bp"
 
 def _point(p: dict) -> dict:
     """One (depth, rule) point; runs in a worker process."""
-    import numba
     from .chip import simulate
     from .chip.ledger import build_ledger
     from .runner import trace_one_step
-    numba.set_num_threads(min(numba.config.NUMBA_NUM_THREADS, p["threads"]))
+    limit_threads(p["threads"])
     cfg = load_config(p["config"], tuple(p["overrides"]) + (f"workload.rule={p['rule']}",))
     model = cnn_family(p["depth"], width=p["width"])
     cfg = dataclasses.replace(cfg, model=model)

@@ -67,5 +67,18 @@ def run_points(fn, points: list, out_dir: str, jobs: int | None = None, progress
 
 
 def threads_per_job(jobs: int) -> int:
-    """Numba/torch threads each worker should use so the jobs do not oversubscribe the cores."""
+    """Numba/BLAS threads each worker should use so the jobs do not oversubscribe the cores."""
     return max(1, (os.cpu_count() or 1) // max(1, jobs))
+
+
+def limit_threads(n: int) -> None:
+    """Cap this process's numba and BLAS thread pools at ``n``.
+
+    Workers are forked with the parent's BLAS pool already started; without a
+    cap, two workers on two cores run four spinning BLAS threads and each runs
+    several times slower than alone.
+    """
+    import numba
+    from threadpoolctl import threadpool_limits
+    numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, n)))
+    threadpool_limits(limits=n)

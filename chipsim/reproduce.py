@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .compare import compare
 from .config import load_config
-from .jobs import run_points, threads_per_job
+from .jobs import limit_threads, run_points, threads_per_job
 from .report import atomic_write, write_json
 from .sweep import sweep
 
@@ -44,7 +44,7 @@ class Plan:
 
 
 PLANS = {
-    "full": Plan("full", epochs=3, train_limit=None, test_limit=None, sweep_epochs=2, sweep_train_limit=2000,
+    "full": Plan("full", epochs=5, train_limit=None, test_limit=None, sweep_epochs=2, sweep_train_limit=2000,
                  sweep_test_limit=None, depths=(5, 8, 11, 15, 20, 25), levels=(0, 1, 2, 3, 4, 5),
                  bits=(32, 8, 6, 4, 3, 2), negatives=(1, 3, 9, "avg"), seeds=(0,)),
     "quick": Plan("quick", epochs=1, train_limit=400, test_limit=200, sweep_epochs=1, sweep_train_limit=300,
@@ -64,8 +64,7 @@ def _limits(train, test) -> list:
 
 def _accuracy_point(p: dict) -> dict:
     """Train one rule at the main scale; returns accuracy and the chip headline."""
-    import numba
-    numba.set_num_threads(min(numba.config.NUMBA_NUM_THREADS, p["threads"]))
+    limit_threads(p["threads"])
     from .runner import run
     r = run(p["config"], p["overrides"], progress=False, write=False)
     s = r.summary

@@ -16,7 +16,7 @@ import numpy as np
 
 from .config import LoadedConfig, load_config
 from .errors import ConfigError
-from .jobs import run_points, threads_per_job
+from .jobs import limit_threads, run_points, threads_per_job
 from .noise import KINDS, LEVELS, NoiseSpec
 from .report import atomic_write, write_json
 
@@ -49,8 +49,7 @@ def _bits_overrides(bits: int) -> list:
 
 def _train_point(p: dict) -> dict:
     """Train once and evaluate under every requested test-time noise; runs in a worker process."""
-    import numba
-    numba.set_num_threads(min(numba.config.NUMBA_NUM_THREADS, p["threads"]))
+    limit_threads(p["threads"])
     from .data import load_dataset
     from .engine.rules import evaluate
     from .engine.trainer import Trainer
