@@ -147,7 +147,6 @@ class Mapping:
                             "whole-batch: the paper's GPU-style measurement", choices=("streaming", "whole-batch"))
     feedback_storage: str = spec("stored", doc="DF-R random feedback weights kept in SRAM, or regenerated "
                                  "from a seed on the fly", choices=("stored", "seeded"))
-    bn_stats: str = spec("running", doc="batch-norm statistics on chip", choices=("running", "micro-batch"))
 
 
 @dataclass(frozen=True)
