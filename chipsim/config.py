@@ -159,14 +159,15 @@ class HwConfig:
     mapping: Mapping = spec(Mapping, doc="placement of layers on cores and memory accounting")
 
     def _validate(self, key, where):
-        for bits_key in ("weight_bits", "activation_bits", "gradient_bits"):
+        # an operand width runs on the narrowest lanes at least as wide (6-bit operands on 8-bit lanes),
+        # so a table needs an entry at or above every configured width, not every width itself
+        for bits_key in ("weight_bits", "activation_bits", "gradient_bits", "update_bits"):
             bits = getattr(self.precision, bits_key)
-            if bits not in self.chip.core.macs_per_cycle:
-                raise where.error(f"chip.core.macs_per_cycle", f"has no entry for {bits} bits "
-                                  f"(precision.{bits_key}); add `{bits}: <MACs per cycle>`")
-            if bits not in self.chip.core.energy_pj.mac:
-                raise where.error(f"chip.core.energy_pj.mac", f"has no entry for {bits} bits "
-                                  f"(precision.{bits_key}); add `{bits}: <pJ per MAC>`")
+            for table, path, what in ((self.chip.core.macs_per_cycle, "chip.core.macs_per_cycle", "MACs per cycle"),
+                                      (self.chip.core.energy_pj.mac, "chip.core.energy_pj.mac", "pJ per MAC")):
+                if not any(b >= bits for b in table):
+                    raise where.error(path, f"has no entry for {bits} bits or wider (precision.{bits_key}); "
+                                      f"add `{bits}: <{what}>`")
 
     @property
     def loss(self) -> str:
