@@ -99,8 +99,8 @@ def map(config, overrides: Iterable[str] = (), out_dir: str | None = None, write
 
 def compare(config, rules=("bp", "df-o", "df-r"), depths=(5, 8, 11, 15, 20, 25), overrides: Iterable[str] = (),
             width: int = 32, out_dir: str | None = None, jobs: int | None = None, progress: bool = True):
-    """BP vs local rules over a depth family: memory, latency, NoC, energy. See ``chipsim.compare``."""
-    from .compare import compare as _compare
+    """BP vs local rules over a depth family: memory, latency, NoC, energy. See ``chipsim.experiments.compare``."""
+    from .experiments.compare import compare as _compare
     return _compare(config, rules, depths, tuple(overrides), width=width, out_dir=out_dir, jobs=jobs,
                     progress=progress)
 
@@ -108,13 +108,13 @@ def compare(config, rules=("bp", "df-o", "df-r"), depths=(5, 8, 11, 15, 20, 25),
 def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bits=(), negatives=(), seeds=(0,),
           overrides: Iterable[str] = (), out_dir: str | None = None, jobs: int | None = None, progress: bool = True,
           gain_std: float = 0.0):
-    """Accuracy vs noise level, bit width or number of negatives. See ``chipsim.sweep``."""
-    from .sweep import sweep as _sweep
+    """Accuracy vs noise level, bit width or number of negatives. See ``chipsim.experiments.sweep``."""
+    from .experiments.sweep import sweep as _sweep
     return _sweep(config, rules, noise, levels, bits, negatives, seeds, tuple(overrides), out_dir=out_dir,
                   jobs=jobs, progress=progress, gain_std=gain_std)
 
 
 def reproduce(out_dir: str = "reports", quick: bool = False, jobs: int | None = None, progress: bool = True):
-    """Regenerate every table and figure of the paper's evaluation. See ``chipsim.reproduce``."""
-    from .reproduce import reproduce as _reproduce
+    """Regenerate every table and figure of the paper's evaluation. See ``chipsim.experiments.reproduce``."""
+    from .experiments.reproduce import reproduce as _reproduce
     return _reproduce(out_dir=out_dir, quick=quick, jobs=jobs, progress=progress)

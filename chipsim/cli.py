@@ -181,12 +181,12 @@ def _configure_sweep(p: argparse.ArgumentParser) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from . import api
-    from .sweep import parse_levels
+    from .experiments.sweep import parse_levels
     negatives = [n if n == "avg" else int(n) for n in _csv_list(args.negatives)]
     table = api.sweep(args.config, _csv_list(args.rules), _csv_list(args.noise), parse_levels(args.levels),
                       _csv_list(args.bits, int), negatives, _csv_list(args.seeds, int), args.overrides,
                       out_dir=args.out, jobs=args.jobs, gain_std=args.gain_std)
-    from .sweep import markdown
+    from .experiments.sweep import markdown
     print(markdown(table))
     return EXIT_OK
 

@@ -12,10 +12,10 @@ import os
 import time
 from dataclasses import dataclass
 
+from ..config import load_config
+from ..report import atomic_write, write_json
 from .compare import compare
-from .config import load_config
 from .jobs import limit_threads, run_points, threads_per_job
-from .report import atomic_write, write_json
 from .sweep import sweep
 
 PAPER = {  # Wu et al. 2024 (arXiv 2408.14925), MNIST column of Table 1, Table 2, Fig. 4
@@ -65,7 +65,7 @@ def _limits(train, test) -> list:
 def _accuracy_point(p: dict) -> dict:
     """Train one rule at the main scale; returns accuracy and the chip headline."""
     limit_threads(p["threads"])
-    from .runner import run
+    from ..runner import run
     r = run(p["config"], p["overrides"], progress=False, write=False)
     s = r.summary
     return {"rule": p["rule"], "test_accuracy": s["training"]["test_accuracy"],
@@ -131,7 +131,7 @@ def _compute_minutes(res: dict) -> float:
 
 
 def _plot_accuracy(acc: dict, path: str) -> None:
-    from . import plots
+    from .. import plots
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     rules = list(acc)

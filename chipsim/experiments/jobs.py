@@ -9,6 +9,7 @@ its point has finished, so a half-written point never counts as done.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -58,7 +59,10 @@ def run_points(fn, points: list, out_dir: str, jobs: int | None = None, progress
             for p in todo:
                 record(p, fn(p))
         else:
-            with ProcessPoolExecutor(max_workers=min(jobs, len(todo))) as pool:
+            # spawn, not fork: a forked child of a process whose numba/OpenMP or BLAS threads are
+            # running can deadlock or abort; a spawned worker starts clean and caps its own threads
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx) as pool:
                 futures = {pool.submit(fn, p): p for p in todo}
                 for fut in as_completed(futures):
                     record(futures[fut], fut.result())
@@ -74,9 +78,8 @@ def threads_per_job(jobs: int) -> int:
 def limit_threads(n: int) -> None:
     """Cap this process's numba and BLAS thread pools at ``n``.
 
-    Workers are forked with the parent's BLAS pool already started; without a
-    cap, two workers on two cores run four spinning BLAS threads and each runs
-    several times slower than alone.
+    Without a cap, two workers on two cores run four spinning BLAS threads and
+    each runs several times slower than alone.
     """
     import numba
     from threadpoolctl import threadpool_limits

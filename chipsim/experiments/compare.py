@@ -15,11 +15,11 @@ import time
 
 import numpy as np
 
-from .config import LoadedConfig, load_config
-from .errors import ChipsimError, ConfigError, MappingError
+from ..config import LoadedConfig, load_config
+from ..errors import ConfigError, MappingError
+from ..modelspec import cnn_family
+from ..report import atomic_write, write_json
 from .jobs import limit_threads, run_points, threads_per_job
-from .modelspec import cnn_family
-from .report import atomic_write, write_json
 
 DEFAULT_RULES = ("bp", "df-o", "df-r")
 DEFAULT_DEPTHS = (5, 8, 11, 15, 20, 25)
@@ -28,9 +28,9 @@ BASELINE = "bp"
 
 def _point(p: dict) -> dict:
     """One (depth, rule) point; runs in a worker process."""
-    from .chip import simulate
-    from .chip.ledger import build_ledger
-    from .runner import trace_one_step
+    from ..chip import simulate
+    from ..chip.ledger import build_ledger
+    from ..runner import trace_one_step
     limit_threads(p["threads"])
     cfg = load_config(p["config"], tuple(p["overrides"]) + (f"workload.rule={p['rule']}",))
     model = cnn_family(p["depth"], width=p["width"])
@@ -171,7 +171,7 @@ def markdown(table: dict) -> str:
 
 
 def plot(table: dict, out_dir: str) -> None:
-    from . import plots
+    from .. import plots
     by = {(r["depth"], r["rule"]): r for r in table["rows"]}
     for mode, metric, label, fname in (
             ("streaming", "total_peak_bytes", "peak SRAM, sum over cores (KiB)", "memory_streaming"),

@@ -14,11 +14,11 @@ import time
 
 import numpy as np
 
-from .config import LoadedConfig, load_config
-from .errors import ConfigError
+from ..config import LoadedConfig, load_config
+from ..errors import ConfigError
+from ..noise import KINDS, LEVELS, NoiseSpec
+from ..report import atomic_write, write_json
 from .jobs import limit_threads, run_points, threads_per_job
-from .noise import KINDS, LEVELS, NoiseSpec
-from .report import atomic_write, write_json
 
 TEST_TIME = ("shot", "impulse", "read", "stuck")
 ALL_BITS = (32, 8, 6, 4, 3, 2)
@@ -50,10 +50,10 @@ def _bits_overrides(bits: int) -> list:
 def _train_point(p: dict) -> dict:
     """Train once and evaluate under every requested test-time noise; runs in a worker process."""
     limit_threads(p["threads"])
-    from .data import load_dataset
-    from .engine.rules import evaluate
-    from .engine.trainer import Trainer
-    from .noise import corrupt_inputs, gradient_noise, perturbed_weights
+    from ..data import load_dataset
+    from ..engine.rules import evaluate
+    from ..engine.trainer import Trainer
+    from ..noise import corrupt_inputs, gradient_noise, perturbed_weights
     cfg = load_config(p["config"], tuple(p["overrides"]))
     hw, wl = cfg.hw, cfg.hw.workload
     data = load_dataset(wl.dataset, root=wl.data_root, download=wl.download, train_limit=wl.train_limit,
@@ -84,8 +84,8 @@ def _train_point(p: dict) -> dict:
 
 def _slices(cfg) -> dict:
     """layer -> [(lo, hi)] unit ranges per core, from the chip mapping of this config."""
-    from .chip import map_trace
-    from .runner import trace_one_step
+    from ..chip import map_trace
+    from ..runner import trace_one_step
     m = map_trace(trace_one_step(cfg), cfg.hw)
     return {layer.index: [(s.lo, s.hi) for s in m.slices_of(layer.index)] for layer in m.layers}
 
@@ -208,7 +208,7 @@ def markdown(table: dict) -> str:
 
 
 def plot(table: dict, out_dir: str) -> None:
-    from . import plots
+    from .. import plots
     for name, per_rule in table["curves"].items():
         series = {r: ([x for x, *_ in rows], [100 * m for _, m, _ in rows]) for r, rows in per_rule.items()}
         errors = {r: [100 * s for *_, s in rows] for r, rows in per_rule.items()} if len(table["seeds"]) > 1 else None
