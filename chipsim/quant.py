@@ -88,26 +88,28 @@ def _finish_scale(max_abs, qmax, scale_mode):
     return scale.astype(np.float32)
 
 
+@njit(inline="always", cache=True)
+def _uniform(base, i):
+    """u_i = splitmix64(seed + (i+1) * golden) / 2**24 in [0, 1): a counter-based generator.
+
+    u_i depends only on (seed, i), never on which thread computed it, so
+    stochastic rounding is bit-identical under any number of numba threads --
+    and 10x+ faster than drawing a numpy array of uniforms for tensors of
+    millions of errors.
+    """
+    z = base + np.uint64(i + 1) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return np.float64(z >> np.uint64(40)) * (1.0 / 16777216.0)
+
+
 @njit(parallel=True, cache=True)
 def _floor_plus_uniform(v, seed, out):
-    """out[i] = floor(v[i] + u_i) with u_i = splitmix64(seed, i) / 2**24 in [0, 1).
-
-    A counter-based generator: u_i depends only on (seed, i), never on which
-    thread computed it, so stochastic rounding is bit-identical under any
-    number of numba threads -- and 10x+ faster than drawing a numpy array of
-    uniforms for tensors of millions of errors.
-    """
-    golden = np.uint64(0x9E3779B97F4A7C15)
-    m1 = np.uint64(0xBF58476D1CE4E5B9)
-    m2 = np.uint64(0x94D049BB133111EB)
+    """out[i] = floor(v[i] + u_i), with u_i from :func:`_uniform`."""
     base = np.uint64(seed)
     for i in prange(v.size):
-        z = base + np.uint64(i + 1) * golden
-        z = (z ^ (z >> np.uint64(30))) * m1
-        z = (z ^ (z >> np.uint64(27))) * m2
-        z = z ^ (z >> np.uint64(31))
-        u = np.float64(z >> np.uint64(40)) * (1.0 / 16777216.0)
-        out[i] = np.floor(v[i] + u)
+        out[i] = np.floor(v[i] + _uniform(base, i))
 
 
 def _round(v, rounding, rng):
@@ -275,21 +277,13 @@ def _absmax(x):
 def _quantize_signed_flat(x, inv_scale, qmax, stochastic, seed, out):
     """One fused pass: scale, round (nearest-even or stochastic), clip, store float32 codes.
 
-    The stochastic uniforms come from the same counter-based hash as
-    :func:`_floor_plus_uniform`, so the result does not depend on threading.
+    Stochastic uniforms come from :func:`_uniform`, so the result does not depend on threading.
     """
-    golden = np.uint64(0x9E3779B97F4A7C15)
-    m1 = np.uint64(0xBF58476D1CE4E5B9)
-    m2 = np.uint64(0x94D049BB133111EB)
     base = np.uint64(seed)
     for i in prange(x.size):
         v = np.float64(x[i]) * inv_scale
         if stochastic:
-            z = base + np.uint64(i + 1) * golden
-            z = (z ^ (z >> np.uint64(30))) * m1
-            z = (z ^ (z >> np.uint64(27))) * m2
-            z = z ^ (z >> np.uint64(31))
-            q = np.floor(v + np.float64(z >> np.uint64(40)) * (1.0 / 16777216.0))
+            q = np.floor(v + _uniform(base, i))
         else:
             q = np.rint(v)
         if q > qmax:
