@@ -119,9 +119,6 @@ class Trace:
     def sent_bytes(self, tag: str | None = None) -> int:
         return sum(o.nbytes for o in self.ops if o.kind == "send" and (tag is None or o.tag == tag))
 
-    def buffer(self, bid: int) -> Buffer:
-        return self.buffers[bid]
-
     def per_sample(self) -> "Trace":
         """The same dataflow for ONE sample: sample-scope amounts divided by ``samples``.
 

@@ -19,7 +19,7 @@ def test_invalid_bits_raise_with_allowed_set(bad):
         lambda: Q.quantize_weights(np.ones((2, 3)), bad),
         lambda: Q.quantize_activations(np.ones(3), bad, 1.0),
         lambda: Q.quantize_signed(np.ones(3), bad),
-        lambda: Q.ActivationScale(bad),
+        lambda: Q.ClippedScale(bad, signed=True),
         lambda: Q.FixedPoint(np.ones(3), bad),
         lambda: Q.to_fixed_point(np.ones(3), bad, 4),
     ]
@@ -81,25 +81,33 @@ def test_quantize_activations_unsigned_range(bits):
     assert np.array_equal(Q.quantize_activations(x, 32, scale), x)
 
 
-def test_activation_scale_ema():
-    s = Q.ActivationScale(8, momentum=0.9)
-    assert s.scale == 1.0
-    s.update(np.array([0.0, 2.0]))
-    assert s.running_max == 2.0                 # first batch initialises
-    np.testing.assert_allclose(s.scale, 2.0 / 255, rtol=1e-6)
-    s.update(np.array([100.0]))                 # one outlier batch
-    assert s.running_max == pytest.approx(0.9 * 2 + 0.1 * 100)
-    for _ in range(200):                        # adapts back
-        s.update(np.array([3.0]))
-    assert s.running_max == pytest.approx(3.0, rel=1e-6)
-    x_int, scale = s.quantize(np.array([0.0, 1.5, 6.0]))
-    assert x_int.tolist() == [0.0, np.round(1.5 / scale), 255.0]
-    p = Q.ActivationScale(4, scale_mode="pow2")
-    p.update(np.array([3.0]))
-    assert _is_pow2(p.scale) and p.scale >= 3.0 / 15
-    i = Q.ActivationScale(32)
+def test_clipped_scale_is_aciq_optimal_and_an_ema():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal(200_000)
+    s = Q.ClippedScale(4, signed=True)
+    codes, scale = s.quantize(z, update=True)             # first batch initialises the threshold
+    np.testing.assert_allclose(scale, 2.55 * z.std() / 7, rtol=1e-2)
+    assert codes.min() == -7 and codes.max() == 7 and np.array_equal(codes, np.rint(codes))
+    # for Gaussian data the ACIQ clip beats a max-based scale on mean-square error
+    mse_clip = np.mean((codes * scale - z) ** 2)
+    max_scale = np.abs(z).max() / 7
+    mse_max = np.mean((np.clip(np.rint(z / max_scale), -7, 7) * max_scale - z) ** 2)
+    assert mse_clip < 0.5 * mse_max
+    first = s.running
+    s.quantize(100 * z, update=True)                      # one outlier batch moves it by 1 - momentum
+    assert s.running == pytest.approx(0.9 * first + 0.1 * 100 * first, rel=1e-3)
+    u = Q.ClippedScale(4, signed=False)                   # post-ReLU: sigma = sqrt(2) * rms
+    r = np.maximum(z, 0)
+    _, us = u.quantize(r, update=True)
+    np.testing.assert_allclose(us, 2.55 * np.sqrt(2) * np.sqrt(np.mean(r ** 2)) / 15, rtol=1e-6)
+    wide = Q.ClippedScale(16, signed=True)                # above 8 bits the max is kept
+    _, ws = wide.quantize(z, update=True)
+    np.testing.assert_allclose(ws, np.abs(z).max() / 32767, rtol=1e-6)
+    p = Q.ClippedScale(4, signed=True, scale_mode="pow2")
+    _, ps = p.quantize(z, update=True)
+    assert _is_pow2(ps) and ps >= 2.55 * z.std() / 7 * 0.99
     x = np.array([1.25, 7.0], np.float32)
-    assert i.update(x) == 1.0 and np.array_equal(i.quantize(x)[0], x)
+    assert np.array_equal(Q.ClippedScale(32, signed=False).quantize(x, update=True)[0], x)
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])

@@ -26,61 +26,11 @@ import math
 import numpy as np
 
 from .. import kernels as K
-from ..quant import FixedPoint, quantize_signed, quantize_weights, signed_max
+from ..quant import ClippedScale, FixedPoint, quantize_signed, quantize_weights, signed_max
 from ..trace import nbytes_of
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
-
-
-# Clipping thresholds (in standard deviations) that minimise the mean-square
-# quantization error of a Gaussian at b bits: ACIQ, Banner et al., "Post-training
-# 4-bit quantization of convolutional networks for rapid deployment", NeurIPS 2019.
-ACIQ_GAUSS_ALPHA = {2: 1.71, 3: 2.15, 4: 2.55, 5: 2.94, 6: 3.29, 7: 3.61, 8: 3.92}
-
-
-class ClippedScale:
-    """Per-tensor activation scale from an EMA of the RMS, clipped at ACIQ's optimum.
-
-    Why not the running max: a BN output has unit variance, but its max over a
-    batch of thousands of values is 4-6 sigma, so at 4 bits a max-based scale
-    leaves most values at 0 or +-1 code. Clipping at alpha(b) * RMS trades a few
-    saturated outliers for resolution where the mass is (for ReLU outputs the
-    Gaussian's sigma is sqrt(2) * RMS). Widths above 8 bits keep the max (no
-    clipping needed). A running, not per-batch, scale makes inference
-    independent of which samples share a batch, as on a chip with a
-    calibrated per-layer shift.
-    """
-
-    def __init__(self, bits: int, signed: bool, momentum: float = 0.9):
-        self.bits, self.signed, self.momentum = bits, signed, momentum
-        self.qmax = (2 ** (bits - 1) - 1) if signed else (2 ** bits - 1)
-        self.running = None
-
-    def _statistic(self, x) -> float:
-        if self.bits not in ACIQ_GAUSS_ALPHA:
-            return float(np.abs(x).max()) if self.signed else float(max(x.max(), 0.0))
-        rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
-        sigma = rms if self.signed else rms * math.sqrt(2.0)
-        return ACIQ_GAUSS_ALPHA[self.bits] * sigma
-
-    def quantize(self, x: np.ndarray, update: bool):
-        """Return (codes as float32, scale); at 32 bits (x, 1.0)."""
-        if self.bits == 32:
-            return x, np.float32(1.0)
-        if update:
-            m = self._statistic(x)
-            self.running = m if self.running is None else self.momentum * self.running + (1 - self.momentum) * m
-        top = self.running if self.running else 1.0
-        scale = np.float32(top / self.qmax)
-        lo = -self.qmax if self.signed else 0
-        return np.clip(np.rint(x / scale), lo, self.qmax).astype(np.float32), scale
-
-    def state(self):
-        return self.running
-
-    def load(self, s):
-        self.running = s
 
 
 class QuantBlock:
@@ -132,8 +82,8 @@ class QuantBlock:
         self.running_mean = np.zeros(bn_features, np.float32)
         self.running_var = np.ones(bn_features, np.float32)
         self.use_bn = spec.norm == "batch"
-        self.z_scale = ClippedScale(precision.activation_bits, signed=True)
-        self.out_scale = ClippedScale(precision.activation_bits, signed=False)
+        self.z_scale = ClippedScale(precision.activation_bits, signed=True, scale_mode=precision.scale)
+        self.out_scale = ClippedScale(precision.activation_bits, signed=False, scale_mode=precision.scale)
         self.feedback = None                          # DF-R: (codes, scales), set by the rule
         self.requantize()
 
@@ -279,13 +229,12 @@ class QuantBlock:
     def state(self):
         return dict(master=copy.deepcopy(self.master),
                     running_mean=self.running_mean.copy(), running_var=self.running_var.copy(),
-                    z_scale=self.z_scale.state(), out_scale=self.out_scale.state(),
+                    z_scale=self.z_scale.running, out_scale=self.out_scale.running,
                     feedback=self.feedback)
 
     def load(self, s):
         self.master = copy.deepcopy(s["master"])
         self.running_mean, self.running_var = s["running_mean"], s["running_var"]
-        self.z_scale.load(s["z_scale"])
-        self.out_scale.load(s["out_scale"])
+        self.z_scale.running, self.out_scale.running = s["z_scale"], s["out_scale"]
         self.feedback = s["feedback"]
         self.requantize()

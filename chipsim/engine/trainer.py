@@ -30,7 +30,6 @@ CHECKPOINT_NAME = "checkpoint.pkl"
 class EpochStats:
     epoch: int
     loss: float
-    train_accuracy: float | None
     test_accuracy: float
     per_block_accuracy: list | None
     seconds: float
@@ -42,7 +41,6 @@ class TrainResult:
     history: list = field(default_factory=list)
     trace: object = None                 # chipsim.trace.Trace of the first step
     steps: int = 0
-    samples_seen: int = 0
     train_seconds: float = 0.0
 
     @property
@@ -153,7 +151,7 @@ class Trainer:
             dt = time.perf_counter() - t0
             t_total += dt
             ev = evaluate(self.net, data.x_test, data.y_test, self.is_bp, hw.learning.decode_last_k)
-            stats = EpochStats(self.epoch + 1, float(np.mean(losses)), None, ev["accuracy"], ev["per_block"], dt)
+            stats = EpochStats(self.epoch + 1, float(np.mean(losses)), ev["accuracy"], ev["per_block"], dt)
             self.history.append(stats)
             self.epoch += 1
             if progress:
@@ -163,7 +161,7 @@ class Trainer:
                 self.save(os.path.join(checkpoint_dir, CHECKPOINT_NAME))
             if on_epoch is not None:
                 on_epoch(stats)
-        return TrainResult(self.net, self.history, self.trace, self.step, self.step * bs, t_total)
+        return TrainResult(self.net, self.history, self.trace, self.step, t_total)
 
     # ------------------------------------------------------------- checkpoints
     def state(self):
