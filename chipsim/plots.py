@@ -7,8 +7,6 @@ from a ``summary.json`` without re-running anything.
 from __future__ import annotations
 
 import ast
-import os
-import tempfile
 
 import matplotlib
 
@@ -17,19 +15,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 
+from .atomic import atomic_file  # noqa: E402
+
 KIND_COLORS = {"fwd": "#4C72B0", "goodness": "#8172B2", "loss": "#937860", "grad_w": "#DD8452",
                "grad_x": "#C44E52", "feedback": "#55A868", "update": "#64B5CD", "send": "#999999"}
 
 
 def save(fig, path: str) -> str:
     """Save to a temp file beside ``path`` and rename: a reader never sees half a PNG."""
-    d = os.path.dirname(path) or "."
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_file(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -10,21 +10,17 @@ import csv
 import io
 import json
 import os
-import tempfile
 
 import numpy as np
 
 from . import plots
+from .atomic import atomic_file
 from .trace import CATEGORIES
 
 
 def atomic_write(path: str, text: str) -> str:
-    d = os.path.dirname(path) or "."
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
-    os.replace(tmp, path)
     return path
 
 

@@ -33,6 +33,14 @@ BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
 
 
+def _int_bound(a_bits: int, b_bits: int):
+    """The kernels' ``int_bound`` for two quantized operands (both symmetric signed codes bound it),
+    or None when either side is float32 (no exactness to prove)."""
+    if 32 in (a_bits, b_bits):
+        return None
+    return signed_max(a_bits), signed_max(b_bits)
+
+
 class QuantBlock:
     """A trainable block with the precision of a ``Precision`` config.
 
@@ -119,8 +127,7 @@ class QuantBlock:
         else:
             z, bnc = x.astype(np.float32), None
         zq, zs = self.z_scale.quantize(z, update=train)
-        bound = None if 32 in (p.activation_bits, p.weight_bits) else \
-            (signed_max(p.activation_bits), signed_max(p.weight_bits))
+        bound = _int_bound(p.activation_bits, p.weight_bits)
         if self.kind == "conv":
             # keep im2col's columns only when a weight gradient will follow (training)
             res = K.conv2d_forward(zq, self.wq, self.spec.stride, self.spec.padding, int_bound=bound,
@@ -132,8 +139,7 @@ class QuantBlock:
             acc = K.dense_forward(zq, self.wq, int_bound=bound)
             y = (acc * (zs * self.wscale).reshape(1, -1)).astype(np.float32)
         if self.head:
-            return y, dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=None, r_shape=y.shape, out=y,
-                           in_shape=x.shape, s_out=1.0, cols=None)
+            return y, dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=None, r_shape=y.shape, out=y, cols=None)
         r = K.relu_forward(y)
         argmax = None
         if self.pool:
@@ -142,8 +148,7 @@ class QuantBlock:
             r_pooled = r
         aq, s_out = self.out_scale.quantize(r_pooled, update=train)
         out = aq * s_out if p.activation_bits != 32 else aq
-        cache = dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=argmax, r_shape=r.shape, out=out,
-                     in_shape=x.shape, s_out=s_out, cols=cols)
+        cache = dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=argmax, r_shape=r.shape, out=out, cols=cols)
         return out, cache
 
     def macs_forward(self, rows: int) -> int:
@@ -168,8 +173,7 @@ class QuantBlock:
         """dL/dW for the pre-activation error gy, through the exact integer kernel."""
         p = self.prec
         gq, gs = self.quantize_error(gy, rng)
-        bound = None if 32 in (p.activation_bits, p.gradient_bits) else \
-            (signed_max(p.activation_bits), signed_max(p.gradient_bits))
+        bound = _int_bound(p.activation_bits, p.gradient_bits)
         if self.kind == "conv":
             acc = K.conv2d_grad_weight(cache["zq"], gq, self.w_shape[2:], self.spec.stride, self.spec.padding,
                                        int_bound=bound, cols=cache["cols"])
@@ -185,8 +189,7 @@ class QuantBlock:
         # integer product serves all channels: sum_o (wq_o * s_o) g_o = sum_o wq_o (s_o g_o)
         shape = (1, -1, 1, 1) if self.kind == "conv" else (1, -1)
         hq, hs = self.quantize_error(gy * ws.reshape(shape), rng)
-        bound = None if 32 in (p.gradient_bits, p.weight_bits) else \
-            (signed_max(p.gradient_bits), signed_max(p.weight_bits))
+        bound = _int_bound(p.gradient_bits, p.weight_bits)
         if self.kind == "conv":
             acc = K.conv2d_grad_input(hq, wq, cache["zq"].shape, self.spec.stride, self.spec.padding,
                                       int_bound=bound)

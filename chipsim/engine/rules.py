@@ -30,10 +30,10 @@ def _check(value, what: str, layer: int, step: int):
 
 
 class StepResult:
-    __slots__ = ("loss", "block_losses", "grads")
+    __slots__ = ("loss", "grads")
 
-    def __init__(self, loss, block_losses, grads):
-        self.loss, self.block_losses, self.grads = loss, block_losses, grads
+    def __init__(self, loss, grads):
+        self.loss, self.grads = loss, grads
 
 
 def olu_active(l: int, step: int, schedule: str) -> bool:
@@ -99,7 +99,7 @@ def local_step(net, x, labels, negatives, loss_name, strategy, learning, step, r
         a = out
     if overlap:
         finish(len(blocks) - 1)
-    return StepResult(float(np.mean(losses)), losses, dict(blocks=grads, embedding=emb_grad))
+    return StepResult(float(np.mean(losses)), dict(blocks=grads, embedding=emb_grad))
 
 
 def bp_step(net, x, labels, step, rng, tracer):
@@ -131,7 +131,7 @@ def bp_step(net, x, labels, step, rng, tracer):
             g = layer.grad_input(gyi, caches[i], rng).reshape((rows,) + below.out_shape)
             tracer.error_down(layer, below, rows, use_feedback=False)
         caches[i] = None
-    return StepResult(loss, [loss], dict(blocks=grads, embedding=None))
+    return StepResult(loss, dict(blocks=grads, embedding=None))
 
 
 def goodness_scores(net, x, batch: int = 256):

@@ -110,18 +110,19 @@ class StepTracer:
 
     # ---------------------------------------------------------------- backward
     def _error_sources(self, l):
+        """What a backward op of layer l reads: its errors, the kept routing (mask, pool index),
+        the kept input, and -- for a goodness loss, whose gradient is 2*out/D -- the output."""
         k = self.kept[l]
         srcs = [b for b in (self.dg.get(l), self.err_in.get(l)) if b is not None]
-        return srcs + [k[n] for n in ("mask", "argmax", "zq") if n in k]
+        return srcs + [k[n] for n in ("mask", "argmax", "zq") if n in k] + ([k["out"]] if "g" in k else [])
 
     def error_down(self, blk, below, rows, use_feedback: bool):
         """Error from block ``blk`` into the block below (grad-input via W, or DF-R's feedback)."""
         if not self.on:
             return
         rec, l, p = self.rec, blk.index, self.p
-        k = self.kept[l]
         w = self.params[l]["fb"] if use_feedback and "fb" in self.params[l] else self.params[l]["weights"]
-        reads = self._error_sources(l) + ([k["out"]] if "g" in k else []) + [w]
+        reads = self._error_sources(l) + [w]
         nb = nbytes_of(rows * int(np.prod(below.out_shape)), p.gradient_bits)
         err = rec.buffer(l, "error_out", "gradients", nb, "sample", "reduce")
         rec.op(l, "feedback" if use_feedback else "grad_x", "feedback" if use_feedback else "grad_input",
@@ -134,19 +135,16 @@ class StepTracer:
         if not self.on:
             return
         p, l = self.p, blk.index
-        k = self.kept[l]
-        reads = self._error_sources(l) + ([k["out"]] if "g" in k else [])
         self.rec.op(l, "grad_w", "grad_weight", macs=blk.macs_grad(rows), bits=(p.activation_bits, p.gradient_bits),
-                    reads=reads, writes=(self.params[l]["gacc"],))
+                    reads=self._error_sources(l), writes=(self.params[l]["gacc"],))
 
     def embedding_grad(self, blk, rows):
         if not self.on:
             return
         p = self.p
-        k = self.kept[0]
         self.rec.op(0, "grad_x", "label_embedding_grad", macs=blk.macs_grad(rows),
                     bits=(p.gradient_bits, p.weight_bits),
-                    reads=self._error_sources(0) + ([k["out"]] if "g" in k else []) + [self.params[0]["weights"]],
+                    reads=self._error_sources(0) + [self.params[0]["weights"]],
                     writes=(self.params[0]["emb_gacc"],))
 
     def update(self, blk):

@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import tempfile
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..atomic import atomic_file
 from ..errors import ConfigError
 from ..trace import TraceRecorder
 from .network import Network
@@ -177,12 +177,9 @@ class Trainer:
             r.bit_generator.state = st
 
     def save(self, path: str):
-        """Atomic: write a temp file beside the target, then rename over it."""
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
+        """Atomic: an interrupted save leaves the previous checkpoint intact."""
+        with atomic_file(path) as tmp, open(tmp, "wb") as fh:
             pickle.dump(self.state(), fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
 
     def resume(self, path: str):
         with open(path, "rb") as fh:
