@@ -2,13 +2,16 @@
 
 Same model (models/cnn_small.yaml), same batch (64 samples x (1 positive + 9
 negatives)), same rule: DF loss at every block, DF-R random feedback into the
-block below. The torch side is written here from the rule's definition
-(autograd for each block's own gradient, a custom Function for the random
-feedback), not from chipsim's code. Both use 2 threads; each is warmed up,
+block below, BN backward as the config's ``learning.bn_backward``. The torch
+side is written here from the rule's definition (autograd for each block's
+own gradient, a custom Function for the random feedback), not from chipsim's
+code. Autograd runs the backward pass on every row; with ``fixed-stats``
+chipsim runs it only on the rows DF's loss gives an error (the positive and
+the hardest negatives), and the table says how many that was. Both use 2 threads; each is warmed up,
 then timed in its own block (alternating would charge each for the other's
 spinning BLAS threads).
 
-    python benchmarks/train_step.py [--steps 8]
+    python benchmarks/train_step.py [--steps 8] [--set learning.bn_backward=batch-stats]
 """
 from __future__ import annotations
 
@@ -68,12 +71,18 @@ class TorchDFR:
         self.emb = torch.randn(num_classes, hw_size, hw_size, generator=g).requires_grad_()
         self.opt = torch.optim.Adam(self.ws + [self.emb], lr=hw.training.lr)
         self.m, self.lam = hw.learning.margin, hw.learning.reg_lambda
+        self.fixed_stats = hw.learning.bn_backward == "fixed-stats"
 
     def block(self, a, l, feedback):
         s = self.specs[l]
         if s.type == "dense":
             a = a.reshape(a.shape[0], -1)
-        z = F.batch_norm(a, None, None, training=True)
+        if self.fixed_stats:                      # batch statistics as constants in the backward pass
+            dims = [0] + list(range(2, a.dim()))
+            z = (a - a.mean(dims, keepdim=True).detach()) / torch.sqrt(
+                a.var(dims, unbiased=False, keepdim=True).detach() + 1e-5)
+        else:
+            z = F.batch_norm(a, None, None, training=True)
         args = dict(stride=s.stride, padding=s.padding) if s.type == "conv" else {}
         y = RandomFeedback.apply(z, self.ws[l], self.bs[l], args) if feedback else (
             F.conv2d(z, self.ws[l], **args) if s.type == "conv" else z @ self.ws[l].t())
@@ -99,12 +108,21 @@ class TorchDFR:
         self.opt.step()
 
 
+def _rows_backpropagated(trainer, x, y, rows):
+    """Rows each block's weight gradient ran on, read off the trace of one more (untimed) step."""
+    trainer.train_step(x, y, record=True)
+    tr = trainer.trace
+    return [round(tr.macs("grad_w", l) * rows / tr.macs("fwd", l)) for l in range(len(trainer.net.blocks))]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                    help="override a key of hwconfigs/44core_4bit.yaml, e.g. learning.bn_backward=batch-stats")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    cfg = load_config(os.path.join(REPO, "hwconfigs", "44core_4bit.yaml"))
+    cfg = load_config(os.path.join(REPO, "hwconfigs", "44core_4bit.yaml"), args.set)
     d = load_dataset("mnist5k")
     bs = cfg.hw.training.batch_size
     xs = [d.x_train[i * bs:(i + 1) * bs] for i in range(args.steps + 2)]
@@ -131,7 +149,10 @@ def main():
     t_torch = (time.perf_counter() - t0) / args.steps
 
     rows = bs * 10
-    print(f"model {cfg.model.name}, batch {bs} samples x 10 label variants = {rows} rows, DF-R, {args.steps} steps")
+    print(f"model {cfg.model.name}, batch {bs} samples x 10 label variants = {rows} rows, DF-R, {args.steps} steps, "
+          f"bn_backward {cfg.hw.learning.bn_backward}")
+    kept = _rows_backpropagated(ours, xs[0], ys[0], rows)
+    print("rows back-propagated per block (chipsim): " + ", ".join(str(k) for k in kept) + f" of {rows}; torch: all")
     print(f"{'implementation':<34}{'s/step':>8}{'samples/s':>11}")
     print(f"{'chipsim 4-bit integer (W4 A4 G8)':<34}{t_ours:>8.3f}{bs / t_ours:>11.1f}")
     print(f"{'torch float32 autograd':<34}{t_torch:>8.3f}{bs / t_torch:>11.1f}")

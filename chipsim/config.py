@@ -136,6 +136,11 @@ class Learning:
     ff_theta: float = spec(2.0, doc="FF goodness threshold (mean-of-squares goodness)", min=0)
     symba_alpha: float = spec(4.0, doc="SymBa scale of the goodness gap", min=0, min_exclusive=True)
     decode_last_k: int = spec(3, doc="decode by goodness summed over the last k blocks", min=1)
+    bn_backward: str = spec("fixed-stats", doc="errors through BN: also through the batch mean and variance "
+                            "(autograd's gradient; couples every row of the batch), or with the statistics "
+                            "held fixed (a per-channel scale; rows independent, so a core keeps and "
+                            "back-propagates only the rows a loss gives an error, e.g. DF's positive and "
+                            "hardest negatives)", choices=("batch-stats", "fixed-stats"))
 
 
 @dataclass(frozen=True)

@@ -637,6 +637,13 @@ def batchnorm_backward(gy, cache):
     return gx.astype(np.float32), sgx.astype(np.float32), sg.astype(np.float32)
 
 
+def batchnorm_backward_fixed_stats(gy, cache):
+    """gx = gamma * inv_std * gy: the gradient with the batch statistics held
+    constant. No reduction over the batch, so each row's error is its own."""
+    gy = _f32(gy)
+    return (gy * _bcast(cache.gamma * cache.inv_std, gy.ndim)).astype(np.float32)
+
+
 # --------------------------------------------------------------------------
 # elementwise, pooling, goodness
 # --------------------------------------------------------------------------

@@ -33,6 +33,10 @@ Format (version 1), small on purpose:
   ``writes`` are buffer ids: dependencies and liveness both come from them.
   A ``send`` op moves ``nbytes`` from ``layer`` to ``dst_layer`` (tag in
   ``tag``); it reads the source buffer and writes the received copy.
+  A ``select`` op marks the rows of a layer's kept buffers that stay live
+  (the others got no error): it reads the full buffers, ending their
+  lifetime, and writes the smaller ones. The kept rows stay where they are,
+  so it costs no time and moves no data.
 """
 from __future__ import annotations
 
@@ -54,7 +58,7 @@ CATEGORIES = (
     "gradients",          # error signals and gradient accumulators
     "noc_buffers",        # send / receive staging
 )
-KINDS = ("fwd", "goodness", "loss", "grad_x", "grad_w", "feedback", "update", "send")
+KINDS = ("fwd", "goodness", "loss", "grad_x", "grad_w", "feedback", "update", "send", "select")
 TAGS = ("activation", "error", "goodness", "label")
 SCOPES = ("persistent", "step", "sample")
 SPLITS = ("units", "replicated", "reduce")

@@ -84,11 +84,20 @@ class FeedbackLinearOp(torch.autograd.Function):
         return gx, gw, None, None
 
 
-def torch_block(a, w, spec, feedback=None):
-    """BN (batch stats, no affine) -> conv/dense -> ReLU -> pool, in torch."""
+def torch_block(a, w, spec, feedback=None, fixed_stats=False):
+    """BN (batch stats, no affine) -> conv/dense -> ReLU -> pool, in torch.
+
+    ``fixed_stats``: normalise with the batch statistics detached, so no
+    gradient flows through them (chipsim's ``bn_backward: fixed-stats``)."""
     if spec.type == "dense":
         a = a.reshape(a.shape[0], -1)
-    z = F.batch_norm(a, None, None, training=True, eps=1e-5)
+    if fixed_stats:
+        dims = [0] + list(range(2, a.dim()))
+        mean = a.mean(dim=dims, keepdim=True).detach()
+        var = a.var(dim=dims, unbiased=False, keepdim=True).detach()
+        z = (a - mean) / torch.sqrt(var + 1e-5)
+    else:
+        z = F.batch_norm(a, None, None, training=True, eps=1e-5)
     args = dict(stride=spec.stride, padding=spec.padding) if spec.type == "conv" else {}
     if feedback is not None:
         y = FeedbackLinearOp.apply(z, w, feedback, args)
@@ -98,7 +107,7 @@ def torch_block(a, w, spec, feedback=None):
     return F.max_pool2d(r, spec.pool) if spec.pool else r
 
 
-def torch_df_grads(net, x, labels, negatives, strategy, learning):
+def torch_df_grads(net, x, labels, negatives, strategy, learning, fixed_stats=False):
     ws = [torch.tensor(b.master.value, requires_grad=True) for b in net.blocks]
     emb = torch.tensor(net.embedding.value, requires_grad=True)
     fbs = [None] + [torch.tensor(b.feedback[0] * b.feedback[1].reshape((-1,) + (1,) * (b.feedback[0].ndim - 1)))
@@ -112,11 +121,12 @@ def torch_df_grads(net, x, labels, negatives, strategy, learning):
     prev_in = a0
     for l in range(len(specs)):
         if strategy == "greedy" or l == 0:
-            out = torch_block(prev_in if l == 0 else outs_detached[l - 1], ws[l], specs[l])
+            out = torch_block(prev_in if l == 0 else outs_detached[l - 1], ws[l], specs[l], fixed_stats=fixed_stats)
         else:
             src = a0 if l == 1 else outs_detached[l - 2]
-            mid = torch_block(src, ws[l - 1], specs[l - 1])
-            out = torch_block(mid, ws[l], specs[l], feedback=fbs[l] if strategy == "df-r" else None)
+            mid = torch_block(src, ws[l - 1], specs[l - 1], fixed_stats=fixed_stats)
+            out = torch_block(mid, ws[l], specs[l], feedback=fbs[l] if strategy == "df-r" else None,
+                              fixed_stats=fixed_stats)
         g = out.reshape(out.shape[0], -1).pow(2).mean(1).reshape(-1, reps)
         hard = g[:, 1:].max(1).values
         total = total + (torch.clamp(learning.margin + hard - g[:, 0], min=0) + learning.reg_lambda * hard).mean()
@@ -125,13 +135,15 @@ def torch_df_grads(net, x, labels, negatives, strategy, learning):
     return [w.grad.numpy() for w in ws], emb.grad.numpy()
 
 
+@pytest.mark.parametrize("bn_backward", ["batch-stats", "fixed-stats"])
 @pytest.mark.parametrize("strategy", ["greedy", "df-o", "df-r"])
-def test_local_step_matches_torch(strategy):
+def test_local_step_matches_torch(strategy, bn_backward):
+    """With fixed-stats the engine back-propagates only the rows with an error; torch runs them all."""
     rng = np.random.default_rng(3)
     x = rng.uniform(0, 1, (5, 1, 12, 12)).astype(np.float32)
     labels = rng.integers(0, 4, 5)
     negatives = (labels[:, None] + 1 + np.array([[0, 1, 2]])) % 4
-    net = Network(MODEL, (1, 12, 12), 4, FP32, seed=0, with_label=True, with_head=False)
+    net = Network(MODEL, (1, 12, 12), 4, FP32, seed=0, with_label=True, with_head=False, bn_backward=bn_backward)
     if strategy == "df-r":
         fb_rng = np.random.default_rng(9)
         for b in net.blocks[1:]:
@@ -139,7 +151,8 @@ def test_local_step_matches_torch(strategy):
     learning = Learning(margin=1.0, reg_lambda=0.1)
     tracer = StepTracer(TraceRecorder(5, enabled=False), net, SGD(), False, True)
     res = local_step(net, x, labels, negatives, "df", strategy, learning, 0, np.random.default_rng(0), tracer)
-    ref_w, ref_e = torch_df_grads(net, x, labels, negatives, strategy, learning)
+    ref_w, ref_e = torch_df_grads(net, x, labels, negatives, strategy, learning,
+                                  fixed_stats=bn_backward == "fixed-stats")
     for l, (ours, ref) in enumerate(zip(res.grads["blocks"], ref_w)):
         np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max(), err_msg=f"block {l}")
     np.testing.assert_allclose(res.grads["embedding"], ref_e, rtol=1e-4, atol=1e-6 * np.abs(ref_e).max())
@@ -165,17 +178,18 @@ def test_dfr_differs_from_dfo_only_below_the_top():
     assert not np.allclose(grads["df-o"][0], grads["df-r"][0], rtol=1e-3)
 
 
-def test_bp_step_matches_torch():
+@pytest.mark.parametrize("bn_backward", ["batch-stats", "fixed-stats"])
+def test_bp_step_matches_torch(bn_backward):
     rng = np.random.default_rng(5)
     x = rng.uniform(0, 1, (6, 1, 12, 12)).astype(np.float32)
     labels = rng.integers(0, 4, 6)
-    net = Network(MODEL, (1, 12, 12), 4, FP32, seed=0, with_label=False, with_head=True)
+    net = Network(MODEL, (1, 12, 12), 4, FP32, seed=0, with_label=False, with_head=True, bn_backward=bn_backward)
     tracer = StepTracer(TraceRecorder(6, enabled=False), net, SGD(), True, True)
     res = bp_step(net, x, labels, 0, np.random.default_rng(0), tracer)
     ws = [torch.tensor(b.master.value, requires_grad=True) for b in net.layers()]
     a = torch.tensor(x)
     for w, b in zip(ws[:-1], net.blocks):
-        a = torch_block(a, w, b.spec)
+        a = torch_block(a, w, b.spec, fixed_stats=bn_backward == "fixed-stats")
     logits = a.reshape(a.shape[0], -1) @ ws[-1].t()
     F.cross_entropy(logits, torch.tensor(labels)).backward()
     for ours, w in zip(res.grads["blocks"], ws):

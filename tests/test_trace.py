@@ -15,7 +15,7 @@ from chipsim.engine.optim import Adam
 from chipsim.engine.rules import bp_step, local_step
 from chipsim.engine.tracing import StepTracer
 from chipsim.modelspec import Block, ModelSpec
-from chipsim.trace import Trace, TraceRecorder
+from chipsim.trace import Trace, TraceRecorder, nbytes_of
 
 P4 = Precision(weight_bits=4, activation_bits=4, gradient_bits=8, update_bits=16)
 MODEL = ModelSpec(name="t3", blocks=(Block(type="conv", channels=4, pool=2),
@@ -24,12 +24,21 @@ MODEL = ModelSpec(name="t3", blocks=(Block(type="conv", channels=4, pool=2),
 ROWS = 8
 
 
-def _step(strategy):
+def _inputs():
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (2, 1, 8, 8)).astype(np.float32)
     labels = np.array([0, 3])
-    negatives = (labels[:, None] + 1 + np.arange(3)) % 4
-    net = Network(MODEL, (1, 8, 8), 4, P4, seed=0, with_label=strategy != "bp", with_head=strategy == "bp")
+    return x, labels, (labels[:, None] + 1 + np.arange(3)) % 4
+
+
+def _net(strategy, bn_backward="batch-stats"):
+    return Network(MODEL, (1, 8, 8), 4, P4, seed=0, with_label=strategy != "bp", with_head=strategy == "bp",
+                   bn_backward=bn_backward)
+
+
+def _step(strategy, bn_backward="batch-stats"):
+    x, labels, negatives = _inputs()
+    net = _net(strategy, bn_backward)
     if strategy == "df-r":
         for b in net.blocks[1:]:
             b.set_feedback(np.random.default_rng(1))
@@ -111,3 +120,45 @@ def test_per_sample_trace_divides_sample_scope_only():
     assert one.samples == 1
     assert one.macs("fwd") == t.macs("fwd") // 2
     assert one.macs("update") == t.macs("update")
+
+
+def _rows_with_error(strategy):
+    """Per block, the rows DF's loss gives an error, found by a separate forward pass:
+    its own loss's rows, plus (df-o) the block above's."""
+    from chipsim import kernels as K
+    from chipsim.engine.losses import goodness_loss
+    x, labels, negatives = _inputs()
+    net = _net(strategy)
+    lab = np.concatenate([labels[:, None], negatives], axis=1).reshape(-1)
+    a = net.input_with_label(np.repeat(x, 4, axis=0), lab)
+    own = []
+    for blk in net.blocks:
+        a, _ = blk.forward(a, train=True)
+        g = K.goodness(a).reshape(2, 4)
+        _, dgp, dgn = goodness_loss("df", g[:, 0], g[:, 1:], Learning())
+        own.append(set(np.flatnonzero(np.concatenate([dgp[:, None], dgn], axis=1).reshape(-1))))
+    if strategy == "greedy":
+        return own
+    return [own[l] | (own[l + 1] if l + 1 < len(own) else set()) for l in range(len(own))]
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "df-o"])
+def test_fixed_stats_bn_keeps_and_backpropagates_only_rows_with_an_error(strategy):
+    t = _step(strategy, "fixed-stats")
+    rows = _rows_with_error(strategy)
+    per_row = [256 * 18, 24 * 36, 5 * 24]                         # outputs x K, as in the dense count above
+    assert [t.macs("grad_w", l) for l in range(3)] == [len(r) * m for r, m in zip(rows, per_row)]
+    # DF's max loss: each sample's positive and hardest negative, and under df-o the hardest of the block above
+    assert all(len(r) <= 2 * (2 if strategy == "greedy" else 3) for r in rows) and any(len(r) < ROWS for r in rows)
+    # the kept buffers shrink to those rows at a select op, which reads the full ones (ending their lifetime)
+    for l, r in enumerate(rows):
+        if len(r) == ROWS:
+            continue
+        sel = [o for o in t.ops if o.kind == "select" and o.layer == l]
+        assert len(sel) == 1
+        full = {t.buffers[b].name: t.buffers[b].nbytes for b in sel[0].reads}
+        kept = {t.buffers[b].name: t.buffers[b].nbytes for b in sel[0].writes}
+        pre = (256, 24, 5)[l]                                    # pre-activations per row: 1-bit mask each
+        assert (full["relu_mask"], kept["relu_mask_kept_rows"]) == (nbytes_of(ROWS * pre, 1), nbytes_of(len(r) * pre, 1))
+        later = [o for o in t.ops if o.id > sel[0].id and o.layer == l]
+        assert not any(set(o.reads) & set(sel[0].reads[:len(kept)]) for o in later)

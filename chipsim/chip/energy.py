@@ -61,6 +61,8 @@ def step_energy(trace, spec, mapping, links, n_inst: int) -> Energy:
     rd = wr = 0.0
     B = trace.buffers
     for o in trace.ops:
+        if o.kind == "select":          # kept rows stay in place: nothing is read or written
+            continue
         if o.macs:
             mac += o.macs * spec.mac_energy(o.bits)
         for bid in o.reads:

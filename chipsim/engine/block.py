@@ -51,8 +51,10 @@ class QuantBlock:
     (true weights for DF-O/BP, random feedback for DF-R).
     """
 
-    def __init__(self, index, spec, in_shape, precision, rng, head: bool = False):
+    def __init__(self, index, spec, in_shape, precision, rng, head: bool = False,
+                 bn_backward: str = "fixed-stats"):
         self.index = index
+        self.bn_backward = bn_backward   # "batch-stats" | "fixed-stats" (config learning.bn_backward)
         self.head = head          # BP's linear classifier: no ReLU, no output quantization
         self.spec = spec
         self.kind = spec.type
@@ -196,11 +198,32 @@ class QuantBlock:
         else:
             acc = K.dense_grad_input(hq, wq, int_bound=bound)
         gz = (acc * hs).astype(np.float32)
-        if self.use_bn:
+        if not self.use_bn:
+            gx = gz
+        elif self.bn_backward == "batch-stats":
             gx = K.batchnorm_backward(gz, cache["bnc"])[0]
         else:
-            gx = gz
+            gx = K.batchnorm_backward_fixed_stats(gz, cache["bnc"])
         return gx.reshape((gx.shape[0],) + self.in_shape)
+
+    def select(self, cache, rows):
+        """The cache cut down to ``rows`` (indices into its batch axis).
+
+        What a core keeps once it knows which rows will receive an error: the
+        rest are dropped before the backward ops run. Only valid when rows are
+        independent in the backward pass (``bn_backward == "fixed-stats"``):
+        the batch-statistics gradient needs every row, so ``xhat`` is not kept.
+        """
+        if self.bn_backward != "fixed-stats":
+            raise ValueError("rows can be dropped only with learning.bn_backward = fixed-stats")
+        n = cache["zq"].shape[0]
+        cols = cache["cols"]
+        if cols is not None:                         # (C*kh*kw, N*L), sample-major columns
+            cols = np.ascontiguousarray(cols.reshape(cols.shape[0], n, -1)[:, rows]).reshape(cols.shape[0], -1)
+        bnc = cache["bnc"]._replace(xhat=None) if cache["bnc"] is not None else None
+        return dict(zq=cache["zq"][rows], zs=cache["zs"], bnc=bnc, y=cache["y"][rows],
+                    argmax=None if cache["argmax"] is None else cache["argmax"][rows],
+                    r_shape=(len(rows),) + tuple(cache["r_shape"][1:]), out=cache["out"][rows], cols=cols)
 
     def macs_grad(self, rows: int) -> int:
         """grad-weight and grad-input each cost as many MACs as the forward product."""

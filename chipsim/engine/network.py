@@ -17,19 +17,21 @@ from .block import QuantBlock
 
 
 class Network:
-    def __init__(self, model, input_shape, num_classes, precision, seed: int, with_label: bool, with_head: bool):
+    def __init__(self, model, input_shape, num_classes, precision, seed: int, with_label: bool, with_head: bool,
+                 bn_backward: str = "fixed-stats"):
         rng = np.random.default_rng([seed, 1])
         c, h, w = input_shape
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.prec = precision
         self.with_label = with_label
+        self.bn_backward = bn_backward
         self.blocks = []
         shape = (c + 1, h, w) if with_label else (c, h, w)
         for i, spec in enumerate(model.blocks):
             if spec.type == "dense" and len(shape) == 3:
                 shape = (int(np.prod(shape)),)
-            blk = QuantBlock(i, spec, shape, precision, rng)
+            blk = QuantBlock(i, spec, shape, precision, rng, bn_backward=bn_backward)
             self.blocks.append(blk)
             shape = blk.out_shape
         self.embedding = None

@@ -41,12 +41,24 @@ def olu_active(l: int, step: int, schedule: str) -> bool:
     return schedule == "every-step" or (l % 2) == (step % 2)
 
 
+def _active_rows(dg):
+    """Rows whose loss gradient is non-zero (DF: the positive and the hardest negative)."""
+    return np.flatnonzero(dg)
+
+
 def local_step(net, x, labels, negatives, loss_name, strategy, learning, step, rng, tracer):
     """Gradients of one local-rule step (no update applied). Returns StepResult.
 
     ``negatives`` (B, N) are N distinct wrong labels per sample; the positive
     and its N negatives are stacked sample-major, so row r*(N+1) is sample r's
     positive.
+
+    With ``bn_backward == "fixed-stats"`` rows are independent in the backward
+    pass, so a block keeps, and back-propagates, only the rows that some loss
+    gives an error: its own loss's and, under DF-O/DF-R, the block above's.
+    Under DF's max loss that is the positive and at most two hardest negatives
+    of the N+1 rows; FF and SymBa give every row an error. With
+    ``"batch-stats"`` every row is kept: the statistics' gradient reaches all.
     """
     b, n = negatives.shape
     reps = n + 1
@@ -54,29 +66,52 @@ def local_step(net, x, labels, negatives, loss_name, strategy, learning, step, r
     a = net.input_with_label(np.repeat(x, reps, axis=0), lab)
     rows = a.shape[0]
     overlap = strategy in ("df-o", "df-r")
+    sparse = net.bn_backward == "fixed-stats"
     blocks = net.blocks
-    caches, gy, grads, losses = [None] * len(blocks), [None] * len(blocks), [None] * len(blocks), []
+    L = len(blocks)
+    caches, grads, losses = [None] * L, [None] * L, []
+    # errors at each block's output, as (rows or None for all rows, error on those rows):
+    # from its own loss, and (DF-O/DF-R) from the block above through W or B
+    own, above = [None] * L, [None] * L
     emb_grad = None
     tracer.sensor_input(x)
+
+    def output_error(j):
+        """Block j's output error on the rows it must keep: (rows or None, error)."""
+        parts = [p for p in (own[j], above[j]) if p is not None]
+        if not sparse:
+            return None, sum(e for _, e in parts)
+        keep = parts[0][0] if len(parts) == 1 else np.union1d(parts[0][0], parts[1][0])
+        err = np.zeros((len(keep),) + blocks[j].out_shape, np.float32)
+        for r, e in parts:
+            err[np.searchsorted(keep, r)] += e
+        return keep, err
 
     def finish(j):
         nonlocal emb_grad
         blk = blocks[j]
-        grads[j] = blk.grad_weight(gy[j], caches[j], rng)
+        keep, err = output_error(j)
+        cache = caches[j]
+        if keep is not None and len(keep) < rows:
+            cache = blk.select(cache, keep)           # the other rows are dropped here
+            tracer.select(blk, cache)
+        n_rows = rows if keep is None else len(keep)
+        gy = blk.backward_pre(err, cache)
+        grads[j] = blk.grad_weight(gy, cache, rng)
         _check(grads[j], "weight gradient", j, step)
-        tracer.grad_weight(blk, rows)
+        tracer.grad_weight(blk, n_rows)
         if j == 0:
-            gx = blk.grad_input(gy[0], caches[0], rng)
+            gx = blk.grad_input(gy, cache, rng)
             emb_grad = np.zeros_like(net.embedding.value)
-            np.add.at(emb_grad, lab, gx[:, -1])
-            tracer.embedding_grad(blk, rows)
-        caches[j] = gy[j] = None                 # block j's activations are dead now
+            np.add.at(emb_grad, lab if keep is None else lab[keep], gx[:, -1])
+            tracer.embedding_grad(blk, n_rows)
+        caches[j] = own[j] = above[j] = None      # block j's activations are dead now
 
     for l, blk in enumerate(blocks):
         out, cache = blk.forward(a, train=True)
         g = K.goodness(out)
         tracer.forward(blk, cache, goodness=True)
-        if l + 1 < len(blocks):
+        if l + 1 < L:
             tracer.send_activation(l, l + 1)
         gg = g.reshape(b, reps)
         loss, dgp, dgn = goodness_loss(loss_name, gg[:, 0], gg[:, 1:], learning)
@@ -85,20 +120,24 @@ def local_step(net, x, labels, negatives, loss_name, strategy, learning, step, r
         tracer.loss(l, rows)
         dg = np.empty((b, reps), np.float32)
         dg[:, 0], dg[:, 1:] = dgp, dgn
+        dg = dg.reshape(-1)
         caches[l] = cache
-        gy[l] = blk.backward_pre(K.goodness_backward(dg.reshape(-1), out), cache)
+        r = _active_rows(dg) if sparse else None
+        own[l] = (r, K.goodness_backward(dg if r is None else dg[r], out if r is None else out[r]))
         if overlap and l > 0 and olu_active(l, step, learning.olu_schedule):
             below = blocks[l - 1]
-            gx = blk.grad_input(gy[l], cache, rng, use_feedback=(strategy == "df-r"))
-            tracer.error_down(blk, below, rows, use_feedback=(strategy == "df-r"))
-            gy[l - 1] = gy[l - 1] + below.backward_pre(gx.reshape((rows,) + below.out_shape), caches[l - 1])
+            sub = cache if r is None else blk.select(cache, r)
+            gy = blk.backward_pre(own[l][1], sub)
+            gx = blk.grad_input(gy, sub, rng, use_feedback=(strategy == "df-r"))
+            tracer.error_down(blk, below, rows if r is None else len(r), use_feedback=(strategy == "df-r"))
+            above[l - 1] = (r, gx.reshape((len(gx),) + below.out_shape))
         if overlap and l > 0:
             finish(l - 1)
         elif not overlap:
             finish(l)
         a = out
     if overlap:
-        finish(len(blocks) - 1)
+        finish(L - 1)
     return StepResult(float(np.mean(losses)), dict(blocks=grads, embedding=emb_grad))
 
 

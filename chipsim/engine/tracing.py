@@ -108,6 +108,28 @@ class StepTracer:
         self.dg[l] = self.rec.buffer(l, "loss_grad", "gradients", 4 * rows, "sample", "replicated")
         self.rec.op(l, "loss", "loss", reads=(src,), writes=(self.dg[l],))
 
+    def select(self, blk, cache):
+        """Block ``blk`` drops the rows no loss gave an error: its kept buffers shrink to ``cache``'s rows.
+
+        The op reads the full buffers (ending their lifetime) and the errors
+        that decided which rows stay, and writes the smaller kept buffers.
+        """
+        if not self.on:
+            return
+        rec, l = self.rec, blk.index
+        old = self.kept[l]
+        sb = blk.stored_bytes(cache)
+        new = dict(old)
+        for name, key, split in (("kept_input", "zq", "replicated"), ("relu_mask", "mask", "units"),
+                                 ("output", "out", "units"), ("pool_index", "argmax", "units")):
+            if key in old:
+                new[key] = rec.buffer(l, f"{name}_kept_rows", self.act_cat, sb[key], "sample", split)
+        deciders = [b for b in (self.dg.get(l), self.err_in.get(l)) if b is not None]
+        rec.op(l, "select", "drop error-free rows", reads=tuple(old[k] for k in ("zq", "mask", "argmax", "out")
+                                                                  if k in old) + tuple(deciders),
+               writes=tuple(new[k] for k in ("zq", "mask", "argmax", "out") if k in new))
+        self.kept[l] = new
+
     # ---------------------------------------------------------------- backward
     def _error_sources(self, l):
         """What a backward op of layer l reads: its errors, the kept routing (mask, pool index),

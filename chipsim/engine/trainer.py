@@ -58,7 +58,7 @@ def sample_negatives(labels, n: int, num_classes: int, rng):
 def build_network(hw, model, input_shape, num_classes):
     is_bp = hw.strategy == "bp"
     net = Network(model, input_shape, num_classes, hw.precision, hw.training.seed,
-                  with_label=not is_bp, with_head=is_bp)
+                  with_label=not is_bp, with_head=is_bp, bn_backward=hw.learning.bn_backward)
     if hw.strategy == "df-r":
         fb_rng = np.random.default_rng([hw.training.seed, 4])
         for blk in net.blocks[1:]:
