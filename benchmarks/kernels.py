@@ -6,7 +6,8 @@ For each conv layer of the default model (batch 64, 3x3, pad 1) it times one
 training step of the layer, forward + grad_w + grad_input:
 
 * ours at 4 and 8 bits (integer codes, ``int_bound`` set, so the exact
-  accumulation path is used; the path taken is printed),
+  accumulation path is used; the path taken is printed), called as the
+  engine calls them (``keep_cols``: grad_w reuses the forward's im2col),
 * torch float32 ``F.conv2d`` forward + autograd backward (both grads),
 
 and prints milliseconds (median of R repeats after a warm-up that also
@@ -94,9 +95,10 @@ def ours_step(bits, n, c, h, w, o, rng):
     gy = rng.integers(-gmax, gmax + 1, (n, o, h, w)).astype(np.float32)
 
     def step():
-        K.conv2d_forward(x, wt, STRIDE, PAD, int_bound=(amax, wmax))
+        # as the engine calls them: the forward's im2col columns serve grad_w
+        _, cols = K.conv2d_forward(x, wt, STRIDE, PAD, int_bound=(amax, wmax), keep_cols=True)
         K.conv2d_grad_weight(x, gy, (KS, KS), STRIDE, PAD,
-                             int_bound=(amax, gmax))
+                             int_bound=(amax, gmax), cols=cols)
         K.conv2d_grad_input(gy, wt, x.shape, STRIDE, PAD,
                             int_bound=(gmax, wmax))
     return step

@@ -195,3 +195,26 @@ def test_bp_step_matches_torch(bn_backward):
     for ours, w in zip(res.grads["blocks"], ws):
         ref = w.grad.numpy()
         np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "df-o", "df-r"])
+def test_step_where_no_row_gets_an_error_yields_zero_gradients(strategy, monkeypatch):
+    """DF with every margin met and lambda = 0: no row is kept, nothing is back-propagated, no crash."""
+    from chipsim.engine import rules
+
+    def satisfied(name, gp, gn, learning):
+        return 0.0, np.zeros_like(gp), np.zeros_like(gn)
+    monkeypatch.setattr(rules, "goodness_loss", satisfied)
+    rng = np.random.default_rng(6)
+    x = rng.uniform(0, 1, (3, 1, 12, 12)).astype(np.float32)
+    labels = rng.integers(0, 4, 3)
+    negatives = (labels[:, None] + 1 + np.array([[0, 1]])) % 4
+    net = Network(MODEL, (1, 12, 12), 4, FP32, seed=0, with_label=True, with_head=False, bn_backward="fixed-stats")
+    if strategy == "df-r":
+        for b in net.blocks[1:]:
+            b.set_feedback(np.random.default_rng(9))
+    rec = TraceRecorder(3)
+    res = local_step(net, x, labels, negatives, "df", strategy, Learning(), 0, np.random.default_rng(0),
+                     StepTracer(rec, net, SGD(), False, True))
+    assert all(not g.any() for g in res.grads["blocks"]) and not res.grads["embedding"].any()
+    assert rec.trace.macs("grad_w") == 0 and rec.trace.macs("grad_x") == 0

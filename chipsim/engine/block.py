@@ -13,7 +13,10 @@ What a core does, in order (and what the trace records):
 * Backward: the error at the pre-activation is quantized to signed
   ``gradient_bits`` (stochastic rounding, seeded) before the integer
   grad-weight and grad-input products. Quantizers pass gradients straight
-  through (STE).
+  through (STE). BN's backward either holds the batch statistics fixed (a
+  per-channel scale, so rows stay independent and ``select`` may drop the
+  rows without an error) or goes through them as autograd does
+  (``bn_backward``).
 
 At ``bits == 32`` every quantizer is the identity and the kernels run in plain
 float32, so the same code is checked against torch autograd.

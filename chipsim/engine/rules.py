@@ -90,6 +90,12 @@ def local_step(net, x, labels, negatives, loss_name, strategy, learning, step, r
     def finish(j):
         nonlocal emb_grad
         blk = blocks[j]
+        if own[j] is None and above[j] is None:       # no loss gave this block an error this step
+            grads[j] = np.zeros(blk.w_shape, np.float32)
+            if j == 0:
+                emb_grad = np.zeros_like(net.embedding.value)
+            caches[j] = None
+            return
         keep, err = output_error(j)
         cache = caches[j]
         if keep is not None and len(keep) < rows:
@@ -123,8 +129,9 @@ def local_step(net, x, labels, negatives, loss_name, strategy, learning, step, r
         dg = dg.reshape(-1)
         caches[l] = cache
         r = _active_rows(dg) if sparse else None
-        own[l] = (r, K.goodness_backward(dg if r is None else dg[r], out if r is None else out[r]))
-        if overlap and l > 0 and olu_active(l, step, learning.olu_schedule):
+        if r is None or len(r):
+            own[l] = (r, K.goodness_backward(dg if r is None else dg[r], out if r is None else out[r]))
+        if overlap and l > 0 and own[l] is not None and olu_active(l, step, learning.olu_schedule):
             below = blocks[l - 1]
             sub = cache if r is None else blk.select(cache, r)
             gy = blk.backward_pre(own[l][1], sub)
