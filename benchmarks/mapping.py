@@ -6,7 +6,7 @@ recorded with ``TraceRecorder`` in the engine's shape (send -> fwd -> goodness
 -> loss -> grad_w -> update per block, or BP's forward chain then backward
 chain) exercises exactly the code path a real run does.
 
-Run: ``python benchmarks/mapping.py``
+Run: ``python benchmarks/mapping.py`` (exit status 1 if a case misses the target).
 """
 from __future__ import annotations
 
@@ -122,26 +122,46 @@ def engine_like_trace(depth, samples=64, rule="df-r", width=48, spatial=49, wbit
     return rec.trace
 
 
+TARGET_S = 1.0      # issue #5: mapping (and simulating) must take under a second for every case below
+REPEATS = 3         # the best of a few runs: this often shares a small machine with training jobs
+
+
 def timed(fn, *a):
     t = time.perf_counter()
     out = fn(*a)
     return out, time.perf_counter() - t
 
 
+def best_of(fn, *a):
+    """(result of the last run, best wall time of REPEATS runs)."""
+    runs = [timed(fn, *a) for _ in range(REPEATS)]
+    return runs[-1][0], min(t for _, t in runs)
+
+
 def main():
+    # The schedule's event loop is numba code cached on disk: the first call in a process loads it
+    # (or, after an edit, compiles it). Reported on its own line so the table shows steady-state cost.
+    _, warm = timed(fit, engine_like_trace(2), hwconfig(2, 2))
+    print(f"one-off numba load/compile (first mapping in this process): {warm:.2f} s")
     cases = [("25 blocks, 4x11 mesh", 25, 4, 11), ("100 blocks, 25x40 mesh", 100, 25, 40)]
-    print(f"{'case':28s} {'rule':5s} {'strategy':9s} {'map s':>7s} {'simulate s':>10s} {'cores':>6s} "
-          f"{'peak KiB':>9s} {'latency us':>11s}")
+    print(f"{'case':24s} {'rule':5s} {'strategy':9s} {'map s':>6s} {'simulate s':>10s} {'target':>7s} "
+          f"{'result':>6s} {'cores':>6s} {'peak KiB':>9s} {'latency us':>11s}")
+    ok = True
     for label, depth, rows, cols in cases:
         for rule in ("df-r", "bp"):
             tr = engine_like_trace(depth, rule=rule)
             for strategy in ("fit", "balanced"):
                 hw = hwconfig(rows, cols, strategy=strategy)
-                (m, _, _), tm = timed(fit, tr, hw)
-                rep, ts = timed(simulate, tr, hw)
-                print(f"{label:28s} {rule:5s} {strategy:9s} {tm:7.3f} {ts:10.3f} {m.cores_used:6d} "
-                      f"{rep.ledger.peak_bytes / 1024:9.1f} {rep.latency_us:11.1f}")
+                (m, _, _), tm = best_of(fit, tr, hw)
+                rep, ts = best_of(simulate, tr, hw)
+                passed = max(tm, ts) < TARGET_S
+                ok &= passed
+                print(f"{label:24s} {rule:5s} {strategy:9s} {tm:6.3f} {ts:10.3f} {f'< {TARGET_S:g} s':>7s} "
+                      f"{'pass' if passed else 'FAIL':>6s} {m.cores_used:6d} {rep.ledger.peak_bytes / 1024:9.1f} "
+                      f"{rep.latency_us:11.1f}")
+    print(f"seconds: best of {REPEATS}; all cases {'meet' if ok else 'MISS'} the < {TARGET_S:g} s target")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

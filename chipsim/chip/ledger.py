@@ -111,75 +111,89 @@ class Ledger:
         return float(sum(m.peak_bytes for m in self.cores.values()))
 
 
-def _touchers(trace):
-    """Per buffer: (ops touching it, ops writing it)."""
-    t = [([], []) for _ in trace.buffers]
+def _touch_pairs(trace):
+    """(buffer, op, op writes it) for every op touching a non-persistent buffer, grouped by buffer id."""
+    pairs = []
     for o in trace.ops:
-        for b in set(o.reads) | set(o.writes):
-            t[b][0].append(o.id)
-        for b in set(o.writes):
-            t[b][1].append(o.id)
-    return t
+        w = set(o.writes)
+        pairs += [(b, o.id, b in w) for b in set(o.reads) | w if trace.buffers[b].scope != "persistent"]
+    pairs.sort(key=lambda p: (p[0], p[1]))
+    a = np.array(pairs, dtype=np.int64).reshape(-1, 3)
+    return a[:, 0], a[:, 1], a[:, 2].astype(bool)
 
 
-def _last_use(sched, T, W):
-    """Per instance: the latest end among touchers (delivery for writers, compute end for readers)."""
-    R = [o for o in T if o not in W]
-    ends = [sched.end[W].max(axis=0)] if W else []
-    if R:
-        ends.append(sched.cend[R].max(axis=0))
-    return np.maximum.reduce(ends) if len(ends) > 1 else ends[0]
+def _lifetimes(trace, mode: str, sched):
+    """Every touched non-persistent buffer's copies: (buffer ids, copies, t0, t1, bytes).
+
+    One row per buffer, in id order; t0, t1, bytes are (n_buffers, width)
+    arrays of which the first ``copies[row]`` columns are real: the
+    micro-batch instances of a ``sample`` buffer in streaming mode, else the
+    single copy in column 0.
+    """
+    bufs, ops, writes = _touch_pairs(trace)
+    ids, first = np.unique(bufs, return_index=True)
+    nbytes = np.array([float(trace.buffers[b].nbytes) for b in ids])
+    if mode == "whole-batch":
+        t0 = np.minimum.reduceat(ops, first).astype(float)[:, None]
+        t1 = (np.maximum.reduceat(ops, first) + 1).astype(float)[:, None]
+        return ids, np.ones(len(ids), dtype=np.int64), t0, t1, nbytes[:, None]
+    t0 = np.minimum.reduceat(sched.start[ops], first, axis=0)
+    # a writer holds a buffer until its result is delivered, a reader until its compute ends
+    t1 = np.maximum.reduceat(np.where(writes[:, None], sched.end[ops], sched.cend[ops]), first, axis=0)
+    nb = nbytes[:, None] / max(trace.samples, 1) * np.asarray(sched.groups, dtype=float)
+    step = np.array([trace.buffers[b].scope == "step" for b in ids], dtype=bool)
+    t0[step, 0], t1[step, 0], nb[step, 0] = t0[step].min(axis=1), t1[step].max(axis=1), nbytes[step]
+    return ids, np.where(step, 1, t0.shape[1]), t0, t1, nb
+
+
+def _events(trace, mode: str, sched, lay, col):
+    """Allocation (+bytes at t0) and free (-bytes at t1) events of every buffer copy, sorted by
+    (layer, time, frees before allocations, buffer order): (layer, time, column, bytes) arrays.
+
+    t1 is nudged past t0 so that a zero-length lifetime still counts at its instant.
+    """
+    ids, copies, t0, t1, nb = _lifetimes(trace, mode, sched)
+    t1 = np.where(t1 > t0, t1, np.nextafter(t0, np.inf))
+    width = t0.shape[1]
+    row, copy = np.nonzero(np.arange(width) < copies[:, None])
+    ev_row = np.concatenate([row, row])
+    ev_time = np.concatenate([t0[row, copy], t1[row, copy]])
+    ev_alloc = np.repeat([1, 0], len(row))
+    ev_bytes = np.concatenate([nb[row, copy], -nb[row, copy]])
+    ev_seq = np.concatenate([2 * row * width + copy, (2 * row + 1) * width + copy])   # buffer order
+    ev_layer = lay[ids][ev_row]
+    order = np.lexsort((ev_seq, ev_alloc, ev_time, ev_layer))
+    return ev_layer[order], ev_time[order], col[ids][ev_row][order], ev_bytes[order]
 
 
 def layer_curves(trace, mode: str, sched=None) -> dict:
-    """LayerCurve per layer index. ``sched`` (timing.Schedule) is needed in streaming mode."""
-    S = max(trace.samples, 1)
-    touch = _touchers(trace)
-    const = {l.index: np.zeros((2, _NC)) for l in trace.layers}
-    ev = {l.index: ([], [], [], []) for l in trace.layers}   # times, is_alloc, column, bytes
-    if mode == "streaming":
-        groups = np.asarray(sched.groups, dtype=float)
-    for b in trace.buffers:
-        fixed = 0 if b.split == "units" else 1
-        col = _CI[b.category] * 2 + fixed
-        if b.scope == "persistent":
-            const[b.layer][fixed, _CI[b.category]] += b.nbytes
-            continue
-        T, W = touch[b.id]
-        if not T:
-            continue
-        if mode == "whole-batch":
-            t0 = np.array([float(min(T))])
-            t1 = np.array([float(max(T) + 1)])
-            nb = np.array([float(b.nbytes)])
-        elif b.scope == "step":
-            t0 = np.array([sched.start[T].min()])
-            t1 = np.array([_last_use(sched, T, W).max()])
-            nb = np.array([float(b.nbytes)])
-        else:
-            t0 = sched.start[T].min(axis=0)
-            t1 = _last_use(sched, T, W)
-            nb = b.nbytes / S * groups
-        t1 = np.where(t1 > t0, t1, np.nextafter(t0, np.inf))
-        times, alloc, cols, nbs = ev[b.layer]
-        times += [t0, t1]
-        alloc += [np.ones(len(t0)), np.zeros(len(t1))]
-        cols += [np.full(len(t0), col), np.full(len(t1), col)]
-        nbs += [nb, -nb]
+    """LayerCurve per layer index. ``sched`` (timing.Schedule) is needed in streaming mode.
+
+    Vectorised over buffers, because the mapper rebuilds the curves after
+    every split: the events of all layers are built and sorted at once; a
+    cumulative sum per layer gives the live bytes after each event.
+    """
+    pos = {l.index: p for p, l in enumerate(trace.layers)}
+    B = trace.buffers
+    lay = np.array([pos[b.layer] for b in B], dtype=np.int64)
+    col = np.array([_CI[b.category] * 2 + (b.split != "units") for b in B], dtype=np.int64)   # units | fixed
+    persistent = np.array([b.scope == "persistent" for b in B], dtype=bool)
+    base = np.zeros((len(pos), 2 * _NC))
+    np.add.at(base, (lay[persistent], col[persistent]), np.array([float(b.nbytes) for b in B])[persistent])
+
+    ev_layer, ev_time, ev_col, ev_bytes = _events(trace, mode, sched, lay, col)
+    bounds = np.searchsorted(ev_layer, np.arange(len(pos) + 1))
     curves = {}
-    for li, (times, alloc, cols, nbs) in ev.items():
-        base = const[li]
-        if not times:
-            curves[li] = LayerCurve(np.zeros(1), base[0][None, :].copy(), base[1][None, :].copy())
+    for l, p in pos.items():
+        lo, hi = bounds[p], bounds[p + 1]
+        if lo == hi:
+            curves[l] = LayerCurve(np.zeros(1), base[p, 0::2][None, :].copy(), base[p, 1::2][None, :].copy())
             continue
-        times, alloc = np.concatenate(times), np.concatenate(alloc)
-        cols, nbs = np.concatenate(cols).astype(int), np.concatenate(nbs)
-        order = np.lexsort((alloc, times))
-        delta = np.zeros((len(times), 2 * _NC))
-        delta[np.arange(len(times)), cols[order]] = nbs[order]
+        delta = np.zeros((hi - lo, 2 * _NC))
+        delta[np.arange(hi - lo), ev_col[lo:hi]] = ev_bytes[lo:hi]
         live = np.cumsum(delta, axis=0)
         live = np.maximum(live, 0.0)   # guards float dust from +b/-b pairs
-        curves[li] = LayerCurve(times[order], live[:, 0::2] + base[0], live[:, 1::2] + base[1])
+        curves[l] = LayerCurve(ev_time[lo:hi], live[:, 0::2] + base[p, 0::2], live[:, 1::2] + base[p, 1::2])
     return curves
 
 

@@ -28,9 +28,11 @@ a link are therefore serialised on it.
 """
 from __future__ import annotations
 
-from collections import defaultdict
+from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 
 
 def send_plan(op, trace, mapping) -> list:
@@ -77,90 +79,161 @@ def reduce_flow(layer, mapping):
     return (sl[0].core, [s.core for s in sl[1:]]) if len(sl) > 1 else None
 
 
+class LinkState(NamedTuple):
+    """Links' arrays, as ``link_send`` (and the compiled schedule) reads and updates them in place."""
+    free: np.ndarray        # (n_links,) time each link is free again
+    ptr: np.ndarray         # (n_flows + 1,) flow f's link ids are ids[ptr[f]:ptr[f + 1]]
+    ids: np.ndarray         # link ids of all flows, concatenated
+    depth: np.ndarray       # (n_flows,) hops to the farthest destination
+    fbytes: np.ndarray      # (n_flows,) bytes sent over the step
+    tags: np.ndarray        # (n_tags, 3): bytes, byte-hops, transfer number of the tag's first transfer (-1: none)
+    totals: np.ndarray      # (3,): byte-hops, hops (links used, summed over transfers), transfers
+    bw: float               # bytes per cycle per link
+    lat: float              # cycles per hop
+
+
+@njit(cache=True)
+def link_send(net, fid, tag, t, nbytes):
+    """Replay flow ``fid`` with ``nbytes`` ready at t; returns when the farthest destination has it.
+
+    Compiled because the schedule calls it for every transfer of every sample
+    (~100,000 times for a 1,000-core mesh); ``Links.send`` calls it too, so the
+    rule exists once.
+    """
+    lo, hi = net.ptr[fid], net.ptr[fid + 1]
+    n = hi - lo
+    if n == 0 or nbytes <= 0:
+        return t
+    start = t
+    for k in range(lo, hi):
+        start = max(start, net.free[net.ids[k]])
+    end = start + nbytes / net.bw
+    for k in range(lo, hi):
+        net.free[net.ids[k]] = end
+    net.fbytes[fid] += nbytes
+    if net.tags[tag, 2] < 0:
+        net.tags[tag, 2] = net.totals[2]
+    net.tags[tag, 0] += nbytes
+    net.tags[tag, 1] += nbytes * n
+    net.totals[0] += nbytes * n
+    net.totals[1] += n
+    net.totals[2] += 1
+    return end + net.depth[fid] * net.lat
+
+
 class Links:
     """Per-link reservations and traffic accounting over one simulated step.
 
     A *flow* is a source core and its destinations: the union of their XY
     routes (a multicast tree: a link shared by several routes carries the data
-    once). Flows are registered once and replayed per sample, and per-link
-    bytes are distributed from per-flow totals at the end, which keeps the
-    per-transfer cost to two short loops over the flow's links.
+    once). Flows (and tags) are registered once, in Python; replaying them per
+    sample is ``link_send`` on the arrays of ``state()``. Per-link bytes are
+    distributed from per-flow totals at the end, which keeps the per-transfer
+    cost to two short loops over the flow's links.
+
+    Link id = from_core * 4 + direction (0: +col, 1: -col, 2: +row, 3: -row).
     """
 
     def __init__(self, spec):
         self.spec = spec
         self.bw = spec.link_bytes_per_cycle
         self.lat = spec.hop_latency_cycles
-        self.free = [0.0] * (spec.n_cores * 4)     # link id -> time it is free again
+        self.free = np.zeros(spec.n_cores * 4)      # link id -> time it is free again
         self._flows = {}                            # (src, dsts) -> flow id
-        self._links = []                            # flow id -> np.array of link ids
+        self._links = []                            # flow id -> sorted tuple of link ids
         self._depth = []                            # flow id -> hops to the farthest destination
-        self._fbytes = []                           # flow id -> bytes sent over the step
-        self.tag_bytes = defaultdict(float)         # tag -> bytes injected at sources
-        self.tag_byte_hops = defaultdict(float)
-        self.byte_hops = 0.0
-        self.hops = 0                               # sum over transfers of links used
-        self.transfers = 0
-
-    def _link_id(self, a: int, b: int) -> int:
-        cols = self.spec.cols
-        d = {1: 0, -1: 1, cols: 2, -cols: 3}[b - a]
-        return a * 4 + d
+        self._tag_ids = {}                          # tag -> row of the tag table
+        self._fbytes = np.zeros(0)
+        self._tags = np.zeros((0, 3))
+        self._totals = np.zeros(3)
+        self._state = None                          # LinkState, rebuilt after a registration
 
     def link_pair(self, lid: int) -> tuple:
         a, d = divmod(lid, 4)
         return a, a + (1, -1, self.spec.cols, -self.spec.cols)[d]
 
-    def flow(self, src: int, dsts) -> int:
-        key = (src, tuple(dsts))
+    def _register(self, key, src_dst_pairs) -> int:
+        """Flow id of ``key``: the union of the XY routes of the (src, dst) pairs."""
         fid = self._flows.get(key)
         if fid is None:
-            ids = sorted({self._link_id(a, b) for d in dsts for a, b in self.spec.route(src, d)})
+            cols = self.spec.cols
+            ids = set().union(*(route_ids(cols, s, d) for s, d in src_dst_pairs))
             fid = len(self._links)
             self._flows[key] = fid
-            self._links.append(tuple(ids))
-            self._depth.append(max((self.spec.hops(src, d) for d in dsts), default=0))
-            self._fbytes.append(0.0)
+            self._links.append(tuple(sorted(ids)))
+            self._depth.append(max((self.spec.hops(s, d) for s, d in src_dst_pairs), default=0))
+            self._state = None
         return fid
+
+    def flow(self, src: int, dsts) -> int:
+        """A multicast (or unicast) flow from ``src`` to every core of ``dsts``."""
+        dsts = tuple(dsts)
+        return self._register((src, dsts), [(src, d) for d in dsts])
 
     def gather(self, root: int, srcs) -> int:
         """A reduction flow from ``srcs`` onto ``root``: the union of their routes, summed in the network."""
-        key = ("reduce", root, tuple(srcs))
-        fid = self._flows.get(key)
-        if fid is None:
-            ids = sorted({self._link_id(a, b) for s in srcs for a, b in self.spec.route(s, root)})
-            fid = len(self._links)
-            self._flows[key] = fid
-            self._links.append(tuple(ids))
-            self._depth.append(max((self.spec.hops(s, root) for s in srcs), default=0))
-            self._fbytes.append(0.0)
-        return fid
+        srcs = tuple(srcs)
+        return self._register(("reduce", root, srcs), [(s, root) for s in srcs])
+
+    def tag_id(self, tag: str) -> int:
+        """Row of ``tag`` in the tag table (registered on first use)."""
+        k = self._tag_ids.get(tag)
+        if k is None:
+            k = self._tag_ids[tag] = len(self._tag_ids)
+            self._state = None
+        return k
+
+    def state(self) -> LinkState:
+        """The arrays ``link_send`` works on; accumulators keep their values across registrations."""
+        if self._state is None:
+            n = len(self._links)
+            ptr = np.zeros(n + 1, dtype=np.int64)
+            ptr[1:] = np.cumsum([len(x) for x in self._links])
+            ids = np.fromiter((l for x in self._links for l in x), dtype=np.int64, count=int(ptr[-1]))
+            self._fbytes = np.concatenate([self._fbytes, np.zeros(n - len(self._fbytes))])
+            new_tags = np.zeros((len(self._tag_ids) - len(self._tags), 3))
+            new_tags[:, 2] = -1
+            self._tags = np.concatenate([self._tags, new_tags])
+            self._state = LinkState(self.free, ptr, ids, np.asarray(self._depth, dtype=np.int64), self._fbytes,
+                                    self._tags, self._totals, float(self.bw), float(self.lat))
+        return self._state
 
     def send(self, t: float, fid: int, nbytes: float, tag: str) -> float:
         """Replay flow ``fid`` with ``nbytes`` ready at t; returns when the farthest destination has it."""
-        idx = self._links[fid]
-        n = len(idx)
-        if n == 0 or nbytes <= 0:
-            return t
-        free = self.free
-        start = t
-        for l in idx:
-            if free[l] > start:
-                start = free[l]
-        end = start + nbytes / self.bw
-        for l in idx:
-            free[l] = end
-        self._fbytes[fid] += nbytes
-        self.tag_bytes[tag] += nbytes
-        self.tag_byte_hops[tag] += nbytes * n
-        self.byte_hops += nbytes * n
-        self.hops += n
-        self.transfers += 1
-        return end + self._depth[fid] * self.lat
+        k = self.tag_id(tag)
+        return link_send(self.state(), fid, k, float(t), float(nbytes))
 
     def transfer(self, t: float, src: int, dst: int, nbytes: float, tag: str) -> float:
         """A unicast from core src to dst ready at t; returns the arrival time."""
         return self.send(t, self.flow(src, (dst,)), nbytes, tag)
+
+    def _by_tag(self, col: int) -> dict:
+        """tag -> column ``col`` of the tag table, for tags that carried bytes, in order of first transfer."""
+        used = [(self._tags[k, 2], tag, k) for tag, k in self._tag_ids.items()
+                if k < len(self._tags) and self._tags[k, 2] >= 0]
+        return {tag: float(self._tags[k, col]) for _, tag, k in sorted(used)}
+
+    @property
+    def tag_bytes(self) -> dict:
+        """tag -> bytes injected at sources."""
+        return self._by_tag(0)
+
+    @property
+    def tag_byte_hops(self) -> dict:
+        return self._by_tag(1)
+
+    @property
+    def byte_hops(self) -> float:
+        return float(self._totals[0])
+
+    @property
+    def hops(self) -> int:
+        """Sum over transfers of the links each used."""
+        return int(self._totals[1])
+
+    @property
+    def transfers(self) -> int:
+        return int(self._totals[2])
 
     @property
     def bytes(self) -> dict:
@@ -175,3 +248,18 @@ class Links:
     def busy(self) -> dict:
         """(from_core, to_core) -> cycles the link was occupied."""
         return {k: v / self.bw for k, v in self.bytes.items()}
+
+
+@lru_cache(maxsize=1 << 16)
+def route_ids(cols: int, a: int, b: int) -> tuple:
+    """Link ids (see ``Links``) of the XY route from core a to core b: along the row, then the column.
+
+    Arithmetic rather than mapping each link of ``ChipSpec.route`` to its id, because
+    a 1,000-core mapping registers ~1,000 multicast flows of ~10 routes each.
+    """
+    ra, ca = divmod(a, cols)
+    rb, cb = divmod(b, cols)
+    corner = ra * cols + cb
+    x = range(a * 4, corner * 4, 4) if cb >= ca else range(a * 4 + 1, corner * 4 + 1, -4)
+    y = range(corner * 4 + 2, b * 4 + 2, 4 * cols) if rb >= ra else range(corner * 4 + 3, b * 4 + 3, -4 * cols)
+    return (*x, *y)

@@ -30,15 +30,21 @@ Model:
   An op that writes a ``reduce`` buffer on a split layer is done only once
   the partials have reached the first slice.
 Cycles are real numbers (no rounding), so hand calculations stay exact.
+
+Implementation: this module turns the trace and mapping into arrays (who
+waits for whom, what each op costs, which flows a send uses) and packages
+the result; the event loop itself is ``eventloop.run``, compiled with numba
+because the mapper runs it after every split (see there).
 """
 from __future__ import annotations
 
-import heapq
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
+from .eventloop import GATES, Graph, Work, run
 from .noc import Links, reduce_flow, send_flows
 
 PIPELINE_SLACK = 1   # instances a layer may run ahead of a layer it feeds (one receive buffer)
@@ -48,14 +54,26 @@ PIPELINE_SLACK = 1   # instances a layer may run ahead of a layer it feeds (one 
 class Schedule:
     n_inst: int                 # micro-batch instances per sample-scope op
     groups: list                # samples in each instance
+    n_layers: int               # layer positions (core groups) of the mapping
     start: np.ndarray           # (n_ops, n_inst) start time of each op instance (step ops: all columns equal)
     end: np.ndarray             # (n_ops, n_inst) time its results are available (after any reduction)
     cend: np.ndarray            # (n_ops, n_inst) time its compute ends (its inputs may be freed)
     latency: float              # cycles of the whole step
-    tasks: list                 # per layer position: [(op_id, inst, start)] in execution order
+    task_ids: np.ndarray        # (n_tasks, 3) [op_id, inst, layer position] of compute instances, in start order
+    task_start: np.ndarray      # (n_tasks,) their start times
     critical_path: list         # [(op_id, inst, start, end, gate)] first to last
     links: Links
     busy: dict = field(default_factory=dict)   # core -> busy cycles
+
+    @cached_property
+    def tasks(self) -> list:
+        """Per layer position: [(op_id, inst, start)] in execution order.
+
+        Built on demand (the Gantt chart): the mapper's many schedules never need it."""
+        out = [[] for _ in range(self.n_layers)]
+        for (d, i, L), t in zip(self.task_ids.tolist(), self.task_start.tolist()):
+            out[L].append((d, i, t))
+        return out
 
 
 def dataflow(trace):
@@ -71,28 +89,47 @@ def dataflow(trace):
 
 
 def schedule(trace, spec, mapping, micro_batch: int = 1) -> Schedule:
+    """Schedule one step of ``trace`` on ``mapping``: the model above, executed by ``eventloop.run``."""
     S = trace.samples
     mb = max(1, int(micro_batch))
     n_inst = max(1, math.ceil(S / mb))
     groups = [min(mb, S - i * mb) for i in range(n_inst)] if S > 0 else [0]
-    ops = trace.ops
-    n_ops = len(ops)
-    is_step = [o.scope == "step" for o in ops]
-    lpos = mapping.layer_pos
-    layer_of = [lpos[o.layer] for o in ops]
-    n_layers = len(mapping.layers)
+    g = _graph(trace, mapping, groups)
+    cyc = _cycles(trace, spec, mapping)
+    links = Links(spec)
+    start, end, cend, pred_op, pred_inst, gate, task_ids, task_start = run(
+        g, _work(trace, mapping, links, cyc), links.state())
+    step_rows = g.is_step.nonzero()[0]
+    for a in (start, end, cend):             # a step op's single instance fills every column
+        a[step_rows] = a[step_rows, :1]
+    return Schedule(n_inst=n_inst, groups=groups, n_layers=len(mapping.layers), start=start, end=end, cend=cend,
+                    latency=float(end.max()) if trace.ops else 0.0, task_ids=task_ids, task_start=task_start,
+                    critical_path=_critical_path(start, end, gate, pred_op, pred_inst, g.is_step), links=links,
+                    busy=_busy(trace, mapping, cyc))
 
-    # -- dependency graph
+
+def _csr(lists):
+    """(ptr, flat) int64 arrays of a list of int lists: entry k is flat[ptr[k]:ptr[k + 1]]."""
+    ptr = np.zeros(len(lists) + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum([len(x) for x in lists])
+    return ptr, np.fromiter((v for x in lists for v in x), dtype=np.int64, count=int(ptr[-1]))
+
+
+def _graph(trace, mapping, groups) -> Graph:
+    """Dependencies of the step's op instances (RAW in program order, plus flow-control credits)."""
+    ops = trace.ops
+    n_ops, n_inst = len(ops), len(groups)
+    is_step = [o.scope == "step" for o in ops]
     deps = dataflow(trace)
     dep_same = [[] for _ in range(n_ops)]    # dependents that wait for the same instance
     dep_step = [[] for _ in range(n_ops)]    # step dependents of a sample writer (count n_inst)
     dep_bcast = [[] for _ in range(n_ops)]   # sample dependents of a step writer (all instances)
-    rem = []
+    rem = np.zeros((n_ops, n_inst), dtype=np.int64)
     for d, ws in enumerate(deps):
         if is_step[d]:
-            rem.append([sum(1 if is_step[w] else n_inst for w in ws)])
+            rem[d, 0] = sum(1 if is_step[w] else n_inst for w in ws)
         else:
-            rem.append([len(ws)] * n_inst)
+            rem[d, :] = len(ws)
         for w in ws:
             if is_step[w] == is_step[d]:
                 dep_same[w].append(d)
@@ -101,188 +138,86 @@ def schedule(trace, spec, mapping, micro_batch: int = 1) -> Schedule:
             else:
                 dep_bcast[w].append(d)
 
-    # -- flow control: entry op of a layer waits for its consumers' entry op PIPELINE_SLACK instances back
+    # flow control: entry op of a layer waits for its consumers' entry op PIPELINE_SLACK instances back
     entry = {}
     for o in ops:
         if o.scope == "sample" and o.kind != "send" and o.layer not in entry:
             entry[o.layer] = o.id
-    on_start = [[] for _ in range(n_ops)]
-    K = PIPELINE_SLACK
+    credits = [[] for _ in range(n_ops)]
     gated = set()
     for o in ops:
         if o.kind == "send" and o.tag == "activation" and o.dst_layer is not None:
             u, dn = entry.get(o.layer), entry.get(o.dst_layer)
             if u is not None and dn is not None and (dn, u) not in gated and dn != u:
                 gated.add((dn, u))
-                on_start[dn].append(u)
-                for i in range(K, n_inst):
-                    rem[u][i] += 1
+                credits[dn].append(u)
+                rem[u, PIPELINE_SLACK:] += 1
+    is_send = np.array([o.kind == "send" for o in ops], dtype=np.bool_)
+    layer = np.array([mapping.layer_pos[o.layer] for o in ops], dtype=np.int64)
+    compute = np.where(is_send, 0, np.where(is_step, 1, n_inst))
+    return Graph(trace.samples, np.asarray(groups, dtype=float), PIPELINE_SLACK, np.array(is_step, dtype=np.bool_),
+                 is_send, layer, np.bincount(layer, compute, minlength=len(mapping.layers)).astype(np.int64), rem,
+                 *_csr(dep_same), *_csr(dep_step), *_csr(dep_bcast), *_csr(credits))
 
-    # -- per-op work: cycles per sample on each slice of its layer
+
+def _cycles(trace, spec, mapping) -> list:
+    """Per op: cycles per sample (sample ops) or per step on each slice of its layer; None if no compute."""
+    S = trace.samples
     cyc = []
-    for o in ops:
+    for o in trace.ops:
         if o.kind == "send" or o.macs == 0:
             cyc.append(None)
             continue
         per = o.macs / (1 if o.scope == "step" else max(S, 1)) / spec.mpc(o.bits)
         cyc.append([per * s.fraction for s in mapping.slices_of(o.layer)])
-    links = Links(spec)
-    plans = [[(links.flow(sc, tuple(d for d, _ in dsts)), dsts[0][1]) for sc, dsts in send_flows(o, trace, mapping)]
-             if o.kind == "send" else None for o in ops]
-    red = []
+    return cyc
+
+
+def _work(trace, mapping, links, cyc) -> Work:
+    """Per op on this mapping: slowest slice's cycles, send flows, reductions (flows registered in ``links``)."""
+    ops = trace.ops
+    plans, red = [], []
     for o in ops:
+        plans.append([(links.flow(sc, tuple(d for d, _ in dsts)), dsts[0][1])
+                      for sc, dsts in send_flows(o, trace, mapping)] if o.kind == "send" else [])
         rb = [trace.buffers[b] for b in o.writes if trace.buffers[b].split == "reduce"]
         rb = [b for b in rb if len(mapping.slices_of(b.layer)) > 1
               and (b.scope == "sample" or o.scope == "step")]
         red.append([(b, links.gather(*reduce_flow(b.layer, mapping))) for b in rb])
+    send_ptr, send_flow = _csr([[f for f, _ in p] for p in plans])
+    red_ptr, red_flow = _csr([[f for _, f in r] for r in red])
+    return Work(cycles=np.array([max(c) if c else 0.0 for c in cyc]),
+                send_bytes=np.array([float(o.nbytes) if o.kind == "send" else 0.0 for o in ops]),
+                send_tag=np.array([links.tag_id(o.tag or "untagged") if o.kind == "send" else 0 for o in ops],
+                                  dtype=np.int64),
+                send_ptr=send_ptr, send_flow=send_flow,
+                send_frac=np.array([fr for p in plans for _, fr in p], dtype=float),
+                red_ptr=red_ptr, red_flow=red_flow,
+                red_bytes=np.array([float(b.nbytes) for r in red for b, _ in r]),
+                red_sample=np.array([b.scope == "sample" for r in red for b, _ in r], dtype=np.bool_),
+                red_tag=links.tag_id("reduce"))
 
-    start = [[0.0] * (1 if s else n_inst) for s in is_step]
-    end = [[0.0] * (1 if s else n_inst) for s in is_step]
-    cend = [[0.0] * (1 if s else n_inst) for s in is_step]
-    ready_t = [[0.0] * (1 if s else n_inst) for s in is_step]
-    pred = [[None] * (1 if s else n_inst) for s in is_step]
-    gate = [["start"] * (1 if s else n_inst) for s in is_step]
-    core_free = [0.0] * n_layers
-    core_last = [None] * n_layers
-    readyq = [[] for _ in range(n_layers)]
-    tasks = [[] for _ in range(n_layers)]
-    ev = []
-    seq = 0
-    by_flow = set()     # instances whose latest release was a flow-control credit
 
-    def push_ready(d, i, t):
-        nonlocal seq
-        if ops[d].kind == "send":
-            run_send(d, i, t)
-        else:
-            L = layer_of[d]
-            heapq.heappush(readyq[L], (n_inst if is_step[d] else i, d, i))
-            seq += 1
-            heapq.heappush(ev, (t, 1, seq, L, 0))
-
-    def finish(d, i, t_compute):
-        """Launch reduce transfers after a compute (or send) and post the done event."""
-        nonlocal seq
-        t_done = t_compute
-        o = ops[d]
-        if red[d]:
-            g = groups[i] if not is_step[d] else S
-            for b, fid in red[d]:
-                nb = b.nbytes / max(S, 1) * g if b.scope == "sample" else b.nbytes
-                t_done = max(t_done, links.send(t_compute, fid, nb, "reduce"))
-        end[d][i] = t_done
-        cend[d][i] = t_compute
-        seq += 1
-        heapq.heappush(ev, (t_done, 0, seq, d, i))
-
-    def run_send(d, i, t):
-        o = ops[d]
-        g = groups[i] if not is_step[d] else S
-        nb = o.nbytes / max(S, 1) * g if not is_step[d] else o.nbytes
-        start[d][i] = t
-        gate[d][i] = "data" if pred[d][i] is not None else "start"
-        t_done = t
-        tag = o.tag or "untagged"
-        for fid, fr in plans[d]:
-            t_done = max(t_done, links.send(t, fid, nb * fr, tag))
-        finish(d, i, t_done)
-
-    for d in range(n_ops):
-        for i in range(len(rem[d])):
-            if rem[d][i] == 0:
-                push_ready(d, i, 0.0)
-
-    cmax = [max(c) if c else 0.0 for c in cyc]
-    heappop, heappush = heapq.heappop, heapq.heappush
-    while ev:
-        t, typ, _, a, b = heappop(ev)
-        if typ == 0:                       # op instance (a, b) done at t: release dependents
-            w, i = a, b
-            if is_step[w]:
-                for d in dep_same[w]:
-                    _release(rem, ready_t, pred, d, 0, t, (w, 0), push_ready, by_flow, False)
-                for d in dep_bcast[w]:
-                    for j in range(n_inst):
-                        _release(rem, ready_t, pred, d, j, t, (w, 0), push_ready, by_flow, False)
-            else:
-                who = (w, i)
-                for d in dep_same[w]:      # the hot path, inlined _release
-                    r = rem[d]
-                    r[i] -= 1
-                    rt = ready_t[d]
-                    if t >= rt[i]:
-                        rt[i] = t
-                        pred[d][i] = who
-                        if by_flow:
-                            by_flow.discard((d, i))
-                    if r[i] == 0:
-                        push_ready(d, i, rt[i])
-                for d in dep_step[w]:
-                    _release(rem, ready_t, pred, d, 0, t, who, push_ready, by_flow, False)
-        else:                              # try to dispatch on layer a
-            L = a
-            if core_free[L] > t or not readyq[L]:
-                continue
-            _, d, i = heappop(readyq[L])
-            start[d][i] = t
-            if t > ready_t[d][i] and core_last[L] is not None:
-                pred[d][i], gate[d][i] = core_last[L], "core"
-            elif pred[d][i] is not None:
-                gate[d][i] = "flow" if (d, i) in by_flow else "data"
-            if on_start[d] and i + K < n_inst:
-                for u in on_start[d]:
-                    _release(rem, ready_t, pred, u, i + K, t, (d, i), push_ready, by_flow, True)
-            dur = cmax[d] * (1 if is_step[d] else groups[i])   # cyc: per sample (sample ops) / per step
-            te = t + dur
-            core_free[L] = te
-            core_last[L] = (d, i)
-            tasks[L].append((d, i, t))
-            finish(d, i, te)
-            seq += 1
-            heappush(ev, (te, 1, seq, L, 0))
-
-    st = np.empty((n_ops, n_inst))
-    en = np.empty((n_ops, n_inst))
-    ce = np.empty((n_ops, n_inst))
-    for d in range(n_ops):
-        st[d, :] = start[d]
-        en[d, :] = end[d]
-        ce[d, :] = cend[d]
-    latency = float(en.max()) if n_ops else 0.0
-
-    # -- critical path: walk back from the last op instance to finish
+def _critical_path(start, end, gate, pred_op, pred_inst, is_step) -> list:
+    """[(op, inst, start, end, gate)] from the first instance to the one that finished last."""
     path = []
-    if n_ops:
-        d, i = np.unravel_index(int(np.argmax(en)), en.shape)
+    if end.size:
+        d, i = np.unravel_index(int(np.argmax(end)), end.shape)
         d, i = int(d), (0 if is_step[int(d)] else int(i))
-        cur = (d, i)
-        while cur is not None:
-            d, i = cur
-            path.append((d, i, start[d][i], end[d][i], gate[d][i]))
-            cur = pred[d][i]
+        while d >= 0:
+            path.append((d, i, float(start[d, i]), float(end[d, i]), GATES[gate[d, i]]))
+            d, i = int(pred_op[d, i]), int(pred_inst[d, i])
         path.reverse()
+    return path
 
+
+def _busy(trace, mapping, cyc) -> dict:
+    """core -> cycles its slices compute over the step."""
     busy = {}
-    for o, c in zip(ops, cyc):
+    for o, c in zip(trace.ops, cyc):
         if c is None:
             continue
-        k = 1 if o.scope == "step" else S
-        for s, ci in zip(mapping.slices_of(o.layer), c):
-            busy[s.core] = busy.get(s.core, 0.0) + ci * k
-    return Schedule(n_inst=n_inst, groups=groups, start=st, end=en, cend=ce, latency=latency, tasks=tasks,
-                    critical_path=path, links=links, busy=busy)
-
-
-def _release(rem, ready_t, pred, d, j, t, who, push_ready, by_flow, is_flow):
-    """One dependency of instance (d, j) is met at t; queue it when none is left."""
-    r = rem[d]
-    r[j] -= 1
-    if t >= ready_t[d][j]:
-        ready_t[d][j] = t
-        pred[d][j] = who
-        if is_flow:
-            by_flow.add((d, j))
-        else:
-            by_flow.discard((d, j))
-    if r[j] == 0:
-        push_ready(d, j, ready_t[d][j])
+        k = 1 if o.scope == "step" else trace.samples
+        for sl, ci in zip(mapping.slices_of(o.layer), c):
+            busy[sl.core] = busy.get(sl.core, 0.0) + ci * k
+    return busy
