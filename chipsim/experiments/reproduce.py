@@ -222,12 +222,13 @@ def _memory_section(res, plan) -> list:
               "- DF memory below ~40% of BP at 11 blocks and ~60% at 25: " + _verdict(
                   v9 is not None and v9 < 0.6,
                   f"At {deep} blocks DF-R needs {v9 if v9 is None else round(v9, 2)} of BP's memory.",
-                  f"With the paper's N = 9 negatives DF-R keeps 10 forward variants of every sample (the "
-                  f"positive and 9 negatives) for its local update, so at {deep} blocks it needs "
-                  f"{'n/a' if v9 is None else f'{v9:.2f}'}x BP's whole-batch memory "
+                  f"With the paper's N = 9 negatives every sample passes each block as 10 rows (the "
+                  f"positive and 9 negatives). A block holds all 10 until the loss of the block above says "
+                  f"which rows its update needs (the positive and at most two hardest negatives), so at "
+                  f"{deep} blocks DF-R needs {'n/a' if v9 is None else f'{v9:.2f}'}x BP's whole-batch memory "
                   f"({'n/a' if v1 is None else f'{v1:.2f}'}x at N = 1). BP's activations grow with depth, so "
-                  "the ratio falls as blocks are added, but in this family the wide first blocks -- which DF "
-                  "holds for every negative -- dominate both rules' memory."),
+                  "the ratio falls as blocks are added, but in this family the wide first blocks, which DF "
+                  "holds for every negative, dominate both rules' memory."),
               _backward_verdict(r9, r1), ""]
     return lines
 
@@ -246,7 +247,8 @@ def _backward_verdict(r9, r1) -> str:
             "run, so its phase stays flat.")
     return "- DF-R's local updates finish sooner after the forward pass than BP's backward: " + _verdict(
         b9[deep] < 1, text + f" With N = 9 it is faster from {faster9[0] if faster9 else '-'} blocks on.",
-        text + " With N = 9 the 10x per-sample work outweighs the parallelism at these depths.")
+        text + " With N = 9 a sample is 10 rows in the forward pass and up to 3 in the update, which "
+        "outweighs the parallelism at these depths.")
 
 
 def _curve(res, name, rule):
