@@ -52,6 +52,10 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from . import malloc_tuning
+
+malloc_tuning.apply()   # the kernels' large temporaries are reused, not page-faulted in each call
+
 __all__ = [
     "LAST_PATH", "accumulation_path",
     "conv2d_forward", "conv2d_grad_weight", "conv2d_grad_input",

@@ -322,3 +322,20 @@ def test_grad_weight_reuses_forward_columns_exactly(stride, padding):
     again = K.conv2d_grad_weight(x, gy, (3, 3), stride, padding, int_bound=(7, 127))
     reused = K.conv2d_grad_weight(x, gy, (3, 3), stride, padding, int_bound=(7, 127), cols=cols)
     assert np.array_equal(again, reused)
+
+
+def test_malloc_tuning_applies_on_glibc_and_can_be_turned_off():
+    """Importing the kernels keeps freed memory mapped (glibc), unless CHIPSIM_MALLOC_TUNING=0."""
+    import os
+    import platform
+    import subprocess
+    import sys
+    code = "from chipsim import kernels, malloc_tuning; print(malloc_tuning.apply())"
+
+    def applied(**env):
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, **env}).stdout.strip()
+    on, off = applied(), applied(CHIPSIM_MALLOC_TUNING="0")
+    assert off == "False"
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert on == "True"

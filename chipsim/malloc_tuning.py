@@ -1,0 +1,52 @@
+"""Keep freed memory mapped in the process, so that a training step does not page-fault its temporaries.
+
+Why: every step the engine allocates, and frees again, the same large
+temporaries (im2col columns, GEMM outputs, padded planes: megabytes each).
+By default glibc serves large allocations with fresh ``mmap`` pages and
+gives them back to the kernel on ``free``, so the next step faults every
+page in again. On the 2-core dev VM that tripled the time of a conv layer's
+forward + gradients: 93 k page faults and 24-30 ms for the 16->32-channel
+layer at batch 64, against 33 k faults and about 9 ms with the settings
+below. Raising the mmap threshold to glibc's maximum (32 MiB) and the trim
+threshold to 1 GiB keeps those pages in the heap for reuse; the price is a
+resident size that stays near the step's peak instead of shrinking between
+steps.
+
+Only glibc (Linux) has ``mallopt``; elsewhere, or with
+``CHIPSIM_MALLOC_TUNING=0`` in the environment, this does nothing. Results
+do not depend on it: it changes where memory comes from, never a value.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+M_TRIM_THRESHOLD = -1      # glibc <malloc.h>
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024      # glibc's upper limit for this parameter on 64-bit
+TRIM_THRESHOLD_BYTES = 1024 * 1024 * 1024
+
+_applied: bool | None = None
+
+
+def apply() -> bool:
+    """Set the thresholds once per process; True if glibc accepted them."""
+    global _applied
+    if _applied is not None:
+        return _applied
+    _applied = False
+    if os.environ.get("CHIPSIM_MALLOC_TUNING", "1") == "0":
+        return False
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):      # not glibc
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    _applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
+        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    return _applied
