@@ -7,9 +7,9 @@ side is written here from the rule's definition (autograd for each block's
 own gradient, a custom Function for the random feedback), not from chipsim's
 code. Autograd runs the backward pass on every row; with ``fixed-stats``
 chipsim runs it only on the rows DF's loss gives an error (the positive and
-the hardest negatives), and the table says how many that was. Both use 2 threads; each is warmed up,
-then timed in its own block (alternating would charge each for the other's
-spinning BLAS threads).
+the hardest negatives), and the output says how many that was. Both use 2
+threads; each is warmed up, then timed in its own block (alternating would
+charge each for the other's spinning BLAS threads).
 
     python benchmarks/train_step.py [--steps 8] [--set learning.bn_backward=batch-stats]
 """

@@ -61,7 +61,7 @@ __all__ = [
     "conv2d_forward", "conv2d_grad_weight", "conv2d_grad_input",
     "dense_forward", "dense_grad_weight", "dense_grad_input",
     "BNCache", "batchnorm_train_forward", "batchnorm_eval_forward",
-    "batchnorm_backward", "relu_forward", "relu_backward",
+    "batchnorm_backward", "batchnorm_backward_fixed_stats", "relu_forward", "relu_backward",
     "maxpool2d_forward", "maxpool2d_backward", "goodness", "goodness_backward",
 ]
 

@@ -95,6 +95,24 @@ def test_batchnorm_matches_torch(shape):
     _close(K.batchnorm_eval_forward(x, gamma, beta, rm, rv, 1e-5), ref.numpy())
 
 
+@pytest.mark.parametrize("shape", [(4, 3, 5, 7), (8, 6)])
+def test_batchnorm_fixed_stats_backward_matches_torch_with_detached_statistics(shape):
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal(shape) * 2 - 1).astype(np.float32)
+    gamma = rng.standard_normal(shape[1]).astype(np.float32)
+    xt = _t(x)
+    axes = [0] + list(range(2, len(shape)))
+    mean = xt.mean(axes, keepdim=True).detach()
+    var = xt.var(axes, unbiased=False, keepdim=True).detach()
+    g = torch.tensor(gamma).reshape((1, -1) + (1,) * (len(shape) - 2))
+    gy = rng.standard_normal(shape).astype(np.float32)
+    ((xt - mean) / torch.sqrt(var + 1e-5) * g).backward(torch.tensor(gy))
+    _, cache = K.batchnorm_train_forward(x, gamma, np.zeros_like(gamma), 1e-5)
+    _close(K.batchnorm_backward_fixed_stats(gy, cache), xt.grad.numpy())
+    # rows are independent: the gradient of a subset of rows is that subset of the gradient
+    _close(K.batchnorm_backward_fixed_stats(gy[1:3], cache), xt.grad.numpy()[1:3])
+
+
 @pytest.mark.parametrize("shape,k,s", [((2, 3, 8, 8), 2, 2), ((1, 2, 7, 5), 2, 2),
                                        ((2, 2, 7, 7), 3, 2), ((1, 1, 6, 6), 3, 1)])
 def test_maxpool_matches_torch(shape, k, s):
