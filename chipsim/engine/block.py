@@ -209,18 +209,20 @@ class QuantBlock:
             gx = K.batchnorm_backward_fixed_stats(gz, cache["bnc"])
         return gx.reshape((gx.shape[0],) + self.in_shape)
 
-    def select(self, cache, rows):
+    def select(self, cache, rows, for_weight_grad: bool = True):
         """The cache cut down to ``rows`` (indices into its batch axis).
 
         What a core keeps once it knows which rows will receive an error: the
         rest are dropped before the backward ops run. Only valid when rows are
         independent in the backward pass (``bn_backward == "fixed-stats"``):
         the batch-statistics gradient needs every row, so ``xhat`` is not kept.
+        ``for_weight_grad=False`` skips the im2col columns, which only the
+        weight gradient reads.
         """
         if self.bn_backward != "fixed-stats":
             raise ValueError("rows can be dropped only with learning.bn_backward = fixed-stats")
         n = cache["zq"].shape[0]
-        cols = cache["cols"]
+        cols = cache["cols"] if for_weight_grad else None
         if cols is not None:                         # (C*kh*kw, N*L), sample-major columns
             cols = np.ascontiguousarray(cols.reshape(cols.shape[0], n, -1)[:, rows]).reshape(cols.shape[0], -1)
         bnc = cache["bnc"]._replace(xhat=None) if cache["bnc"] is not None else None

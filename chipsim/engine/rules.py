@@ -133,7 +133,7 @@ def local_step(net, x, labels, negatives, loss_name, strategy, learning, step, r
             own[l] = (r, K.goodness_backward(dg if r is None else dg[r], out if r is None else out[r]))
         if overlap and l > 0 and own[l] is not None and olu_active(l, step, learning.olu_schedule):
             below = blocks[l - 1]
-            sub = cache if r is None else blk.select(cache, r)
+            sub = cache if r is None else blk.select(cache, r, for_weight_grad=False)
             gy = blk.backward_pre(own[l][1], sub)
             gx = blk.grad_input(gy, sub, rng, use_feedback=(strategy == "df-r"))
             tracer.error_down(blk, below, rows if r is None else len(r), use_feedback=(strategy == "df-r"))
