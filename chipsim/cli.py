@@ -138,9 +138,11 @@ def _csv_list(text: str, cast=str) -> list:
 
 
 def _configure_compare(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", metavar="HWCONFIG", help="chip + workload file (its model is replaced by the depth family)")
+    p.add_argument("config", metavar="HWCONFIG", help="chip + workload file (its model is replaced by the depth family, unless --own-model)")
     p.add_argument("--rules", default="bp,df-o,df-r", help="comma-separated rules (default: bp,df-o,df-r)")
-    p.add_argument("--depths", default="5,8,11,15,20,25", help="comma-separated block counts (default: 5,8,11,15,20,25)")
+    p.add_argument("--depths", default=None, help="comma-separated block counts (default: 5,8,11,15,20,25)")
+    p.add_argument("--own-model", action="store_true",
+                   help="compare on the config's own model (workload.model) instead of the depth family")
     p.add_argument("--width", type=int, default=32, help="conv channels of the depth family (default: 32)")
     p.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
     add_set_option(p)
@@ -149,8 +151,11 @@ def _configure_compare(p: argparse.ArgumentParser) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from . import api
-    table = api.compare(args.config, _csv_list(args.rules), _csv_list(args.depths, int), args.overrides,
-                        width=args.width, out_dir=args.out, jobs=args.jobs)
+    if args.own_model and args.depths is not None:
+        raise ChipsimError("compare: give --depths (the depth family) or --own-model, not both")
+    depths = _csv_list(args.depths or "5,8,11,15,20,25", int)
+    table = api.compare(args.config, _csv_list(args.rules), depths, args.overrides,
+                        width=args.width, out_dir=args.out, jobs=args.jobs, own_model=args.own_model)
     rows = []
     for r in table["rows"]:
         m, wb = r["streaming"], r["whole-batch"]
@@ -161,6 +166,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
                      "backward us": round(m["backward_us"]) if m.get("fits") else "-",
                      "uJ/sample": round(m["energy_per_sample_pj"] / 1e6, 2) if m.get("fits") else "-"})
     _print_table(rows, list(rows[0]))
+    for key, label in (("streaming:total_peak_bytes", "SRAM, streaming"), ("whole-batch:total_peak_bytes",
+                       "whole-batch memory"), ("streaming:backward_us", "backward phase")):
+        for rule in table["rules"]:
+            vals = table["ratios"].get(f"{key}:{rule}")
+            if vals:
+                print(f"{rule} / bp, {label}: " + ", ".join(f"{v:.2f} at {d} blocks" for d, v in vals.items()))
     return EXIT_OK
 
 

@@ -95,3 +95,22 @@ def test_reproduce_quick_writes_every_section(tmp_path):
     for f in ("accuracy/accuracy.png", "compare/compare.md", "noise/sweep.md", "bits/accuracy_vs_bits.png",
               "negatives/accuracy_vs_negatives.png"):
         assert (tmp_path / f).exists(), f
+
+
+def test_compare_on_the_configs_own_model_prints_the_ratios(tmp_path, capsys):
+    from chipsim import cli
+    model = tmp_path / "tiny.yaml"
+    model.write_text(TINY)
+    out = tmp_path / "own"
+    assert cli.main(["compare", SMALL, "--own-model", "--rules", "bp,df-r", "--jobs", "1", "--out", str(out),
+                     "--set", f"workload.model={model}"]) == 0
+    printed = capsys.readouterr().out
+    table = json.loads((out / "compare.json").read_text())
+    assert table["model"] == "tiny" and table["depths"] == [2]
+    ratio = table["ratios"]["streaming:total_peak_bytes:df-r"]["2"]
+    by = {r["rule"]: r["streaming"]["total_peak_bytes"] for r in table["rows"]}
+    assert ratio == pytest.approx(by["df-r"] / by["bp"])
+    assert f"df-r / bp, SRAM, streaming: {ratio:.2f} at 2 blocks" in printed
+    assert "on `tiny`" in (out / "compare.md").read_text()
+    # the family and the own model are alternatives
+    assert cli.main(["compare", SMALL, "--own-model", "--depths", "3"]) == 2

@@ -33,8 +33,8 @@ def _point(p: dict) -> dict:
     from ..runner import trace_one_step
     limit_threads(p["threads"])
     cfg = load_config(p["config"], tuple(p["overrides"]) + (f"workload.rule={p['rule']}",))
-    model = cnn_family(p["depth"], width=p["width"])
-    cfg = dataclasses.replace(cfg, model=model)
+    if not p.get("own_model"):
+        cfg = dataclasses.replace(cfg, model=cnn_family(p["depth"], width=p["width"]))
     t0 = time.perf_counter()
     trace = trace_one_step(cfg)
     out = {"depth": p["depth"], "rule": p["rule"], "engine_seconds": time.perf_counter() - t0,
@@ -102,9 +102,16 @@ def _backward_time_us(chip) -> float:
 
 
 def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), width: int = 32,
-            out_dir: str | None = None, jobs: int | None = None, progress: bool = True) -> dict:
-    """Run the comparison; writes compare.json, compare.md and plots into ``out_dir``. Returns the table."""
+            out_dir: str | None = None, jobs: int | None = None, progress: bool = True,
+            own_model: bool = False) -> dict:
+    """Run the comparison; writes compare.json, compare.md and plots into ``out_dir``. Returns the table.
+
+    ``own_model=True`` compares the rules on the config's own model (one point per rule) instead of the
+    depth family; ``depths`` is then ignored.
+    """
     cfg = config if isinstance(config, LoadedConfig) else load_config(config, tuple(overrides))
+    if own_model:
+        depths = (cfg.model.depth,)
     rules = list(rules)
     bad = [r for r in rules if r not in ("bp", "ff", "symba", "df", "df-o", "df-r")]
     if bad:
@@ -113,11 +120,13 @@ def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), wi
         raise ConfigError("--depths: every depth must be >= 2 (conv blocks + one dense block)")
     out_dir = out_dir or os.path.join("reports", "runs", f"{cfg.name}-compare-{time.strftime('%Y%m%d-%H%M%S')}")
     jobs = jobs or os.cpu_count() or 1
-    points = [{"key": f"d{d}-{r}-w{width}", "depth": d, "rule": r, "width": width, "config": cfg.path,
-               "overrides": list(cfg.overrides), "threads": threads_per_job(jobs)} for d in depths for r in rules]
+    points = [{"key": f"{cfg.model.name}-{r}" if own_model else f"d{d}-{r}-w{width}", "depth": d, "rule": r,
+               "width": width, "own_model": own_model, "config": cfg.path, "overrides": list(cfg.overrides),
+               "threads": threads_per_job(jobs)} for d in depths for r in rules]
     results = run_points(_point, points, out_dir, jobs=jobs, progress=progress, desc="compare")
     rows = [results[p["key"]] for p in points]
     table = {"config": cfg.path, "chip": cfg.hw.chip.name, "width": width, "rules": rules, "depths": list(depths),
+             "model": cfg.model.name if own_model else None,
              "batch_size": cfg.hw.training.batch_size, "rows": rows, "ratios": ratios(rows, rules, depths)}
     write_json(os.path.join(out_dir, "compare.json"), table)
     atomic_write(os.path.join(out_dir, "compare.md"), markdown(table))
@@ -144,9 +153,15 @@ def ratios(rows, rules, depths) -> dict:
 
 
 def markdown(table: dict) -> str:
-    lines = [f"# BP vs local rules over depth on `{table['chip']}`", "",
-             f"Depth family: `cnn_family(depth, width={table['width']})` (depth-1 conv3x3 blocks, then a dense "
-             f"block); one training step of {table['batch_size']} samples executed by the engine per point.", "",
+    if table.get("model"):
+        what = [f"# BP vs local rules on `{table['model']}`, chip `{table['chip']}`", "",
+                f"The config's own model ({table['depths'][0]} blocks); one training step of "
+                f"{table['batch_size']} samples executed by the engine per rule.", ""]
+    else:
+        what = [f"# BP vs local rules over depth on `{table['chip']}`", "",
+                f"Depth family: `cnn_family(depth, width={table['width']})` (depth-1 conv3x3 blocks, then a dense "
+                f"block); one training step of {table['batch_size']} samples executed by the engine per point.", ""]
+    lines = what + [
              "Streaming = samples stream through the cores (what the chip needs); whole-batch = every "
              "activation of the batch held in one shared memory, peak over time (the GPU-style measurement of the "
              "paper's Fig. 4A). "
@@ -178,19 +193,18 @@ def plot(table: dict, out_dir: str) -> None:
             ("whole-batch", "total_peak_bytes", "whole-batch memory demand (KiB)", "memory_whole_batch"),
             ("streaming", "latency_us", "training step latency (µs)", "latency_step"),
             ("streaming", "backward_us", "one sample's backward phase (µs)", "latency_backward")):
-        if True:
-            series = {}
-            for rule in table["rules"]:
-                xs, ys = [], []
-                for d in table["depths"]:
-                    m = by.get((d, rule), {}).get(mode, {})
-                    if m.get("fits"):
-                        xs.append(d)
-                        ys.append(m[metric] / (1024 if metric.endswith("bytes") else 1))
-                series[rule] = (xs, ys)
-            title = f"{label.split(' (')[0]} vs depth"
-            ratio = table["ratios"].get(f"{mode}:{metric}:df-r", {})
-            if ratio:
-                title += "\nDF-R/BP: " + ", ".join(f"{d}:{v:.2f}" for d, v in ratio.items())
-            plots.lines(series, "number of blocks", label, os.path.join(out_dir, f"{fname}.png"), title,
-                        xticks=table["depths"])
+        series = {}
+        for rule in table["rules"]:
+            xs, ys = [], []
+            for d in table["depths"]:
+                m = by.get((d, rule), {}).get(mode, {})
+                if m.get("fits"):
+                    xs.append(d)
+                    ys.append(m[metric] / (1024 if metric.endswith("bytes") else 1))
+            series[rule] = (xs, ys)
+        title = f"{label.split(' (')[0]} vs depth"
+        ratio = table["ratios"].get(f"{mode}:{metric}:df-r", {})
+        if ratio:
+            title += "\nDF-R/BP: " + ", ".join(f"{d}:{v:.2f}" for d, v in ratio.items())
+        plots.lines(series, "number of blocks", label, os.path.join(out_dir, f"{fname}.png"), title,
+                    xticks=table["depths"])
