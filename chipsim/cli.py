@@ -138,7 +138,8 @@ def _csv_list(text: str, cast=str) -> list:
 
 
 def _configure_compare(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", metavar="HWCONFIG", help="chip + workload file (its model is replaced by the depth family, unless --own-model)")
+    p.add_argument("config", metavar="HWCONFIG",
+                   help="chip + workload file (its model is replaced by the depth family, unless --own-model)")
     p.add_argument("--rules", default="bp,df-o,df-r", help="comma-separated rules (default: bp,df-o,df-r)")
     p.add_argument("--depths", default=None, help="comma-separated block counts (default: 5,8,11,15,20,25)")
     p.add_argument("--own-model", action="store_true",
