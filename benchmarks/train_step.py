@@ -3,9 +3,10 @@
 Same model (models/cnn_small.yaml), same batch (64 samples x (1 positive + 9
 negatives)), same rule: DF loss at every block, DF-R random feedback into the
 block below, BN backward as the config's ``learning.bn_backward``. The torch
-side is written here from the rule's definition (autograd for each block's
-own gradient, a custom Function for the random feedback), not from chipsim's
-code. Autograd runs the backward pass on every row; with ``fixed-stats``
+side is written from the rule's definition, not from chipsim's code: the
+step here, and the block of ``tests/torch_reference.py`` (the one the rule
+tests check the engine's gradients against; a custom Function carries the
+random feedback). Autograd runs the backward pass on every row; with ``fixed-stats``
 chipsim runs it only on the rows DF's loss gives an error (the positive and
 the hardest negatives), and the output says how many that was. Both use 2
 threads; each is warmed up, then timed in its own block (alternating would
@@ -22,32 +23,15 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from chipsim.config import load_config  # noqa: E402
 from chipsim.data import load_dataset  # noqa: E402
 from chipsim.engine.trainer import Trainer, sample_negatives  # noqa: E402
+from torch_reference import torch_block  # noqa: E402  (the tests' independent torch block)
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
-
-
-class RandomFeedback(torch.autograd.Function):
-    """Forward: the block's weighted sum with W. Backward: error to the input through B (DF-R)."""
-
-    @staticmethod
-    def forward(ctx, z, w, b, args):
-        ctx.save_for_backward(z, w, b)
-        ctx.args = args
-        return F.conv2d(z, w, **args) if w.dim() == 4 else z @ w.t()
-
-    @staticmethod
-    def backward(ctx, gy):
-        z, w, b = ctx.saved_tensors
-        if w.dim() == 4:
-            return (torch.nn.grad.conv2d_input(z.shape, b, gy, **ctx.args),
-                    torch.nn.grad.conv2d_weight(z, w.shape, gy, **ctx.args), None, None)
-        return gy @ b, gy.t() @ z, None, None
 
 
 class TorchDFR:
@@ -74,20 +58,8 @@ class TorchDFR:
         self.fixed_stats = hw.learning.bn_backward == "fixed-stats"
 
     def block(self, a, l, feedback):
-        s = self.specs[l]
-        if s.type == "dense":
-            a = a.reshape(a.shape[0], -1)
-        if self.fixed_stats:                      # batch statistics as constants in the backward pass
-            dims = [0] + list(range(2, a.dim()))
-            z = (a - a.mean(dims, keepdim=True).detach()) / torch.sqrt(
-                a.var(dims, unbiased=False, keepdim=True).detach() + 1e-5)
-        else:
-            z = F.batch_norm(a, None, None, training=True)
-        args = dict(stride=s.stride, padding=s.padding) if s.type == "conv" else {}
-        y = RandomFeedback.apply(z, self.ws[l], self.bs[l], args) if feedback else (
-            F.conv2d(z, self.ws[l], **args) if s.type == "conv" else z @ self.ws[l].t())
-        r = F.relu(y)
-        return F.max_pool2d(r, s.pool) if s.pool else r
+        return torch_block(a, self.ws[l], self.specs[l], feedback=self.bs[l] if feedback else None,
+                           fixed_stats=self.fixed_stats)
 
     def step(self, x, labels, negatives):
         reps = negatives.shape[1] + 1
