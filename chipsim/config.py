@@ -90,6 +90,10 @@ class Precision:
                               choices=ALLOWED_BITS)
     update_bits: int = spec(16, doc="bits of the fixed-point master weights the optimizer updates",
                             unit="bits", choices=ALLOWED_BITS)
+    goodness_bits: int = spec(8, doc="bits of the block output that goodness squares, taken before it is "
+                              "requantized to activation_bits for storage and the NoC; at or below "
+                              "activation_bits the sent output itself is squared",
+                              unit="bits", choices=ALLOWED_BITS)
     rounding: str = spec("stochastic", doc="rounding of gradients and updates",
                          choices=("stochastic", "nearest"))
     scale: str = spec("float", doc="quantization scales: any float, or powers of two (shift-only hardware)",
@@ -166,7 +170,7 @@ class HwConfig:
     def _validate(self, key, where):
         # an operand width runs on the narrowest lanes at least as wide (6-bit operands on 8-bit lanes),
         # so a table needs an entry at or above every configured width, not every width itself
-        for bits_key in ("weight_bits", "activation_bits", "gradient_bits", "update_bits"):
+        for bits_key in ("weight_bits", "activation_bits", "gradient_bits", "update_bits", "goodness_bits"):
             bits = getattr(self.precision, bits_key)
             for table, path, what in ((self.chip.core.macs_per_cycle, "chip.core.macs_per_cycle", "MACs per cycle"),
                                       (self.chip.core.energy_pj.mac, "chip.core.energy_pj.mac", "pJ per MAC")):

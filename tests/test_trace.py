@@ -1,11 +1,14 @@
 """Trace totals of one real engine step equal counts written by hand.
 
 Network: input 1x8x8 plus the label channel (2 channels), 2 samples with 3
-negatives each (8 rows), 4 classes, W4/A4/G8/U16, Adam.
+negatives each (8 rows), 4 classes, W4/A4/G8/U16, Adam; goodness squares the
+4-bit output itself (goodness_bits = 4) unless a test widens it.
   block 0: conv 2->4, k3 p1, pool 2   pre 4x8x8 = 256/row, out 4x4x4 = 64/row, K = 2*9 = 18
   block 1: conv 4->6, k3 p0           pre = out 6x2x2 = 24/row,           K = 4*9 = 36
   block 2: dense 24->5                pre = out 5/row,                    K = 24
 """
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -17,7 +20,7 @@ from chipsim.engine.tracing import StepTracer
 from chipsim.modelspec import Block, ModelSpec
 from chipsim.trace import Trace, TraceRecorder, nbytes_of
 
-P4 = Precision(weight_bits=4, activation_bits=4, gradient_bits=8, update_bits=16)
+P4 = Precision(weight_bits=4, activation_bits=4, gradient_bits=8, update_bits=16, goodness_bits=4)
 MODEL = ModelSpec(name="t3", blocks=(Block(type="conv", channels=4, pool=2),
                                      Block(type="conv", channels=6, padding=0),
                                      Block(type="dense", units=5)))
@@ -31,14 +34,14 @@ def _inputs():
     return x, labels, (labels[:, None] + 1 + np.arange(3)) % 4
 
 
-def _net(strategy, bn_backward="batch-stats"):
-    return Network(MODEL, (1, 8, 8), 4, P4, seed=0, with_label=strategy != "bp", with_head=strategy == "bp",
+def _net(strategy, bn_backward="batch-stats", prec=P4):
+    return Network(MODEL, (1, 8, 8), 4, prec, seed=0, with_label=strategy != "bp", with_head=strategy == "bp",
                    bn_backward=bn_backward)
 
 
-def _step(strategy, bn_backward="batch-stats"):
+def _step(strategy, bn_backward="batch-stats", prec=P4):
     x, labels, negatives = _inputs()
-    net = _net(strategy, bn_backward)
+    net = _net(strategy, bn_backward, prec)
     if strategy == "df-r":
         for b in net.blocks[1:]:
             b.set_feedback(np.random.default_rng(1))
@@ -82,6 +85,32 @@ def test_df_o_trace_matches_hand_counts():
     assert b["noc_buffers"] == 2 * 64 + 8 * 64 // 2 + 8 * 24 // 2  # sensor 8-bit image + received inputs
     assert t.sent_bytes("activation") == 128 + 256 + 96
     assert t.sent_bytes("error") == 512 + 192
+
+
+def test_wider_goodness_keeps_a_wider_copy_and_squares_it_at_that_width():
+    """goodness_bits = 16: on top of the hand counts above, each block keeps a 16-bit copy of its output
+    (2 bytes per output element) and its goodness op runs at 16 bits; the NoC still carries 4-bit codes."""
+    t4, t16 = _step("df-o"), _step("df-o", prec=dataclasses.replace(P4, goodness_bits=16))
+    outputs_per_row = (64, 24, 5)
+    assert t16.bytes_by_category()["act_update"] == 1184 + 408 + 153 + sum(2 * ROWS * n for n in outputs_per_row)
+    assert [o.bits for o in t16.ops if o.kind == "goodness"] == [(16, 16)] * 3
+    assert [o.bits for o in t4.ops if o.kind == "goodness"] == [(4, 4)] * 3
+    assert t16.macs("goodness") == t4.macs("goodness")
+    assert t16.sent_bytes("activation") == t4.sent_bytes("activation")
+
+
+def test_wider_goodness_squares_the_output_before_it_is_requantized():
+    x, labels, _ = _inputs()
+    net = _net("df-o", prec=dataclasses.replace(P4, goodness_bits=16))
+    blk = net.blocks[0]
+    out, cache = blk.forward(net.input_with_label(x, labels), train=True)
+    relu = np.maximum(cache["y"], 0)                              # pre-activation -> ReLU -> 2x2 max-pool, in numpy
+    pooled = relu.reshape(2, 4, 4, 2, 4, 2).max(axis=(3, 5))
+    # the first batch sets the 16-bit range to its max, so nothing clips: error at most half a step
+    assert np.abs(cache["gsrc"] - pooled).max() <= 0.5001 * blk.good_scale.scale
+    assert len(np.unique(out)) <= 16 < len(np.unique(cache["gsrc"]))
+    assert not np.allclose(np.mean(out.reshape(2, -1) ** 2, axis=1), np.mean(pooled.reshape(2, -1) ** 2, axis=1),
+                           rtol=1e-3)
 
 
 def test_df_r_uses_feedback_instead_of_true_weights():

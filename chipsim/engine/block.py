@@ -8,8 +8,12 @@ What a core does, in order (and what the trace records):
   ``weight_bits`` with per-output-channel scales. The weighted sum is an exact
   integer accumulation (``chipsim.kernels``) rescaled by the two scales.
 * ReLU, optional max-pool, then the output is quantized to unsigned
-  ``activation_bits``: that is what is stored, sent over the NoC and squared
-  for goodness.
+  ``activation_bits``: that is what is stored and sent over the NoC.
+* Goodness squares the same pooled output, but at ``goodness_bits`` when that
+  is wider: a core has the value at accumulator precision before it
+  requantizes it for the NoC, and a 4-bit output has only 16 levels, too
+  coarse for the small goodness gaps a margin loss works on. The wider copy
+  is kept for the goodness gradient ``2 * out / D`` (``cache["gsrc"]``).
 * Backward: the error at the pre-activation is quantized to signed
   ``gradient_bits`` (stochastic rounding, seeded) before the integer
   grad-weight and grad-input products. Quantizers pass gradients straight
@@ -97,6 +101,10 @@ class QuantBlock:
         self.use_bn = spec.norm == "batch"
         self.z_scale = ClippedScale(precision.activation_bits, signed=True, scale_mode=precision.scale)
         self.out_scale = ClippedScale(precision.activation_bits, signed=False, scale_mode=precision.scale)
+        self.goodness_bits = max(precision.goodness_bits, precision.activation_bits)
+        # None: goodness squares the sent output itself
+        self.good_scale = (ClippedScale(self.goodness_bits, signed=False, scale_mode=precision.scale)
+                           if self.goodness_bits > precision.activation_bits and not head else None)
         self.feedback = None                          # DF-R: (codes, scales), set by the rule
         self.requantize()
 
@@ -144,7 +152,7 @@ class QuantBlock:
             acc = K.dense_forward(zq, self.wq, int_bound=bound)
             y = (acc * (zs * self.wscale).reshape(1, -1)).astype(np.float32)
         if self.head:
-            return y, dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=None, r_shape=y.shape, out=y, cols=None)
+            return y, dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=None, r_shape=y.shape, out=y, cols=None, gsrc=y)
         r = K.relu_forward(y)
         argmax = None
         if self.pool:
@@ -153,7 +161,12 @@ class QuantBlock:
             r_pooled = r
         aq, s_out = self.out_scale.quantize(r_pooled, update=train)
         out = aq * s_out if p.activation_bits != 32 else aq
-        cache = dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=argmax, r_shape=r.shape, out=out, cols=cols)
+        if self.good_scale is None:
+            gsrc = out
+        else:
+            gq, gs = self.good_scale.quantize(r_pooled, update=train)
+            gsrc = gq * gs if self.goodness_bits != 32 else gq
+        cache = dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=argmax, r_shape=r.shape, out=out, cols=cols, gsrc=gsrc)
         return out, cache
 
     def macs_forward(self, rows: int) -> int:
@@ -228,7 +241,8 @@ class QuantBlock:
         bnc = cache["bnc"]._replace(xhat=None) if cache["bnc"] is not None else None
         return dict(zq=cache["zq"][rows], zs=cache["zs"], bnc=bnc, y=cache["y"][rows],
                     argmax=None if cache["argmax"] is None else cache["argmax"][rows],
-                    r_shape=(len(rows),) + tuple(cache["r_shape"][1:]), out=cache["out"][rows], cols=cols)
+                    r_shape=(len(rows),) + tuple(cache["r_shape"][1:]), out=cache["out"][rows], cols=cols,
+                    gsrc=cache["gsrc"][rows])
 
     def macs_grad(self, rows: int) -> int:
         """grad-weight and grad-input each cost as many MACs as the forward product."""
@@ -246,6 +260,8 @@ class QuantBlock:
                    out=nbytes_of(cache["out"].size, p.activation_bits))
         if self.pool:
             out["argmax"] = nbytes_of(cache["argmax"].size, max(1, math.ceil(math.log2(self.pool * self.pool))))
+        if self.good_scale is not None:              # the wider copy goodness squares
+            out["gsrc"] = nbytes_of(cache["gsrc"].size, self.goodness_bits)
         out["goodness"] = rows * 4                   # one float32 per row
         return out
 
@@ -261,11 +277,14 @@ class QuantBlock:
         return dict(master=copy.deepcopy(self.master),
                     running_mean=self.running_mean.copy(), running_var=self.running_var.copy(),
                     z_scale=self.z_scale.running, out_scale=self.out_scale.running,
+                    good_scale=None if self.good_scale is None else self.good_scale.running,
                     feedback=self.feedback)
 
     def load(self, s):
         self.master = copy.deepcopy(s["master"])
         self.running_mean, self.running_var = s["running_mean"], s["running_var"]
         self.z_scale.running, self.out_scale.running = s["z_scale"], s["out_scale"]
+        if self.good_scale is not None:
+            self.good_scale.running = s["good_scale"]
         self.feedback = s["feedback"]
         self.requantize()

@@ -115,7 +115,7 @@ def local_step(net, x, labels, negatives, loss_name, strategy, learning, step, r
 
     for l, blk in enumerate(blocks):
         out, cache = blk.forward(a, train=True)
-        g = K.goodness(out)
+        g = K.goodness(cache["gsrc"])               # the output, or its wider copy (goodness_bits)
         tracer.forward(blk, cache, goodness=True)
         if l + 1 < L:
             tracer.send_activation(l, l + 1)
@@ -130,7 +130,8 @@ def local_step(net, x, labels, negatives, loss_name, strategy, learning, step, r
         caches[l] = cache
         r = _active_rows(dg) if sparse else None
         if r is None or len(r):
-            own[l] = (r, K.goodness_backward(dg if r is None else dg[r], out if r is None else out[r]))
+            own[l] = (r, K.goodness_backward(dg if r is None else dg[r],
+                                             cache["gsrc"] if r is None else cache["gsrc"][r]))
         if overlap and l > 0 and own[l] is not None and olu_active(l, step, learning.olu_schedule):
             below = blocks[l - 1]
             sub = cache if r is None else blk.select(cache, r, for_weight_grad=False)
@@ -190,8 +191,8 @@ def goodness_scores(net, x, batch: int = 256):
         m = xb.shape[0]
         a = net.input_with_label(np.repeat(xb, c, axis=0), np.tile(labels_all, m))
         for l, blk in enumerate(net.blocks):
-            a, _ = blk.forward(a, train=False)
-            out[s:s + m, :, l] = K.goodness(a).reshape(m, c)
+            a, cache = blk.forward(a, train=False)
+            out[s:s + m, :, l] = K.goodness(cache["gsrc"]).reshape(m, c)
     return out
 
 

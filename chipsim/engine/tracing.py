@@ -87,9 +87,12 @@ class StepTracer:
                bits=(self.p.activation_bits, self.p.weight_bits),
                reads=reads, writes=tuple(ids[k] for k in ("zq", "mask", "argmax", "out") if k in ids))
         if goodness:
+            src = ids["out"]
+            if "gsrc" in sb:      # goodness squares a wider copy of the output, kept for its gradient
+                src = ids["gsrc"] = rec.buffer(l, "goodness_input", self.act_cat, sb["gsrc"])
             ids["g"] = rec.buffer(l, "goodness", "act_update", 4 * rows, "sample", "reduce")
             rec.op(l, "goodness", "goodness", macs=cache["out"].size,
-                   bits=(self.p.activation_bits, self.p.activation_bits), reads=(ids["out"],), writes=(ids["g"],))
+                   bits=(blk.goodness_bits, blk.goodness_bits), reads=(src,), writes=(ids["g"],))
         self.kept[l] = ids
 
     def send_activation(self, src, dst):
@@ -120,23 +123,26 @@ class StepTracer:
         old = self.kept[l]
         sb = blk.stored_bytes(cache)
         new = dict(old)
+        kept = ("zq", "mask", "argmax", "gsrc" if "gsrc" in old else "out")   # what the backward reads
         for name, key, split in (("kept_input", "zq", "replicated"), ("relu_mask", "mask", "units"),
-                                 ("output", "out", "units"), ("pool_index", "argmax", "units")):
-            if key in old:
+                                 ("output", "out", "units"), ("pool_index", "argmax", "units"),
+                                 ("goodness_input", "gsrc", "units")):
+            if key in old and key in kept:
                 new[key] = rec.buffer(l, f"{name}_kept_rows", self.act_cat, sb[key], "sample", split)
         deciders = [b for b in (self.dg.get(l), self.err_in.get(l)) if b is not None]
-        rec.op(l, "select", "drop error-free rows", reads=tuple(old[k] for k in ("zq", "mask", "argmax", "out")
-                                                                  if k in old) + tuple(deciders),
-               writes=tuple(new[k] for k in ("zq", "mask", "argmax", "out") if k in new))
+        rec.op(l, "select", "drop error-free rows", reads=tuple(old[k] for k in kept if k in old) + tuple(deciders),
+               writes=tuple(new[k] for k in kept if k in new))
         self.kept[l] = new
 
     # ---------------------------------------------------------------- backward
     def _error_sources(self, l):
         """What a backward op of layer l reads: its errors, the kept routing (mask, pool index),
-        the kept input, and -- for a goodness loss, whose gradient is 2*out/D -- the output."""
+        the kept input, and -- for a goodness loss, whose gradient is 2*out/D -- the output (or the
+        wider copy that goodness squared)."""
         k = self.kept[l]
         srcs = [b for b in (self.dg.get(l), self.err_in.get(l)) if b is not None]
-        return srcs + [k[n] for n in ("mask", "argmax", "zq") if n in k] + ([k["out"]] if "g" in k else [])
+        squared = [k["gsrc"] if "gsrc" in k else k["out"]] if "g" in k else []
+        return srcs + [k[n] for n in ("mask", "argmax", "zq") if n in k] + squared
 
     def error_down(self, blk, below, rows, use_feedback: bool):
         """Error from block ``blk`` into the block below (grad-input via W, or DF-R's feedback)."""
