@@ -151,19 +151,19 @@ def test_per_sample_trace_divides_sample_scope_only():
     assert one.macs("update") == t.macs("update")
 
 
-def _rows_with_error(strategy):
+def _rows_with_error(strategy, prec=P4):
     """Per block, the rows DF's loss gives an error, found by a separate forward pass:
     its own loss's rows, plus (df-o) the block above's."""
     from chipsim import kernels as K
     from chipsim.engine.losses import goodness_loss
     x, labels, negatives = _inputs()
-    net = _net(strategy)
+    net = _net(strategy, prec=prec)
     lab = np.concatenate([labels[:, None], negatives], axis=1).reshape(-1)
     a = net.input_with_label(np.repeat(x, 4, axis=0), lab)
     own = []
     for blk in net.blocks:
-        a, _ = blk.forward(a, train=True)
-        g = K.goodness(a).reshape(2, 4)
+        a, cache = blk.forward(a, train=True)
+        g = K.goodness(cache["gsrc"]).reshape(2, 4)
         _, dgp, dgn = goodness_loss("df", g[:, 0], g[:, 1:], Learning())
         own.append(set(np.flatnonzero(np.concatenate([dgp[:, None], dgn], axis=1).reshape(-1))))
     if strategy == "greedy":
@@ -192,3 +192,25 @@ def test_fixed_stats_bn_keeps_and_backpropagates_only_rows_with_an_error(strateg
         assert kept["relu_mask_kept_rows"] == nbytes_of(len(r) * pre, 1)
         later = [o for o in t.ops if o.id > sel[0].id and o.layer == l]
         assert not any(set(o.reads) & set(sel[0].reads[:len(kept)]) for o in later)
+
+
+def test_wider_goodness_copy_shrinks_to_the_own_loss_rows_before_the_block_above_runs():
+    """fixed-stats: only the goodness gradient reads the wider copy, so it is cut to the rows of the
+    block's own loss right after that loss, while the other kept buffers wait for the block above."""
+    prec = dataclasses.replace(P4, goodness_bits=16)
+    t = _step("df-o", "fixed-stats", prec)
+    own = _rows_with_error("greedy", prec)
+    outputs_per_row = (64, 24, 5)
+    assert any(len(r) < ROWS for r in own)
+    for l, r in enumerate(own):
+        cut = [o for o in t.ops if o.layer == l and o.name == "keep the loss's rows of the goodness copy"]
+        if len(r) == ROWS:
+            assert not cut
+            continue
+        assert len(cut) == 1
+        assert t.buffers[cut[0].writes[0]].nbytes == 2 * len(r) * outputs_per_row[l]
+        assert t.buffers[cut[0].reads[0]].nbytes == 2 * ROWS * outputs_per_row[l]
+        above = [o.id for o in t.ops if o.kind == "fwd" and o.layer == l + 1]
+        assert not above or cut[0].id < above[0]
+        later = [o for o in t.ops if o.id > cut[0].id]
+        assert not any(cut[0].reads[0] in o.reads for o in later)   # the full copy is dead from here

@@ -129,6 +129,8 @@ def local_step(net, x, labels, negatives, loss_name, strategy, learning, step, r
         dg = dg.reshape(-1)
         caches[l] = cache
         r = _active_rows(dg) if sparse else None
+        if r is not None and len(r) < rows:
+            tracer.goodness_rows(blk, len(r))
         if r is None or len(r):
             own[l] = (r, K.goodness_backward(dg if r is None else dg[r],
                                              cache["gsrc"] if r is None else cache["gsrc"][r]))

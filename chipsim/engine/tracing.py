@@ -111,6 +111,22 @@ class StepTracer:
         self.dg[l] = self.rec.buffer(l, "loss_grad", "gradients", 4 * rows, "sample", "replicated")
         self.rec.op(l, "loss", "loss", reads=(src,), writes=(self.dg[l],))
 
+    def goodness_rows(self, blk, rows: int):
+        """Block ``blk``'s own loss has picked the ``rows`` it gives an error: the wider copy of the output
+        that goodness squared shrinks to them at once.
+
+        Only that copy is needed by the goodness gradient alone, so it need not wait, as the other kept
+        buffers do (see :meth:`select`), for the block above to say which rows its error reaches.
+        """
+        if not self.on or "gsrc" not in self.kept[blk.index]:
+            return
+        rec, l = self.rec, blk.index
+        old = self.kept[l]["gsrc"]
+        nb = nbytes_of(rows * int(np.prod(blk.out_shape)), blk.goodness_bits)
+        new = rec.buffer(l, "goodness_input_loss_rows", self.act_cat, nb, "sample", "units")
+        rec.op(l, "select", "keep the loss's rows of the goodness copy", reads=(old, self.dg[l]), writes=(new,))
+        self.kept[l]["gsrc"] = new
+
     def select(self, blk, cache):
         """Block ``blk`` drops the rows no loss gave an error: its kept buffers shrink to ``cache``'s rows.
 
@@ -123,10 +139,11 @@ class StepTracer:
         old = self.kept[l]
         sb = blk.stored_bytes(cache)
         new = dict(old)
-        kept = ("zq", "mask", "argmax", "gsrc" if "gsrc" in old else "out")   # what the backward reads
+        # what the backward reads; a wider goodness copy replaces the output there, and was cut to the own
+        # loss's rows already (goodness_rows), so it is carried over as it is
+        kept = ("zq", "mask", "argmax") + (() if "gsrc" in old else ("out",))
         for name, key, split in (("kept_input", "zq", "replicated"), ("relu_mask", "mask", "units"),
-                                 ("output", "out", "units"), ("pool_index", "argmax", "units"),
-                                 ("goodness_input", "gsrc", "units")):
+                                 ("output", "out", "units"), ("pool_index", "argmax", "units")):
             if key in old and key in kept:
                 new[key] = rec.buffer(l, f"{name}_kept_rows", self.act_cat, sb[key], "sample", split)
         deciders = [b for b in (self.dg.get(l), self.err_in.get(l)) if b is not None]
