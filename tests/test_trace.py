@@ -214,3 +214,18 @@ def test_wider_goodness_copy_shrinks_to_the_own_loss_rows_before_the_block_above
         assert not above or cut[0].id < above[0]
         later = [o for o in t.ops if o.id > cut[0].id]
         assert not any(cut[0].reads[0] in o.reads for o in later)   # the full copy is dead from here
+
+
+@pytest.mark.parametrize("strategy,bn_backward,goodness_bits", [("df-o", "fixed-stats", 16), ("df-r", "batch-stats", 4),
+                                                                 ("greedy", "fixed-stats", 8), ("bp", "batch-stats", 8)])
+def test_every_buffer_is_written_before_it_is_read(strategy, bn_backward, goodness_bits):
+    """Lifetimes come from the ops that touch a buffer, so a buffer first touched by a reader would start
+    late; every non-persistent buffer must be produced by the op that first touches it."""
+    t = _step(strategy, bn_backward, dataclasses.replace(P4, goodness_bits=goodness_bits))
+    first = {}
+    for o in t.ops:
+        for b in o.reads + o.writes:
+            first.setdefault(b, o)
+    for b in t.buffers:
+        if b.scope != "persistent" and b.id in first:
+            assert b.id in first[b.id].writes, f"{b.name} (layer {b.layer}) is read by {first[b.id].name} first"

@@ -13,7 +13,8 @@ What a core does, in order (and what the trace records):
   is wider: a core has the value at accumulator precision before it
   requantizes it for the NoC, and a 4-bit output has only 16 levels, too
   coarse for the small goodness gaps a margin loss works on. The wider copy
-  is kept for the goodness gradient ``2 * out / D`` (``cache["gsrc"]``).
+  is kept for the goodness gradient ``2 * out / D`` (``cache["gsrc"]``), on
+  the rows the block's own loss gives an error.
 * Backward: the error at the pre-activation is quantized to signed
   ``gradient_bits`` (stochastic rounding, seeded) before the integer
   grad-weight and grad-input products. Quantizers pass gradients straight

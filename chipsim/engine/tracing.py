@@ -80,19 +80,19 @@ class StepTracer:
                    out=rec.buffer(l, "output", self.act_cat, sb["out"]))
         if "argmax" in sb and blk.pool:
             ids["argmax"] = rec.buffer(l, "pool_index", self.act_cat, sb["argmax"])
+        if goodness and "gsrc" in sb:   # the forward also writes the wider copy that goodness squares
+            ids["gsrc"] = rec.buffer(l, "goodness_input", self.act_cat, sb["gsrc"])
         par = self.params[l]
         reads = [self.inp[l], par["weights"]] + [par[k] for k in ("bn", "emb") if k in par]
         rows = cache["zq"].shape[0]
         rec.op(l, "fwd", "forward", macs=blk.macs_forward(rows),
                bits=(self.p.activation_bits, self.p.weight_bits),
-               reads=reads, writes=tuple(ids[k] for k in ("zq", "mask", "argmax", "out") if k in ids))
+               reads=reads, writes=tuple(ids[k] for k in ("zq", "mask", "argmax", "out", "gsrc") if k in ids))
         if goodness:
-            src = ids["out"]
-            if "gsrc" in sb:      # goodness squares a wider copy of the output, kept for its gradient
-                src = ids["gsrc"] = rec.buffer(l, "goodness_input", self.act_cat, sb["gsrc"])
             ids["g"] = rec.buffer(l, "goodness", "act_update", 4 * rows, "sample", "reduce")
             rec.op(l, "goodness", "goodness", macs=cache["out"].size,
-                   bits=(blk.goodness_bits, blk.goodness_bits), reads=(src,), writes=(ids["g"],))
+                   bits=(blk.goodness_bits, blk.goodness_bits), reads=(ids.get("gsrc", ids["out"]),),
+                   writes=(ids["g"],))
         self.kept[l] = ids
 
     def send_activation(self, src, dst):
