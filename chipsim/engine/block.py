@@ -60,7 +60,7 @@ class QuantBlock:
     """
 
     def __init__(self, index, spec, in_shape, precision, rng, head: bool = False,
-                 bn_backward: str = "fixed-stats"):
+                 bn_backward: str = "fixed-stats", goodness: bool = True):
         self.index = index
         self.bn_backward = bn_backward   # "batch-stats" | "fixed-stats" (config learning.bn_backward)
         self.head = head          # BP's linear classifier: no ReLU, no output quantization
@@ -103,9 +103,9 @@ class QuantBlock:
         self.z_scale = ClippedScale(precision.activation_bits, signed=True, scale_mode=precision.scale)
         self.out_scale = ClippedScale(precision.activation_bits, signed=False, scale_mode=precision.scale)
         self.goodness_bits = max(precision.goodness_bits, precision.activation_bits)
-        # None: goodness squares the sent output itself
+        # None: goodness squares the sent output itself, or (``goodness=False``, BP's blocks) is never taken
         self.good_scale = (ClippedScale(self.goodness_bits, signed=False, scale_mode=precision.scale)
-                           if self.goodness_bits > precision.activation_bits and not head else None)
+                           if self.goodness_bits > precision.activation_bits and goodness and not head else None)
         self.feedback = None                          # DF-R: (codes, scales), set by the rule
         self.requantize()
 

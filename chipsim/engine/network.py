@@ -31,7 +31,8 @@ class Network:
         for i, spec in enumerate(model.blocks):
             if spec.type == "dense" and len(shape) == 3:
                 shape = (int(np.prod(shape)),)
-            blk = QuantBlock(i, spec, shape, precision, rng, bn_backward=bn_backward)
+            blk = QuantBlock(i, spec, shape, precision, rng, bn_backward=bn_backward,
+                             goodness=not with_head)          # BP decodes with its head, not goodness
             self.blocks.append(blk)
             shape = blk.out_shape
         self.embedding = None

@@ -129,11 +129,11 @@ def local_step(net, x, labels, negatives, loss_name, strategy, learning, step, r
         dg = dg.reshape(-1)
         caches[l] = cache
         r = _active_rows(dg) if sparse else None
+        squared = cache["gsrc"] if r is None else cache["gsrc"][r]   # what goodness squared, on the loss's rows
         if r is not None and len(r) < rows:
-            tracer.goodness_rows(blk, len(r))
+            tracer.goodness_rows(blk, squared)
         if r is None or len(r):
-            own[l] = (r, K.goodness_backward(dg if r is None else dg[r],
-                                             cache["gsrc"] if r is None else cache["gsrc"][r]))
+            own[l] = (r, K.goodness_backward(dg if r is None else dg[r], squared))
         if overlap and l > 0 and own[l] is not None and olu_active(l, step, learning.olu_schedule):
             below = blocks[l - 1]
             sub = cache if r is None else blk.select(cache, r, for_weight_grad=False)

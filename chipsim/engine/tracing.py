@@ -111,9 +111,9 @@ class StepTracer:
         self.dg[l] = self.rec.buffer(l, "loss_grad", "gradients", 4 * rows, "sample", "replicated")
         self.rec.op(l, "loss", "loss", reads=(src,), writes=(self.dg[l],))
 
-    def goodness_rows(self, blk, rows: int):
-        """Block ``blk``'s own loss has picked the ``rows`` it gives an error: the wider copy of the output
-        that goodness squared shrinks to them at once.
+    def goodness_rows(self, blk, kept):
+        """Block ``blk``'s own loss has picked the rows it gives an error: the wider copy of the output
+        that goodness squared shrinks to them (``kept``, the copy on those rows) at once.
 
         Only that copy is needed by the goodness gradient alone, so it need not wait, as the other kept
         buffers do (see :meth:`select`), for the block above to say which rows its error reaches.
@@ -122,7 +122,7 @@ class StepTracer:
             return
         rec, l = self.rec, blk.index
         old = self.kept[l]["gsrc"]
-        nb = nbytes_of(rows * int(np.prod(blk.out_shape)), blk.goodness_bits)
+        nb = nbytes_of(kept.size, blk.goodness_bits)
         new = rec.buffer(l, "goodness_input_loss_rows", self.act_cat, nb, "sample", "units")
         rec.op(l, "select", "keep the loss's rows of the goodness copy", reads=(old, self.dg[l]), writes=(new,))
         self.kept[l]["gsrc"] = new
