@@ -216,8 +216,8 @@ def test_wider_goodness_copy_shrinks_to_the_own_loss_rows_before_the_block_above
         assert not any(cut[0].reads[0] in o.reads for o in later)   # the full copy is dead from here
 
 
-@pytest.mark.parametrize("strategy,bn_backward,goodness_bits", [("df-o", "fixed-stats", 16), ("df-r", "batch-stats", 4),
-                                                                 ("greedy", "fixed-stats", 8), ("bp", "batch-stats", 8)])
+@pytest.mark.parametrize("strategy,bn_backward,goodness_bits", [
+    ("df-o", "fixed-stats", 16), ("df-r", "batch-stats", 4), ("greedy", "fixed-stats", 8), ("bp", "batch-stats", 8)])
 def test_every_buffer_is_written_before_it_is_read(strategy, bn_backward, goodness_bits):
     """Lifetimes come from the ops that touch a buffer, so a buffer first touched by a reader would start
     late; every non-persistent buffer must be produced by the op that first touches it."""
