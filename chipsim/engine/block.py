@@ -231,7 +231,8 @@ class QuantBlock:
         independent in the backward pass (``bn_backward == "fixed-stats"``):
         the batch-statistics gradient needs every row, so ``xhat`` is not kept.
         ``for_weight_grad=False`` skips the im2col columns, which only the
-        weight gradient reads.
+        weight gradient reads. The goodness copy (``gsrc``) is not carried:
+        the rule takes its gradient at the loss, before any select.
         """
         if self.bn_backward != "fixed-stats":
             raise ValueError("rows can be dropped only with learning.bn_backward = fixed-stats")
@@ -242,8 +243,7 @@ class QuantBlock:
         bnc = cache["bnc"]._replace(xhat=None) if cache["bnc"] is not None else None
         return dict(zq=cache["zq"][rows], zs=cache["zs"], bnc=bnc, y=cache["y"][rows],
                     argmax=None if cache["argmax"] is None else cache["argmax"][rows],
-                    r_shape=(len(rows),) + tuple(cache["r_shape"][1:]), out=cache["out"][rows], cols=cols,
-                    gsrc=cache["gsrc"][rows])
+                    r_shape=(len(rows),) + tuple(cache["r_shape"][1:]), out=cache["out"][rows], cols=cols)
 
     def macs_grad(self, rows: int) -> int:
         """grad-weight and grad-input each cost as many MACs as the forward product."""
@@ -261,7 +261,7 @@ class QuantBlock:
                    out=nbytes_of(cache["out"].size, p.activation_bits))
         if self.pool:
             out["argmax"] = nbytes_of(cache["argmax"].size, max(1, math.ceil(math.log2(self.pool * self.pool))))
-        if self.good_scale is not None:              # the wider copy goodness squares
+        if self.good_scale is not None and "gsrc" in cache:   # the wider copy goodness squares (not after select)
             out["gsrc"] = nbytes_of(cache["gsrc"].size, self.goodness_bits)
         out["goodness"] = rows * 4                   # one float32 per row
         return out
