@@ -1,6 +1,6 @@
 """Throughput of the quantized conv kernels against torch float32 on CPU.
 
-Run: ``python benchmarks/kernels.py [--repeats R]``
+Run: ``python benchmarks/kernels.py [--repeats R] [--rounds B]``
 
 For each conv layer of the default model (batch 64, 3x3, pad 1) it times one
 training step of the layer, forward + grad_w + grad_input:
@@ -10,8 +10,8 @@ training step of the layer, forward + grad_w + grad_input:
   engine calls them (``keep_cols``: grad_w reuses the forward's im2col),
 * torch float32 ``F.conv2d`` forward + autograd backward (both grads),
 
-and prints milliseconds (median of R repeats after a warm-up that also
-triggers the numba JIT), GFLOP/s (3 GEMM-equivalents of 2*N*O*P*C*k*k flops
+and prints milliseconds (median of R timed calls, taken in B alternating
+blocks after a warm-up that also triggers the numba JIT), GFLOP/s (3 GEMM-equivalents of 2*N*O*P*C*k*k flops
 each) and the ratio ours/torch (speed, >1 = faster).  The measured numpy
 sgemm rate at 1024^3 is printed as the machine's float32 ceiling.
 """
@@ -121,7 +121,11 @@ def torch_step(n, c, h, w, o, rng):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--repeats", type=int, default=30,
+                    help="timed calls per implementation and layer (default 30)")
+    ap.add_argument("--rounds", type=int, default=6,
+                    help="alternating blocks the calls are split into; on a shared "
+                         "machine more rounds average out slow spells (default 6)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
@@ -141,7 +145,7 @@ def main(argv=None):
             steps[-1]()
             paths[bits] = "/".join(K.LAST_PATH[f] for f in (
                 "conv2d_forward", "conv2d_grad_weight", "conv2d_grad_input"))
-        t_torch, t4, t8 = _median_times(steps, args.repeats)
+        t_torch, t4, t8 = _median_times(steps, args.repeats, args.rounds)
         rows = [("torch f32", "-", t_torch), ("ours 4b", paths[4], t4),
                 ("ours 8b", paths[8], t8)]
         for impl, paths, t in rows:

@@ -34,6 +34,11 @@ CONV_CASES = [
     (2, 3, 8, 8, 4, 5, 3, 2, 1),
     (2, 5, 11, 6, 6, 3, 3, 1, 0),
     (1, 1, 5, 5, 2, 5, 5, 1, 0),
+    # stride 1 with padding >= kernel width: the grid pitch widens to Wo
+    (2, 2, 5, 6, 3, 1, 1, 1, 1),
+    (2, 2, 5, 8, 3, 3, 1, 1, 1),
+    (1, 2, 6, 5, 3, 3, 3, 1, 3),
+    (2, 3, 6, 7, 4, 2, 2, 1, 1),   # even kernel: right padding larger than needed
 ]
 
 
