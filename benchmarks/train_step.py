@@ -1,7 +1,7 @@
 """DF-R training-step throughput: chipsim's 4-bit integer engine vs the same rule in torch float32.
 
-Same model (models/cnn_small.yaml), same batch (64 samples x (1 positive + 9
-negatives)), same rule: DF loss at every block, DF-R random feedback into the
+Same model (models/cnn_small.yaml), same batch (the preset's
+``training.batch_size``, 32 samples, x (1 positive + 9 negatives)), same rule: DF loss at every block, DF-R random feedback into the
 block below, BN backward as the config's ``learning.bn_backward``. The torch
 side is written from the rule's definition, not from chipsim's code: the
 step here, and the block of ``tests/torch_reference.py`` (the one the rule
@@ -9,10 +9,13 @@ tests check the engine's gradients against; a custom Function carries the
 random feedback). Autograd runs the backward pass on every row; with ``fixed-stats``
 chipsim runs it only on the rows DF's loss gives an error (the positive and
 the hardest negatives), and the output says how many that was. Both use 2
-threads; each is warmed up, then timed in its own block (alternating would
-charge each for the other's spinning BLAS threads).
+threads; each is warmed up, then timed in blocks of steps that alternate
+between the two sides, each block after a short sleep (alternating step by
+step would charge each for the other's spinning BLAS threads; alternating
+blocks spreads slow spells of a shared machine over both). The median step
+of each side is reported.
 
-    python benchmarks/train_step.py [--steps 8] [--set learning.bn_backward=batch-stats]
+    python benchmarks/train_step.py [--steps 12] [--rounds 4] [--set learning.bn_backward=batch-stats]
 """
 from __future__ import annotations
 
@@ -89,7 +92,9 @@ def _rows_backpropagated(trainer, x, y, rows):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=12, help="steps timed per side, over distinct batches (default 12)")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="alternating blocks per side; each block times steps/rounds steps (default 4)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                     help="override a key of hwconfigs/44core_4bit.yaml, e.g. learning.bn_backward=batch-stats")
     args = ap.parse_args()
@@ -101,24 +106,27 @@ def main():
     ys = [d.y_train[i * bs:(i + 1) * bs] for i in range(args.steps + 2)]
 
     ours = Trainer(cfg.hw, cfg.model, d)
-    for i in range(2):
-        ours.train_step(xs[i], ys[i])
-    t0 = time.perf_counter()
-    for i in range(2, args.steps + 2):
-        ours.train_step(xs[i], ys[i])
-    t_ours = (time.perf_counter() - t0) / args.steps
-
-    time.sleep(0.3)
     ref = TorchDFR(cfg.model, 1, 10, cfg.hw, 28)
     rng = np.random.default_rng(0)
     batches = [(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(sample_negatives(y, 9, 10, rng)))
                for x, y in zip(xs, ys)]
-    for b in batches[:2]:
-        ref.step(*b)
-    t0 = time.perf_counter()
-    for b in batches[2:]:
-        ref.step(*b)
-    t_torch = (time.perf_counter() - t0) / args.steps
+    for i in range(2):                      # warm-up: numba JIT, BLAS and OpenMP thread pools
+        ours.train_step(xs[i], ys[i])
+        ref.step(*batches[i])
+    # Alternate blocks of steps, a short sleep before each so that the other side's
+    # spinning threads have parked; the median step over all blocks is reported.
+    per_block = max(1, args.steps // args.rounds)
+    t_ours, t_ref = [], []
+    for r in range(args.rounds):
+        for fn, out in ((lambda i: ours.train_step(xs[i], ys[i]), t_ours),
+                        (lambda i: ref.step(*batches[i]), t_ref)):
+            time.sleep(0.3)
+            for k in range(per_block):
+                i = 2 + (r * per_block + k) % args.steps
+                t0 = time.perf_counter()
+                fn(i)
+                out.append(time.perf_counter() - t0)
+    t_ours, t_torch = float(np.median(t_ours)), float(np.median(t_ref))
 
     rows = bs * 10
     print(f"model {cfg.model.name}, batch {bs} samples x 10 label variants = {rows} rows, DF-R, {args.steps} steps, "

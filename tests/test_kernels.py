@@ -362,3 +362,25 @@ def test_malloc_tuning_applies_on_glibc_and_can_be_turned_off():
     assert off == "False"
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert on == "True"
+
+
+def test_malloc_tuning_reuses_blocks_larger_than_the_mmap_threshold():
+    """A 40 MB temporary (bigger than glibc's 32 MiB mmap ceiling, like the engine's im2col
+    columns at 320 rows) is served again from pages already faulted in, not mapped afresh."""
+    import platform
+    import subprocess
+    import sys
+    if not (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"):
+        pytest.skip("mallopt is glibc-only")
+    # the output is allocated inside numba (no transparent-huge-page advice, unlike numpy's own)
+    code = (
+        "import resource, numpy as np\n"
+        "from chipsim import kernels as K\n"
+        "gy = np.ones((64, 32, 70, 70), np.float32)\n"
+        "K._nchw_to_grid(gy, 71)\n"
+        "f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "K._nchw_to_grid(gy, 71)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)\n")
+    faults = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout.strip())
+    assert faults < 40 * 2**20 // 4096 // 10, f"{faults} page faults re-allocating a freed 40 MB block"
