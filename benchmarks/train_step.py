@@ -1,12 +1,13 @@
 """DF-R training-step throughput: chipsim's 4-bit integer engine vs the same rule in torch float32.
 
 Same model (models/cnn_small.yaml), same batch (the preset's
-``training.batch_size``, 32 samples, x (1 positive + 9 negatives)), same rule: DF loss at every block, DF-R random feedback into the
-block below, BN backward as the config's ``learning.bn_backward``. The torch
-side is written from the rule's definition, not from chipsim's code: the
-step here, and the block of ``tests/torch_reference.py`` (the one the rule
-tests check the engine's gradients against; a custom Function carries the
-random feedback). Autograd runs the backward pass on every row; with ``fixed-stats``
+``training.batch_size``, 32 samples, each as 1 positive + 9 negatives), same
+rule: DF loss at every block, DF-R random feedback into the block below, BN
+backward as the config's ``learning.bn_backward``. The torch side is written
+from the rule's definition, not from chipsim's code: the step here, and the
+block of ``tests/torch_reference.py`` (the one the rule tests check the
+engine's gradients against; a custom Function carries the random feedback).
+Autograd runs the backward pass on every row; with ``fixed-stats``
 chipsim runs it only on the rows DF's loss gives an error (the positive and
 the hardest negatives), and the output says how many that was. Both use 2
 threads; each is warmed up, then timed in blocks of steps that alternate

@@ -6,18 +6,15 @@ By default glibc serves large allocations with fresh ``mmap`` pages and
 gives them back to the kernel on ``free``, so the next step faults every
 page in again. On the 2-core dev VM that tripled the time of a conv layer's
 forward + gradients: 93 k page faults and 24-30 ms for the 16->32-channel
-layer at batch 64, against 33 k faults and about 9 ms with the settings
-below. Raising the mmap threshold to glibc's maximum (32 MiB) and the trim
-threshold to 1 GiB keeps those pages in the heap for reuse; the price is a
+layer at batch 64, against 33 k faults and about 9 ms once those pages were
+kept. Raising the mmap threshold is not enough: glibc caps it at 32 MiB,
+and at the engine's 320 training rows (batch 32 x 10 label variants) the
+second conv layer's im2col columns take 39 MB. So ``M_MMAP_MAX = 0`` serves
+every size from the heap, and a 1 GiB trim threshold keeps freed heap pages
+for reuse: a DF-R training step on the 44-core preset went from 9,500 page
+faults and 26 ms of system time to 170 faults and 3 ms. The price is a
 resident size that stays near the step's peak instead of shrinking between
 steps.
-
-The threshold cannot go past 32 MiB, and the engine's training batches are
-bigger than the kernels' benchmark: at 320 rows (batch 32 x 10 label
-variants) the second conv layer's im2col columns take 39 MB, so glibc still
-mapped them fresh each step. Setting ``M_MMAP_MAX`` to 0 serves every size
-from the heap: a DF-R training step on the 44-core preset went from 9,500
-page faults and 26 ms of system time to 170 faults and 3 ms.
 
 Only glibc (Linux) has ``mallopt``; elsewhere, or with
 ``CHIPSIM_MALLOC_TUNING=0`` in the environment, this does nothing. Results
@@ -30,9 +27,7 @@ import ctypes.util
 import os
 
 M_TRIM_THRESHOLD = -1      # glibc <malloc.h>
-M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4            # how many blocks glibc may serve with mmap; 0 = none
-MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024      # glibc's upper limit for this parameter on 64-bit
 TRIM_THRESHOLD_BYTES = 1024 * 1024 * 1024
 
 _applied: bool | None = None
@@ -55,7 +50,5 @@ def apply() -> bool:
     except (OSError, AttributeError):      # not glibc
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    _applied = (bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
-                and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
-                and bool(mallopt(M_MMAP_MAX, 0)))
+    _applied = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
     return _applied
