@@ -1,0 +1,39 @@
+"""Numeric kernels: convolution, dense, batch norm, ReLU, max-pool, goodness.
+
+Pure mechanism, no policy: these functions know nothing about learning rules,
+cores or configs.  Layout is NCHW, arrays are float32 unless stated.
+
+The package is cut along what each kernel does:
+
+* ``exact``: the exact GEMM dispatch every weighted sum goes through;
+* ``conv`` and ``dense``: the weighted sums (forward, grad-weight, grad-input);
+* ``norm``: batch norm;
+* ``elementwise``: ReLU, max-pool, goodness.
+
+Everything public is re-exported here, so callers write ``from chipsim import kernels as K``.
+"""
+from __future__ import annotations
+
+from .. import malloc_tuning
+
+malloc_tuning.apply()   # the kernels' large temporaries are reused, not page-faulted in each call
+
+from .conv import _nchw_to_grid, conv2d_forward, conv2d_grad_input, conv2d_grad_weight  # noqa: E402
+from .dense import dense_forward, dense_grad_input, dense_grad_weight  # noqa: E402
+from .elementwise import (goodness, goodness_backward, maxpool2d_backward, maxpool2d_forward,  # noqa: E402
+                          numba_threads, relu_backward, relu_forward)
+from .exact import (LAST_PATH, MIN_CHUNK, PARALLEL, _chunked_fp64, _fp32_chunk,  # noqa: E402
+                    accumulation_path)
+from .norm import (BNCache, batchnorm_backward, batchnorm_backward_fixed_stats,  # noqa: E402
+                   batchnorm_eval_forward, batchnorm_train_forward)
+
+__all__ = [
+    "LAST_PATH", "accumulation_path",
+    "conv2d_forward", "conv2d_grad_weight", "conv2d_grad_input",
+    "dense_forward", "dense_grad_weight", "dense_grad_input",
+    "BNCache", "batchnorm_train_forward", "batchnorm_eval_forward",
+    "batchnorm_backward", "batchnorm_backward_fixed_stats", "relu_forward", "relu_backward",
+    "maxpool2d_forward", "maxpool2d_backward", "goodness", "goodness_backward",
+    # used by tests and benchmarks
+    "MIN_CHUNK", "PARALLEL", "numba_threads", "_chunked_fp64", "_fp32_chunk", "_nchw_to_grid",
+]

@@ -1,0 +1,118 @@
+"""Elementwise and pooling kernels: ReLU, max-pool, goodness."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .conv import _out_size
+from .exact import _MOVE, _f32
+
+
+def relu_forward(x):
+    """max(x, 0).  Elementwise numpy: nothing for numba to win here."""
+    return np.maximum(_f32(x), np.float32(0))
+
+
+@njit(parallel=True, cache=True)
+def _relu_mask_mul(g, y, out):
+    for i in prange(g.size):
+        out[i] = g[i] if y[i] > 0 else np.float32(0)
+
+
+def relu_backward(gy, y_or_mask):
+    """gy where the ReLU was active (``y > 0`` or a boolean mask).
+
+    A parallel numba loop: this runs on the largest tensors of a training
+    step (every pre-activation of the batch), where numpy's ``where`` with
+    its temporaries was the single most expensive elementwise op.
+    """
+    g = _f32(gy)
+    y = np.asarray(y_or_mask)
+    if y.dtype != np.float32:
+        return np.where(y > 0, g, np.float32(0))
+    out = np.empty_like(g)
+    _relu_mask_mul(g.reshape(-1), np.ascontiguousarray(y).reshape(-1), out.reshape(-1))
+    return out
+
+
+@njit(**_MOVE)
+def _maxpool_fwd(x, k, s, ho, wo):
+    n, c, h, w = x.shape
+    y = np.empty((n, c, ho, wo), dtype=x.dtype)
+    idx = np.empty((n, c, ho, wo), dtype=np.int64)
+    for bc in prange(n * c):
+        plane = x[bc // c, bc % c]
+        yp = y[bc // c, bc % c]
+        ip = idx[bc // c, bc % c]
+        for oh in range(ho):
+            yrow = yp[oh]
+            irow = ip[oh]
+            for ow in range(wo):
+                best = plane[oh * s, ow * s]
+                bi = (oh * s) * w + ow * s
+                for i in range(k):
+                    row = plane[oh * s + i, ow * s:ow * s + k]
+                    for j in range(k):
+                        v = row[j]
+                        if v > best:  # strict: ties keep the first max
+                            best = v
+                            bi = (oh * s + i) * w + ow * s + j
+                yrow[ow] = best
+                irow[ow] = bi
+    return y, idx
+
+
+@njit(**_MOVE)
+def _maxpool_bwd(gy, idx, h, w):
+    n, c, ho, wo = gy.shape
+    gx = np.zeros((n * c, h * w), dtype=gy.dtype)
+    gflat = gy.reshape(n * c, ho * wo)
+    iflat = idx.reshape(n * c, ho * wo)
+    for bc in prange(n * c):  # one plane per thread: deterministic adds
+        dst = gx[bc]
+        g = gflat[bc]
+        ii = iflat[bc]
+        for t in range(ho * wo):
+            dst[ii[t]] += g[t]
+    return gx.reshape(n, c, h, w)
+
+
+def maxpool2d_forward(x, k, stride=None):
+    """k x k max-pool, no padding, floor mode.  Returns (y, argmax).
+
+    ``argmax`` (int64, shape of y) is the flat index into each H*W plane, as
+    torch's ``return_indices``; ties go to the first max in row-major order.
+    """
+    x = _f32(x)
+    s = k if stride is None else int(stride)
+    ho, wo = _out_size(x.shape[2], k, s, 0), _out_size(x.shape[3], k, s, 0)
+    return _maxpool_fwd(x, int(k), s, ho, wo)
+
+
+def maxpool2d_backward(gy, argmax, x_shape):
+    """Route each output gradient to its argmax (summing if windows overlap)."""
+    return _maxpool_bwd(_f32(gy), np.ascontiguousarray(argmax, np.int64),
+                        int(x_shape[2]), int(x_shape[3]))
+
+
+def goodness(y):
+    """Per-sample mean of squares over all non-batch dims -> float32 (N,).
+
+    Summed in float64 (numpy pairwise, fixed order) then rounded once.
+    """
+    y = np.asarray(y).reshape(len(y), -1).astype(np.float64)
+    return ((y * y).sum(axis=1) / y.shape[1]).astype(np.float32)
+
+
+def goodness_backward(gg, y):
+    """d goodness / d y: gy = gg[:, None, ...] * 2 * y / D."""
+    y = _f32(y)
+    d = y[0].size
+    gg = np.asarray(gg, dtype=np.float32).reshape((-1,) + (1,) * (y.ndim - 1))
+    return (gg * (np.float32(2.0 / d) * y)).astype(np.float32)
+
+
+def numba_threads() -> int:
+    """Number of threads numba's parallel kernels use."""
+    import numba
+    return numba.get_num_threads()
