@@ -1,0 +1,170 @@
+"""Work accounting: every kernel call the engine makes, with its count and operand widths.
+
+Why the kernels report themselves: chipsim's costs must come from what the
+engine executed. If the rule code had to remember a tracer call for every
+kernel it runs, a forgotten call would be an op the chip never pays for, and
+nothing would notice. Instead each kernel is wrapped by :func:`costed`; while
+a :class:`WorkLog` is open (the first, traced step of a run, or a costed
+inference) every call appends one :class:`Work` item -- its kind, the kernel's
+name, the operations it performed and the widths of its operands -- and the
+tracer attaches the items logged since its last record to the trace op it
+writes next. With no log open (every other step) the wrapper costs one
+global lookup.
+
+Counts:
+
+* ``mac`` kinds (weighted sums, attention products, goodness squares) count
+  multiply-accumulates, the mathematical ones: ``rows x outputs x reduction``;
+* ``vector`` kinds (normalisation, activation functions, pooling,
+  quantisation, losses, optimizer arithmetic, PRNG draws) count elementwise
+  operations, ``elements x operations per element``; each kernel states its
+  operations per element where it is wrapped.
+
+Widths are what the engine really computed on: the bound a weighted sum
+proved exact (``int_bound``, see ``chipsim.kernels.exact``) gives its operand
+widths; a float32 operand is 32 bits; a kernel fed quantized values says so
+with its ``bits`` argument. :data:`KINDS` is the one table that maps each
+kind to the unit of a core that executes it; ``chipsim.chip`` prices the
+units and never needs to know a rule.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import NamedTuple
+
+MAC, VECTOR = "mac", "vector"
+UNITS = (MAC, VECTOR)
+
+# kind -> (unit, what it is). Names say what they are: reports group energy and cycles by kind.
+KINDS = {
+    # weighted sums on the MAC array
+    "conv_forward": (MAC, "convolution forward"),
+    "conv_grad_weight": (MAC, "convolution weight gradient"),
+    "conv_grad_input": (MAC, "convolution input gradient (error to the block below)"),
+    "dense_forward": (MAC, "dense forward"),
+    "dense_grad_weight": (MAC, "dense weight gradient"),
+    "dense_grad_input": (MAC, "dense input gradient (error to the block below)"),
+    "goodness": (MAC, "goodness: sum of squares of a block output"),
+    # vector unit
+    "bn_forward": (VECTOR, "batch norm, training: batch statistics, normalisation, running-stat update"),
+    "bn_eval": (VECTOR, "batch norm with running statistics"),
+    "bn_backward": (VECTOR, "batch norm backward"),
+    "relu": (VECTOR, "ReLU"),
+    "relu_backward": (VECTOR, "ReLU backward (mask)"),
+    "maxpool": (VECTOR, "max-pool forward (compares)"),
+    "maxpool_backward": (VECTOR, "max-pool backward (scatter by index)"),
+    "goodness_backward": (VECTOR, "goodness gradient 2*out/D"),
+    "quantize_scale": (VECTOR, "quantisation scale search (clipping threshold or max)"),
+    "quantize": (VECTOR, "quantisation: scale, round to nearest, clip"),
+    "quantize_stochastic": (VECTOR, "quantisation with stochastic rounding (one PRNG draw per element)"),
+    "quantize_weights": (VECTOR, "weight requantisation from the master copy (per-channel scale)"),
+    "loss": (VECTOR, "per-block loss and its gradient"),
+    "update_optimizer": (VECTOR, "optimizer arithmetic (momentum / Adam moments)"),
+    "update_master": (VECTOR, "fixed-point master-weight update with rounding"),
+    "embedding_grad_scatter": (VECTOR, "label-embedding gradient: scatter-add of rows by label"),
+    "feedback_regenerate": (VECTOR, "DF-R feedback weights regenerated from a seed (PRNG draws)"),
+}
+
+
+class Work(NamedTuple):
+    """One kernel call: ``count`` operations of ``kind`` on operands of widths ``bits``.
+
+    ``per_instance``: the count is paid once per execution of the op (per
+    micro-batch instance on the chip), not shared among its samples -- e.g.
+    regenerating a feedback matrix, whose size does not depend on how many
+    samples then use it.
+    """
+    kind: str
+    kernel: str
+    count: int
+    bits: tuple
+    per_instance: bool = False
+
+    @property
+    def unit(self) -> str:
+        return KINDS[self.kind][0]
+
+
+class WorkLog:
+    """The kernel calls since the tracer last took them."""
+
+    def __init__(self):
+        self.items: list = []
+
+    def take(self) -> tuple:
+        out, self.items = tuple(self.items), []
+        return out
+
+
+_ACTIVE: WorkLog | None = None
+REGISTRY: dict = {}          # kernel name -> kind, of every function wrapped by ``costed``
+
+
+@contextmanager
+def open_log(log: WorkLog | None = None):
+    """Log every costed kernel call inside the block into ``log`` (a new one if None)."""
+    global _ACTIVE
+    log = log if log is not None else WorkLog()
+    prev, _ACTIVE = _ACTIVE, log
+    try:
+        yield log
+    finally:
+        _ACTIVE = prev
+
+
+def logging_active() -> bool:
+    return _ACTIVE is not None
+
+
+def record(kind: str, kernel: str, count: int, bits=(32,), per_instance: bool = False) -> None:
+    """Log work that is not one wrapped function call (an engine step written inline)."""
+    if _ACTIVE is not None and count:
+        assert kind in KINDS, kind
+        _ACTIVE.items.append(Work(kind, kernel, int(count), tuple(int(b) for b in bits), per_instance))
+
+
+def bits_of_bound(int_bound) -> tuple:
+    """Operand widths of a weighted sum from the bound the kernel proved: ``|a| <= ma`` needs
+    ``ceil(log2(ma + 1)) + 1`` signed bits (7 -> 4 bits, 127 -> 8); no bound means float32."""
+    if int_bound is None:
+        return (32, 32)
+    return tuple(int(math.ceil(math.log2(float(m) + 1.0))) + 1 for m in int_bound)
+
+
+def costed(kind: str, count, bits=None, per_instance: bool = False):
+    """Wrap a kernel so that each call is logged while a :class:`WorkLog` is open.
+
+    ``count(a, out)`` and ``bits(a, out)`` receive the call's arguments as
+    attributes of ``a`` (defaults applied) and its return value ``out``.
+    ``bits`` defaults to the ``bits`` argument when the kernel has one, else 32.
+    """
+    assert kind in KINDS, kind
+
+    def deco(fn):
+        sig = inspect.signature(fn)
+        name = fn.__name__
+        REGISTRY[name] = kind
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            log = _ACTIVE
+            if log is not None:
+                bound = sig.bind(*args, **kwargs)
+                bound.apply_defaults()
+                a = SimpleNamespace(**bound.arguments)
+                n = int(count(a, out))
+                if bits is not None:
+                    w = bits(a, out)
+                else:
+                    w = getattr(a, "bits", 32)
+                w = tuple(int(b) for b in (w if isinstance(w, tuple) else (w,)))
+                log.items.append(Work(kind, name, n, w, per_instance))
+            return out
+        wrapper.__wrapped_kind__ = kind
+        return wrapper
+    return deco
