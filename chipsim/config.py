@@ -36,6 +36,9 @@ class Mesh:
 class CoreEnergy:
     mac: Dict[int, float] = spec(doc="energy of one multiply-accumulate per operand bit width",
                                  unit="pJ", choices=ALLOWED_BITS, min=0)
+    vector_op: Dict[int, float] = spec(doc="energy of one vector-unit operation (normalisation, activation "
+                                       "functions, pooling, quantisation, losses, optimizer arithmetic, PRNG "
+                                       "draws) per operand bit width", unit="pJ", choices=ALLOWED_BITS, min=0)
     sram_read_byte: float = spec(doc="energy to read one byte of core SRAM", unit="pJ", min=0)
     sram_write_byte: float = spec(doc="energy to write one byte of core SRAM", unit="pJ", min=0)
 
@@ -46,6 +49,9 @@ class Core:
     macs_per_cycle: Dict[int, int] = spec(doc="MAC throughput per operand bit width",
                                           unit="MAC/cycle", choices=ALLOWED_BITS, min=0,
                                           min_exclusive=True)
+    vector_ops_per_cycle: Dict[int, int] = spec(doc="vector-unit throughput (elementwise operations per cycle) "
+                                                "per operand bit width", unit="op/cycle", choices=ALLOWED_BITS,
+                                                min=0, min_exclusive=True)
     energy_pj: CoreEnergy = spec(doc="per-operation energy of a core")
 
 
@@ -90,6 +96,13 @@ class Precision:
                               choices=ALLOWED_BITS)
     update_bits: int = spec(16, doc="bits of the fixed-point master weights the optimizer updates",
                             unit="bits", choices=ALLOWED_BITS)
+    optimizer_bits: int = spec(16, doc="bits of the optimizer state a core keeps between steps (SGD momentum; "
+                               "Adam's first moment and the square root of its second), per-tensor scale, "
+                               "rounded as precision.rounding; 32 = float32",
+                               unit="bits", choices=ALLOWED_BITS)
+    accumulator_bits: int = spec(32, doc="bits of the weight-gradient accumulators (a step's gradient, summed "
+                                 "over its samples, as the optimizer reads it), per-tensor scale; 32 = float32",
+                                 unit="bits", choices=ALLOWED_BITS)
     goodness_bits: int = spec(8, doc="bits of the block output that goodness squares, taken before it is "
                               "requantized to activation_bits for storage and the NoC; at or below "
                               "activation_bits the sent output itself is squared",
@@ -154,8 +167,11 @@ class Mapping:
     strategy: str = spec("fit", doc="split layers only to fit SRAM, or also to balance load on idle cores",
                          choices=("fit", "balanced"))
     micro_batch: int = spec(1, doc="samples a core processes together", unit="samples", min=1)
-    memory_mode: str = spec("streaming", doc="streaming: activations live while their sample is in flight; "
-                            "whole-batch: the paper's GPU-style measurement", choices=("streaming", "whole-batch"))
+    memory_mode: str = spec("streaming", doc="the headline memory figure of reports: streaming = what the "
+                            "chip's cores hold while samples stream through them (the per-core ledger, which every "
+                            "mapping must fit); whole-batch = every tensor of the batch in one memory pool, "
+                            "chip-independent (the paper's GPU-style measurement); both are always computed",
+                            choices=("streaming", "whole-batch"))
     feedback_storage: str = spec("stored", doc="DF-R random feedback weights kept in SRAM, or regenerated "
                                  "from a seed on the fly", choices=("stored", "seeded"))
 
@@ -179,6 +195,14 @@ class HwConfig:
                 if not any(b >= bits for b in table):
                     raise where.error(path, f"has no entry for {bits} bits or wider (precision.{bits_key}); "
                                       f"add `{bits}: <{what}>`")
+        # the engine's vector work (normalisation, quantisation, losses, optimizer) runs on float32 operands
+        for table, path, what in ((self.chip.core.vector_ops_per_cycle, "chip.core.vector_ops_per_cycle",
+                                   "operations per cycle"),
+                                  (self.chip.core.energy_pj.vector_op, "chip.core.energy_pj.vector_op",
+                                   "pJ per operation")):
+            if not any(b >= 32 for b in table):
+                raise where.error(path, f"has no entry for 32 bits (the engine's vector work is float32); "
+                                  f"add `32: <{what}>`")
 
     @property
     def loss(self) -> str:

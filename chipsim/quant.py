@@ -27,14 +27,30 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .work import costed, record
+
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
 SCALE_MODES = ("float", "pow2")
 ROUNDINGS = ("nearest", "stochastic")
 
+# vector operations per element, as the functions below compute them (see chipsim.work)
+SCALE_SEARCH_OPS = 2     # clipping threshold: square and accumulate (or max: compare; counted alike)
+ROUND_OPS = 3            # multiply by 1/scale, round to nearest, clip
+STOCHASTIC_OPS = 5       # multiply, one PRNG draw (counter-based: 2 ops), add-and-floor, clip
+MASTER_OPS = 4           # divide by the power-of-two step (a shift), round, add, saturate
+
+
+def _round_kind(rounding: str) -> str:
+    return "quantize_stochastic" if rounding == "stochastic" else "quantize"
+
+
+def _round_ops(rounding: str) -> int:
+    return STOCHASTIC_OPS if rounding == "stochastic" else ROUND_OPS
+
 __all__ = [
     "ALLOWED_BITS", "check_bits", "signed_max", "unsigned_max",
     "quantize_weights", "quantize_activations", "ClippedScale", "ACIQ_GAUSS_ALPHA",
-    "quantize_signed", "to_fixed_point", "FixedPoint",
+    "quantize_signed", "quantize_unsigned", "to_fixed_point", "FixedPoint", "QuantStore",
 ]
 
 
@@ -130,6 +146,7 @@ def _round(v, rounding, rng):
     return out
 
 
+@costed("quantize_weights", count=lambda a, out: 0 if a.bits == 32 else (SCALE_SEARCH_OPS + ROUND_OPS) * np.size(a.w))
 def quantize_weights(w, bits, scale_mode="float"):
     """Symmetric signed quantization with one scale per output channel.
 
@@ -218,7 +235,9 @@ class ClippedScale:
         """Optionally fold ``x`` into the threshold, then return ``(codes, scale)``; 32 bits: ``(x, 1.0)``."""
         if self.bits == 32:
             return x, np.float32(1.0)
+        record("quantize", "ClippedScale.quantize", ROUND_OPS * np.size(x))
         if update:
+            record("quantize_scale", "ClippedScale.threshold", SCALE_SEARCH_OPS * np.size(x))
             t = self.threshold(x)
             self.running = t if self.running is None else self.momentum * self.running + (1 - self.momentum) * t
         scale = self.scale
@@ -243,14 +262,39 @@ def quantize_signed(x, bits, rounding="nearest", rng=None, scale_mode="float"):
         return x.copy(), np.float32(1.0)
     qmax = signed_max(bits)
     flat = np.ascontiguousarray(x).reshape(-1)
+    record("quantize_scale", "quantize_signed", x.size)            # max |x|: one compare per element
+    record(_round_kind(rounding), "quantize_signed", _round_ops(rounding) * x.size)
     max_abs = float(_absmax(flat)) if x.size else 0.0
     scale = np.float32(_finish_scale(max_abs, qmax, scale_mode))
     if rounding == "stochastic" and rng is None:
         raise ValueError("stochastic rounding needs a numpy Generator `rng`")
     seed = int(rng.integers(0, 2 ** 63)) if rounding == "stochastic" else 0
     out = np.empty(x.shape, dtype=np.float32)
-    _quantize_signed_flat(flat, 1.0 / np.float64(scale), float(qmax), rounding == "stochastic", seed,
-                          out.reshape(-1))
+    _quantize_flat(flat, 1.0 / np.float64(scale), -float(qmax), float(qmax), rounding == "stochastic", seed,
+                   out.reshape(-1))
+    return out, scale
+
+
+def quantize_unsigned(x, bits, rounding="nearest", rng=None, scale_mode="float"):
+    """Per-tensor unsigned quantization of a non-negative tensor: codes in ``[0, 2**b - 1]``,
+    ``max(x)`` on the top code (the counterpart of :func:`quantize_signed`, one bit finer)."""
+    bits = check_bits(bits)
+    _check_choice("rounding", rounding, ROUNDINGS)
+    x = np.asarray(x, dtype=np.float32)
+    if bits == 32:
+        _check_choice("scale_mode", scale_mode, SCALE_MODES)
+        return x.copy(), np.float32(1.0)
+    qmax = unsigned_max(bits)
+    flat = np.ascontiguousarray(x).reshape(-1)
+    record("quantize_scale", "quantize_unsigned", x.size)
+    record(_round_kind(rounding), "quantize_unsigned", _round_ops(rounding) * x.size)
+    scale = np.float32(_finish_scale(float(_absmax(flat)) if x.size else 0.0, qmax, scale_mode))
+    if rounding == "stochastic" and rng is None:
+        raise ValueError("stochastic rounding needs a numpy Generator `rng`")
+    seed = int(rng.integers(0, 2 ** 63)) if rounding == "stochastic" else 0
+    out = np.empty(x.shape, dtype=np.float32)
+    _quantize_flat(flat, 1.0 / np.float64(scale), 0.0, float(qmax), rounding == "stochastic", seed,
+                   out.reshape(-1))
     return out, scale
 
 
@@ -272,7 +316,7 @@ def _absmax(x):
 
 
 @njit(parallel=True, cache=True)
-def _quantize_signed_flat(x, inv_scale, qmax, stochastic, seed, out):
+def _quantize_flat(x, inv_scale, lo, hi, stochastic, seed, out):
     """One fused pass: scale, round (nearest-even or stochastic), clip, store float32 codes.
 
     Stochastic uniforms come from :func:`_uniform`, so the result does not depend on threading.
@@ -284,10 +328,10 @@ def _quantize_signed_flat(x, inv_scale, qmax, stochastic, seed, out):
             q = np.floor(v + _uniform(base, i))
         else:
             q = np.rint(v)
-        if q > qmax:
-            q = qmax
-        elif q < -qmax:
-            q = -qmax
+        if q > hi:
+            q = hi
+        elif q < lo:
+            q = lo
         out[i] = np.float32(q)
 
 
@@ -354,9 +398,66 @@ class FixedPoint:
         """``w <- sat(w + round(delta))``; returns the new float32 value."""
         delta = np.asarray(delta, dtype=np.float32)
         if self.bits == 32:
+            record("update_master", "FixedPoint.apply", delta.size)
             self._value = (self._value + delta).astype(np.float32)
             return self._value
         # q is integer, so rounding delta/step equals rounding the new sum.
+        record("update_master", "FixedPoint.apply", (MASTER_OPS + (2 if rounding == "stochastic" else 0)) * delta.size)
         dq = _round(delta.astype(np.float64) / self.step, rounding, rng)
         self.q = np.clip(self.q + dq.astype(np.int64), -self.qmax, self.qmax)
         return self.value
+
+
+def _code_dtype(bits: int, signed: bool):
+    """The narrowest numpy type that holds ``bits``-bit codes (float32 at 32 bits: plain values)."""
+    if bits == 32:
+        return np.float32
+    if bits <= 8:
+        return np.int8 if signed else np.uint8
+    return np.int16 if signed else np.uint16
+
+
+class QuantStore:
+    """A tensor a core keeps in SRAM at ``bits``: integer codes plus one float32 scale.
+
+    Why a class: the optimizer's moments and the gradient accumulators are
+    state the chip holds between steps, and the ledger must cost exactly what
+    the engine holds. The codes live in the narrowest integer type that fits
+    (``int8`` for 8 bits), so a test can see the width; ``bits == 32`` keeps
+    float32 values and no scale. :meth:`store` quantizes (per tensor, with the
+    rounding mode given), :meth:`load` dequantizes (one multiply per element,
+    costed as ``dequantize``). ``signed=False`` for non-negative tensors.
+    """
+
+    def __init__(self, shape, bits, signed=True, rounding="nearest", scale_mode="float"):
+        self.bits = check_bits(bits)
+        _check_choice("rounding", rounding, ROUNDINGS)
+        self.signed, self.rounding, self.scale_mode = bool(signed), rounding, scale_mode
+        self.codes = np.zeros(shape, dtype=_code_dtype(self.bits, self.signed))
+        self.scale = np.float32(1.0)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes on chip: packed codes, plus the float32 scale when quantized."""
+        return (self.codes.size * self.bits + 7) // 8 + (4 if self.bits < 32 else 0)
+
+    def store(self, x, rng=None) -> None:
+        if self.bits == 32:
+            self.codes = np.asarray(x, dtype=np.float32).copy()
+            return
+        quantize = quantize_signed if self.signed else quantize_unsigned
+        q, self.scale = quantize(x, self.bits, self.rounding, rng, self.scale_mode)
+        self.codes = q.astype(self.codes.dtype)
+
+    def load(self) -> np.ndarray:
+        if self.bits == 32:
+            return self.codes
+        record("dequantize", "QuantStore.load", self.codes.size)
+        return self.codes.astype(np.float32) * self.scale
+
+    def state(self) -> dict:
+        return {"codes": self.codes, "scale": float(self.scale)}
+
+    def load_state(self, d) -> None:
+        self.codes = np.asarray(d["codes"], dtype=self.codes.dtype).reshape(self.codes.shape)
+        self.scale = np.float32(d["scale"])

@@ -108,12 +108,31 @@ def headline(summary: dict) -> list:
         ("step latency", f"{tim['latency_us']:.1f} µs for {chip['samples']} samples"),
         ("throughput", f"{tim['throughput_samples_per_s']:.0f} samples/s at {chip['chip']['clock_mhz']:g} MHz"),
         ("energy per sample", f"{en['per_sample']['total_pj'] / 1e6:.3f} µJ "
-                              f"(MAC {en['per_sample']['mac_pj'] / 1e6:.3f}, SRAM {en['per_sample']['sram_pj'] / 1e6:.3f}, "
-                              f"NoC {en['per_sample']['noc_pj'] / 1e6:.3f})"),
+                              f"(MAC {en['per_sample']['mac_pj'] / 1e6:.3f}, vector {en['per_sample']['vector_pj'] / 1e6:.3f}, "
+                              f"SRAM {en['per_sample']['sram_pj'] / 1e6:.3f}, NoC {en['per_sample']['noc_pj'] / 1e6:.3f})"),
+        ("largest energy shares", ", ".join(f"{k} {100 * v / en['total_pj']:.0f}%"
+                                            for k, v in list(en["by_op"].items())[:4]) if en["total_pj"] else "-"),
         ("NoC traffic", f"{sum(chip['noc']['tag_bytes'].values()) / 1024:.1f} KiB per step, "
                         f"{chip['noc']['byte_hops'] / 1024:.1f} KiB·hops"),
+        ("whole-batch memory (one pool)", f"{chip['pool']['whole_batch']['peak_bytes'] / 1024:.1f} KiB, "
+                                          "chip-independent"),
     ]
+    inf = summary.get("inference")
+    if inf:
+        out.append(("inference of one sample", f"{inf['latency_us']:.1f} µs, {inf['energy_pj'] / 1e6:.3f} µJ "
+                                               f"({inf['passes']} pass{'es' if inf['passes'] > 1 else ''})"))
     return out
+
+
+def by_op_rows(summary: dict) -> list:
+    """Per work kind: energy over the step and core cycles (summed over cores), with shares of the total."""
+    en, busy = summary["chip"]["energy"]["by_op"], summary["chip"]["timing"]["busy_cycles_by_op"]
+    tot_e, tot_c = sum(en.values()) or 1.0, sum(busy.values()) or 1.0
+    kinds = list(en) + [k for k in busy if k not in en]
+    return [{"op kind": k, "energy (µJ/step)": f"{en.get(k, 0.0) / 1e6:.4f}",
+             "energy share": f"{100 * en.get(k, 0.0) / tot_e:.1f}%",
+             "core cycles": f"{busy.get(k, 0.0):.0f}", "cycle share": f"{100 * busy.get(k, 0.0) / tot_c:.1f}%"}
+            for k in kinds]
 
 
 def write_run(out_dir: str, summary: dict, chip, history: list | None) -> dict:
@@ -172,7 +191,8 @@ def markdown(summary: dict, chip, layer_rows: list, history: list | None) -> str
               "## Memory by category (sum over cores, each core at its own peak)", "",
               _md_table([{"category": c, "KiB": f"{v / 1024:.1f}"} for c, v in cd["ledger"]["totals_by_category"].items()
                          if v], ["category", "KiB"]), "",
-              f"Memory mode `{cd['ledger']['mode']}`; micro-batch {cd['micro_batch']}.", "",
+              f"Micro-batch {cd['micro_batch']}. Chip-independent whole-batch demand (every tensor of the batch "
+              f"in one pool, the GPU-style measure): {cd['pool']['whole_batch']['peak_bytes'] / 1024:.1f} KiB.", "",
               "## Work per layer and sample", "", _md_table(layer_rows, list(layer_rows[0].keys())), "",
               "## Timing", "",
               f"One step of {cd['samples']} samples takes {cd['timing']['latency_cycles']:.0f} cycles "
@@ -185,5 +205,16 @@ def markdown(summary: dict, chip, layer_rows: list, history: list | None) -> str
                         ["tag", "KiB per step"]), "", "![links](link_traffic.png)", "",
               "## Energy per sample", "",
               _md_table([{"part": k, "µJ": f"{v / 1e6:.4f}"} for k, v in cd["energy"]["per_sample"].items()],
-                        ["part", "µJ"]), ""]
+                        ["part", "µJ"]), "",
+              "## Energy and cycles by op kind (one step)", "",
+              "Every kernel the engine executed, priced per unit and width (`chipsim/work.py`); SRAM and NoC "
+              "energy are their own rows. Cycles are core cycles summed over the cores.", "",
+              _md_table(by_op_rows(summary), ["op kind", "energy (µJ/step)", "energy share", "core cycles",
+                                              "cycle share"]), ""]
+    inf = summary.get("inference")
+    if inf:
+        lines += ["## Inference of one sample", "",
+                  f"{inf['passes']} pass{'es' if inf['passes'] > 1 else ''} through the blocks "
+                  f"({'goodness under every label' if inf['passes'] > 1 else 'one forward pass'}), on the "
+                  f"training mapping: {inf['latency_us']:.1f} µs, {inf['energy_pj'] / 1e6:.4f} µJ.", ""]
     return "\n".join(lines)

@@ -73,15 +73,35 @@ class _Synthetic:
         return self.x_train.shape[1:]
 
 
-def trace_one_step(cfg: LoadedConfig):
-    """Execute one real training step on synthetic input; returns its trace."""
+def _one_step(cfg: LoadedConfig):
+    """A Trainer that has executed one real, traced training step on synthetic input."""
     from .engine.trainer import Trainer
     hw = cfg.hw
     data = _Synthetic(hw.workload.dataset, DATASET_SHAPES[hw.workload.dataset], hw.training.batch_size,
                       hw.training.seed)
     tr = Trainer(hw, cfg.model, data)
     tr.train_step(data.x_train, data.y_train, record=True)
-    return tr.trace
+    return tr
+
+
+def trace_one_step(cfg: LoadedConfig):
+    """Execute one real training step on synthetic input; returns its trace."""
+    return _one_step(cfg).trace
+
+
+def cost_inference(trainer, x_one, hw, mapping) -> dict:
+    """Cost the inference of one test sample on the cores the training step was mapped to.
+
+    Goodness decoding runs the sample under every label (C passes through the
+    blocks), BP one pass; the engine executes it and the chip costs its trace.
+    """
+    from .chip import simulate_on
+    from .engine.inference import trace_inference
+    trace = trace_inference(trainer.net, x_one, trainer.is_bp, hw.learning.decode_last_k)
+    rep = simulate_on(trace, hw, mapping)
+    return {"passes": 1 if trainer.is_bp else trainer.net.num_classes, "latency_cycles": rep.latency_cycles,
+            "latency_us": rep.latency_us, "energy_pj": rep.energy.total_pj, "energy": rep.energy.to_dict(),
+            "busy_cycles_by_op": dict(sorted(rep.schedule.busy_by_kind.items(), key=lambda kv: -kv[1]))}
 
 
 def map(config, overrides=(), out_dir: str | None = None, write: bool = True) -> RunResult:  # noqa: A001
@@ -90,10 +110,11 @@ def map(config, overrides=(), out_dir: str | None = None, write: bool = True) ->
     from .report import write_run
     cfg = config if isinstance(config, LoadedConfig) else load_config(config, tuple(overrides))
     t0 = time.perf_counter()
-    trace = trace_one_step(cfg)
-    chip = simulate(trace, cfg.hw)
+    trainer = _one_step(cfg)
+    chip = simulate(trainer.trace, cfg.hw)
     summary = _base_summary(cfg)
     summary.update(chip=chip.to_dict(), training=None, accounting_seconds=time.perf_counter() - t0,
+                   inference=cost_inference(trainer, trainer.data.x_test[:1], cfg.hw, chip.mapping),
                    scale_note="mapping only: one engine step on synthetic input of the dataset's shape; no training.")
     files = {}
     if write:
@@ -134,6 +155,7 @@ def run(config, overrides=(), out_dir: str | None = None, progress: bool = True,
     result = trainer.run(progress=progress, checkpoint_dir=out_dir if write else None)
     t0 = time.perf_counter()
     chip = simulate(result.trace, hw)
+    inference = cost_inference(trainer, data.x_test[:1], hw, chip.mapping)
     sim_seconds = time.perf_counter() - t0
     history = [h.__dict__ for h in result.history]
     summary = _base_summary(cfg)
@@ -143,7 +165,7 @@ def run(config, overrides=(), out_dir: str | None = None, progress: bool = True,
                   "train_seconds": result.train_seconds, "history": history,
                   "train_samples": int(len(data.y_train)), "test_samples": int(len(data.y_test)),
                   "negatives": trainer.negatives if not trainer.is_bp else None},
-        chip=chip.to_dict(), accounting_seconds=sim_seconds,
+        chip=chip.to_dict(), inference=inference, accounting_seconds=sim_seconds,
         scale_note=(f"trained on {len(data.y_train)} samples of {wl.dataset} for {len(history)} epoch(s) on "
                     f"a CPU; chip figures are for one step of {hw.training.batch_size} samples on the modelled "
                     f"{hw.chip.name} chip."))

@@ -5,7 +5,7 @@ costs only this trace. That is what keeps memory, traffic, time and energy
 honest: a change to a learning rule changes what the engine executes, hence the
 trace, hence every figure -- there is no per-rule formula that could drift.
 
-Format (version 1), small on purpose:
+Format (version 2), small on purpose:
 
 * ``layers``: the logical layers (blocks, plus BP's classifier head). Each has
   ``units`` -- the size of the axis along which the mapper may split it across
@@ -25,12 +25,16 @@ Format (version 1), small on purpose:
     - ``replicated``: every slice holds a full copy (e.g. a multicast input);
     - ``reduce``: every slice holds a full-size *partial* (grad-input, partial
       goodness) that must be summed onto the layer's first slice.
-* ``ops``: in program order. ``kind`` is one of ``KINDS``. ``macs`` is the total
-  over the step, at operand widths ``bits = (a, b)``; it splits across slices in
-  proportion to units (every kernel here is linear in the output units).
-  ``scope`` is ``sample`` (runs once per sample; ``macs`` covers all samples)
-  or ``step`` (once per step, e.g. the optimizer update). ``reads`` and
-  ``writes`` are buffer ids: dependencies and liveness both come from them.
+* ``ops``: in program order. ``kind`` is one of ``KINDS``: what the op is in
+  the dataflow (a forward, an error sent down, an update ...). ``work`` is
+  what it executed: one ``chipsim.work.Work`` per kernel call the engine made
+  for it (kernel kind, operations, operand widths, and whether a split layer's
+  slices share it by units or each do it in full), logged by the kernels
+  themselves (``chipsim.work``) and attached by the tracer. Counts are totals
+  over the step. ``macs`` is the op's multiply-accumulates (its ``mac``-unit
+  work). ``scope`` is ``sample`` (runs once per sample; ``work`` covers all
+  samples) or ``step`` (once per step, e.g. the optimizer update). ``reads``
+  and ``writes`` are buffer ids: dependencies and liveness both come from them.
   A ``send`` op moves ``nbytes`` from ``layer`` to ``dst_layer`` (tag in
   ``tag``); it reads the source buffer and writes the received copy.
   A ``select`` op marks the rows of a layer's kept buffers that stay live
@@ -44,7 +48,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-TRACE_VERSION = 1
+from .work import MAC, Work
+
+TRACE_VERSION = 2
 
 CATEGORIES = (
     "weights",            # compute copy at weight_bits
@@ -58,7 +64,9 @@ CATEGORIES = (
     "gradients",          # error signals and gradient accumulators
     "noc_buffers",        # send / receive staging
 )
-KINDS = ("fwd", "goodness", "loss", "grad_x", "grad_w", "feedback", "update", "send", "select")
+KINDS = ("fwd", "goodness", "loss", "grad_x", "grad_w", "feedback", "update", "send", "select", "decode")
+# the op kinds that only move data or mark liveness: they execute no kernel
+NO_WORK = ("send", "select")
 TAGS = ("activation", "error", "goodness", "label")
 SCOPES = ("persistent", "step", "sample")
 SPLITS = ("units", "replicated", "reduce")
@@ -89,14 +97,24 @@ class Op:
     layer: int
     kind: str
     name: str
-    macs: int = 0
-    bits: tuple = (32, 32)
+    work: tuple = ()          # chipsim.work.Work items: what the op executed
     scope: str = "sample"
     reads: tuple = ()
     writes: tuple = ()
     dst_layer: Optional[int] = None
     nbytes: int = 0
     tag: Optional[str] = None
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of the op (its MAC-array work)."""
+        return sum(w.count for w in self.work if w.unit == MAC)
+
+    @property
+    def bits(self) -> tuple:
+        """Operand widths of its widest MAC work ((32, 32) if it has none): for display."""
+        macs = [w.bits for w in self.work if w.unit == MAC]
+        return max(macs, key=max) if macs else (32, 32)
 
 
 @dataclass
@@ -112,6 +130,11 @@ class Trace:
     def macs(self, kind: str | None = None, layer: int | None = None) -> int:
         return sum(o.macs for o in self.ops
                    if (kind is None or o.kind == kind) and (layer is None or o.layer == layer))
+
+    def work_count(self, kind: str | None = None, layer: int | None = None) -> int:
+        """Operations of work kind ``kind`` (``chipsim.work.KINDS``), over all ops or one layer's."""
+        return sum(w.count for o in self.ops if layer is None or o.layer == layer
+                   for w in o.work if kind is None or w.kind == kind)
 
     def bytes_by_category(self, scope: str | None = None) -> dict:
         out = {c: 0 for c in CATEGORIES}
@@ -133,8 +156,10 @@ class Trace:
         s = self.samples
         bufs = [b if b.scope != "sample" else Buffer(b.id, b.layer, b.name, b.category, -(-b.nbytes // s),
                                                       b.scope, b.split) for b in self.buffers]
-        ops = [o if o.scope != "sample" else Op(o.id, o.layer, o.kind, o.name, -(-o.macs // s), o.bits, o.scope,
-                                                o.reads, o.writes, o.dst_layer, -(-o.nbytes // s), o.tag)
+        ops = [o if o.scope != "sample" else Op(o.id, o.layer, o.kind, o.name,
+                                                tuple(w if w.per_instance else w._replace(count=-(-w.count // s))
+                                                      for w in o.work),
+                                                o.scope, o.reads, o.writes, o.dst_layer, -(-o.nbytes // s), o.tag)
                for o in self.ops]
         return Trace(samples=1, layers=list(self.layers), buffers=bufs, ops=ops, version=self.version)
 
@@ -149,8 +174,8 @@ class Trace:
     def from_dict(cls, d: dict) -> "Trace":
         if d.get("version") != TRACE_VERSION:
             raise ValueError(f"trace version {d.get('version')} is not supported (expected {TRACE_VERSION})")
-        ops = [Op(**{**o, "bits": tuple(o["bits"]), "reads": tuple(o["reads"]),
-                     "writes": tuple(o["writes"])}) for o in d["ops"]]
+        ops = [Op(**{**o, "work": tuple(Work(w[0], w[1], w[2], tuple(w[3]), *w[4:]) for w in o["work"]),
+                     "reads": tuple(o["reads"]), "writes": tuple(o["writes"])}) for o in d["ops"]]
         return cls(samples=d["samples"], layers=[Layer(**x) for x in d["layers"]],
                    buffers=[Buffer(**x) for x in d["buffers"]], ops=ops)
 
@@ -184,13 +209,19 @@ class TraceRecorder:
         return bid
 
     def op(self, layer: int, kind: str, name: str, macs: int = 0, bits=(32, 32), scope: str = "sample",
-           reads=(), writes=(), dst_layer=None, nbytes: int = 0, tag=None) -> int:
+           reads=(), writes=(), dst_layer=None, nbytes: int = 0, tag=None, work=()) -> int:
+        """Append an op. ``work``: the Work items it executed. ``macs``/``bits`` is a shorthand for
+        hand-built traces: one generic ``mac`` item of that many multiply-accumulates."""
         if not self.enabled:
             return -1
         assert kind in KINDS and scope in ("sample", "step"), (kind, scope)
+        work = tuple(work)
+        if macs:
+            work += (Work("mac", name, int(macs), tuple(int(b) for b in bits)),)
+        assert not (work and kind in NO_WORK), (kind, work)
         oid = len(self.trace.ops)
-        self.trace.ops.append(Op(oid, layer, kind, name, int(macs), tuple(int(b) for b in bits), scope,
-                                 tuple(reads), tuple(writes), dst_layer, int(nbytes), tag))
+        self.trace.ops.append(Op(oid, layer, kind, name, work, scope, tuple(reads), tuple(writes), dst_layer,
+                                 int(nbytes), tag))
         return oid
 
     def send(self, src_layer: int, dst_layer: int, name: str, src_buffer: int, dst_buffer: int,

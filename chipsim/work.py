@@ -20,6 +20,13 @@ Counts:
   operations, ``elements x operations per element``; each kernel states its
   operations per element where it is wrapped.
 
+Where the work runs on a layer split across cores (``chipsim.chip.mapping``
+splits a layer by output units): ``units`` work is shared among the slices
+in proportion to their units (a weighted sum, ReLU on the slice's outputs);
+``replicated`` work is done in full by every slice (normalising the input
+that every slice holds whole, finishing a full-size partial error before it
+is reduced). The engine says which, around the calls, with :func:`split`.
+
 Widths are what the engine really computed on: the bound a weighted sum
 proved exact (``int_bound``, see ``chipsim.kernels.exact``) gives its operand
 widths; a float32 operand is 32 bits; a kernel fed quantized values says so
@@ -49,10 +56,12 @@ KINDS = {
     "dense_grad_weight": (MAC, "dense weight gradient"),
     "dense_grad_input": (MAC, "dense input gradient (error to the block below)"),
     "goodness": (MAC, "goodness: sum of squares of a block output"),
+    "mac": (MAC, "multiply-accumulates of a hand-built trace (no kernel behind them)"),
     # vector unit
-    "bn_forward": (VECTOR, "batch norm, training: batch statistics, normalisation, running-stat update"),
+    "bn_forward": (VECTOR, "batch norm, training: batch statistics and normalisation"),
     "bn_eval": (VECTOR, "batch norm with running statistics"),
     "bn_backward": (VECTOR, "batch norm backward"),
+    "bn_running_stats": (VECTOR, "batch norm running-statistics update"),
     "relu": (VECTOR, "ReLU"),
     "relu_backward": (VECTOR, "ReLU backward (mask)"),
     "maxpool": (VECTOR, "max-pool forward (compares)"),
@@ -62,16 +71,24 @@ KINDS = {
     "quantize": (VECTOR, "quantisation: scale, round to nearest, clip"),
     "quantize_stochastic": (VECTOR, "quantisation with stochastic rounding (one PRNG draw per element)"),
     "quantize_weights": (VECTOR, "weight requantisation from the master copy (per-channel scale)"),
+    "dequantize": (VECTOR, "integer accumulator or stored codes times their scale"),
     "loss": (VECTOR, "per-block loss and its gradient"),
     "update_optimizer": (VECTOR, "optimizer arithmetic (momentum / Adam moments)"),
     "update_master": (VECTOR, "fixed-point master-weight update with rounding"),
     "embedding_grad_scatter": (VECTOR, "label-embedding gradient: scatter-add of rows by label"),
+    "error_sum": (VECTOR, "sum of the errors several losses send to one block output"),
+    "decode": (VECTOR, "inference decision: argmax over the class scores"),
     "feedback_regenerate": (VECTOR, "DF-R feedback weights regenerated from a seed (PRNG draws)"),
 }
 
 
+SPLITS = ("units", "replicated")
+
+
 class Work(NamedTuple):
     """One kernel call: ``count`` operations of ``kind`` on operands of widths ``bits``.
+
+    ``split``: how the work lands on a split layer's slices (see the module docstring).
 
     ``per_instance``: the count is paid once per execution of the op (per
     micro-batch instance on the chip), not shared among its samples -- e.g.
@@ -82,6 +99,7 @@ class Work(NamedTuple):
     kernel: str
     count: int
     bits: tuple
+    split: str = "units"
     per_instance: bool = False
 
     @property
@@ -101,14 +119,14 @@ class WorkLog:
 
 
 _ACTIVE: WorkLog | None = None
+_SPLIT = "units"
 REGISTRY: dict = {}          # kernel name -> kind, of every function wrapped by ``costed``
 
 
 @contextmanager
-def open_log(log: WorkLog | None = None):
-    """Log every costed kernel call inside the block into ``log`` (a new one if None)."""
+def open_log(log: WorkLog | None):
+    """Log every costed kernel call inside the block into ``log``; ``None``: log nothing (untraced steps)."""
     global _ACTIVE
-    log = log if log is not None else WorkLog()
     prev, _ACTIVE = _ACTIVE, log
     try:
         yield log
@@ -120,11 +138,23 @@ def logging_active() -> bool:
     return _ACTIVE is not None
 
 
+@contextmanager
+def split(how: str):
+    """Work logged inside the block is done ``how`` on a split layer (``units`` or ``replicated``)."""
+    global _SPLIT
+    assert how in SPLITS, how
+    prev, _SPLIT = _SPLIT, how
+    try:
+        yield
+    finally:
+        _SPLIT = prev
+
+
 def record(kind: str, kernel: str, count: int, bits=(32,), per_instance: bool = False) -> None:
     """Log work that is not one wrapped function call (an engine step written inline)."""
     if _ACTIVE is not None and count:
         assert kind in KINDS, kind
-        _ACTIVE.items.append(Work(kind, kernel, int(count), tuple(int(b) for b in bits), per_instance))
+        _ACTIVE.items.append(Work(kind, kernel, int(count), tuple(int(b) for b in bits), _SPLIT, per_instance))
 
 
 def bits_of_bound(int_bound) -> tuple:
@@ -158,12 +188,14 @@ def costed(kind: str, count, bits=None, per_instance: bool = False):
                 bound.apply_defaults()
                 a = SimpleNamespace(**bound.arguments)
                 n = int(count(a, out))
+                if n == 0:                    # an identity (e.g. 32-bit quantisation): nothing executed
+                    return out
                 if bits is not None:
                     w = bits(a, out)
                 else:
                     w = getattr(a, "bits", 32)
                 w = tuple(int(b) for b in (w if isinstance(w, tuple) else (w,)))
-                log.items.append(Work(kind, name, n, w, per_instance))
+                log.items.append(Work(kind, name, n, w, _SPLIT, per_instance))
             return out
         wrapper.__wrapped_kind__ = kind
         return wrapper

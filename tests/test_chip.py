@@ -13,7 +13,7 @@ import random
 import numpy as np
 import pytest
 
-from chipsim.chip import ChipSpec, simulate, split_units
+from chipsim.chip import ChipSpec, simulate, split_units, whole_batch
 from chipsim.chip.eventloop import heap_pop, heap_push
 from chipsim.chip.mapping import map_trace
 from chipsim.chip.noc import Links, route_ids
@@ -30,8 +30,9 @@ def hwconfig(rows=2, cols=2, sram_kib=1.0, memory_mode="streaming", strategy="fi
     return build(HwConfig, {
         "chip": {"name": "toy", "mesh": {"rows": rows, "cols": cols}, "clock_mhz": 100,
                  "core": {"sram_kib": sram_kib, "macs_per_cycle": {4: 4, 8: 2, 16: 1},
-                          "energy_pj": {"mac": {4: 1.0, 8: 2.0, 16: 4.0}, "sram_read_byte": 0.5,
-                                        "sram_write_byte": 1.0}},
+                          "vector_ops_per_cycle": {32: 8},
+                          "energy_pj": {"mac": {4: 1.0, 8: 2.0, 16: 4.0}, "vector_op": {32: 0.5},
+                                        "sram_read_byte": 0.5, "sram_write_byte": 1.0}},
                  "noc": {"link_bytes_per_cycle": 2, "hop_latency_cycles": 1, "energy_pj": {"byte_hop": 0.25}}},
         "workload": {"model": os.path.join(ROOT, "models", "dense3.yaml")},
         "mapping": {"strategy": strategy, "memory_mode": memory_mode, "micro_batch": micro_batch},
@@ -133,15 +134,16 @@ def test_dense3_by_hand():
     assert [r["cores"] for r in rep.mapping_table()] == ["0", "1", "3"]
 
 
-def test_dense3_whole_batch_ledger_by_hand():
-    # program order positions: fwd0 0, send0 1, fwd1 2, send1 3, grad_w1 4, update1 5, fwd2 6;
-    # a buffer lives [first toucher, last toucher + 1) with the whole batch's bytes:
-    #   core0: w0 16 + x0 [0,1) 16 + y0 [0,2) 8 = 40
-    #   core1: at 4: w1 16 + x1 [1,5) 8 + y1 [2,5) 8 + acc1 [4,6) 16 = 48
-    #   core3: at 6: w2 8 + x2 [3,7) 8 + y2 [6,7) 4 = 20
-    rep = simulate(dense3_trace(), hwconfig(memory_mode="whole-batch"))
-    assert {c: m.peak_bytes for c, m in rep.ledger.cores.items()} == {0: 40, 1: 48, 3: 20}
-    assert rep.latency_cycles == 59                       # timing does not depend on the memory mode
+def test_dense3_whole_batch_pool_by_hand():
+    # program order: fwd0 0, send0 1, fwd1 2, send1 3, grad_w1 4, update1 5, fwd2 6; each tensor once, whole
+    # batch, live from its first to its last toucher: x0 [0,0] 16, y0 [0,1] 8, x1 [1,4] 8, y1 [2,4] 8,
+    # x2 [3,6] 8, acc1 [4,5] 16, y2 [6,6] 4; persistent w0 16 + w1 16 + w2 8 = 40.
+    # live per op: 24, 16, 16, 24, 40 (x1 y1 x2 acc1), 24, 12 -> peak 40 + 40 at op 4
+    pool = whole_batch(dense3_trace())
+    assert (pool.peak_bytes, pool.peak_op, pool.persistent_bytes) == (80, 4, 40)
+    assert {c: v for c, v in pool.at_peak.items() if v} == {"weights": 40, "act_update": 24, "gradients": 16}
+    rep = simulate(dense3_trace(), hwconfig())
+    assert rep.pool == pool and rep.to_dict()["pool"]["whole_batch"]["peak_bytes"] == 80
 
 
 # ----------------------------------------------------------------------------- BP vs local rule
@@ -201,11 +203,19 @@ def test_bp_holds_more_sram_than_local_and_gap_widens_with_depth():
     assert gaps[0] < gaps[1] < gaps[2]
 
 
-def test_whole_batch_mode_counts_every_sample():
-    hw = hwconfig(rows=3, cols=4, sram_kib=64, memory_mode="whole-batch")
-    led = simulate(chain_trace(3, 16, False), hw).ledger
-    # block 1: w 256 + x 256 + y 256 + dy 256 + acc 256 all live at grad_w -> 1280 B
-    assert led.cores[1].peak_bytes == 1280
+def test_whole_batch_pool_does_not_depend_on_the_chip():
+    """The pool counts each tensor once, whatever the mapping replicates or however samples stream, and
+    exists even where the chip cannot hold the model."""
+    t = chain_trace(3, 16, False)
+    roomy = simulate(t, hwconfig(rows=3, cols=4, sram_kib=64))
+    split = simulate(t, hwconfig(rows=3, cols=4, sram_kib=0.35))          # layers split over several cores
+    assert split.mapping.counts != roomy.mapping.counts
+    assert roomy.pool == split.pool == whole_batch(t)
+    with pytest.raises(MappingError):
+        simulate(t, hwconfig(rows=1, cols=2, sram_kib=64))               # 3 layers, 2 cores
+    # the local rule's block 1 at its grad_w: w 256 + x 256 + y 256 + dy 256 + acc 256, plus the other
+    # blocks' weights (2 x 256) and block 2's input arriving (256): at least 1280 live
+    assert whole_batch(t).peak_bytes >= 1280
 
 
 # ----------------------------------------------------------------------------- mapping

@@ -37,8 +37,10 @@ chip:
   core:
     sram_kib: 256
     macs_per_cycle: {4: 256, 8: 64, 16: 16, 32: 4}
+    vector_ops_per_cycle: {8: 64, 16: 32, 32: 16}
     energy_pj:
       mac: {4: 0.03, 8: 0.1, 16: 0.4, 32: 2.3}
+      vector_op: {8: 0.06, 16: 0.38, 32: 1.15}
       sram_read_byte: 0.6
       sram_write_byte: 0.8
   noc:
@@ -103,7 +105,7 @@ CASES = [
     Case("unknown-key-depth3", ("chip.mesh.rowz", "did you mean 'rows'", "allowed here: rows, cols"),
          replace=R("rows: 4", "rowz: 4")),
     Case("unknown-key-depth4", ("chip.core.energy_pj.sram_red_byte", "did you mean 'sram_read_byte'",
-                                "allowed here: mac, sram_read_byte, sram_write_byte"),
+                                "allowed here: mac, vector_op, sram_read_byte, sram_write_byte"),
          replace=R("sram_read_byte", "sram_red_byte")),
     Case("unknown-key-no-hint", ("precision.zzz", "unknown key", "allowed here: weight_bits"),
          replace=R("  weight_bits: 4\n", "  weight_bits: 4\n  zzz: 1\n")),

@@ -14,14 +14,29 @@ import torch.nn.functional as F
 from chipsim.config import Learning, Precision
 from chipsim.engine import losses as L
 from chipsim.engine.network import Network
-from chipsim.engine.rules import bp_step, local_step
+from chipsim.engine.rows import LabelledRows
+from chipsim.engine.rules import bp_step, compose, local_step
 from chipsim.engine.tracing import StepTracer
 from chipsim.engine.optim import SGD
+from chipsim.engine.trainer import training_state
 from chipsim.modelspec import Block, ModelSpec
 from chipsim.trace import TraceRecorder
 from torch_reference import torch_block
 
 FP32 = Precision(weight_bits=32, activation_bits=32, gradient_bits=32, update_bits=32, rounding="nearest")
+def df_step(net, x, labels, negatives, strategy, learning, tracer=None):
+    """One DF step of ``strategy`` on given negatives (rounding seed 0)."""
+    tracer = tracer or StepTracer(TraceRecorder(len(x), enabled=False), net, SGD(), {}, False)
+    rule = compose(strategy, "df", learning, negatives.shape[1])
+    return local_step(net, rule, LabelledRows.with_negatives(net, x, labels, negatives), 0,
+                      np.random.default_rng(0), tracer)
+
+
+def set_feedback(net, seed=1):
+    for i, b in enumerate(net.blocks[1:]):
+        b.set_feedback(seed + i, stored=True)
+
+
 MODEL = ModelSpec(name="t", blocks=(Block(type="conv", channels=4, pool=2),
                                     Block(type="conv", channels=6, kernel=3, padding=0),
                                     Block(type="dense", units=5)))
@@ -66,13 +81,15 @@ def test_cross_entropy_matches_torch():
 
 # ----------------------------------------------------------------- torch reference
 def torch_df_grads(net, x, labels, negatives, strategy, learning, fixed_stats=False):
-    ws = [torch.tensor(b.master.value, requires_grad=True) for b in net.blocks]
-    emb = torch.tensor(net.embedding.value, requires_grad=True)
-    fbs = [None] + [torch.tensor(b.feedback[0] * b.feedback[1].reshape((-1,) + (1,) * (b.feedback[0].ndim - 1)))
-                    if b.feedback is not None else None for b in net.blocks[1:]]
+    """The reference in float64, so that the comparison measures the engine's float32 error only."""
+    f64 = dict(dtype=torch.float64)
+    ws = [torch.tensor(b.master.value, requires_grad=True, **f64) for b in net.blocks]
+    emb = torch.tensor(net.embedding.value, requires_grad=True, **f64)
+    fbs = [None] + [torch.tensor(b.feedback[0] * b.feedback[1].reshape((-1,) + (1,) * (b.feedback[0].ndim - 1)),
+                                 **f64) if b.feedback is not None else None for b in net.blocks[1:]]
     reps = negatives.shape[1] + 1
     lab = np.concatenate([labels[:, None], negatives], 1).reshape(-1)
-    a0 = torch.cat([torch.tensor(np.repeat(x, reps, 0)), emb[torch.tensor(lab)][:, None]], 1)
+    a0 = torch.cat([torch.tensor(np.repeat(x, reps, 0), **f64), emb[torch.tensor(lab)][:, None]], 1)
     specs = [b.spec for b in net.blocks]
     outs_detached = []
     total = 0
@@ -103,12 +120,9 @@ def test_local_step_matches_torch(strategy, bn_backward):
     negatives = (labels[:, None] + 1 + np.array([[0, 1, 2]])) % 4
     net = Network(MODEL, (1, 12, 12), 4, FP32, seed=0, with_label=True, with_head=False, bn_backward=bn_backward)
     if strategy == "df-r":
-        fb_rng = np.random.default_rng(9)
-        for b in net.blocks[1:]:
-            b.set_feedback(fb_rng)
+        set_feedback(net)
     learning = Learning(margin=1.0, reg_lambda=0.1)
-    tracer = StepTracer(TraceRecorder(5, enabled=False), net, SGD(), False, True)
-    res = local_step(net, x, labels, negatives, "df", strategy, learning, 0, np.random.default_rng(0), tracer)
+    res = df_step(net, x, labels, negatives, strategy, learning)
     ref_w, ref_e = torch_df_grads(net, x, labels, negatives, strategy, learning,
                                   fixed_stats=bn_backward == "fixed-stats")
     for l, (ours, ref) in enumerate(zip(res.grads["blocks"], ref_w)):
@@ -126,12 +140,8 @@ def test_dfr_differs_from_dfo_only_below_the_top():
     for s in ("df-o", "df-r"):
         net = Network(MODEL, (1, 12, 12), 4, FP32, seed=0, with_label=True, with_head=False)
         if s == "df-r":
-            fb = np.random.default_rng(9)
-            for b in net.blocks[1:]:
-                b.set_feedback(fb)
-        tracer = StepTracer(TraceRecorder(4, enabled=False), net, SGD(), False, True)
-        grads[s] = local_step(net, x, labels, negatives, "df", s, Learning(), 0, np.random.default_rng(0),
-                              tracer).grads["blocks"]
+            set_feedback(net)
+        grads[s] = df_step(net, x, labels, negatives, s, Learning()).grads["blocks"]
     np.testing.assert_allclose(grads["df-o"][-1], grads["df-r"][-1], rtol=1e-6)
     assert not np.allclose(grads["df-o"][0], grads["df-r"][0], rtol=1e-3)
 
@@ -142,7 +152,7 @@ def test_bp_step_matches_torch(bn_backward):
     x = rng.uniform(0, 1, (6, 1, 12, 12)).astype(np.float32)
     labels = rng.integers(0, 4, 6)
     net = Network(MODEL, (1, 12, 12), 4, FP32, seed=0, with_label=False, with_head=True, bn_backward=bn_backward)
-    tracer = StepTracer(TraceRecorder(6, enabled=False), net, SGD(), True, True)
+    tracer = StepTracer(TraceRecorder(6, enabled=False), net, SGD(), {}, True)
     res = bp_step(net, x, labels, 0, np.random.default_rng(0), tracer)
     ws = [torch.tensor(b.master.value, requires_grad=True) for b in net.layers()]
     a = torch.tensor(x)
@@ -158,21 +168,20 @@ def test_bp_step_matches_torch(bn_backward):
 @pytest.mark.parametrize("strategy", ["greedy", "df-o", "df-r"])
 def test_step_where_no_row_gets_an_error_yields_zero_gradients(strategy, monkeypatch):
     """DF with every margin met and lambda = 0: no row is kept, nothing is back-propagated, no crash."""
-    from chipsim.engine import rules
+    from chipsim.engine import objectives
 
     def satisfied(name, gp, gn, learning):
         return 0.0, np.zeros_like(gp), np.zeros_like(gn)
-    monkeypatch.setattr(rules, "goodness_loss", satisfied)
+    monkeypatch.setattr(objectives, "goodness_loss", satisfied)
     rng = np.random.default_rng(6)
     x = rng.uniform(0, 1, (3, 1, 12, 12)).astype(np.float32)
     labels = rng.integers(0, 4, 3)
     negatives = (labels[:, None] + 1 + np.array([[0, 1]])) % 4
     net = Network(MODEL, (1, 12, 12), 4, FP32, seed=0, with_label=True, with_head=False, bn_backward="fixed-stats")
     if strategy == "df-r":
-        for b in net.blocks[1:]:
-            b.set_feedback(np.random.default_rng(9))
+        set_feedback(net)
     rec = TraceRecorder(3)
-    res = local_step(net, x, labels, negatives, "df", strategy, Learning(), 0, np.random.default_rng(0),
-                     StepTracer(rec, net, SGD(), False, True))
+    opt, acc = training_state(net, FP32, "sgd", 0.0)
+    res = df_step(net, x, labels, negatives, strategy, Learning(), StepTracer(rec, net, opt, acc, False))
     assert all(not g.any() for g in res.grads["blocks"]) and not res.grads["embedding"].any()
     assert rec.trace.macs("grad_w") == 0 and rec.trace.macs("grad_x") == 0

@@ -14,9 +14,12 @@ import pytest
 
 from chipsim.config import Learning, Precision
 from chipsim.engine.network import Network
-from chipsim.engine.optim import Adam
-from chipsim.engine.rules import bp_step, local_step
+from chipsim.engine.rows import LabelledRows
+from chipsim.engine.rules import bp_step, compose, local_step
 from chipsim.engine.tracing import StepTracer
+from chipsim.engine.trainer import training_state
+from chipsim.engine.update import apply_gradients
+from chipsim.work import open_log
 from chipsim.modelspec import Block, ModelSpec
 from chipsim.trace import Trace, TraceRecorder, nbytes_of
 
@@ -39,20 +42,25 @@ def _net(strategy, bn_backward="batch-stats", prec=P4):
                    bn_backward=bn_backward)
 
 
-def _step(strategy, bn_backward="batch-stats", prec=P4):
+def _step(strategy, bn_backward="batch-stats", prec=P4, feedback_stored=True):
+    """The trace of one real step (forward, losses, errors, gradients, Adam update) of ``strategy``."""
     x, labels, negatives = _inputs()
     net = _net(strategy, bn_backward, prec)
     if strategy == "df-r":
-        for b in net.blocks[1:]:
-            b.set_feedback(np.random.default_rng(1))
+        for i, b in enumerate(net.blocks[1:]):
+            b.set_feedback(1 + i, stored=feedback_stored)
     rec = TraceRecorder(samples=2)
-    tracer = StepTracer(rec, net, Adam(), strategy == "bp", feedback_stored=True)
-    if strategy == "bp":
-        bp_step(net, x, labels, 0, np.random.default_rng(2), tracer)
-    else:
-        local_step(net, x, labels, negatives, "df", strategy, Learning(), 0, np.random.default_rng(2), tracer)
-    for layer in net.layers():
-        tracer.update(layer)
+    opt, acc = training_state(net, prec, "adam")
+    tracer = StepTracer(rec, net, opt, acc, strategy == "bp")
+    rng = np.random.default_rng(2)
+    with open_log(tracer.log):
+        if strategy == "bp":
+            res = bp_step(net, x, labels, 0, rng, tracer)
+        else:
+            rows = LabelledRows.with_negatives(net, x, labels, negatives)
+            res = local_step(net, compose(strategy, "df", Learning(), 3), rows, 0, rng, tracer)
+        apply_gradients(net, res.grads, 1e-3, opt, acc, prec, rng, tracer)
+        tracer.close()
     return rec.trace
 
 
@@ -65,11 +73,13 @@ def test_df_o_trace_matches_hand_counts():
     assert t.macs("grad_x") == 6912 + 960 + 36864
     assert t.macs("feedback") == 0
     assert [t.macs("goodness", l) for l in range(3)] == [8 * 64, 8 * 24, 8 * 5]
-    assert t.macs("update") == (72 + 216 + 120) + 4 * 64          # one MAC per weight + embedding
+    assert t.macs("update") == 0                                  # the optimizer runs on the vector unit
     b = t.bytes_by_category()
     assert b["weights"] == (36 + 4 * 4) + (108 + 6 * 4) + (60 + 5 * 4)      # 4-bit codes + fp32 scales
     assert b["master_weights"] == 2 * (72 + 216 + 120)                       # 16-bit
-    assert b["optimizer_state"] == 2 * 2 * (72 + 216 + 120)                  # Adam m, v at 16 bits
+    # Adam's m and sqrt(v) at optimizer_bits = 16 (2 + 2 bytes per value), one float32 scale per stored
+    # tensor, for the 3 weight tensors and the embedding
+    assert b["optimizer_state"] == (2 + 2) * (72 + 216 + 120 + 4 * 64) + 2 * 4 * 4
     assert b["bn_params"] == 8 * (2 + 4 + 24)                                # running mean+var fp32/feature
     assert b["label_embedding"] == 4 * 64 * 2
     assert b["feedback_weights"] == 0
@@ -117,7 +127,8 @@ def test_df_r_uses_feedback_instead_of_true_weights():
     t = _step("df-r")
     assert t.macs("feedback") == 6912 + 960
     assert t.macs("grad_x") == 36864                              # only the embedding's grad-input remains
-    assert t.bytes_by_category()["feedback_weights"] == 108 + 60  # 4-bit random kernels of blocks 1 and 2
+    # 4-bit random kernels of blocks 1 and 2, with a float32 scale per output channel
+    assert t.bytes_by_category()["feedback_weights"] == 108 + 60 + 4 * (6 + 5)
     fb_ops = [o for o in t.ops if o.kind == "feedback"]
     fb_bufs = {b.id for b in t.buffers if b.category == "feedback_weights"}
     weights = {b.id for b in t.buffers if b.category == "weights"}

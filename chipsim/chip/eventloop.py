@@ -61,6 +61,7 @@ class Graph(NamedTuple):
 class Work(NamedTuple):
     """What each op costs on this mapping: core cycles, transfers, reductions."""
     cycles: np.ndarray      # (n_ops,) cycles of the slowest slice, per sample (sample ops) or per step
+    fixed: np.ndarray       # (n_ops,) cycles of the slowest slice paid once per instance (whatever its samples)
     send_bytes: np.ndarray  # (n_ops,) bytes a send op moves over the step
     send_tag: np.ndarray    # (n_ops,) its tag's row in the Links tag table
     send_ptr: np.ndarray    # CSR per op: flows of a send (one per sending slice) ...
@@ -237,7 +238,7 @@ def run(g, w, net):
         if j < n_inst:
             for k in range(g.credit_ptr[d], g.credit_ptr[d + 1]):
                 release(g.credit[k], j, t, d, i, True)
-        te = t + w.cycles[d] * (1.0 if g.is_step[d] else g.groups[i])
+        te = t + w.cycles[d] * (1.0 if g.is_step[d] else g.groups[i]) + w.fixed[d]
         core_free[L] = te
         last_op[L], last_inst[L] = d, i
         tasks[c[2], 0], tasks[c[2], 1], tasks[c[2], 2], task_start[c[2]] = d, i, L, t

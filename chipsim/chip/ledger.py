@@ -10,14 +10,13 @@ Lifetimes (intervals are half-open [start, end): a buffer freed at t and one
 allocated at t never coexist; a zero-length lifetime still counts at its instant):
 * ``persistent``: always live.
 * ``step``: from the first start of an op touching it to the last end of one.
-* ``sample``, ``streaming`` mode: one copy per micro-batch instance, live from
+* ``sample``: one copy per micro-batch instance, live from
   the earliest start to the latest end of that instance's touching ops in the
   timing schedule (an op that only reads it releases it when its compute ends;
   one that writes it holds it until its result is delivered, e.g. reduced);
   bytes = nbytes / samples * samples in the instance.
-* ``sample``, ``whole-batch`` mode (the GPU-style measurement): the whole
-  batch's nbytes are live from the first to the last touching op in program
-  order (time = op index); ``step`` buffers likewise.
+The GPU-style measure (everything of the batch resident in one pool) does
+not depend on a chip at all and is ``chipsim.chip.pool``.
 Bytes land on a layer's slices by ``split``: ``units`` in proportion to the
 slice's units, ``replicated``/``reduce`` in full on every slice. A layer owns
 its cores exclusively (see ``mapping``), so a core's ledger is its layer's
@@ -82,7 +81,6 @@ class CoreMemory:
 @dataclass
 class Ledger:
     capacity: int                    # bytes of SRAM per core
-    mode: str
     cores: dict                      # core id -> CoreMemory
     curves: dict = field(repr=False, default_factory=dict)  # layer index -> LayerCurve
 
@@ -122,21 +120,16 @@ def _touch_pairs(trace):
     return a[:, 0], a[:, 1], a[:, 2].astype(bool)
 
 
-def _lifetimes(trace, mode: str, sched):
+def _lifetimes(trace, sched):
     """Every touched non-persistent buffer's copies: (buffer ids, copies, t0, t1, bytes).
 
     One row per buffer, in id order; t0, t1, bytes are (n_buffers, width)
     arrays of which the first ``copies[row]`` columns are real: the
-    micro-batch instances of a ``sample`` buffer in streaming mode, else the
-    single copy in column 0.
+    micro-batch instances of a ``sample`` buffer, else the single copy in column 0.
     """
     bufs, ops, writes = _touch_pairs(trace)
     ids, first = np.unique(bufs, return_index=True)
     nbytes = np.array([float(trace.buffers[b].nbytes) for b in ids])
-    if mode == "whole-batch":
-        t0 = np.minimum.reduceat(ops, first).astype(float)[:, None]
-        t1 = (np.maximum.reduceat(ops, first) + 1).astype(float)[:, None]
-        return ids, np.ones(len(ids), dtype=np.int64), t0, t1, nbytes[:, None]
     t0 = np.minimum.reduceat(sched.start[ops], first, axis=0)
     # a writer holds a buffer until its result is delivered, a reader until its compute ends
     t1 = np.maximum.reduceat(np.where(writes[:, None], sched.end[ops], sched.cend[ops]), first, axis=0)
@@ -146,13 +139,13 @@ def _lifetimes(trace, mode: str, sched):
     return ids, np.where(step, 1, t0.shape[1]), t0, t1, nb
 
 
-def _events(trace, mode: str, sched, lay, col):
+def _events(trace, sched, lay, col):
     """Allocation (+bytes at t0) and free (-bytes at t1) events of every buffer copy, sorted by
     (layer, time, frees before allocations, buffer order): (layer, time, column, bytes) arrays.
 
     t1 is nudged past t0 so that a zero-length lifetime still counts at its instant.
     """
-    ids, copies, t0, t1, nb = _lifetimes(trace, mode, sched)
+    ids, copies, t0, t1, nb = _lifetimes(trace, sched)
     t1 = np.where(t1 > t0, t1, np.nextafter(t0, np.inf))
     width = t0.shape[1]
     row, copy = np.nonzero(np.arange(width) < copies[:, None])
@@ -166,8 +159,8 @@ def _events(trace, mode: str, sched, lay, col):
     return ev_layer[order], ev_time[order], col[ids][ev_row][order], ev_bytes[order]
 
 
-def layer_curves(trace, mode: str, sched=None) -> dict:
-    """LayerCurve per layer index. ``sched`` (timing.Schedule) is needed in streaming mode.
+def layer_curves(trace, sched) -> dict:
+    """LayerCurve per layer index, over the timing schedule ``sched`` (timing.Schedule).
 
     Vectorised over buffers, because the mapper rebuilds the curves after
     every split: the events of all layers are built and sorted at once; a
@@ -181,7 +174,7 @@ def layer_curves(trace, mode: str, sched=None) -> dict:
     base = np.zeros((len(pos), 2 * _NC))
     np.add.at(base, (lay[persistent], col[persistent]), np.array([float(b.nbytes) for b in B])[persistent])
 
-    ev_layer, ev_time, ev_col, ev_bytes = _events(trace, mode, sched, lay, col)
+    ev_layer, ev_time, ev_col, ev_bytes = _events(trace, sched, lay, col)
     bounds = np.searchsorted(ev_layer, np.arange(len(pos) + 1))
     curves = {}
     for l, p in pos.items():
@@ -197,8 +190,8 @@ def layer_curves(trace, mode: str, sched=None) -> dict:
     return curves
 
 
-def build_ledger(trace, mapping, capacity: int, mode: str, sched=None) -> Ledger:
-    curves = layer_curves(trace, mode, sched)
+def build_ledger(trace, mapping, capacity: int, sched) -> Ledger:
+    curves = layer_curves(trace, sched)
     cores = {}
     for li, curve in curves.items():
         cache = {}
@@ -210,4 +203,4 @@ def build_ledger(trace, mapping, capacity: int, mode: str, sched=None) -> Ledger
                                        peak_time=float(curve.times[k]),
                                        at_peak={c: float(at[i]) for i, c in enumerate(CATEGORIES)},
                                        max_by_category={c: float(mx[i]) for i, c in enumerate(CATEGORIES)})
-    return Ledger(capacity=capacity, mode=mode, cores=cores, curves=curves)
+    return Ledger(capacity=capacity, cores=cores, curves=curves)

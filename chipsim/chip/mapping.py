@@ -102,13 +102,12 @@ def place(layers, counts, spec: ChipSpec, strategy: str = "fit") -> Mapping:
 
 def _evaluate(trace, hw, spec, counts, strategy):
     m = place(trace.layers, counts, spec, strategy)
-    mode = hw.mapping.memory_mode
-    sched = schedule(trace, spec, m, hw.mapping.micro_batch) if mode == "streaming" else None
-    return m, sched, build_ledger(trace, m, spec.sram_bytes, mode, sched)
+    sched = schedule(trace, spec, m, hw.mapping.micro_batch)
+    return m, sched, build_ledger(trace, m, spec.sram_bytes, sched)
 
 
 def fit(trace, hw, spec: ChipSpec | None = None):
-    """(Mapping, Schedule or None, Ledger) of the first mapping that fits; raises MappingError."""
+    """(Mapping, Schedule, Ledger) of the first mapping that fits; raises MappingError."""
     spec = spec or ChipSpec.from_hw(hw)
     strategy = hw.mapping.strategy
     layers = trace.layers
@@ -188,7 +187,7 @@ def _message(trace, hw, spec, m, mem, cores_needed) -> str:
     head = (f"chip {spec.name}: layer {layer.name!r} (layer {layer.index}, {layer.units} units"
             f"{f', slice {mem.slice} of {n}' if n > 1 else ''}) does not fit core {mem.core} (row {r}, col {c}): "
             f"peak {_kib(mem.peak_bytes)} [{cats}] > {_kib(spec.sram_bytes)} SRAM "
-            f"(chip.core.sram_kib={spec.sram_bytes / KIB:g}, memory_mode={hw.mapping.memory_mode})")
+            f"(chip.core.sram_kib={spec.sram_bytes / KIB:g})")
     fixes = []
     if cores_needed is not None:
         fixes.append(f"use a chip with at least {cores_needed} cores (the layers need ~{cores_needed} "

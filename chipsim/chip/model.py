@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .energy import Energy, step_energy
-from .ledger import Ledger
+from .ledger import Ledger, build_ledger
+from .pool import PoolMemory, whole_batch
 from .mapping import Mapping, fit
 from .noc import send_plan
 from .spec import ChipSpec
-from .timing import Schedule, schedule
+from .timing import Schedule, op_cycles, schedule
 
 GANTT_ROWS_IN_JSON = 20000
 
@@ -28,6 +29,7 @@ class ChipReport:
     schedule: Schedule
     energy: Energy
     micro_batch: int
+    pool: PoolMemory         # the chip-independent whole-batch demand of the same trace
 
     # ------------------------------------------------------------ timing
     @property
@@ -59,20 +61,22 @@ class ChipReport:
     def gantt_rows(self) -> list:
         """One row per (core, op instance): core, row, col, layer, op, kind, instance, start, end (cycles)."""
         rows, ops, S = [], self.trace.ops, self.trace.samples
+        cyc = {}
         for layer in self.mapping.layers:
             sl = self.mapping.slices_of(layer.index)
             pos = self.mapping.layer_pos[layer.index]
             for d, i, t in self.schedule.tasks[pos]:
                 o = ops[d]
-                if not o.macs:
+                if d not in cyc:
+                    cyc[d] = op_cycles(o, S, self.spec, self.mapping)
+                if cyc[d] is None:
                     continue
-                work = o.macs if o.scope == "step" else o.macs / S * self.schedule.groups[i]
-                per = work / self.spec.mpc(o.bits)
-                for s in sl:
+                n = 1.0 if o.scope == "step" else self.schedule.groups[i]
+                for s, per, fixed in zip(sl, *cyc[d]):
                     rows.append({"core": s.core, "row": s.coord[0], "col": s.coord[1], "layer": layer.index,
                                  "op": o.name, "kind": o.kind,
                                  "instance": None if o.scope == "step" else i,
-                                 "start": t, "end": t + per * s.fraction})
+                                 "start": t, "end": t + per * n + fixed})
         return rows
 
     # ------------------------------------------------------------ NoC
@@ -127,7 +131,7 @@ class ChipReport:
                                     "slices": [{"core": s.core, "coord": list(s.coord), "units": [s.lo, s.hi]}
                                                for s in self.mapping.slices_of(l.index)]}
                                    for l in self.mapping.layers]},
-            "ledger": {"mode": led.mode, "capacity_bytes": led.capacity, "peak_core": led.peak_core,
+            "ledger": {"capacity_bytes": led.capacity, "peak_core": led.peak_core,
                        "peak_bytes": led.peak_bytes, "total_peak_bytes": led.total_peak_bytes(),
                        "totals_by_category": led.totals(),
                        "cores": {str(c): {"layer": m.layer, "slice": m.slice, "peak_bytes": m.peak_bytes,
@@ -139,11 +143,13 @@ class ChipReport:
             "timing": {"latency_cycles": self.latency_cycles, "latency_us": self.latency_us,
                        "throughput_samples_per_s": self.throughput, "instances": self.schedule.n_inst,
                        "busy_cycles": {str(c): v for c, v in self.busy().items()},
+                       "busy_cycles_by_op": dict(sorted(self.schedule.busy_by_kind.items(), key=lambda kv: -kv[1])),
                        "idle_cycles": {str(c): v for c, v in self.idle().items()},
                        "critical_path": self.critical_path(),
                        "gantt": gantt if len(gantt) <= GANTT_ROWS_IN_JSON else None,
                        "gantt_rows": len(gantt)},
             "energy": self.energy.to_dict(),
+            "pool": {"whole_batch": self.pool.to_dict()},
         }
 
 
@@ -151,8 +157,19 @@ def simulate(trace, hw, spec: ChipSpec | None = None) -> ChipReport:
     """Map ``trace`` onto the chip of ``hw`` and cost one step. Raises MappingError if it cannot fit."""
     spec = spec or ChipSpec.from_hw(hw)
     mapping, sched, led = fit(trace, hw, spec)
-    if sched is None:  # whole-batch memory mode: the fit loop needed no schedule, timing still does
-        sched = schedule(trace, spec, mapping, hw.mapping.micro_batch)
     en = step_energy(trace, spec, mapping, sched.links, sched.n_inst)
     return ChipReport(spec=spec, trace=trace, mapping=mapping, ledger=led, schedule=sched, energy=en,
-                      micro_batch=hw.mapping.micro_batch)
+                      micro_batch=hw.mapping.micro_batch, pool=whole_batch(trace))
+
+
+def simulate_on(trace, hw, mapping: Mapping) -> ChipReport:
+    """Cost ``trace`` on an existing ``mapping`` (e.g. an inference on the cores the training step was
+    mapped to): schedule, ledger and energy, no fitting. Its layers must be layers of the mapping."""
+    spec = mapping.spec
+    sub = Mapping(spec=spec, layers=list(trace.layers), slices={l.index: mapping.slices_of(l.index)
+                                                                 for l in trace.layers}, strategy=mapping.strategy)
+    sched = schedule(trace, spec, sub, hw.mapping.micro_batch)
+    led = build_ledger(trace, sub, spec.sram_bytes, sched)
+    en = step_energy(trace, spec, sub, sched.links, sched.n_inst)
+    return ChipReport(spec=spec, trace=trace, mapping=sub, ledger=led, schedule=sched, energy=en,
+                      micro_batch=hw.mapping.micro_batch, pool=whole_batch(trace))

@@ -14,6 +14,10 @@ Conventions:
 * a bit width missing from a per-width table uses the next wider entry (a
   3-bit multiply runs on the 4-bit datapath); wider than every entry is an
   error, since no datapath could execute it.
+* a core has two units: the MAC array (``macs_per_cycle``, ``energy_pj.mac``)
+  and the vector unit (``vector_ops_per_cycle``, ``energy_pj.vector_op``);
+  ``chipsim.work.KINDS`` says which unit runs each kind of work, and the
+  widest operand of a work item picks the table entry.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ..errors import MappingError
+from ..work import MAC
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,8 @@ class ChipSpec:
     sram_bytes: int
     macs_per_cycle: tuple          # sorted ((bits, MAC/cycle), ...)
     mac_pj: tuple                  # sorted ((bits, pJ), ...)
+    vector_per_cycle: tuple        # sorted ((bits, op/cycle), ...)
+    vector_pj: tuple               # sorted ((bits, pJ), ...)
     sram_read_pj: float            # per byte
     sram_write_pj: float           # per byte
     link_bytes_per_cycle: float
@@ -47,6 +54,8 @@ class ChipSpec:
                    clock_mhz=float(chip.clock_mhz), sram_bytes=int(round(core.sram_kib * 1024)),
                    macs_per_cycle=tuple(sorted((int(k), float(v)) for k, v in core.macs_per_cycle.items())),
                    mac_pj=tuple(sorted((int(k), float(v)) for k, v in core.energy_pj.mac.items())),
+                   vector_per_cycle=tuple(sorted((int(k), float(v)) for k, v in core.vector_ops_per_cycle.items())),
+                   vector_pj=tuple(sorted((int(k), float(v)) for k, v in core.energy_pj.vector_op.items())),
                    sram_read_pj=float(core.energy_pj.sram_read_byte),
                    sram_write_pj=float(core.energy_pj.sram_write_byte),
                    link_bytes_per_cycle=float(noc.link_bytes_per_cycle),
@@ -95,6 +104,26 @@ class ChipSpec:
     def mac_energy(self, bits) -> float:
         """pJ per MAC for operands of widths ``bits`` (the widest operand decides)."""
         return self._lookup(self.mac_pj, max(bits), "energy_pj.mac")
+
+    def rate(self, unit: str, bits) -> float:
+        """Operations per cycle of ``unit`` ("mac" | "vector") on operands of widths ``bits``."""
+        if unit == MAC:
+            return self.mpc(bits)
+        return self._lookup(self.vector_per_cycle, max(bits), "vector_ops_per_cycle")
+
+    def op_energy(self, unit: str, bits) -> float:
+        """pJ per operation of ``unit`` on operands of widths ``bits``."""
+        if unit == MAC:
+            return self.mac_energy(bits)
+        return self._lookup(self.vector_pj, max(bits), "energy_pj.vector_op")
+
+    def work_cycles(self, w) -> float:
+        """Cycles of one ``chipsim.work.Work`` item on one core (all of its count)."""
+        return w.count / self.rate(w.unit, w.bits)
+
+    def work_energy(self, w) -> float:
+        """pJ of one ``chipsim.work.Work`` item (all of its count, once)."""
+        return w.count * self.op_energy(w.unit, w.bits)
 
     def cycles_to_us(self, cycles: float) -> float:
         return cycles / self.clock_mhz

@@ -22,8 +22,11 @@ Model:
   waiting for the backward pass) accumulates.
 * A layer's slices run its ops in lock-step (SPMD): an op instance starts when
   its inputs are ready and all the layer's slices are free; slice i is busy for
-  ``macs * samples_in_group / samples * units_i / units / macs_per_cycle(bits)``
-  cycles; the layer is free again when its slowest slice is. Among ready op
+  the sum over the op's work items (``chipsim.work``) of
+  ``count * samples_in_group / samples * share_i / rate(unit, bits)`` cycles,
+  where ``share_i`` is ``units_i / units`` for ``units`` work and 1 for
+  ``replicated`` work, and a ``per_instance`` item costs its whole count in
+  every instance; the layer is free again when its slowest slice is. Among ready op
   instances a core runs the oldest sample first (then program order), so a
   core finishes old samples before admitting new ones.
 * ``send`` ops use no core cycles; their transfers go through ``noc.Links``.
@@ -64,6 +67,7 @@ class Schedule:
     critical_path: list         # [(op_id, inst, start, end, gate)] first to last
     links: Links
     busy: dict = field(default_factory=dict)   # core -> busy cycles
+    busy_by_kind: dict = field(default_factory=dict)   # work kind -> busy cycles summed over cores
 
     @cached_property
     def tasks(self) -> list:
@@ -95,7 +99,7 @@ def schedule(trace, spec, mapping, micro_batch: int = 1) -> Schedule:
     n_inst = max(1, math.ceil(S / mb))
     groups = [min(mb, S - i * mb) for i in range(n_inst)] if S > 0 else [0]
     g = _graph(trace, mapping, groups)
-    cyc = _cycles(trace, spec, mapping)
+    cyc = [op_cycles(o, trace.samples, spec, mapping) for o in trace.ops]
     links = Links(spec)
     start, end, cend, pred_op, pred_inst, gate, task_ids, task_start = run(
         g, _work(trace, mapping, links, cyc), links.state())
@@ -105,7 +109,7 @@ def schedule(trace, spec, mapping, micro_batch: int = 1) -> Schedule:
     return Schedule(n_inst=n_inst, groups=groups, n_layers=len(mapping.layers), start=start, end=end, cend=cend,
                     latency=float(end.max()) if trace.ops else 0.0, task_ids=task_ids, task_start=task_start,
                     critical_path=_critical_path(start, end, gate, pred_op, pred_inst, g.is_step), links=links,
-                    busy=_busy(trace, mapping, cyc))
+                    busy=_busy(trace, mapping, cyc, n_inst), busy_by_kind=busy_by_kind(trace, spec, mapping, n_inst))
 
 
 def _csr(lists):
@@ -138,7 +142,9 @@ def _graph(trace, mapping, groups) -> Graph:
             else:
                 dep_bcast[w].append(d)
 
-    # flow control: entry op of a layer waits for its consumers' entry op PIPELINE_SLACK instances back
+    # flow control: entry op of a layer waits for its consumers' entry op PIPELINE_SLACK instances back;
+    # the sensor feeds the first layer the same way (a send with no source buffer: a sample enters the
+    # chip only when layer 0 has a receive buffer free for it)
     entry = {}
     for o in ops:
         if o.scope == "sample" and o.kind != "send" and o.layer not in entry:
@@ -147,7 +153,8 @@ def _graph(trace, mapping, groups) -> Graph:
     gated = set()
     for o in ops:
         if o.kind == "send" and o.tag == "activation" and o.dst_layer is not None:
-            u, dn = entry.get(o.layer), entry.get(o.dst_layer)
+            u = o.id if not o.reads else entry.get(o.layer)     # the sensor input gates itself
+            dn = entry.get(o.dst_layer)
             if u is not None and dn is not None and (dn, u) not in gated and dn != u:
                 gated.add((dn, u))
                 credits[dn].append(u)
@@ -160,17 +167,41 @@ def _graph(trace, mapping, groups) -> Graph:
                  *_csr(dep_same), *_csr(dep_step), *_csr(dep_bcast), *_csr(credits))
 
 
-def _cycles(trace, spec, mapping) -> list:
-    """Per op: cycles per sample (sample ops) or per step on each slice of its layer; None if no compute."""
-    S = trace.samples
-    cyc = []
+def _share(w, slices) -> np.ndarray:
+    """Fraction of a work item's count each slice does: its units' share, or all of it (replicated)."""
+    if w.split == "replicated":
+        return np.ones(len(slices))
+    return np.array([s.fraction for s in slices])
+
+
+def op_cycles(op, samples, spec, mapping):
+    """(per-sample cycles, per-instance cycles) of ``op`` on each slice of its layer, or None if it
+    computes nothing. A step op's whole work is 'per sample' with one sample (it runs once)."""
+    if not op.work:
+        return None
+    sl = mapping.slices_of(op.layer)
+    per, fixed = np.zeros(len(sl)), np.zeros(len(sl))
+    div = 1 if op.scope == "step" else max(samples, 1)
+    for w in op.work:
+        c = spec.work_cycles(w) * _share(w, sl)
+        if w.per_instance and op.scope != "step":
+            fixed += c
+        else:
+            per += c / div
+    return per, fixed
+
+
+def busy_by_kind(trace, spec, mapping, n_inst: int) -> dict:
+    """Work kind -> core cycles over the step, summed over all cores that do it."""
+    out = {}
     for o in trace.ops:
-        if o.kind == "send" or o.macs == 0:
-            cyc.append(None)
-            continue
-        per = o.macs / (1 if o.scope == "step" else max(S, 1)) / spec.mpc(o.bits)
-        cyc.append([per * s.fraction for s in mapping.slices_of(o.layer)])
-    return cyc
+        sl = mapping.slices_of(o.layer)
+        for w in o.work:
+            c = spec.work_cycles(w) * float(_share(w, sl).sum())
+            if w.per_instance and o.scope != "step":
+                c *= n_inst
+            out[w.kind] = out.get(w.kind, 0.0) + c
+    return out
 
 
 def _work(trace, mapping, links, cyc) -> Work:
@@ -186,7 +217,8 @@ def _work(trace, mapping, links, cyc) -> Work:
         red.append([(b, links.gather(*reduce_flow(b.layer, mapping))) for b in rb])
     send_ptr, send_flow = _csr([[f for f, _ in p] for p in plans])
     red_ptr, red_flow = _csr([[f for _, f in r] for r in red])
-    return Work(cycles=np.array([max(c) if c else 0.0 for c in cyc]),
+    return Work(cycles=np.array([c[0].max() if c is not None else 0.0 for c in cyc]),
+                fixed=np.array([c[1].max() if c is not None else 0.0 for c in cyc]),
                 send_bytes=np.array([float(o.nbytes) if o.kind == "send" else 0.0 for o in ops]),
                 send_tag=np.array([links.tag_id(o.tag or "untagged") if o.kind == "send" else 0 for o in ops],
                                   dtype=np.int64),
@@ -211,13 +243,13 @@ def _critical_path(start, end, gate, pred_op, pred_inst, is_step) -> list:
     return path
 
 
-def _busy(trace, mapping, cyc) -> dict:
+def _busy(trace, mapping, cyc, n_inst: int) -> dict:
     """core -> cycles its slices compute over the step."""
     busy = {}
     for o, c in zip(trace.ops, cyc):
         if c is None:
             continue
-        k = 1 if o.scope == "step" else trace.samples
-        for sl, ci in zip(mapping.slices_of(o.layer), c):
-            busy[sl.core] = busy.get(sl.core, 0.0) + ci * k
+        k, ki = (1, 0) if o.scope == "step" else (trace.samples, n_inst)
+        for sl, per, fixed in zip(mapping.slices_of(o.layer), *c):
+            busy[sl.core] = busy.get(sl.core, 0.0) + per * k + fixed * ki
     return busy

@@ -36,9 +36,17 @@ import numpy as np
 from .. import kernels as K
 from ..quant import ClippedScale, FixedPoint, quantize_signed, quantize_weights, signed_max
 from ..trace import nbytes_of
+from ..work import record, split
+from .feedback import feedback_weights
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
+
+
+def _rescale(acc, scale, kernel: str):
+    """An integer accumulator (or error) times its scale, as float32: one multiply per element on chip."""
+    record("dequantize", kernel, np.size(acc))
+    return (acc * scale).astype(np.float32)
 
 
 def _int_bound(a_bits: int, b_bits: int):
@@ -106,7 +114,8 @@ class QuantBlock:
         # None: goodness squares the sent output itself, or (``goodness=False``, BP's blocks) is never taken
         self.good_scale = (ClippedScale(self.goodness_bits, signed=False, scale_mode=precision.scale)
                            if self.goodness_bits > precision.activation_bits and goodness and not head else None)
-        self.feedback = None                          # DF-R: (codes, scales), set by the rule
+        self.feedback = None                          # DF-R: (codes, scales) when kept in SRAM
+        self.feedback_seed = None                     # DF-R: the seed they are (re)generated from
         self.requantize()
 
     # ------------------------------------------------------------ parameters
@@ -118,40 +127,51 @@ class QuantBlock:
         """Refresh the compute copy of the weights from the master copy (after each update)."""
         self.wq, self.wscale = quantize_weights(self.master.value, self.prec.weight_bits, self.prec.scale)
 
-    def set_feedback(self, rng):
-        """Draw DF-R's fixed random kernel, of this block's weight shape, at weight_bits."""
-        fan_in = int(np.prod(self.w_shape[1:]))
-        b = rng.uniform(-1, 1, size=self.w_shape).astype(np.float32) * math.sqrt(6.0 / fan_in)
-        self.feedback = quantize_weights(b, self.prec.weight_bits, self.prec.scale)
+    def set_feedback(self, seed: int, stored: bool):
+        """DF-R's fixed random kernel B, of this block's weight shape, at weight_bits, from ``seed``.
+
+        ``stored``: generated once and kept in SRAM (``mapping.feedback_storage: stored``); else
+        regenerated from the seed at every use, which costs PRNG work and no SRAM
+        (``seeded``). Both give the same B.
+        """
+        self.feedback_seed = int(seed)
+        self.feedback = feedback_weights(seed, self.w_shape, self.prec.weight_bits) if stored else None
+
+    def feedback_kernel(self):
+        """(codes, scales) of B: the kept copy, or regenerated now (costed per use)."""
+        if self.feedback is not None:
+            return self.feedback
+        return feedback_weights(self.feedback_seed, self.w_shape, self.prec.weight_bits, regenerate=True)
 
     # ------------------------------------------------------------ forward
     def forward(self, a_in, train: bool):
         """Run the block on a batch; returns (out, cache)."""
         p = self.prec
         x = a_in.reshape(a_in.shape[0], -1) if self.kind == "dense" else a_in
-        if self.use_bn:
-            if train:
-                z, bnc = K.batchnorm_train_forward(x, self.gamma, self.beta, BN_EPS)
-                m = x.size // x.shape[1]
-                self.running_mean += BN_MOMENTUM * (bnc.mean - self.running_mean)
-                self.running_var += BN_MOMENTUM * (bnc.var * (m / max(m - 1, 1)) - self.running_var)
+        with split("replicated"):        # every slice of a split layer holds, and normalises, the whole input
+            if self.use_bn:
+                if train:
+                    z, bnc = K.batchnorm_train_forward(x, self.gamma, self.beta, BN_EPS)
+                    K.batchnorm_update_running(self.running_mean, self.running_var, bnc, BN_MOMENTUM,
+                                               x.size // x.shape[1])
+                else:
+                    z = K.batchnorm_eval_forward(x, self.gamma, self.beta, self.running_mean, self.running_var,
+                                                 BN_EPS)
+                    bnc = None
             else:
-                z = K.batchnorm_eval_forward(x, self.gamma, self.beta, self.running_mean, self.running_var, BN_EPS)
-                bnc = None
-        else:
-            z, bnc = x.astype(np.float32), None
-        zq, zs = self.z_scale.quantize(z, update=train)
+                z, bnc = x.astype(np.float32), None
+            zq, zs = self.z_scale.quantize(z, update=train)
         bound = _int_bound(p.activation_bits, p.weight_bits)
         if self.kind == "conv":
             # keep im2col's columns only when a weight gradient will follow (training)
             res = K.conv2d_forward(zq, self.wq, self.spec.stride, self.spec.padding, int_bound=bound,
                                    keep_cols=train)
             acc, cols = res if train else (res, None)
-            y = (acc * (zs * self.wscale).reshape(1, -1, 1, 1)).astype(np.float32)
+            y = _rescale(acc, (zs * self.wscale).reshape(1, -1, 1, 1), "QuantBlock.forward")
         else:
             cols = None
             acc = K.dense_forward(zq, self.wq, int_bound=bound)
-            y = (acc * (zs * self.wscale).reshape(1, -1)).astype(np.float32)
+            y = _rescale(acc, (zs * self.wscale).reshape(1, -1), "QuantBlock.forward")
         if self.head:
             return y, dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=None, r_shape=y.shape, out=y, cols=None, gsrc=y)
         r = K.relu_forward(y)
@@ -169,10 +189,6 @@ class QuantBlock:
             gsrc = gq * gs if self.goodness_bits != 32 else gq
         cache = dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=argmax, r_shape=r.shape, out=out, cols=cols, gsrc=gsrc)
         return out, cache
-
-    def macs_forward(self, rows: int) -> int:
-        """MACs of the weighted sum for ``rows`` inputs: output elements x reduction length."""
-        return rows * int(np.prod(self.pre_shape)) * int(np.prod(self.w_shape[1:]))
 
     # ------------------------------------------------------------ backward
     def backward_pre(self, g_out, cache):
@@ -198,29 +214,31 @@ class QuantBlock:
                                        int_bound=bound, cols=cache["cols"])
         else:
             acc = K.dense_grad_weight(cache["zq"], gq, int_bound=bound)
-        return (acc * (cache["zs"] * gs)).astype(np.float32)
+        return _rescale(acc, cache["zs"] * gs, "QuantBlock.grad_weight")
 
     def grad_input(self, gy, cache, rng, use_feedback: bool = False):
         """Error at the block *input* (before BN), through W (true) or the random feedback B."""
         p = self.prec
-        wq, ws = self.feedback if use_feedback else (self.wq, self.wscale)
+        wq, ws = self.feedback_kernel() if use_feedback else (self.wq, self.wscale)
         # fold the per-output-channel weight scale into the error so one
         # integer product serves all channels: sum_o (wq_o * s_o) g_o = sum_o wq_o (s_o g_o)
         shape = (1, -1, 1, 1) if self.kind == "conv" else (1, -1)
-        hq, hs = self.quantize_error(gy * ws.reshape(shape), rng)
+        hq, hs = self.quantize_error(_rescale(gy, ws.reshape(shape), "QuantBlock.grad_input"), rng)
         bound = _int_bound(p.gradient_bits, p.weight_bits)
         if self.kind == "conv":
             acc = K.conv2d_grad_input(hq, wq, cache["zq"].shape, self.spec.stride, self.spec.padding,
                                       int_bound=bound)
         else:
             acc = K.dense_grad_input(hq, wq, int_bound=bound)
-        gz = (acc * hs).astype(np.float32)
-        if not self.use_bn:
-            gx = gz
-        elif self.bn_backward == "batch-stats":
-            gx = K.batchnorm_backward(gz, cache["bnc"])[0]
-        else:
-            gx = K.batchnorm_backward_fixed_stats(gz, cache["bnc"])
+        # each slice finishes its full-size partial (both steps are linear in it) before the reduction
+        with split("replicated"):
+            gz = _rescale(acc, hs, "QuantBlock.grad_input")
+            if not self.use_bn:
+                gx = gz
+            elif self.bn_backward == "batch-stats":
+                gx = K.batchnorm_backward(gz, cache["bnc"])[0]
+            else:
+                gx = K.batchnorm_backward_fixed_stats(gz, cache["bnc"])
         return gx.reshape((gx.shape[0],) + self.in_shape)
 
     def select(self, cache, rows, for_weight_grad: bool = True):
@@ -245,10 +263,6 @@ class QuantBlock:
                     argmax=None if cache["argmax"] is None else cache["argmax"][rows],
                     r_shape=(len(rows),) + tuple(cache["r_shape"][1:]), out=cache["out"][rows], cols=cols)
 
-    def macs_grad(self, rows: int) -> int:
-        """grad-weight and grad-input each cost as many MACs as the forward product."""
-        return self.macs_forward(rows)
-
     # ------------------------------------------------------------ storage (bits as stored on chip)
     def stored_bytes(self, cache) -> dict:
         """Bytes of what forward keeps, at the widths a core would store them."""
@@ -267,11 +281,18 @@ class QuantBlock:
         return out
 
     def param_bytes(self) -> dict:
+        """Bytes of the persistent state, from the arrays the block holds, at the widths it holds them."""
         p = self.prec
-        n = int(np.prod(self.w_shape))
-        return dict(weights=nbytes_of(n, p.weight_bits) + 4 * self.units,   # codes + per-channel scales
-                    master=nbytes_of(n, p.update_bits),
-                    bn=2 * 4 * self.gamma.size)                              # running mean, var (fp32)
+        return dict(weights=nbytes_of(self.wq.size, p.weight_bits) + 4 * self.wscale.size,  # codes + scales
+                    master=nbytes_of(self.master.value.size, self.master.bits),
+                    bn=4 * (self.running_mean.size + self.running_var.size))           # float32 statistics
+
+    def feedback_bytes(self) -> int:
+        """Bytes of DF-R's kept feedback kernel (0 when it is regenerated from its seed)."""
+        if self.feedback is None:
+            return 0
+        codes, scales = self.feedback
+        return nbytes_of(codes.size, self.prec.weight_bits) + 4 * scales.size
 
     # ------------------------------------------------------------ checkpoint
     def state(self):
@@ -279,7 +300,7 @@ class QuantBlock:
                     running_mean=self.running_mean.copy(), running_var=self.running_var.copy(),
                     z_scale=self.z_scale.running, out_scale=self.out_scale.running,
                     good_scale=None if self.good_scale is None else self.good_scale.running,
-                    feedback=self.feedback)
+                    feedback_seed=self.feedback_seed, feedback_stored=self.feedback is not None)
 
     def load(self, s):
         self.master = copy.deepcopy(s["master"])
@@ -287,5 +308,6 @@ class QuantBlock:
         self.z_scale.running, self.out_scale.running = s["z_scale"], s["out_scale"]
         if self.good_scale is not None:
             self.good_scale.running = s["good_scale"]
-        self.feedback = s["feedback"]
+        if s["feedback_seed"] is not None:
+            self.set_feedback(s["feedback_seed"], s["feedback_stored"])
         self.requantize()

@@ -54,10 +54,20 @@ class Network:
         """Every trainable layer in order (blocks, then the head if any)."""
         return self.blocks + ([self.head] if self.head is not None else [])
 
+    @property
+    def embedding_learnable(self) -> bool:
+        """Is the label embedding trained (so its gradient, state and update are part of a step)?"""
+        return self.embedding is not None
+
     def input_with_label(self, x, labels):
         """Append the embedding of ``labels`` as one more channel (x is (M,C,H,W))."""
         emb = self.embedding.value[labels]
         return np.concatenate([x, emb[:, None]], axis=1)
+
+    def label_channel(self, gx):
+        """The label channel of an error at block 0's input (rows, C+1, H, W), flattened or not."""
+        c, h, w = self.input_shape
+        return gx.reshape(len(gx), c + 1, h, w)[:, -1]
 
     def state(self):
         return dict(blocks=[b.state() for b in self.layers()],

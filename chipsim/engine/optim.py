@@ -1,83 +1,133 @@
-"""Optimizers on master weights, and the learning-rate schedule.
+"""Optimizers on master weights, with their state kept at ``precision.optimizer_bits``.
 
 The optimizer works on float32 *values* of the master weights; the master
-store (``chipsim.quant`` fixed point at ``update_bits``) rounds each update onto
-its grid, which is what an on-chip fixed-point accumulator would do. State
-(momentum, Adam moments) is what a core must keep in SRAM, so its size is
-exposed to the trace through ``state_numel``.
+store (``chipsim.quant.FixedPoint`` at ``update_bits``) rounds each update onto
+its grid, which is what an on-chip fixed-point accumulator would do.
+
+Its state (SGD's momentum, Adam's moments) is what a core must keep in SRAM
+between steps, so it lives in ``chipsim.quant.QuantStore`` at
+``optimizer_bits`` (32 = float32), allocated when a tensor is registered --
+the trace sizes the ``optimizer_state`` buffers from those very arrays. Each
+step a core reads the stored state, computes the new moments in float32
+registers, uses them for this step's update and writes them back rounded
+(``precision.rounding``). Adam keeps the *square root* of its second moment:
+``v`` spans the square of the gradients' range, which a per-tensor linear code
+cannot hold at 8 bits, while ``sqrt(v)`` has the gradients' own range.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from ..quant import QuantStore
+from ..work import costed
 
-def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
-    """Cosine decay from base_lr to 0 over total_steps (the DF paper's schedule)."""
-    if total_steps <= 1:
-        return base_lr
-    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+SGD_MOMENTUM_OPS = 3     # buf = momentum * buf + g; delta = -lr * buf
+SGD_OPS = 1              # delta = -lr * g
+ADAM_OPS = 12            # m, v updates (3 + 4), sqrt, bias corrections, divide, add eps, scale by lr
 
 
-class SGD:
+class _Optimizer:
+    """State stores per registered tensor key ('w0', 'w1', ..., 'emb')."""
+
+    def __init__(self, bits: int = 32, rounding: str = "nearest", scale_mode: str = "float"):
+        self.bits, self.rounding, self.scale_mode = bits, rounding, scale_mode
+        self.stores: dict = {}
+
+    def _store(self, shape, signed=True) -> QuantStore:
+        return QuantStore(shape, self.bits, signed=signed, rounding=self.rounding, scale_mode=self.scale_mode)
+
+    def state_bytes(self, key) -> int:
+        """Bytes of SRAM the state of ``key`` takes: what the stores hold."""
+        return sum(s.nbytes for s in self.stores.get(key, {}).values())
+
+    def state_dict(self) -> dict:
+        return {"stores": {k: {n: s.state() for n, s in d.items()} for k, d in self.stores.items()},
+                **self._extra_state()}
+
+    def load_state_dict(self, d) -> None:
+        for k, named in d["stores"].items():
+            for n, st in named.items():
+                self.stores[k][n].load_state(st)
+        self._load_extra(d)
+
+    def _extra_state(self) -> dict:
+        return {}
+
+    def _load_extra(self, d) -> None:
+        pass
+
+
+class SGD(_Optimizer):
     """SGD with optional momentum; momentum 0 keeps no state (cheapest on chip)."""
 
-    def __init__(self, momentum: float = 0.0):
+    def __init__(self, momentum: float = 0.0, **kw):
+        super().__init__(**kw)
         self.momentum = momentum
-        self.buf = {}
 
-    def state_numel(self, numel: int) -> int:
-        return numel if self.momentum > 0 else 0
+    def register(self, key, shape) -> None:
+        self.stores[key] = {"momentum": self._store(shape)} if self.momentum > 0 else {}
 
-    def delta(self, key, grad, lr):
-        if self.momentum > 0:
-            b = self.buf.get(key)
-            b = grad.copy() if b is None else self.momentum * b + grad
-            self.buf[key] = b
-            grad = b
-        return (-lr * grad).astype(np.float32)
-
-    def state_dict(self):
-        return {"buf": self.buf}
-
-    def load_state_dict(self, d):
-        self.buf = d["buf"]
+    def delta(self, key, grad, lr, rng=None):
+        return _sgd(self, key, grad, lr, rng)
 
 
-class Adam:
+@costed("update_optimizer", count=lambda a, out: (SGD_MOMENTUM_OPS if a.opt.momentum > 0 else SGD_OPS) * a.grad.size)
+def _sgd(opt, key, grad, lr, rng):
+    g = grad.astype(np.float32)
+    if opt.momentum > 0:
+        st = opt.stores[key]["momentum"]
+        g = opt.momentum * st.load() + g
+        st.store(g, rng)
+    return (-lr * g).astype(np.float32)
+
+
+class Adam(_Optimizer):
     """Adam (Kingma & Ba) with bias correction, as torch.optim.Adam with default betas."""
 
-    def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+    def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, **kw):
+        super().__init__(**kw)
         self.b1, self.b2, self.eps = beta1, beta2, eps
-        self.m, self.v, self.t = {}, {}, {}
+        self.t: dict = {}
 
-    def state_numel(self, numel: int) -> int:
-        return 2 * numel
+    def register(self, key, shape) -> None:
+        self.stores[key] = {"m": self._store(shape), "sqrt_v": self._store(shape, signed=False)}
+        self.t[key] = 0
 
-    def delta(self, key, grad, lr):
-        t = self.t.get(key, 0) + 1
-        self.t[key] = t
-        m = self.m.get(key)
-        v = self.v.get(key)
-        g = grad.astype(np.float32)
-        m = (1 - self.b1) * g if m is None else self.b1 * m + (1 - self.b1) * g
-        v = (1 - self.b2) * g * g if v is None else self.b2 * v + (1 - self.b2) * g * g
-        self.m[key], self.v[key] = m, v
-        mhat = m / (1 - self.b1 ** t)
-        vhat = v / (1 - self.b2 ** t)
-        return (-lr * mhat / (np.sqrt(vhat) + self.eps)).astype(np.float32)
+    def delta(self, key, grad, lr, rng=None):
+        return _adam(self, key, grad, lr, rng)
 
-    def state_dict(self):
-        return {"m": self.m, "v": self.v, "t": self.t}
+    def _extra_state(self) -> dict:
+        return {"t": dict(self.t)}
 
-    def load_state_dict(self, d):
-        self.m, self.v, self.t = d["m"], d["v"], d["t"]
+    def _load_extra(self, d) -> None:
+        self.t = {k: int(v) for k, v in d["t"].items()}
 
 
-def make_optimizer(name: str, momentum: float):
+@costed("update_optimizer", count=lambda a, out: ADAM_OPS * a.grad.size)
+def _adam(opt, key, grad, lr, rng):
+    t = opt.t[key] + 1
+    opt.t[key] = t
+    st = opt.stores[key]
+    g = grad.astype(np.float32)
+    if t == 1:                                   # nothing stored yet: the moments start at zero
+        m = (1 - opt.b1) * g
+        v = (1 - opt.b2) * g * g
+    else:
+        s = st["sqrt_v"].load()
+        m = opt.b1 * st["m"].load() + (1 - opt.b1) * g
+        v = opt.b2 * s * s + (1 - opt.b2) * g * g
+    st["m"].store(m, rng)
+    st["sqrt_v"].store(np.sqrt(v), rng)
+    mhat = m / (1 - opt.b1 ** t)
+    vhat = v / (1 - opt.b2 ** t)
+    return (-lr * mhat / (np.sqrt(vhat) + opt.eps)).astype(np.float32)
+
+
+def make_optimizer(name: str, momentum: float, bits: int = 32, rounding: str = "nearest",
+                   scale_mode: str = "float"):
+    kw = dict(bits=bits, rounding=rounding, scale_mode=scale_mode)
     if name == "adam":
-        return Adam()
+        return Adam(**kw)
     if name == "sgd":
-        return SGD(momentum)
+        return SGD(momentum, **kw)
     raise ValueError(f"unknown optimizer {name!r}; allowed: adam, sgd")

@@ -1,25 +1,39 @@
-"""Learning rules: one training step each, plus decoding.
+"""Learning rules: one training step each (no update applied; the trainer applies the gradients).
 
-* ``local_step`` -- FF, SymBa or DF loss at every block, with the update
-  strategy ``greedy`` (each loss updates its own block), ``df-o`` (OLU: block
-  l's loss also updates block l-1 through the true W_l^T) or ``df-r`` (as df-o,
-  but the error into block l-1 goes through a fixed random kernel B_l, so block
-  l never waits on its own weights: no update lock).
-* ``bp_step`` -- the same blocks plus a linear head and cross-entropy.
+A local rule is a composition of three parts (``LocalRule``), so FF, SymBa,
+greedy DF, DF-O and DF-R are data, not branches of ``local_step``:
+
+* **rows** (``rows.py``): how a sample becomes rows -- a positive and N
+  negatives, or one row;
+* **objective** (``objectives.py``): the per-block loss on the block's
+  output, and the rows it gives an error;
+* **routing** (``routing.py``): which blocks each loss reaches and updates,
+  and the link its error takes into the block below: the true ``W^T``
+  (DF-O) or a fixed random ``B`` (DF-R, so a block never waits on its own
+  weights: no update lock).
+
+``bp_step`` is the baseline: the same blocks plus a linear head and
+cross-entropy, one error walked back through every block.
 
 Execution order is the one a chip would follow, block by block: forward l,
-loss l, error from l into l-1, then block l-1's weight gradient (it now has
-every error it will get). Buffers are therefore dead as soon as the dataflow
-says so, and the trace's liveness is the algorithm's, not an artefact of
-batching everything layer-major.
+loss l, its error down through the blocks it reaches, then the weight
+gradient of every block that no later loss reaches (it has every error it
+will get). Buffers are therefore dead as soon as the dataflow says so, and
+the trace's liveness is the algorithm's, not an artefact of batching.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from .. import kernels as K
 from ..errors import TrainingDiverged
-from .losses import cross_entropy, goodness_loss
+from ..work import record
+from .losses import cross_entropy
+from .objectives import GoodnessObjective
+from .routing import Routing
+from .rows import LabelledRows
 
 
 def _check(value, what: str, layer: int, step: int):
@@ -36,122 +50,138 @@ class StepResult:
         self.loss, self.grads = loss, grads
 
 
-def olu_active(l: int, step: int, schedule: str) -> bool:
-    """Does block l's loss reach block l-1 at this step? (Trifecta alternates pairs.)"""
-    return schedule == "every-step" or (l % 2) == (step % 2)
+@dataclass(frozen=True)
+class LocalRule:
+    rows: object         # rows.LabelledRows | rows.OneRow
+    objective: object    # objectives.GoodnessObjective | ...
+    routing: object      # routing.Routing
+
+    @property
+    def uses_feedback(self) -> bool:
+        return self.routing.link == "random"
 
 
-def _active_rows(dg):
-    """Rows whose loss gradient is non-zero (DF: the positive and the hardest negative)."""
-    return np.flatnonzero(dg)
+def compose(strategy: str, loss: str, learning, negatives: int) -> LocalRule:
+    """A local rule from the config's resolved ``strategy`` and ``loss``: rows, objective, routing."""
+    return LocalRule(rows=LabelledRows(negatives),
+                     objective=GoodnessObjective(loss, learning),
+                     routing=Routing(span=2 if strategy in ("df-o", "df-r") else 1,
+                                     link="random" if strategy == "df-r" else "true",
+                                     olu_schedule=learning.olu_schedule))
 
 
-def local_step(net, x, labels, negatives, loss_name, strategy, learning, step, rng, tracer):
-    """Gradients of one local-rule step (no update applied). Returns StepResult.
+def _last_touch(plan) -> list:
+    """Per block: the last loss (block index) whose error reaches it, or None."""
+    last = [None] * len(plan)
+    for l, reach in enumerate(plan):
+        if reach.updates:
+            for j in range(reach.lowest, l + 1):
+                last[j] = l
+    return last
 
-    ``negatives`` (B, N) are N distinct wrong labels per sample; the positive
-    and its N negatives are stacked sample-major, so row r*(N+1) is sample r's
-    positive.
 
-    With ``bn_backward == "fixed-stats"`` rows are independent in the backward
-    pass, so a block keeps, and back-propagates, only the rows that some loss
-    gives an error: its own loss's and, under DF-O/DF-R, the block above's.
-    Under DF's max loss that is the positive and at most two hardest negatives
-    of the N+1 rows; FF and SymBa give every row an error. With
-    ``"batch-stats"`` every row is kept: the statistics' gradient reaches all.
-    """
-    b, n = negatives.shape
-    reps = n + 1
-    lab = np.concatenate([labels[:, None], negatives], axis=1).reshape(-1)
-    a = net.input_with_label(np.repeat(x, reps, axis=0), lab)
-    rows = a.shape[0]
-    overlap = strategy in ("df-o", "df-r")
-    sparse = net.bn_backward == "fixed-stats"
+def _union(parts):
+    keep = parts[0][1]
+    for _, r, _ in parts[1:]:
+        keep = np.union1d(keep, r)
+    return keep
+
+
+def local_step(net, rule: LocalRule, rows, step, rng, tracer) -> StepResult:
+    """Gradients of one local-rule step on ``rows`` (``rule.rows.make(...)``); ``rng`` rounds."""
     blocks = net.blocks
     L = len(blocks)
+    plan = rule.routing.plan(L, step)
+    last_touch = _last_touch(plan)
+    sparse = net.bn_backward == "fixed-stats"
     caches, grads, losses = [None] * L, [None] * L, []
-    # errors at each block's output, as (rows or None for all rows, error on those rows):
-    # from its own loss, and (DF-O/DF-R) from the block above through W or B
-    own, above = [None] * L, [None] * L
+    # errors at each block's output that update it: (loss, rows or None, error or a function computing it)
+    parts = [[] for _ in range(L)]
     emb_grad = None
-    tracer.sensor_input(x)
-
-    def output_error(j):
-        """Block j's output error on the rows it must keep: (rows or None, error)."""
-        parts = [p for p in (own[j], above[j]) if p is not None]
-        if not sparse:
-            return None, sum(e for _, e in parts)
-        keep = parts[0][0] if len(parts) == 1 else np.union1d(parts[0][0], parts[1][0])
-        err = np.zeros((len(keep),) + blocks[j].out_shape, np.float32)
-        for r, e in parts:
-            err[np.searchsorted(keep, r)] += e
-        return keep, err
+    tracer.sensor_input(rows.x)
 
     def finish(j):
+        """Block j has every error it will get: its weight gradient (and block 0's label embedding's)."""
         nonlocal emb_grad
         blk = blocks[j]
-        if own[j] is None and above[j] is None:       # no loss gave this block an error this step
+        if not parts[j]:                             # no loss updates this block this step
             grads[j] = np.zeros(blk.w_shape, np.float32)
-            if j == 0:
-                emb_grad = np.zeros_like(net.embedding.value)
             caches[j] = None
             return
-        keep, err = output_error(j)
+        src = [p[0] for p in parts[j]]
         cache = caches[j]
-        if keep is not None and len(keep) < rows:
-            cache = blk.select(cache, keep)           # the other rows are dropped here
-            tracer.select(blk, cache)
-        n_rows = rows if keep is None else len(keep)
+        keep = _union(parts[j]) if sparse else None
+        if keep is not None and len(keep) < rows.n:
+            cache = blk.select(cache, keep)          # the other rows are dropped here
+            tracer.select(blk, cache, src)
+        err = _sum_errors(parts[j], keep, rows.n, blk.out_shape)
         gy = blk.backward_pre(err, cache)
         grads[j] = blk.grad_weight(gy, cache, rng)
         _check(grads[j], "weight gradient", j, step)
-        tracer.grad_weight(blk, n_rows)
-        if j == 0:
+        tracer.grad_weight(blk, src)
+        if j == 0 and net.embedding_learnable:
             gx = blk.grad_input(gy, cache, rng)
-            emb_grad = np.zeros_like(net.embedding.value)
-            np.add.at(emb_grad, lab if keep is None else lab[keep], gx[:, -1])
-            tracer.embedding_grad(blk, n_rows)
-        caches[j] = own[j] = above[j] = None      # block j's activations are dead now
+            emb_grad = K.embedding_grad(net.label_channel(gx), rows.row_labels if keep is None else
+                                        rows.row_labels[keep], net.num_classes)
+            tracer.embedding_grad(blk, src)
+        caches[j] = None                             # block j's activations are dead now
+        parts[j] = []
 
+    a = rows.a0
     for l, blk in enumerate(blocks):
         out, cache = blk.forward(a, train=True)
-        g = K.goodness(cache["gsrc"])               # the output, or its wider copy (goodness_bits)
         tracer.forward(blk, cache, goodness=True)
         if l + 1 < L:
             tracer.send_activation(l, l + 1)
-        gg = g.reshape(b, reps)
-        loss, dgp, dgn = goodness_loss(loss_name, gg[:, 0], gg[:, 1:], learning)
-        _check(loss, "loss", l, step)
-        losses.append(loss)
-        tracer.loss(l, rows)
-        dg = np.empty((b, reps), np.float32)
-        dg[:, 0], dg[:, 1:] = dgp, dgn
-        dg = dg.reshape(-1)
         caches[l] = cache
-        r = _active_rows(dg) if sparse else None
-        squared = cache["gsrc"] if r is None else cache["gsrc"][r]   # what goodness squared, on the loss's rows
-        if r is not None and len(r) < rows:
-            tracer.goodness_rows(blk, squared)
-        if r is None or len(r):
-            own[l] = (r, K.goodness_backward(dg if r is None else dg[r], squared))
-        if overlap and l > 0 and own[l] is not None and olu_active(l, step, learning.olu_schedule):
-            below = blocks[l - 1]
-            sub = cache if r is None else blk.select(cache, r, for_weight_grad=False)
-            gy = blk.backward_pre(own[l][1], sub)
-            gx = blk.grad_input(gy, sub, rng, use_feedback=(strategy == "df-r"))
-            tracer.error_down(blk, below, rows if r is None else len(r), use_feedback=(strategy == "df-r"))
-            above[l - 1] = (r, gx.reshape((len(gx),) + below.out_shape))
-        if overlap and l > 0:
-            finish(l - 1)
-        elif not overlap:
-            finish(l)
+        res = rule.objective.evaluate(blk, cache, rows, tracer, sparse)
+        _check(res.value, "loss", l, step)
+        losses.append(res.value)
+        reach = plan[l]
+        if reach.updates and (res.rows is None or len(res.rows)):
+            if l in reach.updates:
+                parts[l].append((l, res.rows, res.error))
+            err, n_rows = None, rows.n if res.rows is None else len(res.rows)
+            for j in range(l, reach.lowest, -1):     # the loss's error, down to the lowest block it reaches
+                upper, below = blocks[j], blocks[j - 1]
+                if err is None:
+                    err = res.error()
+                sub = caches[j] if res.rows is None else upper.select(caches[j], res.rows, for_weight_grad=False)
+                gy = upper.backward_pre(err, sub)
+                gx = upper.grad_input(gy, sub, rng, use_feedback=rule.uses_feedback)
+                tracer.error_down(upper, below, n_rows, use_feedback=rule.uses_feedback, loss=l)
+                err = gx.reshape((len(gx),) + below.out_shape)
+                if j - 1 in reach.updates:
+                    parts[j - 1].append((l, res.rows, err))
+        for j in range(l, -1, -1):
+            if last_touch[j] == l:
+                finish(j)
+            elif last_touch[j] is None and caches[j] is not None:
+                finish(j)
         a = out
-    if overlap:
-        finish(L - 1)
+    if emb_grad is None and net.embedding_learnable:
+        emb_grad = np.zeros_like(net.embedding.value)
+    tracer.close()
     return StepResult(float(np.mean(losses)), dict(blocks=grads, embedding=emb_grad))
 
 
-def bp_step(net, x, labels, step, rng, tracer):
+def _sum_errors(parts, keep, n_rows, out_shape):
+    """The error at a block's output: the sum of what each loss sent, placed on the kept rows."""
+    if len(parts) == 1:
+        _, r, e = parts[0]
+        return e() if callable(e) else e
+    err = np.zeros((n_rows if keep is None else len(keep),) + tuple(out_shape), np.float32)
+    for _, r, e in parts:
+        e = e() if callable(e) else e
+        if keep is None:
+            err += e
+        else:
+            err[np.searchsorted(keep, r)] += e
+        record("error_sum", "local_step", e.size)
+    return err
+
+
+def bp_step(net, x, labels, step, rng, tracer) -> StepResult:
     """Gradients of one backpropagation step through all blocks and the head."""
     layers = net.layers()
     caches = []
@@ -169,52 +199,17 @@ def bp_step(net, x, labels, step, rng, tracer):
     rows = x.shape[0]
     tracer.loss(len(layers) - 1, rows)
     grads = [None] * len(layers)
-    for i in range(len(layers) - 1, -1, -1):
+    last = len(layers) - 1
+    for i in range(last, -1, -1):
         layer = layers[i]
         gyi = layer.backward_pre(g, caches[i])
         grads[i] = layer.grad_weight(gyi, caches[i], rng)
         _check(grads[i], "weight gradient", i, step)
-        tracer.grad_weight(layer, rows)
+        tracer.grad_weight(layer, [last])
         if i > 0:
             below = layers[i - 1]
             g = layer.grad_input(gyi, caches[i], rng).reshape((rows,) + below.out_shape)
-            tracer.error_down(layer, below, rows, use_feedback=False)
+            tracer.error_down(layer, below, rows, use_feedback=False, loss=last)
         caches[i] = None
+    tracer.close()
     return StepResult(loss, dict(blocks=grads, embedding=None))
-
-
-def goodness_scores(net, x, batch: int = 256):
-    """Goodness of every block under every label: array (N, C, L). Eval-mode BN."""
-    c = net.num_classes
-    out = np.empty((x.shape[0], c, net.depth), np.float32)
-    labels_all = np.arange(c)
-    for s in range(0, x.shape[0], batch):
-        xb = x[s:s + batch]
-        m = xb.shape[0]
-        a = net.input_with_label(np.repeat(xb, c, axis=0), np.tile(labels_all, m))
-        for l, blk in enumerate(net.blocks):
-            a, cache = blk.forward(a, train=False)
-            out[s:s + m, :, l] = K.goodness(cache["gsrc"]).reshape(m, c)
-    return out
-
-
-def bp_logits(net, x, batch: int = 512):
-    outs = []
-    for s in range(0, x.shape[0], batch):
-        a = x[s:s + batch]
-        for layer in net.layers():
-            a, _ = layer.forward(a, train=False)
-        outs.append(a)
-    return np.concatenate(outs)
-
-
-def evaluate(net, x, y, rule_is_bp: bool, last_k: int):
-    """Test accuracy; for local rules also per-block accuracy. Returns a dict."""
-    if rule_is_bp:
-        pred = bp_logits(net, x).argmax(axis=1)
-        return {"accuracy": float((pred == y).mean()), "per_block": None}
-    g = goodness_scores(net, x)
-    k = min(last_k, net.depth)
-    pred = g[:, :, -k:].sum(axis=2).argmax(axis=1)
-    per_block = [float((g[:, :, l].argmax(axis=1) == y).mean()) for l in range(net.depth)]
-    return {"accuracy": float((pred == y).mean()), "per_block": per_block}

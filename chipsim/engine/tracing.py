@@ -1,9 +1,16 @@
-"""Turns the engine's kernel calls into trace records (``chipsim.trace``).
+"""Turns what the engine executes into trace records (``chipsim.trace``).
 
-Kept apart from the rules so the step code reads as the algorithm; each method
-here is called right where the engine executes the thing it records, with
-sizes taken from the arrays the engine actually produced (``stored_bytes``)
-and MACs from the shapes it actually multiplied.
+Kept apart from the rules so the step code reads as the algorithm. Each
+method is called right after the engine has run the work it records:
+
+* the *work* of an op (kernel calls, their counts and widths) is not computed
+  here at all -- the kernels log it themselves into the step's
+  ``chipsim.work.WorkLog``, and each method attaches what was logged since the
+  previous record to the op it writes; :meth:`close` checks that nothing was
+  left unattributed;
+* the *buffers* are sized from the arrays the engine actually holds
+  (``stored_bytes``, ``param_bytes``, the optimizer's and the accumulators'
+  ``QuantStore`` s), at the widths it holds them.
 
 Conventions (see ``chipsim.trace``): a block's kept input ``zq`` is
 *replicated* on its slices (every output channel needs the whole input);
@@ -11,55 +18,73 @@ outputs, masks and pool indices are split by units; goodness and grad-input
 are *reduce* partials. Sizes are per step; the first layer's input is the
 8-bit sensor image, stored once per sample (the engine repeats it for the
 negative labels in software, a chip need not).
+
+Errors are tracked per loss: the error that loss ``l`` sends into block ``j``
+arrives in its own receive buffer (``err_in[(j, l)]``), read by block ``j``'s
+weight gradient if loss ``l`` updates ``j`` and by the error it passes further
+down if the loss reaches lower.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..trace import TraceRecorder, nbytes_of
+from ..work import WorkLog
 
 SENSOR_BITS = 8
 
 
 class StepTracer:
-    def __init__(self, rec: TraceRecorder, net, optimizer, rule_is_bp: bool, feedback_stored: bool):
+    def __init__(self, rec: TraceRecorder, net, optimizer, accumulators: dict, rule_is_bp: bool):
         self.rec = rec
         self.on = rec.enabled
+        self.log = WorkLog() if self.on else None
         self.net = net
         self.p = net.prec
         self.act_cat = "act_backward" if rule_is_bp else "act_update"
         self.kept = {}     # layer -> dict of buffer ids kept by forward
         self.inp = {}      # layer -> buffer id of its received input
-        self.err_in = {}   # layer -> buffer id of the error received from above
+        self.err_in = {}   # (layer, loss layer) -> buffer id of the error that loss sent into the layer
         self.dg = {}       # layer -> buffer id of dL/dgoodness (local) or dlogits (head)
         self.params = {}   # layer -> dict of persistent buffer ids
         if not self.on:
             return
-        p = self.p
         for blk in net.layers():
             kind = "head" if blk.head else blk.kind
             rec.layer(blk.index, f"{kind}{blk.index}", blk.units, kind)
             pb = blk.param_bytes()
-            numel = int(np.prod(blk.w_shape))
+            key = f"w{blk.index}"
             ids = dict(
                 weights=rec.buffer(blk.index, "weights", "weights", pb["weights"], "persistent"),
                 master=rec.buffer(blk.index, "master", "master_weights", pb["master"], "persistent"),
-                opt=rec.buffer(blk.index, "optimizer", "optimizer_state",
-                               nbytes_of(optimizer.state_numel(numel), p.update_bits), "persistent"),
-                gacc=rec.buffer(blk.index, "grad_acc", "gradients", 4 * numel, "step"),
+                opt=rec.buffer(blk.index, "optimizer", "optimizer_state", optimizer.state_bytes(key), "persistent"),
+                gacc=rec.buffer(blk.index, "grad_acc", "gradients", accumulators[key].nbytes, "step"),
             )
             if blk.use_bn:
                 ids["bn"] = rec.buffer(blk.index, "bn_stats", "bn_params", pb["bn"], "persistent", "replicated")
-            if blk.feedback is not None and feedback_stored:
-                ids["fb"] = rec.buffer(blk.index, "feedback", "feedback_weights",
-                                       nbytes_of(numel, p.weight_bits), "persistent")
+            if blk.feedback_bytes():
+                ids["fb"] = rec.buffer(blk.index, "feedback", "feedback_weights", blk.feedback_bytes(), "persistent")
             self.params[blk.index] = ids
         if net.embedding is not None:
-            e = net.embedding.value
-            self.params[0]["emb"] = rec.buffer(0, "label_embedding", "label_embedding",
-                                               nbytes_of(e.size, p.update_bits), "persistent", "replicated")
-            self.params[0]["emb_gacc"] = rec.buffer(0, "embedding_grad_acc", "gradients", 4 * e.size,
-                                                    "step", "replicated")
+            par = self.params[0]
+            par["emb"] = rec.buffer(0, "label_embedding", "label_embedding",
+                                    nbytes_of(net.embedding.value.size, net.embedding.bits), "persistent",
+                                    "replicated")
+            if "emb" in accumulators:            # a learned embedding: its optimizer state and accumulator
+                par["emb_opt"] = rec.buffer(0, "label_embedding_optimizer", "optimizer_state",
+                                            optimizer.state_bytes("emb"), "persistent", "replicated")
+                par["emb_gacc"] = rec.buffer(0, "embedding_grad_acc", "gradients", accumulators["emb"].nbytes,
+                                             "step", "replicated")
+
+    def _op(self, layer, kind, name, **kw) -> int:
+        """Record an op with the work the kernels logged since the last record."""
+        return self.rec.op(layer, kind, name, work=self.log.take(), **kw)
+
+    def close(self) -> None:
+        """End of the step: every kernel call must belong to some op."""
+        if self.on and self.log.items:
+            left = sorted({(w.kind, w.kernel) for w in self.log.items})
+            raise AssertionError(f"kernel work not attributed to any trace op: {left}")
 
     # ---------------------------------------------------------------- forward
     def sensor_input(self, x):
@@ -71,6 +96,7 @@ class StepTracer:
         self.inp[0] = bid
 
     def forward(self, blk, cache, goodness: bool):
+        """The block's forward (``blk.forward`` has just run): what it keeps, and its work."""
         if not self.on:
             return
         rec, l = self.rec, blk.index
@@ -84,16 +110,18 @@ class StepTracer:
             ids["gsrc"] = rec.buffer(l, "goodness_input", self.act_cat, sb["gsrc"])
         par = self.params[l]
         reads = [self.inp[l], par["weights"]] + [par[k] for k in ("bn", "emb") if k in par]
-        rows = cache["zq"].shape[0]
-        rec.op(l, "fwd", "forward", macs=blk.macs_forward(rows),
-               bits=(self.p.activation_bits, self.p.weight_bits),
-               reads=reads, writes=tuple(ids[k] for k in ("zq", "mask", "argmax", "out", "gsrc") if k in ids))
+        self._op(l, "fwd", "forward", reads=reads,
+                 writes=tuple(ids[k] for k in ("zq", "mask", "argmax", "out", "gsrc") if k in ids))
         if goodness:
-            ids["g"] = rec.buffer(l, "goodness", "act_update", 4 * rows, "sample", "reduce")
-            rec.op(l, "goodness", "goodness", macs=cache["out"].size,
-                   bits=(blk.goodness_bits, blk.goodness_bits), reads=(ids.get("gsrc", ids["out"]),),
-                   writes=(ids["g"],))
+            ids["g"] = rec.buffer(l, "goodness", "act_update", 4 * cache["zq"].shape[0], "sample", "reduce")
         self.kept[l] = ids
+
+    def goodness(self, blk):
+        """Goodness of the block output (``K.goodness`` has just run)."""
+        if not self.on:
+            return
+        k = self.kept[blk.index]
+        self._op(blk.index, "goodness", "goodness", reads=(k.get("gsrc", k["out"]),), writes=(k["g"],))
 
     def send_activation(self, src, dst):
         if not self.on:
@@ -109,14 +137,14 @@ class StepTracer:
             return
         src = self.kept[l]["g"] if "g" in self.kept[l] else self.kept[l]["out"]
         self.dg[l] = self.rec.buffer(l, "loss_grad", "gradients", 4 * rows, "sample", "replicated")
-        self.rec.op(l, "loss", "loss", reads=(src,), writes=(self.dg[l],))
+        self._op(l, "loss", "loss", reads=(src,), writes=(self.dg[l],))
 
     def goodness_rows(self, blk, kept):
         """Block ``blk``'s own loss has picked the rows it gives an error: the wider copy of the output
         that goodness squared shrinks to them (``kept``, the copy on those rows) at once.
 
         Only that copy is needed by the goodness gradient alone, so it need not wait, as the other kept
-        buffers do (see :meth:`select`), for the block above to say which rows its error reaches.
+        buffers do (see :meth:`select`), for the losses above to say which rows their errors reach.
         """
         if not self.on or "gsrc" not in self.kept[blk.index]:
             return
@@ -127,12 +155,8 @@ class StepTracer:
         rec.op(l, "select", "keep the loss's rows of the goodness copy", reads=(old, self.dg[l]), writes=(new,))
         self.kept[l]["gsrc"] = new
 
-    def select(self, blk, cache):
-        """Block ``blk`` drops the rows no loss gave an error: its kept buffers shrink to ``cache``'s rows.
-
-        The op reads the full buffers (ending their lifetime) and the errors
-        that decided which rows stay, and writes the smaller kept buffers.
-        """
+    def select(self, blk, cache, losses):
+        """Block ``blk`` now knows every row an error reaches (from ``losses``): the others are dropped."""
         if not self.on:
             return
         rec, l = self.rec, blk.index
@@ -146,61 +170,71 @@ class StepTracer:
                                  ("output", "out", "units"), ("pool_index", "argmax", "units")):
             if key in old and key in kept:
                 new[key] = rec.buffer(l, f"{name}_kept_rows", self.act_cat, sb[key], "sample", split)
-        deciders = [b for b in (self.dg.get(l), self.err_in.get(l)) if b is not None]
-        rec.op(l, "select", "drop error-free rows", reads=tuple(old[k] for k in kept if k in old) + tuple(deciders),
-               writes=tuple(new[k] for k in kept if k in new))
+        rec.op(l, "select", "drop error-free rows", reads=tuple(old[k] for k in kept if k in old)
+               + tuple(self._deciders(l, losses)), writes=tuple(new[k] for k in kept if k in new))
         self.kept[l] = new
 
     # ---------------------------------------------------------------- backward
-    def _error_sources(self, l):
-        """What a backward op of layer l reads: its errors, the kept routing (mask, pool index),
-        the kept input, and -- for a goodness loss, whose gradient is 2*out/D -- the output (or the
-        wider copy that goodness squared)."""
-        k = self.kept[l]
-        srcs = [b for b in (self.dg.get(l), self.err_in.get(l)) if b is not None]
-        squared = [k["gsrc"] if "gsrc" in k else k["out"]] if "g" in k else []
-        return srcs + [k[n] for n in ("mask", "argmax", "zq") if n in k] + squared
+    def _deciders(self, l, losses):
+        """The error buffers at layer l's output from ``losses`` (l's own loss: its dL/dgoodness)."""
+        return [self.dg[l] if src == l else self.err_in[(l, src)] for src in losses
+                if (src == l and l in self.dg) or (l, src) in self.err_in]
 
-    def error_down(self, blk, below, rows, use_feedback: bool):
-        """Error from block ``blk`` into the block below (grad-input via W, or DF-R's feedback)."""
+    def _error_sources(self, l, losses, weight_grad: bool):
+        """What a backward op of layer l reads: the errors of ``losses``, the kept routing (mask, pool
+        index), for a goodness loss (gradient 2*out/D) the output or the wider copy goodness squared,
+        and -- for the weight gradient, or an error through batch statistics -- the kept input."""
+        k = self.kept[l]
+        squared = [k["gsrc"] if "gsrc" in k else k["out"]] if "g" in k and l in losses else []
+        need_input = weight_grad or self.net.bn_backward == "batch-stats"
+        return (self._deciders(l, losses) + [k[n] for n in ("mask", "argmax") if n in k] + squared
+                + ([k["zq"]] if need_input else []))
+
+    def error_down(self, blk, below, rows, use_feedback: bool, loss: int):
+        """Loss ``loss``'s error from block ``blk`` into the block below (grad-input via W, or DF-R's B)."""
         if not self.on:
             return
         rec, l, p = self.rec, blk.index, self.p
-        w = self.params[l]["fb"] if use_feedback and "fb" in self.params[l] else self.params[l]["weights"]
-        reads = self._error_sources(l) + [w]
+        par = self.params[l]
+        link = [par["fb"]] if use_feedback and "fb" in par else [] if use_feedback else [par["weights"]]
+        reads = self._error_sources(l, [loss], weight_grad=False) + link + ([par["bn"]] if "bn" in par else [])
         nb = nbytes_of(rows * int(np.prod(below.out_shape)), p.gradient_bits)
         err = rec.buffer(l, "error_out", "gradients", nb, "sample", "reduce")
-        rec.op(l, "feedback" if use_feedback else "grad_x", "feedback" if use_feedback else "grad_input",
-               macs=blk.macs_grad(rows), bits=(p.gradient_bits, p.weight_bits), reads=reads, writes=(err,))
+        self._op(l, "feedback" if use_feedback else "grad_x", "feedback" if use_feedback else "grad_input",
+                 reads=reads, writes=(err,))
         recv = rec.buffer(below.index, "error_in", "gradients", nb, "sample", "units")
         rec.send(l, below.index, "error", err, recv, nb, "error")
-        self.err_in[below.index] = recv
+        self.err_in[(below.index, loss)] = recv
 
-    def grad_weight(self, blk, rows):
+    def grad_weight(self, blk, losses):
+        """Block ``blk``'s weight gradient from the errors of ``losses`` (accumulated over the step)."""
         if not self.on:
             return
-        p, l = self.p, blk.index
-        self.rec.op(l, "grad_w", "grad_weight", macs=blk.macs_grad(rows), bits=(p.activation_bits, p.gradient_bits),
-                    reads=self._error_sources(l), writes=(self.params[l]["gacc"],))
+        l = blk.index
+        self._op(l, "grad_w", "grad_weight", reads=self._error_sources(l, losses, weight_grad=True),
+                 writes=(self.params[l]["gacc"],))
 
-    def embedding_grad(self, blk, rows):
+    def embedding_grad(self, blk, losses):
+        """The label embedding's gradient: the error through block 0 into its label channel."""
         if not self.on:
             return
-        p = self.p
-        self.rec.op(0, "grad_x", "label_embedding_grad", macs=blk.macs_grad(rows),
-                    bits=(p.gradient_bits, p.weight_bits),
-                    reads=self._error_sources(0) + [self.params[0]["weights"]],
-                    writes=(self.params[0]["emb_gacc"],))
+        par = self.params[0]
+        reads = self._error_sources(0, losses, weight_grad=False) + [par["weights"]] + \
+            ([par["bn"]] if "bn" in par else [])
+        self._op(0, "grad_x", "label_embedding_grad", reads=reads, writes=(par["emb_gacc"],))
 
     def update(self, blk):
+        """The optimizer step of one layer's weights (once per step)."""
         if not self.on:
             return
         par = self.params[blk.index]
-        numel = int(np.prod(blk.w_shape))
-        self.rec.op(blk.index, "update", "optimizer_update", macs=numel, bits=(self.p.update_bits,) * 2,
-                    scope="step", reads=(par["gacc"], par["opt"], par["master"]),
-                    writes=(par["master"], par["weights"], par["opt"]))
-        if blk.index == 0 and "emb" in par:
-            self.rec.op(0, "update", "label_embedding_update", macs=self.net.embedding.value.size,
-                        bits=(self.p.update_bits,) * 2, scope="step", reads=(par["emb_gacc"], par["emb"]),
-                        writes=(par["emb"],))
+        self._op(blk.index, "update", "optimizer_update", scope="step", reads=(par["gacc"], par["opt"], par["master"]),
+                 writes=(par["master"], par["weights"], par["opt"]))
+
+    def embedding_update(self):
+        """The optimizer step of the learned label embedding."""
+        if not self.on:
+            return
+        par = self.params[0]
+        self._op(0, "update", "label_embedding_update", scope="step",
+                 reads=(par["emb_gacc"], par["emb_opt"], par["emb"]), writes=(par["emb"], par["emb_opt"]))

@@ -17,11 +17,17 @@ import numpy as np
 
 from ..atomic import atomic_file
 from ..errors import ConfigError
+from ..quant import QuantStore
 from ..trace import TraceRecorder
+from ..work import open_log
+from .inference import evaluate
 from .network import Network
-from .optim import cosine_lr, make_optimizer
-from .rules import bp_step, evaluate, local_step
+from .optim import make_optimizer
+from .rows import sample_negatives  # noqa: F401  (used by benchmarks)
+from .rules import bp_step, compose, local_step
+from .schedules import cosine_lr
 from .tracing import StepTracer
+from .update import apply_gradients
 
 CHECKPOINT_NAME = "checkpoint.pkl"
 
@@ -48,22 +54,30 @@ class TrainResult:
         return self.history[-1].test_accuracy if self.history else float("nan")
 
 
-def sample_negatives(labels, n: int, num_classes: int, rng):
-    """N distinct wrong labels per sample, uniformly: y + 1 + (a random permutation of 0..C-2)."""
-    b = labels.shape[0]
-    perm = np.argsort(rng.random((b, num_classes - 1)), axis=1)[:, :n]
-    return ((labels[:, None] + 1 + perm) % num_classes).astype(np.int64)
-
-
 def build_network(hw, model, input_shape, num_classes):
     is_bp = hw.strategy == "bp"
     net = Network(model, input_shape, num_classes, hw.precision, hw.training.seed,
                   with_label=not is_bp, with_head=is_bp, bn_backward=hw.learning.bn_backward)
     if hw.strategy == "df-r":
-        fb_rng = np.random.default_rng([hw.training.seed, 4])
-        for blk in net.blocks[1:]:
-            blk.set_feedback(fb_rng)
+        seeds = np.random.default_rng([hw.training.seed, 4]).integers(0, 2 ** 63, size=len(net.blocks))
+        for blk, seed in zip(net.blocks[1:], seeds[1:]):
+            blk.set_feedback(int(seed), stored=hw.mapping.feedback_storage == "stored")
     return net
+
+
+def training_state(net, precision, optimizer: str = "adam", momentum: float = 0.9):
+    """(optimizer, accumulators): what a core keeps between steps for every weight tensor of ``net``
+    (and its learned label embedding), at ``precision.optimizer_bits`` / ``accumulator_bits``."""
+    p = precision
+    opt = make_optimizer(optimizer, momentum, p.optimizer_bits, p.rounding, p.scale)
+    acc = {}
+    shapes = [(f"w{layer.index}", layer.w_shape) for layer in net.layers()]
+    if net.embedding_learnable:
+        shapes.append(("emb", net.embedding.value.shape))
+    for key, shape in shapes:
+        opt.register(key, shape)
+        acc[key] = QuantStore(shape, p.accumulator_bits, rounding=p.rounding, scale_mode=p.scale)
+    return opt, acc
 
 
 class Trainer:
@@ -78,7 +92,8 @@ class Trainer:
                               f"({c} classes); allowed 1..{c - 1}")
         self.is_bp = hw.strategy == "bp"
         self.net = build_network(hw, model, dataset.input_shape, c)
-        self.opt = make_optimizer(hw.training.optimizer, hw.training.momentum)
+        self.rule = None if self.is_bp else compose(hw.strategy, hw.loss, hw.learning, self.negatives)
+        self.opt, self.acc = training_state(self.net, hw.precision, hw.training.optimizer, hw.training.momentum)
         seed = hw.training.seed
         self.rng_data = np.random.default_rng([seed, 2])
         self.rng_round = np.random.default_rng([seed, 3])
@@ -97,33 +112,22 @@ class Trainer:
     def train_step(self, x, y, record: bool = False):
         hw = self.hw
         rec = TraceRecorder(samples=x.shape[0], enabled=record)
-        tracer = StepTracer(rec, self.net, self.opt, self.is_bp, hw.mapping.feedback_storage == "stored")
-        if self.is_bp:
-            res = bp_step(self.net, x, y, self.step, self.rng_round, tracer)
-        else:
-            neg = sample_negatives(y, self.negatives, self.net.num_classes, self.rng_data)
-            res = local_step(self.net, x, y, neg, hw.loss, hw.strategy, hw.learning, self.step,
-                             self.rng_round, tracer)
-        lr = cosine_lr(hw.training.lr, self.step, hw.training.epochs * self.steps_per_epoch) \
-            if hw.training.schedule == "cosine" else hw.training.lr
-        self._apply(res.grads, lr, tracer)
+        tracer = StepTracer(rec, self.net, self.opt, self.acc, self.is_bp)
+        with open_log(tracer.log):
+            if self.is_bp:
+                res = bp_step(self.net, x, y, self.step, self.rng_round, tracer)
+            else:
+                rows = self.rule.rows.make(self.net, x, y, self.rng_data)
+                res = local_step(self.net, self.rule, rows, self.step, self.rng_round, tracer)
+            lr = cosine_lr(hw.training.lr, self.step, hw.training.epochs * self.steps_per_epoch) \
+                if hw.training.schedule == "cosine" else hw.training.lr
+            apply_gradients(self.net, res.grads, lr, self.opt, self.acc, hw.precision, self.rng_round, tracer,
+                            self.grad_noise, self.rng_noise)
+            tracer.close()
         self.step += 1
         if record:
             self.trace = rec.trace
         return res
-
-    def _apply(self, grads, lr, tracer):
-        p = self.hw.precision
-        for layer, g in zip(self.net.layers(), grads["blocks"]):
-            if self.grad_noise is not None:
-                g = self.grad_noise(layer.index, g, self.rng_noise)
-            delta = self.opt.delta(("w", layer.index), g, lr)
-            layer.master.apply(delta, p.rounding, self.rng_round)
-            layer.requantize()
-            tracer.update(layer)
-        if grads["embedding"] is not None:
-            delta = self.opt.delta("emb", grads["embedding"], lr)
-            self.net.embedding.apply(delta, p.rounding, self.rng_round)
 
     # ------------------------------------------------------------- epochs
     def run(self, progress: bool = True, checkpoint_dir: str | None = None, on_epoch=None,
@@ -166,12 +170,15 @@ class Trainer:
     # ------------------------------------------------------------- checkpoints
     def state(self):
         return dict(net=self.net.state(), opt=self.opt.state_dict(), epoch=self.epoch, step=self.step,
+                    acc={k: a.state() for k, a in self.acc.items()},
                     history=self.history, trace=self.trace,
                     rngs=[r.bit_generator.state for r in (self.rng_data, self.rng_round, self.rng_noise)])
 
     def load(self, s):
         self.net.load(s["net"])
         self.opt.load_state_dict(s["opt"])
+        for k, a in s["acc"].items():
+            self.acc[k].load_state(a)
         self.epoch, self.step, self.history, self.trace = s["epoch"], s["step"], s["history"], s["trace"]
         for r, st in zip((self.rng_data, self.rng_round, self.rng_noise), s["rngs"]):
             r.bit_generator.state = st

@@ -2,10 +2,12 @@
 
 For every (depth, rule) point, the engine executes one real training step of
 a member of the depth family (``modelspec.cnn_family``) and the chip model
-costs its trace twice: in ``streaming`` mode (samples stream through the
-cores -- what the modelled chip needs) and in ``whole-batch`` mode (every
-activation of the batch held, as a GPU measures; the paper's figure). Nothing
-here knows a rule's memory formula: the ratios come out of the traces.
+costs its trace: ``streaming`` (samples stream through the cores -- what the
+modelled chip needs; also step latency, backward phase, NoC and energy) and
+``whole-batch`` (every tensor of the batch in one memory pool, as a GPU
+measures it -- the paper's figure -- from ``chipsim.chip.pool``, which needs no
+chip and exists even where the chip cannot hold the model). Nothing here knows
+a rule's memory formula: the ratios come out of the traces.
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import dataclasses
 import os
 import time
 
-import numpy as np
 
 from ..config import LoadedConfig, load_config
 from ..errors import ConfigError, MappingError
@@ -28,8 +29,7 @@ BASELINE = "bp"
 
 def _point(p: dict) -> dict:
     """One (depth, rule) point; runs in a worker process."""
-    from ..chip import simulate
-    from ..chip.ledger import build_ledger
+    from ..chip import simulate, whole_batch
     from ..runner import trace_one_step
     limit_threads(p["threads"])
     cfg = load_config(p["config"], tuple(p["overrides"]) + (f"workload.rule={p['rule']}",))
@@ -40,11 +40,15 @@ def _point(p: dict) -> dict:
     out = {"depth": p["depth"], "rule": p["rule"], "engine_seconds": time.perf_counter() - t0,
            "activation_bytes_per_sample": sum(b.nbytes for b in trace.buffers
                                               if b.category in ("act_update", "act_backward")) / trace.samples}
-    hw = dataclasses.replace(cfg.hw, mapping=dataclasses.replace(cfg.hw.mapping, memory_mode="streaming"))
+    # the GPU-style measure: every tensor of the batch in ONE memory pool, peak over program order; it
+    # does not depend on the chip, so it exists even where the chip cannot hold the model
+    pool = whole_batch(trace)
+    out["whole-batch"] = {"fits": True, "total_peak_bytes": pool.peak_bytes, "by_category": pool.at_peak}
+    hw = cfg.hw
     try:
         chip = simulate(trace, hw)
     except MappingError as exc:
-        out["streaming"] = out["whole-batch"] = {"fits": False, "error": str(exc)}
+        out["streaming"] = {"fits": False, "error": str(exc)}
         return out
     led = chip.ledger
     one = simulate(trace.per_sample(), hw)
@@ -53,47 +57,22 @@ def _point(p: dict) -> dict:
                         "latency_us": chip.latency_us, "throughput": chip.throughput,
                         "noc_bytes": sum(chip.tag_bytes().values()), "byte_hops": chip.byte_hops,
                         "energy_per_sample_pj": chip.energy.per_sample()["total_pj"],
+                        "energy_by_op_pj": chip.energy.by_op,
                         "sample_latency_us": one.latency_us, "backward_us": _backward_time_us(one)}
-    # the GPU-style measurement: every activation of the batch held, in ONE memory pool whose peak is the
-    # maximum over time of everything live (no capacity check: it measures demand, not a chip that must fit)
-    wb = build_ledger(trace, chip.mapping, chip.ledger.capacity, "whole-batch")
-    out["whole-batch"] = {"fits": True, "total_peak_bytes": pool_peak_bytes(wb, chip.mapping, trace),
-                          "sum_of_core_peaks_bytes": wb.total_peak_bytes(), "by_category": wb.totals()}
     return out
 
 
-def pool_peak_bytes(ledger, mapping, trace) -> float:
-    """Max over time of the live bytes summed over every core: one shared memory, as a GPU measures it.
-
-    Different from the sum of per-core peaks (what a chip with private SRAMs
-    must provision): in a shared pool, layers whose activations peak at
-    different times -- DF's, each freed after its own update -- share memory.
-    Whole-batch curves use program order as their clock, common to all layers.
-    """
-    curves = ledger.curves
-    persistent = {}
-    for b in trace.buffers:
-        if b.scope == "persistent":
-            n = len(mapping.slices_of(b.layer))
-            persistent[b.layer] = persistent.get(b.layer, 0.0) + (b.nbytes if b.split == "units" else b.nbytes * n)
-    grid = np.unique(np.concatenate([c.times for c in curves.values()]))
-    total = np.zeros(len(grid))
-    for li, c in curves.items():
-        n = len(mapping.slices_of(li))
-        per = c.units.sum(axis=1) + c.fixed.sum(axis=1) * n
-        k = np.searchsorted(c.times, grid, side="right") - 1
-        total += np.where(k >= 0, per[np.maximum(k, 0)], persistent.get(li, 0.0))
-    return float(total.max())
-
-
 def _backward_time_us(chip) -> float:
-    """For a one-sample schedule: time from the end of its last forward op to the end of its step.
+    """For a one-sample schedule: time from the end of its last forward op to the end of its last
+    per-sample op.
 
     That is the paper's 'backward time' (gradient computation after the
     forward pass): BP walks back through every block in turn; DF-R's blocks
-    have mostly finished their updates by the time the top block's forward ends.
+    have mostly finished their gradients by the time the top block's forward
+    ends. The optimizer updates that follow run once per step, not per
+    sample, and do the same work under every rule; the step latency includes them.
     """
-    rows = chip.gantt_rows()
+    rows = [r for r in chip.gantt_rows() if r["instance"] is not None]
     if not rows:
         return 0.0
     last_fwd = max((r["end"] for r in rows if r["kind"] in ("fwd", "goodness")), default=0.0)

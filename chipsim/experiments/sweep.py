@@ -51,7 +51,7 @@ def _train_point(p: dict) -> dict:
     """Train once and evaluate under every requested test-time noise; runs in a worker process."""
     limit_threads(p["threads"])
     from ..data import load_dataset
-    from ..engine.rules import evaluate
+    from ..engine.inference import evaluate
     from ..engine.trainer import Trainer
     from ..noise import corrupt_inputs, gradient_noise, perturbed_weights
     cfg = load_config(p["config"], tuple(p["overrides"]))

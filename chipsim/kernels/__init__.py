@@ -20,20 +20,21 @@ malloc_tuning.apply()   # the kernels' large temporaries are reused, not page-fa
 
 from .conv import _nchw_to_grid, conv2d_forward, conv2d_grad_input, conv2d_grad_weight  # noqa: E402
 from .dense import dense_forward, dense_grad_input, dense_grad_weight  # noqa: E402
-from .elementwise import (goodness, goodness_backward, maxpool2d_backward, maxpool2d_forward,  # noqa: E402
+from .elementwise import (decode, embedding_grad, goodness, goodness_backward, maxpool2d_backward, maxpool2d_forward,  # noqa: E402
                           numba_threads, relu_backward, relu_forward)
 from .exact import (LAST_PATH, MIN_CHUNK, PARALLEL, _chunked_fp64, _fp32_chunk,  # noqa: E402
                     accumulation_path)
 from .norm import (BNCache, batchnorm_backward, batchnorm_backward_fixed_stats,  # noqa: E402
-                   batchnorm_eval_forward, batchnorm_train_forward)
+                   batchnorm_eval_forward, batchnorm_train_forward, batchnorm_update_running)
 
 __all__ = [
     "LAST_PATH", "accumulation_path",
     "conv2d_forward", "conv2d_grad_weight", "conv2d_grad_input",
     "dense_forward", "dense_grad_weight", "dense_grad_input",
     "BNCache", "batchnorm_train_forward", "batchnorm_eval_forward",
-    "batchnorm_backward", "batchnorm_backward_fixed_stats", "relu_forward", "relu_backward",
-    "maxpool2d_forward", "maxpool2d_backward", "goodness", "goodness_backward",
+    "batchnorm_backward", "batchnorm_backward_fixed_stats", "batchnorm_update_running",
+    "relu_forward", "relu_backward",
+    "maxpool2d_forward", "maxpool2d_backward", "goodness", "goodness_backward", "embedding_grad", "decode",
     # used by tests and benchmarks
     "MIN_CHUNK", "PARALLEL", "numba_threads", "_chunked_fp64", "_fp32_chunk", "_nchw_to_grid",
 ]

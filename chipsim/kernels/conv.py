@@ -15,7 +15,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..work import bits_of_bound, costed
 from .exact import _MOVE, _f32, _matmul
+
+
+def _conv_macs(n, o, ho, wo, c, kh, kw) -> int:
+    """Multiply-accumulates of one conv product (forward, grad-weight or grad-input alike)."""
+    return int(n) * int(o) * int(ho) * int(wo) * int(c) * int(kh) * int(kw)
 
 
 # --------------------------------------------------------------------------
@@ -286,6 +292,8 @@ def _nchw_to_grid(gy, wp):
 # --------------------------------------------------------------------------
 # convolution
 # --------------------------------------------------------------------------
+@costed("conv_forward", bits=lambda a, out: bits_of_bound(a.int_bound),
+        count=lambda a, out: _conv_macs(*(out[0] if a.keep_cols else out).shape, *a.w.shape[1:]))
 def conv2d_forward(x, w, stride=1, padding=0, int_bound=None, keep_cols=False):
     """Cross-correlation ``y = conv(x, w)``: x (N,C,H,W), w (O,C,kh,kw).
 
@@ -316,6 +324,8 @@ def conv2d_forward(x, w, stride=1, padding=0, int_bound=None, keep_cols=False):
     return (y, cols) if keep_cols else y
 
 
+@costed("conv_grad_weight", bits=lambda a, out: bits_of_bound(a.int_bound),
+        count=lambda a, out: _conv_macs(*a.gy.shape, *out.shape[1:]))
 def conv2d_grad_weight(x, gy, kernel_hw, stride=1, padding=0, int_bound=None, cols=None):
     """dL/dw (O,C,kh,kw) = gy (O, N*P) @ cols^T; ``int_bound`` on (x, gy).
 
@@ -349,6 +359,8 @@ def conv2d_grad_weight(x, gy, kernel_hw, stride=1, padding=0, int_bound=None, co
     return np.ascontiguousarray(gw_t.T).reshape(o, c, kh, kw)
 
 
+@costed("conv_grad_input", bits=lambda a, out: bits_of_bound(a.int_bound),
+        count=lambda a, out: _conv_macs(*a.gy.shape, *a.w.shape[1:]))
 def conv2d_grad_input(gy, w, x_shape, stride=1, padding=0, int_bound=None):
     """dL/dx (N,C,H,W) = col2im(w^T @ gy); ``int_bound`` on (gy, w).
 

@@ -5,9 +5,11 @@ import numpy as np
 from numba import njit, prange
 
 from .conv import _out_size
+from ..work import costed
 from .exact import _MOVE, _f32
 
 
+@costed("relu", count=lambda a, out: out.size)
 def relu_forward(x):
     """max(x, 0).  Elementwise numpy: nothing for numba to win here."""
     return np.maximum(_f32(x), np.float32(0))
@@ -19,6 +21,7 @@ def _relu_mask_mul(g, y, out):
         out[i] = g[i] if y[i] > 0 else np.float32(0)
 
 
+@costed("relu_backward", count=lambda a, out: out.size)
 def relu_backward(gy, y_or_mask):
     """gy where the ReLU was active (``y > 0`` or a boolean mask).
 
@@ -77,6 +80,7 @@ def _maxpool_bwd(gy, idx, h, w):
     return gx.reshape(n, c, h, w)
 
 
+@costed("maxpool", count=lambda a, out: out[0].size * a.k * a.k)
 def maxpool2d_forward(x, k, stride=None):
     """k x k max-pool, no padding, floor mode.  Returns (y, argmax).
 
@@ -89,27 +93,51 @@ def maxpool2d_forward(x, k, stride=None):
     return _maxpool_fwd(x, int(k), s, ho, wo)
 
 
+@costed("maxpool_backward", count=lambda a, out: a.gy.size)
 def maxpool2d_backward(gy, argmax, x_shape):
     """Route each output gradient to its argmax (summing if windows overlap)."""
     return _maxpool_bwd(_f32(gy), np.ascontiguousarray(argmax, np.int64),
                         int(x_shape[2]), int(x_shape[3]))
 
 
-def goodness(y):
+@costed("goodness", count=lambda a, out: np.size(a.y), bits=lambda a, out: (a.bits, a.bits))
+def goodness(y, bits=32):
     """Per-sample mean of squares over all non-batch dims -> float32 (N,).
 
-    Summed in float64 (numpy pairwise, fixed order) then rounded once.
+    Summed in float64 (numpy pairwise, fixed order) then rounded once. ``bits``: the width of the
+    values in ``y`` (quantized codes times a scale), for the cost record: the chip squares the codes.
     """
     y = np.asarray(y).reshape(len(y), -1).astype(np.float64)
     return ((y * y).sum(axis=1) / y.shape[1]).astype(np.float32)
 
 
+@costed("goodness_backward", count=lambda a, out: out.size)
 def goodness_backward(gg, y):
-    """d goodness / d y: gy = gg[:, None, ...] * 2 * y / D."""
+    """d goodness / d y: gy = gg[:, None, ...] * 2 * y / D (one scaled multiply per element)."""
     y = _f32(y)
     d = y[0].size
     gg = np.asarray(gg, dtype=np.float32).reshape((-1,) + (1,) * (y.ndim - 1))
     return (gg * (np.float32(2.0 / d) * y)).astype(np.float32)
+
+
+@costed("embedding_grad_scatter", count=lambda a, out: np.size(a.g))
+def embedding_grad(g, labels, num_classes):
+    """dL/d(label embedding) (C, H, W): the label-channel error of every row added onto its label's row
+    of the embedding (one add per element)."""
+    g = _f32(g)
+    out = np.zeros((int(num_classes),) + g.shape[1:], np.float32)
+    np.add.at(out, np.asarray(labels, dtype=np.int64), g)
+    return out
+
+
+@costed("decode", count=lambda a, out: np.size(a.scores))
+def decode(scores):
+    """Class decisions from per-class scores: (N, C), or (N, C, k) summed over its last axis first
+    (goodness of the last k blocks); one add or compare per score."""
+    scores = np.asarray(scores)
+    if scores.ndim == 3:
+        scores = scores.sum(axis=2)
+    return scores.argmax(axis=1)
 
 
 def numba_threads() -> int:

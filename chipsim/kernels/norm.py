@@ -6,7 +6,14 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from ..work import costed
 from .exact import _MOVE, _f32
+
+# vector operations per element, as the kernels below compute them (the chip prices each one)
+BN_TRAIN_OPS = 6      # statistics: sum, sum of squares; normalise: subtract, scale; affine: scale, shift
+BN_EVAL_OPS = 2       # one fused scale and shift per element
+BN_BACKWARD_OPS = 8   # two reductions (3 ops) and the closed form (5 ops)
+BN_RUNNING_OPS = 6    # per channel: two EMAs of (old, new) and the unbiased-variance factor
 
 
 class BNCache(NamedTuple):
@@ -77,6 +84,7 @@ def _bcast(v, ndim):
     return np.asarray(v, dtype=np.float32).reshape((1, -1) + (1,) * (ndim - 2))
 
 
+@costed("bn_forward", count=lambda a, out: BN_TRAIN_OPS * a.x.size)
 def batchnorm_train_forward(x, gamma, beta, eps=1e-5):
     """Normalise with per-channel batch statistics; returns (y, BNCache).
 
@@ -94,6 +102,7 @@ def batchnorm_train_forward(x, gamma, beta, eps=1e-5):
     return y.astype(np.float32), BNCache(xhat, inv_std, gamma, mean, var)
 
 
+@costed("bn_eval", count=lambda a, out: BN_EVAL_OPS * a.x.size)
 def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps=1e-5):
     """Normalise with stored running statistics (inference)."""
     x = _f32(x)
@@ -104,6 +113,7 @@ def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps=1e-5):
     return (x * _bcast(scale, x.ndim) + _bcast(shift, x.ndim)).astype(np.float32)
 
 
+@costed("bn_backward", count=lambda a, out: BN_BACKWARD_OPS * a.gy.size)
 def batchnorm_backward(gy, cache):
     """Returns (gx, ggamma, gbeta) for :func:`batchnorm_train_forward`.
 
@@ -120,8 +130,18 @@ def batchnorm_backward(gy, cache):
     return gx.astype(np.float32), sgx.astype(np.float32), sg.astype(np.float32)
 
 
+@costed("bn_backward", count=lambda a, out: a.gy.size)
 def batchnorm_backward_fixed_stats(gy, cache):
     """gx = gamma * inv_std * gy: the gradient with the batch statistics held
     constant. No reduction over the batch, so each row's error is its own."""
     gy = _f32(gy)
     return (gy * _bcast(cache.gamma * cache.inv_std, gy.ndim)).astype(np.float32)
+
+
+@costed("bn_running_stats", count=lambda a, out: BN_RUNNING_OPS * a.running_mean.size)
+def batchnorm_update_running(running_mean, running_var, cache, momentum, count):
+    """Fold one batch's statistics into the running ones, in place (torch's rule: the running
+    variance takes the *unbiased* batch variance, ``var * M / (M - 1)`` for ``M = count`` values
+    per channel)."""
+    running_mean += momentum * (cache.mean - running_mean)
+    running_var += momentum * (cache.var * (count / max(count - 1, 1)) - running_var)

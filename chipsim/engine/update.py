@@ -1,0 +1,35 @@
+"""Applying one step's gradients: accumulator, optimizer, master weights, compute copy.
+
+What a core does with the weight gradient it accumulated over the step, in
+order (each part costed by the kernels it calls, and recorded as the layer's
+``update`` op): the gradient as the accumulator holds it
+(``precision.accumulator_bits``), the optimizer's arithmetic on its stored
+state (``precision.optimizer_bits``), the rounded add into the fixed-point
+master weights (``update_bits``), and the requantised compute copy
+(``weight_bits``). The learned label embedding goes the same way.
+"""
+from __future__ import annotations
+
+
+def _update(key, g, lr, master, opt, acc, precision, rng):
+    store = acc[key]
+    store.store(g, rng)                          # the step's gradient as the core accumulated it
+    delta = opt.delta(key, store.load(), lr, rng)
+    master.apply(delta, precision.rounding, rng)
+
+
+def apply_gradients(net, grads, lr, opt, acc, precision, rng, tracer, grad_noise=None, rng_noise=None):
+    """Update every layer of ``net`` (and its label embedding) from ``grads`` (a ``StepResult.grads``).
+
+    ``grad_noise(layer, grad, rng) -> grad``: device mismatch, added to the gradient before it is
+    accumulated (a disturbance model, not chip work: it is not costed).
+    """
+    for layer, g in zip(net.layers(), grads["blocks"]):
+        if grad_noise is not None:
+            g = grad_noise(layer.index, g, rng_noise)
+        _update(f"w{layer.index}", g, lr, layer.master, opt, acc, precision, rng)
+        layer.requantize()
+        tracer.update(layer)
+    if grads["embedding"] is not None:
+        _update("emb", grads["embedding"], lr, net.embedding, opt, acc, precision, rng)
+        tracer.embedding_update()
