@@ -1,4 +1,4 @@
-"""Optimizers on master weights, and the learning-rate schedule.
+"""Optimizers on master weights (the learning-rate schedules are in ``schedules``).
 
 The optimizer works on float32 *values* of the master weights; the master
 store (``chipsim.quant`` fixed point at ``update_bits``) rounds each update onto
@@ -8,16 +8,7 @@ exposed to the trace through ``state_numel``.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
-
-
-def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
-    """Cosine decay from base_lr to 0 over total_steps (the DF paper's schedule)."""
-    if total_steps <= 1:
-        return base_lr
-    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
 
 class SGD:

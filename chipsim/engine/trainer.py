@@ -19,8 +19,9 @@ from ..atomic import atomic_file
 from ..errors import ConfigError
 from ..trace import TraceRecorder
 from .network import Network
-from .optim import cosine_lr, make_optimizer
+from .optim import make_optimizer
 from .rules import bp_step, evaluate, local_step
+from .schedules import learning_rate
 from .tracing import StepTracer
 
 CHECKPOINT_NAME = "checkpoint.pkl"
@@ -104,8 +105,7 @@ class Trainer:
             neg = sample_negatives(y, self.negatives, self.net.num_classes, self.rng_data)
             res = local_step(self.net, x, y, neg, hw.loss, hw.strategy, hw.learning, self.step,
                              self.rng_round, tracer)
-        lr = cosine_lr(hw.training.lr, self.step, hw.training.epochs * self.steps_per_epoch) \
-            if hw.training.schedule == "cosine" else hw.training.lr
+        lr = learning_rate(hw.training, self.step, self.steps_per_epoch)
         self._apply(res.grads, lr, tracer)
         self.step += 1
         if record:
