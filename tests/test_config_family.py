@@ -68,3 +68,19 @@ def test_good_family_settings_resolve():
     assert load_config(CFG, ["workload.rule=df-o"]).hw.span == 2
     assert load_config(CFG, ["workload.rule=bp", "learning.span=4"]).hw.span is None     # ignored by BP
     assert not load_config(CFG, ["workload.rule=bp"]).hw.uses_label
+
+
+@pytest.mark.parametrize("sets, key", [
+    (["workload.rule=cwc"], "workload.rule: cwc"),
+    (["workload.rule=df-r", "learning.span=3"], "learning.span: 3"),
+    (["workload.rule=df-o", "learning.grouping=chunked"], "learning.grouping: chunked"),
+    (["learning.inference=head"], "learning.inference: head"),
+    (["learning.label_encoding=onehot"], "learning.label_encoding: onehot"),
+])
+def test_settings_the_step_does_not_run_yet_are_refused_not_ignored(sets, key):
+    from chipsim.engine.trainer import check_wired
+    from chipsim.errors import ConfigError
+    with pytest.raises(ConfigError, match=key):
+        check_wired(load_config(CFG, sets).hw)
+    check_wired(load_config(CFG, ["workload.rule=df-o", "learning.span=2"]).hw)    # today's DF-O runs
+    check_wired(load_config(CFG, ["workload.rule=bp", "learning.inference=head"]).hw)
