@@ -12,7 +12,7 @@ import difflib
 import os
 import typing
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import yaml
 
@@ -21,7 +21,7 @@ from .modelspec import ModelSpec, load_model
 from .schema import Where, build, field_names, read_yaml_file, spec, to_plain
 
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
-RULES = ("bp", "ff", "symba", "df", "df-o", "df-r")
+RULES = ("bp", "ff", "symba", "df", "df-o", "df-r", "cwc")
 DATASET_NAMES = ("mnist5k", "mnist", "fashion_mnist", "cifar10", "svhn")
 
 
@@ -117,7 +117,8 @@ class Precision:
 @dataclass(frozen=True)
 class Workload:
     model: str = spec(doc="model file (models/*.yaml), relative to this file", path=True)
-    rule: str = spec("df-r", doc="learning rule", choices=RULES)
+    rule: str = spec("df-r", doc="learning rule (cwc: channel-wise competitive, no label and no negatives)",
+                     choices=RULES)
     dataset: str = spec("mnist5k", doc="dataset; mnist5k needs no download", choices=DATASET_NAMES)
     data_root: str = spec("~/.cache/chipsim/data", doc="where torchvision datasets live", path=True)
     download: bool = spec(False, doc="let torchvision download missing files (needs internet)")
@@ -132,19 +133,52 @@ class Training:
     optimizer: str = spec("adam", doc="optimizer on the master weights", choices=("adam", "sgd"))
     lr: float = spec(1e-3, doc="peak learning rate", min=0, min_exclusive=True)
     momentum: float = spec(0.9, doc="SGD momentum (0 = plain SGD, no state)", min=0, max=1)
-    schedule: str = spec("cosine", doc="learning-rate schedule over all steps", choices=("cosine", "constant"))
+    schedule: str = spec("cosine", doc="learning-rate schedule over all steps; multistep: lr x gamma at each of "
+                         "training.milestones (torch's MultiStepLR, the Advancements paper)",
+                         choices=("cosine", "constant", "multistep"))
+    milestones: Tuple[float, ...] = spec((), doc="epochs at which multistep multiplies the learning rate by gamma, "
+                                         "strictly increasing and inside (0, epochs); a fraction of an epoch is "
+                                         "allowed (the drop then falls within that epoch)", unit="epochs")
+    gamma: float = spec(0.1, doc="multistep's decay factor per milestone (the Advancements paper: 0.1 or 0.2)",
+                        min=0, min_exclusive=True, max=1)
     seed: int = spec(0, doc="seed of weights, shuffling, negatives and rounding", min=0)
     checkpoint: bool = spec(True, doc="write a checkpoint after each epoch (for --resume)")
+
+    def _validate(self, key, where):
+        path = f"{key}.milestones" if key else "milestones"
+        ms = list(self.milestones)
+        if self.schedule == "multistep" and not ms:
+            raise where.error(path, "schedule multistep needs at least one milestone (the epochs at which the "
+                              "learning rate is multiplied by gamma), e.g. [1, 2]")
+        if ms and self.schedule != "multistep":
+            raise where.error(path, f"milestones apply to schedule: multistep only (schedule is {self.schedule}); "
+                              "remove them or set training.schedule: multistep")
+        if any(b <= a for a, b in zip(ms, ms[1:])):
+            raise where.error(path, f"{_fmt(ms)} must increase strictly")
+        bad = [m for m in ms if not 0 < m < self.epochs]
+        if bad:
+            raise where.error(path, f"milestone {_fmt(bad[0])} is outside the {self.epochs} epochs of training; "
+                              f"allowed: 0 < milestone < {self.epochs} (training.epochs)")
 
 
 @dataclass(frozen=True)
 class Learning:
     loss: str = spec("auto", doc="per-block loss; auto takes it from workload.rule",
-                     choices=("auto", "ff", "symba", "df", "ce"))
+                     choices=("auto", "ff", "symba", "df", "cwc", "ce"))
     strategy: str = spec("auto", doc="update strategy; auto takes it from workload.rule",
                          choices=("auto", "greedy", "df-o", "df-r", "bp"))
-    olu_schedule: str = spec("every-step", doc="DF-O/DF-R pairs: both every step (paper) or "
-                             "alternating even/odd pairs (Trifecta)", choices=("every-step", "alternate"))
+    olu_schedule: str = spec("every-step", doc="overlapping groups: every loss every step (DF), or the Trifecta's "
+                             "alternation: each step uses every span-th loss, so each block is updated by one loss, "
+                             "its own when last in its group and the next block's when first",
+                             choices=("every-step", "alternate"))
+    span: Optional[int] = spec(None, doc="blocks one loss reaches: its own and span-1 below (1 = greedy, 2 = DF-O/"
+                               "DF-R's pairs, more = DF's Figure S2); null = from the strategy (1 for greedy, 2 for "
+                               "df-o and df-r); ignored by bp", min=1)
+    grouping: str = spec("overlapping", doc="overlapping: every block's loss reaches the span blocks ending at it; "
+                         "chunked: consecutive chunks of span blocks sharing none, each updated by the loss at its "
+                         "top (the Advancements paper)", choices=("overlapping", "chunked"))
+    chunk_alternate: bool = spec(False, doc="chunked groups only: shift the chunk boundaries by span // 2 blocks on "
+                                 "odd steps (the Advancements paper's alternating chunks)")
     negatives: Optional[int] = spec(None, doc="N distinct wrong labels per positive; null = classes - 1", min=1)
     negative_reduce: str = spec("max", doc="combine the N negative goodnesses by max (DF) or mean "
                                 "(the paper's 'avg' ablation)", choices=("max", "avg"))
@@ -153,6 +187,18 @@ class Learning:
                              "(0.1 measured 4 points worse on mnist5k)", min=0)
     ff_theta: float = spec(2.0, doc="FF goodness threshold (mean-of-squares goodness)", min=0)
     symba_alpha: float = spec(4.0, doc="SymBa scale of the goodness gap", min=0, min_exclusive=True)
+    inference: str = spec("goodness", doc="goodness: the goodness under each of the C labels (C passes); head: a "
+                          "linear softmax classifier on the last head_last_k blocks' activity under a neutral label "
+                          "(one pass; Hinton, Trifecta App. H, the Advancements paper), trained alongside with "
+                          "cross-entropy, no gradient reaching the blocks; ignored by bp", choices=("goodness", "head"))
+    head_last_k: int = spec(2, doc="blocks whose concatenated outputs the head reads (2: the Advancements paper's "
+                            "last two layers); its own key, not decode_last_k, because it sets the head's size",
+                            min=1)
+    label_encoding: str = spec("learned", doc="how the label enters the input: learned (a trained extra channel of "
+                               "the image's size, Trifecta with OLU, DF), random (the same channel, fixed: Trifecta "
+                               "without OLU) or onehot (Hinton: one-hot in the first pixels of the image, for dense "
+                               "models); ignored by cwc and bp, which take no label",
+                               choices=("learned", "random", "onehot"))
     decode_last_k: int = spec(1, doc="decode by goodness summed over the last k blocks (1: on the 4-block "
                               "default model the last block alone decodes best on validation)", min=1)
     bn_backward: str = spec("fixed-stats", doc="errors through BN: also through the batch mean and variance "
@@ -160,6 +206,15 @@ class Learning:
                             "held fixed (a per-channel scale; rows independent, so a core keeps and "
                             "back-propagates only the rows a loss gives an error, e.g. DF's positive and "
                             "hardest negatives)", choices=("batch-stats", "fixed-stats"))
+
+    def _validate(self, key, where):
+        path = (key + ".") if key else ""
+        if self.chunk_alternate and self.grouping != "chunked":
+            raise where.error(f"{path}chunk_alternate", "applies to grouping: chunked only; overlapping groups "
+                              "alternate with learning.olu_schedule: alternate")
+        if self.olu_schedule == "alternate" and self.grouping != "overlapping":
+            raise where.error(f"{path}olu_schedule", "alternate applies to grouping: overlapping only; chunked "
+                              "groups alternate with learning.chunk_alternate: true")
 
 
 @dataclass(frozen=True)
@@ -203,13 +258,17 @@ class HwConfig:
             if not any(b >= 32 for b in table):
                 raise where.error(path, f"has no entry for 32 bits (the engine's vector work is float32); "
                                   f"add `32: <{what}>`")
+        if self.strategy == "greedy" and (self.learning.span or 1) > 1:
+            raise where.error("learning.span", f"{self.learning.span} needs a link to send errors down, but the "
+                              f"strategy is greedy (span 1); set learning.strategy (or workload.rule) to df-o "
+                              "(through W^T) or df-r (through a fixed random B)")
 
     @property
     def loss(self) -> str:
         """The per-block loss after resolving ``auto`` from the rule."""
         if self.learning.loss != "auto":
             return self.learning.loss
-        return {"bp": "ce", "ff": "ff", "symba": "symba"}.get(self.workload.rule, "df")
+        return {"bp": "ce", "ff": "ff", "symba": "symba", "cwc": "cwc"}.get(self.workload.rule, "df")
 
     @property
     def strategy(self) -> str:
@@ -217,6 +276,20 @@ class HwConfig:
         if self.learning.strategy != "auto":
             return self.learning.strategy
         return {"bp": "bp", "df-o": "df-o", "df-r": "df-r"}.get(self.workload.rule, "greedy")
+
+    @property
+    def span(self) -> Optional[int]:
+        """Blocks one loss reaches after resolving null from the strategy; None under BP."""
+        if self.strategy == "bp":
+            return None
+        if self.learning.span is not None:
+            return self.learning.span
+        return 1 if self.strategy == "greedy" else 2
+
+    @property
+    def uses_label(self) -> bool:
+        """Does the input carry a label? Not for BP (a head decides) nor CwC (channel groups decide)."""
+        return self.strategy != "bp" and self.loss != "cwc"
 
 
 @dataclass(frozen=True)
@@ -234,6 +307,13 @@ class LoadedConfig:
     def to_dict(self) -> dict:
         return {"config_file": self.path, "overrides": list(self.overrides), **to_plain(self.hw),
                 "model_spec": to_plain(self.model)}
+
+
+def _fmt(v) -> str:
+    """Milestones as the user wrote them: 2 rather than 2.0."""
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    return f"{v:g}"
 
 
 def read_yaml(path: str) -> dict:

@@ -97,11 +97,20 @@ def cost_inference(trainer, x_one, hw, mapping) -> dict:
     """
     from .chip import simulate_on
     from .engine.inference import trace_inference
-    trace = trace_inference(trainer.net, x_one, trainer.is_bp, hw.learning.decode_last_k)
-    rep = simulate_on(trace, hw, mapping)
-    return {"passes": 1 if trainer.is_bp else trainer.net.num_classes, "latency_cycles": rep.latency_cycles,
-            "latency_us": rep.latency_us, "energy_pj": rep.energy.total_pj, "energy": rep.energy.to_dict(),
-            "busy_cycles_by_op": dict(sorted(rep.schedule.busy_by_kind.items(), key=lambda kv: -kv[1]))}
+    objective = None if trainer.is_bp else trainer.rule.objective
+    modes = {"one-pass head" if trainer.is_bp else "decode": None}
+    if trainer.head is not None:
+        modes["one-pass head"] = trainer.head
+    out = {}
+    for name, head in modes.items():
+        trace = trace_inference(trainer.net, x_one, objective, hw.learning.decode_last_k, head)
+        rep = simulate_on(trace, hw, mapping)
+        # rows one input becomes: C label variants under goodness decoding, else the input itself
+        passes = len(objective.inference_rows(trainer.net, x_one)) if objective is not None and head is None else 1
+        out[name] = {"passes": passes, "latency_cycles": rep.latency_cycles, "latency_us": rep.latency_us,
+                     "energy_pj": rep.energy.total_pj, "energy": rep.energy.to_dict(),
+                     "busy_cycles_by_op": dict(sorted(rep.schedule.busy_by_kind.items(), key=lambda kv: -kv[1]))}
+    return out
 
 
 def map(config, overrides=(), out_dir: str | None = None, write: bool = True) -> RunResult:  # noqa: A001

@@ -202,7 +202,9 @@ def reference(cls, prefix: str = "") -> list[tuple[str, str, str, str, str]]:
             rows.append((full, "mapping", "", "", f.metadata.get("doc", "")))
             rows.extend(reference(tp, full))
             continue
-        if f.default is not _MISSING:
+        if isinstance(f.default, tuple):
+            default = "[" + ", ".join(map(str, f.default)) + "]"   # as YAML writes a list
+        elif f.default is not _MISSING:
             default = "null" if f.default is None else str(f.default)
         elif f.default_factory is not _MISSING:
             default = str(f.default_factory())

@@ -123,10 +123,15 @@ _SPLIT = "units"
 REGISTRY: dict = {}          # kernel name -> kind, of every function wrapped by ``costed``
 
 
+_NEW = object()
+
+
 @contextmanager
-def open_log(log: WorkLog | None):
-    """Log every costed kernel call inside the block into ``log``; ``None``: log nothing (untraced steps)."""
+def open_log(log=_NEW):
+    """Log every costed kernel call inside the block into ``log`` (a new WorkLog by default);
+    ``None``: log nothing (an untraced step)."""
     global _ACTIVE
+    log = WorkLog() if log is _NEW else log
     prev, _ACTIVE = _ACTIVE, log
     try:
         yield log

@@ -15,19 +15,20 @@ from chipsim.config import Learning, Precision
 from chipsim.engine import losses as L
 from chipsim.engine.network import Network
 from chipsim.engine.rows import LabelledRows
-from chipsim.engine.rules import bp_step, compose, local_step
+from chipsim.engine.rules import bp_step, local_step
 from chipsim.engine.tracing import StepTracer
 from chipsim.engine.optim import SGD
 from chipsim.engine.trainer import training_state
 from chipsim.modelspec import Block, ModelSpec
 from chipsim.trace import TraceRecorder
+from rule_helpers import df_rule
 from torch_reference import torch_block
 
 FP32 = Precision(weight_bits=32, activation_bits=32, gradient_bits=32, update_bits=32, rounding="nearest")
 def df_step(net, x, labels, negatives, strategy, learning, tracer=None):
     """One DF step of ``strategy`` on given negatives (rounding seed 0)."""
     tracer = tracer or StepTracer(TraceRecorder(len(x), enabled=False), net, SGD(), {}, False)
-    rule = compose(strategy, "df", learning, negatives.shape[1])
+    rule = df_rule(strategy, learning, negatives.shape[1], net.depth)
     return local_step(net, rule, LabelledRows.with_negatives(net, x, labels, negatives), 0,
                       np.random.default_rng(0), tracer)
 

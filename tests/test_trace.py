@@ -15,11 +15,12 @@ import pytest
 from chipsim.config import Learning, Precision
 from chipsim.engine.network import Network
 from chipsim.engine.rows import LabelledRows
-from chipsim.engine.rules import bp_step, compose, local_step
+from chipsim.engine.rules import bp_step, local_step
 from chipsim.engine.tracing import StepTracer
 from chipsim.engine.trainer import training_state
 from chipsim.engine.update import apply_gradients
 from chipsim.work import open_log
+from rule_helpers import df_rule
 from chipsim.modelspec import Block, ModelSpec
 from chipsim.trace import Trace, TraceRecorder, nbytes_of
 
@@ -58,7 +59,7 @@ def _step(strategy, bn_backward="batch-stats", prec=P4, feedback_stored=True):
             res = bp_step(net, x, labels, 0, rng, tracer)
         else:
             rows = LabelledRows.with_negatives(net, x, labels, negatives)
-            res = local_step(net, compose(strategy, "df", Learning(), 3), rows, 0, rng, tracer)
+            res = local_step(net, df_rule(strategy, Learning(), 3, net.depth), rows, 0, rng, tracer)
         apply_gradients(net, res.grads, 1e-3, opt, acc, prec, rng, tracer)
         tracer.close()
     return rec.trace

@@ -51,3 +51,36 @@ def torch_block(a, w, spec, feedback=None, fixed_stats=False):
         y = F.conv2d(z, w, **args) if spec.type == "conv" else z @ w.t()
     r = F.relu(y)
     return F.max_pool2d(r, spec.pool) if spec.pool else r
+
+
+def torch_routed_grads(specs, ws, a0, reach, block_loss, feedbacks=None, fixed_stats=False):
+    """Reference gradients of a routed local rule: sum over the used losses l of ``block_loss(l, out_l)``,
+    where loss l's error flows through the blocks ``reach[l]`` (a contiguous run ending at l) and no
+    further.
+
+    Written from the routing's definition, not from the engine's step: loss l's graph is rebuilt
+    from the detached output of block ``reach[l][0] - 1`` -- or from ``a0`` itself, carrying the
+    label embedding's graph, when it reaches block 0 -- up to block l, so autograd stops exactly at
+    the group's bottom. ``feedbacks[j]`` (DF-R's fixed B_j, a tensor of W_j's shape, or None)
+    replaces W_j^T in the error from block j into block j-1; the error into the embedding always
+    goes through W_0. ``ws`` are leaf tensors with ``requires_grad``; their ``.grad`` is filled.
+    Returns the total loss.
+    """
+    with torch.no_grad():
+        outs, a = [], a0.detach()
+        for spec, w in zip(specs, ws):
+            a = torch_block(a, w.detach(), spec, fixed_stats=fixed_stats)
+            outs.append(a)
+    total = 0
+    for l, blocks in enumerate(reach):
+        if not blocks:
+            continue
+        lo = blocks[0]
+        assert list(blocks) == list(range(lo, l + 1)), f"loss {l}: group {blocks} is not a run ending at {l}"
+        a = a0 if lo == 0 else outs[lo - 1]
+        for j in range(lo, l + 1):
+            fb = feedbacks[j] if feedbacks is not None and j > lo else None
+            a = torch_block(a, ws[j], specs[j], feedback=fb, fixed_stats=fixed_stats)
+        total = total + block_loss(l, a)
+    total.backward()
+    return total

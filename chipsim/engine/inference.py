@@ -1,11 +1,18 @@
 """Inference: decoding test inputs, and the trace of one costed inference on the chip.
 
-Goodness decoding (FF, SymBa, DF) runs each input under every one of the C
-labels, so one inference is C passes through the blocks, then the goodness
-of the last k blocks is summed and the largest wins. BP runs one pass and
-takes the argmax of its head's logits. :func:`trace_inference` records what
-the engine executes for one test sample either way, so ``chipsim run`` can
-cost an inference beside a training step from the same kind of record.
+Three ways to decide a class, each what the engine executes:
+
+* **goodness** (FF, SymBa, DF): each input under every one of the C labels,
+  so C rows through the blocks (C passes); the goodness of the last k blocks
+  is summed and the largest wins;
+* **class groups** (CwC): one pass; the class-group goodness of the last k
+  blocks is summed and the largest wins;
+* **head** (``learning.inference: head``, and BP): one pass under the
+  neutral label (or none), a linear classifier on the last blocks' activity.
+
+The rule's objective (``objectives``) says which rows an input becomes and
+what each block scores. :func:`trace_inference` records one test sample's
+inference, so ``chipsim run`` costs an inference beside a training step.
 """
 from __future__ import annotations
 
@@ -14,21 +21,19 @@ import numpy as np
 from .. import kernels as K
 from ..trace import TraceRecorder, nbytes_of
 from ..work import WorkLog, open_log
+from .head import neutral_features
 from .tracing import SENSOR_BITS
 
 
-def goodness_scores(net, x, batch: int = 256):
-    """Goodness of every block under every label: array (N, C, L). Eval-mode BN."""
-    c = net.num_classes
-    out = np.empty((x.shape[0], c, net.depth), np.float32)
-    labels_all = np.arange(c)
+def block_scores(net, objective, x, batch: int = 256):
+    """Class scores of every block: array (N, C, L). Eval-mode BN."""
+    out = np.empty((x.shape[0], net.num_classes, net.depth), np.float32)
     for s in range(0, x.shape[0], batch):
         xb = x[s:s + batch]
-        m = xb.shape[0]
-        a = net.input_with_label(np.repeat(xb, c, axis=0), np.tile(labels_all, m))
+        a = objective.inference_rows(net, xb)
         for l, blk in enumerate(net.blocks):
             a, cache = blk.forward(a, train=False)
-            out[s:s + m, :, l] = K.goodness(cache["gsrc"], bits=blk.goodness_bits).reshape(m, c)
+            out[s:s + len(xb), :, l] = objective.block_scores(blk, cache, len(xb))
     return out
 
 
@@ -42,75 +47,124 @@ def bp_logits(net, x, batch: int = 512):
     return np.concatenate(outs)
 
 
-def evaluate(net, x, y, rule_is_bp: bool, last_k: int):
-    """Test accuracy; for local rules also per-block accuracy. Returns a dict."""
-    if rule_is_bp:
+def evaluate(net, objective, x, y, last_k: int, head=None):
+    """Test accuracy, per-block accuracy (local rules) and the one-pass head's (if any). ``objective``
+    None: BP. Returns a dict."""
+    if objective is None:
         pred = K.decode(bp_logits(net, x))
-        return {"accuracy": float((pred == y).mean()), "per_block": None}
-    g = goodness_scores(net, x)
+        return {"accuracy": float((pred == y).mean()), "per_block": None, "head_accuracy": None}
+    g = block_scores(net, objective, x)
     k = min(last_k, net.depth)
     pred = K.decode(g[:, :, -k:])
     per_block = [float((g[:, :, l].argmax(axis=1) == y).mean()) for l in range(net.depth)]
-    return {"accuracy": float((pred == y).mean()), "per_block": per_block}
+    head_acc = None
+    if head is not None:
+        head_acc = float((head.predict(neutral_features(net, x, head.blocks)) == y).mean())
+    return {"accuracy": float((pred == y).mean()), "per_block": per_block, "head_accuracy": head_acc}
 
 
-def trace_inference(net, x, rule_is_bp: bool, last_k: int):
+class _InferenceRecorder:
+    """Records an inference: the weights each layer reads, what it receives and sends, and its work."""
+
+    def __init__(self, layers, x, log):
+        self.rec, self.log = TraceRecorder(samples=1), log
+        self.par = {}
+        for blk in layers:
+            kind = "head" if blk.head else blk.kind
+            self.rec.layer(blk.index, f"{kind}{blk.index}", blk.units, kind)
+            pb = blk.param_bytes()
+            self.par[blk.index] = [self.rec.buffer(blk.index, "weights", "weights", pb["weights"], "persistent")]
+            if blk.use_bn:
+                self.par[blk.index].append(self.rec.buffer(blk.index, "bn_stats", "bn_params", pb["bn"],
+                                                           "persistent", "replicated"))
+        nb = nbytes_of(x.size, SENSOR_BITS)
+        self.inp = {layers[0].index: self.rec.buffer(layers[0].index, "input", "noc_buffers", nb, "sample",
+                                                     "replicated")}
+        self.rec.op(layers[0].index, "send", "sensor input", writes=(self.inp[layers[0].index],),
+                    dst_layer=layers[0].index, nbytes=nb, tag="activation")
+
+    def label_table(self, net):
+        size = net.embedding.value.size if net.embedding is not None else net.label_table.size
+        self.par[0].append(self.rec.buffer(0, "label_embedding", "label_embedding",
+                                           nbytes_of(size, net.prec.update_bits), "persistent", "replicated"))
+
+    def forward(self, blk, a, inputs=None):
+        """The layer's forward, reading ``inputs`` (default: what it received) and its parameters."""
+        bits = 32 if blk.head else blk.prec.activation_bits       # logits stay float32
+        out = self.rec.buffer(blk.index, "output", "act_update", nbytes_of(a.size, bits))
+        inputs = [self.inp[blk.index]] if inputs is None else list(inputs)
+        self.rec.op(blk.index, "fwd", "forward", reads=inputs + self.par[blk.index], writes=(out,),
+                    work=self.log.take())
+        return out
+
+    def score(self, blk, src, n):
+        g = self.rec.buffer(blk.index, "scores", "act_update", 4 * n, "sample", "reduce")
+        self.rec.op(blk.index, "goodness", "class scores", reads=(src,), writes=(g,), work=self.log.take())
+        return g
+
+    def send(self, src_layer, dst_layer, buf, tag="activation", name="input"):
+        nb = self.rec.trace.buffers[buf].nbytes
+        recv = self.rec.buffer(dst_layer, name, "noc_buffers", nb, "sample", "replicated")
+        self.rec.send(src_layer, dst_layer, tag, buf, recv, nb, tag)
+        return recv
+
+    def decide(self, layer, reads):
+        self.rec.op(layer, "decode", "decode", reads=tuple(reads), work=self.log.take())
+        assert not self.log.items, self.log.items
+
+
+def trace_inference(net, x, objective, last_k: int, head=None):
     """Trace of the inference of one sample ``x`` (shape (1, C, H, W)): every kernel the engine runs.
 
-    Buffers: the weights (and BN statistics, label embedding) each layer reads,
-    the input it receives, the output it sends; goodness decoding holds the C
-    label variants of the sample as C rows.
+    ``objective`` None is BP (one pass and its head); ``head`` (an ``OnePassHead``) decides by the
+    one-pass head instead of the objective's scores.
     """
-    rec = TraceRecorder(samples=1)
-    layers = net.layers() if rule_is_bp else net.blocks
-    par = {}
-    for blk in layers:
-        kind = "head" if blk.head else blk.kind
-        rec.layer(blk.index, f"{kind}{blk.index}", blk.units, kind)
-        pb = blk.param_bytes()
-        par[blk.index] = [rec.buffer(blk.index, "weights", "weights", pb["weights"], "persistent")]
-        if blk.use_bn:
-            par[blk.index].append(rec.buffer(blk.index, "bn_stats", "bn_params", pb["bn"], "persistent",
-                                             "replicated"))
-    nb = nbytes_of(x.size, SENSOR_BITS)
-    inp = rec.buffer(0, "input", "noc_buffers", nb, "sample", "replicated")
-    rec.op(0, "send", "sensor input", writes=(inp,), dst_layer=0, nbytes=nb, tag="activation")
-    c = net.num_classes
     with open_log(WorkLog()) as log:
-        if rule_is_bp:
-            a = x
-        else:
-            par[0].append(rec.buffer(0, "label_embedding", "label_embedding",
-                                     nbytes_of(net.embedding.value.size, net.embedding.bits), "persistent",
-                                     "replicated"))
-            a = net.input_with_label(np.repeat(x, c, axis=0), np.arange(c))
-        goods, gbufs = [], []
+        if objective is None or head is not None:
+            return _one_pass(net, x, head, log)
+        layers = net.blocks
+        r = _InferenceRecorder(layers, x, log)
+        if net.label_encoding in ("learned", "random"):
+            r.label_table(net)
+        a, scores, bufs = objective.inference_rows(net, x), [], []
         for i, blk in enumerate(layers):
             a, cache = blk.forward(a, train=False)
-            out = rec.buffer(blk.index, "output", "act_update", nbytes_of(a.size, blk.prec.activation_bits))
-            rec.op(blk.index, "fwd", "forward", reads=[inp] + par[blk.index], writes=(out,), work=log.take())
-            if not rule_is_bp:
-                goods.append(K.goodness(cache["gsrc"], bits=blk.goodness_bits))
-                g = rec.buffer(blk.index, "goodness", "act_update", 4 * c, "sample", "reduce")
-                rec.op(blk.index, "goodness", "goodness", reads=(out,), writes=(g,), work=log.take())
-                gbufs.append(g)
+            out = r.forward(blk, a)
+            scores.append(objective.block_scores(blk, cache, 1))
+            bufs.append(r.score(blk, out, scores[-1].size))
             if i + 1 < len(layers):
-                nxt = rec.buffer(layers[i + 1].index, "input", "noc_buffers", nbytes_of(a.size, blk.prec.activation_bits),
-                                 "sample", "replicated")
-                rec.send(blk.index, layers[i + 1].index, "activation", out, nxt,
-                         rec.trace.buffers[out].nbytes, "activation")
-                inp = nxt
+                r.inp[layers[i + 1].index] = r.send(blk.index, layers[i + 1].index, out)
         k = min(last_k, net.depth)
         last = layers[-1].index
-        decided_by = [out]
-        if not rule_is_bp:                       # the last k blocks' goodness meet on the last block
-            decided_by = [gbufs[-1]]
-            for blk, g in zip(layers[-k:-1], gbufs[-k:-1]):
-                recv = rec.buffer(last, "goodness_in", "noc_buffers", 4 * c, "sample", "replicated")
-                rec.send(blk.index, last, "goodness", g, recv, 4 * c, "goodness")
-                decided_by.append(recv)
-        scores = a if rule_is_bp else np.stack(goods[-k:], axis=1)[None]      # (1, C) or (1, C, k)
-        K.decode(scores)
-        rec.op(last, "decode", "decode", reads=tuple(decided_by), work=log.take())
-        assert not log.items
-    return rec.trace
+        decided_by = [bufs[-1]] + [r.send(blk.index, last, g, "goodness", "scores_in")   # meet on the last block
+                                   for blk, g in zip(layers[-k:-1], bufs[-k:-1])]
+        K.decode(np.stack(scores[-k:], axis=2))
+        r.decide(last, decided_by)
+        return r.rec.trace
+
+
+def _one_pass(net, x, head, log):
+    """BP's forward and head, or a local rule's pass under the neutral label and its one-pass head."""
+    blocks = net.blocks if head is None else net.blocks[:max(head.blocks) + 1]
+    top = net.head if head is None else head.layer
+    features = (blocks[-1].index,) if head is None else head.blocks
+    r = _InferenceRecorder(blocks + [top], x, log)
+    a = x
+    if head is not None:
+        a = net.input_with_label(x, None)
+        if net.label_encoding in ("learned", "random"):
+            r.label_table(net)
+    feats, feat_in = [], []
+    for i, blk in enumerate(blocks):
+        a, _ = blk.forward(a, train=False)
+        out = r.forward(blk, a)
+        if i + 1 < len(blocks):
+            r.inp[blocks[i + 1].index] = r.send(blk.index, blocks[i + 1].index, out)
+        if blk.index in features:
+            feats.append(a.reshape(len(a), -1))
+            feat_in.append(r.send(blk.index, top.index, out, name="features_in"))
+    z, _ = top.forward(np.concatenate(feats, axis=1), train=False)
+    out = r.forward(top, z, inputs=feat_in)
+    K.decode(z)
+    r.decide(top.index, [out])
+    return r.rec.trace

@@ -7,11 +7,16 @@ of an autograd dependency; tests check them against torch autograd.
 
 Arithmetic is float32, the width the chip's vector unit is costed at; each
 loss is ``costed`` with its vector operations per goodness value (or logit).
+
+CwC (channel-wise competitive, at the end) differs: it has no negatives, and
+its goodness is one value per class group of a block's channels, so it works
+on the block output itself and returns the gradient with respect to it.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..work import costed
 
 # vector operations per goodness value (per logit for cross-entropy), loss and gradient together
@@ -112,3 +117,84 @@ def goodness_loss(name: str, gp, gn, learning):
     if name == "symba":
         return symba_loss(gp, gn, learning.symba_alpha)
     raise ValueError(f"unknown goodness loss {name!r}")
+
+
+# ---------------------------------------------------------------- channel-wise competitive (CwC)
+# Papachristodoulou et al. 2024 (AAAI), as summarised by Ortiz Torres et al., *On the Advancements
+# of the Forward-Forward Algorithm*, Eq. 2-3. No label enters the input and there are no negative
+# rows: a block's C output channels are cut into J class groups of S = C / J consecutive channels,
+# and the groups compete through a softmax. One row per sample, so the cheapest rule in memory.
+#
+# Three functions, so a rule runs them where a core would (and each reports its own work):
+#   G = cwc_goodness(out, J)               holistic goodness G[n, j]      (the squares: MAC array)
+#   loss, dG = cwc_loss(G, labels)         softmax cross-entropy of G     (vector unit, J per row)
+#   dout = cwc_goodness_backward(dG, out)  d loss / d out = dG[n, j(c)] * 2 out / (S * H * W)
+
+
+def _cwc_groups(out, num_classes: int):
+    """``out`` as (N, J, S * H * W): each class group's values in one row (a view, no copy)."""
+    n, c = out.shape[0], out.shape[1]
+    if c % num_classes:
+        raise ValueError(f"CwC needs the channels ({c}) divisible by the classes ({num_classes})")
+    return np.asarray(out).reshape(n, num_classes, -1)
+
+
+@costed("goodness", count=lambda a, out: np.asarray(a.out).size, bits=lambda a, out: (a.bits, a.bits))
+def cwc_goodness(out, num_classes: int, bits: int = 32):
+    """G[n, j] = mean over class group j's channels and pixels of ``out`` squared: float32 (N, J).
+
+    ``out`` is a block output (N, C, H, W), or (N, C) for a dense block (H = W = 1). Group j is
+    channels j*S .. (j+1)*S - 1, S = C / J. Summed in float64, rounded once, as ``goodness`` is.
+    ``bits`` is the width of the values squared (``goodness_bits``), for the work log only.
+    """
+    g = _cwc_groups(out, num_classes).astype(np.float64)
+    return ((g * g).sum(axis=2) / g.shape[2]).astype(np.float32)
+
+
+def cwc_loss(G, labels):
+    """Channel-wise loss (Eq. 3): mean softmax cross-entropy of the goodnesses G (N, J) against the
+    true classes. Returns (loss, dL/dG float32 (N, J)). :func:`cross_entropy` itself, whose logits
+    here are goodnesses (it logs the work, as the per-block ``loss``)."""
+    return cross_entropy(G, labels)
+
+
+@costed("goodness_backward", count=lambda a, out: 2 * np.asarray(a.out).size)
+def cwc_goodness_backward(dG, out):
+    """dL/d out from dL/dG: each value's error is its group's dG times 2 out / (S * H * W). float32."""
+    y = np.asarray(out, dtype=np.float32)
+    grouped = _cwc_groups(y, dG.shape[1])
+    scale = np.float32(2.0 / grouped.shape[2])
+    d = (np.asarray(dG, np.float32)[:, :, None] * scale) * grouped
+    return d.reshape(y.shape).astype(np.float32, copy=False)
+
+
+def cwc_block_loss(out, labels, num_classes: int):
+    """The three steps in one call: (loss, dL/d out float32, G). For tests and simple callers."""
+    G = cwc_goodness(out, num_classes)
+    loss, dG = cwc_loss(G, labels)
+    return loss, cwc_goodness_backward(dG, out), G
+
+
+def cwc_predict(goodness_per_block, last_k: int = 1):
+    """Class decision of CwC in one pass: argmax over j of G summed over the last k blocks.
+
+    ``goodness_per_block`` is a sequence of (N, J) arrays, input to output (k is clipped to it)."""
+    blocks = list(goodness_per_block)
+    k = min(max(int(last_k), 1), len(blocks))
+    return np.sum(np.stack(blocks[-k:]), axis=0).argmax(axis=1)
+
+
+def check_cwc_divisible(blocks, num_classes: int, origin: str = "model") -> None:
+    """Raise a one-line ConfigError unless every block's outputs split into ``num_classes`` groups.
+
+    ``blocks`` are ``chipsim.modelspec.Block`` specs (conv ``channels`` or dense ``units``);
+    ``origin`` names the model file for the message.
+    """
+    for i, b in enumerate(blocks):
+        c = b.out_features
+        if c % num_classes:
+            what = "channels" if b.type == "conv" else "units"
+            lo, hi = (c // num_classes) * num_classes, (c // num_classes + 1) * num_classes
+            near = f"{lo} or {hi}" if lo else f"{hi}"
+            raise ConfigError(f"{origin}: blocks[{i}].{what}: {c} {what} do not split into {num_classes} class "
+                              f"groups (CwC, learning.loss: cwc); use a multiple of {num_classes}, e.g. {near}")

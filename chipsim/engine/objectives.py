@@ -1,13 +1,19 @@
-"""Per-block losses: what a block's own loss computes from its output.
+"""Per-block objectives: what a block's own loss computes from its output, and how it decodes.
 
 The second of a local rule's three parts (``rules.LocalRule``). An objective
-runs its kernels on the block's output, records them with the tracer right
-where they run, and returns a :class:`LossResult`: the loss value, the rows
-it gives an error, and a function that computes that error at the block's
-output when the backward needs it. The error is recomputed on each call
-rather than kept: a core keeps the narrow inputs it is made of (the goodness
-copy on the loss's rows and dL/dg), which are smaller than the error itself,
-and the few operations per element are costed each time.
+
+* in training (:meth:`evaluate`) runs its kernels on the block's output,
+  records them with the tracer right where they run, and returns a
+  :class:`LossResult`: the loss value, the rows it gives an error, and a
+  function that computes that error at the block's output when the backward
+  needs it. The error is recomputed on each call rather than kept: a core
+  keeps the narrow inputs it is made of (the goodness copy on the loss's rows
+  and dL/dg), which are smaller than the error itself, and the few
+  operations per element are costed each time;
+* in inference gives the rows one test input becomes (:meth:`inference_rows`)
+  and each block's class scores on them (:meth:`block_scores`): goodness
+  under each of the C labels (C rows, the C passes of FF/SymBa/DF), or the
+  class-group goodness of CwC (one row, one pass).
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .. import kernels as K
-from .losses import goodness_loss
+from .losses import cwc_goodness, cwc_goodness_backward, cwc_loss, goodness_loss
 
 
 @dataclass
@@ -41,13 +47,13 @@ class GoodnessObjective:
     def evaluate(self, blk, cache, rows, tracer, sparse: bool) -> LossResult:
         gsrc = cache["gsrc"]                        # the output, or its wider copy (goodness_bits)
         g = K.goodness(gsrc, bits=blk.goodness_bits)
-        tracer.goodness(blk)
+        tracer.goodness(blk, g)
         gg = g.reshape(rows.samples, rows.reps)
         loss, dgp, dgn = goodness_loss(self.name, gg[:, 0], gg[:, 1:], self.learning)
-        tracer.loss(blk.index, rows.n)
         dg = np.empty((rows.samples, rows.reps), np.float32)
         dg[:, 0], dg[:, 1:] = dgp, dgn
         dg = dg.reshape(-1)
+        tracer.loss(blk.index, dg)
         if not sparse:
             return LossResult(loss, None, lambda: K.goodness_backward(dg, gsrc))
         r = np.flatnonzero(dg)
@@ -55,3 +61,36 @@ class GoodnessObjective:
         if len(r) < rows.n:
             tracer.goodness_rows(blk, squared)
         return LossResult(loss, r, lambda: K.goodness_backward(dg_r, squared))
+
+    @staticmethod
+    def inference_rows(net, x):
+        """Each input under each of the C labels: C rows per input, label-major within an input."""
+        c = net.num_classes
+        return net.input_with_label(np.repeat(x, c, axis=0), np.tile(np.arange(c), len(x)))
+
+    @staticmethod
+    def block_scores(blk, cache, inputs: int):
+        """(inputs, C): the goodness of each input under each label."""
+        return K.goodness(cache["gsrc"], bits=blk.goodness_bits).reshape(inputs, -1)
+
+
+@dataclass(frozen=True)
+class CwcObjective:
+    """Channel-wise competitive learning: a block's channels form one group per class; the loss is
+    the cross-entropy of the groups' goodness against the true class (every row gets an error)."""
+    num_classes: int
+
+    def evaluate(self, blk, cache, rows, tracer, sparse: bool) -> LossResult:
+        out = cache["gsrc"]
+        G = cwc_goodness(out, self.num_classes, bits=blk.goodness_bits)
+        tracer.goodness(blk, G)
+        loss, dG = cwc_loss(G, rows.labels)
+        tracer.loss(blk.index, dG)
+        return LossResult(loss, None, lambda: cwc_goodness_backward(dG, out))
+
+    @staticmethod
+    def inference_rows(net, x):
+        return net.input_with_label(x, None)       # no label: the image itself, one row
+
+    def block_scores(self, blk, cache, inputs: int):
+        return cwc_goodness(cache["gsrc"], self.num_classes, bits=blk.goodness_bits)

@@ -4,13 +4,19 @@ A local rule is a composition of three parts (``LocalRule``), so FF, SymBa,
 greedy DF, DF-O and DF-R are data, not branches of ``local_step``:
 
 * **rows** (``rows.py``): how a sample becomes rows -- a positive and N
-  negatives, or one row;
+  negatives (FF, SymBa, DF), or one row (CwC);
 * **objective** (``objectives.py``): the per-block loss on the block's
-  output, and the rows it gives an error;
-* **routing** (``routing.py``): which blocks each loss reaches and updates,
-  and the link its error takes into the block below: the true ``W^T``
-  (DF-O) or a fixed random ``B`` (DF-R, so a block never waits on its own
-  weights: no update lock).
+  output (goodness losses, CwC's channel-wise cross-entropy), the rows it
+  gives an error, and how it decodes;
+* **routing** (``routing.py``): which blocks each loss reaches and updates
+  (span, overlapping or chunked groups, alternating schedules), and the link
+  its error takes into the block below: the true ``W^T`` (DF-O) or a fixed
+  random ``B`` (DF-R, so a block never waits on its own weights: no update
+  lock).
+
+Greedy, DF-O, DF-R, span-n, chunked, Trifecta's alternating OLU and CwC are
+then data (``compose``), not branches. A rule may add a one-pass inference
+head (``head.OnePassHead``), trained beside the blocks (``head_step``).
 
 ``bp_step`` is the baseline: the same blocks plus a linear head and
 cross-entropy, one error walked back through every block.
@@ -27,13 +33,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import kernels as K
 from ..errors import TrainingDiverged
 from ..work import record
+from .head import concat_features
 from .losses import cross_entropy
-from .objectives import GoodnessObjective
+from .objectives import CwcObjective, GoodnessObjective
 from .routing import Routing
-from .rows import LabelledRows
+from .rows import LabelledRows, OneRow
 
 
 def _check(value, what: str, layer: int, step: int):
@@ -44,40 +50,26 @@ def _check(value, what: str, layer: int, step: int):
 
 
 class StepResult:
-    __slots__ = ("loss", "grads")
+    __slots__ = ("loss", "grads", "outputs")
 
-    def __init__(self, loss, grads):
-        self.loss, self.grads = loss, grads
+    def __init__(self, loss, grads, outputs=None):
+        self.loss, self.grads, self.outputs = loss, grads, outputs
 
 
 @dataclass(frozen=True)
 class LocalRule:
     rows: object         # rows.LabelledRows | rows.OneRow
-    objective: object    # objectives.GoodnessObjective | ...
+    objective: object    # objectives.GoodnessObjective | objectives.CwcObjective
     routing: object      # routing.Routing
 
-    @property
-    def uses_feedback(self) -> bool:
-        return self.routing.link == "random"
 
-
-def compose(strategy: str, loss: str, learning, negatives: int) -> LocalRule:
-    """A local rule from the config's resolved ``strategy`` and ``loss``: rows, objective, routing."""
-    return LocalRule(rows=LabelledRows(negatives),
-                     objective=GoodnessObjective(loss, learning),
-                     routing=Routing(span=2 if strategy in ("df-o", "df-r") else 1,
-                                     link="random" if strategy == "df-r" else "true",
-                                     olu_schedule=learning.olu_schedule))
-
-
-def _last_touch(plan) -> list:
-    """Per block: the last loss (block index) whose error reaches it, or None."""
-    last = [None] * len(plan)
-    for l, reach in enumerate(plan):
-        if reach.updates:
-            for j in range(reach.lowest, l + 1):
-                last[j] = l
-    return last
+def compose(hw, depth: int, num_classes: int, negatives: int) -> LocalRule:
+    """The local rule of an ``HwConfig``: its rows, its per-block objective and its routing."""
+    if hw.loss == "cwc":
+        rows, objective = OneRow(), CwcObjective(num_classes)
+    else:
+        rows, objective = LabelledRows(negatives), GoodnessObjective(hw.loss, hw.learning)
+    return LocalRule(rows, objective, Routing.from_config(hw, depth))
 
 
 def _union(parts):
@@ -91,8 +83,8 @@ def local_step(net, rule: LocalRule, rows, step, rng, tracer) -> StepResult:
     """Gradients of one local-rule step on ``rows`` (``rule.rows.make(...)``); ``rng`` rounds."""
     blocks = net.blocks
     L = len(blocks)
-    plan = rule.routing.plan(L, step)
-    last_touch = _last_touch(plan)
+    plan = rule.routing.plan(step)
+    feedback = plan.uses_feedback
     sparse = net.bn_backward == "fixed-stats"
     caches, grads, losses = [None] * L, [None] * L, []
     # errors at each block's output that update it: (loss, rows or None, error or a function computing it)
@@ -119,50 +111,48 @@ def local_step(net, rule: LocalRule, rows, step, rng, tracer) -> StepResult:
         grads[j] = blk.grad_weight(gy, cache, rng)
         _check(grads[j], "weight gradient", j, step)
         tracer.grad_weight(blk, src)
-        if j == 0 and net.embedding_learnable:
+        if j == 0 and net.label_trainable:
             gx = blk.grad_input(gy, cache, rng)
-            emb_grad = K.embedding_grad(net.label_channel(gx), rows.row_labels if keep is None else
-                                        rows.row_labels[keep], net.num_classes)
+            emb_grad = net.label_grad(gx, rows.row_labels if keep is None else rows.row_labels[keep])
             tracer.embedding_grad(blk, src)
         caches[j] = None                             # block j's activations are dead now
         parts[j] = []
 
-    a = rows.a0
+    a, outputs = rows.a0, []
     for l, blk in enumerate(blocks):
         out, cache = blk.forward(a, train=True)
         tracer.forward(blk, cache, goodness=True)
         if l + 1 < L:
             tracer.send_activation(l, l + 1)
         caches[l] = cache
-        res = rule.objective.evaluate(blk, cache, rows, tracer, sparse)
-        _check(res.value, "loss", l, step)
-        losses.append(res.value)
-        reach = plan[l]
-        if reach.updates and (res.rows is None or len(res.rows)):
-            if l in reach.updates:
-                parts[l].append((l, res.rows, res.error))
+        outputs.append(out)
+        reach = plan.reaches(l)
+        if reach:                                    # a loss the routing does not use this step is not run
+            res = rule.objective.evaluate(blk, cache, rows, tracer, sparse)
+            _check(res.value, "loss", l, step)
+            losses.append(res.value)
+        if reach and (res.rows is None or len(res.rows)):
+            parts[l].append((l, res.rows, res.error))
             err, n_rows = None, rows.n if res.rows is None else len(res.rows)
-            for j in range(l, reach.lowest, -1):     # the loss's error, down to the lowest block it reaches
+            for j in range(l, reach[0], -1):        # the loss's error, down to the lowest block it reaches
                 upper, below = blocks[j], blocks[j - 1]
                 if err is None:
                     err = res.error()
                 sub = caches[j] if res.rows is None else upper.select(caches[j], res.rows, for_weight_grad=False)
                 gy = upper.backward_pre(err, sub)
-                gx = upper.grad_input(gy, sub, rng, use_feedback=rule.uses_feedback)
-                tracer.error_down(upper, below, n_rows, use_feedback=rule.uses_feedback, loss=l)
+                gx = upper.grad_input(gy, sub, rng, use_feedback=feedback)
+                tracer.error_down(upper, below, n_rows, use_feedback=feedback, loss=l)
                 err = gx.reshape((len(gx),) + below.out_shape)
-                if j - 1 in reach.updates:
-                    parts[j - 1].append((l, res.rows, err))
+                parts[j - 1].append((l, res.rows, err))
         for j in range(l, -1, -1):
-            if last_touch[j] == l:
-                finish(j)
-            elif last_touch[j] is None and caches[j] is not None:
+            if caches[j] is not None and plan.finish_after(j) <= l:
                 finish(j)
         a = out
-    if emb_grad is None and net.embedding_learnable:
+    if emb_grad is None and net.label_trainable:
         emb_grad = np.zeros_like(net.embedding.value)
     tracer.close()
-    return StepResult(float(np.mean(losses)), dict(blocks=grads, embedding=emb_grad))
+    return StepResult(float(np.mean(losses)) if losses else 0.0, dict(blocks=grads, embedding=emb_grad),
+                      outputs)
 
 
 def _sum_errors(parts, keep, n_rows, out_shape):
@@ -181,6 +171,34 @@ def _sum_errors(parts, keep, n_rows, out_shape):
     return err
 
 
+def head_step(net, head, rows, outputs, rng, tracer):
+    """The one-pass head's training step: its features, forward, cross-entropy and weight gradient.
+    Returns (loss, gradient); no gradient reaches the blocks.
+
+    A rule whose input carries no label (CwC) feeds the head the outputs of its training pass; a rule
+    with one runs an extra pass under the neutral label (eval-mode BN) for them, since its training
+    rows carry the true or a wrong label, which the head would learn to read.
+    """
+    if net.label_encoding is None:
+        feats = concat_features(outputs[j] for j in head.blocks)
+        tracer.head_features(head, from_training=True)
+    else:
+        a, outs, last = net.input_with_label(rows.x, None), [], max(head.blocks)
+        for j, blk in enumerate(net.blocks[:last + 1]):
+            a, _ = blk.forward(a, train=False)
+            tracer.neutral_forward(blk, a, j + 1 if j < last else None)
+            outs.append(a)
+        feats = concat_features(outs[j] for j in head.blocks)
+        tracer.head_features(head, from_training=False)
+    z, cache = head.logits(feats, train=True)
+    tracer.head_forward(head, cache)
+    loss, g = cross_entropy(z, rows.labels)
+    tracer.loss(head.layer.index, g)
+    grad = head.layer.grad_weight(head.layer.backward_pre(g, cache), cache, rng)
+    tracer.grad_weight(head.layer, [head.layer.index])
+    return loss, grad
+
+
 def bp_step(net, x, labels, step, rng, tracer) -> StepResult:
     """Gradients of one backpropagation step through all blocks and the head."""
     layers = net.layers()
@@ -197,7 +215,7 @@ def bp_step(net, x, labels, step, rng, tracer) -> StepResult:
     loss, g = cross_entropy(a, labels)
     _check(loss, "loss", len(layers) - 1, step)
     rows = x.shape[0]
-    tracer.loss(len(layers) - 1, rows)
+    tracer.loss(len(layers) - 1, g)
     grads = [None] * len(layers)
     last = len(layers) - 1
     for i in range(last, -1, -1):

@@ -35,7 +35,7 @@ SENSOR_BITS = 8
 
 
 class StepTracer:
-    def __init__(self, rec: TraceRecorder, net, optimizer, accumulators: dict, rule_is_bp: bool):
+    def __init__(self, rec: TraceRecorder, net, optimizer, accumulators: dict, rule_is_bp: bool, extra_layers=()):
         self.rec = rec
         self.on = rec.enabled
         self.log = WorkLog() if self.on else None
@@ -47,9 +47,10 @@ class StepTracer:
         self.err_in = {}   # (layer, loss layer) -> buffer id of the error that loss sent into the layer
         self.dg = {}       # layer -> buffer id of dL/dgoodness (local) or dlogits (head)
         self.params = {}   # layer -> dict of persistent buffer ids
+        self.neutral_in, self.neutral_out = {}, {}     # the head's neutral pass: received / produced buffers
         if not self.on:
             return
-        for blk in net.layers():
+        for blk in list(net.layers()) + list(extra_layers):      # extra: a local rule's one-pass head
             kind = "head" if blk.head else blk.kind
             rec.layer(blk.index, f"{kind}{blk.index}", blk.units, kind)
             pb = blk.param_bytes()
@@ -65,11 +66,12 @@ class StepTracer:
             if blk.feedback_bytes():
                 ids["fb"] = rec.buffer(blk.index, "feedback", "feedback_weights", blk.feedback_bytes(), "persistent")
             self.params[blk.index] = ids
-        if net.embedding is not None:
+        if net.embedding is not None or net.label_table is not None:
             par = self.params[0]
-            par["emb"] = rec.buffer(0, "label_embedding", "label_embedding",
-                                    nbytes_of(net.embedding.value.size, net.embedding.bits), "persistent",
-                                    "replicated")
+            # the learned table is FixedPoint at update_bits; the fixed random one holds the same grid's values
+            size = net.embedding.value.size if net.embedding is not None else net.label_table.size
+            par["emb"] = rec.buffer(0, "label_embedding", "label_embedding", nbytes_of(size, net.prec.update_bits),
+                                    "persistent", "replicated")
             if "emb" in accumulators:            # a learned embedding: its optimizer state and accumulator
                 par["emb_opt"] = rec.buffer(0, "label_embedding_optimizer", "optimizer_state",
                                             optimizer.state_bytes("emb"), "persistent", "replicated")
@@ -112,15 +114,14 @@ class StepTracer:
         reads = [self.inp[l], par["weights"]] + [par[k] for k in ("bn", "emb") if k in par]
         self._op(l, "fwd", "forward", reads=reads,
                  writes=tuple(ids[k] for k in ("zq", "mask", "argmax", "out", "gsrc") if k in ids))
-        if goodness:
-            ids["g"] = rec.buffer(l, "goodness", "act_update", 4 * cache["zq"].shape[0], "sample", "reduce")
         self.kept[l] = ids
 
-    def goodness(self, blk):
-        """Goodness of the block output (``K.goodness`` has just run)."""
+    def goodness(self, blk, g):
+        """Goodness of the block output, ``g`` (float32, a reduce partial on a split layer), just computed."""
         if not self.on:
             return
         k = self.kept[blk.index]
+        k["g"] = self.rec.buffer(blk.index, "goodness", "act_update", 4 * np.size(g), "sample", "reduce")
         self._op(blk.index, "goodness", "goodness", reads=(k.get("gsrc", k["out"]),), writes=(k["g"],))
 
     def send_activation(self, src, dst):
@@ -131,12 +132,12 @@ class StepTracer:
         self.rec.send(src, dst, "activation", self.kept[src]["out"], bid, nb, "activation")
         self.inp[dst] = bid
 
-    def loss(self, l, rows):
-        """The block's (or head's) loss: goodness -> dL/dgoodness, or logits -> dL/dlogits."""
+    def loss(self, l, dg):
+        """The block's (or head's) loss: goodness -> dL/dgoodness, or logits -> dL/dlogits (``dg``, float32)."""
         if not self.on:
             return
         src = self.kept[l]["g"] if "g" in self.kept[l] else self.kept[l]["out"]
-        self.dg[l] = self.rec.buffer(l, "loss_grad", "gradients", 4 * rows, "sample", "replicated")
+        self.dg[l] = self.rec.buffer(l, "loss_grad", "gradients", 4 * np.size(dg), "sample", "replicated")
         self._op(l, "loss", "loss", reads=(src,), writes=(self.dg[l],))
 
     def goodness_rows(self, blk, kept):
@@ -173,6 +174,50 @@ class StepTracer:
         rec.op(l, "select", "drop error-free rows", reads=tuple(old[k] for k in kept if k in old)
                + tuple(self._deciders(l, losses)), writes=tuple(new[k] for k in kept if k in new))
         self.kept[l] = new
+
+    # ---------------------------------------------------------------- one-pass head (local rules)
+    def neutral_forward(self, blk, out_values, next_layer):
+        """A forward under the neutral label (eval-mode BN) for the head's features, ``out_values`` its
+        output; sent on to block ``next_layer`` when given."""
+        if not self.on:
+            return
+        rec, l = self.rec, blk.index
+        par = self.params[l]
+        src = self.neutral_in.get(l, self.inp.get(l))          # block 0 reads the sensor's image
+        nb = nbytes_of(np.size(out_values), self.p.activation_bits)
+        out = rec.buffer(l, "neutral_output", self.act_cat, nb)
+        self._op(l, "fwd", "neutral forward", reads=[src, par["weights"]] + [par[k] for k in ("bn", "emb")
+                                                                               if k in par], writes=(out,))
+        self.neutral_out[l] = out
+        if next_layer is not None:
+            recv = rec.buffer(next_layer, "neutral_input", "noc_buffers", nb, "sample", "replicated")
+            rec.send(l, next_layer, "neutral activation", out, recv, nb, "activation")
+            self.neutral_in[next_layer] = recv
+
+    def head_features(self, head, from_training: bool):
+        """The head's input arrives from its feature blocks: their training outputs (rules without a
+        label) or their neutral-pass outputs."""
+        if not self.on:
+            return
+        self.inp_head = []
+        for j in head.blocks:
+            src = self.kept[j]["out"] if from_training else self.neutral_out[j]
+            nb = self.rec.trace.buffers[src].nbytes
+            recv = self.rec.buffer(head.layer.index, "features_in", "noc_buffers", nb, "sample", "replicated")
+            self.rec.send(j, head.layer.index, "features", src, recv, nb, "activation")
+            self.inp_head.append(recv)
+
+    def head_forward(self, head, cache):
+        """The head's forward on the features it received (its loss and weight gradient follow through
+        :meth:`loss` and :meth:`grad_weight`, as for any layer)."""
+        if not self.on:
+            return
+        rec, l = self.rec, head.layer.index
+        sb = head.layer.stored_bytes(cache)
+        zq = rec.buffer(l, "kept_input", self.act_cat, sb["zq"], "sample", "replicated")
+        out = rec.buffer(l, "output", self.act_cat, sb["out"])
+        self._op(l, "fwd", "forward", reads=self.inp_head + [self.params[l]["weights"]], writes=(zq, out))
+        self.kept[l] = dict(zq=zq, out=out)
 
     # ---------------------------------------------------------------- backward
     def _deciders(self, l, losses):

@@ -24,8 +24,10 @@ from .inference import evaluate
 from .network import Network
 from .optim import make_optimizer
 from .rows import sample_negatives  # noqa: F401  (used by benchmarks)
-from .rules import bp_step, compose, local_step
-from .schedules import cosine_lr
+from .head import OnePassHead
+from .losses import check_cwc_divisible
+from .rules import bp_step, compose, head_step, local_step
+from .schedules import learning_rate
 from .tracing import StepTracer
 from .update import apply_gradients
 
@@ -39,6 +41,7 @@ class EpochStats:
     test_accuracy: float
     per_block_accuracy: list | None
     seconds: float
+    head_accuracy: float | None = None      # the one-pass head's, when the rule trains one
 
 
 @dataclass
@@ -57,7 +60,8 @@ class TrainResult:
 def build_network(hw, model, input_shape, num_classes):
     is_bp = hw.strategy == "bp"
     net = Network(model, input_shape, num_classes, hw.precision, hw.training.seed,
-                  with_label=not is_bp, with_head=is_bp, bn_backward=hw.learning.bn_backward)
+                  with_label=hw.uses_label, with_head=is_bp, bn_backward=hw.learning.bn_backward,
+                  label_encoding=hw.learning.label_encoding)
     if hw.strategy == "df-r":
         seeds = np.random.default_rng([hw.training.seed, 4]).integers(0, 2 ** 63, size=len(net.blocks))
         for blk, seed in zip(net.blocks[1:], seeds[1:]):
@@ -65,14 +69,15 @@ def build_network(hw, model, input_shape, num_classes):
     return net
 
 
-def training_state(net, precision, optimizer: str = "adam", momentum: float = 0.9):
+def training_state(net, precision, optimizer: str = "adam", momentum: float = 0.9, extra_layers=()):
     """(optimizer, accumulators): what a core keeps between steps for every weight tensor of ``net``
-    (and its learned label embedding), at ``precision.optimizer_bits`` / ``accumulator_bits``."""
+    (its learned label embedding, and ``extra_layers`` such as a one-pass head), at
+    ``precision.optimizer_bits`` / ``accumulator_bits``."""
     p = precision
     opt = make_optimizer(optimizer, momentum, p.optimizer_bits, p.rounding, p.scale)
     acc = {}
-    shapes = [(f"w{layer.index}", layer.w_shape) for layer in net.layers()]
-    if net.embedding_learnable:
+    shapes = [(f"w{layer.index}", layer.w_shape) for layer in list(net.layers()) + list(extra_layers)]
+    if net.label_trainable:
         shapes.append(("emb", net.embedding.value.shape))
     for key, shape in shapes:
         opt.register(key, shape)
@@ -92,8 +97,14 @@ class Trainer:
                               f"({c} classes); allowed 1..{c - 1}")
         self.is_bp = hw.strategy == "bp"
         self.net = build_network(hw, model, dataset.input_shape, c)
-        self.rule = None if self.is_bp else compose(hw.strategy, hw.loss, hw.learning, self.negatives)
-        self.opt, self.acc = training_state(self.net, hw.precision, hw.training.optimizer, hw.training.momentum)
+        if hw.loss == "cwc":
+            check_cwc_divisible(model.blocks, c, origin=hw.workload.model)
+        self.rule = None if self.is_bp else compose(hw, self.net.depth, c, self.negatives)
+        self.head = OnePassHead(self.net, hw.learning.head_last_k, hw.precision, hw.training.seed) \
+            if not self.is_bp and hw.learning.inference == "head" else None
+        self.extra = [self.head.layer] if self.head is not None else []
+        self.opt, self.acc = training_state(self.net, hw.precision, hw.training.optimizer, hw.training.momentum,
+                                            self.extra)
         seed = hw.training.seed
         self.rng_data = np.random.default_rng([seed, 2])
         self.rng_round = np.random.default_rng([seed, 3])
@@ -112,15 +123,17 @@ class Trainer:
     def train_step(self, x, y, record: bool = False):
         hw = self.hw
         rec = TraceRecorder(samples=x.shape[0], enabled=record)
-        tracer = StepTracer(rec, self.net, self.opt, self.acc, self.is_bp)
+        tracer = StepTracer(rec, self.net, self.opt, self.acc, self.is_bp, self.extra)
         with open_log(tracer.log):
             if self.is_bp:
                 res = bp_step(self.net, x, y, self.step, self.rng_round, tracer)
             else:
                 rows = self.rule.rows.make(self.net, x, y, self.rng_data)
                 res = local_step(self.net, self.rule, rows, self.step, self.rng_round, tracer)
-            lr = cosine_lr(hw.training.lr, self.step, hw.training.epochs * self.steps_per_epoch) \
-                if hw.training.schedule == "cosine" else hw.training.lr
+                if self.head is not None:
+                    _, g = head_step(self.net, self.head, rows, res.outputs, self.rng_round, tracer)
+                    res.grads["extra"] = [(self.head.layer, g)]
+            lr = learning_rate(hw.training, self.step, self.steps_per_epoch)
             apply_gradients(self.net, res.grads, lr, self.opt, self.acc, hw.precision, self.rng_round, tracer,
                             self.grad_noise, self.rng_noise)
             tracer.close()
@@ -154,18 +167,25 @@ class Trainer:
             bar.close()
             dt = time.perf_counter() - t0
             t_total += dt
-            ev = evaluate(self.net, data.x_test, data.y_test, self.is_bp, hw.learning.decode_last_k)
-            stats = EpochStats(self.epoch + 1, float(np.mean(losses)), ev["accuracy"], ev["per_block"], dt)
+            ev = self.evaluate(data.x_test, data.y_test)
+            stats = EpochStats(self.epoch + 1, float(np.mean(losses)), ev["accuracy"], ev["per_block"], dt,
+                               ev["head_accuracy"])
             self.history.append(stats)
             self.epoch += 1
             if progress:
+                head = "" if stats.head_accuracy is None else f"  head {100 * stats.head_accuracy:.2f}%"
                 print(f"epoch {stats.epoch}/{hw.training.epochs}: loss {stats.loss:.4f}  "
-                      f"test acc {100 * stats.test_accuracy:.2f}%  ({dt:.1f} s)", flush=True)
+                      f"test acc {100 * stats.test_accuracy:.2f}%{head}  ({dt:.1f} s)", flush=True)
             if checkpoint_dir and hw.training.checkpoint:
                 self.save(os.path.join(checkpoint_dir, CHECKPOINT_NAME))
             if on_epoch is not None:
                 on_epoch(stats)
         return TrainResult(self.net, self.history, self.trace, self.step, t_total)
+
+    def evaluate(self, x, y) -> dict:
+        """Test accuracy by the rule's decoding (and its one-pass head's, if any), per-block accuracy."""
+        return evaluate(self.net, None if self.is_bp else self.rule.objective, x, y,
+                        self.hw.learning.decode_last_k, self.head)
 
     # ------------------------------------------------------------- checkpoints
     def state(self):

@@ -30,6 +30,10 @@ def apply_gradients(net, grads, lr, opt, acc, precision, rng, tracer, grad_noise
         _update(f"w{layer.index}", g, lr, layer.master, opt, acc, precision, rng)
         layer.requantize()
         tracer.update(layer)
+    for layer, g in grads.get("extra", ()):        # layers outside the network, e.g. a one-pass head
+        _update(f"w{layer.index}", g, lr, layer.master, opt, acc, precision, rng)
+        layer.requantize()
+        tracer.update(layer)
     if grads["embedding"] is not None:
         _update("emb", grads["embedding"], lr, net.embedding, opt, acc, precision, rng)
         tracer.embedding_update()

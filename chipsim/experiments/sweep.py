@@ -51,7 +51,6 @@ def _train_point(p: dict) -> dict:
     """Train once and evaluate under every requested test-time noise; runs in a worker process."""
     limit_threads(p["threads"])
     from ..data import load_dataset
-    from ..engine.inference import evaluate
     from ..engine.trainer import Trainer
     from ..noise import corrupt_inputs, gradient_noise, perturbed_weights
     cfg = load_config(p["config"], tuple(p["overrides"]))
@@ -67,16 +66,14 @@ def _train_point(p: dict) -> dict:
     trainer = Trainer(hw, cfg.model, data, grad_noise=hook)
     trainer.run(progress=False)
     acc = {}
-    is_bp = trainer.is_bp
-    k = hw.learning.decode_last_k
-    clean = evaluate(trainer.net, data.x_test, data.y_test, is_bp, k)
+    clean = trainer.evaluate(data.x_test, data.y_test)
     acc["clean"] = clean["accuracy"]
     for kind in p["test_noises"]:
         for level in p["levels"]:
             spec = NoiseSpec(kind, level, data.kind, seed=hw.training.seed)
             x = corrupt_inputs(data.x_test, spec)
             with perturbed_weights(trainer.net, spec):
-                acc[f"{kind}:{level}"] = evaluate(trainer.net, x, data.y_test, is_bp, k)["accuracy"]
+                acc[f"{kind}:{level}"] = trainer.evaluate(x, data.y_test)["accuracy"]
     return {"accuracy": acc, "per_block": clean["per_block"], "seconds": time.perf_counter() - t0,
             "train_samples": int(len(data.y_train)), "test_samples": int(len(data.y_test)),
             "data_kind": data.kind}

@@ -1,0 +1,89 @@
+"""The torch reference for routed rules (tests/torch_reference.torch_routed_grads) reproduces the
+engine's greedy, DF-O and DF-R steps, the routings of span 1 and 2, so it can check any other span,
+grouping or schedule once a rule composes it."""
+import numpy as np
+import pytest
+import torch
+
+from chipsim.config import Learning, Precision
+from chipsim.engine.network import Network
+from chipsim.engine.optim import SGD
+from chipsim.engine.routing import Routing
+from chipsim.engine.rules import local_step
+from chipsim.engine.tracing import StepTracer
+from chipsim.modelspec import Block, ModelSpec
+from chipsim.trace import TraceRecorder
+from chipsim.engine.rows import LabelledRows
+from rule_helpers import df_rule
+from torch_reference import torch_routed_grads
+
+FP32 = Precision(weight_bits=32, activation_bits=32, gradient_bits=32, update_bits=32, rounding="nearest")
+MODEL = ModelSpec(name="t", blocks=(Block(type="conv", channels=4, pool=2),
+                                    Block(type="conv", channels=6, kernel=3, padding=0),
+                                    Block(type="dense", units=5)))
+
+
+def df_loss_torch(learning, reps):
+    def loss(l, out):
+        g = out.reshape(out.shape[0], -1).pow(2).mean(1).reshape(-1, reps)
+        hard = g[:, 1:].max(1).values
+        return (torch.clamp(learning.margin + hard - g[:, 0], min=0) + learning.reg_lambda * hard).mean()
+    return loss
+
+
+@pytest.mark.parametrize("bn_backward", ["batch-stats", "fixed-stats"])
+@pytest.mark.parametrize("strategy, span", [("greedy", 1), ("df-o", 2), ("df-r", 2)])
+def test_reference_reproduces_the_engine_at_span_1_and_2(strategy, span, bn_backward):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 1, (5, 1, 12, 12)).astype(np.float32)
+    labels = rng.integers(0, 4, 5)
+    negatives = (labels[:, None] + 1 + np.array([[0, 1, 2]])) % 4
+    net = Network(MODEL, (1, 12, 12), 4, FP32, seed=0, with_label=True, with_head=False, bn_backward=bn_backward)
+    if strategy == "df-r":
+        for i, b in enumerate(net.blocks[1:]):
+            b.set_feedback(1 + i, stored=True)
+    learning = Learning(margin=1.0, reg_lambda=0.1)
+    tracer = StepTracer(TraceRecorder(5, enabled=False), net, SGD(), {}, False)
+    rows = LabelledRows.with_negatives(net, x, labels, negatives)
+    res = local_step(net, df_rule(strategy, learning, 3, net.depth), rows, 0, np.random.default_rng(0), tracer)
+
+    plan = Routing(depth=3, span=span, link="feedback" if strategy == "df-r" else "weights").plan(0)
+    ws = [torch.tensor(b.master.value, requires_grad=True) for b in net.blocks]
+    emb = torch.tensor(net.embedding.value, requires_grad=True)
+    lab = np.concatenate([labels[:, None], negatives], 1).reshape(-1)
+    a0 = torch.cat([torch.tensor(np.repeat(x, 4, 0)), emb[torch.tensor(lab)][:, None]], 1)
+    fbs = None
+    if plan.uses_feedback:
+        fbs = [None] + [torch.tensor(b.feedback[0] * b.feedback[1].reshape((-1,) + (1,) * (b.feedback[0].ndim - 1)))
+                        for b in net.blocks[1:]]
+    torch_routed_grads([b.spec for b in net.blocks], ws, a0, plan.reach, df_loss_torch(learning, 4), fbs,
+                       fixed_stats=bn_backward == "fixed-stats")
+    for l, (ours, w) in enumerate(zip(res.grads["blocks"], ws)):
+        ref = w.grad.numpy()
+        np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max(), err_msg=f"block {l}")
+    ref_e = emb.grad.numpy()
+    np.testing.assert_allclose(res.grads["embedding"], ref_e, rtol=1e-4, atol=1e-6 * np.abs(ref_e).max())
+
+
+def test_reference_stops_each_loss_at_the_bottom_of_its_group():
+    """Span 3 on three blocks: every loss reaches block 0; chunked span 2: block 1's loss is unused."""
+    torch.manual_seed(0)
+    specs = [Block(type="dense", units=6), Block(type="dense", units=5), Block(type="dense", units=4)]
+    ws = [torch.randn(6, 8, requires_grad=True), torch.randn(5, 6, requires_grad=True),
+          torch.randn(4, 5, requires_grad=True)]
+    a0 = torch.rand(7, 8)
+
+    def only(target):
+        return lambda l, out: out.pow(2).mean() if l == target else out.sum() * 0
+
+    torch_routed_grads(specs, ws, a0, Routing(depth=3, span=3).plan(0).reach, only(2))
+    assert all(w.grad.abs().sum() > 0 for w in ws)              # loss 2 reaches all three
+    for w in ws:
+        w.grad = None
+    torch_routed_grads(specs, ws, a0, Routing(depth=3, span=2).plan(0).reach, only(2))
+    assert ws[0].grad.abs().sum() == 0 and ws[1].grad.abs().sum() > 0   # span 2 stops at block 1
+    for w in ws:
+        w.grad = None
+    chunked = Routing(depth=3, span=2, grouping="chunked").plan(0).reach     # [(), (0, 1), (2,)]
+    torch_routed_grads(specs, ws, a0, chunked, only(2))
+    assert ws[0].grad.abs().sum() == 0 and ws[1].grad.abs().sum() == 0 and ws[2].grad.abs().sum() > 0
