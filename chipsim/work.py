@@ -175,7 +175,7 @@ def costed(kind: str, count, bits=None, per_instance: bool = False):
 
     ``count(a, out)`` and ``bits(a, out)`` receive the call's arguments as
     attributes of ``a`` (defaults applied) and its return value ``out``.
-    ``bits`` defaults to the ``bits`` argument when the kernel has one, else 32.
+    ``bits`` defaults to 32: the engine's float32 operands.
     """
     assert kind in KINDS, kind
 
@@ -195,10 +195,7 @@ def costed(kind: str, count, bits=None, per_instance: bool = False):
                 n = int(count(a, out))
                 if n == 0:                    # an identity (e.g. 32-bit quantisation): nothing executed
                     return out
-                if bits is not None:
-                    w = bits(a, out)
-                else:
-                    w = getattr(a, "bits", 32)
+                w = bits(a, out) if bits is not None else 32
                 w = tuple(int(b) for b in (w if isinstance(w, tuple) else (w,)))
                 log.items.append(Work(kind, name, n, w, _SPLIT, per_instance))
             return out

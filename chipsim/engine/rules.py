@@ -73,6 +73,9 @@ def compose(hw, depth: int, num_classes: int, negatives: int) -> LocalRule:
 
 
 def _union(parts):
+    """The rows any of the parts gives an error (None: every row)."""
+    if any(r is None for _, r, _ in parts):
+        return None
     keep = parts[0][1]
     for _, r, _ in parts[1:]:
         keep = np.union1d(keep, r)

@@ -20,7 +20,7 @@ malloc_tuning.apply()   # the kernels' large temporaries are reused, not page-fa
 
 from .conv import _nchw_to_grid, conv2d_forward, conv2d_grad_input, conv2d_grad_weight  # noqa: E402
 from .dense import dense_forward, dense_grad_input, dense_grad_weight  # noqa: E402
-from .elementwise import (decode, embedding_grad, goodness, goodness_backward, maxpool2d_backward, maxpool2d_forward,  # noqa: E402
+from .elementwise import (decode, goodness, goodness_backward, maxpool2d_backward, maxpool2d_forward,  # noqa: E402
                           numba_threads, relu_backward, relu_forward)
 from .exact import (LAST_PATH, MIN_CHUNK, PARALLEL, _chunked_fp64, _fp32_chunk,  # noqa: E402
                     accumulation_path)
@@ -34,7 +34,7 @@ __all__ = [
     "BNCache", "batchnorm_train_forward", "batchnorm_eval_forward",
     "batchnorm_backward", "batchnorm_backward_fixed_stats", "batchnorm_update_running",
     "relu_forward", "relu_backward",
-    "maxpool2d_forward", "maxpool2d_backward", "goodness", "goodness_backward", "embedding_grad", "decode",
+    "maxpool2d_forward", "maxpool2d_backward", "goodness", "goodness_backward", "decode",
     # used by tests and benchmarks
     "MIN_CHUNK", "PARALLEL", "numba_threads", "_chunked_fp64", "_fp32_chunk", "_nchw_to_grid",
 ]

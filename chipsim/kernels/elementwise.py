@@ -120,16 +120,6 @@ def goodness_backward(gg, y):
     return (gg * (np.float32(2.0 / d) * y)).astype(np.float32)
 
 
-@costed("embedding_grad_scatter", count=lambda a, out: np.size(a.g))
-def embedding_grad(g, labels, num_classes):
-    """dL/d(label embedding) (C, H, W): the label-channel error of every row added onto its label's row
-    of the embedding (one add per element)."""
-    g = _f32(g)
-    out = np.zeros((int(num_classes),) + g.shape[1:], np.float32)
-    np.add.at(out, np.asarray(labels, dtype=np.int64), g)
-    return out
-
-
 @costed("decode", count=lambda a, out: np.size(a.scores))
 def decode(scores):
     """Class decisions from per-class scores: (N, C), or (N, C, k) summed over its last axis first
