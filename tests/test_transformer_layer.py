@@ -31,7 +31,8 @@ def _perturb(layer, rng):
 
 
 def _torch_encoder(x, p, prefix=""):
-    g = lambda k: p[prefix + k]                                           # noqa: E731
+    def g(name):
+        return p[prefix + name]
     n, t, e = x.shape
     h = F.layer_norm(x, (e,), g("ln1.gamma"), g("ln1.beta"), 1e-5)
     q, k, v = F.linear(h, g("qkv.w"), g("qkv.b")).reshape(n, t, 3, H, e // H).permute(2, 0, 3, 1, 4)
@@ -147,7 +148,12 @@ def test_stored_bytes_at_stored_widths():
     assert sb["mlp_pre"] == 4 * 2 * T * M
     wide = EncoderLayer(1, E, H, M, T, FOUR, rng, TransformerWidths(softmax_bits=16))
     assert wide.widths.softmax_bits == 16 and wide.widths.attn_bits == 4
-    assert EncoderLayer(1, E, H, M, T, FLOAT, rng).widths == TransformerWidths(32, 32, 32)
+    assert TransformerWidths(softmax_bits=2, input_bits=4, output_bits=8).resolve(FOUR) == TransformerWidths(4, 4, 8, 4)
+    first = EmbedEncoderLayer(0, (1, 8, 8), 4, E, H, M, FOUR, rng)
+    _, c0 = first.forward(rng.random((2, 1, 8, 8), dtype=np.float32), train=True)
+    assert first.embed.in_bits == 8 and np.abs(c0["embed"]["xq"][0]).max() > 7     # pixels on 8-bit codes
+    assert first.stored_bytes(c0)["linear_inputs"] == q.stored_bytes(c0)["linear_inputs"] + 2 * 64
+    assert EncoderLayer(1, E, H, M, T, FLOAT, rng).widths == TransformerWidths(32, 32, 32, 32)
     pb = q.param_bytes()
     n_w = 3 * E * E + E * E + 2 * E * M
     assert pb["weights"] > (n_w * 4) // 8 and pb["master"] >= (n_w * 16) // 8
@@ -187,7 +193,7 @@ def test_layer_step_logs_every_transformer_op():
     assert sum(w.count for w in by_kind["attn_scores_grad"]) == 2 * n * h * t * t * (e // h)
     assert {w.bits for w in by_kind["attn_scores"]} == {(4, 4)}
     assert {w.bits for w in by_kind["attn_values"]} == {(8, 4)}           # P at softmax_bits = 8
-    assert {w.bits for w in by_kind["patch_embed"]} == {(4, 4)}           # pixels on the 4-bit lanes too
+    assert {w.bits for w in by_kind["patch_embed"]} == {(8, 4)}           # pixels at input_bits = 8
     fwd = sum(w.count for w in by_kind["token_dense_forward"])
     assert fwd == n * t * (3 * e * e + e * e + 2 * e * 256)
     assert {w.bits for w in by_kind["token_dense_grad_weight"]} == {(4, 8)}

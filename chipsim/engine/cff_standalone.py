@@ -161,6 +161,8 @@ def run(argv=None) -> dict:
     ap.add_argument("--softmax-bits", type=int, default=TransformerWidths.softmax_bits)
     ap.add_argument("--attn-bits", type=int, default=None, help="Q/K/V operand width (default activation_bits)")
     ap.add_argument("--output-bits", type=int, default=None, help="layer output width (default activation_bits)")
+    ap.add_argument("--input-bits", type=int, default=TransformerWidths.input_bits,
+                    help="pixel width, the patch projection's operand")
     ap.add_argument("--head-epochs", type=int, default=100)
     ap.add_argument("--untrained", action="store_true", help="skip stage 1: the random-encoder baseline")
     ap.add_argument("--threads", type=int, default=1,
@@ -179,7 +181,7 @@ def run(argv=None) -> dict:
     margins = a.margin * model.depth if len(a.margin) == 1 else a.margin
     wl = hw.workload
     data = load_dataset(wl.dataset, wl.data_root, wl.download, wl.train_limit, wl.test_limit, hw.training.seed)
-    widths = TransformerWidths(a.softmax_bits, a.attn_bits, a.output_bits)
+    widths = TransformerWidths(a.softmax_bits, a.attn_bits, a.output_bits, a.input_bits)
     layers = build_encoder(model.blocks, data.input_shape, hw.precision,
                            np.random.default_rng([hw.training.seed, 1]), widths)
     print(f"{model.name} on {data.name} ({len(data.y_train)} train), widths {layers[0].widths}, "

@@ -60,8 +60,8 @@ class SelfAttentionCore:
         self.dim, self.heads, self.head_dim = int(dim), int(heads), int(dim) // int(heads)
         self.prec = precision
         self.attn_bits, self.softmax_bits = int(attn_bits), int(softmax_bits)
-        mk = lambda: ClippedScale(self.attn_bits, signed=True, scale_mode=precision.scale)   # noqa: E731
-        self.q_scale, self.k_scale, self.v_scale = mk(), mk(), mk()
+        self.q_scale, self.k_scale, self.v_scale = (ClippedScale(self.attn_bits, signed=True,
+                                                                 scale_mode=precision.scale) for _ in range(3))
 
     def _split(self, qkv):
         """(N, T, 3E) -> three (N, H, T, d) views."""
