@@ -78,8 +78,9 @@ def config_reference() -> str:
              "Override any key on the command line with `--set key.path=value`.", ""]
     lines += _md_table(reference(HwConfig), _required_sections(HwConfig))
     lines += ["", "### Model file (`models/*.yaml`, named by `workload.model`)", "",
-              "Each block is BN -> conv|dense -> ReLU -> optional max-pool; "
-              "all conv blocks come before the dense blocks.", ""]
+              "Each conv or dense block is BN -> conv|dense -> ReLU -> optional max-pool; "
+              "all conv blocks come before the dense blocks. A vit model is vit blocks only, each a "
+              "pre-LN transformer encoder layer; the first also embeds `patch` x `patch` patches.", ""]
     lines += _md_table(model_rows)
     return "\n".join(lines) + "\n"
 

@@ -73,9 +73,23 @@ class _Synthetic:
         return self.x_train.shape[1:]
 
 
+def require_engine_model(cfg: LoadedConfig) -> None:
+    """Stop with one line, not a traceback, on a model the training loop cannot run yet.
+
+    vit models have their layers and losses (``chipsim.engine.transformer``,
+    ``chipsim.engine.contrastive``) but no rule composition behind
+    ``chipsim run`` yet; their standalone CFF trainer is the way to train them.
+    """
+    if cfg.model.is_transformer:
+        from .errors import ConfigError
+        raise ConfigError(f"{cfg.path}: workload.model: {cfg.model.name} has vit blocks, which `chipsim run` "
+                          "cannot train yet; use python -m chipsim.engine.cff_standalone")
+
+
 def _one_step(cfg: LoadedConfig):
     """A Trainer that has executed one real, traced training step on synthetic input."""
     from .engine.trainer import Trainer
+    require_engine_model(cfg)
     hw = cfg.hw
     data = _Synthetic(hw.workload.dataset, DATASET_SHAPES[hw.workload.dataset], hw.training.batch_size,
                       hw.training.seed)
@@ -144,6 +158,7 @@ def run(config, overrides=(), out_dir: str | None = None, progress: bool = True,
     from .engine.trainer import CHECKPOINT_NAME, Trainer
     from .report import write_run
     cfg = config if isinstance(config, LoadedConfig) else load_config(config, tuple(overrides))
+    require_engine_model(cfg)
     hw = cfg.hw
     wl = hw.workload
     data = load_dataset(wl.dataset, root=wl.data_root, download=wl.download, train_limit=wl.train_limit,

@@ -57,6 +57,17 @@ KINDS = {
     "dense_grad_input": (MAC, "dense input gradient (error to the block below)"),
     "goodness": (MAC, "goodness: sum of squares of a block output"),
     "mac": (MAC, "multiply-accumulates of a hand-built trace (no kernel behind them)"),
+    # transformer weighted sums (chipsim.kernels.tokens / attention)
+    "patch_embed": (MAC, "patch embedding: patchify and project each patch to the token width"),
+    "patch_embed_grad_weight": (MAC, "patch embedding weight gradient"),
+    "token_dense_forward": (MAC, "token-wise dense: Q/K/V, attention output and MLP projections"),
+    "token_dense_grad_weight": (MAC, "token-wise dense weight gradient"),
+    "token_dense_grad_input": (MAC, "token-wise dense input gradient"),
+    "attn_scores": (MAC, "attention scores Q K^T, per head"),
+    "attn_scores_grad": (MAC, "attention scores backward: dQ = dS K and dK = dS^T Q"),
+    "attn_values": (MAC, "attention-weighted values P V, per head"),
+    "attn_values_grad": (MAC, "attention values backward: dP = dO V^T and dV = P^T dO"),
+    "contrastive_similarity": (MAC, "contrastive loss: Gram matrix of normalised features and its gradient"),
     # vector unit
     "bn_forward": (VECTOR, "batch norm, training: batch statistics and normalisation"),
     "bn_eval": (VECTOR, "batch norm with running statistics"),
@@ -79,6 +90,18 @@ KINDS = {
     "error_sum": (VECTOR, "sum of the errors several losses send to one block output"),
     "decode": (VECTOR, "inference decision: argmax over the class scores"),
     "feedback_regenerate": (VECTOR, "DF-R feedback weights regenerated from a seed (PRNG draws)"),
+    # transformer vector ops
+    "softmax": (VECTOR, "softmax over attention scores (max, subtract, exp, sum, divide)"),
+    "softmax_backward": (VECTOR, "softmax backward p * (g - sum(g p))"),
+    "layernorm": (VECTOR, "layer norm over each token: statistics, normalisation, affine"),
+    "layernorm_backward": (VECTOR, "layer norm backward, through the token statistics"),
+    "gelu": (VECTOR, "GELU activation (erf form)"),
+    "gelu_backward": (VECTOR, "GELU backward"),
+    "token_mean": (VECTOR, "average pooling over tokens"),
+    "token_mean_backward": (VECTOR, "average pooling over tokens, backward (broadcast / T)"),
+    "bias_add": (VECTOR, "bias or position-embedding add"),
+    "bias_grad": (VECTOR, "bias or position-embedding gradient: sum of errors over rows"),
+    "residual_add": (VECTOR, "residual connection add"),
 }
 
 

@@ -53,7 +53,9 @@ def _train_point(p: dict) -> dict:
     from ..data import load_dataset
     from ..engine.trainer import Trainer
     from ..noise import corrupt_inputs, gradient_noise, perturbed_weights
+    from ..runner import require_engine_model
     cfg = load_config(p["config"], tuple(p["overrides"]))
+    require_engine_model(cfg)
     hw, wl = cfg.hw, cfg.hw.workload
     data = load_dataset(wl.dataset, root=wl.data_root, download=wl.download, train_limit=wl.train_limit,
                         test_limit=wl.test_limit, seed=0)

@@ -1,4 +1,4 @@
-"""Numeric kernels: convolution, dense, batch norm, ReLU, max-pool, goodness.
+"""Numeric kernels: convolution, dense, batch norm, ReLU, max-pool, goodness, transformer ops.
 
 Pure mechanism, no policy: these functions know nothing about learning rules,
 cores or configs.  Layout is NCHW, arrays are float32 unless stated.
@@ -8,7 +8,10 @@ The package is cut along what each kernel does:
 * ``exact``: the exact GEMM dispatch every weighted sum goes through;
 * ``conv`` and ``dense``: the weighted sums (forward, grad-weight, grad-input);
 * ``norm``: batch norm;
-* ``elementwise``: ReLU, max-pool, goodness.
+* ``elementwise``: ReLU, max-pool, goodness;
+* ``tokens``, ``attention``, ``layernorm``, ``gelu``: the vision transformer's kernels
+  (patch embedding, token-wise dense, token mean, adds; attention products and softmax;
+  layer norm; GELU).
 
 Everything public is re-exported here, so callers write ``from chipsim import kernels as K``.
 """
@@ -26,6 +29,13 @@ from .exact import (LAST_PATH, MIN_CHUNK, PARALLEL, _chunked_fp64, _fp32_chunk, 
                     accumulation_path)
 from .norm import (BNCache, batchnorm_backward, batchnorm_backward_fixed_stats,  # noqa: E402
                    batchnorm_eval_forward, batchnorm_train_forward, batchnorm_update_running)
+from .attention import (attn_scores, attn_scores_grad_key, attn_scores_grad_query, attn_values,  # noqa: E402
+                        attn_values_grad_probs, attn_values_grad_values, softmax, softmax_backward)
+from .gelu import gelu_backward, gelu_forward  # noqa: E402
+from .layernorm import LNCache, layernorm_backward, layernorm_forward  # noqa: E402
+from .tokens import (bias_add, bias_grad, patch_embed_forward, patch_embed_grad_weight, patchify,  # noqa: E402
+                     residual_add, token_dense_forward, token_dense_grad_input, token_dense_grad_weight,
+                     token_mean, token_mean_backward)
 
 __all__ = [
     "LAST_PATH", "accumulation_path",
@@ -35,6 +45,12 @@ __all__ = [
     "batchnorm_backward", "batchnorm_backward_fixed_stats", "batchnorm_update_running",
     "relu_forward", "relu_backward",
     "maxpool2d_forward", "maxpool2d_backward", "goodness", "goodness_backward", "decode",
+    "patchify", "patch_embed_forward", "patch_embed_grad_weight",
+    "token_dense_forward", "token_dense_grad_weight", "token_dense_grad_input",
+    "token_mean", "token_mean_backward", "bias_add", "bias_grad", "residual_add",
+    "attn_scores", "attn_scores_grad_query", "attn_scores_grad_key",
+    "attn_values", "attn_values_grad_probs", "attn_values_grad_values", "softmax", "softmax_backward",
+    "LNCache", "layernorm_forward", "layernorm_backward", "gelu_forward", "gelu_backward",
     # used by tests and benchmarks
     "MIN_CHUNK", "PARALLEL", "numba_threads", "_chunked_fp64", "_fp32_chunk", "_nchw_to_grid",
 ]
