@@ -89,11 +89,12 @@ def test_reproduce_quick_writes_every_section(tmp_path):
     from chipsim.experiments.reproduce import reproduce
     reproduce(out_dir=str(tmp_path), quick=True, jobs=2, progress=False)
     text = (tmp_path / "README.md").read_text()
-    for heading in ("## 1. Accuracy", "## 2. Memory", "## 3. Robustness", "## 4. Bit width", "## 5. Number of"):
+    for heading in ("## 1. Accuracy", "## 2. Memory", "## 3. Robustness", "## 4. Bit width", "## 5. Number of",
+                    "## The rule table"):
         assert heading in text
     assert "Holds here" in text or "Does not hold here" in text
     for f in ("accuracy/accuracy.png", "compare/compare.md", "noise/sweep.md", "bits/accuracy_vs_bits.png",
-              "negatives/accuracy_vs_negatives.png"):
+              "negatives/accuracy_vs_negatives.png", "rules/rules.json"):
         assert (tmp_path / f).exists(), f
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..config import load_config
 from ..report import atomic_write, write_json
+from . import rule_table
 from .compare import compare
 from .jobs import limit_threads, run_points, threads_per_job
 from .sweep import sweep
@@ -41,6 +42,7 @@ class Plan:
     bits: tuple
     negatives: tuple
     seeds: tuple
+    rule_variants: tuple | None = None      # names in rule_table.VARIANTS; None = all
 
 
 PLANS = {
@@ -49,7 +51,7 @@ PLANS = {
                  bits=(32, 8, 6, 4, 3, 2), negatives=(1, 3, 9, "avg"), seeds=(0,)),
     "quick": Plan("quick", epochs=1, train_limit=400, test_limit=200, sweep_epochs=1, sweep_train_limit=300,
                   sweep_test_limit=200, depths=(3, 5), levels=(0, 3, 5), bits=(32, 4), negatives=(1, "avg"),
-                  seeds=(0,)),
+                  seeds=(0,), rule_variants=("bp", "df-r", "cwc + head")),
 }
 
 
@@ -115,6 +117,9 @@ def reproduce(config: str = "hwconfigs/44core_4bit.yaml", compare_config: str = 
     results["negatives"] = sweep(config, ("df-o",), negatives=plan.negatives, seeds=plan.seeds,
                                  overrides=sweep_scale, out_dir=os.path.join(out_dir, "negatives"), jobs=jobs,
                                  progress=progress)
+    # 6. every rule of the FF family on the chip (spans, chunks, Trifecta's OLU, CwC, one-pass heads)
+    results["rules"] = rule_table.rule_table(config, plan.seeds, main, os.path.join(out_dir, "rules"), jobs,
+                                             progress, plan.rule_variants)
     results["seconds"] = time.perf_counter() - t0
     atomic_write(os.path.join(out_dir, "README.md"), markdown(results, plan))
     return results
@@ -127,6 +132,8 @@ def _compute_minutes(res: dict) -> float:
         total += sum(r.get("engine_seconds", 0.0) for r in res[k]["rows"])
     for k in ("noise", "bits", "negatives"):
         total += sum(p.get("seconds", 0.0) for p in res[k]["points"])
+    if "rules" in res:
+        total += sum(s for r in res["rules"]["rows"] for s in r.get("train_seconds", []))
     return total / 60
 
 
@@ -191,6 +198,8 @@ def markdown(res: dict, plan: Plan) -> str:
     lines += _noise_section(res)
     lines += _bits_section(res)
     lines += _negatives_section(res)
+    if "rules" in res:
+        lines += rule_table.markdown(res["rules"])
     return "\n".join(lines) + "\n"
 
 

@@ -56,14 +56,17 @@ def _point(p: dict) -> dict:
                           for m, v in s["inference"].items()}}
 
 
-def rule_table(config: str, seeds, scale: list, out_dir: str, jobs: int, progress: bool = True) -> dict:
-    """Run every variant over ``seeds`` at ``scale`` (overrides: epochs, limits); write rules.json."""
+def rule_table(config: str, seeds, scale: list, out_dir: str, jobs: int, progress: bool = True,
+               names=None) -> dict:
+    """Run every variant (or those ``names``) over ``seeds`` at ``scale`` (overrides: epochs, limits);
+    write rules.json."""
+    variants = [v for v in VARIANTS if names is None or v[0] in names]
     points = [{"key": f"{name}|s{seed}|{'|'.join(scale)}", "variant": name, "seed": seed, "config": config,
                "overrides": list(scale) + over + [f"training.seed={seed}"], "threads": threads_per_job(jobs)}
-              for name, over, _, _ in VARIANTS for seed in seeds]
+              for name, over, _, _ in variants for seed in seeds]
     res = run_points(_point, points, out_dir, jobs=jobs, progress=progress, desc="rules")
     rows = []
-    for name, over, paper, source in VARIANTS:
+    for name, over, paper, source in variants:
         runs = [res[p["key"]] for p in points if p["variant"] == name]
         acc = np.array([r["test_accuracy"] for r in runs])
         head = [r["head_accuracy"] for r in runs if r.get("head_accuracy") is not None]
@@ -71,6 +74,7 @@ def rule_table(config: str, seeds, scale: list, out_dir: str, jobs: int, progres
         rows.append({"variant": name, "overrides": over, "paper": paper, "paper_source": source,
                      "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
                      "accuracy": acc.tolist(), "head_accuracy_mean": float(np.mean(head)) if head else None,
+                     "train_seconds": [r["train_seconds"] for r in runs],
                      **{k: first[k] for k in ("peak_core_bytes", "total_peak_bytes", "whole_batch_bytes", "cores",
                                                "latency_us", "energy_per_sample_pj", "inference")}})
     table = {"seeds": list(seeds), "scale": list(scale), "rows": rows}
