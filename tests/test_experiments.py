@@ -110,7 +110,13 @@ def test_compare_on_the_configs_own_model_prints_the_ratios(tmp_path, capsys):
     ratio = table["ratios"]["streaming:total_peak_bytes:df-r"]["2"]
     by = {r["rule"]: r["streaming"]["total_peak_bytes"] for r in table["rows"]}
     assert ratio == pytest.approx(by["df-r"] / by["bp"])
-    assert f"df-r / bp, SRAM, streaming: {ratio:.2f} at 2 blocks" in printed
+    assert f"df-r / bp, SRAM, sum of core peaks (streaming): {ratio:.2f} at 2 blocks" in printed
+    # every ratio to BP is printed, latency and energy included, in words
+    from chipsim.experiments.compare import RATIO_NAMES
+    for (mode, metric), words in RATIO_NAMES.items():
+        vals = table["ratios"][f"{mode}:{metric}:df-r"]
+        assert f"df-r / bp, {words}: {vals['2']:.2f} at 2 blocks" in printed, words
+    assert "energy per sample" in printed and "step latency" in printed
     assert "on `tiny`" in (out / "compare.md").read_text()
     # the family and the own model are alternatives
     assert cli.main(["compare", SMALL, "--own-model", "--depths", "3"]) == 2

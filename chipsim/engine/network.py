@@ -7,8 +7,6 @@ the image alone and adds a linear classifier head.
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 
 from ..modelspec import Block as BlockSpec
@@ -60,10 +58,11 @@ class Network:
         return np.concatenate([x, emb[:, None]], axis=1)
 
     def state(self):
+        """Plain data (``chipsim.checkpoint``)."""
         return dict(blocks=[b.state() for b in self.layers()],
-                    embedding=copy.deepcopy(self.embedding))
+                    embedding=None if self.embedding is None else self.embedding.to_state())
 
     def load(self, s):
         for b, bs in zip(self.layers(), s["blocks"]):
             b.load(bs)
-        self.embedding = copy.deepcopy(s["embedding"])
+        self.embedding = None if s["embedding"] is None else FixedPoint.from_state(s["embedding"])

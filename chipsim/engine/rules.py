@@ -109,7 +109,8 @@ def local_step(net, x, labels, negatives, loss_name, strategy, learning, step, r
         if j == 0:
             gx = blk.grad_input(gy, cache, rng)
             emb_grad = np.zeros_like(net.embedding.value)
-            np.add.at(emb_grad, lab if keep is None else lab[keep], gx[:, -1])
+            label_channel = gx.reshape((gx.shape[0], -1) + emb_grad.shape[1:])[:, -1]   # dense: flat input
+            np.add.at(emb_grad, lab if keep is None else lab[keep], label_channel)
             tracer.embedding_grad(blk, n_rows)
         caches[j] = own[j] = above[j] = None      # block j's activations are dead now
 

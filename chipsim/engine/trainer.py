@@ -7,23 +7,24 @@ weights: the kernels are deterministic and nothing else reads the clock.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-import pickle
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..atomic import atomic_file
-from ..errors import ConfigError
-from ..trace import TraceRecorder
+from .. import checkpoint
+from ..errors import CheckpointError, ConfigError
+from ..modelspec import check_fits_host
+from ..trace import Trace, TraceRecorder
 from .network import Network
 from .optim import cosine_lr, make_optimizer
 from .rules import bp_step, evaluate, local_step
 from .tracing import StepTracer
 
-CHECKPOINT_NAME = "checkpoint.pkl"
+CHECKPOINT_NAME = checkpoint.NAME
 
 
 @dataclass
@@ -77,6 +78,10 @@ class Trainer:
             raise ConfigError(f"learning.negatives: {self.negatives} is out of range for {dataset.name} "
                               f"({c} classes); allowed 1..{c - 1}")
         self.is_bp = hw.strategy == "bp"
+        # shapes and host memory are checked in plain integers before any array exists (absurd sizes would
+        # otherwise end in a MemoryError); load_config did this for the config's own model and dataset
+        check_fits_host(model, dataset.input_shape, c, hw.training.batch_size, self.negatives,
+                        with_label=not self.is_bp, source=f"model {model.name!r}")
         self.net = build_network(hw, model, dataset.input_shape, c)
         self.opt = make_optimizer(hw.training.optimizer, hw.training.momentum)
         seed = hw.training.seed
@@ -147,10 +152,14 @@ class Trainer:
                 losses.append(res.loss)
                 if i % 10 == 0:
                     bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
-            bar.close()
             dt = time.perf_counter() - t0
             t_total += dt
+            # testing takes seconds (every test image under every label): say so rather than sit silent
+            bar.set_description_str(f"epoch {self.epoch + 1}/{hw.training.epochs}: testing on "
+                                    f"{len(data.y_test)} images")
+            bar.refresh()
             ev = evaluate(self.net, data.x_test, data.y_test, self.is_bp, hw.learning.decode_last_k)
+            bar.close()
             stats = EpochStats(self.epoch + 1, float(np.mean(losses)), ev["accuracy"], ev["per_block"], dt)
             self.history.append(stats)
             self.epoch += 1
@@ -165,22 +174,39 @@ class Trainer:
 
     # ------------------------------------------------------------- checkpoints
     def state(self):
+        """Plain data (``chipsim.checkpoint``): no object is stored, so loading one runs no code."""
         return dict(net=self.net.state(), opt=self.opt.state_dict(), epoch=self.epoch, step=self.step,
-                    history=self.history, trace=self.trace,
+                    history=[dataclasses.asdict(h) for h in self.history],
+                    trace=None if self.trace is None else self.trace.to_dict(),
                     rngs=[r.bit_generator.state for r in (self.rng_data, self.rng_round, self.rng_noise)])
 
     def load(self, s):
         self.net.load(s["net"])
         self.opt.load_state_dict(s["opt"])
-        self.epoch, self.step, self.history, self.trace = s["epoch"], s["step"], s["history"], s["trace"]
+        self.epoch, self.step = s["epoch"], s["step"]
+        self.history = [EpochStats(**h) for h in s["history"]]
+        self.trace = None if s["trace"] is None else Trace.from_dict(s["trace"])
         for r, st in zip((self.rng_data, self.rng_round, self.rng_noise), s["rngs"]):
             r.bit_generator.state = st
 
+    def config(self) -> dict:
+        """What determines this training, as stored in its checkpoint and compared on resume."""
+        return checkpoint.training_config(self.hw, self.model)
+
     def save(self, path: str):
         """Atomic: an interrupted save leaves the previous checkpoint intact."""
-        with atomic_file(path) as tmp, open(tmp, "wb") as fh:
-            pickle.dump(self.state(), fh, protocol=pickle.HIGHEST_PROTOCOL)
+        checkpoint.save(path, self.state(), self.config())
 
     def resume(self, path: str):
-        with open(path, "rb") as fh:
-            self.load(pickle.load(fh))
+        """Continue from a checkpoint of the same config (``checkpoint.RESUMABLE_KEYS`` may differ)."""
+        state, saved = checkpoint.load(path)
+        checkpoint.check_resumable(path, saved, state, self.config(), self.hw.training.epochs)
+        self.restore(state, path)
+
+    def restore(self, state, path: str):
+        """``load`` a checked checkpoint state; a state that does not fit this network is one clear error."""
+        try:
+            self.load(state)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise CheckpointError(f"{path}: damaged checkpoint: its state does not fit this model "
+                                  f"({type(exc).__name__}: {str(exc)[:100]})") from None
