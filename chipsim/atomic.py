@@ -144,6 +144,9 @@ def staged_dir(out_dir: str, last: tuple = ()):
         names = sorted(os.listdir(stage), key=lambda n: (n in last, n))
         for n in names:
             os.replace(os.path.join(stage, n), os.path.join(out_dir, n))
+    except OutputError as exc:           # name the file the user will look for, not its staging copy
+        raise OutputError(str(exc).replace(stage, out_dir.rstrip(os.sep)) +
+                          "; nothing of this run was written (the directory holds what it held before)") from None
     except OSError as exc:
         raise OutputError(f"{out_dir}: cannot write: {_describe(exc)}") from None
     finally:

@@ -59,21 +59,21 @@ class _Encoder:
         return {"__array__": name, "scalar": scalar}
 
     def encode(self, obj, where: str = "state"):
-        if obj is None or isinstance(obj, (bool, str)):
-            return obj
-        if isinstance(obj, int) and not isinstance(obj, bool):
-            return obj
-        if isinstance(obj, float):
-            return obj if math.isfinite(obj) else {"__float__": repr(obj)}
+        # numpy first: np.float64 is a subclass of float, and must come back as np.float64
         if isinstance(obj, np.ndarray):
             return self.array(obj, scalar=False)
         if isinstance(obj, np.generic):
             return self.array(np.asarray(obj), scalar=True)
-        if isinstance(obj, tuple):
+        kind = type(obj)                # exact types: a namedtuple or an enum would not come back as itself
+        if obj is None or kind in (bool, str, int):
+            return obj
+        if kind is float:
+            return obj if math.isfinite(obj) else {"__float__": repr(obj)}
+        if kind is tuple:
             return {"__tuple__": [self.encode(v, f"{where}[{i}]") for i, v in enumerate(obj)]}
-        if isinstance(obj, list):
+        if kind is list:
             return [self.encode(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-        if isinstance(obj, dict):
+        if kind is dict:
             if all(isinstance(k, str) and not k.startswith("__") for k in obj):
                 return {k: self.encode(v, f"{where}.{k}") for k, v in obj.items()}
             return {"__items__": [[self.encode(k, where), self.encode(v, f"{where}[{k!r}]")] for k, v in obj.items()]}

@@ -271,13 +271,20 @@ Every command is also a Python function: `chipsim.<command>(...)`.
 Run `chipsim <command> --help` for its options."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is ONE line (naming the argument) plus where to look, like every other error."""
+
+    def error(self, message):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="chipsim",
         description="Simulate a many-core edge chip that learns on chip (BP, FF, SymBa, DF-O, DF-R).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"chipsim {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", parser_class=_Parser)
     sub.required = True
     for cmd in COMMANDS:
         p = sub.add_parser(cmd.name, help=cmd.summary, description=cmd.summary[:1].upper() + cmd.summary[1:] + ".",

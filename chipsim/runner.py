@@ -26,7 +26,7 @@ import numpy as np
 
 from . import checkpoint, rundir
 from .config import DATASET_SHAPES, LoadedConfig, load_config
-from .errors import CheckpointError
+from .errors import CheckpointError, OutputError
 from .schema import to_plain
 
 
@@ -123,11 +123,11 @@ def _writing(out) -> str:
 def map(config, overrides=(), out_dir: str | None = None, write: bool = True,  # noqa: A001
         progress: bool = True) -> RunResult:
     """Map a config's model onto its chip and cost one step, without training."""
-    from .chip import simulate
-    from .report import write_run
     cfg = config if isinstance(config, LoadedConfig) else load_config(config, tuple(overrides))
     ctx = rundir.claimed(out_dir, cfg.name, "map") if write else contextlib.nullcontext(None)
     with ctx as out:
+        from .chip import simulate
+        from .report import write_run
         _say(progress, f"chipsim map: {describe(cfg)}; one engine step on synthetic input of "
                        f"{cfg.hw.workload.dataset}'s shape, then mapping and costing it (no training); {_writing(out)}")
         t0 = time.perf_counter()
@@ -182,9 +182,6 @@ def run(config, overrides=(), out_dir: str | None = None, progress: bool = True,
     may change). On Ctrl-C the ``KeyboardInterrupt`` carries ``resume_hint``,
     the exact command that continues the run.
     """
-    from .chip import simulate
-    from .data import load_dataset
-    from .report import write_run
     cfg = config if isinstance(config, LoadedConfig) else load_config(config, tuple(overrides))
     hw = cfg.hw
     wl = hw.workload
@@ -206,6 +203,9 @@ def run(config, overrides=(), out_dir: str | None = None, progress: bool = True,
         with ctx as out:
             doing = (f"resuming {ckpt} after epoch {state['epoch']}: " if resume else "training ")
             _say(progress, f"chipsim run: {doing}{describe(cfg)}; {_writing(out)}")
+            from .chip import simulate          # heavy imports (numba, matplotlib) only once the inputs are checked
+            from .data import load_dataset
+            from .report import write_run
             data = load_dataset(wl.dataset, root=wl.data_root, download=wl.download, train_limit=wl.train_limit,
                                 test_limit=wl.test_limit, seed=hw.training.seed)
             # an unmappable config fails here, in seconds, not after every epoch has trained
@@ -235,7 +235,14 @@ def run(config, overrides=(), out_dir: str | None = None, progress: bool = True,
                 scale_note=(f"trained on {len(data.y_train)} samples of {wl.dataset} for {len(history)} epoch(s) "
                             f"on a CPU, tested on {len(data.y_test)}; chip figures are for one step of "
                             f"{hw.training.batch_size} samples on the modelled {hw.chip.name} chip."))
-            files = write_run(out, summary, chip, history) if out else {}
+            try:
+                files = write_run(out, summary, chip, history) if out else {}
+            except OutputError as exc:
+                if hw.training.checkpoint and os.path.exists(os.path.join(out, checkpoint.NAME)):
+                    raise OutputError(f"{exc}; the training is saved: once there is room, "
+                                      f"{_command(cfg, '--resume', out)} writes the report without "
+                                      "training again") from None
+                raise
     except KeyboardInterrupt as exc:
         exc.resume_hint = _interrupt_hint(cfg, out, out_dir)
         raise

@@ -155,8 +155,9 @@ def parse(text: str, source: str):
     try:
         return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
     except _DuplicateKey as exc:
-        raise ConfigError(f"{source}: key {shorten(exc.key)} is given twice (lines {exc.first_line} and "
-                          f"{exc.second_line}); keep one") from None
+        where = (f"lines {exc.first_line} and {exc.second_line}" if exc.first_line != exc.second_line
+                 else f"both on line {exc.first_line}")
+        raise ConfigError(f"{source}: key {shorten(exc.key)} is given twice ({where}); keep one") from None
     except _TooLarge as exc:
         raise ConfigError(f"{source}: refused: {exc}") from None
     except RecursionError:

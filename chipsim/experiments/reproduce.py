@@ -12,7 +12,10 @@ import os
 import time
 from dataclasses import dataclass
 
-from ..config import load_config
+from ..atomic import make_dirs
+from ..config import PRESET_DIR, load_config
+from ..errors import OutputError
+from ..rundir import check_writable
 from ..report import atomic_write, write_json
 from . import args as check
 from .compare import compare
@@ -80,14 +83,23 @@ def _accuracy_point(p: dict) -> dict:
             "energy_per_sample_pj": s["chip"]["energy"]["per_sample"]["total_pj"]}
 
 
-def reproduce(config: str = "hwconfigs/44core_4bit.yaml", compare_config: str = "hwconfigs/176core_512k.yaml",
-              out_dir: str = "reports", quick: bool = False, jobs: int | None = None, progress: bool = True) -> dict:
-    """Run every experiment of the plan and write ``out_dir/README.md`` plus one folder per experiment."""
+def reproduce(config: str | None = None, compare_config: str | None = None, out_dir: str = "reports",
+              quick: bool = False, jobs: int | None = None, progress: bool = True) -> dict:
+    """Run every experiment of the plan and write ``out_dir/README.md`` plus one folder per experiment.
+
+    ``config`` / ``compare_config`` default to the shipped presets ``44core_4bit`` and ``176core_512k``
+    (found beside the package, whatever the working directory).
+    """
+    config = config or os.path.join(PRESET_DIR, "44core_4bit.yaml")
+    compare_config = compare_config or os.path.join(PRESET_DIR, "176core_512k.yaml")
     plan = PLANS["quick" if quick else "full"]
     jobs = check.jobs(jobs) or os.cpu_count() or 1
     t0 = time.perf_counter()
     cfg = load_config(config)
-    os.makedirs(out_dir, exist_ok=True)
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise OutputError(f"--out {out_dir}: is a file, not a directory")
+    make_dirs(out_dir)
+    check_writable(out_dir)
     results = {"plan": plan.__dict__, "config": cfg.path}
 
     # 1. accuracy of every rule at the main scale (issue: ranking and the paper's Table 1, MNIST column)
