@@ -177,3 +177,37 @@ def test_set_path_values_resolve_against_the_working_directory(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     loaded = api.validate(REPO / "hwconfigs" / "44core_4bit.yaml", ["workload.model=m.yaml"])
     assert loaded.hw.workload.model == str(model)
+
+
+# ------------------------------------------------------------------ the bounded YAML loader
+
+
+def test_yaml_loader_refuses_ambiguity_and_bombs_but_reads_what_people_write():
+    from chipsim.errors import ConfigError
+    from chipsim.safe_yaml import MAX_NODES, parse, shorten
+    # merge keys may override (that is what they are for); a literal key given twice may not
+    assert parse("base: &b {x: 1, y: 2}\nuse:\n  <<: *b\n  y: 3\n", "f") == {"base": {"x": 1, "y": 2},
+                                                                          "use": {"x": 1, "y": 3}}
+    with pytest.raises(ConfigError, match=r"f: key 'y' is given twice \(lines 2 and 3\)"):
+        parse("x: 1\ny: 2\ny: 3\n", "f")
+    # numbers as YAML 1.2 and every user read them
+    assert parse("1e-5", "f") == 1e-5 and parse("-2E3", "f") == -2000.0 and parse("1_000", "f") == 1000
+    assert parse(".nan", "f") != parse(".nan", "f") and parse("3e", "f") == "3e"
+    # aliases are fine until they expand past the bound
+    ok = "a: &a [1, 2]\nb: [*a, *a]\n"
+    assert parse(ok, "f") == {"a": [1, 2], "b": [[1, 2], [1, 2]]}
+    depth = 1
+    while 10 ** depth < MAX_NODES:
+        depth += 1
+    bomb = "l0: &l0 [" + ", ".join(["1"] * 10) + "]\n" + "".join(
+        f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]\n" for i in range(1, depth + 1))
+    with pytest.raises(ConfigError, match="alias bomb"):
+        parse(bomb, "f")
+    assert len(shorten("x" * 10_000)) < 100 and shorten(list(range(10 ** 6))) == "<list of 1000000 items>"
+
+
+def test_did_you_mean_ignores_case():
+    from chipsim.errors import ConfigError
+    with pytest.raises(ConfigError, match="did you mean 'df-r'"):
+        api.validate(REPO / "hwconfigs" / "44core_4bit.yaml", ["workload.rule=DF-R"])
+    assert api.validate(REPO / "hwconfigs" / "44core_4bit.yaml", rule="DF-R").hw.workload.rule == "df-r"
