@@ -300,10 +300,24 @@ def _one_line(message: str) -> str:
     return text if len(text) <= MAX_MESSAGE else f"{text[:MAX_MESSAGE]}... ({len(text):,} characters)"
 
 
+def _utf8_arguments(argv: list) -> list:
+    """Refuse arguments that are not UTF-8 text (bytes a shell passed through): file names, values and
+    titles made from them would fail much later, in a plot's font renderer or a print."""
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            raise ChipsimError(f"argument {shown!r} is not valid UTF-8; give file names and values as UTF-8 "
+                               "text") from None
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chipsim`` console script; returns the exit code."""
     parser = build_parser()
     try:
+        argv = _utf8_arguments(sys.argv[1:] if argv is None else list(argv))
         args = parser.parse_args(argv)
         return args.run(args)
     except ChipsimError as exc:

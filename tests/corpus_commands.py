@@ -240,6 +240,8 @@ CASES = [
     C("run-unmappable-fails-before-training", RUN + tiny_args("chip.mesh.rows=1", "chip.mesh.cols=1",
                                                               "chip.cores=1") + ("--quiet", "--out", "{tmp}/r"),
       ("gets no core", "at least 3 cores"), "1x1 mesh"),
+    C("argument-not-utf8", ("map", "{preset}", "--set", "chip.name=\udcff"), ("is not valid UTF-8",),
+      "chip.name="),
     # ---- output paths
     C("map-out-is-a-file", ("map", "{preset}", "--model", "{tiny}", "--out", "{tmp}/afile"),
       ("is a file, not a directory",), "--out {tmp}/afile", setup=_file("afile")),
