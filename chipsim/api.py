@@ -13,9 +13,10 @@ inside the functions that need them.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
-from typing import Iterable
+from typing import Iterable, Mapping, Union
 
 from .config import HwConfig, LoadedConfig, load_config
 from .modelspec import Block, ModelSpec
@@ -23,16 +24,68 @@ from .schema import reference
 
 __all__ = ["validate", "config_reference", "run", "map", "compare", "sweep", "reproduce"]
 
+#: ``--set key=value`` strings, or a mapping ``{"training.epochs": 2, ...}`` of the same keys to values
+Overrides = Union[Iterable[str], Mapping[str, object]]
 
-def validate(path: str | os.PathLike, overrides: Iterable[str] = ()) -> LoadedConfig:
+
+def _yaml_value(value) -> str:
+    """A Python value as the YAML text ``--set`` would take: ``2``, ``0.001``, ``.nan``, ``true``, ``[1, 2]``."""
+    import json
+    if isinstance(value, str):
+        return value if _yaml_reads_as(value) else json.dumps(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if value != value else (".inf" if value > 0 else "-.inf")
+    return json.dumps(value, allow_nan=False) if not isinstance(value, float) else repr(value)
+
+
+def _yaml_reads_as(text: str) -> bool:
+    from .errors import ConfigError
+    from .safe_yaml import parse
+    try:
+        return parse(text, "") == text
+    except ConfigError:
+        return False
+
+
+def overrides_list(overrides: Overrides = (), rule: str | None = None, model: str | None = None) -> tuple:
+    """Overrides as ``key=value`` strings: from strings or a mapping, plus the CLI's shorthands.
+
+    ``rule="DF-R"`` is ``workload.rule=df-r`` (rules are lower case; the
+    shorthand accepts any case); ``model="models/x.yaml"`` is ``workload.model=...``,
+    a path relative to the working directory, as on the command line.
+    """
+    if isinstance(overrides, str):
+        overrides = (overrides,)
+    if isinstance(overrides, Mapping):
+        out = [f"{k}={_yaml_value(v)}" for k, v in overrides.items()]
+    else:
+        out = [str(o) for o in overrides]
+    if rule is not None:
+        out.append(f"workload.rule={str(rule).strip().lower()}")
+    if model is not None:
+        out.append(f"workload.model={os.fspath(model)}")
+    return tuple(out)
+
+
+def validate(path: str | os.PathLike, overrides: Overrides = (), *, rule: str | None = None,
+             model: str | None = None) -> LoadedConfig:
     """Load and validate an hwconfig file and the model file it names.
 
-    ``overrides`` are ``key.path=value`` strings (the CLI's ``--set``), applied
-    before validation; values are parsed as YAML. Raises ``ConfigError`` with a
-    one-line message naming the file (or ``--set``), the key path and what is
-    allowed.
+    ``overrides`` are ``key.path=value`` strings (the CLI's ``--set``, values
+    parsed as YAML) or a mapping of key paths to values, applied before
+    validation; ``rule`` and ``model`` are the CLI's ``--rule`` / ``--model``.
+    Raises ``ConfigError`` with a one-line message naming the file (or
+    ``--set``), the key path and what is allowed.
     """
-    return load_config(os.fspath(path), tuple(overrides))
+    return load_config(os.fspath(path), overrides_list(overrides, rule, model))
+
+
+def _load(config, overrides, rule, model):
+    """A path (loaded with the overrides) or an already loaded config (then no overrides may be given)."""
+    if isinstance(config, LoadedConfig):
+        extra = overrides_list(overrides, rule, model)
+        return load_config(config.path, tuple(config.overrides) + extra) if extra else config
+    return load_config(os.fspath(config), overrides_list(overrides, rule, model))
 
 
 def _md_cell(text: str) -> str:
@@ -85,36 +138,42 @@ def config_reference() -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(config, overrides: Iterable[str] = (), out_dir: str | None = None, progress: bool = True,
-        resume: str | None = None, write: bool = True):
-    """Train on the modelled chip and cost it: see ``chipsim.runner.run``. Returns a ``RunResult``."""
+def run(config, overrides: Overrides = (), out_dir: str | None = None, progress: bool = True,
+        resume: str | None = None, write: bool = True, *, rule: str | None = None, model: str | None = None):
+    """Train on the modelled chip and cost it: see ``chipsim.runner.run``. Returns a ``RunResult``.
+
+    ``chipsim.run("hwconfigs/44core_4bit.yaml", {"training.epochs": 1}, rule="bp")`` is
+    ``chipsim run hwconfigs/44core_4bit.yaml --set training.epochs=1 --rule bp``.
+    """
     from .runner import run as _run
-    return _run(config, tuple(overrides), out_dir=out_dir, progress=progress, resume=resume, write=write)
+    return _run(_load(config, overrides, rule, model), out_dir=out_dir, progress=progress, resume=resume,
+                write=write)
 
 
-def map(config, overrides: Iterable[str] = (), out_dir: str | None = None, write: bool = True):  # noqa: A001
+def map(config, overrides: Overrides = (), out_dir: str | None = None, write: bool = True,  # noqa: A001
+        progress: bool = True, *, rule: str | None = None, model: str | None = None):
     """Map the model onto the chip and cost one step, no training: see ``chipsim.runner.map``."""
     from .runner import map as _map
-    return _map(config, tuple(overrides), out_dir=out_dir, write=write)
+    return _map(_load(config, overrides, rule, model), out_dir=out_dir, write=write, progress=progress)
 
 
-def compare(config, rules=("bp", "df-o", "df-r"), depths=(5, 8, 11, 15, 20, 25), overrides: Iterable[str] = (),
+def compare(config, rules=("bp", "df-o", "df-r"), depths=(5, 8, 11, 15, 20, 25), overrides: Overrides = (),
             width: int = 32, out_dir: str | None = None, jobs: int | None = None, progress: bool = True,
-            own_model: bool = False):
+            own_model: bool = False, *, model: str | None = None):
     """BP vs local rules over a depth family (or on the config's own model): memory, latency, NoC, energy.
     See ``chipsim.experiments.compare``."""
     from .experiments.compare import compare as _compare
-    return _compare(config, rules, depths, tuple(overrides), width=width, out_dir=out_dir, jobs=jobs,
-                    progress=progress, own_model=own_model)
+    return _compare(_load(config, overrides, None, model), rules, depths, width=width, out_dir=out_dir,
+                    jobs=jobs, progress=progress, own_model=own_model)
 
 
 def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bits=(), negatives=(), seeds=(0,),
-          overrides: Iterable[str] = (), out_dir: str | None = None, jobs: int | None = None, progress: bool = True,
-          gain_std: float = 0.0):
+          overrides: Overrides = (), out_dir: str | None = None, jobs: int | None = None, progress: bool = True,
+          gain_std: float = 0.0, *, model: str | None = None):
     """Accuracy vs noise level, bit width or number of negatives. See ``chipsim.experiments.sweep``."""
     from .experiments.sweep import sweep as _sweep
-    return _sweep(config, rules, noise, levels, bits, negatives, seeds, tuple(overrides), out_dir=out_dir,
-                  jobs=jobs, progress=progress, gain_std=gain_std)
+    return _sweep(_load(config, overrides, None, model), rules, noise, levels, bits, negatives, seeds,
+                  out_dir=out_dir, jobs=jobs, progress=progress, gain_std=gain_std)
 
 
 def reproduce(out_dir: str = "reports", quick: bool = False, jobs: int | None = None, progress: bool = True):

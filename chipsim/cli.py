@@ -6,10 +6,11 @@ that adds its arguments, and a ``run`` function that calls the Python API
 function of the same name (``chipsim.api``) and prints the result. To add a
 command, write those two small functions and append one ``Command`` entry.
 
-Errors: a ``ChipsimError`` (bad config, missing data, model does not fit ...)
-is printed as ONE line ``chipsim: error: <message>`` on stderr with exit code
-2; argparse usage errors also exit 2; Ctrl-C exits 130. Anything else is a bug
-and keeps its traceback.
+Errors: a ``ChipsimError`` (bad config, missing data, model does not fit,
+unusable output path, damaged checkpoint ...) is printed as ONE line
+``chipsim: error: <message>`` on stderr with exit code 2; argparse usage
+errors also exit 2; Ctrl-C exits 130 and prints how to resume (``run``: the
+exact ``--resume`` command). Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .errors import ChipsimError
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+MAX_MESSAGE = 2000         # characters: a message quoting user input must still be one readable line
 
 
 # ---------------------------------------------------------------- shared options
@@ -96,19 +98,16 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", metavar="HWCONFIG", help="chip + workload file, e.g. hwconfigs/44core_4bit.yaml")
     add_set_option(p)
     add_out_option(p, "reports/runs/<config>-<timestamp>/")
-    p.add_argument("--rule", help="shorthand for --set workload.rule=RULE (bp, ff, symba, df, df-o, df-r, cwc)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-
-
-def _overrides(args) -> list:
-    extra = [f"workload.rule={args.rule}"] if getattr(args, "rule", None) else []
-    return list(args.overrides) + extra
+    p.add_argument("--rule", help="shorthand for --set workload.rule=RULE (bp, ff, symba, df, df-o, df-r, "
+                                   "cwc; any case)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint, "
+                   "in its run directory (the config must match; more training.epochs is allowed)")
+    p.add_argument("--quiet", action="store_true", help="no start line, progress bar or per-epoch lines")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import api
-    result = api.run(args.config, _overrides(args), out_dir=args.out, progress=not args.quiet,
+    result = api.run(args.config, args.overrides, rule=args.rule, out_dir=args.out, progress=not args.quiet,
                      resume=args.resume)
     _print_result(result)
     return EXIT_OK
@@ -124,17 +123,24 @@ def _configure_map(p: argparse.ArgumentParser) -> None:
 
 def cmd_map(args: argparse.Namespace) -> int:
     from . import api
-    extra = [f"workload.model={args.model}"] if args.model else []
-    result = api.map(args.config, _overrides(args) + extra, out_dir=args.out)
+    result = api.map(args.config, args.overrides, rule=args.rule, model=args.model, out_dir=args.out)
     _print_result(result)
     return EXIT_OK
 
 
-def _csv_list(text: str, cast=str) -> list:
-    try:
-        return [cast(t.strip()) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise ChipsimError(f"{text!r}: expected a comma-separated list") from None
+def _csv_list(text: str, arg: str, cast=str, what: str = "values") -> list:
+    """``"a, b,c"`` -> [cast(a), cast(b), cast(c)]; a value ``cast`` refuses is one line naming ``arg``."""
+    from .safe_yaml import clip
+    out = []
+    for t in text.split(","):
+        if not t.strip():
+            continue
+        try:
+            out.append(cast(t.strip()))
+        except ValueError:
+            raise ChipsimError(f"{arg} {clip(text, 80)}: {clip(t.strip(), 40)!r} is not one of the {what}; "
+                               f"expected a comma-separated list of {what}") from None
+    return out
 
 
 def _configure_compare(p: argparse.ArgumentParser) -> None:
@@ -145,17 +151,17 @@ def _configure_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--own-model", action="store_true",
                    help="compare on the config's own model (workload.model) instead of the depth family")
     p.add_argument("--width", type=int, default=32, help="conv channels of the depth family (default: 32)")
-    p.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
+    p.add_argument("--jobs", type=int, default=None, help="parallel processes, >= 1 (default: all cores)")
     add_set_option(p)
-    add_out_option(p, "reports/runs/<config>-compare-<timestamp>/")
+    add_out_option(p, "reports/runs/<config>-compare-<timestamp>/; rerun with the same --out to resume")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from . import api
     if args.own_model and args.depths is not None:
         raise ChipsimError("compare: give --depths (the depth family) or --own-model, not both")
-    depths = _csv_list(args.depths or "5,8,11,15,20,25", int)
-    table = api.compare(args.config, _csv_list(args.rules), depths, args.overrides,
+    depths = _csv_list("5,8,11,15,20,25" if args.depths is None else args.depths, "--depths", int, "integers")
+    table = api.compare(args.config, _csv_list(args.rules, "--rules", what="rules"), depths, args.overrides,
                         width=args.width, out_dir=args.out, jobs=args.jobs, own_model=args.own_model)
     rows = []
     for r in table["rows"]:
@@ -167,12 +173,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
                      "backward us": round(m["backward_us"]) if m.get("fits") else "-",
                      "uJ/sample": round(m["energy_per_sample_pj"] / 1e6, 2) if m.get("fits") else "-"})
     _print_table(rows, list(rows[0]))
-    for key, label in (("streaming:total_peak_bytes", "SRAM, streaming"), ("whole-batch:total_peak_bytes",
-                       "whole-batch memory"), ("streaming:backward_us", "backward phase")):
-        for rule in table["rules"]:
-            vals = table["ratios"].get(f"{key}:{rule}")
-            if vals:
-                print(f"{rule} / bp, {label}: " + ", ".join(f"{v:.2f} at {d} blocks" for d, v in vals.items()))
+    from .experiments.compare import ratio_lines
+    print()
+    for line in ratio_lines(table):
+        print(line)
     return EXIT_OK
 
 
@@ -185,18 +189,25 @@ def _configure_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bits", default="", help="bit widths for weights and activations, e.g. 32,8,6,4,3,2")
     p.add_argument("--negatives", default="", help="numbers of negatives, e.g. 1,3,9,avg")
     p.add_argument("--seeds", default="0", help="seeds, for error bars (default: 0)")
-    p.add_argument("--gain-std", type=float, default=0.0, help="fixed per-core gain error (std) with --noise mismatch")
-    p.add_argument("--jobs", type=int, default=None, help="parallel trainings (default: all cores)")
+    p.add_argument("--gain-std", type=float, default=0.0, help="fixed per-core gain error (std, >= 0) with "
+                   "--noise mismatch")
+    p.add_argument("--jobs", type=int, default=None, help="parallel trainings, >= 1 (default: all cores)")
     add_set_option(p)
     add_out_option(p, "reports/runs/<config>-sweep-<timestamp>/; rerun with the same --out to resume")
+
+
+def _negative(text: str):
+    return "avg" if text.lower() == "avg" else int(text)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from . import api
     from .experiments.sweep import parse_levels
-    negatives = [n if n == "avg" else int(n) for n in _csv_list(args.negatives)]
-    table = api.sweep(args.config, _csv_list(args.rules), _csv_list(args.noise), parse_levels(args.levels),
-                      _csv_list(args.bits, int), negatives, _csv_list(args.seeds, int), args.overrides,
+    table = api.sweep(args.config, _csv_list(args.rules, "--rules", what="rules"),
+                      _csv_list(args.noise, "--noise", what="noise kinds"), parse_levels(args.levels),
+                      _csv_list(args.bits, "--bits", int, "bit widths"),
+                      _csv_list(args.negatives, "--negatives", _negative, "integers or avg"),
+                      _csv_list(args.seeds, "--seeds", int, "integers"), args.overrides,
                       out_dir=args.out, jobs=args.jobs, gain_std=args.gain_std)
     from .experiments.sweep import markdown
     print(markdown(table))
@@ -210,10 +221,10 @@ def _configure_reproduce(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    import time
-    from . import api
-    out = args.out or (os.path.join("reports", "runs", f"quick-{time.strftime('%Y%m%d-%H%M%S')}")
-                       if args.quick else "reports")
+    from . import api, rundir
+    if args.jobs is not None and args.jobs < 1:
+        raise ChipsimError(f"--jobs {args.jobs}: must be >= 1 (or leave it out to use every core)")
+    out = args.out or (rundir.new_default("quick") if args.quick else "reports")
     api.reproduce(out_dir=out, quick=args.quick, jobs=args.jobs)
     print(f"report: {os.path.join(out, 'README.md')}")
     return EXIT_OK
@@ -260,13 +271,20 @@ Every command is also a Python function: `chipsim.<command>(...)`.
 Run `chipsim <command> --help` for its options."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is ONE line (naming the argument) plus where to look, like every other error."""
+
+    def error(self, message):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="chipsim",
         description="Simulate a many-core edge chip that learns on chip (BP, FF, SymBa, DF-O, DF-R).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"chipsim {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", parser_class=_Parser)
     sub.required = True
     for cmd in COMMANDS:
         p = sub.add_parser(cmd.name, help=cmd.summary, description=cmd.summary[:1].upper() + cmd.summary[1:] + ".",
@@ -278,21 +296,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line(message: str) -> str:
-    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    return text if len(text) <= MAX_MESSAGE else f"{text[:MAX_MESSAGE]}... ({len(text):,} characters)"
+
+
+def _utf8_arguments(argv: list) -> list:
+    """Refuse arguments that are not UTF-8 text (bytes a shell passed through): file names, values and
+    titles made from them would fail much later, in a plot's font renderer or a print."""
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            raise ChipsimError(f"argument {shown!r} is not valid UTF-8; give file names and values as UTF-8 "
+                               "text") from None
+    return argv
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chipsim`` console script; returns the exit code."""
     parser = build_parser()
     try:
+        argv = _utf8_arguments(sys.argv[1:] if argv is None else list(argv))
         args = parser.parse_args(argv)
         return args.run(args)
     except ChipsimError as exc:
         sys.stdout.flush()
         print(f"chipsim: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("chipsim: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        sys.stdout.flush()
+        hint = getattr(exc, "resume_hint", None)
+        print("chipsim: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
     except SystemExit as exc:  # argparse: --help/--version (0) and usage errors (2)
         if exc.code is None:

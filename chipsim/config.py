@@ -14,57 +14,61 @@ import typing
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-import yaml
-
 from .errors import ConfigError
-from .modelspec import ModelSpec, load_model
+from .modelspec import ModelSpec, check_fits_host, load_model
+from .safe_yaml import YamlSyntaxError, clip, parse
 from .schema import Where, build, field_names, read_yaml_file, spec, to_plain
 
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
 RULES = ("bp", "ff", "symba", "df", "df-o", "df-r", "cwc")
 DATASET_NAMES = ("mnist5k", "mnist", "fashion_mnist", "cifar10", "svhn")
+# (channels, height, width, classes) per dataset: shapes are checked, and `map` runs, without data files
+DATASET_SHAPES = {"mnist5k": (1, 28, 28, 10), "mnist": (1, 28, 28, 10), "fashion_mnist": (1, 28, 28, 10),
+                  "cifar10": (3, 32, 32, 10), "svhn": (3, 32, 32, 10)}
 
 
 # ---------------------------------------------------------------- chip
 @dataclass(frozen=True)
 class Mesh:
-    rows: int = spec(doc="rows of the core mesh", unit="cores", min=1)
-    cols: int = spec(doc="columns of the core mesh", unit="cores", min=1)
+    rows: int = spec(doc="rows of the core mesh", unit="cores", min=1, max=1024)
+    cols: int = spec(doc="columns of the core mesh", unit="cores", min=1, max=1024)
 
 
 @dataclass(frozen=True)
 class CoreEnergy:
     mac: Dict[int, float] = spec(doc="energy of one multiply-accumulate per operand bit width",
-                                 unit="pJ", choices=ALLOWED_BITS, min=0)
+                                 unit="pJ", choices=ALLOWED_BITS, min=0, max=1e6)
     vector_op: Dict[int, float] = spec(doc="energy of one vector-unit operation (normalisation, activation "
                                        "functions, pooling, quantisation, losses, optimizer arithmetic, PRNG "
-                                       "draws) per operand bit width", unit="pJ", choices=ALLOWED_BITS, min=0)
-    sram_read_byte: float = spec(doc="energy to read one byte of core SRAM", unit="pJ", min=0)
-    sram_write_byte: float = spec(doc="energy to write one byte of core SRAM", unit="pJ", min=0)
+                                       "draws) per operand bit width", unit="pJ", choices=ALLOWED_BITS, min=0,
+                                       max=1e6)
+    sram_read_byte: float = spec(doc="energy to read one byte of core SRAM", unit="pJ", min=0, max=1e6)
+    sram_write_byte: float = spec(doc="energy to write one byte of core SRAM", unit="pJ", min=0, max=1e6)
 
 
 @dataclass(frozen=True)
 class Core:
-    sram_kib: float = spec(doc="SRAM per core", unit="KiB", min=0, min_exclusive=True)
+    sram_kib: float = spec(doc="SRAM per core", unit="KiB", min=0, min_exclusive=True, max=2 ** 30)
     macs_per_cycle: Dict[int, int] = spec(doc="MAC throughput per operand bit width",
                                           unit="MAC/cycle", choices=ALLOWED_BITS, min=0,
-                                          min_exclusive=True)
+                                          min_exclusive=True, max=10 ** 9)
     vector_ops_per_cycle: Dict[int, int] = spec(doc="vector-unit throughput (elementwise operations per cycle) "
                                                 "per operand bit width", unit="op/cycle", choices=ALLOWED_BITS,
-                                                min=0, min_exclusive=True)
+                                                min=0, min_exclusive=True, max=10 ** 9)
     energy_pj: CoreEnergy = spec(doc="per-operation energy of a core")
 
 
 @dataclass(frozen=True)
 class NocEnergy:
-    byte_hop: float = spec(doc="energy to move one byte across one link (router + wire)", unit="pJ", min=0)
+    byte_hop: float = spec(doc="energy to move one byte across one link (router + wire)", unit="pJ", min=0,
+                           max=1e6)
 
 
 @dataclass(frozen=True)
 class Noc:
     link_bytes_per_cycle: float = spec(doc="bandwidth of one mesh link", unit="B/cycle", min=0,
-                                       min_exclusive=True)
-    hop_latency_cycles: float = spec(doc="router + link latency per hop", unit="cycles", min=0)
+                                       min_exclusive=True, max=1e9)
+    hop_latency_cycles: float = spec(doc="router + link latency per hop", unit="cycles", min=0, max=1e9)
     energy_pj: NocEnergy = spec(doc="per-byte energy of the network-on-chip")
     routing: str = spec("xy", doc="deterministic dimension-order routing", choices=("xy",))
 
@@ -73,7 +77,7 @@ class Noc:
 class Chip:
     name: str = spec(doc="preset name, used in report paths")
     mesh: Mesh = spec(doc="2-D mesh of cores (XY routing)")
-    clock_mhz: float = spec(doc="core and NoC clock", unit="MHz", min=0, min_exclusive=True)
+    clock_mhz: float = spec(doc="core and NoC clock", unit="MHz", min=0, min_exclusive=True, max=1e6)
     core: Core = spec(doc="one core (all cores are identical)")
     noc: Noc = spec(doc="the mesh network-on-chip")
     cores: Optional[int] = spec(None, doc="number of cores; if given must equal rows x cols", unit="cores", min=1)
@@ -262,6 +266,11 @@ class HwConfig:
             raise where.error("learning.span", f"{self.learning.span} needs a link to send errors down, but the "
                               f"strategy is greedy (span 1); set learning.strategy (or workload.rule) to df-o "
                               "(through W^T) or df-r (through a fixed random B)")
+        classes = DATASET_SHAPES[self.workload.dataset][3]
+        n = self.learning.negatives
+        if n is not None and n > classes - 1:
+            raise where.error("learning.negatives", f"{n} is out of range for {self.workload.dataset} ({classes} "
+                              f"classes); allowed: 1..{classes - 1} (or null for {classes - 1})")
 
     @property
     def loss(self) -> str:
@@ -314,10 +323,28 @@ def _fmt(v) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_fmt(x) for x in v) + "]"
     return f"{v:g}"
+PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hwconfigs")
+
+
+def presets() -> list[str]:
+    """The shipped chip presets (``hwconfigs/*.yaml`` beside the package), as paths relative to the cwd if shorter."""
+    if not os.path.isdir(PRESET_DIR):
+        return []
+    out = []
+    for name in sorted(os.listdir(PRESET_DIR)):
+        if name.endswith(".yaml"):
+            full = os.path.join(PRESET_DIR, name)
+            rel = os.path.relpath(full)
+            out.append(rel if len(rel) < len(full) else full)
+    return out
 
 
 def read_yaml(path: str) -> dict:
     """Read an hwconfig's YAML mapping; every failure is one ConfigError line."""
+    if not os.path.exists(path):
+        shipped = presets()
+        hint = f"; presets: {', '.join(shipped)}" if shipped else ""
+        raise ConfigError(f"{path}: file not found{hint}")
     data = read_yaml_file(path)
     if data is None:
         raise ConfigError(f"{path}: file is empty; expected a mapping with keys {', '.join(field_names(HwConfig))}")
@@ -332,7 +359,7 @@ def apply_override(data: dict, assignment: str, schema=HwConfig) -> None:
     The key path is checked against the schema here (with a did-you-mean) so a
     typo in ``--set`` is reported as such, not as a confusing downstream error.
     """
-    where = f"--set {assignment}"
+    where = f"--set {clip(assignment, 80)}"
     if "=" not in assignment:
         raise ConfigError(f"{where}: expected key.path=value")
     key, raw = assignment.split("=", 1)
@@ -340,9 +367,9 @@ def apply_override(data: dict, assignment: str, schema=HwConfig) -> None:
     if not key:
         raise ConfigError(f"{where}: expected key.path=value (the key path is empty)")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
+        value = parse(raw, where) if raw.strip() else None
+    except YamlSyntaxError:
+        value = raw          # not YAML: the schema reports it as a string of the wrong type
     parts = key.split(".")
     node, cls = data, schema
     for i, part in enumerate(parts):
@@ -350,9 +377,10 @@ def apply_override(data: dict, assignment: str, schema=HwConfig) -> None:
         if names is None and part.lstrip("-").isdigit():
             part = int(part)  # keys of integer-keyed mappings, e.g. chip.core.macs_per_cycle.8
         if names is not None and part not in names:
-            hint = difflib.get_close_matches(part, names, n=1)
+            hint = difflib.get_close_matches(str(part)[:200], names, n=1)
             dym = f"did you mean {hint[0]!r}? " if hint else ""
-            raise ConfigError(f"{where}: {'.'.join(parts[:i + 1])}: unknown key; {dym}allowed here: {', '.join(names)}")
+            raise ConfigError(f"{where}: {clip('.'.join(map(str, parts[:i + 1])))}: unknown key; {dym}"
+                              f"allowed here: {', '.join(names)}")
         sub = None
         is_path = False
         if names is not None:
@@ -377,8 +405,17 @@ def load_config(path: str, overrides=()) -> LoadedConfig:
     data = copy.deepcopy(read_yaml(path))
     for assignment in overrides:
         apply_override(data, assignment)
-    where = Where(path + (f" (with --set {', '.join(overrides)})" if overrides else ""),
+    where = Where(path + (f" (with --set {', '.join(clip(o, 80) for o in overrides)})" if overrides else ""),
                   base_dir=os.path.dirname(path))
     hw = build(HwConfig, data, "", where)
     model = load_model(hw.workload.model, origin=f"{path}: workload.model")
+    check_model(hw, model, hw.workload.model)
     return LoadedConfig(path=path, hw=hw, model=model, overrides=tuple(overrides))
+
+
+def check_model(hw: HwConfig, model: ModelSpec, source: str):
+    """Refuse a model that cannot run on the dataset's input, or whose arrays could not fit this machine;
+    returns its block shapes. ``source`` names the model in the message (its file)."""
+    c, h, w, classes = DATASET_SHAPES[hw.workload.dataset]
+    return check_fits_host(model, (c, h, w), classes, hw.training.batch_size, hw.learning.negatives,
+                           with_label=hw.strategy != "bp", source=source)

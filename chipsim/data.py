@@ -358,10 +358,43 @@ def _torchvision_loader(cls_name: str) -> Callable[[Path, bool], tuple[np.ndarra
                 test = cls(root=str(root), train=False, download=download)
         except Exception as exc:  # noqa: BLE001 - every failure becomes one clear DataError
             raise _files_error(name, cls_name, cls, root, download, exc) from None
-        return (*_torchvision_arrays(cls_name, train), *_torchvision_arrays(cls_name, test))
+        arrays = []
+        for split, ds in (("train", train), ("test", test)):
+            try:
+                x, y = _torchvision_arrays(cls_name, ds)
+            except Exception as exc:  # noqa: BLE001 - decoded arrays of the wrong shape: damaged files
+                raise _damaged(name, cls_name, cls, root, f"its {split} split cannot be decoded "
+                               f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from None
+            _check_split(name, cls_name, cls, root, split, x, y)
+            arrays += [x, y]
+        return tuple(arrays)
 
     load.__doc__ = f"Load torchvision.datasets.{cls_name} as float32 NCHW in [0, 1] and int64 labels."
     return load
+
+
+def _damaged(name: str, cls_name: str, cls, root: Path, problem: str) -> DataError:
+    folders = sorted({str(p.parent) for p, _ in _expected_files(cls_name, cls, root)})
+    return DataError(f"dataset {name!r}: the files in {', '.join(folders)} are damaged: {problem}; delete them and "
+                     "fetch them again (workload.download: true when online)")
+
+
+def _check_split(name: str, cls_name: str, cls, root: Path, split: str, x: np.ndarray, y: np.ndarray) -> None:
+    """Files torchvision reads without complaint can still disagree: say which split and how.
+
+    An IDX label file shorter than its image file, or a label outside
+    0..classes-1, would otherwise surface as a shape error or an index error
+    deep inside training.
+    """
+    if len(x) != len(y):
+        raise _damaged(name, cls_name, cls, root, f"the {split} split has {len(x):,} images but {len(y):,} labels")
+    if len(y) == 0:
+        raise _damaged(name, cls_name, cls, root, f"the {split} split holds no images")
+    classes = _NUM_CLASSES[name]
+    bad = (y < 0) | (y >= classes)
+    if bad.any():
+        raise _damaged(name, cls_name, cls, root, f"the {split} split has {int(bad.sum()):,} label(s) outside "
+                       f"0..{classes - 1} (e.g. {int(y[bad][0])} at index {int(np.flatnonzero(bad)[0])})")
 
 
 def _torchvision_arrays(cls_name: str, ds) -> tuple[np.ndarray, np.ndarray]:

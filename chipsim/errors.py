@@ -19,3 +19,11 @@ class MappingError(ChipsimError):
 
 class TrainingDiverged(ChipsimError):
     """A loss or update became NaN/Inf; the message names the layer, step and value."""
+
+
+class OutputError(ChipsimError):
+    """An output path cannot be used (a file where a directory must be, not writable, disk full)."""
+
+
+class CheckpointError(ChipsimError):
+    """A checkpoint cannot be resumed (damaged, another format version, another config); says which and why."""

@@ -18,7 +18,6 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-
 from .errors import ConfigError
 from .schema import Where, build, field_names, read_yaml_file, spec
 
@@ -126,6 +125,145 @@ def load_model(path: str, origin: str | None = None) -> ModelSpec:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with keys {', '.join(field_names(ModelSpec))}")
     return build(ModelSpec, data, "", Where(path, os.path.dirname(path)))
+
+
+# ---------------------------------------------------------------- shapes and host memory, before allocation
+EVAL_BATCH = 256          # test samples per forward pass in ``engine.rules.goodness_scores`` (each x classes rows)
+_GIB = 1024 ** 3
+
+
+@dataclass(frozen=True)
+class BlockShape:
+    """What one block of a model becomes on a given input: its input, pre-activation and output shapes."""
+    index: int
+    in_shape: tuple
+    pre_shape: tuple
+    out_shape: tuple
+    weight_numel: int
+    cols_per_row: int          # im2col values per input row (conv), 0 for dense
+
+    def train_bytes(self, rows: int) -> int:
+        """float32 arrays a training step keeps for this block: the quantized input, pre-activation,
+        output, goodness copy and (conv) the im2col columns the weight gradient reads."""
+        return 4 * rows * (_numel(self.in_shape) + _numel(self.pre_shape) + 2 * _numel(self.out_shape)
+                           + self.cols_per_row)
+
+    def eval_bytes(self, rows: int) -> int:
+        """float32 arrays of one inference forward pass through this block (nothing is kept after it)."""
+        return 4 * rows * (_numel(self.in_shape) + _numel(self.pre_shape) + _numel(self.out_shape)
+                           + self.cols_per_row)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def block_shapes(model: ModelSpec, input_shape, with_label: bool, source: str) -> list:
+    """Each block's shapes on ``input_shape`` (C, H, W); a block that cannot run is one ConfigError line.
+
+    The same arithmetic as ``engine.block.QuantBlock`` (which keeps it as an
+    internal assertion), done first and in plain integers, so that a kernel
+    larger than its input or a pool that shrinks the map to nothing is refused
+    before any array exists, naming the model file, the block and the limit.
+    """
+    c, h, w = input_shape
+    shape = (c + 1, h, w) if with_label else (c, h, w)
+    out = []
+    tokens = None
+    for i, b in enumerate(model.blocks):
+        key = f"{source}: blocks[{i}]"
+        if b.type == "vit":
+            if b.patch is not None:                  # the first layer cuts the image into patches
+                if b.patch > min(h, w) or h % b.patch or w % b.patch:
+                    raise ConfigError(f"{key}.patch: {b.patch} does not tile block {i}'s {h}x{w} input; allowed: "
+                                      f"a divisor of both sides, e.g. {_divisors(h, w)}")
+                tokens = (h // b.patch) * (w // b.patch) + (1 if with_label else 0)
+                embed = c * b.patch * b.patch * b.dim + tokens * b.dim
+            else:
+                embed = 0
+            widest = max(3 * b.dim, b.mlp_dim, b.heads * tokens)        # QKV, MLP hidden, attention rows
+            out.append(BlockShape(i, (tokens, b.dim), (tokens, widest), (tokens, b.dim),
+                                  embed + 4 * b.dim * b.dim + 2 * b.dim * b.mlp_dim, 0))
+            shape = (tokens, b.dim)
+            continue
+        if b.type == "dense":
+            if len(shape) == 3:
+                shape = (_numel(shape),)
+            pre = (b.units,)
+            out.append(BlockShape(i, shape, pre, pre, b.units * shape[0], 0))
+            shape = pre
+            continue
+        ci, hi, wi = shape
+        span_h, span_w = hi + 2 * b.padding, wi + 2 * b.padding
+        if b.kernel > min(span_h, span_w):
+            raise ConfigError(f"{key}.kernel: {b.kernel} does not fit block {i}'s {hi}x{wi} input with padding "
+                              f"{b.padding}; allowed: kernel <= {min(span_h, span_w)}")
+        ho, wo = (span_h - b.kernel) // b.stride + 1, (span_w - b.kernel) // b.stride + 1
+        pre = (b.channels, ho, wo)
+        if b.pool:
+            if b.pool > min(ho, wo):
+                raise ConfigError(f"{key}.pool: {b.pool} does not fit block {i}'s {ho}x{wo} output (it would "
+                                  f"shrink the map to nothing); allowed: 0 or 2..{min(ho, wo)}"
+                                  if min(ho, wo) >= 2 else
+                                  f"{key}.pool: {b.pool} does not fit block {i}'s {ho}x{wo} output (it would "
+                                  "shrink the map to nothing); allowed: 0 (no pool)")
+            post = (b.channels, ho // b.pool, wo // b.pool)
+        else:
+            post = pre
+        out.append(BlockShape(i, shape, pre, post, b.channels * ci * b.kernel ** 2, ci * b.kernel ** 2 * ho * wo))
+        shape = post
+    return out
+
+
+def _divisors(h: int, w: int) -> str:
+    return ", ".join(str(d) for d in range(2, min(h, w) + 1) if h % d == 0 and w % d == 0) or "1"
+
+
+def host_memory_bytes() -> int | None:
+    """Memory this process may use: physical RAM, or a smaller cgroup limit; None if unknown."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as fh:
+            limit = fh.read().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total
+
+
+def check_fits_host(model: ModelSpec, input_shape, classes: int, batch: int, negatives: int | None,
+                    with_label: bool, source: str, available: int | None = None) -> list:
+    """Shapes of every block, after refusing a model whose arrays could not fit this machine's memory.
+
+    The estimate is a lower bound of what the engine allocates: a training step
+    keeps every block's float32 arrays for ``batch x (1 + negatives)`` rows
+    (BP: ``batch`` rows), evaluation runs ``EVAL_BATCH x classes`` rows through
+    one block at a time, and every weight has its master copy, integer codes,
+    compute copy and two optimizer moments. Absurd sizes (padding 100000, a
+    hundred thousand channels) then fail here in milliseconds with the size
+    they would need, instead of in a MemoryError minutes later.
+    """
+    shapes = block_shapes(model, input_shape, with_label, source)
+    rows = batch * (1 + (negatives if negatives is not None else classes - 1)) if with_label else batch
+    eval_rows = EVAL_BATCH * classes if with_label else 2 * EVAL_BATCH
+    weights = 24 * sum(s.weight_numel for s in shapes)
+    train = [s.train_bytes(rows) for s in shapes]
+    need = weights + max(sum(train), max(s.eval_bytes(eval_rows) for s in shapes))
+    available = host_memory_bytes() if available is None else available
+    if available is not None and need > available:
+        worst = max(range(len(shapes)), key=lambda i: max(train[i], shapes[i].eval_bytes(eval_rows)))
+        raise ConfigError(f"{source}: one training step would need at least {need / _GIB:,.1f} GiB of host memory "
+                          f"(block {worst} makes {'x'.join(map(str, shapes[worst].pre_shape))} values per row, for "
+                          f"{rows} rows); this machine has {available / _GIB:,.1f} GiB; make the model smaller "
+                          "or lower training.batch_size")
+    return shapes
 
 
 def cnn_family(depth: int, width: int = 32, dense_units: int = 64, name: str | None = None) -> ModelSpec:

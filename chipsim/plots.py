@@ -13,13 +13,28 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
 
 from .atomic import atomic_file  # noqa: E402
 
 KIND_COLORS = {"fwd": "#4C72B0", "goodness": "#8172B2", "loss": "#937860", "grad_w": "#DD8452",
                "grad_x": "#C44E52", "feedback": "#55A868", "update": "#64B5CD", "send": "#999999",
                "select": "#222222"}
+
+
+MAX_INCHES = 16.0              # a figure of a 1000-column mesh must still fit in memory and on a screen
+MAX_LABELLED_CELLS = 400       # above this many cores the heatmap drops its per-core text
+
+
+def _mesh_figsize(rows: int, cols: int, extra_w: float = 2.0, extra_h: float = 1.0) -> tuple:
+    w, h = 0.7 * cols + extra_w, 0.7 * rows + extra_h
+    scale = min(1.0, MAX_INCHES / w, MAX_INCHES / h)
+    return max(4.0, w * scale), max(2.5, h * scale)
+
+
+def _ticks(n: int) -> list:
+    """Integer tick positions 0..n-1, thinned to at most about 24 so their labels stay readable."""
+    step = max(1, -(-n // 24))
+    return list(range(0, n, step))
 
 
 def save(fig, path: str) -> str:
@@ -43,69 +58,98 @@ def sram_heatmap(chip: dict, path: str, title: str) -> str:
             r, c = s["coord"]
             layer_of[r, c] = layer["layer"]
             grid[r, c] = 100.0 * chip["ledger"]["cores"][str(s["core"])]["peak_bytes"] / cap
-    fig, ax = plt.subplots(figsize=(max(4, 0.7 * cols + 2), max(2.5, 0.7 * rows + 1)))
+    fig, ax = plt.subplots(figsize=_mesh_figsize(rows, cols))
     im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100)
-    for r in range(rows):
-        for c in range(cols):
-            if layer_of[r, c] >= 0:
-                ax.text(c, r, f"L{layer_of[r, c]}\n{grid[r, c]:.0f}%", ha="center", va="center", fontsize=6,
-                        color="white" if grid[r, c] < 60 else "black")
-    ax.set_xticks(range(cols))
-    ax.set_yticks(range(rows))
+    if rows * cols <= MAX_LABELLED_CELLS:
+        for r, c in zip(*np.nonzero(layer_of >= 0)):
+            ax.text(c, r, f"L{layer_of[r, c]}\n{grid[r, c]:.0f}%", ha="center", va="center", fontsize=6,
+                    color="white" if grid[r, c] < 60 else "black")
+    ax.set_xticks(_ticks(cols))
+    ax.set_yticks(_ticks(rows))
     ax.set_xlabel("mesh column")
     ax.set_ylabel("mesh row")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, label=f"peak SRAM use (% of {cap / 1024:.0f} KiB)")
     return save(fig, path)
 
 
 def link_traffic(chip: dict, path: str, title: str) -> str:
-    """Bytes per mesh link over one step: thicker, darker lines carry more."""
+    """Bytes per directed mesh link over one step, as arrows on the mesh.
+
+    Each direction of a link has its own lane (offset to the right of travel)
+    and arrowhead, so east- and westbound traffic read apart. Colour and width
+    follow a logarithmic scale: on a mesh one hot link can carry a thousand
+    times a quiet one, and a linear scale would draw the quiet ones invisible.
+    """
+    from matplotlib.colors import LogNorm
     rows, cols = chip["chip"]["rows"], chip["chip"]["cols"]
-    segs, vals = [], []
+    arrows = []
     for key, b in chip["noc"]["link_bytes"].items():
+        if b <= 0:
+            continue
         a, z = key.split("->")
         (r0, c0), (r1, c1) = ast.literal_eval(a), ast.literal_eval(z)  # keys are "(r, c)->(r, c)"
-        off = 0.08 if (r1 - r0) + (c1 - c0) > 0 else -0.08  # separate the two directions of a link
-        segs.append([(c0 + (off if r0 != r1 else 0), r0 + (off if c0 != c1 else 0)),
-                     (c1 + (off if r0 != r1 else 0), r1 + (off if c0 != c1 else 0))])
-        vals.append(b)
-    fig, ax = plt.subplots(figsize=(max(4, 0.7 * cols + 2), max(2.5, 0.7 * rows + 1)))
-    ax.scatter(*np.meshgrid(range(cols), range(rows)), s=30, c="lightgray", zorder=1)
-    if segs:
-        v = np.asarray(vals, float) / 1024
-        lc = LineCollection(segs, array=v, cmap="magma_r", linewidths=1 + 4 * v / v.max(), zorder=2)
-        ax.add_collection(lc)
-        fig.colorbar(lc, ax=ax, label="KiB per step on the link")
+        dr, dc = r1 - r0, c1 - c0
+        lane = 0.12                                # to the right of the direction of travel (y grows down)
+        ox, oy = -dr * lane, dc * lane
+        arrows.append(((c0 + ox + 0.2 * dc, r0 + oy + 0.2 * dr), (c1 + ox - 0.2 * dc, r1 + oy - 0.2 * dr), b / 1024))
+    fig, ax = plt.subplots(figsize=_mesh_figsize(rows, cols, 2.5, 1.2))
+    if rows * cols <= 4096:
+        ax.scatter(*np.meshgrid(range(cols), range(rows)), s=40, c="lightgray", zorder=1)
+    if arrows:
+        v = np.array([k for *_, k in arrows])
+        lo = max(v.min(), v.max() / 1e4)
+        norm = LogNorm(vmin=lo, vmax=max(v.max(), lo * 1.0001))
+        cmap = plt.get_cmap("viridis")
+        for (x0, y0), (x1, y1), kib in arrows:
+            t = float(norm(max(kib, lo)))
+            ax.annotate("", xy=(x1, y1), xytext=(x0, y0), zorder=2,
+                        arrowprops=dict(arrowstyle="-|>", color=cmap(t), lw=0.8 + 2.7 * t, mutation_scale=8))
+        sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+        fig.colorbar(sm, ax=ax, label="KiB per step on the link (log scale)")
+    ax.set_xticks(_ticks(cols))
+    ax.set_yticks(_ticks(rows))
     ax.set_xlim(-0.5, cols - 0.5)
     ax.set_ylim(rows - 0.5, -0.5)
     ax.set_xlabel("mesh column")
     ax.set_ylabel("mesh row")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     return save(fig, path)
 
 
-def gantt(rows: list, latency_cycles: float, clock_mhz: float, path: str, title: str, max_cores: int = 48) -> str:
-    """Per-core timeline of one step (µs), coloured by op kind."""
+def gantt(rows: list, latency_cycles: float, clock_mhz: float, path: str, title: str, max_cores: int = 48,
+          layer_names: dict | None = None) -> str:
+    """Per-core timeline of one step (µs), coloured by op kind; each core labelled with the layer it runs."""
     cores = sorted({r["core"] for r in rows})[:max_cores]
     pos = {c: i for i, c in enumerate(cores)}
-    fig, ax = plt.subplots(figsize=(10, max(2.5, 0.22 * len(cores) + 1)))
+    layer_of = {r["core"]: r["layer"] for r in rows}
+    fig, ax = plt.subplots(figsize=(10, max(2.8, 0.26 * len(cores) + 1.4)))
     us = 1.0 / clock_mhz
-    by_kind = {}
+    by_kind = {}                   # kind -> core row -> bars: one draw call per (kind, core), not per bar
     for r in rows:
         if r["core"] in pos:
-            by_kind.setdefault(r["kind"], []).append((r["start"] * us, (r["end"] - r["start"]) * us, pos[r["core"]]))
-    for kind, bars in by_kind.items():
-        for start, width, y in bars:
-            ax.broken_barh([(start, max(width, 1e-9))], (y - 0.4, 0.8), color=KIND_COLORS.get(kind, "k"))
+            by_kind.setdefault(r["kind"], {}).setdefault(pos[r["core"]], []).append(
+                (r["start"] * us, max((r["end"] - r["start"]) * us, 1e-9)))
+    for kind, per_core in by_kind.items():
+        for y, bars in per_core.items():
+            ax.broken_barh(bars, (y - 0.4, 0.8), color=KIND_COLORS.get(kind, "k"))
     handles = [plt.Rectangle((0, 0), 1, 1, color=KIND_COLORS.get(k, "k")) for k in by_kind]
-    ax.legend(handles, list(by_kind), loc="upper right", fontsize=7, ncol=4)
+    # the legend sits outside the axes, right of the data, so it never hides a core's bars
+    ax.legend(handles, list(by_kind), loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="op kind",
+              title_fontsize=8, frameon=False)
+    names = layer_names or {}
+
+    def label(c):
+        layer = layer_of.get(c)
+        name = names.get(layer, f"L{layer}")
+        return f"core {c} · L{layer} {name}" if name != f"L{layer}" else f"core {c} · L{layer}"
+
     ax.set_yticks(range(len(cores)))
-    ax.set_yticklabels([str(c) for c in cores], fontsize=6)
+    ax.set_yticklabels([label(c) for c in cores], fontsize=7 if len(cores) <= 24 else 6)
+    ax.set_ylim(len(cores) - 0.5, -0.5)
     ax.set_xlim(0, latency_cycles * us)
     ax.set_xlabel("time within one training step (µs)")
-    ax.set_ylabel("core")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     return save(fig, path)
 
 
@@ -119,27 +163,39 @@ def training_curve(history: list, path: str, title: str) -> str:
     ax2 = ax.twinx()
     ax2.plot(ep, [h["loss"] for h in history], "s--", color="gray", label="training loss")
     ax2.set_ylabel("mean training loss")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.set_xticks(ep)
     lines = ax.get_lines() + ax2.get_lines()
     ax.legend(lines, [l.get_label() for l in lines], fontsize=7, loc="center right")
     return save(fig, path)
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P")
+LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1)), (0, (1, 1)))
+
+
 def lines(series: dict, x_label: str, y_label: str, path: str, title: str, errors: dict | None = None,
-          xticks=None, hline=None) -> str:
-    """Generic multi-series line plot: series name -> (xs, ys); optional error bars per series."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for name, (xs, ys) in series.items():
+          xticks=None, hline=None, y_from_zero: bool = False) -> str:
+    """Generic multi-series line plot: series name -> (xs, ys); optional error bars per series.
+
+    Each series has its own marker, line style and a smaller marker than the
+    one before, so two series with the same values (DF-O on DF-R) both show.
+    ``y_from_zero`` starts the y axis at 0: ratios and sizes read honestly.
+    """
+    fig, ax = plt.subplots(figsize=(5.8, 3.8))
+    for i, (name, (xs, ys)) in enumerate(series.items()):
         err = errors.get(name) if errors else None
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+        ax.errorbar(xs, ys, yerr=err, marker=MARKERS[i % len(MARKERS)], ls=LINESTYLES[i % len(LINESTYLES)],
+                    ms=max(3.5, 9 - 2 * i), mfc="none" if i else None, capsize=3, label=name, zorder=3 + i)
     if hline is not None:
         ax.axhline(hline[0], color="gray", ls=":", lw=1, label=hline[1])
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     if xticks is not None:
         ax.set_xticks(xticks)
+    if y_from_zero:
+        ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     return save(fig, path)

@@ -394,6 +394,27 @@ class FixedPoint:
             return self._value
         return (self.q * self.step).astype(np.float32)
 
+    def to_state(self) -> dict:
+        """Plain data for a checkpoint (``chipsim.checkpoint``): the codes and their grid, exactly."""
+        if self.bits == 32:
+            return {"bits": 32, "value": self._value.copy()}
+        return {"bits": self.bits, "step": self.step, "q": self.q.copy()}
+
+    @classmethod
+    def from_state(cls, s: dict) -> "FixedPoint":
+        """The inverse of ``to_state``: the same codes on the same grid, bit for bit."""
+        fp = cls.__new__(cls)
+        fp.bits = check_bits(s["bits"])
+        if fp.bits == 32:
+            fp.step = fp.frac_bits = None
+            fp._value = np.asarray(s["value"], dtype=np.float32).copy()
+            return fp
+        fp.qmax = signed_max(fp.bits)
+        fp.step = float(s["step"])
+        fp.frac_bits = -int(np.log2(fp.step))
+        fp.q = np.asarray(s["q"], dtype=np.int64).copy()
+        return fp
+
     def apply(self, delta, rounding="nearest", rng=None):
         """``w <- sat(w + round(delta))``; returns the new float32 value."""
         delta = np.asarray(delta, dtype=np.float32)

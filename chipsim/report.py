@@ -1,8 +1,10 @@
 """A run directory: summary.json, report.md, per-core and per-layer CSVs, PNGs.
 
-Every file is written to a temp name in the same directory and renamed into
-place, so an interrupted run never leaves a half-written report that a later
-script would mistake for a result.
+The files of one run appear together or not at all: ``write_run`` writes them
+into a staging directory and moves them into place only when every one is
+complete (``atomic.staged_dir``), so an interrupted run or a full disk never
+leaves a half-written report, nor new CSVs beside an old summary, that a
+later script would mistake for a result.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import os
 import numpy as np
 
 from . import plots
-from .atomic import atomic_file
+from .atomic import atomic_file, staged_dir
 from .trace import CATEGORIES
 
 
@@ -135,46 +137,68 @@ def by_op_rows(summary: dict) -> list:
             for k in kinds]
 
 
+def _subtitle(summary: dict) -> str:
+    """The settings a figure was made with, for its title: rule, model, scale, overrides."""
+    t = summary.get("training")
+    scale = (f"{t['train_samples']} train images, {t['epochs']} epoch(s)" if t else "mapping only, no training")
+    over = f"; {' '.join(summary['overrides'])}" if summary.get("overrides") else ""
+    return f"{summary['rule']} on {summary['model']}, {summary['dataset']} ({scale}), seed {summary['seed']}{over}"
+
+
 def write_run(out_dir: str, summary: dict, chip, history: list | None) -> dict:
-    """Write every artefact of a run; returns name -> path."""
-    os.makedirs(out_dir, exist_ok=True)
+    """Write every artefact of a run into ``out_dir``, all of them or none; returns name -> path."""
     name = summary["config_name"]
-    files = {}
     cd = summary["chip"]
-    files["per_core.csv"] = atomic_write(os.path.join(out_dir, "per_core.csv"), _csv(
-        per_core_rows(chip), ["core", "row", "col", "layer", "layer_name", "units", "peak_bytes", "peak_pct",
-                              "busy_cycles", "busy_pct"] + [f"{c}_at_peak" for c in CATEGORIES]))
+    sub = _subtitle(summary)
     last = history[-1] if history else None
     layer_rows = per_layer_rows(chip, last)
-    cols = list(layer_rows[0].keys()) if layer_rows else []
-    files["per_layer.csv"] = atomic_write(os.path.join(out_dir, "per_layer.csv"), _csv(layer_rows, cols))
-    files["sram_heatmap.png"] = plots.sram_heatmap(cd, os.path.join(out_dir, "sram_heatmap.png"),
-                                                   f"{name}: peak SRAM per core ({summary['rule']})")
-    files["link_traffic.png"] = plots.link_traffic(cd, os.path.join(out_dir, "link_traffic.png"),
-                                                   f"{name}: NoC traffic per link, one step")
-    files["gantt.png"] = plots.gantt(chip.gantt_rows(), chip.latency_cycles, chip.spec.clock_mhz,
-                                     os.path.join(out_dir, "gantt.png"), f"{name}: one training step per core")
-    if history:
-        files["training.png"] = plots.training_curve(history, os.path.join(out_dir, "training.png"),
-                                                     f"{name}: {summary['rule']} on {summary['dataset']}")
-    slim = dict(summary)
-    slim["chip"] = {k: v for k, v in cd.items()}
-    slim["chip"]["timing"] = {k: v for k, v in cd["timing"].items() if k != "gantt"}
-    files["summary.json"] = write_json(os.path.join(out_dir, "summary.json"), slim)
-    files["report.md"] = atomic_write(os.path.join(out_dir, "report.md"),
-                                      markdown(summary, chip, layer_rows, history))
-    return files
+    with staged_dir(out_dir, last=("summary.json",)) as stage:
+        def at(f):
+            return os.path.join(stage, f)
+        atomic_write(at("per_core.csv"), _csv(
+            per_core_rows(chip), ["core", "row", "col", "layer", "layer_name", "units", "peak_bytes", "peak_pct",
+                                  "busy_cycles", "busy_pct"] + [f"{c}_at_peak" for c in CATEGORIES]))
+        cols = list(layer_rows[0].keys()) if layer_rows else []
+        atomic_write(at("per_layer.csv"), _csv(layer_rows, cols))
+        plots.sram_heatmap(cd, at("sram_heatmap.png"), f"{name}: peak SRAM per core\n{sub}")
+        plots.link_traffic(cd, at("link_traffic.png"), f"{name}: NoC traffic per link, one step\n{sub}")
+        plots.gantt(chip.gantt_rows(), chip.latency_cycles, chip.spec.clock_mhz, at("gantt.png"),
+                    f"{name}: one training step per core\n{sub}", layer_names=_layer_names(chip))
+        if history:
+            plots.training_curve(history, at("training.png"), f"{name}: training\n{sub}")
+        slim = dict(summary)
+        slim["chip"] = {k: v for k, v in cd.items()}
+        slim["chip"]["timing"] = {k: v for k, v in cd["timing"].items() if k != "gantt"}
+        write_json(at("summary.json"), slim)
+        atomic_write(at("report.md"), markdown(summary, chip, layer_rows, history))
+        names = sorted(os.listdir(stage))
+    return {n: os.path.join(out_dir, n) for n in names}
+
+
+def _layer_names(chip) -> dict:
+    return {layer.index: layer.name for layer in chip.mapping.layers}
+
+
+ENERGY_PARTS = {"mac_pj": "MACs", "vector_pj": "vector unit", "sram_pj": "SRAM reads and writes", "noc_pj": "NoC (byte-hops)",
+                "total_pj": "total"}
 
 
 def markdown(summary: dict, chip, layer_rows: list, history: list | None) -> str:
     cd = summary["chip"]
-    lines = [f"# chipsim run: {summary['config_name']} ({summary['rule']})", "",
+    command = summary.get("command", "run")
+    lines = [f"# chipsim {command}: {summary['config_name']} ({summary['rule']})", "",
              f"Config `{summary['config_file']}`"
              + (f" with overrides `{' '.join(summary['overrides'])}`" if summary["overrides"] else "")
              + f"; model `{summary['model']}` ({summary['depth']} blocks); dataset `{summary['dataset']}`"
              + f"; precision W{summary['precision']['weight_bits']}/A{summary['precision']['activation_bits']}"
              + f"/G{summary['precision']['gradient_bits']}/U{summary['precision']['update_bits']}; seed "
-             + f"{summary['seed']}.", "", "## Headline", ""]
+             + f"{summary['seed']}.", ""]
+    if summary.get("settings"):
+        lines += [f"Settings: {summary['settings']}.", ""]
+    t = summary.get("training")
+    if t and t.get("resumed_after_epoch"):
+        lines += [f"Resumed from a checkpoint after epoch {t['resumed_after_epoch']}; times count every epoch.", ""]
+    lines += ["## Headline", ""]
     lines += [f"- **{k}**: {v}" for k, v in headline(summary)]
     lines += ["", f"Scale: {summary['scale_note']}", ""]
     if history:
@@ -198,14 +222,16 @@ def markdown(summary: dict, chip, layer_rows: list, history: list | None) -> str
               f"One step of {cd['samples']} samples takes {cd['timing']['latency_cycles']:.0f} cycles "
               f"({cd['timing']['latency_us']:.1f} µs). Critical path (last 8 ops):", ""]
     for c in cd["timing"]["critical_path"][-8:]:
-        lines.append(f"- layer {c['layer']} `{c['op']}` ({c['kind']}, sample {c['instance']}): "
+        when = ("once per step" if c["instance"] is None else
+                f"sample {c['instance']}" if cd["micro_batch"] == 1 else f"micro-batch {c['instance']}")
+        lines.append(f"- layer {c['layer']} `{c['op']}` ({c['kind']}, {when}): "
                      f"{c['start']:.0f} → {c['end']:.0f} cycles, gated by {c['gated_by']}")
     lines += ["", "![Gantt](gantt.png)", "", "## NoC", "",
               _md_table([{"tag": k, "KiB per step": f"{v / 1024:.1f}"} for k, v in cd["noc"]["tag_bytes"].items()],
                         ["tag", "KiB per step"]), "", "![links](link_traffic.png)", "",
               "## Energy per sample", "",
-              _md_table([{"part": k, "µJ": f"{v / 1e6:.4f}"} for k, v in cd["energy"]["per_sample"].items()],
-                        ["part", "µJ"]), "",
+              _md_table([{"part": ENERGY_PARTS.get(k, k), "µJ": f"{v / 1e6:.4f}"}
+                         for k, v in cd["energy"]["per_sample"].items()], ["part", "µJ"]), "",
               "## Energy and cycles by op kind (one step)", "",
               "Every kernel the engine executed, priced per unit and width (`chipsim/work.py`); SRAM and NoC "
               "energy are their own rows. Cycles are core cycles summed over the cores.", "",

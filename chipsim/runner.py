@@ -6,22 +6,28 @@ costs it on the chip and writes a run directory. ``map`` executes one real
 training step of the engine on synthetic input of the dataset's shape and
 costs that trace: the mapping and SRAM table without training -- and still
 from what the engine executed, not from a formula.
+
+Order of work in ``run``, cheapest check first, so a bad input fails in
+seconds rather than after the last epoch: config, checkpoint (``--resume``),
+output directory, dataset, then the mapping of one engine step; only then
+training, the chip costing of the real first step, and the files.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import shlex
 import time
 from dataclasses import dataclass, field
+from importlib import metadata
 
 import numpy as np
 
-from .config import LoadedConfig, load_config
+from . import checkpoint, rundir
+from .config import DATASET_SHAPES, LoadedConfig, load_config
+from .errors import CheckpointError, OutputError
 from .schema import to_plain
-
-# (channels, height, width, classes) per dataset, so `map` needs no data files
-DATASET_SHAPES = {"mnist5k": (1, 28, 28, 10), "mnist": (1, 28, 28, 10), "fashion_mnist": (1, 28, 28, 10),
-                  "cifar10": (3, 32, 32, 10), "svhn": (3, 32, 32, 10)}
 
 
 @dataclass
@@ -38,22 +44,43 @@ class RunResult:
         return self.summary.get("training", {}).get("test_accuracy")
 
 
-def default_out_dir(cfg: LoadedConfig, kind: str = "") -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return os.path.join("reports", "runs", f"{cfg.name}{'-' + kind if kind else ''}-{stamp}")
+def _version(package: str) -> str:
+    """A package's installed version without importing it (torch takes seconds to import)."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
-def _base_summary(cfg: LoadedConfig) -> dict:
+def _limit(n) -> str:
+    return "all" if n is None else f"{n:,}"
+
+
+def describe(cfg: LoadedConfig) -> str:
+    """One line naming what a config runs: rule, model, dataset and its scale, precision, seed, chip."""
     hw = cfg.hw
-    import numba
-    import torch
+    wl, tr, p = hw.workload, hw.training, hw.precision
+    n = hw.learning.negatives
+    classes = DATASET_SHAPES[wl.dataset][3]
+    negatives = "" if hw.strategy == "bp" else f", N = {classes - 1 if n is None else n} negatives"
+    over = f"; overrides: {' '.join(cfg.overrides)}" if cfg.overrides else ""
+    return (f"{wl.rule} on {cfg.model.name} ({cfg.model.depth} blocks), {wl.dataset} (train_limit "
+            f"{_limit(wl.train_limit)}, test_limit {_limit(wl.test_limit)}), {tr.epochs} epoch(s) of batch "
+            f"{tr.batch_size}{negatives}, W{p.weight_bits}/A{p.activation_bits}/G{p.gradient_bits}/"
+            f"U{p.update_bits}, seed {tr.seed}, chip {hw.chip.name} ({hw.chip.mesh.rows}x{hw.chip.mesh.cols} "
+            f"cores){over}")
+
+
+def _base_summary(cfg: LoadedConfig, command: str) -> dict:
+    hw = cfg.hw
     return {
+        "command": command,
         "config_name": cfg.name, "config_file": cfg.path, "overrides": list(cfg.overrides),
         "rule": hw.workload.rule, "loss": hw.loss, "strategy": hw.strategy, "model": cfg.model.name,
         "depth": cfg.model.depth, "dataset": hw.workload.dataset, "seed": hw.training.seed,
-        "precision": to_plain(hw.precision), "config": cfg.to_dict(),
-        "versions": {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
-                     "torch": torch.__version__},
+        "precision": to_plain(hw.precision), "config": cfg.to_dict(), "settings": describe(cfg),
+        "versions": {"python": platform.python_version(), "numpy": np.__version__, "numba": _version("numba"),
+                     "torch": _version("torch")},
     }
 
 
@@ -127,23 +154,65 @@ def cost_inference(trainer, x_one, hw, mapping) -> dict:
     return out
 
 
-def map(config, overrides=(), out_dir: str | None = None, write: bool = True) -> RunResult:  # noqa: A001
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        print(text, flush=True)
+
+
+def _writing(out) -> str:
+    return f"writing {out}{os.sep}" if out else "writing no files"
+
+
+def map(config, overrides=(), out_dir: str | None = None, write: bool = True,  # noqa: A001
+        progress: bool = True) -> RunResult:
     """Map a config's model onto its chip and cost one step, without training."""
-    from .chip import simulate
-    from .report import write_run
     cfg = config if isinstance(config, LoadedConfig) else load_config(config, tuple(overrides))
-    t0 = time.perf_counter()
-    trainer = _one_step(cfg)
-    chip = simulate(trainer.trace, cfg.hw)
-    summary = _base_summary(cfg)
-    summary.update(chip=chip.to_dict(), training=None, accounting_seconds=time.perf_counter() - t0,
-                   inference=cost_inference(trainer, trainer.data.x_test[:1], cfg.hw, chip.mapping),
-                   scale_note="mapping only: one engine step on synthetic input of the dataset's shape; no training.")
-    files = {}
-    if write:
-        out_dir = out_dir or default_out_dir(cfg, "map")
-        files = write_run(out_dir, summary, chip, None)
-    return RunResult(summary, chip, out_dir if write else None, files)
+    ctx = rundir.claimed(out_dir, cfg.name, "map") if write else contextlib.nullcontext(None)
+    with ctx as out:
+        from .chip import simulate
+        from .report import write_run
+        _say(progress, f"chipsim map: {describe(cfg)}; one engine step on synthetic input of "
+                       f"{cfg.hw.workload.dataset}'s shape, then mapping and costing it (no training); {_writing(out)}")
+        t0 = time.perf_counter()
+        trainer = _one_step(cfg)
+        chip = simulate(trainer.trace, cfg.hw)
+        summary = _base_summary(cfg, "map")
+        summary.update(chip=chip.to_dict(), training=None, accounting_seconds=time.perf_counter() - t0,
+                       inference=cost_inference(trainer, trainer.data.x_test[:1], cfg.hw, chip.mapping),
+                       scale_note="mapping only: one engine step on synthetic input of the dataset's shape; "
+                                  "no training.")
+        files = write_run(out, summary, chip, None) if write else {}
+    return RunResult(summary, chip, out, files)
+
+
+def _resume_source(resume: str) -> tuple:
+    """(run directory, checkpoint file) of ``--resume`` (a run directory or a checkpoint file)."""
+    if os.path.isdir(resume):
+        ckpt = os.path.join(resume, checkpoint.NAME)
+        if not os.path.exists(ckpt):
+            legacy = os.path.join(resume, checkpoint.LEGACY_NAME)
+            if os.path.exists(legacy):
+                return resume, legacy                 # checkpoint.load refuses it, saying why
+            raise CheckpointError(f"--resume {resume}: no {checkpoint.NAME} there (a run writes it into its run "
+                                  "directory after each epoch; this one stopped before its first epoch ended, "
+                                  "or ran with training.checkpoint false)")
+        return resume, ckpt
+    if not os.path.exists(resume):
+        raise CheckpointError(f"--resume {resume}: no such run directory or checkpoint file")
+    return os.path.dirname(os.path.abspath(resume)), resume
+
+
+def _command(cfg: LoadedConfig, *extra) -> str:
+    path = os.path.relpath(cfg.path) if not os.path.relpath(cfg.path).startswith("..") else cfg.path
+    return shlex.join(["chipsim", "run", path, *[x for o in cfg.overrides for x in ("--set", o)], *extra])
+
+
+def _interrupt_hint(cfg: LoadedConfig, out: str | None, out_arg: str | None) -> str:
+    """What to type after Ctrl-C: the exact --resume command, or how to start again."""
+    if out and os.path.exists(os.path.join(out, checkpoint.NAME)):
+        return "resume with: " + _command(cfg, "--resume", out)
+    again = _command(cfg, *(["--out", out_arg] if out_arg else []))
+    return "no epoch had finished, so there is no checkpoint to resume; start again with: " + again
 
 
 def run(config, overrides=(), out_dir: str | None = None, progress: bool = True, resume: str | None = None,
@@ -151,47 +220,76 @@ def run(config, overrides=(), out_dir: str | None = None, progress: bool = True,
     """Train the config's model with its rule on its dataset, cost it on the chip, write a run directory.
 
     ``resume`` is a run directory (or checkpoint file) of an interrupted run of
-    the same config: training continues from its last finished epoch.
+    the same config: training continues from its last finished epoch, in that
+    directory unless ``out_dir`` names a new one. A checkpoint of another
+    config is refused, naming the keys that differ (``checkpoint.RESUMABLE_KEYS``
+    may change). On Ctrl-C the ``KeyboardInterrupt`` carries ``resume_hint``,
+    the exact command that continues the run.
     """
-    from .chip import simulate
-    from .data import load_dataset
-    from .engine.trainer import CHECKPOINT_NAME, Trainer
-    from .report import write_run
     cfg = config if isinstance(config, LoadedConfig) else load_config(config, tuple(overrides))
     require_engine_model(cfg)
     hw = cfg.hw
     wl = hw.workload
-    data = load_dataset(wl.dataset, root=wl.data_root, download=wl.download, train_limit=wl.train_limit,
-                        test_limit=wl.test_limit, seed=hw.training.seed)
-    if resume and os.path.isdir(resume):
-        out_dir = out_dir or resume
-        resume = os.path.join(resume, CHECKPOINT_NAME)
-    if write:
-        out_dir = out_dir or default_out_dir(cfg)
-        os.makedirs(out_dir, exist_ok=True)
-    trainer = Trainer(hw, cfg.model, data, grad_noise=grad_noise)
+    state = ckpt = resume_dir = None
     if resume:
-        from .errors import ChipsimError
-        if not os.path.exists(resume):
-            raise ChipsimError(f"--resume {resume}: no checkpoint there (a run writes {CHECKPOINT_NAME} "
-                               "into its run directory after each epoch)")
-        trainer.resume(resume)
-    result = trainer.run(progress=progress, checkpoint_dir=out_dir if write else None)
-    t0 = time.perf_counter()
-    chip = simulate(result.trace, hw)
-    inference = cost_inference(trainer, data.x_test[:1], hw, chip.mapping)
-    sim_seconds = time.perf_counter() - t0
-    history = [h.__dict__ for h in result.history]
-    summary = _base_summary(cfg)
-    summary.update(
-        training={"epochs": len(history), "steps": result.steps, "test_accuracy": result.test_accuracy,
-                  "per_block_accuracy": history[-1]["per_block_accuracy"] if history else None,
-                  "train_seconds": result.train_seconds, "history": history,
-                  "train_samples": int(len(data.y_train)), "test_samples": int(len(data.y_test)),
-                  "negatives": trainer.negatives if not trainer.is_bp else None},
-        chip=chip.to_dict(), inference=inference, accounting_seconds=sim_seconds,
-        scale_note=(f"trained on {len(data.y_train)} samples of {wl.dataset} for {len(history)} epoch(s) on "
-                    f"a CPU; chip figures are for one step of {hw.training.batch_size} samples on the modelled "
-                    f"{hw.chip.name} chip."))
-    files = write_run(out_dir, summary, chip, history) if write else {}
-    return RunResult(summary, chip, out_dir if write else None, files, history)
+        resume_dir, ckpt = _resume_source(resume)
+        state, saved = checkpoint.load(ckpt)
+        checkpoint.check_resumable(ckpt, saved, state, checkpoint.training_config(hw, cfg.model),
+                                   hw.training.epochs)
+    if not write:
+        ctx = contextlib.nullcontext(None)
+    elif resume and (out_dir is None or os.path.abspath(out_dir) == os.path.abspath(resume_dir)):
+        rundir.check_writable(resume_dir, "--resume")
+        ctx = contextlib.nullcontext(resume_dir)            # resuming is the one way to write into a run directory
+    else:
+        ctx = rundir.claimed(out_dir, cfg.name)
+    out = None
+    try:
+        with ctx as out:
+            doing = (f"resuming {ckpt} after epoch {state['epoch']}: " if resume else "training ")
+            _say(progress, f"chipsim run: {doing}{describe(cfg)}; {_writing(out)}")
+            from .chip import simulate          # heavy imports (numba, matplotlib) only once the inputs are checked
+            from .data import load_dataset
+            from .report import write_run
+            data = load_dataset(wl.dataset, root=wl.data_root, download=wl.download, train_limit=wl.train_limit,
+                                test_limit=wl.test_limit, seed=hw.training.seed)
+            # an unmappable config fails here, in seconds, not after every epoch has trained
+            _say(progress, f"checking that one step maps onto {hw.chip.name} ...")
+            simulate(trace_one_step(cfg), hw)
+            from .engine.trainer import Trainer
+            trainer = Trainer(hw, cfg.model, data, grad_noise=grad_noise)
+            if resume:
+                trainer.restore(state, ckpt)
+            result = trainer.run(progress=progress, checkpoint_dir=out)
+            _say(progress, f"costing one training step on {hw.chip.name} (mapping, schedule, NoC, energy)"
+                           + (" and writing the report ..." if out else " ..."))
+            t0 = time.perf_counter()
+            chip = simulate(result.trace, hw)
+            inference = cost_inference(trainer, data.x_test[:1], hw, chip.mapping)
+            sim_seconds = time.perf_counter() - t0
+            history = [h.__dict__ for h in result.history]
+            summary = _base_summary(cfg, "run")
+            summary.update(
+                training={"epochs": len(history), "steps": result.steps, "test_accuracy": result.test_accuracy,
+                          "per_block_accuracy": history[-1]["per_block_accuracy"] if history else None,
+                          # every epoch's time, those before a resume included
+                          "train_seconds": float(sum(h["seconds"] for h in history)),
+                          "resumed_after_epoch": state["epoch"] if resume else None, "history": history,
+                          "train_samples": int(len(data.y_train)), "test_samples": int(len(data.y_test)),
+                          "negatives": trainer.negatives if not trainer.is_bp else None},
+                chip=chip.to_dict(), inference=inference, accounting_seconds=sim_seconds,
+                scale_note=(f"trained on {len(data.y_train)} samples of {wl.dataset} for {len(history)} epoch(s) "
+                            f"on a CPU, tested on {len(data.y_test)}; chip figures are for one step of "
+                            f"{hw.training.batch_size} samples on the modelled {hw.chip.name} chip."))
+            try:
+                files = write_run(out, summary, chip, history) if out else {}
+            except OutputError as exc:
+                if hw.training.checkpoint and os.path.exists(os.path.join(out, checkpoint.NAME)):
+                    raise OutputError(f"{exc}; the training is saved: once there is room, "
+                                      f"{_command(cfg, '--resume', out)} writes the report without "
+                                      "training again") from None
+                raise
+    except KeyboardInterrupt as exc:
+        exc.resume_hint = _interrupt_hint(cfg, out, out_dir)
+        raise
+    return RunResult(summary, chip, out, files, history)

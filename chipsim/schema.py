@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import typing
 from typing import Any
 
 from .errors import ConfigError
+from .safe_yaml import clip, read_file, shorten
 
 _MISSING = dataclasses.MISSING
 
@@ -60,6 +62,9 @@ def _type_name(tp) -> str:
 
 
 def _convert_scalar(value, tp, key: str, where: Where):
+    if isinstance(value, float) and not math.isfinite(value) and tp in (int, float):
+        # one check for every number of every config: NaN trains to chance, inf divides to 0 or nan
+        raise where.error(key, f"{value} is not allowed; every number in a config must be finite")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -76,22 +81,30 @@ def _convert_scalar(value, tp, key: str, where: Where):
             return value
     else:  # pragma: no cover - schema programming error
         raise TypeError(f"unsupported schema type {tp}")
-    raise where.error(key, f"expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    raise where.error(key, f"expected {_type_name(tp)}, got {shorten(value)} ({type(value).__name__})")
+
+
+def _num(v) -> str:
+    """A bound as people write it: 1000000, not 1000000.0."""
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
 def _check_meta(value, meta, key: str, where: Where):
     choices = meta.get("choices")
     if choices is not None and value not in choices:
-        hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        names = [str(c) for c in choices]
+        text = str(value)[:200]
+        hint = ([n for n in names if n.lower() == text.lower()]
+                or difflib.get_close_matches(text.lower(), [n.lower() for n in names], n=1))
         dym = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise where.error(key, f"{value!r} is not allowed; allowed: {', '.join(map(str, choices))}{dym}")
+        raise where.error(key, f"{shorten(value)} is not allowed; allowed: {', '.join(names)}{dym}")
     lo, hi = meta.get("min"), meta.get("max")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if lo is not None and (value < lo or (meta.get("min_exclusive") and value == lo)):
             op = ">" if meta.get("min_exclusive") else ">="
-            raise where.error(key, f"{value!r} is out of range; must be {op} {lo}")
+            raise where.error(key, f"{shorten(value)} is out of range; must be {op} {_num(lo)}")
         if hi is not None and value > hi:
-            raise where.error(key, f"{value!r} is out of range; must be <= {hi}")
+            raise where.error(key, f"{shorten(value)} is out of range; must be <= {_num(hi)}")
     if meta.get("path") and isinstance(value, str):
         value = os.path.expanduser(value)
         if where.base_dir and not os.path.isabs(value):
@@ -115,20 +128,21 @@ def convert(tp, value, key: str, where: Where, meta: dict | None = None):
     if origin is dict:
         ktp, vtp = typing.get_args(tp)
         if not isinstance(value, dict):
-            raise where.error(key, f"expected {_type_name(tp)}, got {value!r}")
+            raise where.error(key, f"expected {_type_name(tp)}, got {shorten(value)}")
         out = {}
         for k, v in value.items():
-            kk = _convert_scalar(k, ktp, f"{key}.{k}", where)
-            _check_meta(kk, {"choices": meta.get("choices")}, f"{key}.{k}", where)
-            vv = _convert_scalar(v, vtp, f"{key}.{k}", where)
-            _check_meta(vv, {"min": meta.get("min"), "min_exclusive": meta.get("min_exclusive")},
-                        f"{key}.{k}", where)
+            sub = f"{key}.{clip(str(k))}"
+            kk = _convert_scalar(k, ktp, sub, where)
+            _check_meta(kk, {"choices": meta.get("choices")}, sub, where)
+            vv = _convert_scalar(v, vtp, sub, where)
+            _check_meta(vv, {"min": meta.get("min"), "min_exclusive": meta.get("min_exclusive"),
+                             "max": meta.get("max")}, sub, where)
             out[kk] = vv
         return out
     if origin is tuple:
         (etp, *_rest) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise where.error(key, f"expected {_type_name(tp)}, got {value!r}")
+            raise where.error(key, f"expected {_type_name(tp)}, got {shorten(value)}")
         return tuple(convert(etp, v, f"{key}[{i}]", where) for i, v in enumerate(value))
     value = _convert_scalar(value, tp, key, where)
     return _check_meta(value, meta, key, where)
@@ -137,14 +151,14 @@ def convert(tp, value, key: str, where: Where, meta: dict | None = None):
 def build(cls, data: Any, key: str, where: Where):
     """Build dataclass ``cls`` from a mapping, rejecting unknown keys with a did-you-mean."""
     if not isinstance(data, dict):
-        raise where.error(key, f"expected a mapping with keys {', '.join(field_names(cls))}, got {data!r}")
+        raise where.error(key, f"expected a mapping with keys {', '.join(field_names(cls))}, got {shorten(data)}")
     hints = typing.get_type_hints(cls)
     names = field_names(cls)
     for k in data:
         if k not in names:
-            hint = difflib.get_close_matches(str(k), names, n=1)
+            hint = difflib.get_close_matches(str(k)[:200], names, n=1)
             dym = f"did you mean {hint[0]!r}? " if hint else ""
-            full = f"{key}.{k}" if key else str(k)
+            full = f"{key}.{clip(str(k))}" if key else clip(str(k))
             raise where.error(full, f"unknown key; {dym}allowed here: {', '.join(names)}")
     kwargs = {}
     for f in dataclasses.fields(cls):
@@ -162,29 +176,8 @@ def build(cls, data: Any, key: str, where: Where):
 
 
 def read_yaml_file(path: str, what: str = "file", who: str = ""):
-    """Parse a YAML file; every I/O or syntax failure becomes one ConfigError line.
-
-    ``what`` names the file in messages ("file", "model file"); ``who`` is a
-    prefix saying which config key referred to it. Returns the parsed data
-    (possibly None for an empty file): the caller checks its shape.
-    """
-    import yaml
-    prefix = f"{who}: " if who else ""
-    if not os.path.exists(path):
-        raise ConfigError(f"{prefix}{what} {path} not found" if who else f"{path}: {what} not found")
-    if os.path.isdir(path):
-        raise ConfigError(f"{prefix}{what} {path} is a directory, expected a YAML file" if who
-                          else f"{path}: is a directory, expected a YAML file")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: YAML syntax error at {at}{problem}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    """Parse a YAML file through the bounded loader (``chipsim.safe_yaml``); errors are one ConfigError line."""
+    return read_file(path, what, who)
 
 
 def field_names(cls) -> list[str]:
@@ -217,9 +210,9 @@ def reference(cls, prefix: str = "") -> list[tuple[str, str, str, str, str]]:
         if m.get("choices"):
             allowed.append(" | ".join(map(str, m["choices"])))
         if m.get("min") is not None:
-            allowed.append((">" if m.get("min_exclusive") else ">=") + f" {m['min']}")
+            allowed.append((">" if m.get("min_exclusive") else ">=") + f" {_num(m['min'])}")
         if m.get("max") is not None:
-            allowed.append(f"<= {m['max']}")
+            allowed.append(f"<= {_num(m['max'])}")
         rows.append((full, _type_name(tp), default, "; ".join(allowed), m.get("doc", "")))
     return rows
 

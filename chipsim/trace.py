@@ -168,7 +168,7 @@ class Trace:
         return {"version": self.version, "samples": self.samples,
                 "layers": [asdict(x) for x in self.layers],
                 "buffers": [asdict(x) for x in self.buffers],
-                "ops": [asdict(x) for x in self.ops]}
+                "ops": [{**asdict(x), "work": [list(w) for w in x.work]} for x in self.ops]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Trace":

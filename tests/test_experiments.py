@@ -68,10 +68,58 @@ def test_sweep_runs_and_resumes(tmp_path):
     assert json.loads(json.dumps(again["curves"])) == json.loads(json.dumps(t["curves"]))
 
 
-def test_interrupted_log_line_is_ignored(tmp_path):
+def test_sweep_rerun_with_another_config_recomputes_and_the_same_config_reuses(tmp_path):
+    """The stale-sweep bug: a rerun into the same --out with another train_limit reused the old points."""
+    model = tmp_path / "tiny.yaml"
+    model.write_text(TINY)
+    base = (f"workload.model={model}", "workload.test_limit=40", "training.epochs=1", "training.batch_size=32")
+    out = str(tmp_path / "sw")
+    first = sweep(SMALL, ("bp",), bits=(4,), overrides=base + ("workload.train_limit=64",), out_dir=out, jobs=1,
+                  progress=False)
+    other = sweep(SMALL, ("bp",), bits=(4,), overrides=base + ("workload.train_limit=96",), out_dir=out, jobs=1,
+                  progress=False)
+    assert len(load_done(os.path.join(out, RESULTS_NAME))) == 2         # trained again, not reused
+    assert first["points"][0]["key"] != other["points"][0]["key"]
+    assert other["points"][0]["train_samples"] == 96 and first["points"][0]["train_samples"] == 64
+    assert json.loads((tmp_path / "sw" / "sweep.json").read_text())["overrides"][-1] == "workload.train_limit=96"
+    assert "train_limit 96" in (tmp_path / "sw" / "sweep.md").read_text()
+    mtime = os.path.getmtime(os.path.join(out, RESULTS_NAME))
+    again = sweep(SMALL, ("bp",), bits=(4,), overrides=base + ("workload.train_limit=64",), out_dir=out, jobs=1,
+                  progress=False)
+    assert os.path.getmtime(os.path.join(out, RESULTS_NAME)) == mtime   # the same settings: reused
+    assert again["points"] == first["points"]
+
+
+def test_point_keys_follow_every_setting_and_nothing_else(tmp_path):
+    from chipsim.config import load_config
+    from chipsim.experiments.keys import point_key
+    model = tmp_path / "m.yaml"
+    model.write_text(TINY)
+    cfg = load_config(SMALL, (f"workload.model={model}",))
+    key = point_key("bp-s0", cfg, depth=3)
+    assert key.startswith("bp-s0-") and key == point_key("bp-s0", load_config(SMALL, (f"workload.model={model}",)),
+                                                         depth=3)
+    assert key != point_key("bp-s0", cfg, depth=4)
+    assert key != point_key("bp-s0", load_config(SMALL, (f"workload.model={model}", "learning.negatives=1")), depth=3)
+    model.write_text(TINY.replace("units: 16", "units: 17"))             # same path, other content
+    assert key != point_key("bp-s0", load_config(SMALL, (f"workload.model={model}",)), depth=3)
+    moved = tmp_path / "moved.yaml"
+    moved.write_text(TINY)                                                 # other path, same content
+    assert key == point_key("bp-s0", load_config(SMALL, (f"workload.model={moved}",)), depth=3)
+
+
+def test_interrupted_log_line_is_ignored_and_damage_is_named(tmp_path):
+    from chipsim.errors import ChipsimError
     log = tmp_path / RESULTS_NAME
     log.write_text('{"key": "a", "x": 1}\n{"key": "b", "x"')   # a torn last line
     assert list(load_done(str(log))) == ["a"]
+    assert log.read_text() == '{"key": "a", "x": 1}\n'          # cut off, so the next append starts clean
+    log.write_text('{"key": "a"}\n{"x": 1}\n')
+    with pytest.raises(ChipsimError, match=r"points.jsonl: line 2 is damaged \(a result without its \"key\"\)"):
+        load_done(str(log))
+    log.write_text('{"key": "a"}\nnot json\n{"key": "c"}\n')
+    with pytest.raises(ChipsimError, match=r"line 2 is damaged \(not JSON\)"):
+        load_done(str(log))
 
 
 def test_sweep_argument_errors():
@@ -87,12 +135,26 @@ def test_sweep_argument_errors():
 @pytest.mark.slow
 def test_reproduce_quick_writes_every_section(tmp_path):
     from chipsim.experiments.reproduce import reproduce
-    reproduce(out_dir=str(tmp_path), quick=True, jobs=2, progress=False)
+    res = reproduce(out_dir=str(tmp_path), quick=True, jobs=2, progress=False)
     text = (tmp_path / "README.md").read_text()
     for heading in ("## 1. Accuracy", "## 2. Memory", "## 3. Robustness", "## 4. Bit width", "## 5. Number of",
                     "## The rule table"):
         assert heading in text
-    assert "Holds here" in text or "Does not hold here" in text
+
+    def holds(claim: str) -> bool:
+        """The verdict printed for a claim; exactly one of the two verdicts, on the claim's own line."""
+        line = next(line for line in text.splitlines() if line.startswith(claim))
+        yes, no = "**Holds here.**" in line, "**Does not hold here.**" in line
+        assert yes != no, line
+        return yes
+
+    # each verdict agrees with the numbers it is about
+    a = {r: v["test_accuracy"] for r, v in res["accuracy"].items()}
+    assert holds("- FF < SymBa < DF:") == (a["ff"] < a["symba"] < a["df"])
+    assert holds("- greedy < DF-R ≤ DF-O:") == (a["df"] < a["df-r"] <= a["df-o"])
+    bits = {x: m for x, m, _ in res["bits"]["curves"]["bits"]["df-o"]}
+    assert holds("- 4-bit still works:") == (bits[4] >= bits[32] - 0.02)
+    assert text.count("**Holds here.**") + text.count("**Does not hold here.**") >= 5
     for f in ("accuracy/accuracy.png", "compare/compare.md", "noise/sweep.md", "bits/accuracy_vs_bits.png",
               "negatives/accuracy_vs_negatives.png", "rules/rules.json"):
         assert (tmp_path / f).exists(), f
@@ -111,7 +173,13 @@ def test_compare_on_the_configs_own_model_prints_the_ratios(tmp_path, capsys):
     ratio = table["ratios"]["streaming:total_peak_bytes:df-r"]["2"]
     by = {r["rule"]: r["streaming"]["total_peak_bytes"] for r in table["rows"]}
     assert ratio == pytest.approx(by["df-r"] / by["bp"])
-    assert f"df-r / bp, SRAM, streaming: {ratio:.2f} at 2 blocks" in printed
+    assert f"df-r / bp, SRAM, sum of core peaks (streaming): {ratio:.2f} at 2 blocks" in printed
+    # every ratio to BP is printed, latency and energy included, in words
+    from chipsim.experiments.compare import RATIO_NAMES
+    for (mode, metric), words in RATIO_NAMES.items():
+        vals = table["ratios"][f"{mode}:{metric}:df-r"]
+        assert f"df-r / bp, {words}: {vals['2']:.2f} at 2 blocks" in printed, words
+    assert "energy per sample" in printed and "step latency" in printed
     assert "on `tiny`" in (out / "compare.md").read_text()
     # the family and the own model are alternatives
     assert cli.main(["compare", SMALL, "--own-model", "--depths", "3"]) == 2

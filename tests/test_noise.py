@@ -52,18 +52,37 @@ def test_bad_kind_or_level_is_refused():
 
 
 def test_mismatch_is_relative_per_core_and_has_fixed_gains():
-    spec = NoiseSpec("mismatch", 3, gain_std=0.2, seed=0)
-    hook = gradient_noise(spec, {0: [(0, 4), (4, 8)]})
-    g = np.ones((8, 3), np.float32)
-    rng = np.random.default_rng(0)
-    a = hook(0, g, rng)
-    noise_std = float((a - a.mean(axis=1, keepdims=True)).std())
-    assert 1.0 < noise_std < 3.0                   # sigma = 2.0 x rms(g) = 2.0 at level 3
-    zero = np.zeros((8, 3), np.float32)
-    b, c = hook(0, g * 0 + 1, np.random.default_rng(5)), hook(0, g * 0 + 1, np.random.default_rng(5))
-    assert np.array_equal(b, c)
+    """Each core (a slice of a layer's units) has its own fixed gain, and draws its own noise, of a std
+    relative to the layer's gradient rms."""
+    slices = {0: [(0, 300), (300, 600), (600, 1000)]}
+    g = np.random.default_rng(1).normal(size=(1000, 3)).astype(np.float32)
+    g[np.abs(g) < 0.1] = 0.5             # (a - b) / g below is float32 arithmetic: keep g away from 0
+    with_gains = gradient_noise(NoiseSpec("mismatch", 3, gain_std=0.2, seed=0), slices)
+    no_gains = gradient_noise(NoiseSpec("mismatch", 3, gain_std=0.0, seed=0), slices)
+    # the same rng stream gives the same noise draws, so the difference is (gain_k - 1) * g on core k's units
+    a, b = with_gains(0, g, np.random.default_rng(5)), no_gains(0, g, np.random.default_rng(5))
+    gain = 1 + (a - b) / g
+    per_core = [gain[lo:hi] for lo, hi in slices[0]]
+    for k, part in enumerate(per_core):
+        np.testing.assert_allclose(part, part.flat[0], rtol=1e-4, err_msg=f"core {k}: one gain for its units")
+    values = [part.flat[0] for part in per_core]
+    assert len(set(np.round(values, 6))) == 3 and all(v != 1.0 for v in values)     # a gain of its own each
+    # fixed for the run: a later step (other noise) sees the same gains
+    a2, b2 = with_gains(0, g, np.random.default_rng(8)), no_gains(0, g, np.random.default_rng(8))
+    np.testing.assert_allclose(1 + (a2 - b2) / g, gain, rtol=1e-4)
+    # the noise: sigma = 2.0 x rms(layer gradient) at level 3, the same std on every core, drawn per unit
+    noise = b - g
+    rms = float(np.sqrt(np.mean(g.astype(np.float64) ** 2)))
+    for lo, hi in slices[0]:
+        assert abs(noise[lo:hi].std() / (2.0 * rms) - 1) < 0.1
+    assert len(np.unique(noise)) == noise.size                       # no draw shared between units or cores
+    # relative: a 10x larger gradient gets 10x the noise from the same stream
+    np.testing.assert_allclose(no_gains(0, 10 * g, np.random.default_rng(5)) - 10 * g, 10 * noise, rtol=1e-3,
+                               atol=1e-3)
+    # seeded, level 0 is off, and an all-zero gradient stays finite
+    np.testing.assert_array_equal(with_gains(0, g, np.random.default_rng(5)), with_gains(0, g, np.random.default_rng(5)))
     assert gradient_noise(NoiseSpec("mismatch", 0)) is None
-    assert np.isfinite(hook(0, zero, rng)).all()
+    assert np.isfinite(with_gains(0, np.zeros_like(g), np.random.default_rng(0))).all()
 
 
 @pytest.mark.parametrize("kind", ["read", "stuck"])

@@ -41,6 +41,8 @@ def set_feedback(net, seed=1):
 MODEL = ModelSpec(name="t", blocks=(Block(type="conv", channels=4, pool=2),
                                     Block(type="conv", channels=6, kernel=3, padding=0),
                                     Block(type="dense", units=5)))
+# dense from the first block: the label channel reaches block 0 flattened into its input (models/dense3.yaml)
+DENSE = ModelSpec(name="d", blocks=(Block(type="dense", units=7), Block(type="dense", units=5)))
 
 
 # ----------------------------------------------------------------- losses
@@ -111,15 +113,17 @@ def torch_df_grads(net, x, labels, negatives, strategy, learning, fixed_stats=Fa
     return [w.grad.numpy() for w in ws], emb.grad.numpy()
 
 
+@pytest.mark.parametrize("model", [MODEL, DENSE], ids=["conv-first", "dense-first"])
 @pytest.mark.parametrize("bn_backward", ["batch-stats", "fixed-stats"])
 @pytest.mark.parametrize("strategy", ["greedy", "df-o", "df-r"])
-def test_local_step_matches_torch(strategy, bn_backward):
-    """With fixed-stats the engine back-propagates only the rows with an error; torch runs them all."""
+def test_local_step_matches_torch(strategy, bn_backward, model):
+    """With fixed-stats the engine back-propagates only the rows with an error; torch runs them all.
+    The label embedding's gradient is checked too, also where block 0 is dense and sees it flattened."""
     rng = np.random.default_rng(3)
     x = rng.uniform(0, 1, (5, 1, 12, 12)).astype(np.float32)
     labels = rng.integers(0, 4, 5)
     negatives = (labels[:, None] + 1 + np.array([[0, 1, 2]])) % 4
-    net = Network(MODEL, (1, 12, 12), 4, FP32, seed=0, with_label=True, with_head=False, bn_backward=bn_backward)
+    net = Network(model, (1, 12, 12), 4, FP32, seed=0, with_label=True, with_head=False, bn_backward=bn_backward)
     if strategy == "df-r":
         set_feedback(net)
     learning = Learning(margin=1.0, reg_lambda=0.1)

@@ -28,7 +28,6 @@ float32, so the same code is checked against torch autograd.
 """
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
@@ -296,14 +295,15 @@ class QuantBlock:
 
     # ------------------------------------------------------------ checkpoint
     def state(self):
-        return dict(master=copy.deepcopy(self.master),
+        """Plain data (``chipsim.checkpoint``): arrays, floats, tuples."""
+        return dict(master=self.master.to_state(),
                     running_mean=self.running_mean.copy(), running_var=self.running_var.copy(),
                     z_scale=self.z_scale.running, out_scale=self.out_scale.running,
                     good_scale=None if self.good_scale is None else self.good_scale.running,
                     feedback_seed=self.feedback_seed, feedback_stored=self.feedback is not None)
 
     def load(self, s):
-        self.master = copy.deepcopy(s["master"])
+        self.master = FixedPoint.from_state(s["master"])
         self.running_mean, self.running_var = s["running_mean"], s["running_var"]
         self.z_scale.running, self.out_scale.running = s["z_scale"], s["out_scale"]
         if self.good_scale is not None:

@@ -21,8 +21,6 @@ head.
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 
 from ..modelspec import Block as BlockSpec
@@ -138,12 +136,14 @@ class Network:
                                   self.num_classes)
 
     def state(self):
+        """Plain data (``chipsim.checkpoint``)."""
         return dict(blocks=[b.state() for b in self.layers()],
-                    embedding=copy.deepcopy(self.embedding), label_table=self.label_table)
+                    embedding=None if self.embedding is None else self.embedding.to_state(),
+                    label_table=self.label_table)
 
     def load(self, s):
         for b, bs in zip(self.layers(), s["blocks"]):
             b.load(bs)
-        self.embedding = copy.deepcopy(s["embedding"])
+        self.embedding = None if s["embedding"] is None else FixedPoint.from_state(s["embedding"])
         if s.get("label_table") is not None:
             self.label_table = s["label_table"]

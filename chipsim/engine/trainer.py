@@ -7,18 +7,19 @@ weights: the kernels are deterministic and nothing else reads the clock.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-import pickle
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..atomic import atomic_file
-from ..errors import ConfigError
+from .. import checkpoint
+from ..errors import CheckpointError, ConfigError
+from ..modelspec import check_fits_host
 from ..quant import QuantStore
-from ..trace import TraceRecorder
+from ..trace import Trace, TraceRecorder
 from ..work import open_log
 from .inference import evaluate
 from .network import Network
@@ -31,7 +32,7 @@ from .schedules import learning_rate
 from .tracing import StepTracer
 from .update import apply_gradients
 
-CHECKPOINT_NAME = "checkpoint.pkl"
+CHECKPOINT_NAME = checkpoint.NAME
 
 
 @dataclass
@@ -96,6 +97,10 @@ class Trainer:
             raise ConfigError(f"learning.negatives: {self.negatives} is out of range for {dataset.name} "
                               f"({c} classes); allowed 1..{c - 1}")
         self.is_bp = hw.strategy == "bp"
+        # shapes and host memory are checked in plain integers before any array exists (absurd sizes would
+        # otherwise end in a MemoryError); load_config did this for the config's own model and dataset
+        check_fits_host(model, dataset.input_shape, c, hw.training.batch_size, self.negatives,
+                        with_label=hw.uses_label, source=f"model {model.name!r}")
         self.net = build_network(hw, model, dataset.input_shape, c)
         if hw.loss == "cwc":
             check_cwc_divisible(model.blocks, c, origin=hw.workload.model)
@@ -164,10 +169,14 @@ class Trainer:
                 losses.append(res.loss)
                 if i % 10 == 0:
                     bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
-            bar.close()
             dt = time.perf_counter() - t0
             t_total += dt
+            # testing takes seconds (every test image under every label): say so rather than sit silent
+            bar.set_description_str(f"epoch {self.epoch + 1}/{hw.training.epochs}: testing on "
+                                    f"{len(data.y_test)} images")
+            bar.refresh()
             ev = self.evaluate(data.x_test, data.y_test)
+            bar.close()
             stats = EpochStats(self.epoch + 1, float(np.mean(losses)), ev["accuracy"], ev["per_block"], dt,
                                ev["head_accuracy"])
             self.history.append(stats)
@@ -189,9 +198,12 @@ class Trainer:
 
     # ------------------------------------------------------------- checkpoints
     def state(self):
+        """Plain data (``chipsim.checkpoint``): no object is stored, so loading one runs no code."""
         return dict(net=self.net.state(), opt=self.opt.state_dict(), epoch=self.epoch, step=self.step,
                     acc={k: a.state() for k, a in self.acc.items()},
-                    history=self.history, trace=self.trace,
+                    head=None if self.head is None else self.head.state(),
+                    history=[dataclasses.asdict(h) for h in self.history],
+                    trace=None if self.trace is None else self.trace.to_dict(),
                     rngs=[r.bit_generator.state for r in (self.rng_data, self.rng_round, self.rng_noise)])
 
     def load(self, s):
@@ -199,15 +211,32 @@ class Trainer:
         self.opt.load_state_dict(s["opt"])
         for k, a in s["acc"].items():
             self.acc[k].load_state(a)
-        self.epoch, self.step, self.history, self.trace = s["epoch"], s["step"], s["history"], s["trace"]
+        if self.head is not None:
+            self.head.load(s["head"])
+        self.epoch, self.step = s["epoch"], s["step"]
+        self.history = [EpochStats(**h) for h in s["history"]]
+        self.trace = None if s["trace"] is None else Trace.from_dict(s["trace"])
         for r, st in zip((self.rng_data, self.rng_round, self.rng_noise), s["rngs"]):
             r.bit_generator.state = st
 
+    def config(self) -> dict:
+        """What determines this training, as stored in its checkpoint and compared on resume."""
+        return checkpoint.training_config(self.hw, self.model)
+
     def save(self, path: str):
         """Atomic: an interrupted save leaves the previous checkpoint intact."""
-        with atomic_file(path) as tmp, open(tmp, "wb") as fh:
-            pickle.dump(self.state(), fh, protocol=pickle.HIGHEST_PROTOCOL)
+        checkpoint.save(path, self.state(), self.config())
 
     def resume(self, path: str):
-        with open(path, "rb") as fh:
-            self.load(pickle.load(fh))
+        """Continue from a checkpoint of the same config (``checkpoint.RESUMABLE_KEYS`` may differ)."""
+        state, saved = checkpoint.load(path)
+        checkpoint.check_resumable(path, saved, state, self.config(), self.hw.training.epochs)
+        self.restore(state, path)
+
+    def restore(self, state, path: str):
+        """``load`` a checked checkpoint state; a state that does not fit this network is one clear error."""
+        try:
+            self.load(state)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise CheckpointError(f"{path}: damaged checkpoint: its state does not fit this model "
+                                  f"({type(exc).__name__}: {str(exc)[:100]})") from None

@@ -16,15 +16,30 @@ import os
 import time
 
 
-from ..config import LoadedConfig, load_config
-from ..errors import ConfigError, MappingError
+from .. import rundir
+from ..config import LoadedConfig, check_model, load_config
+from ..errors import MappingError, OutputError
 from ..modelspec import cnn_family
 from ..report import atomic_write, write_json
-from .jobs import limit_threads, run_points, threads_per_job
+from . import args as check
+from .jobs import RESULTS_NAME, limit_threads, run_points, threads_per_job
+from .keys import point_key
 
 DEFAULT_RULES = ("bp", "df-o", "df-r")
 DEFAULT_DEPTHS = (5, 8, 11, 15, 20, 25)
 BASELINE = "bp"
+
+#: every ratio to BP that compare computes: (memory mode, metric) -> words for tables, plots and the console
+RATIO_NAMES = {
+    ("streaming", "total_peak_bytes"): "SRAM, sum of core peaks (streaming)",
+    ("streaming", "peak_core_bytes"): "SRAM of the fullest core (streaming)",
+    ("whole-batch", "total_peak_bytes"): "whole-batch memory demand (GPU-style)",
+    ("streaming", "latency_us"): "step latency",
+    ("streaming", "sample_latency_us"): "one sample's latency",
+    ("streaming", "backward_us"): "one sample's backward phase",
+    ("streaming", "noc_bytes"): "NoC traffic per step",
+    ("streaming", "energy_per_sample_pj"): "energy per sample",
+}
 
 
 def _point(p: dict) -> dict:
@@ -80,55 +95,113 @@ def _backward_time_us(chip) -> float:
     return chip.spec.cycles_to_us(max(last_any - last_fwd, 0.0))
 
 
+def _settings(cfg: LoadedConfig) -> dict:
+    """What the table was made with, for its markdown and plot titles."""
+    hw = cfg.hw
+    n = hw.learning.negatives
+    return {"overrides": list(cfg.overrides), "batch_size": hw.training.batch_size,
+            "negatives": "classes - 1 (9)" if n is None else n, "negative_reduce": hw.learning.negative_reduce,
+            "precision": f"W{hw.precision.weight_bits}/A{hw.precision.activation_bits}/"
+                         f"G{hw.precision.gradient_bits}/U{hw.precision.update_bits}",
+            "mapping": hw.mapping.strategy, "micro_batch": hw.mapping.micro_batch}
+
+
 def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), width: int = 32,
             out_dir: str | None = None, jobs: int | None = None, progress: bool = True,
             own_model: bool = False) -> dict:
     """Run the comparison; writes compare.json, compare.md and plots into ``out_dir``. Returns the table.
 
     ``own_model=True`` compares the rules on the config's own model (one point per rule) instead of the
-    depth family; ``depths`` is then ignored.
+    depth family; ``depths`` is then ignored. A rerun into the same ``out_dir`` reuses the points whose
+    settings are unchanged (``keys.point_key``) and computes the others.
     """
     cfg = config if isinstance(config, LoadedConfig) else load_config(config, tuple(overrides))
+    rules = check.rules(rules)
+    jobs = check.jobs(jobs)
     if own_model:
         depths = (cfg.model.depth,)
-    rules = list(rules)
-    bad = [r for r in rules if r not in ("bp", "ff", "symba", "df", "df-o", "df-r")]
-    if bad:
-        raise ConfigError(f"--rules: {bad[0]!r} is not a rule; allowed: bp, ff, symba, df, df-o, df-r")
-    if any(d < 2 for d in depths):
-        raise ConfigError("--depths: every depth must be >= 2 (conv blocks + one dense block)")
-    out_dir = out_dir or os.path.join("reports", "runs", f"{cfg.name}-compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    else:
+        depths = check.integers(depths, "--depths", 2, "depth (conv blocks + one dense block)")
+        check.positive_int(width, "--width", "conv channels of the depth family", allow_none=False)
     jobs = jobs or os.cpu_count() or 1
-    points = [{"key": f"{cfg.model.name}-{r}" if own_model else f"d{d}-{r}-w{width}", "depth": d, "rule": r,
-               "width": width, "own_model": own_model, "config": cfg.path, "overrides": list(cfg.overrides),
-               "threads": threads_per_job(jobs)} for d in depths for r in rules]
-    results = run_points(_point, points, out_dir, jobs=jobs, progress=progress, desc="compare")
-    rows = [results[p["key"]] for p in points]
-    table = {"config": cfg.path, "chip": cfg.hw.chip.name, "width": width, "rules": rules, "depths": list(depths),
-             "model": cfg.model.name if own_model else None,
-             "batch_size": cfg.hw.training.batch_size, "rows": rows, "ratios": ratios(rows, rules, depths)}
-    write_json(os.path.join(out_dir, "compare.json"), table)
-    atomic_write(os.path.join(out_dir, "compare.md"), markdown(table))
-    plot(table, out_dir)
+    points = []
+    for d in depths:
+        for r in rules:
+            pcfg = load_config(cfg.path, tuple(cfg.overrides) + (f"workload.rule={r}",))
+            model = pcfg.model if own_model else cnn_family(d, width=width)
+            if not own_model:                    # absurd sizes are refused before any worker starts
+                check_model(pcfg.hw, model, f"--depths {d} --width {width}")
+            label = f"{cfg.model.name}-{r}" if own_model else f"d{d}-{r}-w{width}"
+            points.append({"key": point_key(label, pcfg, model, depth=d, width=width, own_model=own_model),
+                           "depth": d, "rule": r, "width": width, "own_model": own_model, "config": cfg.path,
+                           "overrides": list(cfg.overrides), "threads": threads_per_job(jobs)})
+    with rundir.claimed(out_dir, cfg.name, "compare", reusable_marker=RESULTS_NAME) as out_dir:
+        if progress:
+            print(f"chipsim compare: {', '.join(rules)} on "
+                  + (f"{cfg.model.name}" if own_model else f"cnn_family(depth, width={width}) at depths "
+                     f"{', '.join(map(str, depths))}")
+                  + f"; one engine step each on {cfg.hw.chip.name}"
+                  + (f"; overrides: {' '.join(cfg.overrides)}" if cfg.overrides else "")
+                  + f"; writing {out_dir}{os.sep}", flush=True)
+        try:
+            results = run_points(_point, points, out_dir, jobs=jobs, progress=progress, desc="compare")
+        except OSError as exc:
+            raise OutputError(f"{out_dir}: cannot write {RESULTS_NAME}: {exc.strerror or exc}") from None
+        except KeyboardInterrupt as exc:
+            exc.resume_hint = f"finished points are in {os.path.join(out_dir, RESULTS_NAME)}; rerun the same " \
+                              f"command with --out {out_dir} to continue"
+            raise
+        rows = [results[p["key"]] for p in points]
+        table = {"config": cfg.path, "chip": cfg.hw.chip.name, "width": width, "rules": rules,
+                 "depths": list(depths), "model": cfg.model.name if own_model else None,
+                 "batch_size": cfg.hw.training.batch_size, "settings": _settings(cfg), "rows": rows,
+                 "ratios": ratios(rows, rules, depths)}
+        write_json(os.path.join(out_dir, "compare.json"), table)
+        atomic_write(os.path.join(out_dir, "compare.md"), markdown(table))
+        plot(table, out_dir)
     return table
 
 
 def ratios(rows, rules, depths) -> dict:
-    """DF/BP ratios per depth for total peak memory and step latency, both memory modes."""
+    """Rule/BP ratios per depth, ``"mode:metric:rule" -> {depth: ratio}`` for every metric of ``RATIO_NAMES``."""
     by = {(r["depth"], r["rule"]): r for r in rows}
     out = {}
-    for mode in ("streaming", "whole-batch"):
-        for metric in ("total_peak_bytes", "latency_us", "sample_latency_us", "backward_us"):
-            for rule in rules:
-                if rule == BASELINE:
-                    continue
-                vals = {}
-                for d in depths:
-                    a, b = by.get((d, rule), {}).get(mode, {}), by.get((d, BASELINE), {}).get(mode, {})
-                    if a.get("fits") and b.get("fits") and b.get(metric):
-                        vals[d] = a[metric] / b[metric]
-                out[f"{mode}:{metric}:{rule}"] = vals
+    for mode, metric in RATIO_NAMES:
+        for rule in rules:
+            if rule == BASELINE:
+                continue
+            vals = {}
+            for d in depths:
+                a, b = by.get((d, rule), {}).get(mode, {}), by.get((d, BASELINE), {}).get(mode, {})
+                if a.get("fits") and b.get("fits") and b.get(metric):
+                    vals[d] = a[metric] / b[metric]
+            out[f"{mode}:{metric}:{rule}"] = vals
     return out
+
+
+def ratio_name(key: str) -> str:
+    """``streaming:total_peak_bytes:df-o`` -> ``df-o / bp, SRAM, sum of core peaks (streaming)``."""
+    mode, metric, rule = key.split(":")
+    return f"{rule} / {BASELINE}, {RATIO_NAMES.get((mode, metric), f'{metric} ({mode})')}"
+
+
+def ratio_lines(table: dict) -> list:
+    """One line per (metric, rule) with every depth's ratio: what the console prints."""
+    out = []
+    for key, vals in table["ratios"].items():
+        if vals:
+            out.append(f"{ratio_name(key)}: " + ", ".join(f"{v:.2f} at {d} blocks" for d, v in vals.items()))
+    if not out:
+        out.append(f"no ratios to {BASELINE}: add {BASELINE} to --rules (and a rule it fits beside)")
+    return out
+
+
+def _settings_line(table: dict) -> str:
+    st = table.get("settings", {})
+    over = f"overrides `{' '.join(st['overrides'])}`" if st.get("overrides") else "no overrides"
+    return (f"Settings: config `{table['config']}`, {over}; batch {st.get('batch_size', table['batch_size'])}, "
+            f"N = {st.get('negatives', '?')} negatives ({st.get('negative_reduce', 'max')}), "
+            f"{st.get('precision', '')}, mapping `{st.get('mapping', '')}`, micro-batch {st.get('micro_batch', '')}.")
 
 
 def markdown(table: dict) -> str:
@@ -140,7 +213,7 @@ def markdown(table: dict) -> str:
         what = [f"# BP vs local rules over depth on `{table['chip']}`", "",
                 f"Depth family: `cnn_family(depth, width={table['width']})` (depth-1 conv3x3 blocks, then a dense "
                 f"block); one training step of {table['batch_size']} samples executed by the engine per point.", ""]
-    lines = what + [
+    lines = what + [_settings_line(table), "",
              "Streaming = samples stream through the cores (what the chip needs); whole-batch = every "
              "activation of the batch held in one shared memory, peak over time (the GPU-style measurement of the "
              "paper's Fig. 4A). "
@@ -160,7 +233,7 @@ def markdown(table: dict) -> str:
     lines += ["", "## Ratios to BP", ""]
     for k, vals in table["ratios"].items():
         if vals:
-            lines.append(f"- `{k}`: " + ", ".join(f"depth {d}: {v:.2f}" for d, v in vals.items()))
+            lines.append(f"- {ratio_name(k)}: " + ", ".join(f"depth {d}: {v:.2f}" for d, v in vals.items()))
     return "\n".join(lines) + "\n"
 
 
@@ -181,9 +254,12 @@ def plot(table: dict, out_dir: str) -> None:
                     xs.append(d)
                     ys.append(m[metric] / (1024 if metric.endswith("bytes") else 1))
             series[rule] = (xs, ys)
-        title = f"{label.split(' (')[0]} vs depth"
+        st = table.get("settings", {})
+        title = (f"{label.split(' (')[0]} vs depth on {table['chip']}\nbatch {table['batch_size']}, "
+                 f"N = {st.get('negatives', '?')}, {st.get('precision', '')}"
+                 + (f", {' '.join(st['overrides'])}" if st.get("overrides") else ""))
         ratio = table["ratios"].get(f"{mode}:{metric}:df-r", {})
         if ratio:
             title += "\nDF-R/BP: " + ", ".join(f"{d}:{v:.2f}" for d, v in ratio.items())
         plots.lines(series, "number of blocks", label, os.path.join(out_dir, f"{fname}.png"), title,
-                    xticks=table["depths"])
+                    xticks=table["depths"], y_from_zero=True)

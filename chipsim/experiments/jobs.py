@@ -17,17 +17,52 @@ RESULTS_NAME = "points.jsonl"
 
 
 def load_done(path: str) -> dict:
-    """key -> result of every complete line in a results log (a torn last line is ignored)."""
+    """key -> result of every complete line in a results log.
+
+    The last line may be torn (the process was killed while appending it): it
+    is cut off the file, so the next append starts on a fresh line, and its
+    point is recomputed. Any other damage -- a line that is
+    not JSON, not an object, or has no ``key`` -- is one clear error naming
+    the file and the line, since a silently skipped line would hide that the
+    log is not what chipsim wrote.
+    """
+    from ..errors import ChipsimError
     done = {}
     if not os.path.exists(path):
         return done
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ChipsimError(f"{path}: cannot read the results log: {exc}") from None
+    lines = text.split("\n")
+    torn = len(lines) - 1            # the text after the last newline: "" if the log ends cleanly
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        fix = "delete that line (or the file) and rerun to recompute it"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if i == torn:            # an interrupted append: that point is not done; cut it off
+                try:
+                    os.truncate(path, len(text.encode("utf-8")) - len(line.encode("utf-8")))
+                except OSError as exc:
+                    raise ChipsimError(f"{path}: cannot cut its torn last line: {exc}") from None
                 continue
-            done[rec["key"]] = rec
+            raise ChipsimError(f"{path}: line {i + 1} is damaged (not JSON); {fix}") from None
+        if not isinstance(rec, dict):
+            raise ChipsimError(f"{path}: line {i + 1} is damaged (a JSON {type(rec).__name__}, not a result "
+                               f"object); {fix}")
+        if not isinstance(rec.get("key"), str):
+            raise ChipsimError(f"{path}: line {i + 1} is damaged (a result without its \"key\"); {fix}")
+        done[rec["key"]] = rec
+        if i == torn:                # complete, but its newline was never written: add it before appending
+            try:
+                with open(path, "a", encoding="utf-8") as fh:
+                    fh.write("\n")
+            except OSError as exc:
+                raise ChipsimError(f"{path}: cannot end its last line: {exc}") from None
     return done
 
 

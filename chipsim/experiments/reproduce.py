@@ -12,11 +12,16 @@ import os
 import time
 from dataclasses import dataclass
 
-from ..config import load_config
+from ..atomic import make_dirs
+from ..config import PRESET_DIR, load_config
+from ..errors import OutputError
+from ..rundir import check_writable
 from ..report import atomic_write, write_json
+from . import args as check
 from . import rule_table
 from .compare import compare
 from .jobs import limit_threads, run_points, threads_per_job
+from .keys import point_key
 from .sweep import sweep
 
 PAPER = {  # Wu et al. 2024 (arXiv 2408.14925), MNIST column of Table 1, Table 2, Fig. 4
@@ -80,26 +85,42 @@ def _accuracy_point(p: dict) -> dict:
             "energy_per_sample_pj": s["chip"]["energy"]["per_sample"]["total_pj"]}
 
 
-def reproduce(config: str = "hwconfigs/44core_4bit.yaml", compare_config: str = "hwconfigs/176core_512k.yaml",
-              out_dir: str = "reports", quick: bool = False, jobs: int | None = None, progress: bool = True) -> dict:
-    """Run every experiment of the plan and write ``out_dir/README.md`` plus one folder per experiment."""
+def reproduce(config: str | None = None, compare_config: str | None = None, out_dir: str = "reports",
+              quick: bool = False, jobs: int | None = None, progress: bool = True) -> dict:
+    """Run every experiment of the plan and write ``out_dir/README.md`` plus one folder per experiment.
+
+    ``config`` / ``compare_config`` default to the shipped presets ``44core_4bit`` and ``176core_512k``
+    (found beside the package, whatever the working directory).
+    """
+    config = config or os.path.join(PRESET_DIR, "44core_4bit.yaml")
+    compare_config = compare_config or os.path.join(PRESET_DIR, "176core_512k.yaml")
     plan = PLANS["quick" if quick else "full"]
-    jobs = jobs or os.cpu_count() or 1
+    jobs = check.jobs(jobs) or os.cpu_count() or 1
     t0 = time.perf_counter()
     cfg = load_config(config)
-    os.makedirs(out_dir, exist_ok=True)
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise OutputError(f"--out {out_dir}: is a file, not a directory")
+    make_dirs(out_dir)
+    check_writable(out_dir)
     results = {"plan": plan.__dict__, "config": cfg.path}
 
     # 1. accuracy of every rule at the main scale (issue: ranking and the paper's Table 1, MNIST column)
     main = _limits(plan.train_limit, plan.test_limit) + [f"training.epochs={plan.epochs}"]
-    points = [{"key": f"{r}-e{plan.epochs}-{plan.train_limit}", "rule": r, "config": cfg.path,
-               "overrides": main + [f"workload.rule={r}"] + (["learning.strategy=greedy"] if r == "df" else []),
-               "threads": threads_per_job(jobs)} for r in ACCURACY_RULES]
+    points = []
+    for r in ACCURACY_RULES:
+        over = main + [f"workload.rule={r}"] + (["learning.strategy=greedy"] if r == "df" else [])
+        points.append({"key": point_key(f"{r}-e{plan.epochs}-{plan.train_limit}", load_config(cfg.path, tuple(over))),
+                       "rule": r, "config": cfg.path, "overrides": over, "threads": threads_per_job(jobs)})
+    if progress:
+        print(f"chipsim reproduce{' --quick' if quick else ''}: accuracy of {', '.join(ACCURACY_RULES)}, memory "
+              f"and latency vs depth, noise, bit widths and negatives, at the {plan.name} scale; writing "
+              f"{out_dir}{os.sep}", flush=True)
     acc = run_points(_accuracy_point, points, os.path.join(out_dir, "accuracy"), jobs=jobs, progress=progress,
                      desc="accuracy")
     results["accuracy"] = {p["rule"]: acc[p["key"]] for p in points}
     write_json(os.path.join(out_dir, "accuracy", "accuracy.json"), results["accuracy"])
-    _plot_accuracy(results["accuracy"], os.path.join(out_dir, "accuracy", "accuracy.png"))
+    _plot_accuracy(results["accuracy"], os.path.join(out_dir, "accuracy", "accuracy.png"),
+                   f"mnist5k (train_limit {plan.train_limit or 'all'}), W4/A4/G8/U16, {plan.epochs} epoch(s), seed 0")
 
     # 2. memory and latency vs depth (Fig. 4A-B), at the paper's N = C-1 and at N = 1
     sweep_scale = _limits(plan.sweep_train_limit, plan.sweep_test_limit) + [f"training.epochs={plan.sweep_epochs}"]
@@ -137,7 +158,7 @@ def _compute_minutes(res: dict) -> float:
     return total / 60
 
 
-def _plot_accuracy(acc: dict, path: str) -> None:
+def _plot_accuracy(acc: dict, path: str, scale: str) -> None:
     from .. import plots
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
@@ -148,7 +169,7 @@ def _plot_accuracy(acc: dict, path: str) -> None:
         ax.text(i, v + 0.5, f"{v:.1f}", ha="center", fontsize=8)
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 105)
-    ax.set_title("mnist5k, 4-bit weights and activations")
+    ax.set_title(f"Test accuracy per rule\n{scale}", fontsize=9)
     plots.save(fig, path)
 
 

@@ -15,8 +15,10 @@ import os
 
 import numpy as np
 
+from ..config import load_config
 from ..report import write_json
 from .jobs import limit_threads, run_points, threads_per_job
+from .keys import point_key
 
 CWC_MODEL = "models/cwc_mnist.yaml"
 
@@ -61,9 +63,13 @@ def rule_table(config: str, seeds, scale: list, out_dir: str, jobs: int, progres
     """Run every variant (or those ``names``) over ``seeds`` at ``scale`` (overrides: epochs, limits);
     write rules.json."""
     variants = [v for v in VARIANTS if names is None or v[0] in names]
-    points = [{"key": f"{name}|s{seed}|{'|'.join(scale)}", "variant": name, "seed": seed, "config": config,
-               "overrides": list(scale) + over + [f"training.seed={seed}"], "threads": threads_per_job(jobs)}
-              for name, over, _, _ in variants for seed in seeds]
+    points = []
+    for name, over, _, _ in variants:
+        for seed in seeds:
+            overrides = list(scale) + over + [f"training.seed={seed}"]
+            points.append({"key": point_key(f"{name.replace(' ', '_')}-s{seed}", load_config(config, tuple(overrides))),
+                           "variant": name, "seed": seed, "config": config, "overrides": overrides,
+                           "threads": threads_per_job(jobs)})
     res = run_points(_point, points, out_dir, jobs=jobs, progress=progress, desc="rules")
     rows = []
     for name, over, paper, source in variants:

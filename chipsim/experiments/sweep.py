@@ -14,11 +14,14 @@ import time
 
 import numpy as np
 
+from .. import rundir
 from ..config import LoadedConfig, load_config
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 from ..noise import KINDS, LEVELS, NoiseSpec
 from ..report import atomic_write, write_json
-from .jobs import limit_threads, run_points, threads_per_job
+from . import args as check
+from .jobs import RESULTS_NAME, limit_threads, run_points, threads_per_job
+from .keys import point_key
 
 TEST_TIME = ("shot", "impulse", "read", "stuck")
 ALL_BITS = (32, 8, 6, 4, 3, 2)
@@ -26,17 +29,26 @@ ALL_BITS = (32, 8, 6, 4, 3, 2)
 
 def parse_levels(text: str) -> list:
     """'0-5' or '0,2,5' -> [levels]; validated against 0..5."""
+    from ..safe_yaml import clip
+    shown = clip(repr(text), 40)
     try:
         if "-" in text:
             a, b = text.split("-", 1)
-            levels = list(range(int(a), int(b) + 1))
+            lo, hi = int(a), int(b)
+            if lo > hi:
+                raise ConfigError(f"--levels {shown}: the range runs backwards; write it low-high, e.g. 0-5")
+            if lo not in LEVELS or hi not in LEVELS:
+                raise ConfigError(f"--levels {shown}: levels must be within 0-5")
+            levels = list(range(lo, hi + 1))
         else:
             levels = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise ConfigError(f"--levels {text!r}: expected a range like 0-5 or a list like 0,3,5") from None
+        raise ConfigError(f"--levels {shown}: expected a range like 0-5 or a list like 0,3,5") from None
     bad = [lv for lv in levels if lv not in LEVELS]
     if bad or not levels:
-        raise ConfigError(f"--levels {text!r}: levels must be within 0-5")
+        raise ConfigError(f"--levels {shown}: levels must be within 0-5")
+    if len(set(levels)) != len(levels):
+        raise ConfigError(f"--levels {shown}: a level is given twice; give each once")
     return levels
 
 
@@ -89,6 +101,39 @@ def _slices(cfg) -> dict:
     return {layer.index: [(s.lo, s.hi) for s in m.slices_of(layer.index)] for layer in m.layers}
 
 
+def _scale(cfg: LoadedConfig) -> dict:
+    """The training scale every point shares (each point may change rule, seed, bits or negatives)."""
+    hw = cfg.hw
+    n = hw.learning.negatives
+    return {"train_limit": hw.workload.train_limit, "test_limit": hw.workload.test_limit,
+            "epochs": hw.training.epochs, "batch_size": hw.training.batch_size, "dataset": hw.workload.dataset,
+            "model": cfg.model.name, "negatives": "classes - 1" if n is None else n,
+            "precision": f"W{hw.precision.weight_bits}/A{hw.precision.activation_bits}/"
+                         f"G{hw.precision.gradient_bits}/U{hw.precision.update_bits}"}
+
+
+def _check_arguments(rules, noise, levels, bits, negatives, seeds, gain_std):
+    rules = check.rules(rules)
+    for kind in noise:
+        if kind not in KINDS:
+            raise ConfigError(f"--noise: {kind!r} is not a noise kind; allowed: {', '.join(KINDS)}")
+    for b in bits:
+        if b not in ALL_BITS:
+            raise ConfigError(f"--bits: {b!r} is not allowed; allowed: {', '.join(map(str, ALL_BITS))}")
+    for n in negatives:
+        if n != "avg" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ConfigError(f"--negatives: {n!r} is not allowed; give integers >= 1 or avg")
+    if not (noise or bits or negatives):
+        raise ConfigError("sweep: give --noise KINDS, --bits WIDTHS or --negatives LIST")
+    if noise:
+        check.integers(levels, "--levels", 0, "level", hi=5)
+    check.integers(seeds, "--seeds", 0, "seed")
+    for name, values in (("--noise", noise), ("--bits", bits), ("--negatives", negatives), ("--seeds", seeds)):
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{name}: a value is given twice; give each once")
+    return rules, check.finite_nonnegative(gain_std, "--gain-std")
+
+
 def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bits=(), negatives=(),
           seeds=(0,), overrides=(), out_dir: str | None = None, jobs: int | None = None, progress: bool = True,
           gain_std: float = 0.0) -> dict:
@@ -96,52 +141,64 @@ def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bit
 
     Exactly one of ``noise`` (kinds), ``bits`` or ``negatives`` is usually
     given; they may be combined. ``negatives`` items are ints or ``"avg"``
-    (the paper's ablation: N = classes-1 averaged instead of max).
+    (the paper's ablation: N = classes-1 averaged instead of max). A rerun
+    into the same ``out_dir`` reuses the points whose settings are unchanged
+    (``keys.point_key``) and trains the others.
     """
     cfg = config if isinstance(config, LoadedConfig) else load_config(config, tuple(overrides))
-    for kind in noise:
-        if kind not in KINDS:
-            raise ConfigError(f"--noise: {kind!r} is not a noise kind; allowed: {', '.join(KINDS)}")
-    for b in bits:
-        if b not in ALL_BITS:
-            raise ConfigError(f"--bits: {b} is not allowed; allowed: {', '.join(map(str, ALL_BITS))}")
-    if not (noise or bits or negatives):
-        raise ConfigError("sweep: give --noise KINDS, --bits WIDTHS or --negatives LIST")
-    out_dir = out_dir or os.path.join("reports", "runs", f"{cfg.name}-sweep-{time.strftime('%Y%m%d-%H%M%S')}")
-    jobs = jobs or os.cpu_count() or 1
+    rules, gain_std = _check_arguments(rules, noise, levels, bits, negatives, seeds, gain_std)
+    jobs = check.jobs(jobs) or os.cpu_count() or 1
     base = list(cfg.overrides)
     test_noises = [k for k in noise if k in TEST_TIME]
     points = []
 
-    def add(key, rule, seed, extra, **kw):
-        points.append({"key": key, "rule": rule, "seed": seed, "config": cfg.path,
-                       "overrides": base + [f"workload.rule={rule}", f"training.seed={seed}"] + extra,
-                       "test_noises": kw.pop("test_noises", []), "levels": kw.pop("levels", []),
-                       "threads": threads_per_job(jobs), **kw})
+    def add(label, kind, rule, seed, extra, **kw):
+        over = base + [f"workload.rule={rule}", f"training.seed={seed}"] + extra
+        params = {"test_noises": kw.pop("test_noises", []), "levels": kw.pop("levels", []), **kw}
+        pcfg = load_config(cfg.path, tuple(over))          # each point's settings are valid before any training
+        points.append({"key": point_key(label, pcfg, kind=kind, **params), "kind": kind, "rule": rule,
+                       "seed": seed, "config": cfg.path, "overrides": over, "threads": threads_per_job(jobs),
+                       **params})
 
     for rule in rules:
         for seed in seeds:
             if test_noises or "mismatch" in noise:
-                add(f"{rule}-s{seed}-clean", rule, seed, [], test_noises=test_noises, levels=list(levels))
+                add(f"{rule}-s{seed}-clean", "clean", rule, seed, [], test_noises=test_noises, levels=list(levels))
             if "mismatch" in noise:
                 for lv in levels:
                     if lv:
-                        add(f"{rule}-s{seed}-mismatch{lv}", rule, seed, [], mismatch_level=lv, gain_std=gain_std)
+                        add(f"{rule}-s{seed}-mismatch{lv}", "mismatch", rule, seed, [], mismatch_level=lv,
+                            gain_std=gain_std)
             for b in bits:
-                add(f"{rule}-s{seed}-bits{b}", rule, seed, _bits_overrides(b), bits=b)
+                add(f"{rule}-s{seed}-bits{b}", "bits", rule, seed, _bits_overrides(b), bits=b)
             for n in negatives:
                 extra = ["learning.negative_reduce=avg"] if n == "avg" else [f"learning.negatives={n}"]
-                add(f"{rule}-s{seed}-neg{n}", rule, seed, extra, negatives=n)
-    results = run_points(_train_point, points, out_dir, jobs=jobs, progress=progress, desc="sweep")
-    table = {"config": cfg.path, "rules": list(rules), "noise": list(noise), "levels": list(levels),
-             "bits": list(bits), "negatives": list(negatives), "seeds": list(seeds), "overrides": base,
-             "noise_parameters": {k: [NoiseSpec(k, lv, _data_kind(results)).parameters() for lv in levels]
-                                  for k in noise},
-             "points": [results[p["key"]] for p in points]}
-    table["curves"] = curves(table)
-    write_json(os.path.join(out_dir, "sweep.json"), table)
-    atomic_write(os.path.join(out_dir, "sweep.md"), markdown(table))
-    plot(table, out_dir)
+                add(f"{rule}-s{seed}-neg{n}", "negatives", rule, seed, extra, negatives=n)
+    with rundir.claimed(out_dir, cfg.name, "sweep", reusable_marker=RESULTS_NAME) as out_dir:
+        scale = _scale(cfg)
+        if progress:
+            print(f"chipsim sweep: {len(points)} training(s) of {', '.join(rules)} on {scale['model']}, "
+                  f"{scale['dataset']} (train_limit {scale['train_limit'] or 'all'}, {scale['epochs']} epoch(s)), "
+                  f"seeds {', '.join(map(str, seeds))}"
+                  + (f"; overrides: {' '.join(base)}" if base else "") + f"; writing {out_dir}{os.sep}", flush=True)
+        try:
+            results = run_points(_train_point, points, out_dir, jobs=jobs, progress=progress, desc="sweep")
+        except OSError as exc:
+            raise OutputError(f"{out_dir}: cannot write {RESULTS_NAME}: {exc.strerror or exc}") from None
+        except KeyboardInterrupt as exc:
+            exc.resume_hint = f"finished trainings are in {os.path.join(out_dir, RESULTS_NAME)}; rerun the " \
+                              f"same command with --out {out_dir} to continue"
+            raise
+        table = {"config": cfg.path, "rules": list(rules), "noise": list(noise), "levels": list(levels),
+                 "bits": list(bits), "negatives": list(negatives), "seeds": list(seeds), "overrides": base,
+                 "scale": scale,
+                 "noise_parameters": {k: [NoiseSpec(k, lv, _data_kind(results), gain_std=gain_std).parameters()
+                                          for lv in levels] for k in noise},
+                 "points": [results[p["key"]] for p in points]}
+        table["curves"] = curves(table)
+        write_json(os.path.join(out_dir, "sweep.json"), table)
+        atomic_write(os.path.join(out_dir, "sweep.md"), markdown(table))
+        plot(table, out_dir)
     return table
 
 
@@ -156,6 +213,11 @@ def _stat(values):
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
+def _kind(p) -> str:
+    """A point's kind: clean (tested under every test-time noise), mismatch, bits or negatives."""
+    return p["point"].get("kind") or ("clean" if p["key"].endswith("-clean") else "")
+
+
 def curves(table: dict) -> dict:
     """name -> {rule -> [(x, mean accuracy, std over seeds)]} for every swept axis."""
     out = {}
@@ -166,12 +228,11 @@ def curves(table: dict) -> dict:
             row = []
             for lv in table["levels"]:
                 if kind == "mismatch":
-                    key = "clean" if lv == 0 else None
                     vals = [p["accuracy"]["clean"] for p in pts if p["point"]["rule"] == rule and (
-                        (lv == 0 and p["key"].endswith("-clean")) or p["point"].get("mismatch_level") == lv)]
+                        (lv == 0 and _kind(p) == "clean") or p["point"].get("mismatch_level") == lv)]
                 else:
                     vals = [p["accuracy"][f"{kind}:{lv}"] for p in pts
-                            if p["point"]["rule"] == rule and p["key"].endswith("-clean")]
+                            if p["point"]["rule"] == rule and _kind(p) == "clean"]
                 if vals:
                     row.append((lv, *_stat(vals)))
             per_rule[rule] = row
@@ -184,10 +245,23 @@ def curves(table: dict) -> dict:
     return out
 
 
+def scale_line(table: dict) -> str:
+    """The settings every point of a sweep shares, in words (for sweep.md and the plot titles)."""
+    sc = table.get("scale") or {}
+    if not sc:
+        return ""
+    return (f"{sc['model']} on {sc['dataset']}, train_limit {sc['train_limit'] or 'all'}, test_limit "
+            f"{sc['test_limit'] or 'all'}, {sc['epochs']} epoch(s) of batch {sc['batch_size']}, "
+            f"N = {sc['negatives']} negatives, {sc['precision']}")
+
+
 def markdown(table: dict) -> str:
     seeds = table["seeds"]
-    lines = ["# Sweep", "", f"Config `{table['config']}`, rules {', '.join(table['rules'])}, seeds {seeds} "
-             f"(mean ± std over seeds where more than one).", ""]
+    over = f"overrides `{' '.join(table['overrides'])}`" if table.get("overrides") else "no overrides"
+    lines = ["# Sweep", "", f"Config `{table['config']}`, {over}; rules {', '.join(table['rules'])}, seeds "
+             f"{', '.join(map(str, seeds))} (mean ± std over seeds where more than one).", "",
+             f"Training scale: {scale_line(table)}. A bit-width point sets the weights and activations to its "
+             "width; a negatives point sets `learning.negatives` (or `negative_reduce: avg`).", ""]
     for name, per_rule in table["curves"].items():
         xs = sorted({x for rows in per_rule.values() for x, *_ in rows}, key=str)
         lines += [f"## Test accuracy vs {name.replace('noise:', '')} {'level' if name.startswith('noise') else ''}",
@@ -208,20 +282,23 @@ def markdown(table: dict) -> str:
 
 def plot(table: dict, out_dir: str) -> None:
     from .. import plots
+    sub = "\n" + scale_line(table) + (f", seeds {', '.join(map(str, table['seeds']))}" if table.get("scale") else "")
     for name, per_rule in table["curves"].items():
         series = {r: ([x for x, *_ in rows], [100 * m for _, m, _ in rows]) for r, rows in per_rule.items()}
         errors = {r: [100 * s for *_, s in rows] for r, rows in per_rule.items()} if len(table["seeds"]) > 1 else None
         if name.startswith("noise:"):
             kind = name.split(":", 1)[1]
             plots.lines(series, f"{kind} noise level", "test accuracy (%)",
-                        os.path.join(out_dir, f"accuracy_vs_{kind}.png"), f"Accuracy under {kind} noise",
+                        os.path.join(out_dir, f"accuracy_vs_{kind}.png"), f"Accuracy under {kind} noise{sub}",
                         errors=errors, xticks=table["levels"])
         elif name == "bits":
             series = {r: ([str(x) for x in xs], ys) for r, (xs, ys) in series.items()}
             plots.lines(series, "bit width (weights = activations)", "test accuracy (%)",
-                        os.path.join(out_dir, "accuracy_vs_bits.png"), "Accuracy vs bit width", errors=errors)
+                        os.path.join(out_dir, "accuracy_vs_bits.png"), f"Accuracy vs bit width{sub}",
+                        errors=errors)
         else:
             series = {r: ([str(x) for x in xs], ys) for r, (xs, ys) in series.items()}
             plots.lines(series, "negatives N (avg = N=C-1 averaged)", "test accuracy (%)",
-                        os.path.join(out_dir, "accuracy_vs_negatives.png"), "Accuracy vs number of negatives",
+                        os.path.join(out_dir, "accuracy_vs_negatives.png"),
+                        f"Accuracy vs number of negatives{sub}",
                         errors=errors)

@@ -1,0 +1,124 @@
+"""Run directories: each command's results go into a directory no other command writes into.
+
+Why: two runs started in the same second used to get the same default name,
+and the second silently overwrote the first. Now
+
+* a default directory (``reports/runs/<config>[-<kind>]-<timestamp>``) is
+  created with ``mkdir``, which fails if the name exists -- atomically, so of
+  two commands racing for a name exactly one wins; the other takes the next
+  free suffix (``-2``, ``-3`` ...);
+* an explicit ``--out DIR`` must not exist yet, or be an empty directory.
+  ``run`` writes into an existing run directory only when resuming it
+  (``--resume DIR``); ``sweep`` and ``compare`` reuse a directory that holds
+  their ``points.jsonl``, since rerunning into it is how they resume;
+* a path that is a file, a directory that cannot be created or written,
+  is one ``OutputError`` line naming the argument.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import secrets
+import time
+
+from .atomic import make_dirs
+from .errors import OutputError
+
+RUNS_ROOT = os.path.join("reports", "runs")
+
+
+def stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def default_name(config_name: str, kind: str = "") -> str:
+    """``reports/runs/<config>[-<kind>]-<timestamp>`` (``claim`` makes it unique)."""
+    return os.path.join(RUNS_ROOT, f"{config_name}{'-' + kind if kind else ''}-{stamp()}")
+
+
+def _mkdir_new(path: str, arg: str) -> bool:
+    """Create ``path`` (not its parents' absence an error); False if it exists already."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise OutputError(f"{arg} {path}: {parent} is a file, not a directory")
+    try:
+        make_dirs(parent)
+    except OutputError as exc:
+        raise OutputError(f"{arg} {path}: {exc}") from None
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise OutputError(f"{arg} {path}: cannot create the directory: {exc.strerror or exc}") from None
+    return True
+
+
+def check_writable(path: str, arg: str = "--out") -> None:
+    """Create and remove a probe file: permissions, read-only mounts and ACLs all answer the same way."""
+    probe = os.path.join(path, f".probe.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise OutputError(f"{arg} {path}: the directory is not writable: {exc.strerror or exc}") from None
+
+
+def new_default(config_name: str, kind: str = "") -> str:
+    """Create and return a fresh default run directory; never one that exists."""
+    base = default_name(config_name, kind)
+    for n in itertools.count(1):
+        path = base if n == 1 else f"{base}-{n}"
+        if _mkdir_new(path, "run directory"):
+            return path
+    raise AssertionError("unreachable")
+
+
+def claim(out: str | None, config_name: str, kind: str = "", arg: str = "--out",
+          reusable_marker: str | None = None) -> str:
+    """The directory a command writes into, created (or checked) now, before any work starts.
+
+    ``out=None`` makes a fresh default directory. An existing ``out`` must be
+    an empty directory, or (``reusable_marker``, e.g. ``points.jsonl``) one that
+    holds that file: the results log of the same kind of command, which
+    resumes from it.
+    """
+    if out is None:
+        return new_default(config_name, kind)
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise OutputError(f"{arg} {out}: is a file, not a directory; give a directory that does not exist yet")
+    if os.path.isdir(out):
+        entries = [e for e in os.listdir(out) if not e.startswith(".staging.")]
+        if entries and not (reusable_marker and reusable_marker in entries):
+            what = (f"it holds files but no {reusable_marker} (not a directory this command wrote)"
+                    if reusable_marker else "it already holds files (another run's?)")
+            hint = ("; give a new directory" if reusable_marker else
+                    f"; give a new directory, or --resume {out} to continue that run")
+            raise OutputError(f"{arg} {out}: {what}; chipsim never writes into another run's directory{hint}")
+        check_writable(out, arg)
+        return out
+    if not _mkdir_new(out, arg):
+        raise OutputError(f"{arg} {out}: another command created it just now; give another directory")
+    check_writable(out, arg)
+    return out
+
+
+@contextlib.contextmanager
+def claimed(out: str | None, config_name: str, kind: str = "", arg: str = "--out",
+            reusable_marker: str | None = None):
+    """``claim`` a directory for the block; if the block fails before writing anything, remove it again.
+
+    So a config that fails its mapping check, or a run interrupted in its
+    first epoch, leaves no empty directory behind (only one this call created).
+    """
+    existed = out is not None and os.path.isdir(out)
+    path = claim(out, config_name, kind, arg, reusable_marker)
+    try:
+        yield path
+    except BaseException:
+        if not existed:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)          # only succeeds while it is still empty
+        raise
