@@ -90,7 +90,8 @@ def test_df_o_trace_matches_hand_counts():
     act2 = 8 * 24 // 2 + 5 + 8 * 5 // 2 + 4 * 8
     assert (act0, act1, act2) == (1184, 408, 153)
     assert b["act_update"] == act0 + act1 + act2 and b["act_backward"] == 0
-    grad_acc = 4 * (72 + 216 + 120) + 4 * 4 * 64                 # fp32 accumulators incl. embedding
+    # accumulators at accumulator_bits = 16 (2 bytes a value) with a float32 scale each, incl. the embedding
+    grad_acc = 2 * (72 + 216 + 120 + 4 * 64) + 4 * 4
     errors = 2 * (8 * 64 + 8 * 24)                                # 8-bit error out + error in, 2 links
     assert b["gradients"] == grad_acc + 3 * 4 * 8 + errors        # + dL/dgoodness per block
     assert b["noc_buffers"] == 2 * 64 + 8 * 64 // 2 + 8 * 24 // 2  # sensor 8-bit image + received inputs
