@@ -43,6 +43,15 @@ def add_out_option(parser: argparse.ArgumentParser, shown_default: str | None = 
         help="directory to write results to" + (f" (default: {shown_default})" if shown_default else ""))
 
 
+def add_cluster_option(parser: argparse.ArgumentParser) -> None:
+    """``--cluster ADDRESS|local``: run the command's independent points on a Dask cluster."""
+    parser.add_argument(
+        "--cluster", metavar="ADDRESS", default=None,
+        help="run the points on a Dask cluster: a scheduler address (tcp://host:8786, started with "
+             "`dask scheduler`), or 'local' to start a LocalCluster of --jobs workers (default: a local "
+             "process pool)")
+
+
 # ---------------------------------------------------------------- validate
 def _configure_validate(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", nargs="?", metavar="FILE", help="hwconfig YAML file, e.g. hwconfigs/44core_4bit.yaml")
@@ -146,6 +155,7 @@ def _configure_compare(p: argparse.ArgumentParser) -> None:
                    help="compare on the config's own model (workload.model) instead of the depth family")
     p.add_argument("--width", type=int, default=32, help="conv channels of the depth family (default: 32)")
     p.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
+    add_cluster_option(p)
     add_set_option(p)
     add_out_option(p, "reports/runs/<config>-compare-<timestamp>/")
 
@@ -156,7 +166,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ChipsimError("compare: give --depths (the depth family) or --own-model, not both")
     depths = _csv_list(args.depths or "5,8,11,15,20,25", int)
     table = api.compare(args.config, _csv_list(args.rules), depths, args.overrides,
-                        width=args.width, out_dir=args.out, jobs=args.jobs, own_model=args.own_model)
+                        width=args.width, out_dir=args.out, jobs=args.jobs, own_model=args.own_model,
+                        cluster=args.cluster)
     rows = []
     for r in table["rows"]:
         m, wb = r["streaming"], r["whole-batch"]
@@ -187,6 +198,7 @@ def _configure_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0", help="seeds, for error bars (default: 0)")
     p.add_argument("--gain-std", type=float, default=0.0, help="fixed per-core gain error (std) with --noise mismatch")
     p.add_argument("--jobs", type=int, default=None, help="parallel trainings (default: all cores)")
+    add_cluster_option(p)
     add_set_option(p)
     add_out_option(p, "reports/runs/<config>-sweep-<timestamp>/; rerun with the same --out to resume")
 
@@ -197,7 +209,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     negatives = [n if n == "avg" else int(n) for n in _csv_list(args.negatives)]
     table = api.sweep(args.config, _csv_list(args.rules), _csv_list(args.noise), parse_levels(args.levels),
                       _csv_list(args.bits, int), negatives, _csv_list(args.seeds, int), args.overrides,
-                      out_dir=args.out, jobs=args.jobs, gain_std=args.gain_std)
+                      out_dir=args.out, jobs=args.jobs, gain_std=args.gain_std, cluster=args.cluster)
     from .experiments.sweep import markdown
     print(markdown(table))
     return EXIT_OK
@@ -206,6 +218,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _configure_reproduce(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="minutes-long smoke version (what CI runs)")
     p.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
+    add_cluster_option(p)
     add_out_option(p, "reports/ (or a temp-like reports/runs/quick-<timestamp>/ with --quick)")
 
 
@@ -214,7 +227,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from . import api
     out = args.out or (os.path.join("reports", "runs", f"quick-{time.strftime('%Y%m%d-%H%M%S')}")
                        if args.quick else "reports")
-    api.reproduce(out_dir=out, quick=args.quick, jobs=args.jobs)
+    api.reproduce(out_dir=out, quick=args.quick, jobs=args.jobs, cluster=args.cluster)
     print(f"report: {os.path.join(out, 'README.md')}")
     return EXIT_OK
 

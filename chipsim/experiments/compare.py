@@ -19,6 +19,7 @@ from ..config import LoadedConfig, load_config
 from ..errors import ConfigError, MappingError
 from ..modelspec import cnn_family
 from ..report import atomic_write, write_json
+from .cluster import check_cluster
 from .jobs import limit_threads, run_points, threads_per_job
 
 DEFAULT_RULES = ("bp", "df-o", "df-r")
@@ -103,12 +104,14 @@ def _backward_time_us(chip) -> float:
 
 def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), width: int = 32,
             out_dir: str | None = None, jobs: int | None = None, progress: bool = True,
-            own_model: bool = False) -> dict:
+            own_model: bool = False, cluster=None) -> dict:
     """Run the comparison; writes compare.json, compare.md and plots into ``out_dir``. Returns the table.
 
     ``own_model=True`` compares the rules on the config's own model (one point per rule) instead of the
-    depth family; ``depths`` is then ignored.
+    depth family; ``depths`` is then ignored. ``cluster``: run the points on a Dask cluster
+    (``jobs.run_points``).
     """
+    check_cluster(cluster)
     cfg = config if isinstance(config, LoadedConfig) else load_config(config, tuple(overrides))
     if own_model:
         depths = (cfg.model.depth,)
@@ -123,7 +126,7 @@ def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), wi
     points = [{"key": f"{cfg.model.name}-{r}" if own_model else f"d{d}-{r}-w{width}", "depth": d, "rule": r,
                "width": width, "own_model": own_model, "config": cfg.path, "overrides": list(cfg.overrides),
                "threads": threads_per_job(jobs)} for d in depths for r in rules]
-    results = run_points(_point, points, out_dir, jobs=jobs, progress=progress, desc="compare")
+    results = run_points(_point, points, out_dir, jobs=jobs, progress=progress, desc="compare", cluster=cluster)
     rows = [results[p["key"]] for p in points]
     table = {"config": cfg.path, "chip": cfg.hw.chip.name, "width": width, "rules": rules, "depths": list(depths),
              "model": cfg.model.name if own_model else None,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..config import load_config
 from ..report import atomic_write, write_json
+from .cluster import open_cluster
 from .compare import compare
 from .jobs import limit_threads, run_points, threads_per_job
 from .sweep import sweep
@@ -79,8 +80,18 @@ def _accuracy_point(p: dict) -> dict:
 
 
 def reproduce(config: str = "hwconfigs/44core_4bit.yaml", compare_config: str = "hwconfigs/176core_512k.yaml",
-              out_dir: str = "reports", quick: bool = False, jobs: int | None = None, progress: bool = True) -> dict:
-    """Run every experiment of the plan and write ``out_dir/README.md`` plus one folder per experiment."""
+              out_dir: str = "reports", quick: bool = False, jobs: int | None = None, progress: bool = True,
+              cluster=None) -> dict:
+    """Run every experiment of the plan and write ``out_dir/README.md`` plus one folder per experiment.
+
+    ``cluster``: run every experiment's points on one Dask cluster, opened once for all of them
+    (``chipsim.experiments.cluster``).
+    """
+    with open_cluster(cluster, jobs) as client:
+        return _reproduce(config, compare_config, out_dir, quick, jobs, progress, client)
+
+
+def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster) -> dict:
     plan = PLANS["quick" if quick else "full"]
     jobs = jobs or os.cpu_count() or 1
     t0 = time.perf_counter()
@@ -94,7 +105,7 @@ def reproduce(config: str = "hwconfigs/44core_4bit.yaml", compare_config: str = 
                "overrides": main + [f"workload.rule={r}"] + (["learning.strategy=greedy"] if r == "df" else []),
                "threads": threads_per_job(jobs)} for r in ACCURACY_RULES]
     acc = run_points(_accuracy_point, points, os.path.join(out_dir, "accuracy"), jobs=jobs, progress=progress,
-                     desc="accuracy")
+                     desc="accuracy", cluster=cluster)
     results["accuracy"] = {p["rule"]: acc[p["key"]] for p in points}
     write_json(os.path.join(out_dir, "accuracy", "accuracy.json"), results["accuracy"])
     _plot_accuracy(results["accuracy"], os.path.join(out_dir, "accuracy", "accuracy.png"))
@@ -102,19 +113,21 @@ def reproduce(config: str = "hwconfigs/44core_4bit.yaml", compare_config: str = 
     # 2. memory and latency vs depth (Fig. 4A-B), at the paper's N = C-1 and at N = 1
     sweep_scale = _limits(plan.sweep_train_limit, plan.sweep_test_limit) + [f"training.epochs={plan.sweep_epochs}"]
     results["compare"] = compare(compare_config, ("bp", "df-o", "df-r"), plan.depths,
-                                 out_dir=os.path.join(out_dir, "compare"), jobs=jobs, progress=progress)
+                                 out_dir=os.path.join(out_dir, "compare"), jobs=jobs, progress=progress,
+                                 cluster=cluster)
     results["compare_n1"] = compare(compare_config, ("bp", "df-o", "df-r"), plan.depths,
                                     overrides=("learning.negatives=1",),
-                                    out_dir=os.path.join(out_dir, "compare_n1"), jobs=jobs, progress=progress)
+                                    out_dir=os.path.join(out_dir, "compare_n1"), jobs=jobs, progress=progress,
+                                    cluster=cluster)
     # 3. robustness (Fig. 4C-E and beyond), 4. bit widths (Fig. S3), 5. negatives (Table 2)
     results["noise"] = sweep(config, ("bp", "df-o"), noise=("shot", "impulse", "mismatch", "read", "stuck"),
                              levels=plan.levels, seeds=plan.seeds, overrides=sweep_scale,
-                             out_dir=os.path.join(out_dir, "noise"), jobs=jobs, progress=progress)
+                             out_dir=os.path.join(out_dir, "noise"), jobs=jobs, progress=progress, cluster=cluster)
     results["bits"] = sweep(config, ("df-o", "bp"), bits=plan.bits, seeds=plan.seeds, overrides=sweep_scale,
-                            out_dir=os.path.join(out_dir, "bits"), jobs=jobs, progress=progress)
+                            out_dir=os.path.join(out_dir, "bits"), jobs=jobs, progress=progress, cluster=cluster)
     results["negatives"] = sweep(config, ("df-o",), negatives=plan.negatives, seeds=plan.seeds,
                                  overrides=sweep_scale, out_dir=os.path.join(out_dir, "negatives"), jobs=jobs,
-                                 progress=progress)
+                                 progress=progress, cluster=cluster)
     results["seconds"] = time.perf_counter() - t0
     atomic_write(os.path.join(out_dir, "README.md"), markdown(results, plan))
     return results

@@ -9,6 +9,7 @@ an interrupted sweep resumes where it stopped.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 
@@ -18,6 +19,7 @@ from ..config import LoadedConfig, load_config
 from ..errors import ConfigError
 from ..noise import KINDS, LEVELS, NoiseSpec
 from ..report import atomic_write, write_json
+from .cluster import check_cluster
 from .jobs import limit_threads, run_points, threads_per_job
 
 TEST_TIME = ("shot", "impulse", "read", "stuck")
@@ -79,7 +81,23 @@ def _train_point(p: dict) -> dict:
                 acc[f"{kind}:{level}"] = evaluate(trainer.net, x, data.y_test, is_bp, k)["accuracy"]
     return {"accuracy": acc, "per_block": clean["per_block"], "seconds": time.perf_counter() - t0,
             "train_samples": int(len(data.y_train)), "test_samples": int(len(data.y_test)),
-            "data_kind": data.kind}
+            "data_kind": data.kind, "weights_sha256": weights_digest(trainer.net)}
+
+
+def weights_digest(net) -> str:
+    """SHA-256 of every trained number (master weights, BN running statistics, label embedding).
+
+    Accuracy on a small test set can agree while the weights differ; equal
+    digests show that two runs of a point (in this process, the local pool or
+    a Dask worker) trained the very same network.
+    """
+    h = hashlib.sha256()
+    for layer in net.layers():
+        for a in (layer.master.value, layer.running_mean, layer.running_var):
+            h.update(np.ascontiguousarray(a).tobytes())
+    if net.embedding is not None:
+        h.update(np.ascontiguousarray(net.embedding.value).tobytes())
+    return h.hexdigest()
 
 
 def _slices(cfg) -> dict:
@@ -92,13 +110,15 @@ def _slices(cfg) -> dict:
 
 def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bits=(), negatives=(),
           seeds=(0,), overrides=(), out_dir: str | None = None, jobs: int | None = None, progress: bool = True,
-          gain_std: float = 0.0) -> dict:
+          gain_std: float = 0.0, cluster=None) -> dict:
     """Run the sweep; writes sweep.json, sweep.md and plots into ``out_dir``; returns the table.
 
     Exactly one of ``noise`` (kinds), ``bits`` or ``negatives`` is usually
     given; they may be combined. ``negatives`` items are ints or ``"avg"``
     (the paper's ablation: N = classes-1 averaged instead of max).
+    ``cluster``: run the trainings on a Dask cluster (``jobs.run_points``).
     """
+    check_cluster(cluster)
     cfg = config if isinstance(config, LoadedConfig) else load_config(config, tuple(overrides))
     for kind in noise:
         if kind not in KINDS:
@@ -133,7 +153,7 @@ def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bit
             for n in negatives:
                 extra = ["learning.negative_reduce=avg"] if n == "avg" else [f"learning.negatives={n}"]
                 add(f"{rule}-s{seed}-neg{n}", rule, seed, extra, negatives=n)
-    results = run_points(_train_point, points, out_dir, jobs=jobs, progress=progress, desc="sweep")
+    results = run_points(_train_point, points, out_dir, jobs=jobs, progress=progress, desc="sweep", cluster=cluster)
     table = {"config": cfg.path, "rules": list(rules), "noise": list(noise), "levels": list(levels),
              "bits": list(bits), "negatives": list(negatives), "seeds": list(seeds), "overrides": base,
              "noise_parameters": {k: [NoiseSpec(k, lv, _data_kind(results)).parameters() for lv in levels]
