@@ -86,11 +86,12 @@ def open_cluster(cluster, jobs: int | None = None):
 
         from .jobs import threads_per_job
         jobs = jobs or os.cpu_count() or 1
+        # one Dask thread per worker: one point at a time; the point itself caps its numba and BLAS
+        # threads. A nanny sets these (to 1 by default) before its worker starts: start at the points' cap.
         threads = threads_per_job(jobs)
-        # a nanny sets these (to 1 by default) before its worker starts: start the pools at the points' cap
         blas = {v: threads for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
         with dask.config.set({"distributed.nanny.pre-spawn-environ": blas}), \
-                LocalCluster(n_workers=jobs, threads_per_worker=threads, processes=True,
+                LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
                              # the scheduler serves HTTP (health, metrics) in any case: on a free port
                              dashboard_address=":0", silence_logs=logging.ERROR) as local, Client(local) as client:
             yield client
