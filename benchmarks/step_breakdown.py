@@ -54,10 +54,13 @@ class StepProfile:
 
     def __init__(self):
         self.seconds = dict.fromkeys(ORDER, 0.0)
+        self.by_function = {}     # (category, qualified name) -> exclusive seconds
         self._stack = []          # child time accumulated by each open wrapped call
         self._undo = []
 
     def _wrap(self, category, fn):
+        name = fn.__qualname__
+
         @functools.wraps(fn)
         def timed(*args, **kwargs):
             self._stack.append(0.0)
@@ -66,8 +69,9 @@ class StepProfile:
                 return fn(*args, **kwargs)
             finally:
                 total = time.perf_counter() - t0
-                children = self._stack.pop()
-                self.seconds[category] += total - children
+                own = total - self._stack.pop()
+                self.seconds[category] += own
+                self.by_function[category, name] = self.by_function.get((category, name), 0.0) + own
                 if self._stack:
                     self._stack[-1] += total
         return timed
@@ -105,7 +109,8 @@ def profiled_steps(step_seconds: list):
 
 
 def breakdown(step, steps: int) -> dict:
-    """category -> mean seconds per step over ``steps`` calls of ``step()``, plus "step" (the mean step)."""
+    """category -> mean seconds per step over ``steps`` calls of ``step()``, plus "step" (the mean step)
+    and "functions" ({(category, function): mean exclusive seconds per step})."""
     walls = []
     with profiled_steps(walls) as prof:
         for _ in range(steps):
@@ -114,12 +119,17 @@ def breakdown(step, steps: int) -> dict:
             walls.append(time.perf_counter() - t0)
     out = {k: v / steps for k, v in prof.seconds.items()}
     out["step"] = sum(walls) / steps
+    out["functions"] = {k: v / steps for k, v in prof.by_function.items()}
     return out
 
 
-def print_breakdown(parts: dict, title: str) -> None:
+def print_breakdown(parts: dict, title: str, top: int = 8) -> None:
     total = parts["step"]
     print(title)
     for k in ORDER:
         print(f"  {k:<56}{parts[k] * 1e3:8.1f} ms {100 * parts[k] / total:5.1f}%")
     print(f"  {'whole step':<56}{total * 1e3:8.1f} ms")
+    if top:
+        print(f"  the {top} most expensive wrapped functions (exclusive):")
+        for (cat, name), sec in sorted(parts["functions"].items(), key=lambda kv: -kv[1])[:top]:
+            print(f"    {name:<40}{sec * 1e3:8.1f} ms {100 * sec / total:5.1f}%  ({cat.split(' (')[0]})")
