@@ -1,6 +1,6 @@
 """Throughput of the quantized conv kernels against torch float32 on CPU.
 
-Run: ``python benchmarks/kernels.py [--rounds 15] [--calls 4]``
+Run: ``python benchmarks/kernels.py [--rounds 15] [--calls 8]``
 
 For each conv layer of the default model (batch 64, 3x3, pad 1) it times one
 training step of the layer, forward + grad_w + grad_input:
@@ -100,8 +100,8 @@ def torch_step(n, c, h, w, o, rng):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
-    ap.add_argument("--calls", type=int, default=4,
-                    help="timed calls per implementation and layer per round, after one untimed call (default 4)")
+    ap.add_argument("--calls", type=int, default=8,
+                    help="timed calls per implementation and layer per round, after one untimed call (default 8)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)

@@ -48,7 +48,7 @@ from ..errors import ChipsimError, ConfigError
 LOCAL = "local"
 CONNECT_TIMEOUT_S = 10   # a scheduler that does not answer within this is reported, not waited for
 WORKER_WAIT_S = 60       # how long a sweep waits for the first worker to join the scheduler
-_ADDRESS = re.compile(r"^([a-z][a-z0-9+.-]*://)?[^\s:/]+:\d+$")
+_ADDRESS = re.compile(r"^([a-z][a-z0-9+.-]*://)?([^\s:/\[\]]+|\[[0-9a-fA-F:.]+\]):\d+$")   # host:port, [v6]:port
 
 
 class PointsFailed(ChipsimError):
