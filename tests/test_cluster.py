@@ -7,6 +7,7 @@ input is one line with exit code 2, and no Dask process outlives the tests.
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -176,7 +177,10 @@ def test_a_dying_worker_loses_only_its_point(dask_cluster, tmp_path, capsys):
     with pytest.raises(cluster_mod.PointsFailed, match=r"1 of 3 points failed.*always-dies.*rerun"):
         run_points(die_as_told, points, str(tmp_path), progress=False, desc="test", cluster=dask_cluster.address)
     err = capsys.readouterr().err
-    assert f"test: point always-dies failed: {ALLOWED_FAILURES + 1} workers died while running it" in err
+    # at least allowed-failures + 1 deaths: more when a death was charged to it while it only waited behind
+    # another point (then it is resubmitted, and that death does not count)
+    deaths = re.search(r"test: point always-dies failed: (\d+) workers died while running it", err)
+    assert deaths and int(deaths[1]) >= ALLOWED_FAILURES + 1
     assert "dies-once" not in err and "fine" not in err
     done = load_done(str(tmp_path / RESULTS_NAME))
     assert set(done) == {"fine", "dies-once"}                 # retried on a fresh worker, then recorded
