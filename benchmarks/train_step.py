@@ -9,21 +9,24 @@ block of ``tests/torch_reference.py`` (the one the rule tests check the
 engine's gradients against; a custom Function carries the random feedback).
 Autograd runs the backward pass on every row; with ``fixed-stats``
 chipsim runs it only on the rows DF's loss gives an error (the positive and
-the hardest negatives), and the output says how many that was. Both use 2
-threads; each is warmed up, then timed in blocks of steps that alternate
-between the two sides, each block after a short sleep (alternating step by
-step would charge each for the other's spinning BLAS threads; alternating
-blocks spreads slow spells of a shared machine over both). The median step
-of each side is reported.
+the hardest negatives), and the output says how many that was.
 
-    python benchmarks/train_step.py [--steps 12] [--rounds 4] [--set learning.bn_backward=batch-stats]
+Both use 2 threads. After a warm-up the two sides are timed in many short
+rounds (``benchmarks/rounds.py``): each round runs a block of steps of each
+side, back to back, so the throughput ratio of a round compares two sides
+that saw the same load. The output gives the median ratio with its spread,
+the ratio of process CPU times next to it, and how many rounds reached the
+target (1.0x), then where one engine step spends its time
+(``benchmarks/step_breakdown.py``), and ends with one summary line.
+
+    python benchmarks/train_step.py [--rounds 20] [--steps 2] [--set learning.bn_backward=batch-stats]
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -35,7 +38,12 @@ from chipsim.data import load_dataset  # noqa: E402
 from chipsim.engine.trainer import Trainer, sample_negatives  # noqa: E402
 from torch_reference import torch_block  # noqa: E402  (the tests' independent torch block)
 
+sys.path.insert(0, os.path.dirname(__file__))
+from rounds import interleaved, machine_load, ratios, spread  # noqa: E402
+from step_breakdown import breakdown, print_breakdown  # noqa: E402
+
 REPO = os.path.join(os.path.dirname(__file__), "..")
+TARGET = 1.0          # issue 17: one DF-R step at >= 1.0x torch float32's throughput
 
 
 class TorchDFR:
@@ -70,17 +78,17 @@ class TorchDFR:
         lab = torch.cat([labels[:, None], negatives], 1).reshape(-1)
         a = torch.cat([x.repeat_interleave(reps, 0), self.emb[lab][:, None]], 1)
         self.opt.zero_grad(set_to_none=True)
-        prev_in = a
+        below = None                  # block l-1's output, still attached to block l-1's graph
         for l in range(len(self.specs)):
-            inp = prev_in if l == 0 else prev_in.detach().requires_grad_()
+            inp = a if l == 0 else below.detach().requires_grad_()
             out = self.block(inp, l, feedback=l > 0)
             g = out.reshape(out.shape[0], -1).pow(2).mean(1).reshape(-1, reps)
             hard = g[:, 1:].max(1).values
             loss = (torch.clamp(self.m + hard - g[:, 0], min=0) + self.lam * hard).mean()
-            loss.backward(retain_graph=True)      # block l-1's graph is used again below
+            loss.backward(retain_graph=True)      # block l's graph is used again at l + 1
             if l > 0:                      # DF-R: the error reached block l-1's output through B_l
-                prev_out.backward(inp.grad)
-            prev_in, prev_out = out, out
+                below.backward(inp.grad)
+            below = out
         self.opt.step()
 
 
@@ -93,9 +101,11 @@ def _rows_backpropagated(trainer, x, y, rows):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=12, help="steps timed per side, over distinct batches (default 12)")
-    ap.add_argument("--rounds", type=int, default=4,
-                    help="alternating blocks per side; each block times steps/rounds steps (default 4)")
+    ap.add_argument("--rounds", type=int, default=20, help="interleaved rounds (default 20)")
+    ap.add_argument("--steps", type=int, default=2,
+                    help="timed steps per side per round, after one untimed step (default 2)")
+    ap.add_argument("--profile-steps", type=int, default=5,
+                    help="engine steps the time breakdown is averaged over (default 5)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                     help="override a key of hwconfigs/44core_4bit.yaml, e.g. learning.bn_backward=batch-stats")
     args = ap.parse_args()
@@ -103,41 +113,52 @@ def main():
     cfg = load_config(os.path.join(REPO, "hwconfigs", "44core_4bit.yaml"), args.set)
     d = load_dataset("mnist5k")
     bs = cfg.hw.training.batch_size
-    xs = [d.x_train[i * bs:(i + 1) * bs] for i in range(args.steps + 2)]
-    ys = [d.y_train[i * bs:(i + 1) * bs] for i in range(args.steps + 2)]
+    n_batches = 16
+    xs = [d.x_train[i * bs:(i + 1) * bs] for i in range(n_batches)]
+    ys = [d.y_train[i * bs:(i + 1) * bs] for i in range(n_batches)]
 
     ours = Trainer(cfg.hw, cfg.model, d)
     ref = TorchDFR(cfg.model, 1, 10, cfg.hw, 28)
     rng = np.random.default_rng(0)
     batches = [(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(sample_negatives(y, 9, 10, rng)))
                for x, y in zip(xs, ys)]
-    for i in range(2):                      # warm-up: numba JIT, BLAS and OpenMP thread pools
+    next_ours, next_ref = itertools.cycle(range(n_batches)), itertools.cycle(range(n_batches))
+
+    def step_ours():
+        i = next(next_ours)
         ours.train_step(xs[i], ys[i])
-        ref.step(*batches[i])
-    # Alternate blocks of steps, a short sleep before each so that the other side's
-    # spinning threads have parked; the median step over all blocks is reported.
-    per_block = max(1, args.steps // args.rounds)
-    t_ours, t_ref = [], []
-    for r in range(args.rounds):
-        for fn, out in ((lambda i: ours.train_step(xs[i], ys[i]), t_ours),
-                        (lambda i: ref.step(*batches[i]), t_ref)):
-            time.sleep(0.3)
-            for k in range(per_block):
-                i = 2 + (r * per_block + k) % args.steps
-                t0 = time.perf_counter()
-                fn(i)
-                out.append(time.perf_counter() - t0)
-    t_ours, t_torch = float(np.median(t_ours)), float(np.median(t_ref))
+
+    def step_ref():
+        ref.step(*batches[next(next_ref)])
+
+    for _ in range(2):                      # warm-up: numba JIT, BLAS and OpenMP thread pools
+        step_ours()
+        step_ref()
+    load_before = machine_load()
+    t = interleaved({"chipsim": step_ours, "torch": step_ref}, args.rounds, args.steps)
+    load_after = machine_load()
+    wall = spread(ratios(t["torch"], t["chipsim"]), TARGET)
+    cpu = spread(ratios(t["torch"], t["chipsim"], "cpu"), TARGET)
 
     rows = bs * 10
-    print(f"model {cfg.model.name}, batch {bs} samples x 10 label variants = {rows} rows, DF-R, {args.steps} steps, "
-          f"bn_backward {cfg.hw.learning.bn_backward}")
+    print(f"model {cfg.model.name}, batch {bs} samples x 10 label variants = {rows} rows, DF-R, "
+          f"bn_backward {cfg.hw.learning.bn_backward}; {args.rounds} rounds of {args.steps} steps per side")
     kept = _rows_backpropagated(ours, xs[0], ys[0], rows)
     print("rows back-propagated per block (chipsim): " + ", ".join(str(k) for k in kept) + f" of {rows}; torch: all")
-    print(f"{'implementation':<34}{'s/step':>8}{'samples/s':>11}")
-    print(f"{'chipsim 4-bit integer (W4 A4 G8)':<34}{t_ours:>8.3f}{bs / t_ours:>11.1f}")
-    print(f"{'torch float32 autograd':<34}{t_torch:>8.3f}{bs / t_torch:>11.1f}")
-    print(f"ratio chipsim / torch throughput: {t_torch / t_ours:.2f}x  (floor 0.5x, aim 1.0x)")
+    print(f"machine: {load_before} before, {load_after} after")
+    print(f"{'implementation':<34}{'s/step (median, IQR)':>26}{'samples/s':>11}{'CPU s/step':>12}")
+    for name, label in (("chipsim", "chipsim 4-bit integer (W4 A4 G8)"), ("torch", "torch float32 autograd")):
+        w = spread([b.wall for b in t[name]])
+        c = spread([b.cpu for b in t[name]])
+        print(f"{label:<34}{w.median:>10.3f} ({w.q1:.3f}-{w.q3:.3f}){bs / w.median:>11.1f}{c.median:>12.3f}")
+    print(f"throughput ratio chipsim / torch, wall time: {wall.text()}")
+    print(f"throughput ratio chipsim / torch, CPU time:  {cpu.text()}")
+
+    parts = breakdown(step_ours, args.profile_steps)
+    print_breakdown(parts, f"one chipsim DF-R step, mean of {args.profile_steps} (timing wrappers, exclusive times):")
+    print(f"summary: train_step chipsim/torch throughput {wall.median:.2f}x median (IQR {wall.q1:.2f}-{wall.q3:.2f}), "
+          f"CPU-time ratio {cpu.median:.2f}x; {wall.hits}/{wall.n} rounds >= {TARGET:.1f}x "
+          f"(CPU time: {cpu.hits}/{cpu.n}); load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

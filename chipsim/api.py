@@ -159,24 +159,28 @@ def map(config, overrides: Overrides = (), out_dir: str | None = None, write: bo
 
 def compare(config, rules=("bp", "df-o", "df-r"), depths=(5, 8, 11, 15, 20, 25), overrides: Overrides = (),
             width: int = 32, out_dir: str | None = None, jobs: int | None = None, progress: bool = True,
-            own_model: bool = False, *, model: str | None = None):
+            own_model: bool = False, cluster=None, *, model: str | None = None):
     """BP vs local rules over a depth family (or on the config's own model): memory, latency, NoC, energy.
-    See ``chipsim.experiments.compare``."""
+    See ``chipsim.experiments.compare``. ``cluster``: a Dask scheduler address (``tcp://host:8786``),
+    ``"local"`` or a ``distributed.Client`` to run the points on (default: a local process pool)."""
     from .experiments.compare import compare as _compare
     return _compare(_load(config, overrides, None, model), rules, depths, width=width, out_dir=out_dir,
-                    jobs=jobs, progress=progress, own_model=own_model)
+                    jobs=jobs, progress=progress, own_model=own_model, cluster=cluster)
 
 
 def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bits=(), negatives=(), seeds=(0,),
           overrides: Overrides = (), out_dir: str | None = None, jobs: int | None = None, progress: bool = True,
-          gain_std: float = 0.0, *, model: str | None = None):
-    """Accuracy vs noise level, bit width or number of negatives. See ``chipsim.experiments.sweep``."""
+          gain_std: float = 0.0, cluster=None, *, model: str | None = None):
+    """Accuracy vs noise level, bit width or number of negatives. See ``chipsim.experiments.sweep``.
+    ``cluster``: as for :func:`compare`."""
     from .experiments.sweep import sweep as _sweep
     return _sweep(_load(config, overrides, None, model), rules, noise, levels, bits, negatives, seeds,
-                  out_dir=out_dir, jobs=jobs, progress=progress, gain_std=gain_std)
+                  out_dir=out_dir, jobs=jobs, progress=progress, gain_std=gain_std, cluster=cluster)
 
 
-def reproduce(out_dir: str = "reports", quick: bool = False, jobs: int | None = None, progress: bool = True):
-    """Regenerate every table and figure of the paper's evaluation. See ``chipsim.experiments.reproduce``."""
+def reproduce(out_dir: str = "reports", quick: bool = False, jobs: int | None = None, progress: bool = True,
+              cluster=None):
+    """Regenerate every table and figure of the paper's evaluation. See ``chipsim.experiments.reproduce``.
+    ``cluster``: as for :func:`compare`, opened once for every experiment."""
     from .experiments.reproduce import reproduce as _reproduce
-    return _reproduce(out_dir=out_dir, quick=quick, jobs=jobs, progress=progress)
+    return _reproduce(out_dir=out_dir, quick=quick, jobs=jobs, progress=progress, cluster=cluster)

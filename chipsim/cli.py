@@ -45,6 +45,15 @@ def add_out_option(parser: argparse.ArgumentParser, shown_default: str | None = 
         help="directory to write results to" + (f" (default: {shown_default})" if shown_default else ""))
 
 
+def add_cluster_option(parser: argparse.ArgumentParser) -> None:
+    """``--cluster ADDRESS|local``: run the command's independent points on a Dask cluster."""
+    parser.add_argument(
+        "--cluster", metavar="ADDRESS", default=None,
+        help="run the points on a Dask cluster: a scheduler address (tcp://host:8786, started with "
+             "`dask scheduler`), or 'local' to start a LocalCluster of --jobs workers (default: a local "
+             "process pool)")
+
+
 # ---------------------------------------------------------------- validate
 def _configure_validate(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", nargs="?", metavar="FILE", help="hwconfig YAML file, e.g. hwconfigs/44core_4bit.yaml")
@@ -152,6 +161,7 @@ def _configure_compare(p: argparse.ArgumentParser) -> None:
                    help="compare on the config's own model (workload.model) instead of the depth family")
     p.add_argument("--width", type=int, default=32, help="conv channels of the depth family (default: 32)")
     p.add_argument("--jobs", type=int, default=None, help="parallel processes, >= 1 (default: all cores)")
+    add_cluster_option(p)
     add_set_option(p)
     add_out_option(p, "reports/runs/<config>-compare-<timestamp>/; rerun with the same --out to resume")
 
@@ -162,7 +172,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ChipsimError("compare: give --depths (the depth family) or --own-model, not both")
     depths = _csv_list("5,8,11,15,20,25" if args.depths is None else args.depths, "--depths", int, "integers")
     table = api.compare(args.config, _csv_list(args.rules, "--rules", what="rules"), depths, args.overrides,
-                        width=args.width, out_dir=args.out, jobs=args.jobs, own_model=args.own_model)
+                        width=args.width, out_dir=args.out, jobs=args.jobs, own_model=args.own_model,
+                        cluster=args.cluster)
     rows = []
     for r in table["rows"]:
         m, wb = r["streaming"], r["whole-batch"]
@@ -192,6 +203,7 @@ def _configure_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gain-std", type=float, default=0.0, help="fixed per-core gain error (std, >= 0) with "
                    "--noise mismatch")
     p.add_argument("--jobs", type=int, default=None, help="parallel trainings, >= 1 (default: all cores)")
+    add_cluster_option(p)
     add_set_option(p)
     add_out_option(p, "reports/runs/<config>-sweep-<timestamp>/; rerun with the same --out to resume")
 
@@ -208,7 +220,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                       _csv_list(args.bits, "--bits", int, "bit widths"),
                       _csv_list(args.negatives, "--negatives", _negative, "integers or avg"),
                       _csv_list(args.seeds, "--seeds", int, "integers"), args.overrides,
-                      out_dir=args.out, jobs=args.jobs, gain_std=args.gain_std)
+                      out_dir=args.out, jobs=args.jobs, gain_std=args.gain_std,
+                      cluster=args.cluster)
     from .experiments.sweep import markdown
     print(markdown(table))
     return EXIT_OK
@@ -217,6 +230,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _configure_reproduce(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="minutes-long smoke version (what CI runs)")
     p.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
+    add_cluster_option(p)
     add_out_option(p, "reports/ (or a temp-like reports/runs/quick-<timestamp>/ with --quick)")
 
 
@@ -225,7 +239,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise ChipsimError(f"--jobs {args.jobs}: must be >= 1 (or leave it out to use every core)")
     out = args.out or (rundir.new_default("quick") if args.quick else "reports")
-    api.reproduce(out_dir=out, quick=args.quick, jobs=args.jobs)
+    api.reproduce(out_dir=out, quick=args.quick, jobs=args.jobs, cluster=args.cluster)
     print(f"report: {os.path.join(out, 'README.md')}")
     return EXIT_OK
 

@@ -22,6 +22,7 @@ from ..errors import MappingError, OutputError
 from ..modelspec import cnn_family
 from ..report import atomic_write, write_json
 from . import args as check
+from .cluster import check_cluster
 from .jobs import RESULTS_NAME, limit_threads, run_points, threads_per_job
 from .keys import point_key
 
@@ -108,13 +109,15 @@ def _settings(cfg: LoadedConfig) -> dict:
 
 def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), width: int = 32,
             out_dir: str | None = None, jobs: int | None = None, progress: bool = True,
-            own_model: bool = False) -> dict:
+            own_model: bool = False, cluster=None) -> dict:
     """Run the comparison; writes compare.json, compare.md and plots into ``out_dir``. Returns the table.
 
     ``own_model=True`` compares the rules on the config's own model (one point per rule) instead of the
     depth family; ``depths`` is then ignored. A rerun into the same ``out_dir`` reuses the points whose
     settings are unchanged (``keys.point_key``) and computes the others.
+    ``cluster``: run the points on a Dask cluster (``jobs.run_points``).
     """
+    check_cluster(cluster)
     cfg = config if isinstance(config, LoadedConfig) else load_config(config, tuple(overrides))
     rules = check.rules(rules)
     jobs = check.jobs(jobs)
@@ -144,7 +147,8 @@ def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), wi
                   + (f"; overrides: {' '.join(cfg.overrides)}" if cfg.overrides else "")
                   + f"; writing {out_dir}{os.sep}", flush=True)
         try:
-            results = run_points(_point, points, out_dir, jobs=jobs, progress=progress, desc="compare")
+            results = run_points(_point, points, out_dir, jobs=jobs, progress=progress, desc="compare",
+                                  cluster=cluster)
         except OSError as exc:
             raise OutputError(f"{out_dir}: cannot write {RESULTS_NAME}: {exc.strerror or exc}") from None
         except KeyboardInterrupt as exc:

@@ -8,10 +8,14 @@ its point has finished, so a half-written point never counts as done.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
+
+from .cluster import PointsFailed, check_cluster, open_cluster, run_on_cluster
 
 RESULTS_NAME = "points.jsonl"
 
@@ -67,21 +71,35 @@ def load_done(path: str) -> dict:
 
 
 def run_points(fn, points: list, out_dir: str, jobs: int | None = None, progress: bool = True,
-               desc: str = "points") -> dict:
+               desc: str = "points", cluster=None) -> dict:
     """Evaluate ``fn(point) -> dict`` for every point not already in the log; returns key -> result.
 
     ``point`` is a dict with a unique ``key``. ``fn`` must be a module-level
     function (it runs in worker processes). ``jobs`` defaults to all cores;
     ``jobs=1`` runs in this process (simpler tracebacks, used by tests).
+    ``cluster`` (a Dask scheduler address, ``"local"`` or a ``distributed.Client``;
+    see ``chipsim.experiments.cluster``) runs the points on a Dask cluster
+    instead; results stream into the same log either way. Raises
+    ``PointsFailed`` if a point's workers kept dying, once every other point
+    is recorded.
     """
     from tqdm.auto import tqdm
+
+    check_cluster(cluster)
     os.makedirs(out_dir, exist_ok=True)
     log = os.path.join(out_dir, RESULTS_NAME)
     done = load_done(log)
     todo = [p for p in points if p["key"] not in done]
     jobs = jobs or os.cpu_count() or 1
-    bar = tqdm(total=len(points), initial=len(points) - len(todo), desc=desc, disable=not progress, unit="pt")
-    with open(log, "a", encoding="utf-8") as fh:
+    failed = []
+    with contextlib.ExitStack() as stack:
+        # connect first, so that an unreachable cluster is reported before any progress bar is drawn
+        client = stack.enter_context(open_cluster(cluster, min(jobs, len(todo))))\
+            if cluster is not None and todo else None
+        bar = tqdm(total=len(points), initial=len(points) - len(todo), desc=desc, disable=not progress, unit="pt")
+        stack.callback(bar.close)
+        fh = stack.enter_context(open(log, "a", encoding="utf-8"))
+
         def record(p, res):
             rec = {"key": p["key"], "point": p, **res}
             fh.write(json.dumps(rec, default=float) + "\n")
@@ -90,7 +108,9 @@ def run_points(fn, points: list, out_dir: str, jobs: int | None = None, progress
             done[p["key"]] = rec
             bar.update(1)
 
-        if jobs == 1 or len(todo) <= 1:
+        if client is not None:
+            failed = run_on_cluster(client, fn, todo, record, desc, say=lambda line: bar.write(line, file=sys.stderr))
+        elif jobs == 1 or len(todo) <= 1:
             for p in todo:
                 record(p, fn(p))
         else:
@@ -101,7 +121,10 @@ def run_points(fn, points: list, out_dir: str, jobs: int | None = None, progress
                 futures = {pool.submit(fn, p): p for p in todo}
                 for fut in as_completed(futures):
                     record(futures[fut], fut.result())
-    bar.close()
+    if failed:
+        raise PointsFailed(f"{desc}: {len(failed)} of {len(points)} points failed because their workers died "
+                           f"({', '.join(failed)}); the others are in {log}: rerun with the same output directory "
+                           "to retry only the failed ones")
     return {p["key"]: done[p["key"]] for p in points}
 
 

@@ -19,6 +19,7 @@ from ..rundir import check_writable
 from ..report import atomic_write, write_json
 from . import args as check
 from . import rule_table
+from .cluster import open_cluster
 from .compare import compare
 from .jobs import limit_threads, run_points, threads_per_job
 from .keys import point_key
@@ -86,14 +87,20 @@ def _accuracy_point(p: dict) -> dict:
 
 
 def reproduce(config: str | None = None, compare_config: str | None = None, out_dir: str = "reports",
-              quick: bool = False, jobs: int | None = None, progress: bool = True) -> dict:
+              quick: bool = False, jobs: int | None = None, progress: bool = True, cluster=None) -> dict:
     """Run every experiment of the plan and write ``out_dir/README.md`` plus one folder per experiment.
 
     ``config`` / ``compare_config`` default to the shipped presets ``44core_4bit`` and ``176core_512k``
-    (found beside the package, whatever the working directory).
+    (found beside the package, whatever the working directory). ``cluster``: run every experiment's
+    points on one Dask cluster, opened once for all of them (``chipsim.experiments.cluster``).
     """
     config = config or os.path.join(PRESET_DIR, "44core_4bit.yaml")
     compare_config = compare_config or os.path.join(PRESET_DIR, "176core_512k.yaml")
+    with open_cluster(cluster, jobs) as client:
+        return _reproduce(config, compare_config, out_dir, quick, jobs, progress, client)
+
+
+def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster) -> dict:
     plan = PLANS["quick" if quick else "full"]
     jobs = check.jobs(jobs) or os.cpu_count() or 1
     t0 = time.perf_counter()
@@ -116,7 +123,7 @@ def reproduce(config: str | None = None, compare_config: str | None = None, out_
               f"and latency vs depth, noise, bit widths and negatives, at the {plan.name} scale; writing "
               f"{out_dir}{os.sep}", flush=True)
     acc = run_points(_accuracy_point, points, os.path.join(out_dir, "accuracy"), jobs=jobs, progress=progress,
-                     desc="accuracy")
+                     desc="accuracy", cluster=cluster)
     results["accuracy"] = {p["rule"]: acc[p["key"]] for p in points}
     write_json(os.path.join(out_dir, "accuracy", "accuracy.json"), results["accuracy"])
     _plot_accuracy(results["accuracy"], os.path.join(out_dir, "accuracy", "accuracy.png"),
@@ -125,22 +132,24 @@ def reproduce(config: str | None = None, compare_config: str | None = None, out_
     # 2. memory and latency vs depth (Fig. 4A-B), at the paper's N = C-1 and at N = 1
     sweep_scale = _limits(plan.sweep_train_limit, plan.sweep_test_limit) + [f"training.epochs={plan.sweep_epochs}"]
     results["compare"] = compare(compare_config, ("bp", "df-o", "df-r"), plan.depths,
-                                 out_dir=os.path.join(out_dir, "compare"), jobs=jobs, progress=progress)
+                                 out_dir=os.path.join(out_dir, "compare"), jobs=jobs, progress=progress,
+                                 cluster=cluster)
     results["compare_n1"] = compare(compare_config, ("bp", "df-o", "df-r"), plan.depths,
                                     overrides=("learning.negatives=1",),
-                                    out_dir=os.path.join(out_dir, "compare_n1"), jobs=jobs, progress=progress)
+                                    out_dir=os.path.join(out_dir, "compare_n1"), jobs=jobs, progress=progress,
+                                    cluster=cluster)
     # 3. robustness (Fig. 4C-E and beyond), 4. bit widths (Fig. S3), 5. negatives (Table 2)
     results["noise"] = sweep(config, ("bp", "df-o"), noise=("shot", "impulse", "mismatch", "read", "stuck"),
                              levels=plan.levels, seeds=plan.seeds, overrides=sweep_scale,
-                             out_dir=os.path.join(out_dir, "noise"), jobs=jobs, progress=progress)
+                             out_dir=os.path.join(out_dir, "noise"), jobs=jobs, progress=progress, cluster=cluster)
     results["bits"] = sweep(config, ("df-o", "bp"), bits=plan.bits, seeds=plan.seeds, overrides=sweep_scale,
-                            out_dir=os.path.join(out_dir, "bits"), jobs=jobs, progress=progress)
+                            out_dir=os.path.join(out_dir, "bits"), jobs=jobs, progress=progress, cluster=cluster)
     results["negatives"] = sweep(config, ("df-o",), negatives=plan.negatives, seeds=plan.seeds,
                                  overrides=sweep_scale, out_dir=os.path.join(out_dir, "negatives"), jobs=jobs,
-                                 progress=progress)
+                                 progress=progress, cluster=cluster)
     # 6. every rule of the FF family on the chip (spans, chunks, Trifecta's OLU, CwC, one-pass heads)
     results["rules"] = rule_table.rule_table(config, plan.seeds, main, os.path.join(out_dir, "rules"), jobs,
-                                             progress, plan.rule_variants)
+                                             progress, plan.rule_variants, cluster)
     results["seconds"] = time.perf_counter() - t0
     atomic_write(os.path.join(out_dir, "README.md"), markdown(results, plan))
     return results

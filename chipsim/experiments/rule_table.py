@@ -59,7 +59,7 @@ def _point(p: dict) -> dict:
 
 
 def rule_table(config: str, seeds, scale: list, out_dir: str, jobs: int, progress: bool = True,
-               names=None) -> dict:
+               names=None, cluster=None) -> dict:
     """Run every variant (or those ``names``) over ``seeds`` at ``scale`` (overrides: epochs, limits);
     write rules.json."""
     variants = [v for v in VARIANTS if names is None or v[0] in names]
@@ -70,7 +70,7 @@ def rule_table(config: str, seeds, scale: list, out_dir: str, jobs: int, progres
             points.append({"key": point_key(f"{name.replace(' ', '_')}-s{seed}", load_config(config, tuple(overrides))),
                            "variant": name, "seed": seed, "config": config, "overrides": overrides,
                            "threads": threads_per_job(jobs)})
-    res = run_points(_point, points, out_dir, jobs=jobs, progress=progress, desc="rules")
+    res = run_points(_point, points, out_dir, jobs=jobs, progress=progress, desc="rules", cluster=cluster)
     rows = []
     for name, over, paper, source in variants:
         runs = [res[p["key"]] for p in points if p["variant"] == name]

@@ -9,6 +9,7 @@ an interrupted sweep resumes where it stopped.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 
@@ -20,6 +21,7 @@ from ..errors import ConfigError, OutputError
 from ..noise import KINDS, LEVELS, NoiseSpec
 from ..report import atomic_write, write_json
 from . import args as check
+from .cluster import check_cluster
 from .jobs import RESULTS_NAME, limit_threads, run_points, threads_per_job
 from .keys import point_key
 
@@ -90,7 +92,23 @@ def _train_point(p: dict) -> dict:
                 acc[f"{kind}:{level}"] = trainer.evaluate(x, data.y_test)["accuracy"]
     return {"accuracy": acc, "per_block": clean["per_block"], "seconds": time.perf_counter() - t0,
             "train_samples": int(len(data.y_train)), "test_samples": int(len(data.y_test)),
-            "data_kind": data.kind}
+            "data_kind": data.kind, "weights_sha256": weights_digest(trainer.net)}
+
+
+def weights_digest(net) -> str:
+    """SHA-256 of every trained number (master weights, BN running statistics, label embedding).
+
+    Accuracy on a small test set can agree while the weights differ; equal
+    digests show that two runs of a point (in this process, the local pool or
+    a Dask worker) trained the very same network.
+    """
+    h = hashlib.sha256()
+    for layer in net.layers():
+        for a in (layer.master.value, layer.running_mean, layer.running_var):
+            h.update(np.ascontiguousarray(a).tobytes())
+    if net.embedding is not None:
+        h.update(np.ascontiguousarray(net.embedding.value).tobytes())
+    return h.hexdigest()
 
 
 def _slices(cfg) -> dict:
@@ -136,15 +154,17 @@ def _check_arguments(rules, noise, levels, bits, negatives, seeds, gain_std):
 
 def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bits=(), negatives=(),
           seeds=(0,), overrides=(), out_dir: str | None = None, jobs: int | None = None, progress: bool = True,
-          gain_std: float = 0.0) -> dict:
+          gain_std: float = 0.0, cluster=None) -> dict:
     """Run the sweep; writes sweep.json, sweep.md and plots into ``out_dir``; returns the table.
 
     Exactly one of ``noise`` (kinds), ``bits`` or ``negatives`` is usually
     given; they may be combined. ``negatives`` items are ints or ``"avg"``
     (the paper's ablation: N = classes-1 averaged instead of max). A rerun
     into the same ``out_dir`` reuses the points whose settings are unchanged
-    (``keys.point_key``) and trains the others.
+    (``keys.point_key``) and trains the others. ``cluster``: run the trainings on a Dask cluster
+    (``jobs.run_points``).
     """
+    check_cluster(cluster)
     cfg = config if isinstance(config, LoadedConfig) else load_config(config, tuple(overrides))
     rules, gain_std = _check_arguments(rules, noise, levels, bits, negatives, seeds, gain_std)
     jobs = check.jobs(jobs) or os.cpu_count() or 1
@@ -182,7 +202,8 @@ def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bit
                   f"seeds {', '.join(map(str, seeds))}"
                   + (f"; overrides: {' '.join(base)}" if base else "") + f"; writing {out_dir}{os.sep}", flush=True)
         try:
-            results = run_points(_train_point, points, out_dir, jobs=jobs, progress=progress, desc="sweep")
+            results = run_points(_train_point, points, out_dir, jobs=jobs, progress=progress, desc="sweep",
+                                  cluster=cluster)
         except OSError as exc:
             raise OutputError(f"{out_dir}: cannot write {RESULTS_NAME}: {exc.strerror or exc}") from None
         except KeyboardInterrupt as exc:

@@ -1,0 +1,19 @@
+"""Point functions for tests/test_cluster.py, in a module of their own so that a Dask worker process
+(which has tests/ on its PYTHONPATH) imports them without importing the tests themselves."""
+import os
+import signal
+import time
+
+
+def die_as_told(p: dict) -> dict:
+    """``p["die"]``: "never" returns, "always" kills its worker, "once" kills it unless ``p["marker"]`` exists.
+
+    SIGKILL, not an exception: the worker process vanishes mid-task, as when a machine is lost. It
+    dies a little while into the task, as a training would, not in the instant its worker picks it up.
+    """
+    if p["die"] == "always" or (p["die"] == "once" and not os.path.exists(p["marker"])):
+        if p["die"] == "once":
+            open(p["marker"], "w").close()
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"value": len(p["key"]), "pid": os.getpid()}
