@@ -245,6 +245,11 @@ class Mapping:
                             choices=("streaming", "whole-batch"))
     feedback_storage: str = spec("stored", doc="DF-R random feedback weights kept in SRAM, or regenerated "
                                  "from a seed on the fly", choices=("stored", "seeded"))
+    batch_loss: str = spec("recompute", doc="a loss over the whole batch (cff's contrastive loss): recompute = a "
+                           "layer keeps only each sample's input and token mean until the batch's loss is known, "
+                           "then runs each sample's forward again for its backward (one more forward per layer and "
+                           "sample); keep = every sample's activations stay in SRAM until then (no extra work)",
+                           choices=("recompute", "keep"))
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from .schedules import learning_rate
 from .tracing import StepTracer
 from .update import apply_gradients, tensor_keys
 from .probe import LinearProbe
-from .vit_network import TransformerNetwork, check_rule_model
+from .vit_network import TransformerNetwork, check_rule_model, single_threaded
 from .vit_tracing import VitStepTracer
 
 CHECKPOINT_NAME = "checkpoint.pkl"
@@ -64,7 +64,8 @@ def build_network(hw, model, input_shape, num_classes):
     is_bp = hw.strategy == "bp"
     if model.is_transformer:
         return TransformerNetwork(model, input_shape, num_classes, hw.precision, hw.training.seed,
-                                  with_label=hw.uses_label, with_head=is_bp, normalise_inputs=hw.uses_label)
+                                  with_label=hw.uses_label, with_head=is_bp, normalise_inputs=hw.uses_label,
+                                  recompute=hw.loss == "contrastive" and hw.mapping.batch_loss == "recompute")
     net = Network(model, input_shape, num_classes, hw.precision, hw.training.seed,
                   with_label=hw.uses_label, with_head=is_bp, bn_backward=hw.learning.bn_backward,
                   label_encoding=hw.learning.label_encoding)
@@ -103,6 +104,8 @@ class Trainer:
                               f"({c} classes); allowed 1..{c - 1}")
         self.is_bp = hw.strategy == "bp"
         check_rule_model(hw, model)
+        if model.is_transformer:
+            single_threaded()
         self.net = build_network(hw, model, dataset.input_shape, c)
         if hw.loss == "cwc":
             check_cwc_divisible(model.blocks, c, origin=hw.workload.model)

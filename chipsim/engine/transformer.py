@@ -32,9 +32,13 @@ Widths (``Precision`` plus :class:`TransformerWidths`), and why:
   (``chipsim.engine.token_layers.LayerNorm``): a per-token mean and variance
   of accumulator values, whose output is requantized right away as the next
   product's operand.
-* Residual adds run at accumulator width (float32) inside a layer; only the
-  layer's output, which leaves the core, is requantized, signed, to
-  ``output_bits`` (default activation_bits). The token mean that the layer's
+* Residual adds run at accumulator width (float32) inside a layer; what
+  leaves a core is requantized, signed: the layer's output to ``output_bits``
+  (default activation_bits), and z, the attention half's output, to
+  ``stream_bits`` (default 8) -- on the chip the two halves of a layer run on
+  cores of their own (``chipsim.engine.vit_block``), and z is the residual
+  stream the MLP half adds to, so it keeps 8 bits where the output, which the
+  next layer normalises first, takes 4. The token mean that the layer's
   loss and the head read (``cache["pooled"]``) is taken before that
   requantization, at accumulator width, as QuantBlock's goodness is: a
   reduction the core runs on the value it has.
@@ -71,14 +75,15 @@ class TransformerWidths:
     attn_bits: int | None = None          # Q, K, V as operands of the attention products (signed)
     output_bits: int | None = None        # the layer output, stored and sent (signed)
     input_bits: int | None = 8            # the image's pixels, the patch projection's operand
+    stream_bits: int | None = 8           # z, the attention half's output, as it crosses to the MLP half (signed)
 
     def resolve(self, precision) -> TransformerWidths:
         a = precision.activation_bits
         if a == 32:
-            return TransformerWidths(32, 32, 32, 32)
-        attn, out, pixels = (a if v is None else check_bits(v) for v in (self.attn_bits, self.output_bits,
-                                                                         self.input_bits))
-        return TransformerWidths(max(check_bits(self.softmax_bits), a), attn, out, pixels)
+            return TransformerWidths(32, 32, 32, 32, 32)
+        attn, out, pixels, stream = (a if v is None else check_bits(v) for v in (self.attn_bits, self.output_bits,
+                                                                                 self.input_bits, self.stream_bits))
+        return TransformerWidths(max(check_bits(self.softmax_bits), a), attn, out, pixels, stream)
 
 
 def _prefixed(prefix: str, d: dict) -> dict:
@@ -110,6 +115,7 @@ class EncoderLayer:
         self.fc1 = QuantLinear(dim, mlp_dim, precision, rng, whole_input=True)
         self.fc2 = QuantLinear(mlp_dim, dim, precision, rng, whole_error=True)
         self.out_scale = ClippedScale(w.output_bits, signed=True, scale_mode=precision.scale)
+        self.stream_scale = ClippedScale(w.stream_bits, signed=True, scale_mode=precision.scale)
 
     @property
     def in_shape(self):
@@ -146,8 +152,8 @@ class EncoderLayer:
         qkv, c_qkv = self.qkv.forward(h, train)
         o, c_attn = self.attn.forward(qkv, train)
         a, c_proj = self.proj.forward(o, train)
-        z = K.residual_add(x, a)
-        return z, dict(ln1=c_ln1, qkv=c_qkv, attn=c_attn, proj=c_proj)
+        zq, zs = self.stream_scale.quantize(K.residual_add(x, a), update=train)
+        return dequantize(zq, zs, self.widths.stream_bits), dict(ln1=c_ln1, qkv=c_qkv, attn=c_attn, proj=c_proj)
 
     def forward_mlp(self, z, train: bool):
         """The second half, LN2 -> GELU MLP -> residual -> requantized output: (out, its part of the cache)."""
@@ -229,13 +235,14 @@ class EncoderLayer:
     # ------------------------------------------------------------ checkpoint
     def state(self):
         return dict(parts={k: p.state() for k, p in self.parts().items()}, attn=self.attn.state(),
-                    out_scale=self.out_scale.running)
+                    out_scale=self.out_scale.running, stream_scale=self.stream_scale.running)
 
     def load(self, s):
         for k, p in self.parts().items():
             p.load(s["parts"][k])
         self.attn.load(s["attn"])
         self.out_scale.running = s["out_scale"]
+        self.stream_scale.running = s["stream_scale"]
         self.requantize()
 
 

@@ -49,9 +49,19 @@ slice, which the trace already expresses (a ``reduce`` buffer and a send to a
 new.
 
 One ``forward`` call runs both halves; it notes where the first half's
-kernels end (``work.logged()``, in :attr:`TransformerBlock.work_cut`) so the
+kernels end (``work.logged()``, in :attr:`TransformerBlock.work_cuts`) so the
 tracer attributes each half's work to its own sub-layer. ``grad_weight``
 does the same (the MLP half's backward runs first).
+
+**Recompute** (``recompute=True``; ``mapping.batch_loss: recompute``, for a
+loss over the whole batch): the training forward keeps only what each half's
+core received -- the layer input on the attention cores, z (at
+``stream_bits``) on the MLP cores -- and the token mean the loss reads. Once
+the loss is known, each half's backward first runs its forward again from
+what its core kept (without moving the running scales, so it reproduces the
+first pass exactly). A core then holds one sample's activations at a time
+instead of the batch's, for one more forward per sample; both passes are the
+engine's work, so the trace costs both.
 """
 from __future__ import annotations
 
@@ -112,7 +122,8 @@ class TransformerBlock:
     use_bn = False
     goodness_bits = 32            # the token mean the objectives read is taken at accumulator width
 
-    def __init__(self, layer, attn_index: int, normalise_input: bool = False, sends_error: bool = False):
+    def __init__(self, layer, attn_index: int, normalise_input: bool = False, sends_error: bool = False,
+                 recompute: bool = False):
         self.layer = layer
         self.embeds = isinstance(layer, EmbedEncoderLayer)
         self.encoder = layer.encoder if self.embeds else layer
@@ -122,13 +133,14 @@ class TransformerBlock:
         self.prec = layer.prec
         self.normalise_input = bool(normalise_input)
         self.sends_error = bool(sends_error)
+        self.recompute = bool(recompute)
         enc = self.encoder
         self.tokens, self.dim = enc.tokens, enc.dim
         self.in_shape, self.out_shape = tuple(layer.in_shape), tuple(enc.out_shape)
         attn = (_EMBED if self.embeds else ()) + _ATTN
         self.parts = (SubLayer(attn_index, self.index, "attn", enc.heads, attn, _SHARED & frozenset(attn)),
                       SubLayer(self.index, self.index, "mlp", enc.mlp_dim, _MLP, _SHARED & frozenset(_MLP)))
-        self.work_cut = 0         # log position between the two halves' kernels, of the last forward/backward
+        self.work_cuts = ()       # log positions between the parts of the last forward / backward call
 
     @property
     def units(self) -> int:
@@ -155,20 +167,27 @@ class TransformerBlock:
 
     # ------------------------------------------------------------ forward
     def forward(self, a, train: bool):
-        """Tokens (N, T, E), or the first layer's images (or ``LabelledImages``) -> (out, cache)."""
-        extra = None
-        if isinstance(a, LabelledImages):
-            a, extra = a.images, a.patches
-        if self.normalise_input:
-            with split("replicated"):
-                a = K.token_l2_normalize(a)
-        z, c_attn = self.layer.forward_attention(a, train, extra) if self.embeds else \
-            self.layer.forward_attention(a, train)
-        self.work_cut = logged()
+        """Tokens (N, T, E), or the first layer's images (or ``LabelledImages``) -> (out, cache).
+
+        In training under ``recompute`` the cache keeps only what each half's core received (the layer input,
+        z) and what the loss reads (the token mean), plus ``kept``: the sizes the recomputed buffers take."""
+        z, c_attn = self._attention(a, train)
+        self.work_cuts = (logged(),)
         out, c_mlp = self.layer.forward_mlp(z, train)
         cache = {**c_attn, **c_mlp}
         cache["gsrc"] = cache["pooled"]
+        if self.recompute and train:
+            cache = dict(input=a, z=z, out=out, pooled=cache["pooled"], gsrc=cache["pooled"],
+                         kept=self.kept_buffers(cache))
         return out, cache
+
+    def _attention(self, a, train: bool):
+        """The attention half (after FF's input normalisation, if any): (z, its cache)."""
+        x, extra = (a.images, a.patches) if isinstance(a, LabelledImages) else (a, None)
+        if self.normalise_input:
+            with split("replicated"):
+                x = K.token_l2_normalize(x)
+        return self.layer.forward_attention(x, train, extra) if self.embeds else self.layer.forward_attention(x, train)
 
     # ------------------------------------------------------------ backward
     def backward_pre(self, err, cache):
@@ -178,11 +197,16 @@ class TransformerBlock:
         return err
 
     def grad_weight(self, gy, cache, rng):
-        """The layer's backward from the error at its output: gradients by tensor name. Under BP the error
-        at the input is kept for :meth:`grad_input`."""
-        g_mlp, gz = self.layer.backward_mlp(gy, cache, rng)
-        self.work_cut = logged()
-        g_attn, gx = self.layer.backward_attention(gz, cache, rng, input_grad=self.sends_error)
+        """The layer's backward from the error at its output: gradients by tensor name, the MLP half first.
+        Under BP the error at the input is kept for :meth:`grad_input`. Under ``recompute`` each half first
+        runs its forward again from what its core kept (the running scales stay as pass 1 set them, so the
+        second pass reproduces the first exactly)."""
+        again = "input" in cache
+        mlp = self.layer.forward_mlp(cache["z"], train=False)[1] if again else cache
+        g_mlp, gz = self.layer.backward_mlp(gy, mlp, rng)
+        self.work_cuts = (logged(),)
+        attn = self._attention(cache["input"], train=False)[1] if again else cache
+        g_attn, gx = self.layer.backward_attention(gz, attn, rng, input_grad=self.sends_error)
         cache["gx"] = gx
         return {**g_mlp, **g_attn}
 
@@ -205,7 +229,7 @@ class TransformerBlock:
 
         ``attn`` / ``mlp``: kept for the backward; ``*_partial``: a full-size float32 partial of a split
         product's output (W_proj, FC2), reduced over the slices; ``z``: the attention half's output
-        (float32, the residual stream), sent to the MLP half; ``out``: the layer output at output_bits;
+        (the residual stream, at stream_bits), sent to the MLP half; ``out``: the layer output at output_bits;
         ``pooled``: its token mean (float32), what the objectives read.
         """
         c, enc, w = cache, self.encoder, self.encoder.widths
@@ -221,7 +245,8 @@ class TransformerBlock:
                ("mlp_pre", 4 * c["u"].size, "units"),
                ("fc2_input", nbytes_of(c["fc2"]["xq"].size, enc.fc2.in_bits), "units")]
         stream = 4 * c["out"].size
-        return dict(attn=attn, mlp=mlp, attn_partial=stream, z=stream, mlp_partial=stream,
+        return dict(attn=attn, mlp=mlp, attn_partial=stream, z=nbytes_of(c["out"].size, w.stream_bits),
+                    mlp_partial=stream,
                     out=nbytes_of(c["out"].size, w.output_bits), pooled=4 * c["pooled"].size)
 
     def stored_bytes(self, cache) -> dict:

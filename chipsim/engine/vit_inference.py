@@ -59,7 +59,7 @@ class _VitRecorder(_InferenceRecorder):
     def block(self, blk, cache):
         """A transformer layer's forward (just run): its attention op, the send of z, its MLP op."""
         a, m = blk.parts
-        items, cut = self.log.take(), blk.work_cut
+        items, (cut,) = self.log.take(), blk.work_cuts
         kb = blk.kept_buffers(cache)
         z = self.rec.buffer(a.index, "attention_output", "act_update", kb["z"], "sample", "units")
         self.rec.op(a.index, "fwd", "attention", reads=[self.inp[a.index]] + self.par[a.index], writes=(z,),

@@ -44,7 +44,8 @@ class TransformerNetwork:
     label_table = None
 
     def __init__(self, model, input_shape, num_classes, precision, seed: int, with_label: bool, with_head: bool,
-                 normalise_inputs: bool = False, widths: TransformerWidths = TransformerWidths()):
+                 normalise_inputs: bool = False, recompute: bool = False,
+                 widths: TransformerWidths = TransformerWidths()):
         rng = np.random.default_rng([seed, 1])
         c, h, w = input_shape
         self.input_shape = tuple(input_shape)
@@ -55,7 +56,8 @@ class TransformerNetwork:
         layers = build_encoder(model.blocks, input_shape, precision, rng, widths, extra_tokens=int(with_label))
         depth = len(layers)
         self.blocks = [TransformerBlock(layer, attn_index=depth + 1 + i, normalise_input=normalise_inputs and i > 0,
-                                        sends_error=with_head and i > 0) for i, layer in enumerate(layers)]
+                                        sends_error=with_head and i > 0, recompute=recompute)
+                       for i, layer in enumerate(layers)]
         patch = model.blocks[0].patch
         self.label_patches = rng.random((num_classes, c * patch * patch), dtype=np.float32) if with_label else None
         last = self.blocks[-1]
@@ -108,3 +110,14 @@ def check_rule_model(hw, model) -> None:
         raise ConfigError(f"learning.span: {hw.span} (strategy {hw.strategy}): a vit model trains each encoder "
                           "layer on its own loss (span 1: rules cff, ff, symba, df) or by bp; errors between "
                           "transformer layers (df-o, df-r) are not implemented")
+
+
+def single_threaded() -> None:
+    """Run this process's numba and BLAS kernels on one thread.
+
+    A transformer layer's products are small (a few thousand token rows by 64-256 features), so a thread
+    hand-off costs more than it saves, and on a loaded machine far more: a CFF step of 32 samples on
+    vit_tiny measured 0.087 s on one thread against 4.3 s on two (2 shared cores; the standalone trainer
+    found the same, 15x)."""
+    from ..experiments.jobs import limit_threads
+    limit_threads(1)

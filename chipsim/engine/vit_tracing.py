@@ -44,7 +44,7 @@ def _is_vit(blk) -> bool:
 
 class VitStepTracer(StepTracer):
     def __init__(self, rec, net, optimizer, accumulators: dict, rule_is_bp: bool, extra_layers=()):
-        self.kept_attn, self.kept_mlp, self.stream, self.err_out = {}, {}, {}, {}
+        self.kept_attn, self.kept_mlp, self.stream, self.err_out, self.again = {}, {}, {}, {}, {}
         super().__init__(rec, net, optimizer, accumulators, rule_is_bp, extra_layers)
         patches = getattr(net, "label_patches", None)
         if self.on and patches is not None:               # FF's fixed label patches, where the patches enter
@@ -110,22 +110,25 @@ class VitStepTracer(StepTracer):
         self.inp[dst] = bid
 
     def forward(self, blk, cache, goodness: bool):
+        """A transformer layer's forward. Under recompute (``cache["kept"]``: the sizes the second pass's
+        buffers take) it keeps nothing for the backward: each half's core keeps what it received."""
         if not _is_vit(blk):
             return super().forward(blk, cache, goodness)
         if not self.on:
             return
         rec, l, cat = self.rec, blk.index, self.act_cat
         a, m = blk.parts
-        items, cut = self.log.take(), blk.work_cut
-        kb = blk.kept_buffers(cache)
-        ka = [rec.buffer(a.index, name, cat, nb, "sample", how) for name, nb, how in kb["attn"]]
+        items, (cut,) = self.log.take(), blk.work_cuts
+        again = "kept" in cache
+        kb = cache["kept"] if again else blk.kept_buffers(cache)
+        ka = [] if again else [rec.buffer(a.index, name, cat, nb, "sample", how) for name, nb, how in kb["attn"]]
         partial = rec.buffer(a.index, "proj_partial", cat, kb["attn_partial"], "sample", "reduce")
         z = rec.buffer(a.index, "attention_output", cat, kb["z"], "sample", "units")
         rec.op(a.index, "fwd", "attention", work=items[:cut], reads=[self.inp[l]] + self._weights(a.index),
                writes=tuple(ka) + (partial, z))
         z_in = rec.buffer(m.index, "input", "noc_buffers", kb["z"], "sample", "replicated")
         rec.send(a.index, m.index, "attention output", z, z_in, kb["z"], "activation")
-        km = [rec.buffer(m.index, name, cat, nb, "sample", how) for name, nb, how in kb["mlp"]]
+        km = [] if again else [rec.buffer(m.index, name, cat, nb, "sample", how) for name, nb, how in kb["mlp"]]
         partial = rec.buffer(m.index, "fc2_partial", cat, kb["mlp_partial"], "sample", "reduce")
         out = rec.buffer(m.index, "output", cat, kb["out"], "sample", "units")
         pooled = rec.buffer(m.index, "token_mean", cat, kb["pooled"], "sample", "units")
@@ -134,35 +137,47 @@ class VitStepTracer(StepTracer):
         self.kept_attn[l], self.kept_mlp[l] = ka, km
         self.kept[l] = dict(out=out, gsrc=pooled)
         self.stream[l] = cache["out"].size
+        self.again[l] = (kb, z_in) if again else None
 
     # ---------------------------------------------------------------- backward
     def grad_weight(self, blk, losses):
+        """A transformer layer's backward, the MLP half then the attention half. Under recompute each half
+        reads what its core kept (z; the layer input) and writes its recomputed buffers, which live while
+        its backward runs."""
         if not _is_vit(blk):
             return super().grad_weight(blk, losses)
         if not self.on:
             return
-        rec, l = self.rec, blk.index
+        rec, l, cat = self.rec, blk.index, self.act_cat
         a, m = blk.parts
-        items, cut = self.log.take(), blk.work_cut
+        items, (cut,) = self.log.take(), blk.work_cuts
         nb = nbytes_of(self.stream[l], self.p.gradient_bits)
         k = self.kept[l]
         squared = [k["gsrc"]] if "g" in k and l in losses else []      # a goodness gradient reads the token mean
+        again = self.again.pop(l, None)
+        if again is None:
+            reads_m, reads_a, temp_m, temp_a = self.kept_mlp.pop(l), self.kept_attn.pop(l), [], []
+        else:
+            kb, z_in = again
+            reads_m, reads_a = [z_in], [self.inp[l]]
+            temp_m = [rec.buffer(m.index, name, cat, b, "sample", how) for name, b, how in kb["mlp"]]
+            temp_a = [rec.buffer(a.index, name, cat, b, "sample", how) for name, b, how in kb["attn"]]
         par = self.params[m.index]
         partial = rec.buffer(m.index, "fc1_grad_partial", "gradients", nb, "sample", "reduce")
         gz = rec.buffer(m.index, "error_out", "gradients", nb, "sample", "units")
-        rec.op(m.index, "grad_w", "mlp backward", work=items[:cut],
-               reads=self._deciders(l, losses) + squared + self.kept_mlp.pop(l) + self._weights(m.index),
-               writes=(par["gacc"], par["gacc_shared"], partial, gz))
+        rec.op(m.index, "grad_w", "mlp backward" + (" (recompute)" if again else ""), work=items[:cut],
+               reads=self._deciders(l, losses) + squared + reads_m + self._weights(m.index),
+               writes=tuple(temp_m) + (par["gacc"], par["gacc_shared"], partial, gz))
         gz_in = rec.buffer(a.index, "error_in", "gradients", nb, "sample", "replicated")
         rec.send(m.index, a.index, "error", gz, gz_in, nb, "error")
         par = self.params[a.index]
-        writes = [par["gacc"], par["gacc_shared"], rec.buffer(a.index, "qkv_grad_partial", "gradients", nb, "sample",
-                                                              "reduce")]
+        writes = temp_a + [par["gacc"], par["gacc_shared"],
+                           rec.buffer(a.index, "qkv_grad_partial", "gradients", nb, "sample", "reduce")]
         if blk.sends_error:
             self.err_out[l] = rec.buffer(a.index, "error_out", "gradients", nb, "sample", "units")
             writes.append(self.err_out[l])
-        rec.op(a.index, "grad_w", "attention backward", work=items[cut:],
-               reads=[gz_in] + self.kept_attn.pop(l) + self._weights(a.index), writes=tuple(writes))
+        rec.op(a.index, "grad_w", "attention backward" + (" (recompute)" if again else ""), work=items[cut:],
+               reads=[gz_in] + reads_a + self._weights(a.index), writes=tuple(writes))
 
     def error_down(self, blk, below, rows, use_feedback: bool, loss: int):
         """BP's error from a transformer layer's input into the layer below (computed by its attention
