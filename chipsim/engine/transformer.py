@@ -22,10 +22,8 @@ Widths (``Precision`` plus :class:`TransformerWidths`), and why:
   of the signed range (codes 0 .. 2**(b-1) - 1), so the patch projection runs
   on the same b-bit lanes instead of needing b + 1 bits for unsigned codes.
   Pixels are ``input_bits`` wide (default 8, the sensor's width; as usual for
-  a quantized network's first layer): at 4 bits the image keeps 8 levels, and
-  CFF on vit_tiny lost 3.7 points of test accuracy (70.1% vs 73.8%, mnist5k,
-  3 epochs, seed 0: ``cff_standalone`` with ``--input-bits 4`` vs without),
-  for a product that is ~1.5% of the encoder's forward MACs.
+  a quantized network's first layer): at 4 bits the image keeps only 8
+  levels, for a product that is ~1.5% of the encoder's forward MACs.
 * Attention products: see ``chipsim.engine.mhsa`` (Q/K/V at ``attn_bits``,
   softmax in float32 on accumulator-width scores, P at ``softmax_bits``).
 * LayerNorm statistics and normalisation are float32 on the vector unit

@@ -13,10 +13,9 @@ interface the rules, the trainer and inference use (``blocks``, ``layers()``,
   SymBa's fixed label patch), through the same projection as the image's
   patches and with its own position embedding. The neutral label (the linear
   probe's pass) is a zero patch, as in the paper. ``learning.label_encoding``
-  does not apply;
-  such a rule also divides each token of a layer's input by its L2 norm (the
-  paper's ``x = f / norm2(f)``), so a layer cannot read its goodness off the
-  residual stream of the layer below;
+  does not apply. Such a rule also divides each token of a layer's input by
+  its L2 norm (the paper's ``x = f / norm2(f)``), so a layer cannot read its
+  goodness off the residual stream of the layer below;
 * BP's head is a linear classifier on the token mean of the last layer's
   output (``vit_block.TokenMeanHead``);
 * rows are never dropped: ``bn_backward`` is not ``fixed-stats``, so the step
@@ -117,7 +116,6 @@ def single_threaded() -> None:
 
     A transformer layer's products are small (a few thousand token rows by 64-256 features), so a thread
     hand-off costs more than it saves, and on a loaded machine far more: a CFF step of 32 samples on
-    vit_tiny measured 0.087 s on one thread against 4.3 s on two (2 shared cores; the standalone trainer
-    found the same, 15x)."""
+    vit_tiny measured 0.087 s on one thread against 4.3 s on two, on 2 shared cores."""
     from ..experiments.jobs import limit_threads
     limit_threads(1)

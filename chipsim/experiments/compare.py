@@ -16,7 +16,7 @@ import os
 import time
 
 
-from ..config import LoadedConfig, load_config
+from ..config import RULES, LoadedConfig, load_config
 from ..errors import ConfigError, MappingError
 from ..modelspec import cnn_family
 from ..report import atomic_write, write_json
@@ -92,9 +92,11 @@ def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), wi
     if own_model:
         depths = (cfg.model.depth,)
     rules = list(rules)
-    bad = [r for r in rules if r not in ("bp", "ff", "symba", "df", "df-o", "df-r")]
+    allowed = RULES if own_model else ("bp", "ff", "symba", "df", "df-o", "df-r")   # the family is conv/dense
+    bad = [r for r in rules if r not in allowed]
     if bad:
-        raise ConfigError(f"--rules: {bad[0]!r} is not a rule; allowed: bp, ff, symba, df, df-o, df-r")
+        raise ConfigError(f"--rules: {bad[0]!r} is not a rule{'' if own_model else ' of the depth family'}; "
+                          f"allowed: {', '.join(allowed)}")
     if any(d < 2 for d in depths):
         raise ConfigError("--depths: every depth must be >= 2 (conv blocks + one dense block)")
     out_dir = out_dir or os.path.join("reports", "runs", f"{cfg.name}-compare-{time.strftime('%Y%m%d-%H%M%S')}")
