@@ -96,7 +96,7 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", metavar="HWCONFIG", help="chip + workload file, e.g. hwconfigs/44core_4bit.yaml")
     add_set_option(p)
     add_out_option(p, "reports/runs/<config>-<timestamp>/")
-    p.add_argument("--rule", help="shorthand for --set workload.rule=RULE (bp, ff, symba, df, df-o, df-r, cwc)")
+    p.add_argument("--rule", help="shorthand for --set workload.rule=RULE (bp, ff, symba, df, df-o, df-r, cwc, cff)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 

@@ -184,3 +184,57 @@ def test_chipsim_run_cff_on_vit_tiny_reaches_the_bar(tmp_path):
     by_op = s["chip"]["energy"]["by_op"]
     assert {"attn_scores", "attn_values", "softmax", "layernorm"} <= set(by_op)
     assert list(s["inference"]) == ["one-pass head"] and s["inference"]["one-pass head"]["passes"] == 1
+
+
+def test_vit_table_at_smoke_scale(tmp_path):
+    """The reproduction table's four variants over one seed, at a scale that only checks the plumbing:
+    per-epoch accuracy, chip costs per step and per inference mode, and the paper's findings as sentences
+    that carry our numbers (rerunning resumes from points.jsonl)."""
+    from chipsim.experiments.vit_table import VARIANTS, epochs_to_converge, markdown, vit_table
+    scale = ["training.epochs=2", "workload.train_limit=64", "workload.test_limit=40", "learning.head_epochs=2",
+             "training.batch_size=16"]
+    table = vit_table(CONFIG, [0], scale, str(tmp_path), jobs=1, progress=False)
+    rows = {r["variant"]: r for r in table["rows"]}
+    assert list(rows) == [v[0] for v in VARIANTS] == ["cff", "cff+m", "ff", "bp"]
+    for r in rows.values():
+        assert len(r["per_epoch_mean"]) == 2 and r["per_epoch_mean"][-1] == pytest.approx(r["accuracy_mean"])
+        assert r["latency_us"] > 0 and r["energy_step_pj"] > 0 and r["total_peak_bytes"] >= r["peak_core_bytes"]
+    assert set(rows["ff"]["inference"]) == {"decode", "one-pass head"} and rows["ff"]["head_accuracy_mean"] is not None
+    assert list(rows["cff"]["inference"]) == ["one-pass head"]
+    assert rows["ff"]["inference"]["decode"]["passes"] == 10
+    text = "\n".join(markdown(table))
+    assert "CFF above FF" in text and "CFF close to BP" in text and "converges faster" in text
+    assert f"{100 * rows['bp']['accuracy_mean']:.1f}%" in text
+    assert epochs_to_converge([0.5, 0.7, 0.705]) == 2 and epochs_to_converge([0.9, 0.7]) == 1
+    again = vit_table(CONFIG, [0], scale, str(tmp_path), jobs=1, progress=False)     # resumed, same numbers
+    assert again["rows"] == table["rows"]
+
+
+def test_cff_resume_continues_bit_identically(tmp_path):
+    from chipsim.data import load_dataset
+    over = VIT + ("workload.rule=cff", "workload.train_limit=48", "workload.test_limit=30", "training.batch_size=16",
+                  "learning.head_epochs=2", "training.epochs=2")
+
+    def trainer():
+        cfg = load_config(CONFIG, over)
+        return Trainer(cfg.hw, cfg.model, load_dataset("mnist5k", train_limit=48, test_limit=30))
+
+    full = trainer()
+    full.run(progress=False, record_trace=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop(stats):
+        raise Stop
+
+    with pytest.raises(Stop):
+        trainer().run(progress=False, checkpoint_dir=str(tmp_path), on_epoch=stop, record_trace=False)
+    resumed = trainer()
+    resumed.resume(str(tmp_path / "checkpoint.pkl"))
+    assert resumed.epoch == 1
+    resumed.run(progress=False, record_trace=False)
+    for a, b in zip(full.net.layers(), resumed.net.layers()):
+        for name, m in a.masters().items():
+            np.testing.assert_array_equal(m.value, b.masters()[name].value, err_msg=name)
+    assert full.history[-1].test_accuracy == resumed.history[-1].test_accuracy

@@ -24,6 +24,7 @@ weights, widths and optimizer state are the chip's (``weight_bits``,
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -65,7 +66,7 @@ class LinearProbe:
     def fit(self, x, y, step=None) -> None:
         """Train the probe from its seeded start on the features of ``x`` for ``epochs`` passes."""
         p = self.prec
-        self.layer.load(self._start)
+        self.layer.load(copy.deepcopy(self._start))   # load keeps the BN statistics' arrays, which training updates
         f, y = self.features(x), np.asarray(y)
         opt = make_optimizer("adam", 0.0, p.optimizer_bits, p.rounding, p.scale)
         opt.register(KEY, self.layer.w_shape)
