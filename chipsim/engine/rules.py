@@ -4,7 +4,7 @@ A local rule is a composition of three parts (``LocalRule``), so FF, SymBa,
 greedy DF, DF-O and DF-R are data, not branches of ``local_step``:
 
 * **rows** (``rows.py``): how a sample becomes rows -- a positive and N
-  negatives (FF, SymBa, DF), or one row (CwC);
+  negatives (FF, SymBa, DF), one row (CwC), or two augmented views (CFF);
 * **objective** (``objectives.py``): the per-block loss on the block's
   output (goodness losses, CwC's channel-wise cross-entropy, CFF's
   contrastive loss), the rows it gives an error, and how it decodes;

@@ -96,8 +96,9 @@ def markdown(table: dict) -> list:
     rows = {r["variant"]: r for r in table["rows"]}
     n = len(table["seeds"])
     lines = ["## Contrastive Forward-Forward on a vision transformer", "",
-             f"`{table['model']}` (ViT[64 4 4], 7x7 patches) on mnist5k, {' '.join(table['scale']) or 'default scale'}, "
-             f"{n} seed(s) ({', '.join(map(str, table['seeds']))}); mean ± standard deviation over seeds. CFF and "
+             f"`{table['model']}` (ViT[64 4 4], 7x7 patches) on mnist5k, "
+             f"{' '.join(table['scale']) or 'default scale'}, {n} seed(s) ({', '.join(map(str, table['seeds']))}); "
+             "mean ± standard deviation over seeds. CFF and "
              "CFF+M are judged by their linear probe on the frozen encoder (stage 2); FF by goodness under each "
              "label patch, its probe in the head column; BP by its head. Chip figures: one training step of the "
              "default 44-core 4-bit chip (a layer is two sub-layers: attention split by heads, MLP by hidden "
@@ -126,26 +127,26 @@ def findings(rows: dict) -> list:
     to_bp = best["accuracy_mean"] - bp["accuracy_mean"]
     paper_gap = max(cff["paper"], cffm["paper"]) - ff["paper"]
     paper_bp = max(cff["paper"], cffm["paper"]) - bp["paper"]
-    out = [f"- **CFF above FF** (paper: {cffm['paper_source']}, CFF+M {cffm['paper']}% vs FF {ff['paper']}%, "
+    out = [f"- **CFF above FF** (the paper's Table 1: CFF+M {cffm['paper']}% vs FF {ff['paper']}%, "
            f"{paper_gap:+.1f} points). Ours: {best['variant']} {_pct(best['accuracy_mean'])}% vs FF "
            f"{_pct(ff['accuracy_mean'])}% ({100 * gap:+.1f} points): "
            f"{'reproduced' if gap > 0 else 'not reproduced'}. The margins "
            f"{'help' if cffm['accuracy_mean'] > cff['accuracy_mean'] else 'do not help'} here "
            f"(CFF+M {100 * (cffm['accuracy_mean'] - cff['accuracy_mean']):+.1f} points against CFF; paper "
            f"{cffm['paper'] - cff['paper']:+.1f}).",
-           f"- **CFF close to BP** (paper: CFF+M {paper_bp:+.1f} points against BP+CE on this model). Ours: "
+           f"- **CFF close to BP** (the paper's Table 3: CFF+M {paper_bp:+.1f} points against BP+CE on this "
+           "model). Ours: "
            f"{best['variant']} {100 * to_bp:+.1f} points against BP ({_pct(bp['accuracy_mean'])}%): "
            f"{'within 3 points' if abs(to_bp) <= 0.03 else 'not within 3 points'}.",
-           f"- **CFF converges faster than FF** (paper Fig. 6: 3 to 20 times fewer epochs). Ours, epochs until "
-           f"the accuracy is within {CONVERGED_POINTS:g} point of its last: " + ", ".join(
+           f"- **CFF converges faster than FF** (the paper's Fig. 6: 3 to 20 times fewer epochs). Ours, epochs "
+           f"until the accuracy is within {CONVERGED_POINTS:g} point of its last (of {len(cff['per_epoch_mean'])}): " + ", ".join(
                f"{r['variant']} {r['epochs_to_converge']}" for r in (cff, cffm, ff, bp)) +
            f"; after epoch 1, CFF has {_pct(cff['per_epoch_mean'][0] / max(cff['per_epoch_mean'][-1], 1e-9))}% "
            f"of its last accuracy, FF {_pct(ff['per_epoch_mean'][0] / max(ff['per_epoch_mean'][-1], 1e-9))}%.",
-           f"- **On the chip.** Against BP, per step: SRAM (sum over cores) " + ", ".join(
-               f"{r['variant']} {r['total_peak_bytes'] / bp['total_peak_bytes']:.2f}x" for r in (cff, cffm, ff)) +
-           "; latency " + ", ".join(f"{r['variant']} {r['latency_us'] / bp['latency_us']:.2f}x" for r in (cff, cffm, ff)) +
-           "; energy " + ", ".join(f"{r['variant']} {r['energy_step_pj'] / bp['energy_step_pj']:.2f}x"
-                                   for r in (cff, cffm, ff)) +
+           "- **On the chip.** Against BP, per step: " + "; ".join(
+               f"{what} " + ", ".join(f"{r['variant']} {r[key] / bp[key]:.2f}x" for r in (cff, cffm, ff))
+               for what, key in (("SRAM (sum over cores)", "total_peak_bytes"), ("latency", "latency_us"),
+                                 ("energy", "energy_step_pj"))) +
            ". CFF's loss couples the batch, so each layer runs its forward twice (mapping.batch_loss: recompute) "
            "rather than hold the batch's activations; one CFF inference is one pass and the probe, where FF's "
            f"goodness decoding takes {ff['inference'].get('decode', {}).get('passes', '?')} passes."]
