@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .work import costed
 
+AUGMENT_OPS = 1          # per element: one move of the shifted window (the offset's two draws are per image)
+
+
+@costed("augment", count=lambda a, out: AUGMENT_OPS * out.size + 2 * out.shape[0])
 def random_translate(x, max_shift: int, rng):
     """Shift each image of ``x`` (N, C, H, W) by its own random (dy, dx) in [-max_shift, max_shift], zero fill."""
     x = np.asarray(x, dtype=np.float32)

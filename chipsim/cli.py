@@ -108,7 +108,7 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
     add_set_option(p)
     add_out_option(p, "reports/runs/<config>-<timestamp>/")
     p.add_argument("--rule", help="shorthand for --set workload.rule=RULE (bp, ff, symba, df, df-o, df-r, "
-                                   "cwc; any case)")
+                                   "cwc, cff; any case)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint, "
                    "in its run directory (the config must match; more training.epochs is allowed)")
     p.add_argument("--quiet", action="store_true", help="no start line, progress bar or per-epoch lines")

@@ -20,7 +20,7 @@ from .safe_yaml import YamlSyntaxError, clip, parse
 from .schema import Where, build, field_names, read_yaml_file, spec, to_plain
 
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
-RULES = ("bp", "ff", "symba", "df", "df-o", "df-r", "cwc")
+RULES = ("bp", "ff", "symba", "df", "df-o", "df-r", "cwc", "cff")
 DATASET_NAMES = ("mnist5k", "mnist", "fashion_mnist", "cifar10", "svhn")
 # (channels, height, width, classes) per dataset: shapes are checked, and `map` runs, without data files
 DATASET_SHAPES = {"mnist5k": (1, 28, 28, 10), "mnist": (1, 28, 28, 10), "fashion_mnist": (1, 28, 28, 10),
@@ -123,8 +123,9 @@ class Precision:
 @dataclass(frozen=True)
 class Workload:
     model: str = spec(doc="model file (models/*.yaml), relative to this file", path=True)
-    rule: str = spec("df-r", doc="learning rule (cwc: channel-wise competitive, no label and no negatives)",
-                     choices=RULES)
+    rule: str = spec("df-r", doc="learning rule (cwc: channel-wise competitive, no label and no negatives; cff: "
+                     "contrastive forward-forward on a vit model, two augmented views and a supervised contrastive "
+                     "loss per layer, then a linear probe)", choices=RULES)
     dataset: str = spec("mnist5k", doc="dataset; mnist5k needs no download", choices=DATASET_NAMES)
     data_root: str = spec("~/.cache/chipsim/data", doc="where torchvision datasets live", path=True)
     download: bool = spec(False, doc="let torchvision download missing files (needs internet)")
@@ -170,7 +171,7 @@ class Training:
 @dataclass(frozen=True)
 class Learning:
     loss: str = spec("auto", doc="per-block loss; auto takes it from workload.rule",
-                     choices=("auto", "ff", "symba", "df", "cwc", "ce"))
+                     choices=("auto", "ff", "symba", "df", "cwc", "contrastive", "ce"))
     strategy: str = spec("auto", doc="update strategy; auto takes it from workload.rule",
                          choices=("auto", "greedy", "df-o", "df-r", "bp"))
     olu_schedule: str = spec("every-step", doc="overlapping groups: every loss every step (DF), or the Trifecta's "
@@ -207,6 +208,17 @@ class Learning:
                                choices=("learned", "random", "onehot"))
     decode_last_k: int = spec(1, doc="decode by goodness summed over the last k blocks (1: on the 4-block "
                               "default model the last block alone decodes best on validation)", min=1)
+    temperature: float = spec(0.1, doc="contrastive loss temperature tau (cff)", min=0, min_exclusive=True)
+    contrastive_margin: Tuple[float, ...] = spec((0.0,), doc="marginal contrastive loss margin m (the CFF paper's "
+                                                 "Eq. 15; 0 = the supervised contrastive loss, Eq. 3): one value for "
+                                                 "every layer, or one per layer (CFF+M: 0.4 falling linearly to 0.1)",
+                                                 unit="cosine similarity", scalar_list=True)
+    augment: int = spec(2, doc="cff's two views: each is the image shifted by a seeded random (dy, dx) of at most "
+                        "this many pixels, zero-filled (a random crop of the zero-padded image); 0 = two identical "
+                        "views", unit="pixels", min=0)
+    head_epochs: int = spec(100, doc="vit models: passes of the linear probe over the frozen encoder's token means "
+                            "(stage 2: Adam, lr 1e-2 cosine, batch 64, retrained after every epoch); the head of cff, "
+                            "and of ff/symba/df with inference: head", min=1)
     bn_backward: str = spec("fixed-stats", doc="errors through BN: also through the batch mean and variance "
                             "(autograd's gradient; couples every row of the batch), or with the statistics "
                             "held fixed (a per-channel scale; rows independent, so a core keeps and "
@@ -218,6 +230,10 @@ class Learning:
         if self.chunk_alternate and self.grouping != "chunked":
             raise where.error(f"{path}chunk_alternate", "applies to grouping: chunked only; overlapping groups "
                               "alternate with learning.olu_schedule: alternate")
+        bad = [m for m in self.contrastive_margin if not 0 <= m <= 2]
+        if not self.contrastive_margin or bad:
+            raise where.error(f"{path}contrastive_margin", f"{_fmt(list(self.contrastive_margin))}: give one margin or "
+                              "one per layer, each in [0, 2] (a cosine similarity shift)")
         if self.olu_schedule == "alternate" and self.grouping != "overlapping":
             raise where.error(f"{path}olu_schedule", "alternate applies to grouping: overlapping only; chunked "
                               "groups alternate with learning.chunk_alternate: true")
@@ -235,6 +251,11 @@ class Mapping:
                             choices=("streaming", "whole-batch"))
     feedback_storage: str = spec("stored", doc="DF-R random feedback weights kept in SRAM, or regenerated "
                                  "from a seed on the fly", choices=("stored", "seeded"))
+    batch_loss: str = spec("recompute", doc="a loss over the whole batch (cff's contrastive loss): recompute = a "
+                           "layer keeps only each sample's input and token mean until the batch's loss is known, "
+                           "then runs each sample's forward again for its backward (one more forward per layer and "
+                           "sample); keep = every sample's activations stay in SRAM until then (no extra work)",
+                           choices=("recompute", "keep"))
 
 
 @dataclass(frozen=True)
@@ -279,7 +300,8 @@ class HwConfig:
         """The per-block loss after resolving ``auto`` from the rule."""
         if self.learning.loss != "auto":
             return self.learning.loss
-        return {"bp": "ce", "ff": "ff", "symba": "symba", "cwc": "cwc"}.get(self.workload.rule, "df")
+        return {"bp": "ce", "ff": "ff", "symba": "symba", "cwc": "cwc", "cff": "contrastive"}.get(self.workload.rule,
+                                                                                                 "df")
 
     @property
     def strategy(self) -> str:
@@ -299,8 +321,9 @@ class HwConfig:
 
     @property
     def uses_label(self) -> bool:
-        """Does the input carry a label? Not for BP (a head decides) nor CwC (channel groups decide)."""
-        return self.strategy != "bp" and self.loss != "cwc"
+        """Does the input carry a label? Not for BP (a head decides), CwC (channel groups decide) nor CFF
+        (the labels pick the positive pairs of its loss)."""
+        return self.strategy != "bp" and self.loss not in ("cwc", "contrastive")
 
 
 @dataclass(frozen=True)

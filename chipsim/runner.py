@@ -100,23 +100,9 @@ class _Synthetic:
         return self.x_train.shape[1:]
 
 
-def require_engine_model(cfg: LoadedConfig) -> None:
-    """Stop with one line, not a traceback, on a model the training loop cannot run yet.
-
-    vit models have their layers and losses (``chipsim.engine.transformer``,
-    ``chipsim.engine.contrastive``) but no rule composition behind
-    ``chipsim run`` yet; their standalone CFF trainer is the way to train them.
-    """
-    if cfg.model.is_transformer:
-        from .errors import ConfigError
-        raise ConfigError(f"{cfg.path}: workload.model: {cfg.model.name} has vit blocks, which `chipsim run` "
-                          "cannot train yet; use python -m chipsim.engine.cff_standalone")
-
-
 def _one_step(cfg: LoadedConfig):
     """A Trainer that has executed one real, traced training step on synthetic input."""
     from .engine.trainer import Trainer
-    require_engine_model(cfg)
     hw = cfg.hw
     data = _Synthetic(hw.workload.dataset, DATASET_SHAPES[hw.workload.dataset], hw.training.batch_size,
                       hw.training.seed)
@@ -135,11 +121,13 @@ def cost_inference(trainer, x_one, hw, mapping) -> dict:
 
     Goodness decoding runs the sample under every label (C passes through the
     blocks), BP one pass; the engine executes it and the chip costs its trace.
+    A rule that does not decode by itself (CFF) has only its head's pass.
     """
     from .chip import simulate_on
     from .engine.inference import trace_inference
     objective = None if trainer.is_bp else trainer.rule.objective
-    modes = {"one-pass head" if trainer.is_bp else "decode": None}
+    decodes = getattr(objective, "decodes", True)
+    modes = {"one-pass head" if trainer.is_bp else "decode": None} if decodes else {}
     if trainer.head is not None:
         modes["one-pass head"] = trainer.head
     out = {}
@@ -227,7 +215,6 @@ def run(config, overrides=(), out_dir: str | None = None, progress: bool = True,
     the exact command that continues the run.
     """
     cfg = config if isinstance(config, LoadedConfig) else load_config(config, tuple(overrides))
-    require_engine_model(cfg)
     hw = cfg.hw
     wl = hw.workload
     state = ckpt = resume_dir = None

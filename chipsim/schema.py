@@ -23,10 +23,12 @@ _MISSING = dataclasses.MISSING
 
 def spec(default=_MISSING, *, doc: str, unit: str | None = None, choices=None,
          min: float | None = None, max: float | None = None, min_exclusive: bool = False,
-         path: bool = False):
-    """A dataclass field with the metadata the converter validates and documents."""
+         path: bool = False, scalar_list: bool = False):
+    """A dataclass field with the metadata the converter validates and documents.
+
+    ``scalar_list``: a list field that also takes one value, meaning a one-element list."""
     meta = dict(doc=doc, unit=unit, choices=tuple(choices) if choices else None,
-                min=min, max=max, min_exclusive=min_exclusive, path=path)
+                min=min, max=max, min_exclusive=min_exclusive, path=path, scalar_list=scalar_list)
     if isinstance(default, (dict, list)):
         frozen = default
         return dataclasses.field(default_factory=lambda: type(frozen)(frozen), metadata=meta)
@@ -141,6 +143,8 @@ def convert(tp, value, key: str, where: Where, meta: dict | None = None):
         return out
     if origin is tuple:
         (etp, *_rest) = typing.get_args(tp)
+        if meta.get("scalar_list") and not isinstance(value, (list, dict)):
+            value = [value]
         if not isinstance(value, list):
             raise where.error(key, f"expected {_type_name(tp)}, got {shorten(value)}")
         return tuple(convert(etp, v, f"{key}[{i}]", where) for i, v in enumerate(value))
@@ -213,7 +217,8 @@ def reference(cls, prefix: str = "") -> list[tuple[str, str, str, str, str]]:
             allowed.append((">" if m.get("min_exclusive") else ">=") + f" {_num(m['min'])}")
         if m.get("max") is not None:
             allowed.append(f"<= {_num(m['max'])}")
-        rows.append((full, _type_name(tp), default, "; ".join(allowed), m.get("doc", "")))
+        kind = _type_name(tp) + (" (or one value)" if m.get("scalar_list") else "")
+        rows.append((full, kind, default, "; ".join(allowed), m.get("doc", "")))
     return rows
 
 

@@ -102,6 +102,8 @@ KINDS = {
     "bias_add": (VECTOR, "bias or position-embedding add"),
     "bias_grad": (VECTOR, "bias or position-embedding gradient: sum of errors over rows"),
     "residual_add": (VECTOR, "residual connection add"),
+    "token_l2norm": (VECTOR, "L2 normalisation of each token (FF's layer input on a vision transformer)"),
+    "augment": (VECTOR, "an augmented view of an input: its random offset drawn, the shifted window copied"),
 }
 
 
@@ -164,6 +166,14 @@ def open_log(log=_NEW):
 
 def logging_active() -> bool:
     return _ACTIVE is not None
+
+
+def logged() -> int:
+    """How many items the open log holds (0 when none).
+
+    A layer whose one call is the work of two cores (a transformer layer's attention and MLP halves,
+    ``chipsim.engine.vit_block``) notes this between them, so the tracer can cut the call's work there."""
+    return len(_ACTIVE.items) if _ACTIVE is not None else 0
 
 
 @contextmanager

@@ -213,7 +213,8 @@ def _kernel_functions():
     """(module, name) of every function a training step may execute: the kernels module's public
     functions, the quantizers, the losses, the optimizer arithmetic, the feedback regeneration."""
     from chipsim.engine import feedback, network
-    not_kernels = {"accumulation_path", "numba_threads", "_fp32_chunk", "_chunked_fp64", "_nchw_to_grid"}
+    # patchify is addressing only (the patch-embedding products that call it cost the work)
+    not_kernels = {"accumulation_path", "numba_threads", "_fp32_chunk", "_chunked_fp64", "_nchw_to_grid", "patchify"}
     out = [(K, n) for n in K.__all__ if callable(getattr(K, n)) and n not in not_kernels
            and not isinstance(getattr(K, n), type)]
     out += [(quant, n) for n in ("quantize_signed", "quantize_unsigned", "quantize_weights")]
@@ -221,6 +222,9 @@ def _kernel_functions():
     out += [(losses, n) for n in ("ff_loss", "symba_loss", "df_loss", "cross_entropy", "cwc_goodness",
                                   "cwc_goodness_backward")]
     out += [(optim, "_adam"), (optim, "_sgd"), (feedback, "_regenerate"), (network, "scatter_label_grad")]
+    from chipsim import augment
+    from chipsim.engine import contrastive, mhsa
+    out += [(contrastive, "contrastive_loss"), (augment, "random_translate"), (mhsa, "quantize_probs")]
     return out
 
 
@@ -230,6 +234,10 @@ def _kernel_functions():
     ("workload.rule=bp", "training.optimizer=sgd"), ("workload.rule=cwc", "workload.model=models/cwc_mnist.yaml",
                                                     "learning.inference=head"),
     ("workload.rule=ff", "learning.label_encoding=random", "learning.inference=head"),
+    ("workload.rule=cff", "workload.model=models/vit_tiny.yaml", "learning.contrastive_margin=[0.4, 0.3, 0.2, 0.1]"),
+    ("workload.rule=cff", "workload.model=models/vit_tiny.yaml", "mapping.batch_loss=keep"),
+    ("workload.rule=ff", "workload.model=models/vit_tiny.yaml", "learning.negatives=1"),
+    ("workload.rule=bp", "workload.model=models/vit_tiny.yaml"),
 ])
 def test_every_kernel_call_of_a_step_is_in_the_trace(overrides, monkeypatch):
     """Wrap every kernel: each call made during a traced step must log work, and everything logged must

@@ -48,8 +48,10 @@ def dataset_for(model) -> str | None:
 
 def applies(model, rule: str) -> bool:
     """DF-O / DF-R need two blocks; CwC needs every block's outputs to split into the 10 classes' groups;
-    the conv/dense rules run conv/dense models (vit models are mapped by their own rules)."""
-    if getattr(model, "is_transformer", False):
+    a ViT runs BP and the greedy rules (CFF, FF, SymBa, DF), CFF runs only on a ViT."""
+    if model.is_transformer:
+        return rule in ("bp", "cff", "ff", "symba", "df")
+    if rule == "cff":
         return False
     if rule == "cwc":
         return all(b.out_features % 10 == 0 for b in model.blocks)
@@ -74,11 +76,12 @@ def test_every_shipped_model_maps_with_every_rule_that_applies(model_file, rule)
     chip = res.chip
     layers = {layer.index for layer in chip.mapping.layers}
     assert layers >= set(range(model.depth)), "a block got no core"
-    assert (rule == "bp") == (model.depth in layers)          # BP adds its classifier head as one more layer
+    if not model.is_transformer:       # (a ViT layer is two trace layers, its attention half under its own id)
+        assert (rule == "bp") == (model.depth in layers)      # BP adds its classifier head as one more layer
     assert chip.mapping.cores_used <= chip.spec.n_cores
     assert chip.ledger.peak_bytes <= chip.ledger.capacity
     tr = chip.trace
     assert all(tr.macs(kind="fwd", layer=i) > 0 for i in range(model.depth))
     has_label = any(b.category == "label_embedding" for b in tr.buffers)
-    assert has_label == (rule not in ("bp", "cwc")), "label rules carry the label embedding, BP and CwC do not"
+    assert has_label == (rule not in ("bp", "cwc", "cff")), "label rules carry their label encoding, others do not"
     assert tr.macs(kind="grad_w") > 0 and chip.latency_cycles > 0

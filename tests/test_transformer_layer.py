@@ -153,7 +153,7 @@ def test_stored_bytes_at_stored_widths():
     _, c0 = first.forward(rng.random((2, 1, 8, 8), dtype=np.float32), train=True)
     assert first.embed.in_bits == 8 and np.abs(c0["embed"]["xq"][0]).max() > 7     # pixels on 8-bit codes
     assert first.stored_bytes(c0)["linear_inputs"] == q.stored_bytes(c0)["linear_inputs"] + 2 * 64
-    assert EncoderLayer(1, E, H, M, T, FLOAT, rng).widths == TransformerWidths(32, 32, 32, 32)
+    assert EncoderLayer(1, E, H, M, T, FLOAT, rng).widths == TransformerWidths(32, 32, 32, 32, 32)
     pb = q.param_bytes()
     n_w = 3 * E * E + E * E + 2 * E * M
     assert pb["weights"] > (n_w * 4) // 8 and pb["master"] >= (n_w * 16) // 8

@@ -119,6 +119,9 @@ def trace_inference(net, x, objective, last_k: int, head=None):
     ``objective`` None is BP (one pass and its head); ``head`` (an ``OnePassHead``) decides by the
     one-pass head instead of the objective's scores.
     """
+    if getattr(net, "is_transformer", False):       # two sub-layers per transformer layer
+        from .vit_inference import trace_vit_inference
+        return trace_vit_inference(net, x, objective, last_k, head)
     with open_log(WorkLog()) as log:
         if objective is None or head is not None:
             return _one_pass(net, x, head, log)

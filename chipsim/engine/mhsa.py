@@ -34,9 +34,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels as K
-from ..quant import ClippedScale, quantize_signed, signed_max
+from ..quant import ROUND_OPS, ClippedScale, quantize_signed, signed_max
 from ..trace import nbytes_of
-from .token_layers import code_bound, dequantize, int_bound
+from ..work import record
+from .token_layers import code_bound, dequantize, int_bound, rescale
 
 
 def quantize_probs(p, bits: int):
@@ -46,6 +47,7 @@ def quantize_probs(p, bits: int):
     """
     if bits == 32:
         return p, np.float32(1.0)
+    record("quantize", "quantize_probs", ROUND_OPS * np.size(p))
     qmax = signed_max(bits)
     return (np.clip(np.rint(p * float(qmax + 1)), 0, qmax).astype(np.float32),
             np.float32(1.0 / (qmax + 1)))
@@ -82,11 +84,13 @@ class SelfAttentionCore:
         vq, vs = self.v_scale.quantize(v, update=train)
         a = code_bound(self.attn_bits)
         s_acc = K.attn_scores(qq, kq, int_bound=int_bound(a, a))
-        s = (s_acc * (qs * ks / np.sqrt(self.head_dim))).astype(np.float32)
+        # the 1/sqrt(d) of the scores folds into the rescale: one multiply per score either way
+        s = rescale(s_acc, qs * ks / np.sqrt(self.head_dim), "SelfAttentionCore.forward", True)
         p = K.softmax(s)
         pq, ps = quantize_probs(p, self.softmax_bits)
-        o_acc = K.attn_values(pq, vq, int_bound=int_bound(code_bound(self.softmax_bits), a))
-        o = self._merge((o_acc * (ps * vs)).astype(np.float32))
+        pv = int_bound(code_bound(self.softmax_bits), a)
+        o = self._merge(rescale(K.attn_values(pq, vq, int_bound=pv), ps * vs, "SelfAttentionCore.forward",
+                                pv is not None))
         return o, dict(qq=qq, qs=qs, kq=kq, ks=ks, vq=vq, vs=vs, pq=pq, ps=ps)
 
     def _quantize_error(self, g, rng):
@@ -101,12 +105,18 @@ class SelfAttentionCore:
         a, g = code_bound(self.attn_bits), code_bound(self.prec.gradient_bits)
         sm = code_bound(self.softmax_bits)
         goq, gos = self._quantize_error(go, rng)
-        gp = (K.attn_values_grad_probs(goq, c["vq"], int_bound=int_bound(g, a)) * (gos * c["vs"])).astype(np.float32)
-        gv = (K.attn_values_grad_values(c["pq"], goq, int_bound=int_bound(sm, g)) * (c["ps"] * gos)).astype(np.float32)
-        gs = K.softmax_backward(gp, dequantize(c["pq"], c["ps"], self.softmax_bits))
-        gsq, gss = self._quantize_error(gs * np.float32(1.0 / np.sqrt(self.head_dim)), rng)
-        gq = (K.attn_scores_grad_query(gsq, c["kq"], int_bound=int_bound(g, a)) * (gss * c["ks"])).astype(np.float32)
-        gk = (K.attn_scores_grad_key(gsq, c["qq"], int_bound=int_bound(g, a)) * (gss * c["qs"])).astype(np.float32)
+        quant = g is not None and a is not None
+        name = "SelfAttentionCore.backward"
+        gp = rescale(K.attn_values_grad_probs(goq, c["vq"], int_bound=int_bound(g, a)), gos * c["vs"], name, quant)
+        gv = rescale(K.attn_values_grad_values(c["pq"], goq, int_bound=int_bound(sm, g)), c["ps"] * gos, name,
+                     quant and sm is not None)
+        p = dequantize(c["pq"], c["ps"], self.softmax_bits)
+        if sm is not None:
+            record("dequantize", name, np.size(p))
+        gs = K.softmax_backward(gp, p)
+        gsq, gss = self._quantize_error(rescale(gs, np.float32(1.0 / np.sqrt(self.head_dim)), name, quant), rng)
+        gq = rescale(K.attn_scores_grad_query(gsq, c["kq"], int_bound=int_bound(g, a)), gss * c["ks"], name, quant)
+        gk = rescale(K.attn_scores_grad_key(gsq, c["qq"], int_bound=int_bound(g, a)), gss * c["qs"], name, quant)
         out = np.stack([gq, gk, gv])                         # (3, N, H, T, d)
         return np.ascontiguousarray(out.transpose(1, 3, 0, 2, 4)).reshape(n, t, 3 * self.dim)
 

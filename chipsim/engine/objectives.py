@@ -13,16 +13,19 @@ The second of a local rule's three parts (``rules.LocalRule``). An objective
 * in inference gives the rows one test input becomes (:meth:`inference_rows`)
   and each block's class scores on them (:meth:`block_scores`): goodness
   under each of the C labels (C rows, the C passes of FF/SymBa/DF), or the
-  class-group goodness of CwC (one row, one pass).
+  class-group goodness of CwC (one row, one pass). The contrastive objective
+  (CFF) has no class scores of its own: a linear probe decides
+  (``probe.LinearProbe``), so it says ``decodes = False``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, ClassVar, Optional
 
 import numpy as np
 
 from .. import kernels as K
+from .contrastive import contrastive_loss
 from .losses import cwc_goodness, cwc_goodness_backward, cwc_loss, goodness_loss
 
 
@@ -94,3 +97,24 @@ class CwcObjective:
 
     def block_scores(self, blk, cache, inputs: int):
         return cwc_goodness(cache["gsrc"], self.num_classes, bits=blk.goodness_bits)
+
+
+@dataclass(frozen=True)
+class ContrastiveObjective:
+    """CFF's per-layer loss: the supervised contrastive loss (the paper's Eq. 3), or with a margin the
+    marginal one (Eq. 15), over the L2-normalised representations of every row of the batch -- both
+    views of every sample (``rows.TwoViews``) -- a layer's token mean (``cache["gsrc"]``).
+
+    The loss couples the whole batch (each row's error depends on every other row's representation), so
+    the tracer records it as one op per step (``StepTracer.batch_loss``): a core must hold every sample's
+    activations until the batch's loss is known. Every row gets an error.
+    """
+    temperature: float
+    margins: tuple               # per block
+    decodes: ClassVar[bool] = False
+
+    def evaluate(self, blk, cache, rows, tracer, sparse: bool) -> LossResult:
+        feats = cache["gsrc"]
+        loss, dfeats = contrastive_loss(feats, rows.row_labels, self.temperature, self.margins[blk.index])
+        tracer.batch_loss(blk, dfeats)
+        return LossResult(loss, None, lambda: dfeats)

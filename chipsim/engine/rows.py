@@ -3,13 +3,15 @@
 The first of a local rule's three parts (``rules.LocalRule``): FF, SymBa and DF
 give each sample one positive and N negative rows (the image with a correct
 or a wrong label in its label channel); a rule without negative data (CwC,
-BP) gives each sample one row.
+BP) gives each sample one row; CFF gives it two augmented views.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..augment import two_views
 
 
 @dataclass
@@ -59,3 +61,17 @@ class OneRow:
 
     def make(self, net, x, labels, rng) -> RowSet:
         return RowSet(x, x, labels, labels, 1)
+
+
+@dataclass(frozen=True)
+class TwoViews:
+    """Two augmented views per sample (CFF, after supervised contrastive learning): rows 2s and 2s + 1 are
+    sample s's two seeded random translations by at most ``max_shift`` pixels (``chipsim.augment``), each
+    row carrying the sample's label. The views are cut from the image the first layer received, so the
+    sensor still sends one image per sample."""
+    max_shift: int
+
+    def make(self, net, x, labels, rng) -> RowSet:
+        v1, v2 = two_views(x, rng, self.max_shift)
+        a0 = np.stack([v1, v2], axis=1).reshape((2 * len(x),) + tuple(np.shape(x)[1:]))
+        return RowSet(x, a0, labels, np.repeat(labels, 2), 2)

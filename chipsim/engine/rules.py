@@ -4,10 +4,10 @@ A local rule is a composition of three parts (``LocalRule``), so FF, SymBa,
 greedy DF, DF-O and DF-R are data, not branches of ``local_step``:
 
 * **rows** (``rows.py``): how a sample becomes rows -- a positive and N
-  negatives (FF, SymBa, DF), or one row (CwC);
+  negatives (FF, SymBa, DF), one row (CwC), or two augmented views (CFF);
 * **objective** (``objectives.py``): the per-block loss on the block's
-  output (goodness losses, CwC's channel-wise cross-entropy), the rows it
-  gives an error, and how it decodes;
+  output (goodness losses, CwC's channel-wise cross-entropy, CFF's
+  contrastive loss), the rows it gives an error, and how it decodes;
 * **routing** (``routing.py``): which blocks each loss reaches and updates
   (span, overlapping or chunked groups, alternating schedules), and the link
   its error takes into the block below: the true ``W^T`` (DF-O) or a fixed
@@ -37,12 +37,16 @@ from ..errors import TrainingDiverged
 from ..work import record
 from .head import concat_features
 from .losses import cross_entropy
-from .objectives import CwcObjective, GoodnessObjective
+from .objectives import ContrastiveObjective, CwcObjective, GoodnessObjective
 from .routing import Routing
-from .rows import LabelledRows, OneRow
+from .rows import LabelledRows, OneRow, TwoViews
 
 
 def _check(value, what: str, layer: int, step: int):
+    if isinstance(value, dict):                      # a transformer layer's gradient: one array per tensor
+        for v in value.values():
+            _check(v, what, layer, step)
+        return
     if not np.all(np.isfinite(value)):
         bad = value if np.ndim(value) == 0 else np.asarray(value)[~np.isfinite(value)].flat[0]
         raise TrainingDiverged(f"{what} of block {layer} is {bad} at step {step}; "
@@ -67,9 +71,24 @@ def compose(hw, depth: int, num_classes: int, negatives: int) -> LocalRule:
     """The local rule of an ``HwConfig``: its rows, its per-block objective and its routing."""
     if hw.loss == "cwc":
         rows, objective = OneRow(), CwcObjective(num_classes)
+    elif hw.loss == "contrastive":
+        rows = TwoViews(hw.learning.augment)
+        objective = ContrastiveObjective(hw.learning.temperature, per_layer_margins(hw.learning, depth))
     else:
         rows, objective = LabelledRows(negatives), GoodnessObjective(hw.loss, hw.learning)
     return LocalRule(rows, objective, Routing.from_config(hw, depth))
+
+
+def per_layer_margins(learning, depth: int) -> tuple:
+    """``learning.contrastive_margin`` as one margin per layer (one value given: every layer's)."""
+    m = tuple(learning.contrastive_margin)
+    if len(m) == 1:
+        return m * depth
+    if len(m) != depth:
+        from ..errors import ConfigError
+        raise ConfigError(f"learning.contrastive_margin: {len(m)} values for a {depth}-layer model; give one value "
+                          f"(every layer) or {depth} (one per layer)")
+    return m
 
 
 def _union(parts):

@@ -13,16 +13,24 @@ Both follow ``QuantBlock``'s conventions (``chipsim.engine.block``):
   before each integer product; quantizers pass gradients straight through.
 
 At 32 bits every quantizer is the identity, which the torch parity tests use.
+
+Where the work lands on a transformer sub-layer split across cores
+(``chipsim.engine.vit_block``): a product's own work is shared by the slices
+(``units``); quantizing an operand that every slice holds whole -- the
+layer-norm output entering Q/K/V or FC1 (``whole_input``), the residual-stream
+error entering the output projection or FC2 (``whole_error``) -- is done by
+every slice in full (``replicated``, ``chipsim.work.split``).
 """
 from __future__ import annotations
 
-import copy
+from contextlib import nullcontext
 
 import numpy as np
 
 from .. import kernels as K
 from ..quant import ClippedScale, FixedPoint, quantize_signed, quantize_weights, signed_max
 from ..trace import nbytes_of
+from ..work import record, split
 
 LN_EPS = 1e-5
 
@@ -59,14 +67,31 @@ def dequantize(codes, scale, bits: int):
     return codes if bits == 32 else (codes * scale).astype(np.float32)
 
 
+def rescale(acc, scale, kernel: str, quantized: bool = True):
+    """An integer accumulator times its operands' scales, as float32: one multiply per element on a core
+    (costed as ``dequantize`` when the product ran on codes; a float product needs no rescale)."""
+    if quantized:
+        record("dequantize", kernel, np.size(acc))
+    return (acc * scale).astype(np.float32)
+
+
+def whole(flag: bool):
+    """The ``replicated`` split context when ``flag`` (an operand every slice holds whole), else none."""
+    return split("replicated") if flag else nullcontext()
+
+
 class QuantLinear:
     """y = x W^T + b over every token, with W at ``weight_bits`` and x at ``in_bits`` (signed codes).
 
     Weights start Xavier-uniform (the original ViT's choice), biases at zero.
+    ``whole_input`` / ``whole_error``: the input / the output error is a tensor
+    every slice of a split layer holds whole (see the module docstring).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, precision, rng, in_bits: int | None = None):
+    def __init__(self, in_dim: int, out_dim: int, precision, rng, in_bits: int | None = None,
+                 whole_input: bool = False, whole_error: bool = False):
         p = precision
+        self.whole_input, self.whole_error = bool(whole_input), bool(whole_error)
         self.prec = p
         self.shape = (int(out_dim), int(in_dim))
         bound = np.sqrt(6.0 / (in_dim + out_dim))
@@ -89,10 +114,13 @@ class QuantLinear:
 
     def forward(self, x, train: bool, quantized=None):
         """Returns (y, cache). ``quantized=(codes, scale)`` skips the input quantizer (already done)."""
-        xq, xs = quantized if quantized is not None else self.quantize_input(x, train)
+        if quantized is None:
+            with whole(self.whole_input):
+                quantized = self.quantize_input(x, train)
+        xq, xs = quantized
         bound = int_bound(code_bound(self.in_bits), code_bound(self.prec.weight_bits))
         acc = self._product(xq, bound)
-        y = K.bias_add((acc * (xs * self.wscale)).astype(np.float32), self.bias)
+        y = K.bias_add(rescale(acc, xs * self.wscale, "QuantLinear.forward", bound is not None), self.bias)
         return y, dict(xq=xq, xs=xs)
 
     def _product(self, xq, bound):
@@ -108,17 +136,20 @@ class QuantLinear:
     def backward(self, gy, cache, rng, input_grad: bool = True):
         """Error at the output -> ({"w", "b"} gradients, error at the input or None)."""
         p = self.prec
-        gq, gs = self.quantize_error(gy, rng)
+        with whole(self.whole_error):
+            gq, gs = self.quantize_error(gy, rng)
         bound = int_bound(code_bound(self.in_bits), code_bound(p.gradient_bits))
-        gw = (self._grad_weight_product(cache["xq"], gq, bound) * (cache["xs"] * gs)).astype(np.float32)
+        gw = rescale(self._grad_weight_product(cache["xq"], gq, bound), cache["xs"] * gs, "QuantLinear.grad_weight",
+                     bound is not None)
         grads = {"w": gw, "b": K.bias_grad(gy)}
         if not input_grad:
             return grads, None
         # fold the per-output-channel weight scale into the error: one integer product serves all channels
-        hq, hs = self.quantize_error(gy * self.wscale, rng)
-        acc = K.token_dense_grad_input(hq, self.wq,
-                                       int_bound=int_bound(code_bound(p.gradient_bits), code_bound(p.weight_bits)))
-        return grads, (acc * hs).astype(np.float32)
+        bound = int_bound(code_bound(p.gradient_bits), code_bound(p.weight_bits))
+        with whole(self.whole_error):
+            hq, hs = self.quantize_error(rescale(gy, self.wscale, "QuantLinear.grad_input", bound is not None), rng)
+        acc = K.token_dense_grad_input(hq, self.wq, int_bound=bound)
+        return grads, rescale(acc, hs, "QuantLinear.grad_input", bound is not None)
 
     def stored_bytes(self, cache) -> dict:
         """The input codes the weight gradient reads."""
@@ -131,10 +162,10 @@ class QuantLinear:
                     master=nbytes_of(n + self.shape[0], p.update_bits))          # weights + bias
 
     def state(self):
-        return dict(w=copy.deepcopy(self.w), b=copy.deepcopy(self.b), in_scale=self.in_scale.running)
+        return dict(w=self.w.to_state(), b=self.b.to_state(), in_scale=self.in_scale.running)
 
     def load(self, s):
-        self.w, self.b = copy.deepcopy(s["w"]), copy.deepcopy(s["b"])
+        self.w, self.b = FixedPoint.from_state(s["w"]), FixedPoint.from_state(s["b"])
         self.in_scale.running = s["in_scale"]
         self.requantize()
 
@@ -176,7 +207,7 @@ class LayerNorm:
         return dict(weights=4 * n, master=nbytes_of(n, self.prec.update_bits))
 
     def state(self):
-        return dict(gamma=copy.deepcopy(self.gamma), beta=copy.deepcopy(self.beta))
+        return dict(gamma=self.gamma.to_state(), beta=self.beta.to_state())
 
     def load(self, s):
-        self.gamma, self.beta = copy.deepcopy(s["gamma"]), copy.deepcopy(s["beta"])
+        self.gamma, self.beta = FixedPoint.from_state(s["gamma"]), FixedPoint.from_state(s["beta"])

@@ -51,21 +51,7 @@ class StepTracer:
         if not self.on:
             return
         for blk in list(net.layers()) + list(extra_layers):      # extra: a local rule's one-pass head
-            kind = "head" if blk.head else blk.kind
-            rec.layer(blk.index, f"{kind}{blk.index}", blk.units, kind)
-            pb = blk.param_bytes()
-            key = f"w{blk.index}"
-            ids = dict(
-                weights=rec.buffer(blk.index, "weights", "weights", pb["weights"], "persistent"),
-                master=rec.buffer(blk.index, "master", "master_weights", pb["master"], "persistent"),
-                opt=rec.buffer(blk.index, "optimizer", "optimizer_state", optimizer.state_bytes(key), "persistent"),
-                gacc=rec.buffer(blk.index, "grad_acc", "gradients", accumulators[key].nbytes, "step"),
-            )
-            if blk.use_bn:
-                ids["bn"] = rec.buffer(blk.index, "bn_stats", "bn_params", pb["bn"], "persistent", "replicated")
-            if blk.feedback_bytes():
-                ids["fb"] = rec.buffer(blk.index, "feedback", "feedback_weights", blk.feedback_bytes(), "persistent")
-            self.params[blk.index] = ids
+            self._register(blk, optimizer, accumulators)
         if net.embedding is not None or net.label_table is not None:
             par = self.params[0]
             # the learned table is FixedPoint at update_bits; the fixed random one holds the same grid's values
@@ -77,6 +63,25 @@ class StepTracer:
                                             optimizer.state_bytes("emb"), "persistent", "replicated")
                 par["emb_gacc"] = rec.buffer(0, "embedding_grad_acc", "gradients", accumulators["emb"].nbytes,
                                              "step", "replicated")
+
+    def _register(self, blk, optimizer, accumulators) -> None:
+        """A layer of the trace and its persistent buffers (weights, master, optimizer state, accumulator)."""
+        rec = self.rec
+        kind = "head" if blk.head else blk.kind
+        rec.layer(blk.index, f"{kind}{blk.index}", blk.units, kind)
+        pb = blk.param_bytes()
+        key = f"w{blk.index}"
+        ids = dict(
+            weights=rec.buffer(blk.index, "weights", "weights", pb["weights"], "persistent"),
+            master=rec.buffer(blk.index, "master", "master_weights", pb["master"], "persistent"),
+            opt=rec.buffer(blk.index, "optimizer", "optimizer_state", optimizer.state_bytes(key), "persistent"),
+            gacc=rec.buffer(blk.index, "grad_acc", "gradients", accumulators[key].nbytes, "step"),
+        )
+        if blk.use_bn:
+            ids["bn"] = rec.buffer(blk.index, "bn_stats", "bn_params", pb["bn"], "persistent", "replicated")
+        if blk.feedback_bytes():
+            ids["fb"] = rec.buffer(blk.index, "feedback", "feedback_weights", blk.feedback_bytes(), "persistent")
+        self.params[blk.index] = ids
 
     def _op(self, layer, kind, name, **kw) -> int:
         """Record an op with the work the kernels logged since the last record."""
@@ -139,6 +144,17 @@ class StepTracer:
         src = self.kept[l]["g"] if "g" in self.kept[l] else self.kept[l]["out"]
         self.dg[l] = self.rec.buffer(l, "loss_grad", "gradients", 4 * np.size(dg), "sample", "replicated")
         self._op(l, "loss", "loss", reads=(src,), writes=(self.dg[l],))
+
+    def batch_loss(self, blk, dfeats):
+        """A loss over the whole batch (CFF's contrastive loss, ``dfeats`` its error at what it read): one op
+        per step, after every sample's forward, whose error every sample's backward then reads -- so a core
+        holds all the batch's kept activations until the loss is known."""
+        if not self.on:
+            return
+        l = blk.index
+        src = self.kept[l].get("gsrc", self.kept[l]["out"])
+        self.dg[l] = self.rec.buffer(l, "loss_grad", "gradients", 4 * np.size(dfeats), "step", "replicated")
+        self._op(l, "loss", "batch loss", scope="step", reads=(src,), writes=(self.dg[l],))
 
     def goodness_rows(self, blk, kept):
         """Block ``blk``'s own loss has picked the rows it gives an error: the wider copy of the output
@@ -247,9 +263,15 @@ class StepTracer:
         err = rec.buffer(l, "error_out", "gradients", nb, "sample", "reduce")
         self._op(l, "feedback" if use_feedback else "grad_x", "feedback" if use_feedback else "grad_input",
                  reads=reads, writes=(err,))
-        recv = rec.buffer(below.index, "error_in", "gradients", nb, "sample", "units")
+        recv = rec.buffer(below.index, "error_in", "gradients", nb, "sample", self._error_in_split(below))
         rec.send(l, below.index, "error", err, recv, nb, "error")
         self.err_in[(below.index, loss)] = recv
+
+    @staticmethod
+    def _error_in_split(below) -> str:
+        """How an error arriving at ``below``'s output lands on its slices: split by its units (each slice
+        needs the errors of its own outputs)."""
+        return "units"
 
     def grad_weight(self, blk, losses):
         """Block ``blk``'s weight gradient from the errors of ``losses`` (accumulated over the step)."""

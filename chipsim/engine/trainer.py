@@ -30,7 +30,10 @@ from .losses import check_cwc_divisible
 from .rules import bp_step, compose, head_step, local_step
 from .schedules import learning_rate
 from .tracing import StepTracer
-from .update import apply_gradients
+from .update import apply_gradients, tensor_keys
+from .probe import LinearProbe
+from .vit_network import TransformerNetwork, check_rule_model, single_threaded
+from .vit_tracing import VitStepTracer
 
 CHECKPOINT_NAME = checkpoint.NAME
 
@@ -60,6 +63,10 @@ class TrainResult:
 
 def build_network(hw, model, input_shape, num_classes):
     is_bp = hw.strategy == "bp"
+    if model.is_transformer:
+        return TransformerNetwork(model, input_shape, num_classes, hw.precision, hw.training.seed,
+                                  with_label=hw.uses_label, with_head=is_bp, normalise_inputs=hw.uses_label,
+                                  recompute=hw.loss == "contrastive" and hw.mapping.batch_loss == "recompute")
     net = Network(model, input_shape, num_classes, hw.precision, hw.training.seed,
                   with_label=hw.uses_label, with_head=is_bp, bn_backward=hw.learning.bn_backward,
                   label_encoding=hw.learning.label_encoding)
@@ -77,7 +84,7 @@ def training_state(net, precision, optimizer: str = "adam", momentum: float = 0.
     p = precision
     opt = make_optimizer(optimizer, momentum, p.optimizer_bits, p.rounding, p.scale)
     acc = {}
-    shapes = [(f"w{layer.index}", layer.w_shape) for layer in list(net.layers()) + list(extra_layers)]
+    shapes = [ks for layer in list(net.layers()) + list(extra_layers) for ks in tensor_keys(layer)]
     if net.label_trainable:
         shapes.append(("emb", net.embedding.value.shape))
     for key, shape in shapes:
@@ -97,6 +104,9 @@ class Trainer:
             raise ConfigError(f"learning.negatives: {self.negatives} is out of range for {dataset.name} "
                               f"({c} classes); allowed 1..{c - 1}")
         self.is_bp = hw.strategy == "bp"
+        check_rule_model(hw, model)
+        if model.is_transformer:
+            single_threaded()
         # shapes and host memory are checked in plain integers before any array exists (absurd sizes would
         # otherwise end in a MemoryError); load_config did this for the config's own model and dataset
         check_fits_host(model, dataset.input_shape, c, hw.training.batch_size, self.negatives,
@@ -105,8 +115,12 @@ class Trainer:
         if hw.loss == "cwc":
             check_cwc_divisible(model.blocks, c, origin=hw.workload.model)
         self.rule = None if self.is_bp else compose(hw, self.net.depth, c, self.negatives)
-        self.head = OnePassHead(self.net, hw.learning.head_last_k, hw.precision, hw.training.seed) \
-            if not self.is_bp and hw.learning.inference == "head" else None
+        self.head = None
+        if model.is_transformer and not self.is_bp and (hw.loss == "contrastive" or hw.learning.inference == "head"):
+            self.head = LinearProbe(self.net, hw.precision, hw.training.seed, hw.learning.head_epochs)   # stage 2
+        elif not self.is_bp and hw.learning.inference == "head":
+            self.head = OnePassHead(self.net, hw.learning.head_last_k, hw.precision, hw.training.seed)
+        self.tracer_class = VitStepTracer if model.is_transformer else StepTracer
         self.extra = [self.head.layer] if self.head is not None else []
         self.opt, self.acc = training_state(self.net, hw.precision, hw.training.optimizer, hw.training.momentum,
                                             self.extra)
@@ -128,14 +142,14 @@ class Trainer:
     def train_step(self, x, y, record: bool = False):
         hw = self.hw
         rec = TraceRecorder(samples=x.shape[0], enabled=record)
-        tracer = StepTracer(rec, self.net, self.opt, self.acc, self.is_bp, self.extra)
+        tracer = self.tracer_class(rec, self.net, self.opt, self.acc, self.is_bp, self.extra)
         with open_log(tracer.log):
             if self.is_bp:
                 res = bp_step(self.net, x, y, self.step, self.rng_round, tracer)
             else:
                 rows = self.rule.rows.make(self.net, x, y, self.rng_data)
                 res = local_step(self.net, self.rule, rows, self.step, self.rng_round, tracer)
-                if self.head is not None:
+                if self.head is not None and getattr(self.head, "alongside", True):
                     _, g = head_step(self.net, self.head, rows, res.outputs, self.rng_round, tracer)
                     res.grads["extra"] = [(self.head.layer, g)]
             lr = learning_rate(hw.training, self.step, self.steps_per_epoch)
@@ -192,9 +206,20 @@ class Trainer:
         return TrainResult(self.net, self.history, self.trace, self.step, t_total)
 
     def evaluate(self, x, y) -> dict:
-        """Test accuracy by the rule's decoding (and its one-pass head's, if any), per-block accuracy."""
-        return evaluate(self.net, None if self.is_bp else self.rule.objective, x, y,
-                        self.hw.learning.decode_last_k, self.head)
+        """Test accuracy by the rule's decoding (and its one-pass head's, if any), per-block accuracy.
+
+        A vit model's linear probe (stage 2) is first fit on the frozen encoder of the current epoch; a rule
+        that does not decode by itself (CFF) is then judged by the probe alone."""
+        objective = None if self.is_bp else self.rule.objective
+        if not isinstance(self.head, LinearProbe):
+            return evaluate(self.net, objective, x, y, self.hw.learning.decode_last_k, self.head)
+        if self.head.fitted != self.step:           # the encoder changed since the last fit
+            self.head.fit(self.data.x_train, self.data.y_train, self.step)
+        head_acc = self.head.accuracy(x, y)
+        if not getattr(objective, "decodes", True):
+            return {"accuracy": head_acc, "per_block": None, "head_accuracy": head_acc}
+        ev = evaluate(self.net, objective, x, y, self.hw.learning.decode_last_k, None)
+        return dict(ev, head_accuracy=head_acc)
 
     # ------------------------------------------------------------- checkpoints
     def state(self):

@@ -22,19 +22,21 @@ Widths (``Precision`` plus :class:`TransformerWidths`), and why:
   of the signed range (codes 0 .. 2**(b-1) - 1), so the patch projection runs
   on the same b-bit lanes instead of needing b + 1 bits for unsigned codes.
   Pixels are ``input_bits`` wide (default 8, the sensor's width; as usual for
-  a quantized network's first layer): at 4 bits the image keeps 8 levels, and
-  CFF on vit_tiny lost 3.7 points of test accuracy (70.1% vs 73.8%, mnist5k,
-  3 epochs, seed 0: ``cff_standalone`` with ``--input-bits 4`` vs without),
-  for a product that is ~1.5% of the encoder's forward MACs.
+  a quantized network's first layer): at 4 bits the image keeps only 8
+  levels, for a product that is ~1.5% of the encoder's forward MACs.
 * Attention products: see ``chipsim.engine.mhsa`` (Q/K/V at ``attn_bits``,
   softmax in float32 on accumulator-width scores, P at ``softmax_bits``).
 * LayerNorm statistics and normalisation are float32 on the vector unit
   (``chipsim.engine.token_layers.LayerNorm``): a per-token mean and variance
   of accumulator values, whose output is requantized right away as the next
   product's operand.
-* Residual adds run at accumulator width (float32) inside a layer; only the
-  layer's output, which leaves the core, is requantized, signed, to
-  ``output_bits`` (default activation_bits). The token mean that the layer's
+* Residual adds run at accumulator width (float32) inside a layer; what
+  leaves a core is requantized, signed: the layer's output to ``output_bits``
+  (default activation_bits), and z, the attention half's output, to
+  ``stream_bits`` (default 8) -- on the chip the two halves of a layer run on
+  cores of their own (``chipsim.engine.vit_block``), and z is the residual
+  stream the MLP half adds to, so it keeps 8 bits where the output, which the
+  next layer normalises first, takes 4. The token mean that the layer's
   loss and the head read (``cache["pooled"]``) is taken before that
   requantization, at accumulator width, as QuantBlock's goodness is: a
   reduction the core runs on the value it has.
@@ -46,14 +48,14 @@ At 32 bits everything is float32 and the layer matches torch autograd
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import kernels as K
-from ..quant import ClippedScale, check_bits
+from ..quant import ClippedScale, FixedPoint, check_bits
 from ..trace import nbytes_of
+from ..work import split
 from .mhsa import SelfAttentionCore
 from .token_layers import LayerNorm, QuantLinear, dequantize, master_copy
 
@@ -70,14 +72,15 @@ class TransformerWidths:
     attn_bits: int | None = None          # Q, K, V as operands of the attention products (signed)
     output_bits: int | None = None        # the layer output, stored and sent (signed)
     input_bits: int | None = 8            # the image's pixels, the patch projection's operand
+    stream_bits: int | None = 8           # z, the attention half's output, as it crosses to the MLP half (signed)
 
     def resolve(self, precision) -> TransformerWidths:
         a = precision.activation_bits
         if a == 32:
-            return TransformerWidths(32, 32, 32, 32)
-        attn, out, pixels = (a if v is None else check_bits(v) for v in (self.attn_bits, self.output_bits,
-                                                                         self.input_bits))
-        return TransformerWidths(max(check_bits(self.softmax_bits), a), attn, out, pixels)
+            return TransformerWidths(32, 32, 32, 32, 32)
+        attn, out, pixels, stream = (a if v is None else check_bits(v) for v in (self.attn_bits, self.output_bits,
+                                                                                 self.input_bits, self.stream_bits))
+        return TransformerWidths(max(check_bits(self.softmax_bits), a), attn, out, pixels, stream)
 
 
 def _prefixed(prefix: str, d: dict) -> dict:
@@ -102,13 +105,14 @@ class EncoderLayer:
         self.prec = precision
         self.widths = w = widths.resolve(precision)
         self.ln1 = LayerNorm(dim, precision)
-        self.qkv = QuantLinear(dim, 3 * dim, precision, rng)
+        self.qkv = QuantLinear(dim, 3 * dim, precision, rng, whole_input=True)
         self.attn = SelfAttentionCore(dim, heads, precision, w.attn_bits, w.softmax_bits)
-        self.proj = QuantLinear(dim, dim, precision, rng)
+        self.proj = QuantLinear(dim, dim, precision, rng, whole_error=True)
         self.ln2 = LayerNorm(dim, precision)
-        self.fc1 = QuantLinear(dim, mlp_dim, precision, rng)
-        self.fc2 = QuantLinear(mlp_dim, dim, precision, rng)
+        self.fc1 = QuantLinear(dim, mlp_dim, precision, rng, whole_input=True)
+        self.fc2 = QuantLinear(mlp_dim, dim, precision, rng, whole_error=True)
         self.out_scale = ClippedScale(w.output_bits, signed=True, scale_mode=precision.scale)
+        self.stream_scale = ClippedScale(w.stream_bits, signed=True, scale_mode=precision.scale)
 
     @property
     def in_shape(self):
@@ -134,21 +138,31 @@ class EncoderLayer:
     def forward(self, x, train: bool):
         """Tokens (N, T, E) -> (out, cache); ``out`` is the requantized output, ``cache["pooled"]`` (N, E)
         the token mean at accumulator width."""
-        h, c_ln1 = self.ln1.forward(x)
+        z, c_attn = self.forward_attention(x, train)
+        out, c_mlp = self.forward_mlp(z, train)
+        return out, {**c_attn, **c_mlp}
+
+    def forward_attention(self, x, train: bool):
+        """The first half, LN1 -> MHSA -> residual: (z, its part of the cache)."""
+        with split("replicated"):                # every head's slice normalises the whole token stream
+            h, c_ln1 = self.ln1.forward(x)
         qkv, c_qkv = self.qkv.forward(h, train)
         o, c_attn = self.attn.forward(qkv, train)
         a, c_proj = self.proj.forward(o, train)
-        z = K.residual_add(x, a)
-        h2, c_ln2 = self.ln2.forward(z)
+        zq, zs = self.stream_scale.quantize(K.residual_add(x, a), update=train)
+        return dequantize(zq, zs, self.widths.stream_bits), dict(ln1=c_ln1, qkv=c_qkv, attn=c_attn, proj=c_proj)
+
+    def forward_mlp(self, z, train: bool):
+        """The second half, LN2 -> GELU MLP -> residual -> requantized output: (out, its part of the cache)."""
+        with split("replicated"):
+            h2, c_ln2 = self.ln2.forward(z)
         u, c_fc1 = self.fc1.forward(h2, train)
         g = K.gelu_forward(u)
         m, c_fc2 = self.fc2.forward(g, train)
         f = K.residual_add(z, m)
         fq, fs = self.out_scale.quantize(f, update=train)
         out = dequantize(fq, fs, self.widths.output_bits)
-        cache = dict(ln1=c_ln1, qkv=c_qkv, attn=c_attn, proj=c_proj, ln2=c_ln2, fc1=c_fc1, u=u, fc2=c_fc2,
-                     out=out, pooled=K.token_mean(f))
-        return out, cache
+        return out, dict(ln2=c_ln2, fc1=c_fc1, u=u, fc2=c_fc2, out=out, pooled=K.token_mean(f))
 
     # ------------------------------------------------------------ backward
     def backward(self, g_out, cache, rng, input_grad: bool = False):
@@ -158,19 +172,32 @@ class EncoderLayer:
         last layer-norm backward skips its input gradient and the residual
         branch is not summed.
         """
+        g_mlp, gz = self.backward_mlp(g_out, cache, rng)
+        g_attn, gx = self.backward_attention(gz, cache, rng, input_grad)
+        return {**g_mlp, **g_attn}, gx
+
+    def backward_mlp(self, g_out, cache, rng):
+        """The MLP half's backward: (its gradients, the error at z, the attention half's output)."""
         c = cache
-        grads = {}
         g_fc2, gg = self.fc2.backward(g_out, c["fc2"], rng)
         gu = K.gelu_backward(gg, c["u"])
         g_fc1, gh2 = self.fc1.backward(gu, c["fc1"], rng)
         g_ln2, gz_mlp = self.ln2.backward(gh2, c["ln2"])
         gz = K.residual_add(g_out, gz_mlp)
+        grads = {}
+        for name, g in (("fc2", g_fc2), ("fc1", g_fc1), ("ln2", g_ln2)):
+            grads.update(_prefixed(name, g))
+        return grads, gz
+
+    def backward_attention(self, gz, cache, rng, input_grad: bool = False):
+        """The attention half's backward from the error at z: (its gradients, the error at the input or None)."""
+        c = cache
         g_proj, go = self.proj.backward(gz, c["proj"], rng)
         gqkv = self.attn.backward(go, c["attn"], rng)
         g_qkv, gh = self.qkv.backward(gqkv, c["qkv"], rng)
         g_ln1, gx_attn = self.ln1.backward(gh, c["ln1"], input_grad=input_grad)
-        for name, g in (("fc2", g_fc2), ("fc1", g_fc1), ("ln2", g_ln2), ("proj", g_proj), ("qkv", g_qkv),
-                        ("ln1", g_ln1)):
+        grads = {}
+        for name, g in (("proj", g_proj), ("qkv", g_qkv), ("ln1", g_ln1)):
             grads.update(_prefixed(name, g))
         gx = K.residual_add(gz, gx_attn) if input_grad else None
         return grads, gx
@@ -205,13 +232,14 @@ class EncoderLayer:
     # ------------------------------------------------------------ checkpoint
     def state(self):
         return dict(parts={k: p.state() for k, p in self.parts().items()}, attn=self.attn.state(),
-                    out_scale=self.out_scale.running)
+                    out_scale=self.out_scale.running, stream_scale=self.stream_scale.running)
 
     def load(self, s):
         for k, p in self.parts().items():
             p.load(s["parts"][k])
         self.attn.load(s["attn"])
         self.out_scale.running = s["out_scale"]
+        self.stream_scale.running = s["stream_scale"]
         self.requantize()
 
 
@@ -292,22 +320,47 @@ class EmbedEncoderLayer:
 
     def forward(self, x, train: bool, extra=None):
         """Images (N, C, H, W) [+ extra patches] -> (out, cache), as :meth:`EncoderLayer.forward`."""
+        z, c_attn = self.forward_attention(x, train, extra)
+        out, c_mlp = self.forward_mlp(z, train)
+        return out, {**c_attn, **c_mlp}
+
+    def forward_attention(self, x, train: bool, extra=None):
+        """Patch projection + position, then the encoder's attention half: (z, its part of the cache).
+
+        The projection is replicated on a split layer's slices: every head needs the whole token stream,
+        and the product is small (C*p*p inputs per token)."""
         want = (self.extra_tokens, self.embed.shape[1])
         if (extra is None) != (self.extra_tokens == 0) or (extra is not None and extra.shape[1:] != want):
             raise ValueError(f"block {self.index}: expected {self.extra_tokens} extra patch(es) of "
                              f"{self.embed.shape[1]} values per sample")
-        y, c_embed = self.embed.forward(x, train, extra)
-        out, cache = self.encoder.forward(K.bias_add(y, self.pos.value), train)
-        return out, dict(cache, embed=c_embed)
+        with split("replicated"):
+            y, c_embed = self.embed.forward(x, train, extra)
+            tokens = K.bias_add(y, self.pos.value)
+        z, cache = self.encoder.forward_attention(tokens, train)
+        return z, dict(cache, embed=c_embed)
+
+    def forward_mlp(self, z, train: bool):
+        return self.encoder.forward_mlp(z, train)
 
     def backward(self, g_out, cache, rng, input_grad: bool = False):
         """Error at the output -> (gradients, None): the error runs through encoder layer 1 into the
         position embedding and the patch projection, never into the image."""
+        g_mlp, gz = self.backward_mlp(g_out, cache, rng)
+        g_attn, _ = self.backward_attention(gz, cache, rng, input_grad)
+        return {**g_mlp, **g_attn}, None
+
+    def backward_mlp(self, g_out, cache, rng):
+        return self.encoder.backward_mlp(g_out, cache, rng)
+
+    def backward_attention(self, gz, cache, rng, input_grad: bool = False):
+        """The attention half's backward, on into the position embedding and the patch projection (their
+        copies are replicated, so every slice computes their whole gradient)."""
         if input_grad:
             raise ValueError("the first layer's input is the image: it has no input gradient")
-        grads, gt = self.encoder.backward(g_out, cache, rng, input_grad=True)
-        grads["pos"] = K.bias_grad(gt, keep=2)
-        grads.update(_prefixed("embed", self.embed.backward(gt, cache["embed"], rng)[0]))
+        grads, gt = self.encoder.backward_attention(gz, cache, rng, input_grad=True)
+        with split("replicated"):
+            grads["pos"] = K.bias_grad(gt, keep=2)
+            grads.update(_prefixed("embed", self.embed.backward(gt, cache["embed"], rng)[0]))
         return grads, None
 
     def stored_bytes(self, cache) -> dict:
@@ -321,11 +374,11 @@ class EmbedEncoderLayer:
                           dict(weights=4 * n, master=nbytes_of(n, self.prec.update_bits)))
 
     def state(self):
-        return dict(embed=self.embed.state(), pos=copy.deepcopy(self.pos), encoder=self.encoder.state())
+        return dict(embed=self.embed.state(), pos=self.pos.to_state(), encoder=self.encoder.state())
 
     def load(self, s):
         self.embed.load(s["embed"])
-        self.pos = copy.deepcopy(s["pos"])
+        self.pos = FixedPoint.from_state(s["pos"])
         self.encoder.load(s["encoder"])
 
 

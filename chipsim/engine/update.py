@@ -7,8 +7,24 @@ order (each part costed by the kernels it calls, and recorded as the layer's
 state (``precision.optimizer_bits``), the rounded add into the fixed-point
 master weights (``update_bits``), and the requantised compute copy
 (``weight_bits``). The learned label embedding goes the same way.
+
+A transformer layer's gradient is a dict, one array per tensor: each tensor
+has its own accumulator and optimizer state (its own scales, as a core keeps
+them; ``tensor_keys``), and the layer is updated sub-layer by sub-layer
+(``vit_block.SubLayer``), each an ``update`` op of its own trace layer; a
+tensor every slice holds whole is updated by every slice (replicated work).
 """
 from __future__ import annotations
+
+from ..work import split
+
+
+def tensor_keys(layer) -> list:
+    """(optimizer / accumulator key, shape) of each weight tensor of ``layer``: ``w<index>`` for a conv or
+    dense block, ``w<index>.<name>`` per tensor of a transformer layer."""
+    if getattr(layer, "parts", None) is None:
+        return [(f"w{layer.index}", layer.w_shape)]
+    return [(f"w{layer.index}.{n}", m.value.shape) for n, m in layer.masters().items()]
 
 
 def _update(key, g, lr, master, opt, acc, precision, rng):
@@ -25,6 +41,9 @@ def apply_gradients(net, grads, lr, opt, acc, precision, rng, tracer, grad_noise
     accumulated (a disturbance model, not chip work: it is not costed).
     """
     for layer, g in zip(net.layers(), grads["blocks"]):
+        if isinstance(g, dict):
+            _update_parts(layer, g, lr, opt, acc, precision, rng, tracer, grad_noise, rng_noise)
+            continue
         if grad_noise is not None:
             g = grad_noise(layer.index, g, rng_noise)
         _update(f"w{layer.index}", g, lr, layer.master, opt, acc, precision, rng)
@@ -37,3 +56,17 @@ def apply_gradients(net, grads, lr, opt, acc, precision, rng, tracer, grad_noise
     if grads["embedding"] is not None:
         _update("emb", grads["embedding"], lr, net.embedding, opt, acc, precision, rng)
         tracer.embedding_update()
+
+
+def _update_parts(layer, grads, lr, opt, acc, precision, rng, tracer, grad_noise, rng_noise):
+    """A transformer layer's tensors, sub-layer by sub-layer, each sub-layer an update op of its own."""
+    masters = layer.masters()
+    for part in layer.parts:
+        for name in part.names:
+            g = grads[name]
+            if grad_noise is not None:
+                g = grad_noise(layer.index, g, rng_noise)
+            with split("replicated" if name in part.shared else "units"):
+                _update(f"w{layer.index}.{name}", g, lr, masters[name], opt, acc, precision, rng)
+        layer.requantize(part)
+        tracer.update(part)

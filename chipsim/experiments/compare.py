@@ -18,7 +18,7 @@ import time
 
 from .. import rundir
 from ..config import LoadedConfig, check_model, load_config
-from ..errors import MappingError, OutputError
+from ..errors import ConfigError, MappingError, OutputError
 from ..modelspec import cnn_family
 from ..report import atomic_write, write_json
 from . import args as check
@@ -29,6 +29,7 @@ from .keys import point_key
 DEFAULT_RULES = ("bp", "df-o", "df-r")
 DEFAULT_DEPTHS = (5, 8, 11, 15, 20, 25)
 BASELINE = "bp"
+FAMILY_RULES = ("bp", "ff", "symba", "df", "df-o", "df-r", "cwc")
 
 #: every ratio to BP that compare computes: (memory mode, metric) -> words for tables, plots and the console
 RATIO_NAMES = {
@@ -126,6 +127,11 @@ def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), wi
     else:
         depths = check.integers(depths, "--depths", 2, "depth (conv blocks + one dense block)")
         check.positive_int(width, "--width", "conv channels of the depth family", allow_none=False)
+    if not own_model:                            # the depth family is conv/dense: its rules only
+        bad = [r for r in rules if r not in FAMILY_RULES]
+        if bad:
+            raise ConfigError(f"--rules: {bad[0]!r} is not a rule of the depth family; allowed: "
+                              f"{', '.join(FAMILY_RULES)}")
     jobs = jobs or os.cpu_count() or 1
     points = []
     for d in depths:

@@ -35,7 +35,7 @@ from .gelu import gelu_backward, gelu_forward  # noqa: E402
 from .layernorm import LNCache, layernorm_backward, layernorm_forward  # noqa: E402
 from .tokens import (bias_add, bias_grad, patch_embed_forward, patch_embed_grad_weight, patchify,  # noqa: E402
                      residual_add, token_dense_forward, token_dense_grad_input, token_dense_grad_weight,
-                     token_mean, token_mean_backward)
+                     token_l2_normalize, token_mean, token_mean_backward)
 
 __all__ = [
     "LAST_PATH", "accumulation_path",
@@ -47,7 +47,7 @@ __all__ = [
     "maxpool2d_forward", "maxpool2d_backward", "goodness", "goodness_backward", "decode",
     "patchify", "patch_embed_forward", "patch_embed_grad_weight",
     "token_dense_forward", "token_dense_grad_weight", "token_dense_grad_input",
-    "token_mean", "token_mean_backward", "bias_add", "bias_grad", "residual_add",
+    "token_mean", "token_mean_backward", "bias_add", "bias_grad", "residual_add", "token_l2_normalize",
     "attn_scores", "attn_scores_grad_query", "attn_scores_grad_key",
     "attn_values", "attn_values_grad_probs", "attn_values_grad_values", "softmax", "softmax_backward",
     "LNCache", "layernorm_forward", "layernorm_backward", "gelu_forward", "gelu_backward",

@@ -113,3 +113,15 @@ def bias_grad(g, keep: int = 1):
 def residual_add(x, y):
     """x + y: a residual connection (its backward sends the same error down both branches)."""
     return (_f32(x) + _f32(y)).astype(np.float32)
+
+
+L2NORM_OPS = 4           # per element: square, sum, (one reciprocal square root per token), multiply; counted alike
+L2NORM_EPS = 1e-12
+
+
+@costed("token_l2norm", count=lambda a, out: out.size * L2NORM_OPS)
+def token_l2_normalize(x):
+    """Each token (the last axis) divided by its L2 norm (sum in float64; norms below 1e-12 are not blown up)."""
+    x = _f32(x)
+    norm = np.sqrt(np.square(x.astype(np.float64)).sum(axis=-1, keepdims=True))
+    return (x / np.maximum(norm, L2NORM_EPS)).astype(np.float32)
