@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .kernels.exact import _MOVE
 from .work import costed, record
 
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
@@ -120,7 +121,7 @@ def _uniform(base, i):
     return np.float64(z >> np.uint64(40)) * (1.0 / 16777216.0)
 
 
-@njit(parallel=True, cache=True)
+@njit(**_MOVE)
 def _floor_plus_uniform(v, seed, out):
     """out[i] = floor(v[i] + u_i), with u_i from :func:`_uniform`."""
     base = np.uint64(seed)
@@ -298,36 +299,52 @@ def quantize_unsigned(x, bits, rounding="nearest", rng=None, scale_mode="float")
     return out, scale
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _absmax(x):
-    """max|x| with per-chunk partial maxima: exact and order-independent."""
-    n = x.size
-    chunks = 64
-    part = np.zeros(chunks, dtype=np.float32)
-    step = (n + chunks - 1) // chunks
-    for c in prange(chunks):
-        m = np.float32(0.0)
-        for i in range(c * step, min(n, (c + 1) * step)):
-            a = abs(x[i])
-            if a > m:
-                m = a
-        part[c] = m
-    return part.max()
+    """max|x| over a float32 vector, NaNs ignored (as ``a > m`` comparisons would): exact and order-free.
+
+    Compared as integers: for non-negative finite floats (and inf) the IEEE bit pattern orders like
+    the value, so the sign bit is cleared and NaN patterns (above inf's) are mapped to 0. An
+    integer max reduction vectorises, a float compare-and-branch does not: about 10x faster than the
+    float loop, and serial (this runs between BLAS calls; see ``kernels.exact.PARALLEL``).
+    """
+    b = x.view(np.uint32)
+    m = np.uint32(0)
+    for i in range(b.size):
+        v = b[i] & np.uint32(0x7FFFFFFF)
+        if v > np.uint32(0x7F800000):       # NaN
+            v = np.uint32(0)
+        m = max(m, v)
+    return np.array([m], dtype=np.uint32).view(np.float32)[0]
 
 
-@njit(parallel=True, cache=True)
 def _quantize_flat(x, inv_scale, lo, hi, stochastic, seed, out):
     """One fused pass: scale, round (nearest-even or stochastic), clip, store float32 codes.
 
     Stochastic uniforms come from :func:`_uniform`, so the result does not depend on threading.
+    Two loops, not one with a branch inside, so that the nearest-rounding loop vectorises.
     """
-    base = np.uint64(seed)
+    if stochastic:
+        _quantize_flat_stochastic(x, inv_scale, lo, hi, np.uint64(seed), out)
+    else:
+        _quantize_flat_nearest(x, inv_scale, lo, hi, out)
+
+
+@njit(**_MOVE)
+def _quantize_flat_nearest(x, inv_scale, lo, hi, out):
     for i in prange(x.size):
-        v = np.float64(x[i]) * inv_scale
-        if stochastic:
-            q = np.floor(v + _uniform(base, i))
-        else:
-            q = np.rint(v)
+        q = np.rint(np.float64(x[i]) * inv_scale)
+        if q > hi:
+            q = hi
+        elif q < lo:
+            q = lo
+        out[i] = np.float32(q)
+
+
+@njit(**_MOVE)
+def _quantize_flat_stochastic(x, inv_scale, lo, hi, base, out):
+    for i in prange(x.size):
+        q = np.floor(np.float64(x[i]) * inv_scale + _uniform(base, i))
         if q > hi:
             q = hi
         elif q < lo:

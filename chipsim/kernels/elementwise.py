@@ -15,7 +15,7 @@ def relu_forward(x):
     return np.maximum(_f32(x), np.float32(0))
 
 
-@njit(parallel=True, cache=True)
+@njit(**_MOVE)
 def _relu_mask_mul(g, y, out):
     for i in prange(g.size):
         out[i] = g[i] if y[i] > 0 else np.float32(0)
@@ -25,9 +25,10 @@ def _relu_mask_mul(g, y, out):
 def relu_backward(gy, y_or_mask):
     """gy where the ReLU was active (``y > 0`` or a boolean mask).
 
-    A parallel numba loop: this runs on the largest tensors of a training
-    step (every pre-activation of the batch), where numpy's ``where`` with
-    its temporaries was the single most expensive elementwise op.
+    A numba loop: this runs on the largest tensors of a training step (every
+    pre-activation of the batch), where numpy's ``where`` with its
+    temporaries was the single most expensive elementwise op. Serial like the
+    other kernels between BLAS calls (``exact.PARALLEL``).
     """
     g = _f32(gy)
     y = np.asarray(y_or_mask)
