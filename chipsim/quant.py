@@ -225,7 +225,7 @@ class ClippedScale:
         """The clipping threshold this batch asks for."""
         if self.bits not in ACIQ_GAUSS_ALPHA:
             return float(np.abs(x).max()) if self.signed else float(max(np.max(x), 0.0))
-        rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+        rms = float(np.sqrt(_mean_square(x)))
         return ACIQ_GAUSS_ALPHA[self.bits] * (rms if self.signed else rms * np.sqrt(2.0))
 
     @property
@@ -243,7 +243,84 @@ class ClippedScale:
             self.running = t if self.running is None else self.momentum * self.running + (1 - self.momentum) * t
         scale = self.scale
         lo = -self.qmax if self.signed else 0
-        return np.clip(np.rint(x / scale), lo, self.qmax).astype(np.float32), scale
+        return _divide_round_clip(x, scale, lo, self.qmax), scale
+
+
+# ---------------------------------------------------------------------------------------------
+# ClippedScale's two passes over an activation, fused (one read of x each, no temporaries), and
+# bit for bit the numpy expressions they replace -- the tests compare them on many shapes.
+
+@njit(cache=True)
+def _pairwise_sum_squares(x, lo, n):
+    """Sum of ``float64(x[i])**2`` over ``x[lo:lo + n]``, added in numpy's pairwise order.
+
+    numpy's float64 ``add.reduce`` over a contiguous array sums it pairwise (``pairwise_sum`` in
+    numpy's ``loops_utils.h.src``): below 8 terms in a row, up to 128 in 8 interleaved partial sums,
+    else the two halves (split at a multiple of 8) recursively. Following the same order gives the
+    same float64 result as ``np.square(x, dtype=np.float64).sum()`` without its 8-byte temporary.
+    """
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            v = np.float64(x[i])
+            res += v * v
+        return res
+    if n <= 128:
+        v0, v1, v2, v3 = np.float64(x[lo]), np.float64(x[lo + 1]), np.float64(x[lo + 2]), np.float64(x[lo + 3])
+        v4, v5, v6, v7 = np.float64(x[lo + 4]), np.float64(x[lo + 5]), np.float64(x[lo + 6]), np.float64(x[lo + 7])
+        r0, r1, r2, r3, r4, r5, r6, r7 = v0 * v0, v1 * v1, v2 * v2, v3 * v3, v4 * v4, v5 * v5, v6 * v6, v7 * v7
+        i = 8
+        while i < n - (n % 8):
+            v0, v1, v2, v3 = np.float64(x[lo + i]), np.float64(x[lo + i + 1]), np.float64(x[lo + i + 2]), \
+                np.float64(x[lo + i + 3])
+            v4, v5, v6, v7 = np.float64(x[lo + i + 4]), np.float64(x[lo + i + 5]), np.float64(x[lo + i + 6]), \
+                np.float64(x[lo + i + 7])
+            r0 += v0 * v0
+            r1 += v1 * v1
+            r2 += v2 * v2
+            r3 += v3 * v3
+            r4 += v4 * v4
+            r5 += v5 * v5
+            r6 += v6 * v6
+            r7 += v7 * v7
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            v = np.float64(x[lo + i])
+            res += v * v
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _pairwise_sum_squares(x, lo, n2) + _pairwise_sum_squares(x, lo + n2, n - n2)
+
+
+def _mean_square(x) -> float:
+    """``np.mean(np.square(x, dtype=np.float64))``, fused for a contiguous float32 ``x``."""
+    x = np.asarray(x)
+    if x.dtype != np.float32 or not x.flags.c_contiguous or x.size == 0:
+        return float(np.mean(np.square(x, dtype=np.float64)))
+    return _pairwise_sum_squares(x.reshape(-1), 0, x.size) / x.size
+
+
+@njit(**_MOVE)
+def _divide_round_clip_flat(x, scale, lo, hi, out):
+    for i in prange(x.size):
+        q = np.rint(x[i] / scale)                 # float32 / float32, as numpy's x / scale
+        if not np.isnan(q):                       # as np.clip: NaN kept, and -0.0 kept above lo = 0
+            q = q if q >= lo else lo
+            q = q if q <= hi else hi
+        out[i] = q
+
+
+def _divide_round_clip(x, scale, lo, hi):
+    """``np.clip(np.rint(x / scale), lo, hi).astype(np.float32)``: one pass for a float32 ``x``."""
+    x = np.asarray(x)
+    if x.dtype != np.float32 or not x.flags.c_contiguous:
+        return np.clip(np.rint(x / scale), lo, hi).astype(np.float32)
+    out = np.empty(x.shape, np.float32)
+    _divide_round_clip_flat(x.reshape(-1), np.float32(scale), np.float32(lo), np.float32(hi), out.reshape(-1))
+    return out
 
 
 def quantize_signed(x, bits, rounding="nearest", rng=None, scale_mode="float"):

@@ -164,10 +164,11 @@ class QuantBlock:
         bound = _int_bound(p.activation_bits, p.weight_bits)
         if self.kind == "conv":
             # keep im2col's columns only when a weight gradient will follow (training)
+            # the accumulator's rescale is done by the kernel as it leaves the GEMM's layout
             res = K.conv2d_forward(zq, self.wq, self.spec.stride, self.spec.padding, int_bound=bound,
-                                   keep_cols=train)
-            acc, cols = res if train else (res, None)
-            y = _rescale(acc, (zs * self.wscale).reshape(1, -1, 1, 1), "QuantBlock.forward")
+                                   keep_cols=train, out_scale=zs * self.wscale)
+            y, cols = res if train else (res, None)
+            record("dequantize", "QuantBlock.forward", y.size)
         else:
             cols = None
             acc = K.dense_forward(zq, self.wq, int_bound=bound)

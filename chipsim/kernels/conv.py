@@ -270,6 +270,29 @@ def _grid_to_nchw(a, n, ho, wp, wo):
 
 
 @njit(**_MOVE)
+def _grid_to_nchw_scaled(a, scale, n, ho, wp, wo):
+    """:func:`_grid_to_nchw` with each output channel ``o`` multiplied by ``scale[o]``, as float32.
+
+    The product is taken in the accumulator's type (float32 times float32, or float64 for the
+    wider paths) and rounded to float32 once, as numpy's ``(acc * scale).astype(np.float32)`` does.
+    """
+    o = a.shape[0]
+    L = ho * wp
+    out = np.empty((n, o, ho, wo), dtype=np.float32)
+    for b in prange(n):
+        for oi in range(o):
+            src = a[oi, b * L:(b + 1) * L]
+            sc = scale[oi]
+            dplane = out[b, oi]
+            for oh in range(ho):
+                s = src[oh * wp:oh * wp + wo]
+                d = dplane[oh]
+                for ow in range(wo):
+                    d[ow] = np.float32(s[ow] * sc)
+    return out
+
+
+@njit(**_MOVE)
 def _nchw_to_grid(gy, wp):
     """(N, O, Ho, Wo) -> (O, N*Ho*Wp) with zeros in the garbage columns."""
     n, o, ho, wo = gy.shape
@@ -294,7 +317,7 @@ def _nchw_to_grid(gy, wp):
 # --------------------------------------------------------------------------
 @costed("conv_forward", bits=lambda a, out: bits_of_bound(a.int_bound),
         count=lambda a, out: _conv_macs(*(out[0] if a.keep_cols else out).shape, *a.w.shape[1:]))
-def conv2d_forward(x, w, stride=1, padding=0, int_bound=None, keep_cols=False):
+def conv2d_forward(x, w, stride=1, padding=0, int_bound=None, keep_cols=False, out_scale=None):
     """Cross-correlation ``y = conv(x, w)``: x (N,C,H,W), w (O,C,kh,kw).
 
     im2col then one GEMM ``w (O, C*kh*kw) @ cols`` over the whole batch.
@@ -302,6 +325,11 @@ def conv2d_forward(x, w, stride=1, padding=0, int_bound=None, keep_cols=False):
     ``keep_cols=True`` returns ``(y, cols)``: the column matrix is exactly what
     :func:`conv2d_grad_weight` needs for the same ``x``, so a caller that will
     take the weight gradient can pass it back and skip a second im2col.
+    ``out_scale`` (O,): returns ``(acc * out_scale[o]).astype(float32)`` per
+    output channel instead of the accumulator ``acc``, the multiply done while
+    the GEMM's output is copied into NCHW (one pass fewer over the output). It
+    is the caller's dequantisation, and the caller records it as such: this
+    kernel's work is the convolution's MACs either way.
     """
     x, w = _f32(x), _f32(w)
     n, c, h, wd = x.shape
@@ -315,12 +343,17 @@ def conv2d_forward(x, w, stride=1, padding=0, int_bound=None, keep_cols=False):
         wp = _grid_pitch(wd, kw, pw)
         cols = _im2col_grid(_pad_planes(x, ph, pw, wp, kw - 1), n, c, kh, kw,
                             wp, ho)
-        y = _matmul(w2, cols, int_bound, "conv2d_forward")
-        y = _grid_to_nchw(np.ascontiguousarray(y), n, ho, wp, wo)
+        y = np.ascontiguousarray(_matmul(w2, cols, int_bound, "conv2d_forward"))
+        if out_scale is None:
+            y = _grid_to_nchw(y, n, ho, wp, wo)
+        else:
+            y = _grid_to_nchw_scaled(y, np.ascontiguousarray(out_scale, np.float32).reshape(o), n, ho, wp, wo)
         return (y, cols) if keep_cols else y
     cols = _im2col(x, kh, kw, sh, sw, ph, pw, ho, wo)
     y = _matmul(w2, cols, int_bound, "conv2d_forward")
     y = _onp_to_nop(np.ascontiguousarray(y), n).reshape(n, o, ho, wo)
+    if out_scale is not None:
+        y = (y * np.asarray(out_scale, np.float32).reshape(1, o, 1, 1)).astype(np.float32)
     return (y, cols) if keep_cols else y
 
 

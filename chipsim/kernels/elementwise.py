@@ -48,6 +48,9 @@ def _maxpool_fwd(x, k, s, ho, wo):
         plane = x[bc // c, bc % c]
         yp = y[bc // c, bc % c]
         ip = idx[bc // c, bc % c]
+        if k == 2 and s == 2:
+            _maxpool_plane_2x2(plane, yp, ip, ho, wo, w)
+            continue
         for oh in range(ho):
             yrow = yp[oh]
             irow = ip[oh]
@@ -55,15 +58,45 @@ def _maxpool_fwd(x, k, s, ho, wo):
                 best = plane[oh * s, ow * s]
                 bi = (oh * s) * w + ow * s
                 for i in range(k):
-                    row = plane[oh * s + i, ow * s:ow * s + k]
+                    row = plane[oh * s + i]
                     for j in range(k):
-                        v = row[j]
+                        v = row[ow * s + j]
                         if v > best:  # strict: ties keep the first max
                             best = v
                             bi = (oh * s + i) * w + ow * s + j
                 yrow[ow] = best
                 irow[ow] = bi
     return y, idx
+
+
+@njit(cache=True)
+def _maxpool_plane_2x2(plane, yp, ip, ho, wo, w):
+    """The 2x2, stride-2 window (the default models' pool), unrolled: the same row-major scan with
+    strict ``>`` as the general loop, written out so that no inner loop or slice is left."""
+    for oh in range(ho):
+        r0 = plane[2 * oh]
+        r1 = plane[2 * oh + 1]
+        yrow = yp[oh]
+        irow = ip[oh]
+        base = 2 * oh * w
+        for ow in range(wo):
+            j = 2 * ow
+            best = r0[j]
+            bi = base + j
+            v = r0[j + 1]
+            if v > best:
+                best = v
+                bi = base + j + 1
+            v = r1[j]
+            if v > best:
+                best = v
+                bi = base + w + j
+            v = r1[j + 1]
+            if v > best:
+                best = v
+                bi = base + w + j + 1
+            yrow[ow] = best
+            irow[ow] = bi
 
 
 @njit(**_MOVE)
