@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .conv import _out_size
+from .layout import _out_size
 from ..work import costed
 from .exact import _MOVE, _f32
 
