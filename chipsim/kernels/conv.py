@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..work import bits_of_bound, costed
-from .exact import _f32, _matmul
+from .exact import _f32, _matmul, blas_threads
 from .layout import (_col2im, _col2im_grid, _grid_pitch, _grid_to_nchw_into, _grid_to_nchw_scaled_into,  # noqa: F401
                      _im2col, _im2col_grid, _im2col_grid_into, _nchw_to_grid, _nop_to_onp, _onp_to_nop,
                      _out_size, _pad_planes, _pair)
@@ -19,14 +19,19 @@ def _conv_macs(n, o, ho, wo, c, kh, kw) -> int:
     return int(n) * int(o) * int(ho) * int(wo) * int(c) * int(kh) * int(kw)
 
 
-# The forward runs im2col and its GEMM one chunk of samples at a time, each chunk's columns about
-# this many bytes: the GEMM then reads what im2col just wrote from L2 instead of from memory.
-# Measured at the engine's 320 training rows (1 thread): conv 2->16 @28x28 4.5 -> 2.3 ms,
-# 16->32 @14x14 9.8 -> 7.3 ms, 32->32 @7x7 5.1 -> 4.2 ms; 1 MiB was best of 128 KiB .. 2 MiB.
+# With a single-threaded BLAS the forward runs im2col and its GEMM one chunk of samples at a time,
+# each chunk's columns about this many bytes: the GEMM then reads what im2col just wrote from L2
+# instead of from memory. Measured at the engine's 320 training rows (1 thread): conv 2->16 @28x28
+# 4.5 -> 2.3 ms, 16->32 @14x14 9.8 -> 7.3 ms, 32->32 @7x7 5.1 -> 4.2 ms; 1 MiB was best of
+# 128 KiB .. 2 MiB. Not with a multi-threaded BLAS: each call then wakes and joins its threads, and
+# on a loaded machine every join can wait for a descheduled thread -- measured on the 2-core VM
+# under load, a DF-R step took 2.7 s chunked against 0.45 s in one GEMM per layer.
 FORWARD_CHUNK_BYTES = 1 << 20
 
 
 def _chunk_samples(k: int, length: int, n: int) -> int:
+    if blas_threads() != 1:
+        return n
     return max(1, min(n, FORWARD_CHUNK_BYTES // (4 * k * length)))
 
 
