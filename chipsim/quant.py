@@ -28,6 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from .kernels.exact import _MOVE
+from .kernels.sums import _pairwise_sum_squares
 from .work import costed, record
 
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
@@ -249,52 +250,6 @@ class ClippedScale:
 # ---------------------------------------------------------------------------------------------
 # ClippedScale's two passes over an activation, fused (one read of x each, no temporaries), and
 # bit for bit the numpy expressions they replace -- the tests compare them on many shapes.
-
-@njit(cache=True)
-def _pairwise_sum_squares(x, lo, n):
-    """Sum of ``float64(x[i])**2`` over ``x[lo:lo + n]``, added in numpy's pairwise order.
-
-    numpy's float64 ``add.reduce`` over a contiguous array sums it pairwise (``pairwise_sum`` in
-    numpy's ``loops_utils.h.src``): below 8 terms in a row, up to 128 in 8 interleaved partial sums,
-    else the two halves (split at a multiple of 8) recursively. Following the same order gives the
-    same float64 result as ``np.square(x, dtype=np.float64).sum()`` without its 8-byte temporary.
-    """
-    if n < 8:
-        res = 0.0
-        for i in range(lo, lo + n):
-            v = np.float64(x[i])
-            res += v * v
-        return res
-    if n <= 128:
-        v0, v1, v2, v3 = np.float64(x[lo]), np.float64(x[lo + 1]), np.float64(x[lo + 2]), np.float64(x[lo + 3])
-        v4, v5, v6, v7 = np.float64(x[lo + 4]), np.float64(x[lo + 5]), np.float64(x[lo + 6]), np.float64(x[lo + 7])
-        r0, r1, r2, r3, r4, r5, r6, r7 = v0 * v0, v1 * v1, v2 * v2, v3 * v3, v4 * v4, v5 * v5, v6 * v6, v7 * v7
-        i = 8
-        while i < n - (n % 8):
-            v0, v1, v2, v3 = np.float64(x[lo + i]), np.float64(x[lo + i + 1]), np.float64(x[lo + i + 2]), \
-                np.float64(x[lo + i + 3])
-            v4, v5, v6, v7 = np.float64(x[lo + i + 4]), np.float64(x[lo + i + 5]), np.float64(x[lo + i + 6]), \
-                np.float64(x[lo + i + 7])
-            r0 += v0 * v0
-            r1 += v1 * v1
-            r2 += v2 * v2
-            r3 += v3 * v3
-            r4 += v4 * v4
-            r5 += v5 * v5
-            r6 += v6 * v6
-            r7 += v7 * v7
-            i += 8
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            v = np.float64(x[lo + i])
-            res += v * v
-            i += 1
-        return res
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise_sum_squares(x, lo, n2) + _pairwise_sum_squares(x, lo + n2, n - n2)
-
-
 def _mean_square(x) -> float:
     """``np.mean(np.square(x, dtype=np.float64))``, fused for a contiguous float32 ``x``."""
     x = np.asarray(x)

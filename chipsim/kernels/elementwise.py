@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .layout import _out_size
 from ..work import costed
 from .exact import _MOVE, _f32
+from .layout import _out_size
+from .sums import _row_sum_squares
 
 
 @costed("relu", count=lambda a, out: out.size)
@@ -141,8 +142,14 @@ def goodness(y, bits=32):
     Summed in float64 (numpy pairwise, fixed order) then rounded once. ``bits``: the width of the
     values in ``y`` (quantized codes times a scale), for the cost record: the chip squares the codes.
     """
-    y = np.asarray(y).reshape(len(y), -1).astype(np.float64)
-    return ((y * y).sum(axis=1) / y.shape[1]).astype(np.float32)
+    y = np.asarray(y).reshape(len(y), -1)
+    if y.dtype == np.float32 and y.flags.c_contiguous and y.size:
+        sums = np.empty(len(y), np.float64)
+        _row_sum_squares(y, sums)                 # numpy's pairwise order, without the float64 copy
+    else:
+        y = y.astype(np.float64)
+        sums = (y * y).sum(axis=1)
+    return (sums / y.shape[1]).astype(np.float32)
 
 
 @costed("goodness_backward", count=lambda a, out: out.size)
