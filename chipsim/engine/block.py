@@ -175,12 +175,11 @@ class QuantBlock:
             y = _rescale(acc, (zs * self.wscale).reshape(1, -1), "QuantBlock.forward")
         if self.head:
             return y, dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=None, r_shape=y.shape, out=y, gsrc=y)
-        r = K.relu_forward(y)
         argmax = None
-        if self.pool:
-            r_pooled, argmax = K.maxpool2d_forward(r, self.pool, self.pool)
+        if self.pool:                    # ReLU applied as the pool reads y (same work, one pass fewer)
+            r_pooled, argmax = K.maxpool2d_forward(y, self.pool, self.pool, relu=True)
         else:
-            r_pooled = r
+            r_pooled = K.relu_forward(y)
         aq, s_out = self.out_scale.quantize(r_pooled, update=train)
         out = aq * s_out if p.activation_bits != 32 else aq
         if self.good_scale is None:
@@ -188,7 +187,7 @@ class QuantBlock:
         else:
             gq, gs = self.good_scale.quantize(r_pooled, update=train)
             gsrc = gq * gs if self.goodness_bits != 32 else gq
-        cache = dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=argmax, r_shape=r.shape, out=out, gsrc=gsrc)
+        cache = dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=argmax, r_shape=y.shape, out=out, gsrc=gsrc)
         return out, cache
 
     # ------------------------------------------------------------ backward

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..work import costed
+from ..work import costed, record
 from .exact import _MOVE, _f32
 from .layout import _out_size
 from .sums import _row_sum_squares
@@ -40,8 +40,14 @@ def relu_backward(gy, y_or_mask):
     return out
 
 
+@njit(inline="always", cache=True)
+def _relu(v):
+    """np.maximum(v, 0) bit for bit: NaN kept, -0.0 becomes +0.0."""
+    return v if v > 0 or np.isnan(v) else np.float32(0)
+
+
 @njit(**_MOVE)
-def _maxpool_fwd(x, k, s, ho, wo):
+def _maxpool_fwd(x, k, s, ho, wo, relu):
     n, c, h, w = x.shape
     y = np.empty((n, c, ho, wo), dtype=x.dtype)
     idx = np.empty((n, c, ho, wo), dtype=np.int64)
@@ -50,18 +56,25 @@ def _maxpool_fwd(x, k, s, ho, wo):
         yp = y[bc // c, bc % c]
         ip = idx[bc // c, bc % c]
         if k == 2 and s == 2:
-            _maxpool_plane_2x2(plane, yp, ip, ho, wo, w)
+            if relu:
+                _maxpool_plane_2x2_relu(plane, yp, ip, ho, wo, w)
+            else:
+                _maxpool_plane_2x2(plane, yp, ip, ho, wo, w)
             continue
         for oh in range(ho):
             yrow = yp[oh]
             irow = ip[oh]
             for ow in range(wo):
                 best = plane[oh * s, ow * s]
+                if relu:
+                    best = _relu(best)
                 bi = (oh * s) * w + ow * s
                 for i in range(k):
                     row = plane[oh * s + i]
                     for j in range(k):
                         v = row[ow * s + j]
+                        if relu:
+                            v = _relu(v)
                         if v > best:  # strict: ties keep the first max
                             best = v
                             bi = (oh * s + i) * w + ow * s + j
@@ -82,22 +95,38 @@ def _maxpool_plane_2x2(plane, yp, ip, ho, wo, w):
         base = 2 * oh * w
         for ow in range(wo):
             j = 2 * ow
-            best = r0[j]
-            bi = base + j
-            v = r0[j + 1]
-            if v > best:
-                best = v
-                bi = base + j + 1
-            v = r1[j]
-            if v > best:
-                best = v
-                bi = base + w + j
-            v = r1[j + 1]
-            if v > best:
-                best = v
-                bi = base + w + j + 1
+            best, bi = _max4(r0[j], r0[j + 1], r1[j], r1[j + 1], base + j, w)
             yrow[ow] = best
             irow[ow] = bi
+
+
+@njit(cache=True)
+def _maxpool_plane_2x2_relu(plane, yp, ip, ho, wo, w):
+    """:func:`_maxpool_plane_2x2` of ReLU(plane)."""
+    for oh in range(ho):
+        r0 = plane[2 * oh]
+        r1 = plane[2 * oh + 1]
+        yrow = yp[oh]
+        irow = ip[oh]
+        base = 2 * oh * w
+        for ow in range(wo):
+            j = 2 * ow
+            best, bi = _max4(_relu(r0[j]), _relu(r0[j + 1]), _relu(r1[j]), _relu(r1[j + 1]), base + j, w)
+            yrow[ow] = best
+            irow[ow] = bi
+
+
+@njit(inline="always", cache=True)
+def _max4(a, b, c, d, i0, w):
+    """Max of a 2x2 window (a b / c d) and its flat index (a at i0), ties to the first."""
+    best, bi = a, i0
+    if b > best:
+        best, bi = b, i0 + 1
+    if c > best:
+        best, bi = c, i0 + w
+    if d > best:
+        best, bi = d, i0 + w + 1
+    return best, bi
 
 
 @njit(**_MOVE)
@@ -116,16 +145,24 @@ def _maxpool_bwd(gy, idx, h, w):
 
 
 @costed("maxpool", count=lambda a, out: out[0].size * a.k * a.k)
-def maxpool2d_forward(x, k, stride=None):
+def maxpool2d_forward(x, k, stride=None, relu=False):
     """k x k max-pool, no padding, floor mode.  Returns (y, argmax).
 
     ``argmax`` (int64, shape of y) is the flat index into each H*W plane, as
     torch's ``return_indices``; ties go to the first max in row-major order.
+
+    ``relu=True``: the pool of ``relu_forward(x)``, the same values and indices,
+    with the ReLU applied as each element is read instead of in a pass of its
+    own (one read of ``x``, no ReLU output written). The ReLU still runs on every
+    element, and is logged as :func:`relu_forward`'s work, so the trace is the
+    same as for the two calls.
     """
     x = _f32(x)
     s = k if stride is None else int(stride)
     ho, wo = _out_size(x.shape[2], k, s, 0), _out_size(x.shape[3], k, s, 0)
-    return _maxpool_fwd(x, int(k), s, ho, wo)
+    if relu:
+        record("relu", "relu_forward", x.size)
+    return _maxpool_fwd(x, int(k), s, ho, wo, bool(relu))
 
 
 @costed("maxpool_backward", count=lambda a, out: a.gy.size)
