@@ -70,7 +70,7 @@ class TorchDFR:
         lab = torch.cat([labels[:, None], negatives], 1).reshape(-1)
         a = torch.cat([x.repeat_interleave(reps, 0), self.emb[lab][:, None]], 1)
         self.opt.zero_grad(set_to_none=True)
-        prev_in = a
+        prev_in, prev_out = a, None
         for l in range(len(self.specs)):
             inp = prev_in if l == 0 else prev_in.detach().requires_grad_()
             out = self.block(inp, l, feedback=l > 0)
