@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .kernels.exact import _MOVE
+from .kernels.sums import _pairwise_sum_squares
 from .work import costed, record
 
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
@@ -120,7 +122,7 @@ def _uniform(base, i):
     return np.float64(z >> np.uint64(40)) * (1.0 / 16777216.0)
 
 
-@njit(parallel=True, cache=True)
+@njit(**_MOVE)
 def _floor_plus_uniform(v, seed, out):
     """out[i] = floor(v[i] + u_i), with u_i from :func:`_uniform`."""
     base = np.uint64(seed)
@@ -224,7 +226,7 @@ class ClippedScale:
         """The clipping threshold this batch asks for."""
         if self.bits not in ACIQ_GAUSS_ALPHA:
             return float(np.abs(x).max()) if self.signed else float(max(np.max(x), 0.0))
-        rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+        rms = float(np.sqrt(_mean_square(x)))
         return ACIQ_GAUSS_ALPHA[self.bits] * (rms if self.signed else rms * np.sqrt(2.0))
 
     @property
@@ -242,7 +244,38 @@ class ClippedScale:
             self.running = t if self.running is None else self.momentum * self.running + (1 - self.momentum) * t
         scale = self.scale
         lo = -self.qmax if self.signed else 0
-        return np.clip(np.rint(x / scale), lo, self.qmax).astype(np.float32), scale
+        return _divide_round_clip(x, scale, lo, self.qmax), scale
+
+
+# ---------------------------------------------------------------------------------------------
+# ClippedScale's two passes over an activation, fused (one read of x each, no temporaries), and
+# bit for bit the numpy expressions they replace -- the tests compare them on many shapes.
+def _mean_square(x) -> float:
+    """``np.mean(np.square(x, dtype=np.float64))``, fused for a contiguous float32 ``x``."""
+    x = np.asarray(x)
+    if x.dtype != np.float32 or not x.flags.c_contiguous or x.size == 0:
+        return float(np.mean(np.square(x, dtype=np.float64)))
+    return _pairwise_sum_squares(x.reshape(-1), 0, x.size) / x.size
+
+
+@njit(**_MOVE)
+def _divide_round_clip_flat(x, scale, lo, hi, out):
+    for i in prange(x.size):
+        q = np.rint(x[i] / scale)                 # float32 / float32, as numpy's x / scale
+        if not np.isnan(q):                       # as np.clip: NaN kept, and -0.0 kept above lo = 0
+            q = q if q >= lo else lo
+            q = q if q <= hi else hi
+        out[i] = q
+
+
+def _divide_round_clip(x, scale, lo, hi):
+    """``np.clip(np.rint(x / scale), lo, hi).astype(np.float32)``: one pass for a float32 ``x``."""
+    x = np.asarray(x)
+    if x.dtype != np.float32 or not x.flags.c_contiguous:
+        return np.clip(np.rint(x / scale), lo, hi).astype(np.float32)
+    out = np.empty(x.shape, np.float32)
+    _divide_round_clip_flat(x.reshape(-1), np.float32(scale), np.float32(lo), np.float32(hi), out.reshape(-1))
+    return out
 
 
 def quantize_signed(x, bits, rounding="nearest", rng=None, scale_mode="float"):
@@ -298,36 +331,52 @@ def quantize_unsigned(x, bits, rounding="nearest", rng=None, scale_mode="float")
     return out, scale
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _absmax(x):
-    """max|x| with per-chunk partial maxima: exact and order-independent."""
-    n = x.size
-    chunks = 64
-    part = np.zeros(chunks, dtype=np.float32)
-    step = (n + chunks - 1) // chunks
-    for c in prange(chunks):
-        m = np.float32(0.0)
-        for i in range(c * step, min(n, (c + 1) * step)):
-            a = abs(x[i])
-            if a > m:
-                m = a
-        part[c] = m
-    return part.max()
+    """max|x| over a float32 vector, NaNs ignored (as ``a > m`` comparisons would): exact and order-free.
+
+    Compared as integers: for non-negative finite floats (and inf) the IEEE bit pattern orders like
+    the value, so the sign bit is cleared and NaN patterns (above inf's) are mapped to 0. An
+    integer max reduction vectorises, a float compare-and-branch does not: about 10x faster than the
+    float loop, and serial (this runs between BLAS calls; see ``kernels.exact.PARALLEL``).
+    """
+    b = x.view(np.uint32)
+    m = np.uint32(0)
+    for i in range(b.size):
+        v = b[i] & np.uint32(0x7FFFFFFF)
+        if v > np.uint32(0x7F800000):       # NaN
+            v = np.uint32(0)
+        m = max(m, v)
+    return np.array([m], dtype=np.uint32).view(np.float32)[0]
 
 
-@njit(parallel=True, cache=True)
 def _quantize_flat(x, inv_scale, lo, hi, stochastic, seed, out):
     """One fused pass: scale, round (nearest-even or stochastic), clip, store float32 codes.
 
     Stochastic uniforms come from :func:`_uniform`, so the result does not depend on threading.
+    Two loops, not one with a branch inside, so that the nearest-rounding loop vectorises.
     """
-    base = np.uint64(seed)
+    if stochastic:
+        _quantize_flat_stochastic(x, inv_scale, lo, hi, np.uint64(seed), out)
+    else:
+        _quantize_flat_nearest(x, inv_scale, lo, hi, out)
+
+
+@njit(**_MOVE)
+def _quantize_flat_nearest(x, inv_scale, lo, hi, out):
     for i in prange(x.size):
-        v = np.float64(x[i]) * inv_scale
-        if stochastic:
-            q = np.floor(v + _uniform(base, i))
-        else:
-            q = np.rint(v)
+        q = np.rint(np.float64(x[i]) * inv_scale)
+        if q > hi:
+            q = hi
+        elif q < lo:
+            q = lo
+        out[i] = np.float32(q)
+
+
+@njit(**_MOVE)
+def _quantize_flat_stochastic(x, inv_scale, lo, hi, base, out):
+    for i in prange(x.size):
+        q = np.floor(np.float64(x[i]) * inv_scale + _uniform(base, i))
         if q > hi:
             q = hi
         elif q < lo:

@@ -53,6 +53,11 @@ def env(tmp_path_factory) -> dict:
     data = load_dataset(wl.dataset, train_limit=wl.train_limit, test_limit=wl.test_limit, seed=0)
     trainer = Trainer(cfg.hw, cfg.model, data)
     trainer.run(progress=False, checkpoint_dir=str(base))
+    # compile (and write numba's on-disk cache for) every kernel a map runs, here without limits: a case that
+    # fills the disk on purpose (RLIMIT_FSIZE) must not fail on a fresh checkout because numba, not chipsim,
+    # could not write its cache
+    import chipsim
+    chipsim.map(str(PRESET), (f"workload.model={tiny}",) + corpus_commands.TINY, write=False, progress=False)
     return {"preset": str(PRESET), "tiny": str(tiny), "ckpt": str(base / "checkpoint.npz"),
             "ro": corpus_commands.readonly_dir(base)}
 

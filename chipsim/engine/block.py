@@ -162,23 +162,23 @@ class QuantBlock:
             zq, zs = self.z_scale.quantize(z, update=train)
         bound = _int_bound(p.activation_bits, p.weight_bits)
         if self.kind == "conv":
-            # keep im2col's columns only when a weight gradient will follow (training)
-            res = K.conv2d_forward(zq, self.wq, self.spec.stride, self.spec.padding, int_bound=bound,
-                                   keep_cols=train)
-            acc, cols = res if train else (res, None)
-            y = _rescale(acc, (zs * self.wscale).reshape(1, -1, 1, 1), "QuantBlock.forward")
+            # The accumulator's rescale is done by the kernel as it leaves the GEMM's layout. im2col's
+            # columns are not kept for the weight gradient: it runs on the rows that get an error
+            # (often under a third of them) and redoes their im2col, cheaper than keeping every row's
+            # columns (the largest array of a step) and copying the kept rows out of it.
+            y = K.conv2d_forward(zq, self.wq, self.spec.stride, self.spec.padding, int_bound=bound,
+                                 out_scale=zs * self.wscale)
+            record("dequantize", "QuantBlock.forward", y.size)
         else:
-            cols = None
             acc = K.dense_forward(zq, self.wq, int_bound=bound)
             y = _rescale(acc, (zs * self.wscale).reshape(1, -1), "QuantBlock.forward")
         if self.head:
-            return y, dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=None, r_shape=y.shape, out=y, cols=None, gsrc=y)
-        r = K.relu_forward(y)
+            return y, dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=None, r_shape=y.shape, out=y, gsrc=y)
         argmax = None
-        if self.pool:
-            r_pooled, argmax = K.maxpool2d_forward(r, self.pool, self.pool)
+        if self.pool:                    # ReLU applied as the pool reads y (same work, one pass fewer)
+            r_pooled, argmax = K.maxpool2d_forward(y, self.pool, self.pool, relu=True)
         else:
-            r_pooled = r
+            r_pooled = K.relu_forward(y)
         aq, s_out = self.out_scale.quantize(r_pooled, update=train)
         out = aq * s_out if p.activation_bits != 32 else aq
         if self.good_scale is None:
@@ -186,7 +186,7 @@ class QuantBlock:
         else:
             gq, gs = self.good_scale.quantize(r_pooled, update=train)
             gsrc = gq * gs if self.goodness_bits != 32 else gq
-        cache = dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=argmax, r_shape=r.shape, out=out, cols=cols, gsrc=gsrc)
+        cache = dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=argmax, r_shape=y.shape, out=out, gsrc=gsrc)
         return out, cache
 
     # ------------------------------------------------------------ backward
@@ -210,7 +210,7 @@ class QuantBlock:
         bound = _int_bound(p.activation_bits, p.gradient_bits)
         if self.kind == "conv":
             acc = K.conv2d_grad_weight(cache["zq"], gq, self.w_shape[2:], self.spec.stride, self.spec.padding,
-                                       int_bound=bound, cols=cache["cols"])
+                                       int_bound=bound)
         else:
             acc = K.dense_grad_weight(cache["zq"], gq, int_bound=bound)
         return _rescale(acc, cache["zs"] * gs, "QuantBlock.grad_weight")
@@ -247,20 +247,17 @@ class QuantBlock:
         rest are dropped before the backward ops run. Only valid when rows are
         independent in the backward pass (``bn_backward == "fixed-stats"``):
         the batch-statistics gradient needs every row, so ``xhat`` is not kept.
-        ``for_weight_grad=False`` skips the im2col columns, which only the
-        weight gradient reads. The goodness copy (``gsrc``) is not carried:
-        the rule takes its gradient at the loss, before any select.
+        ``for_weight_grad`` no longer changes what is kept: the cache holds no
+        im2col columns (the weight gradient redoes them on its rows). The
+        goodness copy (``gsrc``) is not carried: the rule takes its gradient
+        at the loss, before any select.
         """
         if self.bn_backward != "fixed-stats":
             raise ValueError("rows can be dropped only with learning.bn_backward = fixed-stats")
-        n = cache["zq"].shape[0]
-        cols = cache["cols"] if for_weight_grad else None
-        if cols is not None:                         # (C*kh*kw, N*L), sample-major columns
-            cols = np.ascontiguousarray(cols.reshape(cols.shape[0], n, -1)[:, rows]).reshape(cols.shape[0], -1)
         bnc = cache["bnc"]._replace(xhat=None) if cache["bnc"] is not None else None
         return dict(zq=cache["zq"][rows], zs=cache["zs"], bnc=bnc, y=cache["y"][rows],
                     argmax=None if cache["argmax"] is None else cache["argmax"][rows],
-                    r_shape=(len(rows),) + tuple(cache["r_shape"][1:]), out=cache["out"][rows], cols=cols)
+                    r_shape=(len(rows),) + tuple(cache["r_shape"][1:]), out=cache["out"][rows])
 
     # ------------------------------------------------------------ storage (bits as stored on chip)
     def stored_bytes(self, cache) -> dict:

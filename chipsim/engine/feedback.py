@@ -21,13 +21,14 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ..kernels.exact import _MOVE
 from ..quant import _uniform, signed_max
 from ..work import costed
 
 REGENERATE_OPS = 3     # one counter-based PRNG draw (2 ops) and the map onto the code range
 
 
-@njit(parallel=True, cache=True)
+@njit(**_MOVE)
 def _uniform_codes(seed, n, qmax, out):
     base = np.uint64(seed)
     span = 2.0 * qmax + 1.0
@@ -35,7 +36,7 @@ def _uniform_codes(seed, n, qmax, out):
         out[i] = np.float32(min(np.floor(_uniform(base, i) * span), span - 1.0) - qmax)
 
 
-@njit(parallel=True, cache=True)
+@njit(**_MOVE)
 def _uniform_values(seed, n, bound, out):
     base = np.uint64(seed)
     for i in prange(n):

@@ -150,6 +150,23 @@ def _matmul_int64(a, b):
     return c
 
 
+_BLAS = []        # numpy's BLAS, as a threadpoolctl controller (found once per process), or None
+
+
+def blas_threads() -> int:
+    """Threads numpy's BLAS uses now (respects ``threadpoolctl.threadpool_limits``); 0 if unknown.
+
+    Read through the library's own ``get_num_threads`` (well under a microsecond), so a kernel
+    may ask before every call.
+    """
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+        libs = [c for c in ThreadpoolController().lib_controllers if c.internal_api == "openblas"]
+        mine = [c for c in libs if "numpy" in c.filepath] or libs
+        _BLAS.append(mine[0] if mine else None)
+    return _BLAS[0].get_num_threads() if _BLAS[0] is not None else 0
+
+
 def _f32(a):
     return np.ascontiguousarray(a, dtype=np.float32)
 

@@ -1,0 +1,226 @@
+"""The fused and serial kernels of the engine-speed work give exactly what the plain numpy (or
+int64) computation they replace gives -- bit for bit, on shapes with tails, ties, -0.0 and NaN.
+
+Bit equality (``tobytes``), not closeness: these kernels replaced numpy expressions inside the
+integer engine, and every later step depends on their exact output.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
+
+from chipsim import kernels as K
+from chipsim import quant as Q
+from chipsim.kernels import conv as C
+from chipsim.kernels import exact as E
+from chipsim.kernels import norm as N
+from chipsim.kernels import sums as S
+from chipsim.work import open_log
+
+SIZES = list(range(1, 140)) + [255, 256, 257, 1000, 4095, 8193, 65537, 320 * 16 * 14 * 14 + 3]
+
+
+def _same(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def _awkward(rng, n):
+    """Gaussian float32 with zeros, negative zeros and a scale that varies by size."""
+    x = (rng.standard_normal(n) * rng.uniform(0.01, 20)).astype(np.float32)
+    x[rng.integers(0, n, max(1, n // 20))] = 0.0
+    x[rng.integers(0, n, max(1, n // 20))] = -0.0
+    return x
+
+
+def test_absmax_is_the_max_of_abs_and_ignores_nan():
+    rng = np.random.default_rng(0)
+    for n in SIZES:
+        x = _awkward(rng, n)
+        assert Q._absmax(x) == np.abs(x).max()
+    x = np.array([0.5, np.nan, -3.0, 1.0, -np.nan], np.float32)
+    assert Q._absmax(x) == 3.0                     # NaNs ignored, as the comparison loop did
+    assert Q._absmax(np.array([-np.inf, 1.0], np.float32)) == np.inf
+    assert Q._absmax(np.array([-0.0, 0.0], np.float32)) == 0.0
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_quantize_signed_unsigned_match_the_numpy_formula(signed):
+    """Nearest rounding: codes = clip(rint(x * (1/scale))) in float64, scale from max|x|."""
+    rng = np.random.default_rng(1)
+    for n in (1, 7, 64, 1001, 100003):
+        x = _awkward(rng, n)
+        x = x if signed else np.abs(x)
+        fn = Q.quantize_signed if signed else Q.quantize_unsigned
+        codes, scale = fn(x, 8, "nearest")
+        qmax = Q.signed_max(8) if signed else Q.unsigned_max(8)
+        ref_scale = np.float32(np.abs(x).max() / qmax) if np.abs(x).max() > 0 else np.float32(1)
+        assert scale == ref_scale
+        ref = np.clip(np.rint(x.astype(np.float64) * (1.0 / np.float64(scale))), -qmax if signed else 0, qmax)
+        assert _same(codes, ref.astype(np.float32))
+
+
+def _splitmix_uniform(seed: int, n: int):
+    """u_i of quant._uniform in plain numpy uint64 arithmetic (wrapping multiplies)."""
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed) + (np.arange(n, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(40)).astype(np.float64) / 16777216.0
+
+
+def test_stochastic_quantize_is_floor_of_value_plus_counter_uniform():
+    x = _awkward(np.random.default_rng(2), 5000)
+    codes, scale = Q.quantize_signed(x, 8, "stochastic", np.random.default_rng(7))
+    seed = int(np.random.default_rng(7).integers(0, 2 ** 63))        # the one draw quantize_signed takes
+    v = x.astype(np.float64) * (1.0 / np.float64(scale))
+    ref = np.clip(np.floor(v + _splitmix_uniform(seed, x.size)), -127, 127)
+    assert _same(codes, ref.astype(np.float32))
+
+
+def test_mean_square_is_numpys_bit_for_bit():
+    rng = np.random.default_rng(3)
+    for n in SIZES:
+        x = _awkward(rng, n)
+        assert Q._mean_square(x) == np.mean(np.square(x, dtype=np.float64))
+        if n % 4 == 0:
+            x4 = x.reshape(2, 2, -1)
+            assert Q._mean_square(x4) == np.mean(np.square(x4, dtype=np.float64))
+    strided = _awkward(rng, 300)[::3]                           # not contiguous: numpy itself
+    assert Q._mean_square(strided) == np.mean(np.square(strided, dtype=np.float64))
+
+
+def test_row_sum_squares_and_goodness_are_numpys_bit_for_bit():
+    rng = np.random.default_rng(4)
+    for shape in ((320, 3136), (90, 1568), (7, 1), (5, 8), (3, 127), (3, 129), (4, 1000), (2, 100003)):
+        y = _awkward(rng, int(np.prod(shape))).reshape(shape)
+        out = np.empty(shape[0])
+        S._row_sum_squares(y, out)
+        y64 = y.astype(np.float64)
+        assert _same(out, (y64 * y64).sum(axis=1))
+        ref = ((y64 * y64).sum(axis=1) / y.shape[1]).astype(np.float32)
+        assert _same(K.goodness(y), ref)
+        assert _same(K.goodness(y.astype(np.float64)), ref)     # the numpy fallback agrees
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_clipped_scale_divide_round_clip_is_numpys(signed):
+    rng = np.random.default_rng(5)
+    lo, hi = (-7, 7) if signed else (0, 15)
+    for n in SIZES[::7] + [100003]:
+        x = _awkward(rng, n)
+        x[0] = np.nan if n > 3 else x[0]
+        for scale in (np.float32(0.37), np.float32(1e-3), np.float32(3.0)):
+            ref = np.clip(np.rint(x / scale), lo, hi).astype(np.float32)
+            assert _same(Q._divide_round_clip(x, scale, lo, hi), ref)   # incl. the sign of -0.0, NaN
+    s = Q.ClippedScale(4, signed=signed)
+    z = rng.standard_normal((32, 3, 5, 5)).astype(np.float32)
+    codes, scale = s.quantize(z if signed else np.abs(z), update=True)
+    ref = np.clip(np.rint((z if signed else np.abs(z)) / scale), lo, hi).astype(np.float32)
+    assert _same(codes, ref)
+
+
+def _bn_stats_one_channel_at_a_time(x):
+    """The statistics summed channel by channel, sample by sample, in float64 (np.cumsum adds in
+    sequence), as the kernel did before it summed four channels side by side."""
+    n, c = x.shape[:2]
+    x3 = x.reshape(n, c, -1)
+    mean, var = np.empty(c), np.empty(c)
+    for ci in range(c):
+        v = x3[:, ci].reshape(-1).astype(np.float64)
+        mean[ci] = np.cumsum(v)[-1] / v.size
+        d = x3[:, ci].reshape(-1) - mean[ci]
+        var[ci] = np.cumsum(d * d)[-1] / v.size
+    return mean, var
+
+
+@pytest.mark.parametrize("shape", [(320, 2, 28, 28), (9, 6, 7, 3), (7, 5, 4, 4), (33, 1568), (5, 3), (4, 1)])
+def test_batchnorm_forward_is_the_numpy_expression_bit_for_bit(shape):
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    mean, var = N._bn_stats(N._as_ncs(x))
+    rm, rv = _bn_stats_one_channel_at_a_time(x)
+    assert _same(mean, rm) and _same(var, rv)
+    gamma = rng.standard_normal(shape[1]).astype(np.float32)
+    beta = rng.standard_normal(shape[1]).astype(np.float32)
+    y, cache = K.batchnorm_train_forward(x, gamma, beta)
+    inv_std = (1.0 / np.sqrt(var + 1e-5)).astype(np.float32)
+    b = (1, -1) + (1,) * (x.ndim - 2)
+    xhat = (x - mean.astype(np.float32).reshape(b)) * inv_std.reshape(b)
+    assert _same(cache.xhat, xhat)
+    assert _same(y, (xhat * gamma.reshape(b) + beta.reshape(b)).astype(np.float32))
+
+
+@pytest.mark.parametrize("shape, k, s", [((6, 3, 8, 8), 2, 2), ((4, 2, 9, 7), 2, 2), ((3, 2, 9, 9), 3, 3),
+                                         ((2, 3, 8, 8), 3, 2)])
+def test_maxpool_of_relu_equals_relu_then_pool(shape, k, s):
+    """Values and indices, with ties (integer inputs), -0.0 and NaN among the inputs."""
+    rng = np.random.default_rng(int(np.prod(shape)))
+    x = rng.integers(-3, 4, shape).astype(np.float32)
+    x[rng.random(shape) < 0.1] = -0.0
+    x.reshape(-1)[::37] = np.nan
+    y1, i1 = K.maxpool2d_forward(K.relu_forward(x), k, s)
+    y2, i2 = K.maxpool2d_forward(x, k, s, relu=True)
+    assert _same(y1, y2) and _same(i1, i2)
+    finite = np.nan_to_num(x, nan=0.0)
+    ty, ti = F.max_pool2d(torch.from_numpy(np.maximum(finite, 0)), k, s, return_indices=True)
+    y3, i3 = K.maxpool2d_forward(finite, k, s, relu=True)
+    assert np.array_equal(y3, ty.numpy()) and np.array_equal(i3, ti.numpy())
+
+
+def test_fused_relu_pool_logs_the_relu_and_the_pool():
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    with open_log() as log:
+        K.maxpool2d_forward(x, 2, 2, relu=True)
+    with open_log() as ref:
+        K.maxpool2d_forward(K.relu_forward(x), 2, 2)
+    assert log.items == ref.items
+
+
+def _int_conv(x, w, p):
+    """Plain int64 reference of a stride-1 cross-correlation."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (p, p), (p, p)))
+    ho, wo = h + 2 * p - kh + 1, wd + 2 * p - kw + 1
+    y = np.zeros((n, o, ho, wo), np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            y += np.einsum("nchw,oc->nohw", xp[:, :, i:i + ho, j:j + wo], w[:, :, i, j].astype(np.int64))
+    return y
+
+
+@pytest.mark.parametrize("bits", [4, 8, 16])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv_forward_chunked_and_rescaled_is_exact(bits, threads, monkeypatch):
+    """Chunks of a few samples (a small FORWARD_CHUNK_BYTES, single-threaded BLAS) give the exact
+    integers; ``out_scale`` gives (acc * scale).astype(float32) of them, on each accumulation path."""
+    rng = np.random.default_rng(bits)
+    amax, wmax = Q.signed_max(bits), Q.signed_max(bits)
+    x = rng.integers(-amax, amax + 1, (7, 3, 9, 8)).astype(np.float32)
+    w = rng.integers(-wmax, wmax + 1, (5, 3, 3, 3)).astype(np.float32)
+    scale = rng.uniform(0.001, 2.0, 5).astype(np.float32)
+    monkeypatch.setattr(C, "FORWARD_CHUNK_BYTES", 4 * 27 * 90 * 2)          # about 2 samples a chunk
+    ref = _int_conv(x, w, 1)
+    with threadpool_limits(threads):
+        assert E.blas_threads() == threads
+        if threads == 1:
+            assert 1 < C._chunk_samples(27, 90, 7) < 7
+        acc = K.conv2d_forward(x, w, 1, 1, int_bound=(amax, wmax))
+        y, cols = K.conv2d_forward(x, w, 1, 1, int_bound=(amax, wmax), keep_cols=True, out_scale=scale)
+    assert np.array_equal(acc, ref)
+    assert _same(y, (acc * scale.reshape(1, -1, 1, 1)).astype(np.float32))
+    assert _same(cols, C._im2col_grid(C._pad_planes(x, 1, 1, C._grid_pitch(8, 3, 1), 2), 7, 3, 3, 3, 9, 9))
+
+
+def test_conv_forward_out_scale_with_stride_two_and_floats():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 2, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    scale = rng.uniform(0.5, 2.0, 4).astype(np.float32)
+    for stride, pad in ((2, 1), (1, 1)):
+        acc = K.conv2d_forward(x, w, stride, pad)
+        y = K.conv2d_forward(x, w, stride, pad, out_scale=scale)
+        assert _same(y, (acc * scale.reshape(1, -1, 1, 1)).astype(np.float32))
