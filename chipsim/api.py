@@ -99,12 +99,12 @@ def map(config, overrides: Iterable[str] = (), out_dir: str | None = None, write
 
 def compare(config, rules=("bp", "df-o", "df-r"), depths=(5, 8, 11, 15, 20, 25), overrides: Iterable[str] = (),
             width: int = 32, out_dir: str | None = None, jobs: int | None = None, progress: bool = True,
-            own_model: bool = False):
+            own_model: bool = False, pools=(0, 1)):
     """BP vs local rules over a depth family (or on the config's own model): memory, latency, NoC, energy.
     See ``chipsim.experiments.compare``."""
     from .experiments.compare import compare as _compare
     return _compare(config, rules, depths, tuple(overrides), width=width, out_dir=out_dir, jobs=jobs,
-                    progress=progress, own_model=own_model)
+                    progress=progress, own_model=own_model, pools=pools)
 
 
 def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bits=(), negatives=(), seeds=(0,),

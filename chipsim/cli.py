@@ -134,7 +134,7 @@ def _csv_list(text: str, cast=str) -> list:
     try:
         return [cast(t.strip()) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise ChipsimError(f"{text!r}: expected a comma-separated list") from None
+        raise ChipsimError(f"{text!r}: expected a comma-separated list of {cast.__name__} values") from None
 
 
 def _configure_compare(p: argparse.ArgumentParser) -> None:
@@ -145,6 +145,8 @@ def _configure_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--own-model", action="store_true",
                    help="compare on the config's own model (workload.model) instead of the depth family")
     p.add_argument("--width", type=int, default=32, help="conv channels of the depth family (default: 32)")
+    p.add_argument("--pools", default="0,1", help="conv blocks of the depth family followed by a 2x2 max-pool "
+                   "(default: 0,1); the input shape is the dataset's (--set workload.dataset=cifar10)")
     p.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
     add_set_option(p)
     add_out_option(p, "reports/runs/<config>-compare-<timestamp>/")
@@ -156,19 +158,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ChipsimError("compare: give --depths (the depth family) or --own-model, not both")
     depths = _csv_list(args.depths or "5,8,11,15,20,25", int)
     table = api.compare(args.config, _csv_list(args.rules), depths, args.overrides,
-                        width=args.width, out_dir=args.out, jobs=args.jobs, own_model=args.own_model)
+                        width=args.width, out_dir=args.out, jobs=args.jobs, own_model=args.own_model,
+                        pools=_csv_list(args.pools, int))
     rows = []
     for r in table["rows"]:
         m, wb = r["streaming"], r["whole-batch"]
         rows.append({"depth": r["depth"], "rule": r["rule"], "cores": m.get("cores_used", "no fit"),
                      "SRAM KiB": round(m["total_peak_bytes"] / 1024) if m.get("fits") else "-",
                      "whole-batch KiB": round(wb["total_peak_bytes"] / 1024) if wb.get("fits") else "-",
+                     "pytorch KiB": round(r["pytorch"]["total_peak_bytes"] / 1024),
                      "step us": round(m["latency_us"]) if m.get("fits") else "-",
                      "backward us": round(m["backward_us"]) if m.get("fits") else "-",
                      "uJ/sample": round(m["energy_per_sample_pj"] / 1e6, 2) if m.get("fits") else "-"})
     _print_table(rows, list(rows[0]))
     for key, label in (("streaming:total_peak_bytes", "SRAM, streaming"), ("whole-batch:total_peak_bytes",
-                       "whole-batch memory"), ("streaming:backward_us", "backward phase")):
+                       "whole-batch memory"), ("pytorch:total_peak_bytes", "pytorch-mode memory"),
+                       ("streaming:latency_us", "step latency"), ("streaming:backward_us", "backward phase"),
+                       ("streaming:energy_per_sample_pj", "energy per sample")):
         for rule in table["rules"]:
             vals = table["ratios"].get(f"{key}:{rule}")
             if vals:

@@ -127,14 +127,19 @@ def training_curve(history: list, path: str, title: str) -> str:
 
 
 def lines(series: dict, x_label: str, y_label: str, path: str, title: str, errors: dict | None = None,
-          xticks=None, hline=None) -> str:
-    """Generic multi-series line plot: series name -> (xs, ys); optional error bars per series."""
+          xticks=None, hline=None, marks: dict | None = None, from_zero: bool = False) -> str:
+    """Generic multi-series line plot: series name -> (xs, ys); optional error bars per series;
+    ``marks``: label -> (xs, ys) drawn as points only (e.g. a paper's figures); ``from_zero``: y from 0."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for name, (xs, ys) in series.items():
         err = errors.get(name) if errors else None
         ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+    for name, (xs, ys) in (marks or {}).items():
+        ax.plot(xs, ys, ls="none", marker="*", ms=12, color="black", label=name)
     if hline is not None:
         ax.axhline(hline[0], color="gray", ls=":", lw=1, label=hline[1])
+    if from_zero:
+        ax.set_ylim(bottom=0)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     if xticks is not None:
@@ -142,4 +147,33 @@ def lines(series: dict, x_label: str, y_label: str, path: str, title: str, error
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title)
+    return save(fig, path)
+
+
+CATEGORY_COLORS = {"weights": "#4C72B0", "master_weights": "#64B5CD", "optimizer_state": "#8172B2",
+                   "bn_params": "#CCB974", "label_embedding": "#937860", "feedback_weights": "#55A868",
+                   "act_update": "#DD8452", "act_backward": "#C44E52", "gradients": "#DA8BC3",
+                   "noc_buffers": "#8C8C8C"}
+
+
+def stacked_by_depth(panels: dict, path: str, title: str, y_label: str) -> str:
+    """One panel per name (a rule): bars per depth, stacked by memory category, y from 0.
+
+    ``panels``: name -> {depth: {category: value}}; every panel shares the y axis so rules compare."""
+    names = list(panels)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names) + 1.5, 3.6), sharey=True, squeeze=False)
+    cats = [c for c in CATEGORY_COLORS if any(v.get(c) for p in panels.values() for v in p.values())]
+    for ax, name in zip(axes[0], names):
+        depths = sorted(panels[name])
+        bottom = np.zeros(len(depths))
+        for c in cats:
+            vals = np.array([panels[name][d].get(c, 0.0) for d in depths])
+            ax.bar([str(d) for d in depths], vals, bottom=bottom, color=CATEGORY_COLORS[c], label=c)
+            bottom += vals
+        ax.set_title(name)
+        ax.set_xlabel("number of blocks")
+        ax.set_ylim(bottom=0)
+    axes[0][0].set_ylabel(y_label)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(title, fontsize=10)
     return save(fig, path)

@@ -86,6 +86,10 @@ class LocalBackward:
         # errors at each block's output that update it: (loss, rows or None, error or a function computing it)
         self.parts = [[] for _ in range(L)]
         self.emb_grad = None
+        self.finished = set()
+        # training.update: immediate -- a block whose gradient this loss completes takes it before passing
+        # the error on, so its update may run as soon as the update lock allows
+        self.gradient_first = getattr(rule, "update", "batch") == "immediate"
 
     def block_loss(self, l, res):
         """Block ``l``'s loss has run (``res``: an ``objectives.LossResult``): send its error down."""
@@ -96,11 +100,16 @@ class LocalBackward:
         self.parts[l].append((l, res.rows, res.error))
         reach = self.plan.reaches(l)
         err, n_rows = None, self.rows.n if res.rows is None else len(res.rows)
+        top = None
+        if reach[0] < l:
+            top = self.kept[l].rows(self.blocks[l], res.rows, for_weight_grad=False, loss=l)
+        if self.gradient_first and self.plan.finish_after(l) == l:
+            self.finish(l)                           # W_l's gradient is complete: take it first
         for j in range(l, reach[0], -1):            # the loss's error, down to the lowest block it reaches
             upper, below = self.blocks[j], self.blocks[j - 1]
             if err is None:
                 err = res.error()
-            sub = self.kept[j].rows(upper, res.rows, for_weight_grad=False, loss=l)
+            sub = top if j == l else self.kept[j].rows(upper, res.rows, for_weight_grad=False, loss=l)
             gy = upper.backward_pre(err, sub)
             gx = upper.grad_input(gy, sub, self.rng, use_feedback=self.plan.uses_feedback)
             self.tracer.error_down(upper, below, n_rows, use_feedback=self.plan.uses_feedback, loss=l)
@@ -110,11 +119,15 @@ class LocalBackward:
     def finish_ready(self, l):
         """After loss ``l``: take the weight gradient of every block that has all its errors."""
         for j in range(l, -1, -1):
-            if self.kept[j] is not None and self.plan.finish_after(j) <= l:
+            if self.plan.finish_after(j) <= l:
                 self.finish(j)
 
     def finish(self, j):
-        """Block j has every error it will get: its weight gradient (and block 0's label embedding's)."""
+        """Block j has every error it will get: its weight gradient (and block 0's label embedding's).
+        Once per block and step."""
+        if j in self.finished:
+            return
+        self.finished.add(j)
         blk, tracer, parts = self.blocks[j], self.tracer, self.parts[j]
         kept = self.kept[j]
         self.kept[j] = None                          # block j's activations are dead after this

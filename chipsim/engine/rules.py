@@ -48,15 +48,17 @@ class LocalRule:
     objective: object    # objectives.GoodnessObjective | objectives.CwcObjective
     routing: object      # routing.Routing
     negatives: str = "parallel"   # mapping.negatives: how a block processes a sample's label variants
+    update: str = "batch"         # training.update: immediate takes a complete gradient before the error
 
 
 def compose(hw, depth: int, num_classes: int, negatives: int) -> LocalRule:
     """The local rule of an ``HwConfig``: its rows, its per-block objective, its routing and how a block
     schedules a sample's label variants (``mapping.negatives``; one-row rules have none to schedule)."""
     if hw.loss == "cwc":
-        return LocalRule(OneRow(), CwcObjective(num_classes), Routing.from_config(hw, depth))
+        return LocalRule(OneRow(), CwcObjective(num_classes), Routing.from_config(hw, depth),
+                         update=hw.training.update)
     return LocalRule(LabelledRows(negatives), GoodnessObjective(hw.loss, hw.learning),
-                     Routing.from_config(hw, depth), hw.mapping.negatives)
+                     Routing.from_config(hw, depth), hw.mapping.negatives, hw.training.update)
 
 
 def local_step(net, rule: LocalRule, rows, step, rng, tracer) -> StepResult:

@@ -251,7 +251,7 @@ class _Step:
         reaching it has the pass's goodness, and the backward starts as the last pass climbs."""
         L = len(self.blocks)
         decide_at = [max(w) if w else l for l, w in enumerate(self.wants)]
-        done, finished = set(), set()
+        done = set()
         for k in range(self.reps):
             a = self.rows.a0[self.pos + k]
             for l in range(L):
@@ -269,8 +269,7 @@ class _Step:
                     done.add(j)
                     self.loss(j)
                 for j in range(l, -1, -1):          # blocks with every error
-                    if j not in finished and decide_at[j] <= l and all(i in done for i in self.wants[j]):
-                        finished.add(j)
+                    if decide_at[j] <= l and all(i in done for i in self.wants[j]):
                         self.bw.finish(j)
 
 
