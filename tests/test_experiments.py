@@ -89,11 +89,14 @@ def test_reproduce_quick_writes_every_section(tmp_path):
     from chipsim.experiments.reproduce import reproduce
     reproduce(out_dir=str(tmp_path), quick=True, jobs=2, progress=False)
     text = (tmp_path / "README.md").read_text()
-    for heading in ("## 1. Accuracy", "## 2. Memory", "## 3. Robustness", "## 4. Bit width", "## 5. Number of"):
+    for heading in ("## 1. Accuracy", "## 2. Memory", "## 2b. Which dataflow", "## 3. Robustness", "## 4. Bit width",
+                    "## 5. Number of"):
         assert heading in text
     assert "Holds here" in text or "Does not hold here" in text
+    assert "| sequential-recompute | immediate | 9 |" in text            # the verdict table's rows
     for f in ("accuracy/accuracy.png", "compare/compare.md", "noise/sweep.md", "bits/accuracy_vs_bits.png",
-              "negatives/accuracy_vs_negatives.png"):
+              "negatives/accuracy_vs_negatives.png", "dataflow/dataflow.md", "compare/ratio_whole_batch.png",
+              "compare_recompute/memory_by_category_whole_batch.png"):
         assert (tmp_path / f).exists(), f
 
 

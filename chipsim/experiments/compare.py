@@ -65,13 +65,15 @@ def _point(p: dict) -> dict:
         return out
     led = chip.ledger
     one = simulate(trace.per_sample(), hw)
+    lock = {str(k): chip.spec.cycles_to_us(v) for k, v in sorted(lock_waits(trace, chip.schedule).items()) if v > 0}
     out["streaming"] = {"fits": True, "cores_used": chip.mapping.cores_used, "peak_core_bytes": led.peak_bytes,
                         "total_peak_bytes": led.total_peak_bytes(), "by_category": led.totals(),
                         "latency_us": chip.latency_us, "throughput": chip.throughput,
                         "noc_bytes": sum(chip.tag_bytes().values()), "byte_hops": chip.byte_hops,
                         "energy_per_sample_pj": chip.energy.per_sample()["total_pj"],
                         "energy_by_op_pj": chip.energy.by_op,
-                        "lock_wait_us": chip.spec.cycles_to_us(sum(lock_waits(trace, chip.schedule).values())),
+                        "lock_wait_us": sum(lock.values()), "lock_wait_by_layer_us": lock,
+                        "layers": len(trace.layers),
                         "sample_latency_us": one.latency_us, "backward_us": _backward_time_us(one)}
     out["chip_seconds"] = time.perf_counter() - t1
     return out
