@@ -236,15 +236,16 @@ class Mapping:
                             "moments, and the tensors autograd saves (chipsim.chip.pool states the assumptions); "
                             "all three are always computed",
                             choices=("streaming", "whole-batch", "pytorch"))
-    negatives: str = spec("parallel", doc="how a block processes a sample's N+1 label variants (local goodness "
+    negatives: str = spec("parallel", doc="how a block takes a sample's N+1 label variants (local goodness "
                           "rules): parallel = all rows together, every row kept until the losses above have said "
-                          "which they need; sequential = one variant after another, keeping per sample only the "
-                          "positive and, for each loss reaching the block, its running hardest negative (DF's max "
-                          "loss selects no other row); sequential-recompute = keep the ReLU mask and pool index "
-                          "only for the block's own loss's rows and recompute them from the kept input for rows a "
-                          "loss above asks for. Sequential needs learning.loss df with negative_reduce max and "
-                          "learning.bn_backward fixed-stats; batch statistics and activation scales then come "
-                          "from the positive pass; ignored by bp and cwc (one row per sample)",
+                          "which they need; sequential = one variant after another through every block, each "
+                          "keeping per sample only the positive and, for each loss reaching it, that loss's running "
+                          "hardest negative (DF's max loss selects no other row); sequential-recompute = one block "
+                          "at a time, keeping the positive and its own hardest negative and holding its input, "
+                          "from which it recomputes the rows a loss above asks for (a recompute op). Sequential "
+                          "needs learning.loss df with negative_reduce max and learning.bn_backward fixed-stats; "
+                          "batch statistics and activation scales then come from the positive pass; ignored by bp "
+                          "and cwc (one row per sample)",
                           choices=("parallel", "sequential", "sequential-recompute"))
     feedback_storage: str = spec("stored", doc="DF-R random feedback weights kept in SRAM, or regenerated "
                                  "from a seed on the fly", choices=("stored", "seeded"))

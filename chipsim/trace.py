@@ -42,12 +42,11 @@ Format (version 2), small on purpose:
   lifetime, and writes the smaller ones. The kept rows stay where they are,
   so it moves no data; its only work is the compares that decided it
   (``mapping.negatives: sequential``'s running hardest negative), if any.
-  A ``recompute`` op re-runs a block's weighted sum, ReLU and pool on rows
-  whose ReLU mask and pool index were dropped (``mapping.negatives:
-  sequential-recompute``), from the input rows still kept, when a loss above
-  asks for those rows: its ``work`` is what that forward executed, its
-  ``reads`` what it was recomputed from, so the memory saved and the compute
-  spent sit side by side in the trace.
+  A ``recompute`` op runs a block's forward again on rows it had dropped
+  (``mapping.negatives: sequential-recompute``), from the input it held, when
+  a loss above asks for those rows: its ``work`` is what that forward
+  executed, its ``reads`` what it was recomputed from, so the memory saved
+  and the compute spent sit side by side in the trace.
 """
 from __future__ import annotations
 

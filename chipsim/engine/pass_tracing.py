@@ -13,9 +13,11 @@ keeps shrinks as goodness comes in:
   the new kept rows (``relu_mask:kept3`` ...), sized from what the engine's
   ``RowStore`` holds. It carries the running-max compares that decided it. A
   higher loss's goodness reaches the block as a ``goodness`` send.
-* ``recompute`` re-runs the weighted sum, ReLU and pool on rows a loss above
-  asks for, from the kept input codes (``sequential-recompute``): a
-  ``recompute`` op with that work, read by the backward ops that follow.
+* ``recompute`` (``sequential-recompute``) runs the block's forward again on
+  rows a loss above asks for, from the input the block held (every pass's
+  received input, or block 0's sensor image): a ``recompute`` op with that
+  forward's work, whose outputs the backward ops that follow read; the held
+  input is released by the block's weight gradient, its last backward op.
 
 After the last pass ``self.kept[l]`` names the final kept buffers, so the
 losses, errors and weight gradients are recorded by ``StepTracer`` unchanged.
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..trace import nbytes_of
 from .tracing import StepTracer, stored_elements
 
 _EMPTY = np.zeros(0, np.float32)
