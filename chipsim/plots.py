@@ -163,6 +163,7 @@ def stacked_by_depth(panels: dict, path: str, title: str, y_label: str) -> str:
     names = list(panels)
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names) + 1.5, 3.6), sharey=True, squeeze=False)
     cats = [c for c in CATEGORY_COLORS if any(v.get(c) for p in panels.values() for v in p.values())]
+    top = max((sum(v.values()) for p in panels.values() for v in p.values()), default=1.0)
     for ax, name in zip(axes[0], names):
         depths = sorted(panels[name])
         bottom = np.zeros(len(depths))
@@ -172,7 +173,7 @@ def stacked_by_depth(panels: dict, path: str, title: str, y_label: str) -> str:
             bottom += vals
         ax.set_title(name)
         ax.set_xlabel("number of blocks")
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, 1.05 * top)
     axes[0][0].set_ylabel(y_label)
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(title, fontsize=10)

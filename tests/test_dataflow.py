@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from chipsim.chip import pytorch, simulate, whole_batch
+from chipsim.chip.pool import torch_bytes
 from chipsim.chip.timing import lock_waits
 from chipsim.config import Learning, Precision, load_config
 from chipsim.errors import ConfigError
@@ -274,6 +275,10 @@ def test_pytorch_mode_by_hand():
     assert pool.persistent_bytes == persistent
     # sensor 4 x 4 B, BN in + out 2 x 8 x 4 B, ReLU output 16 x 4 B, indices 4 x 8 B; output and copy: 0
     assert pool.peak_bytes == persistent + 16 + 64 + 64 + 32
+    assert torch_bytes(r.trace)[recv] == 0
+    # a copy held past the op that consumed it (an input kept for recomputing) is a tensor of its own
+    r.op(0, "recompute", "again", 10, (4, 4), reads=(recv,))
+    assert torch_bytes(r.trace)[recv] == 4 * 4
 
 
 @pytest.mark.slow

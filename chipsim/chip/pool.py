@@ -36,7 +36,9 @@ Two sizings of the same trace:
     errors in flight in float32;
   - a block output sent on is the next block's input (counted there), and a
     received copy is the sender's tensor (a GPU has one memory), so neither
-    is counted twice; the sensor's batch is counted once, in float32;
+    is counted twice -- unless the dataflow holds the copy past the forward
+    that consumed it (``sequential-recompute``'s held input), which then
+    counts in float32; the sensor's batch is counted once, in float32;
   - liveness is the trace's dataflow liveness: tensors live while the
     dataflow needs them and rows are dropped where the dataflow drops them
     (a framework keeps a saved tensor whole until its graph's backward has
@@ -92,10 +94,15 @@ def torch_bytes(trace) -> list:
     goodness_copy = {b.layer for b in trace.buffers if base_name(b.name) == "goodness_input"}
     squared = {b for o in trace.ops if o.kind == "goodness" for b in o.reads}
     sensor = {b for o in trace.ops if o.kind == "send" and not o.reads for b in o.writes}
+    readers = {}
+    for o in trace.ops:
+        for b in o.reads:
+            readers[b] = readers.get(b, 0) + 1
+    held = {b.id for b in trace.buffers if b.category == "noc_buffers" and readers.get(b.id, 0) > 1}
     out = []
     for b in trace.buffers:
         n, name = b.elements, base_name(b.name)
-        if name == "weights" or (b.category == "noc_buffers" and b.id not in sensor):
+        if name == "weights" or (b.category == "noc_buffers" and b.id not in sensor | held):
             size = 0                                   # no low-bit copy; a received copy is the sender's tensor
         elif name == "kept_input":
             size = (2 if b.layer in with_bn else 1) * F32 * n

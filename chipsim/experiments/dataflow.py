@@ -149,12 +149,14 @@ def _cond(row, ds, d, mode) -> str:
             f"{d} blocks")
 
 
-def best_memory(table, rule="df-r") -> dict:
-    """depth -> (ratio, condition) of the lowest memory ratio of ``rule`` over every mode and dataflow."""
+def best_memory(table, rule="df-r", n=None) -> dict:
+    """depth -> (ratio, condition) of the lowest memory ratio of ``rule`` over every mode and dataflow
+    (at ``n`` negatives only, if given)."""
     best = {}
     for row, ds, d, mm, r, v in _cells(table):
         mode = mm.split(":")[0]
-        if r == rule and mm.endswith("total_peak_bytes") and (d not in best or v < best[d][0]):
+        if r == rule and mm.endswith("total_peak_bytes") and (n is None or row["n"] == n) \
+                and (d not in best or v < best[d][0]):
             best[d] = (v, _cond(row, ds, d, mode))
     return best
 
@@ -173,8 +175,10 @@ def verdicts(table) -> list:
                 holds.append(_cond(row, ds, d, mode))
             if v < 1:
                 below_bp.append(_cond(row, ds, d, mode))
-        best = best_memory(table, rule)
+        best, n_max = best_memory(table, rule), max(table["negatives"])
         best_txt = "; ".join(f"{d} blocks: {v:.2f}x ({c})" for d, (v, c) in sorted(best.items()))
+        best_txt += f"; at N = {n_max}: " + "; ".join(f"{d} blocks: {v:.2f}x ({c})" for d, (v, c)
+                                                     in sorted(best_memory(table, rule, n_max).items()))
         target_txt = " and ".join(f"<= {t:.2f} at {d} blocks" for d, t in targets.items()) or "the paper's ratios"
         if holds:
             out.append(f"**{rule.upper()} memory ({target_txt}): holds in {len(holds)} of the table's conditions**: "
