@@ -19,7 +19,7 @@ from .atomic import atomic_file  # noqa: E402
 
 KIND_COLORS = {"fwd": "#4C72B0", "goodness": "#8172B2", "loss": "#937860", "grad_w": "#DD8452",
                "grad_x": "#C44E52", "feedback": "#55A868", "update": "#64B5CD", "send": "#999999",
-               "select": "#222222"}
+               "select": "#222222", "recompute": "#8C564B"}
 
 
 def save(fig, path: str) -> str:
