@@ -159,13 +159,14 @@ def map(config, overrides: Overrides = (), out_dir: str | None = None, write: bo
 
 def compare(config, rules=("bp", "df-o", "df-r"), depths=(5, 8, 11, 15, 20, 25), overrides: Overrides = (),
             width: int = 32, out_dir: str | None = None, jobs: int | None = None, progress: bool = True,
-            own_model: bool = False, cluster=None, *, model: str | None = None):
+            own_model: bool = False, cluster=None, pools=(0, 1), *, model: str | None = None):
     """BP vs local rules over a depth family (or on the config's own model): memory, latency, NoC, energy.
     See ``chipsim.experiments.compare``. ``cluster``: a Dask scheduler address (``tcp://host:8786``),
     ``"local"`` or a ``distributed.Client`` to run the points on (default: a local process pool)."""
     from .experiments.compare import compare as _compare
     return _compare(_load(config, overrides, None, model), rules, depths, width=width, out_dir=out_dir,
-                    jobs=jobs, progress=progress, own_model=own_model, cluster=cluster)
+                    jobs=jobs, progress=progress, own_model=own_model, cluster=cluster,
+                    pools=pools)
 
 
 def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bits=(), negatives=(), seeds=(0,),

@@ -160,6 +160,8 @@ def _configure_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--own-model", action="store_true",
                    help="compare on the config's own model (workload.model) instead of the depth family")
     p.add_argument("--width", type=int, default=32, help="conv channels of the depth family (default: 32)")
+    p.add_argument("--pools", default="0,1", help="conv blocks of the depth family followed by a 2x2 max-pool "
+                   "(default: 0,1); the input shape is the dataset's (--set workload.dataset=cifar10)")
     p.add_argument("--jobs", type=int, default=None, help="parallel processes, >= 1 (default: all cores)")
     add_cluster_option(p)
     add_set_option(p)
@@ -173,13 +175,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     depths = _csv_list("5,8,11,15,20,25" if args.depths is None else args.depths, "--depths", int, "integers")
     table = api.compare(args.config, _csv_list(args.rules, "--rules", what="rules"), depths, args.overrides,
                         width=args.width, out_dir=args.out, jobs=args.jobs, own_model=args.own_model,
-                        cluster=args.cluster)
+                        cluster=args.cluster,
+                        pools=_csv_list(args.pools, "--pools", int, "integers"))
     rows = []
     for r in table["rows"]:
         m, wb = r["streaming"], r["whole-batch"]
         rows.append({"depth": r["depth"], "rule": r["rule"], "cores": m.get("cores_used", "no fit"),
                      "SRAM KiB": round(m["total_peak_bytes"] / 1024) if m.get("fits") else "-",
                      "whole-batch KiB": round(wb["total_peak_bytes"] / 1024) if wb.get("fits") else "-",
+                     "pytorch KiB": round(r["pytorch"]["total_peak_bytes"] / 1024),
                      "step us": round(m["latency_us"]) if m.get("fits") else "-",
                      "backward us": round(m["backward_us"]) if m.get("fits") else "-",
                      "uJ/sample": round(m["energy_per_sample_pj"] / 1e6, 2) if m.get("fits") else "-"})

@@ -150,6 +150,12 @@ class Training:
                         min=0, min_exclusive=True, max=1)
     seed: int = spec(0, doc="seed of weights, shuffling, negatives and rounding", min=0)
     checkpoint: bool = spec(True, doc="write a checkpoint after each epoch (for --resume)")
+    update: str = spec("batch", doc="when a layer's update runs in the step's schedule: batch = once its "
+                       "gradient is complete, after every sample op waiting on its cores; immediate = as soon as "
+                       "its gradient is complete and no op of the step still needs its old weights (the update "
+                       "lock: DF-O's error through W^T; DF-R's fixed B needs none), ahead of other work; the "
+                       "engine's arithmetic is the same (an update uses the same gradient either way), only the "
+                       "schedule differs", choices=("batch", "immediate"))
 
     def _validate(self, key, where):
         path = f"{key}.milestones" if key else "milestones"
@@ -247,8 +253,22 @@ class Mapping:
     memory_mode: str = spec("streaming", doc="the headline memory figure of reports: streaming = what the "
                             "chip's cores hold while samples stream through them (the per-core ledger, which every "
                             "mapping must fit); whole-batch = every tensor of the batch in one memory pool, "
-                            "chip-independent (the paper's GPU-style measurement); both are always computed",
-                            choices=("streaming", "whole-batch"))
+                            "chip-independent, at the chip's widths (the paper's GPU-style measurement); pytorch = "
+                            "the same pool as a framework on a GPU holds it: float32 parameters, gradients and Adam "
+                            "moments, and the tensors autograd saves (chipsim.chip.pool states the assumptions); "
+                            "all three are always computed",
+                            choices=("streaming", "whole-batch", "pytorch"))
+    negatives: str = spec("parallel", doc="how a block takes a sample's N+1 label variants (local goodness "
+                          "rules): parallel = all rows together, every row kept until the losses above have said "
+                          "which they need; sequential = one variant after another through every block, each "
+                          "keeping per sample only the positive and, for each loss reaching it, that loss's running "
+                          "hardest negative (DF's max loss selects no other row); sequential-recompute = one block "
+                          "at a time, keeping the positive and its own hardest negative and holding its input, "
+                          "from which it recomputes the rows a loss above asks for (a recompute op). Sequential "
+                          "needs learning.loss df with negative_reduce max and learning.bn_backward fixed-stats; "
+                          "batch statistics and activation scales then come from the positive pass; ignored by bp "
+                          "and cwc (one row per sample)",
+                          choices=("parallel", "sequential", "sequential-recompute"))
     feedback_storage: str = spec("stored", doc="DF-R random feedback weights kept in SRAM, or regenerated "
                                  "from a seed on the fly", choices=("stored", "seeded"))
     batch_loss: str = spec("recompute", doc="a loss over the whole batch (cff's contrastive loss): recompute = a "
@@ -285,6 +305,18 @@ class HwConfig:
             if not any(b >= 32 for b in table):
                 raise where.error(path, f"has no entry for 32 bits (the engine's vector work is float32); "
                                   f"add `32: <{what}>`")
+        if self.mapping.negatives != "parallel" and self.strategy != "bp" and self.loss != "cwc":
+            why = None
+            if self.loss != "df" or self.learning.negative_reduce != "max":
+                why = (f"learning.loss {self.loss}" + (f" with negative_reduce {self.learning.negative_reduce}"
+                                                        if self.loss == "df" else "")
+                       + " gives every row an error, so no row can be dropped; use learning.loss df with "
+                       "learning.negative_reduce max, or mapping.negatives parallel")
+            elif self.learning.bn_backward != "fixed-stats":
+                why = ("learning.bn_backward batch-stats couples every row of the batch in the backward, so every "
+                       "row must be kept; use learning.bn_backward fixed-stats, or mapping.negatives parallel")
+            if why:
+                raise where.error("mapping.negatives", f"{self.mapping.negatives}: {why}")
         if self.strategy == "greedy" and (self.learning.span or 1) > 1:
             raise where.error("learning.span", f"{self.learning.span} needs a link to send errors down, but the "
                               f"strategy is greedy (span 1); set learning.strategy (or workload.rule) to df-o "

@@ -266,18 +266,26 @@ def check_fits_host(model: ModelSpec, input_shape, classes: int, batch: int, neg
     return shapes
 
 
-def cnn_family(depth: int, width: int = 32, dense_units: int = 64, name: str | None = None) -> ModelSpec:
+def cnn_family(depth: int, width: int = 32, dense_units: int = 64, name: str | None = None,
+               pools=(0, 1)) -> ModelSpec:
     """The depth family used by ``chipsim compare`` (the paper's Figure 4A-B sweeps depth).
 
-    ``depth - 1`` conv3x3 blocks then one dense block. Pools sit after blocks 1
-    and 2 (28 -> 14 -> 7) so that deep members stay cheap to simulate; channels
-    double once after the first pool, as in the 10-layer CNNs of the DF paper.
+    ``depth - 1`` conv3x3 blocks then one dense block. By default 2x2 pools sit after blocks 0 and 1
+    (28 -> 14 -> 7 on MNIST, 32 -> 16 -> 8 on CIFAR-10) so that deep members stay cheap to simulate;
+    ``pools`` lists the conv blocks followed by one (the input shape comes from the dataset, so a pool
+    position must leave a map to pool). Channels double once after the first block, as in the 10-layer
+    CNNs of the DF paper.
     """
     if depth < 2:
         raise ValueError("cnn_family needs depth >= 2 (at least one conv and the dense block)")
+    pools = set(int(p) for p in pools)
+    bad = sorted(p for p in pools if not 0 <= p < depth - 1)
+    if bad:
+        raise ValueError(f"pool position {bad[0]} is not a conv block of a depth-{depth} family "
+                         f"(conv blocks 0..{depth - 2})")
     blocks = []
     for i in range(depth - 1):
         ch = width if i == 0 else 2 * width
-        blocks.append(Block(type="conv", channels=ch, pool=2 if i in (0, 1) else 0))
+        blocks.append(Block(type="conv", channels=ch, pool=2 if i in pools else 0))
     blocks.append(Block(type="dense", units=dense_units))
     return ModelSpec(name=name or f"cnn{depth}", blocks=tuple(blocks))

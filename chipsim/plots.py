@@ -18,7 +18,7 @@ from .atomic import atomic_file  # noqa: E402
 
 KIND_COLORS = {"fwd": "#4C72B0", "goodness": "#8172B2", "loss": "#937860", "grad_w": "#DD8452",
                "grad_x": "#C44E52", "feedback": "#55A868", "update": "#64B5CD", "send": "#999999",
-               "select": "#222222"}
+               "select": "#222222", "recompute": "#8C564B"}
 
 
 MAX_INCHES = 16.0              # a figure of a 1000-column mesh must still fit in memory and on a screen
@@ -175,18 +175,21 @@ LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1)), (0, (1, 1)))
 
 
 def lines(series: dict, x_label: str, y_label: str, path: str, title: str, errors: dict | None = None,
-          xticks=None, hline=None, y_from_zero: bool = False) -> str:
+          xticks=None, hline=None, y_from_zero: bool = False, marks: dict | None = None) -> str:
     """Generic multi-series line plot: series name -> (xs, ys); optional error bars per series.
 
     Each series has its own marker, line style and a smaller marker than the
     one before, so two series with the same values (DF-O on DF-R) both show.
     ``y_from_zero`` starts the y axis at 0: ratios and sizes read honestly.
+    ``marks``: label -> (xs, ys) drawn as points only (e.g. a paper's figures).
     """
     fig, ax = plt.subplots(figsize=(5.8, 3.8))
     for i, (name, (xs, ys)) in enumerate(series.items()):
         err = errors.get(name) if errors else None
         ax.errorbar(xs, ys, yerr=err, marker=MARKERS[i % len(MARKERS)], ls=LINESTYLES[i % len(LINESTYLES)],
                     ms=max(3.5, 9 - 2 * i), mfc="none" if i else None, capsize=3, label=name, zorder=3 + i)
+    for name, (xs, ys) in (marks or {}).items():
+        ax.plot(xs, ys, ls="none", marker="*", ms=12, color="black", label=name, zorder=10)
     if hline is not None:
         ax.axhline(hline[0], color="gray", ls=":", lw=1, label=hline[1])
     ax.set_xlabel(x_label)
@@ -198,4 +201,34 @@ def lines(series: dict, x_label: str, y_label: str, path: str, title: str, error
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=9)
+    return save(fig, path)
+
+
+CATEGORY_COLORS = {"weights": "#4C72B0", "master_weights": "#64B5CD", "optimizer_state": "#8172B2",
+                   "bn_params": "#CCB974", "label_embedding": "#937860", "feedback_weights": "#55A868",
+                   "act_update": "#DD8452", "act_backward": "#C44E52", "gradients": "#DA8BC3",
+                   "noc_buffers": "#8C8C8C"}
+
+
+def stacked_by_depth(panels: dict, path: str, title: str, y_label: str) -> str:
+    """One panel per name (a rule): bars per depth, stacked by memory category, y from 0.
+
+    ``panels``: name -> {depth: {category: value}}; every panel shares the y axis so rules compare."""
+    names = list(panels)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names) + 1.5, 3.6), sharey=True, squeeze=False)
+    cats = [c for c in CATEGORY_COLORS if any(v.get(c) for p in panels.values() for v in p.values())]
+    top = max((sum(v.values()) for p in panels.values() for v in p.values()), default=1.0)
+    for ax, name in zip(axes[0], names):
+        depths = sorted(panels[name])
+        bottom = np.zeros(len(depths))
+        for c in cats:
+            vals = np.array([panels[name][d].get(c, 0.0) for d in depths])
+            ax.bar([str(d) for d in depths], vals, bottom=bottom, color=CATEGORY_COLORS[c], label=c)
+            bottom += vals
+        ax.set_title(name)
+        ax.set_xlabel("number of blocks")
+        ax.set_ylim(0, 1.05 * top)
+    axes[0][0].set_ylabel(y_label)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(title, fontsize=10)
     return save(fig, path)

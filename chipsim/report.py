@@ -118,6 +118,8 @@ def headline(summary: dict) -> list:
                         f"{chip['noc']['byte_hops'] / 1024:.1f} KiB·hops"),
         ("whole-batch memory (one pool)", f"{chip['pool']['whole_batch']['peak_bytes'] / 1024:.1f} KiB, "
                                           "chip-independent"),
+        ("pytorch-mode memory (float32 pool)", f"{chip['pool']['pytorch']['peak_bytes'] / 1024:.1f} KiB, "
+                                               "as a framework on a GPU holds it"),
     ]
     for mode, inf in (summary.get("inference") or {}).items():
         out.append((f"inference of one sample ({mode})",
@@ -216,7 +218,9 @@ def markdown(summary: dict, chip, layer_rows: list, history: list | None) -> str
               _md_table([{"category": c, "KiB": f"{v / 1024:.1f}"} for c, v in cd["ledger"]["totals_by_category"].items()
                          if v], ["category", "KiB"]), "",
               f"Micro-batch {cd['micro_batch']}. Chip-independent whole-batch demand (every tensor of the batch "
-              f"in one pool, the GPU-style measure): {cd['pool']['whole_batch']['peak_bytes'] / 1024:.1f} KiB.", "",
+              f"in one pool, the GPU-style measure): {cd['pool']['whole_batch']['peak_bytes'] / 1024:.1f} KiB; "
+              f"the same pool in float32, as a framework holds it (`mapping.memory_mode: pytorch`): "
+              f"{cd['pool']['pytorch']['peak_bytes'] / 1024:.1f} KiB.", "",
               "## Work per layer and sample", "", _md_table(layer_rows, list(layer_rows[0].keys())), "",
               "## Timing", "",
               f"One step of {cd['samples']} samples takes {cd['timing']['latency_cycles']:.0f} cycles "

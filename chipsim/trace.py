@@ -40,7 +40,13 @@ Format (version 2), small on purpose:
   A ``select`` op marks the rows of a layer's kept buffers that stay live
   (the others got no error): it reads the full buffers, ending their
   lifetime, and writes the smaller ones. The kept rows stay where they are,
-  so it costs no time and moves no data.
+  so it moves no data; its only work is the compares that decided it
+  (``mapping.negatives: sequential``'s running hardest negative), if any.
+  A ``recompute`` op runs a block's forward again on rows it had dropped
+  (``mapping.negatives: sequential-recompute``), from the input it held, when
+  a loss above asks for those rows: its ``work`` is what that forward
+  executed, its ``reads`` what it was recomputed from, so the memory saved
+  and the compute spent sit side by side in the trace.
 """
 from __future__ import annotations
 
@@ -64,9 +70,11 @@ CATEGORIES = (
     "gradients",          # error signals and gradient accumulators
     "noc_buffers",        # send / receive staging
 )
-KINDS = ("fwd", "goodness", "loss", "grad_x", "grad_w", "feedback", "update", "send", "select", "decode")
-# the op kinds that only move data or mark liveness: they execute no kernel
-NO_WORK = ("send", "select")
+KINDS = ("fwd", "goodness", "loss", "grad_x", "grad_w", "feedback", "update", "send", "select", "decode",
+         "recompute")
+# the op kind that only moves data: it executes no kernel (a select marks liveness; it executes at most the
+# compares that decided it, under mapping.negatives: sequential)
+NO_WORK = ("send",)
 TAGS = ("activation", "error", "goodness", "label")
 SCOPES = ("persistent", "step", "sample")
 SPLITS = ("units", "replicated", "reduce")
@@ -89,6 +97,7 @@ class Buffer:
     nbytes: int
     scope: str
     split: str
+    elements: int = 0         # values of the tensor it holds (0: not recorded); chipsim.chip.pool's pytorch mode
 
 
 @dataclass(frozen=True)
@@ -155,7 +164,7 @@ class Trace:
         """
         s = self.samples
         bufs = [b if b.scope != "sample" else Buffer(b.id, b.layer, b.name, b.category, -(-b.nbytes // s),
-                                                      b.scope, b.split) for b in self.buffers]
+                                                      b.scope, b.split, -(-b.elements // s)) for b in self.buffers]
         ops = [o if o.scope != "sample" else Op(o.id, o.layer, o.kind, o.name,
                                                 tuple(w if w.per_instance else w._replace(count=-(-w.count // s))
                                                       for w in o.work),
@@ -200,12 +209,13 @@ class TraceRecorder:
             self.trace.layers.append(Layer(index, name, int(units), kind))
 
     def buffer(self, layer: int, name: str, category: str, nbytes: int, scope: str = "sample",
-               split: str = "units") -> int:
+               split: str = "units", elements: int = 0) -> int:
+        """A buffer of ``nbytes`` holding a tensor of ``elements`` values (for the pytorch-mode pool)."""
         if not self.enabled:
             return -1
         assert category in CATEGORIES and scope in SCOPES and split in SPLITS, (category, scope, split)
         bid = len(self.trace.buffers)
-        self.trace.buffers.append(Buffer(bid, layer, name, category, int(nbytes), scope, split))
+        self.trace.buffers.append(Buffer(bid, layer, name, category, int(nbytes), scope, split, int(elements)))
         return bid
 
     def op(self, layer: int, kind: str, name: str, macs: int = 0, bits=(32, 32), scope: str = "sample",

@@ -88,6 +88,7 @@ KINDS = {
     "update_master": (VECTOR, "fixed-point master-weight update with rounding"),
     "embedding_grad_scatter": (VECTOR, "label-embedding gradient: scatter-add of rows by label"),
     "error_sum": (VECTOR, "sum of the errors several losses send to one block output"),
+    "running_max": (VECTOR, "sequential negatives: a row's goodness against the hardest negative kept so far"),
     "decode": (VECTOR, "inference decision: argmax over the class scores"),
     "feedback_regenerate": (VECTOR, "DF-R feedback weights regenerated from a seed (PRNG draws)"),
     # transformer vector ops

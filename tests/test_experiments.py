@@ -137,8 +137,8 @@ def test_reproduce_quick_writes_every_section(tmp_path):
     from chipsim.experiments.reproduce import reproduce
     res = reproduce(out_dir=str(tmp_path), quick=True, jobs=2, progress=False)
     text = (tmp_path / "README.md").read_text()
-    for heading in ("## 1. Accuracy", "## 2. Memory", "## 3. Robustness", "## 4. Bit width", "## 5. Number of",
-                    "## The rule table"):
+    for heading in ("## 1. Accuracy", "## 2. Memory", "## 2b. Which dataflow", "## 3. Robustness", "## 4. Bit width",
+                    "## 5. Number of", "## The rule table"):
         assert heading in text
 
     def holds(claim: str) -> bool:
@@ -155,8 +155,10 @@ def test_reproduce_quick_writes_every_section(tmp_path):
     bits = {x: m for x, m, _ in res["bits"]["curves"]["bits"]["df-o"]}
     assert holds("- 4-bit still works:") == (bits[4] >= bits[32] - 0.02)
     assert text.count("**Holds here.**") + text.count("**Does not hold here.**") >= 5
+    assert "| sequential-recompute | immediate | 9 |" in text            # the verdict table's rows
     for f in ("accuracy/accuracy.png", "compare/compare.md", "noise/sweep.md", "bits/accuracy_vs_bits.png",
-              "negatives/accuracy_vs_negatives.png", "rules/rules.json"):
+              "negatives/accuracy_vs_negatives.png", "rules/rules.json", "dataflow/dataflow.md",
+              "compare/ratio_whole_batch.png", "compare_recompute/memory_by_category_whole_batch.png"):
         assert (tmp_path / f).exists(), f
 
 

@@ -88,3 +88,34 @@ def test_independent_torch_cwc_learns_the_cwc_mnist_preset():
                                         load_dataset("mnist5k"), epochs=1, lr=1e-2, batch=32, seed=0, last_ks=[1])
     assert decoded[1] > 0.85, (per_block, decoded)
     assert per_block[-1] > per_block[0]          # deeper blocks decode better
+
+
+@pytest.mark.parametrize("name", ["tff_s", "df_cnn10"])
+def test_paper_scale_cnn_presets(name):
+    """TFF/s (channels from the Trifecta's code, its 2.8M parameters) and the reconstructed DF ten-layer
+    CNN: the counts their comments state, from the engine's blocks with the learned label channel."""
+    path = REPO / "models" / f"{name}.yaml"
+    model = load_model(str(path))
+    mnist, cifar = stated(path, r"MNIST\): ([\d,]+);.*CIFAR-10\): ([\d,]+)")
+    got = []
+    for shape in ((1, 28, 28), (3, 32, 32)):
+        net = Network(model, shape, 10, P8, 0, with_label=True, with_head=False)
+        got.append(sum(int(np.prod(b.w_shape)) for b in net.blocks))
+    assert got == [mnist, cifar]
+    assert {"tff_s": 6, "df_cnn10": 10}[name] == model.depth
+    if name == "tff_s":
+        assert abs(cifar - 2.8e6) / 2.8e6 < 0.01                   # the paper's "2.8 million parameters"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tff_s", "df_cnn10"])
+def test_paper_scale_chip_maps_the_paper_scale_cnns(name):
+    """hwconfigs/256core_4m.yaml maps both presets on CIFAR-10-shaped input, DF-R and BP (a small batch
+    here to keep the test short; `chipsim map hwconfigs/256core_4m.yaml --model models/NAME.yaml` maps
+    them at its batch of 64)."""
+    from chipsim import api
+    for rule in ("df-r", "bp"):
+        r = api.map(str(REPO / "hwconfigs" / "256core_4m.yaml"),
+                    [f"workload.model={REPO / 'models' / (name + '.yaml')}", f"workload.rule={rule}",
+                     "training.batch_size=2"], write=False)
+        assert r.chip.ledger.peak_bytes <= r.chip.ledger.capacity

@@ -70,8 +70,6 @@ def step_energy(trace, spec, mapping, links, n_inst: int) -> Energy:
     rd = wr = 0.0
     B = trace.buffers
     for o in trace.ops:
-        if o.kind == "select":          # kept rows stay in place: nothing is read or written
-            continue
         n_sl = len(mapping.slices_of(o.layer))
         for w in o.work:
             pj = spec.work_energy(w) * (n_sl if w.split == "replicated" else 1)
@@ -79,6 +77,8 @@ def step_energy(trace, spec, mapping, links, n_inst: int) -> Energy:
                 pj *= n_inst
             unit_pj[w.unit] += pj
             by_op[w.kind] = by_op.get(w.kind, 0.0) + pj
+        if o.kind == "select":          # kept rows stay in place: nothing is read or written
+            continue
         for bid in o.reads:
             b = B[bid]
             copies = 1 if (b.split == "units" or o.kind == "send") else len(mapping.slices_of(b.layer))

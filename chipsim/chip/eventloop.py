@@ -14,8 +14,9 @@ file compiles for ~10 s, later processes load it in well under a second.
 Encodings:
 * an op instance is (op, inst); a step-scope op has the single instance 0;
 * a layer's ready queue is a heap of ``priority * n_ops + op`` with priority =
-  the instance (oldest sample first) or ``n_inst`` for step ops, so the
-  smallest key is the oldest sample, then program order -- as in the model;
+  the instance (oldest sample first) or, for step ops, ``step_prio``
+  (``n_inst``: after every sample op; 0: ahead of all but the first sample's),
+  so the smallest key is the oldest sample, then program order -- as in the model;
 * the event heap orders ``(time, kind << SEQ_BITS | seq)``: at equal times ``DONE``
   (an instance delivered its results) comes before ``DISPATCH`` (a layer may
   start its next op), and the push counter ``seq`` keeps equal events first-in
@@ -56,6 +57,9 @@ class Graph(NamedTuple):
     bcast: np.ndarray
     credit_ptr: np.ndarray  # flow control: starting instance i of an entry op lets instance i + slack of
     credit: np.ndarray      # these upstream entry ops start (a receive buffer is free)
+    pass_ptr: np.ndarray    # ... and starting instance i of a pass's consumer lets instance i of the
+    pass_credit: np.ndarray  # producer of the next pass on that link start (sequential negatives)
+    step_prio: int          # ready-queue priority of step ops: n_inst (after every sample op) or 0 (first)
 
 
 class Work(NamedTuple):
@@ -201,7 +205,7 @@ def run(g, w, net):
                 finish(d, i, t_done)
             else:
                 L = g.layer[d]
-                heap_push(q_t[L], q_k[L], q_n[L], 0.0, (n_inst if g.is_step[d] else i) * n_ops + d)
+                heap_push(q_t[L], q_k[L], q_n[L], 0.0, (g.step_prio if g.is_step[d] else i) * n_ops + d)
                 q_n[L] += 1
                 push(t, DISPATCH, L, 0)
         c[3] = 0
@@ -238,6 +242,9 @@ def run(g, w, net):
         if j < n_inst:
             for k in range(g.credit_ptr[d], g.credit_ptr[d + 1]):
                 release(g.credit[k], j, t, d, i, True)
+        if not g.is_step[d]:
+            for k in range(g.pass_ptr[d], g.pass_ptr[d + 1]):
+                release(g.pass_credit[k], i, t, d, i, True)
         te = t + w.cycles[d] * (1.0 if g.is_step[d] else g.groups[i]) + w.fixed[d]
         core_free[L] = te
         last_op[L], last_inst[L] = d, i

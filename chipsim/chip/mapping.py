@@ -102,7 +102,7 @@ def place(layers, counts, spec: ChipSpec, strategy: str = "fit") -> Mapping:
 
 def _evaluate(trace, hw, spec, counts, strategy):
     m = place(trace.layers, counts, spec, strategy)
-    sched = schedule(trace, spec, m, hw.mapping.micro_batch)
+    sched = schedule(trace, spec, m, hw.mapping.micro_batch, hw.training.update)
     return m, sched, build_ledger(trace, m, spec.sram_bytes, sched)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .energy import Energy, step_energy
 from .ledger import Ledger, build_ledger
-from .pool import PoolMemory, whole_batch
+from .pool import PoolMemory, pytorch, whole_batch
 from .mapping import Mapping, fit
 from .noc import send_plan
 from .spec import ChipSpec
@@ -30,6 +30,7 @@ class ChipReport:
     energy: Energy
     micro_batch: int
     pool: PoolMemory         # the chip-independent whole-batch demand of the same trace
+    pool_pytorch: PoolMemory = None   # ... and as a float32 framework holds it (mapping.memory_mode: pytorch)
 
     # ------------------------------------------------------------ timing
     @property
@@ -149,7 +150,7 @@ class ChipReport:
                        "gantt": gantt if len(gantt) <= GANTT_ROWS_IN_JSON else None,
                        "gantt_rows": len(gantt)},
             "energy": self.energy.to_dict(),
-            "pool": {"whole_batch": self.pool.to_dict()},
+            "pool": {"whole_batch": self.pool.to_dict(), "pytorch": self.pool_pytorch.to_dict()},
         }
 
 
@@ -159,7 +160,8 @@ def simulate(trace, hw, spec: ChipSpec | None = None) -> ChipReport:
     mapping, sched, led = fit(trace, hw, spec)
     en = step_energy(trace, spec, mapping, sched.links, sched.n_inst)
     return ChipReport(spec=spec, trace=trace, mapping=mapping, ledger=led, schedule=sched, energy=en,
-                      micro_batch=hw.mapping.micro_batch, pool=whole_batch(trace))
+                      micro_batch=hw.mapping.micro_batch, pool=whole_batch(trace),
+                      pool_pytorch=pytorch(trace))
 
 
 def simulate_on(trace, hw, mapping: Mapping) -> ChipReport:
@@ -168,8 +170,9 @@ def simulate_on(trace, hw, mapping: Mapping) -> ChipReport:
     spec = mapping.spec
     sub = Mapping(spec=spec, layers=list(trace.layers), slices={l.index: mapping.slices_of(l.index)
                                                                  for l in trace.layers}, strategy=mapping.strategy)
-    sched = schedule(trace, spec, sub, hw.mapping.micro_batch)
+    sched = schedule(trace, spec, sub, hw.mapping.micro_batch, hw.training.update)
     led = build_ledger(trace, sub, spec.sram_bytes, sched)
     en = step_energy(trace, spec, sub, sched.links, sched.n_inst)
     return ChipReport(spec=spec, trace=trace, mapping=sub, ledger=led, schedule=sched, energy=en,
-                      micro_batch=hw.mapping.micro_batch, pool=whole_batch(trace))
+                      micro_batch=hw.mapping.micro_batch, pool=whole_batch(trace),
+                      pool_pytorch=pytorch(trace))

@@ -1,4 +1,4 @@
-"""Chip-independent memory demand: every tensor of a step in ONE memory pool (the GPU-style measure).
+"""Chip-independent memory demand: every tensor of a step in ONE memory pool (the GPU-style measures).
 
 Why apart from the ledger: the per-core ledger answers "does this chip hold
 the step" and depends on the mapping (slices replicate inputs) and on the
@@ -10,8 +10,40 @@ must not depend on any chip, nor fail when a chip cannot fit the model.
 The pool counts each tensor of the trace once, at its full (whole-batch)
 size: persistent buffers always; ``step`` and ``sample`` buffers from the
 first to the last op that touches them, in program order (op index is the
-clock). The category breakdown is taken at the pool's peak, so it adds up to
-the peak.
+clock). A ``select`` op executes nothing and moves no row: the buffers it is
+the last to touch and only reads are dead at its instant, the smaller ones it
+writes live -- so the old and the new kept rows are never counted together.
+The category breakdown is taken at the pool's peak, so it adds up to the peak.
+
+Two sizings of the same trace:
+
+* :func:`whole_batch`: each buffer at the bytes the chip stores it in (its
+  bit widths): the algorithm's demand on this chip's number formats.
+* :func:`pytorch`: what a framework on a GPU holds for the same dataflow, all
+  in float32 (``mapping.memory_mode: pytorch``, the closest we come to how
+  the DF paper measured its Figure 4A). Assumptions, per buffer of the trace
+  (``Buffer.elements`` is its tensor's value count):
+
+  - parameters: one float32 copy (the master weights; the chip's low-bit
+    compute copy does not exist), float32 gradients (the accumulator's
+    lifetime: from the first weight-gradient op to the update), optimizer
+    state in float32 (Adam: two moments per weight), BN running statistics,
+    the label embedding and its state, DF-R's fixed feedback kernel;
+  - autograd's saved tensors: a block's input twice (BN saves its input, the
+    convolution saves BN's output; once without BN), the ReLU output where the
+    chip keeps a 1-bit mask, int64 max-pool indices, the block output the
+    goodness squares (``pow`` saves its base), goodness and dL/dgoodness;
+    errors in flight in float32;
+  - a block output sent on is the next block's input (counted there), and a
+    received copy is the sender's tensor (a GPU has one memory), so neither
+    is counted twice -- unless the dataflow holds the copy past the forward
+    that consumed it (``sequential-recompute``'s held input), which then
+    counts in float32; the sensor's batch is counted once, in float32;
+  - liveness is the trace's dataflow liveness: tensors live while the
+    dataflow needs them and rows are dropped where the dataflow drops them
+    (a framework keeps a saved tensor whole until its graph's backward has
+    run, which for these rules is where the dataflow drops the rows anyway);
+    no allocator caching or fragmentation, no CUDA workspace.
 """
 from __future__ import annotations
 
@@ -20,6 +52,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..trace import CATEGORIES
+
+F32, I64 = 4, 8
+ROW_SUFFIXES = ("_kept_rows", "_loss_rows")     # the kept subsets of a buffer (select outputs)
 
 
 @dataclass
@@ -35,22 +70,75 @@ class PoolMemory:
 
 
 def whole_batch(trace) -> PoolMemory:
-    """Peak of one pool holding every tensor once, whole batch, in program order."""
+    """Peak of one pool holding every tensor once, whole batch, in program order, at the chip's widths."""
+    return _pool(trace, [float(b.nbytes) for b in trace.buffers])
+
+
+def pytorch(trace) -> PoolMemory:
+    """The same pool with every tensor as a float32 framework holds it (see the module docstring)."""
+    return _pool(trace, torch_bytes(trace))
+
+
+def base_name(name: str) -> str:
+    """A buffer's tensor, without the pass or kept-rows qualifier (``relu_mask:pass3`` -> ``relu_mask``)."""
+    name = name.split(":")[0]
+    for suffix in ROW_SUFFIXES:
+        if name.endswith(suffix):
+            return name[:-len(suffix)]
+    return name
+
+
+def torch_bytes(trace) -> list:
+    """Per buffer: the bytes a float32 framework holds for it (the assumptions of the module docstring)."""
+    with_bn = {b.layer for b in trace.buffers if b.name == "bn_stats"}
+    goodness_copy = {b.layer for b in trace.buffers if base_name(b.name) == "goodness_input"}
+    squared = {b for o in trace.ops if o.kind == "goodness" for b in o.reads}
+    sensor = {b for o in trace.ops if o.kind == "send" and not o.reads for b in o.writes}
+    readers = {}
+    for o in trace.ops:
+        for b in o.reads:
+            readers[b] = readers.get(b, 0) + 1
+    held = {b.id for b in trace.buffers if b.category == "noc_buffers" and readers.get(b.id, 0) > 1}
+    out = []
+    for b in trace.buffers:
+        n, name = b.elements, base_name(b.name)
+        if name == "weights" or (b.category == "noc_buffers" and b.id not in sensor | held):
+            size = 0                                   # no low-bit copy; a received copy is the sender's tensor
+        elif name == "kept_input":
+            size = (2 if b.layer in with_bn else 1) * F32 * n
+        elif name == "pool_index":
+            size = I64 * n
+        elif name == "output":
+            # the next block's input (counted there), or the base goodness squares when no wider copy exists
+            size = F32 * n if b.layer not in goodness_copy and b.id in squared else 0
+        else:
+            size = F32 * n
+        out.append(float(size))
+    return out
+
+
+def _pool(trace, size) -> PoolMemory:
+    """Peak of one pool in program order; ``size[b]``: bytes of buffer b."""
     n_ops, n_cat = len(trace.ops), len(CATEGORIES)
     ci = {c: i for i, c in enumerate(CATEGORIES)}
-    first, last = {}, {}
+    first, last, last_writes = {}, {}, {}
     for o in trace.ops:
-        for b in set(o.reads) | set(o.writes):
+        w = set(o.writes)
+        for b in set(o.reads) | w:
             first.setdefault(b, o.id)
             last[b] = o.id
+            last_writes[b] = b in w
     delta = np.zeros((n_ops + 1, n_cat))
     base = np.zeros(n_cat)
     for b in trace.buffers:
         if b.scope == "persistent":
-            base[ci[b.category]] += b.nbytes
+            base[ci[b.category]] += size[b.id]
         elif b.id in first:                          # live over [first toucher, last toucher]
-            delta[first[b.id], ci[b.category]] += b.nbytes
-            delta[last[b.id] + 1, ci[b.category]] -= b.nbytes
+            end = last[b.id] + 1
+            if trace.ops[last[b.id]].kind == "select" and not last_writes[b.id] and end - 1 > first[b.id]:
+                end -= 1                             # ... or up to the select that ends it, exclusive
+            delta[first[b.id], ci[b.category]] += size[b.id]
+            delta[end, ci[b.category]] -= size[b.id]
     live = np.cumsum(delta[:n_ops], axis=0) + base if n_ops else base[None, :]
     tot = live.sum(axis=1)
     k = int(np.argmax(tot))

@@ -9,7 +9,12 @@ Model:
 * Dependencies are read-after-write on buffers, in program order: an op waits
   for the latest earlier writer of every buffer it reads. A sample-scope op
   instance waits for the same sample's writer; a step-scope op (the update)
-  waits for every sample's instance of a sample-scope writer.
+  waits for every sample's instance of a sample-scope writer. A step op also
+  waits for every earlier op that read a buffer it overwrites (write-after-
+  read): the update lock -- W_l's update waits until DF-O's (or BP's) error
+  has gone through W_l^T; DF-R's error goes through the fixed B_l, which no
+  update writes, so its updates wait for their gradients only
+  (``lock_waits`` measures how long each update waited for the lock).
 * Samples are grouped into micro-batches of ``micro_batch`` samples; each
   sample-scope op runs once per micro-batch with that many samples' work. All
   samples are available at t = 0: a new one enters as soon as the first
@@ -19,7 +24,10 @@ Model:
   i - PIPELINE_SLACK has started on every layer l sends activations to.
   Without this a fast layer would flood a slow one's receive buffers with the
   whole batch; with it, only data that is *kept* for later (BP's activations
-  waiting for the backward pass) accumulates.
+  waiting for the backward pass) accumulates. Successive transfers of one
+  stream within an instance (a sample's label variants under
+  ``mapping.negatives: sequential``) share a receive buffer the same way: the
+  producer of transfer i starts once the consumer of transfer i - 1 has.
 * A layer's slices run its ops in lock-step (SPMD): an op instance starts when
   its inputs are ready and all the layer's slices are free; slice i is busy for
   the sum over the op's work items (``chipsim.work``) of
@@ -28,7 +36,9 @@ Model:
   ``replicated`` work, and a ``per_instance`` item costs its whole count in
   every instance; the layer is free again when its slowest slice is. Among ready op
   instances a core runs the oldest sample first (then program order), so a
-  core finishes old samples before admitting new ones.
+  core finishes old samples before admitting new ones. A layer's update runs
+  after every sample op ready on its cores (``training.update: batch``) or
+  ahead of them as soon as it is ready (``immediate``).
 * ``send`` ops use no core cycles; their transfers go through ``noc.Links``.
   An op that writes a ``reduce`` buffer on a split layer is done only once
   the partials have reached the first slice.
@@ -51,6 +61,7 @@ from .eventloop import GATES, Graph, Work, run
 from .noc import Links, reduce_flow, send_flows
 
 PIPELINE_SLACK = 1   # instances a layer may run ahead of a layer it feeds (one receive buffer)
+UPDATES = ("batch", "immediate")
 
 
 @dataclass
@@ -81,24 +92,53 @@ class Schedule:
 
 
 def dataflow(trace):
-    """Per op: (sample writers it depends on, step writers it depends on), from RAW in program order."""
-    last = {}
-    deps = []
+    """Per op: the ops it waits for -- the latest earlier writer of every buffer it reads (RAW, in program
+    order), and for a step op (an update) every earlier op that read a buffer it overwrites (WAR: the
+    update lock, e.g. DF-O's error through W^T must have read W before W's update writes it)."""
+    return [sorted(set(r) | set(w)) for r, w in zip(*_raw_war(trace))]
+
+
+def _raw_war(trace):
+    """(RAW writers, WAR readers) per op; WAR only for step-scope writers."""
+    last, readers = {}, {}
+    raw, war = [], []
     for o in trace.ops:
-        ws = sorted({last[b] for b in o.reads if b in last})
-        deps.append(ws)
+        raw.append(sorted({last[b] for b in o.reads if b in last}))
+        war.append(sorted({r for b in o.writes for r in readers.get(b, ()) if r != o.id})
+                   if o.scope == "step" else [])
+        for b in o.reads:
+            readers.setdefault(b, set()).add(o.id)
         for b in o.writes:
             last[b] = o.id
-    return deps
+            readers[b] = set()
+    return raw, war
 
 
-def schedule(trace, spec, mapping, micro_batch: int = 1) -> Schedule:
-    """Schedule one step of ``trace`` on ``mapping``: the model above, executed by ``eventloop.run``."""
+def lock_waits(trace, sched) -> dict:
+    """Layer -> cycles its update waited for the update lock: how much later the last op still reading
+    its old weights ended than the update's own inputs (its gradient) were ready; 0 where nothing waited."""
+    raw, war = _raw_war(trace)
+    out = {}
+    for o, r, w in zip(trace.ops, raw, war):
+        if o.scope != "step" or not w:
+            continue
+        ready = max((float(sched.end[d].max()) for d in r), default=0.0)
+        held = max(float(sched.end[d].max()) for d in w)
+        out[o.layer] = out.get(o.layer, 0.0) + max(0.0, held - ready)
+    return out
+
+
+def schedule(trace, spec, mapping, micro_batch: int = 1, update: str = "batch") -> Schedule:
+    """Schedule one step of ``trace`` on ``mapping``: the model above, executed by ``eventloop.run``.
+    ``update``: ``training.update`` (``batch``: a layer's update waits behind its cores' sample ops;
+    ``immediate``: it runs first once ready)."""
     S = trace.samples
     mb = max(1, int(micro_batch))
     n_inst = max(1, math.ceil(S / mb))
     groups = [min(mb, S - i * mb) for i in range(n_inst)] if S > 0 else [0]
-    g = _graph(trace, mapping, groups)
+    if update not in UPDATES:
+        raise ValueError(f"update must be one of {', '.join(UPDATES)}, got {update!r}")
+    g = _graph(trace, mapping, groups, step_prio=0 if update == "immediate" else n_inst)
     cyc = [op_cycles(o, trace.samples, spec, mapping) for o in trace.ops]
     links = Links(spec)
     start, end, cend, pred_op, pred_inst, gate, task_ids, task_start = run(
@@ -119,7 +159,36 @@ def _csr(lists):
     return ptr, np.fromiter((v for x in lists for v in x), dtype=np.int64, count=int(ptr[-1]))
 
 
-def _graph(trace, mapping, groups) -> Graph:
+def _pass_credits(trace, n_ops):
+    """Consumer op -> producer ops it lets start: successive transfers of one stream on a link (a sample's
+    label variants under sequential negatives) share its receive buffer, so the producer of transfer i
+    starts only once the consumer of transfer i - 1 has started (and taken its buffer). A transfer
+    whose copy is held past its consumer (kept for recomputing) occupies a buffer of its own: no credit."""
+    last_touch, first_reader, writer = {}, {}, {}
+    for o in trace.ops:
+        for b in set(o.reads) | set(o.writes):
+            last_touch[b] = o.id
+        for b in o.reads:
+            first_reader.setdefault(b, o.id)
+        for b in o.writes:
+            writer.setdefault(b, o.id)
+    credits, prev = [[] for _ in range(n_ops)], {}
+    for o in trace.ops:
+        if o.kind != "send" or o.tag != "activation" or o.dst_layer is None or not o.reads:
+            continue
+        key = (o.layer, o.dst_layer, o.name)
+        before = prev.get(key)
+        prev[key] = o
+        if before is None:
+            continue
+        recv = before.writes[0]
+        c, p = first_reader.get(recv), writer.get(o.reads[0])
+        if c is not None and p is not None and last_touch[recv] == c and trace.ops[p].scope == "sample":
+            credits[c].append(p)
+    return credits
+
+
+def _graph(trace, mapping, groups, step_prio=None) -> Graph:
     """Dependencies of the step's op instances (RAW in program order, plus flow-control credits)."""
     ops = trace.ops
     n_ops, n_inst = len(ops), len(groups)
@@ -159,12 +228,17 @@ def _graph(trace, mapping, groups) -> Graph:
                 gated.add((dn, u))
                 credits[dn].append(u)
                 rem[u, PIPELINE_SLACK:] += 1
+    pass_credits = _pass_credits(trace, n_ops)
+    for producers in pass_credits:
+        for p in producers:
+            rem[p, :] += 1
     is_send = np.array([o.kind == "send" for o in ops], dtype=np.bool_)
     layer = np.array([mapping.layer_pos[o.layer] for o in ops], dtype=np.int64)
     compute = np.where(is_send, 0, np.where(is_step, 1, n_inst))
     return Graph(trace.samples, np.asarray(groups, dtype=float), PIPELINE_SLACK, np.array(is_step, dtype=np.bool_),
                  is_send, layer, np.bincount(layer, compute, minlength=len(mapping.layers)).astype(np.int64), rem,
-                 *_csr(dep_same), *_csr(dep_step), *_csr(dep_bcast), *_csr(credits))
+                 *_csr(dep_same), *_csr(dep_step), *_csr(dep_bcast), *_csr(credits), *_csr(pass_credits),
+                 n_inst if step_prio is None else int(step_prio))
 
 
 def _share(w, slices) -> np.ndarray:

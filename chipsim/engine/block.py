@@ -143,23 +143,31 @@ class QuantBlock:
         return feedback_weights(self.feedback_seed, self.w_shape, self.prec.weight_bits, regenerate=True)
 
     # ------------------------------------------------------------ forward
-    def forward(self, a_in, train: bool):
-        """Run the block on a batch; returns (out, cache)."""
+    def forward(self, a_in, train: bool, stats_from=None):
+        """Run the block on a batch; returns (out, cache).
+
+        ``stats_from``: the cache of an earlier pass of the same step (``mapping.negatives: sequential``
+        sends a sample's negatives after its positive): normalise with that pass's batch statistics and
+        quantize with the scales it set, updating neither -- the block has not seen these rows' batch.
+        """
         p = self.prec
+        learn = train and stats_from is None          # this batch sets the statistics and scales
         x = a_in.reshape(a_in.shape[0], -1) if self.kind == "dense" else a_in
         with split("replicated"):        # every slice of a split layer holds, and normalises, the whole input
             if self.use_bn:
-                if train:
+                if learn:
                     z, bnc = K.batchnorm_train_forward(x, self.gamma, self.beta, BN_EPS)
                     K.batchnorm_update_running(self.running_mean, self.running_var, bnc, BN_MOMENTUM,
                                                x.size // x.shape[1])
                 else:
-                    z = K.batchnorm_eval_forward(x, self.gamma, self.beta, self.running_mean, self.running_var,
-                                                 BN_EPS)
-                    bnc = None
+                    ref = stats_from["bnc"] if train else None
+                    z = K.batchnorm_eval_forward(x, self.gamma, self.beta,
+                                                 self.running_mean if ref is None else ref.mean,
+                                                 self.running_var if ref is None else ref.var, BN_EPS)
+                    bnc = None if ref is None else ref._replace(xhat=None)
             else:
                 z, bnc = x.astype(np.float32), None
-            zq, zs = self.z_scale.quantize(z, update=train)
+            zq, zs = self.z_scale.quantize(z, update=learn)
         bound = _int_bound(p.activation_bits, p.weight_bits)
         if self.kind == "conv":
             # The accumulator's rescale is done by the kernel as it leaves the GEMM's layout. im2col's
@@ -179,12 +187,12 @@ class QuantBlock:
             r_pooled, argmax = K.maxpool2d_forward(y, self.pool, self.pool, relu=True)
         else:
             r_pooled = K.relu_forward(y)
-        aq, s_out = self.out_scale.quantize(r_pooled, update=train)
+        aq, s_out = self.out_scale.quantize(r_pooled, update=learn)
         out = aq * s_out if p.activation_bits != 32 else aq
         if self.good_scale is None:
             gsrc = out
         else:
-            gq, gs = self.good_scale.quantize(r_pooled, update=train)
+            gq, gs = self.good_scale.quantize(r_pooled, update=learn)
             gsrc = gq * gs if self.goodness_bits != 32 else gq
         cache = dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=argmax, r_shape=y.shape, out=out, gsrc=gsrc)
         return out, cache

@@ -51,6 +51,12 @@ class GoodnessObjective:
         gsrc = cache["gsrc"]                        # the output, or its wider copy (goodness_bits)
         g = K.goodness(gsrc, bits=blk.goodness_bits)
         tracer.goodness(blk, g)
+        return self.from_goodness(blk, g, lambda r: gsrc if r is None else gsrc[r], rows, tracer, sparse)
+
+    def from_goodness(self, blk, g, squared, rows, tracer, sparse: bool) -> LossResult:
+        """The loss on the goodness ``g`` of every row of the step; ``squared(r)`` gives what goodness
+        squared on rows ``r`` (None: every row), which the error needs. ``sequential`` computes ``g``
+        one label variant at a time and calls this once all have passed."""
         gg = g.reshape(rows.samples, rows.reps)
         loss, dgp, dgn = goodness_loss(self.name, gg[:, 0], gg[:, 1:], self.learning)
         dg = np.empty((rows.samples, rows.reps), np.float32)
@@ -58,12 +64,13 @@ class GoodnessObjective:
         dg = dg.reshape(-1)
         tracer.loss(blk.index, dg)
         if not sparse:
+            gsrc = squared(None)
             return LossResult(loss, None, lambda: K.goodness_backward(dg, gsrc))
         r = np.flatnonzero(dg)
-        squared, dg_r = gsrc[r], dg[r]              # what the error needs, on the loss's rows only
+        sq, dg_r = squared(r), dg[r]                # what the error needs, on the loss's rows only
         if len(r) < rows.n:
-            tracer.goodness_rows(blk, squared)
-        return LossResult(loss, r, lambda: K.goodness_backward(dg_r, squared))
+            tracer.goodness_rows(blk, sq)
+        return LossResult(loss, r, lambda: K.goodness_backward(dg_r, sq))
 
     @staticmethod
     def inference_rows(net, x):

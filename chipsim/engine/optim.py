@@ -40,6 +40,10 @@ class _Optimizer:
         """Bytes of SRAM the state of ``key`` takes: what the stores hold."""
         return sum(s.nbytes for s in self.stores.get(key, {}).values())
 
+    def state_values(self, key) -> int:
+        """Values of state kept for ``key`` (Adam: two per weight), whatever their width."""
+        return sum(s.codes.size for s in self.stores.get(key, {}).values())
+
     def state_dict(self) -> dict:
         return {"stores": {k: {n: s.state() for n, s in d.items()} for k, d in self.stores.items()},
                 **self._extra_state()}

@@ -14,7 +14,7 @@ greedy DF, DF-O and DF-R are data, not branches of ``local_step``:
   random ``B`` (DF-R, so a block never waits on its own weights: no update
   lock).
 
-Greedy, DF-O, DF-R, span-n, chunked, Trifecta's alternating OLU and CwC are
+Greedy, DF-O, DF-R, span-n, chunked, Trifecta's alternating OLU, CwC and CFF are
 then data (``compose``), not branches. A rule may add a one-pass inference
 head (``head.OnePassHead``), trained beside the blocks (``head_step``).
 
@@ -31,52 +31,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 
-from ..errors import TrainingDiverged
-from ..work import record
+from .backward import AllRows, LocalBackward, StepResult, check_finite
 from .head import concat_features
 from .losses import cross_entropy
 from .objectives import ContrastiveObjective, CwcObjective, GoodnessObjective
 from .routing import Routing
 from .rows import LabelledRows, OneRow, TwoViews
 
-
-def _check(value, what: str, layer: int, step: int):
-    if isinstance(value, dict):                      # a transformer layer's gradient: one array per tensor
-        for v in value.values():
-            _check(v, what, layer, step)
-        return
-    if not np.all(np.isfinite(value)):
-        bad = value if np.ndim(value) == 0 else np.asarray(value)[~np.isfinite(value)].flat[0]
-        raise TrainingDiverged(f"{what} of block {layer} is {bad} at step {step}; "
-                               "lower training.lr or raise precision.gradient_bits")
-
-
-class StepResult:
-    __slots__ = ("loss", "grads", "outputs")
-
-    def __init__(self, loss, grads, outputs=None):
-        self.loss, self.grads, self.outputs = loss, grads, outputs
+__all__ = ["LocalRule", "StepResult", "bp_step", "compose", "head_step", "local_step"]
 
 
 @dataclass(frozen=True)
 class LocalRule:
-    rows: object         # rows.LabelledRows | rows.OneRow
-    objective: object    # objectives.GoodnessObjective | objectives.CwcObjective
+    rows: object         # rows.LabelledRows | rows.OneRow | rows.TwoViews
+    objective: object    # objectives.GoodnessObjective | CwcObjective | ContrastiveObjective
     routing: object      # routing.Routing
+    negatives: str = "parallel"   # mapping.negatives: how a block processes a sample's label variants
+    update: str = "batch"         # training.update: immediate takes a complete gradient before the error
 
 
 def compose(hw, depth: int, num_classes: int, negatives: int) -> LocalRule:
-    """The local rule of an ``HwConfig``: its rows, its per-block objective and its routing."""
+    """The local rule of an ``HwConfig``: its rows, its per-block objective, its routing and how a block
+    schedules a sample's label variants (``mapping.negatives``; one-row rules have none to schedule)."""
     if hw.loss == "cwc":
-        rows, objective = OneRow(), CwcObjective(num_classes)
-    elif hw.loss == "contrastive":
-        rows = TwoViews(hw.learning.augment)
-        objective = ContrastiveObjective(hw.learning.temperature, per_layer_margins(hw.learning, depth))
-    else:
-        rows, objective = LabelledRows(negatives), GoodnessObjective(hw.loss, hw.learning)
-    return LocalRule(rows, objective, Routing.from_config(hw, depth))
+        return LocalRule(OneRow(), CwcObjective(num_classes), Routing.from_config(hw, depth),
+                         update=hw.training.update)
+    if hw.loss == "contrastive":
+        return LocalRule(TwoViews(hw.learning.augment),
+                         ContrastiveObjective(hw.learning.temperature, per_layer_margins(hw.learning, depth)),
+                         Routing.from_config(hw, depth), update=hw.training.update)
+    return LocalRule(LabelledRows(negatives), GoodnessObjective(hw.loss, hw.learning),
+                     Routing.from_config(hw, depth), hw.mapping.negatives, hw.training.update)
 
 
 def per_layer_margins(learning, depth: int) -> tuple:
@@ -91,106 +77,29 @@ def per_layer_margins(learning, depth: int) -> tuple:
     return m
 
 
-def _union(parts):
-    """The rows any of the parts gives an error (None: every row)."""
-    if any(r is None for _, r, _ in parts):
-        return None
-    keep = parts[0][1]
-    for _, r, _ in parts[1:]:
-        keep = np.union1d(keep, r)
-    return keep
-
-
 def local_step(net, rule: LocalRule, rows, step, rng, tracer) -> StepResult:
-    """Gradients of one local-rule step on ``rows`` (``rule.rows.make(...)``); ``rng`` rounds."""
-    blocks = net.blocks
-    L = len(blocks)
-    plan = rule.routing.plan(step)
-    feedback = plan.uses_feedback
-    sparse = net.bn_backward == "fixed-stats"
-    caches, grads, losses = [None] * L, [None] * L, []
-    # errors at each block's output that update it: (loss, rows or None, error or a function computing it)
-    parts = [[] for _ in range(L)]
-    emb_grad = None
+    """Gradients of one local-rule step on ``rows`` (``rule.rows.make(...)``); ``rng`` rounds.
+
+    ``rule.negatives`` other than ``parallel`` runs the label variants one after another
+    (``sequential.sequential_step``)."""
+    if rule.negatives != "parallel":
+        from .sequential import sequential_step
+        return sequential_step(net, rule, rows, step, rng, tracer)
+    bw = LocalBackward(net, rule, rows, step, rng, tracer)
     tracer.sensor_input(rows.x)
-
-    def finish(j):
-        """Block j has every error it will get: its weight gradient (and block 0's label embedding's)."""
-        nonlocal emb_grad
-        blk = blocks[j]
-        if not parts[j]:                             # no loss updates this block this step
-            grads[j] = np.zeros(blk.w_shape, np.float32)
-            caches[j] = None
-            return
-        src = [p[0] for p in parts[j]]
-        cache = caches[j]
-        keep = _union(parts[j]) if sparse else None
-        if keep is not None and len(keep) < rows.n:
-            cache = blk.select(cache, keep)          # the other rows are dropped here
-            tracer.select(blk, cache, src)
-        err = _sum_errors(parts[j], keep, rows.n, blk.out_shape)
-        gy = blk.backward_pre(err, cache)
-        grads[j] = blk.grad_weight(gy, cache, rng)
-        _check(grads[j], "weight gradient", j, step)
-        tracer.grad_weight(blk, src)
-        if j == 0 and net.label_trainable:
-            gx = blk.grad_input(gy, cache, rng)
-            emb_grad = net.label_grad(gx, rows.row_labels if keep is None else rows.row_labels[keep])
-            tracer.embedding_grad(blk, src)
-        caches[j] = None                             # block j's activations are dead now
-        parts[j] = []
-
-    a, outputs = rows.a0, []
-    for l, blk in enumerate(blocks):
+    a, outputs, L = rows.a0, [], len(net.blocks)
+    for l, blk in enumerate(net.blocks):
         out, cache = blk.forward(a, train=True)
         tracer.forward(blk, cache, goodness=True)
         if l + 1 < L:
             tracer.send_activation(l, l + 1)
-        caches[l] = cache
+        bw.kept[l] = AllRows(cache, rows.n)
         outputs.append(out)
-        reach = plan.reaches(l)
-        if reach:                                    # a loss the routing does not use this step is not run
-            res = rule.objective.evaluate(blk, cache, rows, tracer, sparse)
-            _check(res.value, "loss", l, step)
-            losses.append(res.value)
-        if reach and (res.rows is None or len(res.rows)):
-            parts[l].append((l, res.rows, res.error))
-            err, n_rows = None, rows.n if res.rows is None else len(res.rows)
-            for j in range(l, reach[0], -1):        # the loss's error, down to the lowest block it reaches
-                upper, below = blocks[j], blocks[j - 1]
-                if err is None:
-                    err = res.error()
-                sub = caches[j] if res.rows is None else upper.select(caches[j], res.rows, for_weight_grad=False)
-                gy = upper.backward_pre(err, sub)
-                gx = upper.grad_input(gy, sub, rng, use_feedback=feedback)
-                tracer.error_down(upper, below, n_rows, use_feedback=feedback, loss=l)
-                err = gx.reshape((len(gx),) + below.out_shape)
-                parts[j - 1].append((l, res.rows, err))
-        for j in range(l, -1, -1):
-            if caches[j] is not None and plan.finish_after(j) <= l:
-                finish(j)
+        if bw.plan.reaches(l):                       # a loss the routing does not use this step is not run
+            bw.block_loss(l, rule.objective.evaluate(blk, cache, rows, tracer, bw.sparse))
+        bw.finish_ready(l)
         a = out
-    if emb_grad is None and net.label_trainable:
-        emb_grad = np.zeros_like(net.embedding.value)
-    tracer.close()
-    return StepResult(float(np.mean(losses)) if losses else 0.0, dict(blocks=grads, embedding=emb_grad),
-                      outputs)
-
-
-def _sum_errors(parts, keep, n_rows, out_shape):
-    """The error at a block's output: the sum of what each loss sent, placed on the kept rows."""
-    if len(parts) == 1:
-        _, r, e = parts[0]
-        return e() if callable(e) else e
-    err = np.zeros((n_rows if keep is None else len(keep),) + tuple(out_shape), np.float32)
-    for _, r, e in parts:
-        e = e() if callable(e) else e
-        if keep is None:
-            err += e
-        else:
-            err[np.searchsorted(keep, r)] += e
-        record("error_sum", "local_step", e.size)
-    return err
+    return bw.result(outputs)
 
 
 def head_step(net, head, rows, outputs, rng, tracer):
@@ -235,7 +144,7 @@ def bp_step(net, x, labels, step, rng, tracer) -> StepResult:
         caches.append(cache)
         a = out
     loss, g = cross_entropy(a, labels)
-    _check(loss, "loss", len(layers) - 1, step)
+    check_finite(loss, "loss", len(layers) - 1, step)
     rows = x.shape[0]
     tracer.loss(len(layers) - 1, g)
     grads = [None] * len(layers)
@@ -244,7 +153,7 @@ def bp_step(net, x, labels, step, rng, tracer) -> StepResult:
         layer = layers[i]
         gyi = layer.backward_pre(g, caches[i])
         grads[i] = layer.grad_weight(gyi, caches[i], rng)
-        _check(grads[i], "weight gradient", i, step)
+        check_finite(grads[i], "weight gradient", i, step)
         tracer.grad_weight(layer, [last])
         if i > 0:
             below = layers[i - 1]

@@ -34,6 +34,17 @@ from ..work import WorkLog
 SENSOR_BITS = 8
 
 
+def stored_elements(cache) -> dict:
+    """Values of each tensor a block's forward keeps (``QuantBlock.stored_bytes`` gives their bytes):
+    the input codes, the ReLU mask (one per pre-activation value), the output, pool index, goodness copy."""
+    out = dict(zq=cache["zq"].size, mask=cache["y"].size, out=cache["out"].size)
+    if cache.get("argmax") is not None:
+        out["argmax"] = cache["argmax"].size
+    if cache.get("gsrc") is not None:
+        out["gsrc"] = cache["gsrc"].size
+    return out
+
+
 class StepTracer:
     def __init__(self, rec: TraceRecorder, net, optimizer, accumulators: dict, rule_is_bp: bool, extra_layers=()):
         self.rec = rec
@@ -57,12 +68,13 @@ class StepTracer:
             # the learned table is FixedPoint at update_bits; the fixed random one holds the same grid's values
             size = net.embedding.value.size if net.embedding is not None else net.label_table.size
             par["emb"] = rec.buffer(0, "label_embedding", "label_embedding", nbytes_of(size, net.prec.update_bits),
-                                    "persistent", "replicated")
+                                    "persistent", "replicated", elements=size)
             if "emb" in accumulators:            # a learned embedding: its optimizer state and accumulator
                 par["emb_opt"] = rec.buffer(0, "label_embedding_optimizer", "optimizer_state",
-                                            optimizer.state_bytes("emb"), "persistent", "replicated")
+                                            optimizer.state_bytes("emb"), "persistent", "replicated",
+                                            elements=optimizer.state_values("emb"))
                 par["emb_gacc"] = rec.buffer(0, "embedding_grad_acc", "gradients", accumulators["emb"].nbytes,
-                                             "step", "replicated")
+                                             "step", "replicated", elements=size)
 
     def _register(self, blk, optimizer, accumulators) -> None:
         """A layer of the trace and its persistent buffers (weights, master, optimizer state, accumulator)."""
@@ -71,16 +83,20 @@ class StepTracer:
         rec.layer(blk.index, f"{kind}{blk.index}", blk.units, kind)
         pb = blk.param_bytes()
         key = f"w{blk.index}"
+        n_w = blk.master.value.size
         ids = dict(
-            weights=rec.buffer(blk.index, "weights", "weights", pb["weights"], "persistent"),
-            master=rec.buffer(blk.index, "master", "master_weights", pb["master"], "persistent"),
-            opt=rec.buffer(blk.index, "optimizer", "optimizer_state", optimizer.state_bytes(key), "persistent"),
-            gacc=rec.buffer(blk.index, "grad_acc", "gradients", accumulators[key].nbytes, "step"),
+            weights=rec.buffer(blk.index, "weights", "weights", pb["weights"], "persistent", elements=n_w),
+            master=rec.buffer(blk.index, "master", "master_weights", pb["master"], "persistent", elements=n_w),
+            opt=rec.buffer(blk.index, "optimizer", "optimizer_state", optimizer.state_bytes(key), "persistent",
+                           elements=optimizer.state_values(key)),
+            gacc=rec.buffer(blk.index, "grad_acc", "gradients", accumulators[key].nbytes, "step", elements=n_w),
         )
         if blk.use_bn:
-            ids["bn"] = rec.buffer(blk.index, "bn_stats", "bn_params", pb["bn"], "persistent", "replicated")
+            ids["bn"] = rec.buffer(blk.index, "bn_stats", "bn_params", pb["bn"], "persistent", "replicated",
+                                   elements=blk.running_mean.size + blk.running_var.size)
         if blk.feedback_bytes():
-            ids["fb"] = rec.buffer(blk.index, "feedback", "feedback_weights", blk.feedback_bytes(), "persistent")
+            ids["fb"] = rec.buffer(blk.index, "feedback", "feedback_weights", blk.feedback_bytes(), "persistent",
+                                   elements=n_w)
         self.params[blk.index] = ids
 
     def _op(self, layer, kind, name, **kw) -> int:
@@ -98,7 +114,7 @@ class StepTracer:
         if not self.on:
             return
         nb = nbytes_of(x.size, SENSOR_BITS)
-        bid = self.rec.buffer(0, "input", "noc_buffers", nb, "sample", "replicated")
+        bid = self.rec.buffer(0, "input", "noc_buffers", nb, "sample", "replicated", elements=x.size)
         self.rec.op(0, "send", "sensor input", writes=(bid,), dst_layer=0, nbytes=nb, tag="activation")
         self.inp[0] = bid
 
@@ -107,14 +123,14 @@ class StepTracer:
         if not self.on:
             return
         rec, l = self.rec, blk.index
-        sb = blk.stored_bytes(cache)
-        ids = dict(zq=rec.buffer(l, "kept_input", self.act_cat, sb["zq"], "sample", "replicated"),
-                   mask=rec.buffer(l, "relu_mask", self.act_cat, sb["mask"]),
-                   out=rec.buffer(l, "output", self.act_cat, sb["out"]))
+        sb, ne = blk.stored_bytes(cache), stored_elements(cache)
+        ids = dict(zq=rec.buffer(l, "kept_input", self.act_cat, sb["zq"], "sample", "replicated", ne["zq"]),
+                   mask=rec.buffer(l, "relu_mask", self.act_cat, sb["mask"], elements=ne["mask"]),
+                   out=rec.buffer(l, "output", self.act_cat, sb["out"], elements=ne["out"]))
         if "argmax" in sb and blk.pool:
-            ids["argmax"] = rec.buffer(l, "pool_index", self.act_cat, sb["argmax"])
+            ids["argmax"] = rec.buffer(l, "pool_index", self.act_cat, sb["argmax"], elements=ne["argmax"])
         if goodness and "gsrc" in sb:   # the forward also writes the wider copy that goodness squares
-            ids["gsrc"] = rec.buffer(l, "goodness_input", self.act_cat, sb["gsrc"])
+            ids["gsrc"] = rec.buffer(l, "goodness_input", self.act_cat, sb["gsrc"], elements=ne["gsrc"])
         par = self.params[l]
         reads = [self.inp[l], par["weights"]] + [par[k] for k in ("bn", "emb") if k in par]
         self._op(l, "fwd", "forward", reads=reads,
@@ -126,14 +142,15 @@ class StepTracer:
         if not self.on:
             return
         k = self.kept[blk.index]
-        k["g"] = self.rec.buffer(blk.index, "goodness", "act_update", 4 * np.size(g), "sample", "reduce")
+        k["g"] = self.rec.buffer(blk.index, "goodness", "act_update", 4 * np.size(g), "sample", "reduce", np.size(g))
         self._op(blk.index, "goodness", "goodness", reads=(k.get("gsrc", k["out"]),), writes=(k["g"],))
 
     def send_activation(self, src, dst):
         if not self.on:
             return
-        nb = self.rec.trace.buffers[self.kept[src]["out"]].nbytes
-        bid = self.rec.buffer(dst, "input", "noc_buffers", nb, "sample", "replicated")
+        sent = self.rec.trace.buffers[self.kept[src]["out"]]
+        nb = sent.nbytes
+        bid = self.rec.buffer(dst, "input", "noc_buffers", nb, "sample", "replicated", sent.elements)
         self.rec.send(src, dst, "activation", self.kept[src]["out"], bid, nb, "activation")
         self.inp[dst] = bid
 
@@ -142,8 +159,9 @@ class StepTracer:
         if not self.on:
             return
         src = self.kept[l]["g"] if "g" in self.kept[l] else self.kept[l]["out"]
-        self.dg[l] = self.rec.buffer(l, "loss_grad", "gradients", 4 * np.size(dg), "sample", "replicated")
-        self._op(l, "loss", "loss", reads=(src,), writes=(self.dg[l],))
+        self.dg[l] = self.rec.buffer(l, "loss_grad", "gradients", 4 * np.size(dg), "sample", "replicated", np.size(dg))
+        # the goodness of every row: one buffer, or one per pass of a sequential step
+        self._op(l, "loss", "loss", reads=tuple(src) if isinstance(src, list) else (src,), writes=(self.dg[l],))
 
     def batch_loss(self, blk, dfeats):
         """A loss over the whole batch (CFF's contrastive loss, ``dfeats`` its error at what it read): one op
@@ -168,7 +186,7 @@ class StepTracer:
         rec, l = self.rec, blk.index
         old = self.kept[l]["gsrc"]
         nb = nbytes_of(kept.size, blk.goodness_bits)
-        new = rec.buffer(l, "goodness_input_loss_rows", self.act_cat, nb, "sample", "units")
+        new = rec.buffer(l, "goodness_input_loss_rows", self.act_cat, nb, "sample", "units", kept.size)
         rec.op(l, "select", "keep the loss's rows of the goodness copy", reads=(old, self.dg[l]), writes=(new,))
         self.kept[l]["gsrc"] = new
 
@@ -178,7 +196,7 @@ class StepTracer:
             return
         rec, l = self.rec, blk.index
         old = self.kept[l]
-        sb = blk.stored_bytes(cache)
+        sb, ne = blk.stored_bytes(cache), stored_elements(cache)
         new = dict(old)
         # what the backward reads; a wider goodness copy replaces the output there, and was cut to the own
         # loss's rows already (goodness_rows), so it is carried over as it is
@@ -186,7 +204,7 @@ class StepTracer:
         for name, key, split in (("kept_input", "zq", "replicated"), ("relu_mask", "mask", "units"),
                                  ("output", "out", "units"), ("pool_index", "argmax", "units")):
             if key in old and key in kept:
-                new[key] = rec.buffer(l, f"{name}_kept_rows", self.act_cat, sb[key], "sample", split)
+                new[key] = rec.buffer(l, f"{name}_kept_rows", self.act_cat, sb[key], "sample", split, ne[key])
         rec.op(l, "select", "drop error-free rows", reads=tuple(old[k] for k in kept if k in old)
                + tuple(self._deciders(l, losses)), writes=tuple(new[k] for k in kept if k in new))
         self.kept[l] = new
@@ -201,12 +219,13 @@ class StepTracer:
         par = self.params[l]
         src = self.neutral_in.get(l, self.inp.get(l))          # block 0 reads the sensor's image
         nb = nbytes_of(np.size(out_values), self.p.activation_bits)
-        out = rec.buffer(l, "neutral_output", self.act_cat, nb)
+        out = rec.buffer(l, "neutral_output", self.act_cat, nb, elements=np.size(out_values))
         self._op(l, "fwd", "neutral forward", reads=[src, par["weights"]] + [par[k] for k in ("bn", "emb")
                                                                                if k in par], writes=(out,))
         self.neutral_out[l] = out
         if next_layer is not None:
-            recv = rec.buffer(next_layer, "neutral_input", "noc_buffers", nb, "sample", "replicated")
+            recv = rec.buffer(next_layer, "neutral_input", "noc_buffers", nb, "sample", "replicated",
+                              np.size(out_values))
             rec.send(l, next_layer, "neutral activation", out, recv, nb, "activation")
             self.neutral_in[next_layer] = recv
 
@@ -218,8 +237,10 @@ class StepTracer:
         self.inp_head = []
         for j in head.blocks:
             src = self.kept[j]["out"] if from_training else self.neutral_out[j]
-            nb = self.rec.trace.buffers[src].nbytes
-            recv = self.rec.buffer(head.layer.index, "features_in", "noc_buffers", nb, "sample", "replicated")
+            sent = self.rec.trace.buffers[src]
+            recv = self.rec.buffer(head.layer.index, "features_in", "noc_buffers", sent.nbytes, "sample",
+                                   "replicated", sent.elements)
+            nb = sent.nbytes
             self.rec.send(j, head.layer.index, "features", src, recv, nb, "activation")
             self.inp_head.append(recv)
 
@@ -229,9 +250,9 @@ class StepTracer:
         if not self.on:
             return
         rec, l = self.rec, head.layer.index
-        sb = head.layer.stored_bytes(cache)
-        zq = rec.buffer(l, "kept_input", self.act_cat, sb["zq"], "sample", "replicated")
-        out = rec.buffer(l, "output", self.act_cat, sb["out"])
+        sb, ne = head.layer.stored_bytes(cache), stored_elements(cache)
+        zq = rec.buffer(l, "kept_input", self.act_cat, sb["zq"], "sample", "replicated", ne["zq"])
+        out = rec.buffer(l, "output", self.act_cat, sb["out"], elements=ne["out"])
         self._op(l, "fwd", "forward", reads=self.inp_head + [self.params[l]["weights"]], writes=(zq, out))
         self.kept[l] = dict(zq=zq, out=out)
 
@@ -259,11 +280,12 @@ class StepTracer:
         par = self.params[l]
         link = [par["fb"]] if use_feedback and "fb" in par else [] if use_feedback else [par["weights"]]
         reads = self._error_sources(l, [loss], weight_grad=False) + link + ([par["bn"]] if "bn" in par else [])
-        nb = nbytes_of(rows * int(np.prod(below.out_shape)), p.gradient_bits)
-        err = rec.buffer(l, "error_out", "gradients", nb, "sample", "reduce")
+        n = rows * int(np.prod(below.out_shape))
+        nb = nbytes_of(n, p.gradient_bits)
+        err = rec.buffer(l, "error_out", "gradients", nb, "sample", "reduce", n)
         self._op(l, "feedback" if use_feedback else "grad_x", "feedback" if use_feedback else "grad_input",
                  reads=reads, writes=(err,))
-        recv = rec.buffer(below.index, "error_in", "gradients", nb, "sample", self._error_in_split(below))
+        recv = rec.buffer(below.index, "error_in", "gradients", nb, "sample", self._error_in_split(below), n)
         rec.send(l, below.index, "error", err, recv, nb, "error")
         self.err_in[(below.index, loss)] = recv
 

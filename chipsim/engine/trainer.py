@@ -29,6 +29,7 @@ from .head import OnePassHead
 from .losses import check_cwc_divisible
 from .rules import bp_step, compose, head_step, local_step
 from .schedules import learning_rate
+from .pass_tracing import PassTracer
 from .tracing import StepTracer
 from .update import apply_gradients, tensor_keys
 from .probe import LinearProbe
@@ -142,7 +143,9 @@ class Trainer:
     def train_step(self, x, y, record: bool = False):
         hw = self.hw
         rec = TraceRecorder(samples=x.shape[0], enabled=record)
-        tracer = self.tracer_class(rec, self.net, self.opt, self.acc, self.is_bp, self.extra)
+        sequential = self.rule is not None and self.rule.negatives != "parallel"
+        tracer = (PassTracer if sequential else self.tracer_class)(rec, self.net, self.opt, self.acc, self.is_bp,
+                                                                    self.extra)
         with open_log(tracer.log):
             if self.is_bp:
                 res = bp_step(self.net, x, y, self.step, self.rng_round, tracer)

@@ -1,13 +1,17 @@
 """``chipsim compare``: BP against local rules as depth grows (the DF paper's Fig. 4A-B, on a chip).
 
 For every (depth, rule) point, the engine executes one real training step of
-a member of the depth family (``modelspec.cnn_family``) and the chip model
-costs its trace: ``streaming`` (samples stream through the cores -- what the
-modelled chip needs; also step latency, backward phase, NoC and energy) and
-``whole-batch`` (every tensor of the batch in one memory pool, as a GPU
-measures it -- the paper's figure -- from ``chipsim.chip.pool``, which needs no
-chip and exists even where the chip cannot hold the model). Nothing here knows
-a rule's memory formula: the ratios come out of the traces.
+a member of the depth family (``modelspec.cnn_family``; its input shape is the
+dataset's, ``workload.dataset``; width and pool positions are options) and the
+chip model costs its trace three ways: ``streaming`` (samples stream through
+the cores -- what the modelled chip needs; also step latency, backward phase,
+NoC and energy), ``whole-batch`` (every tensor of the batch in one memory
+pool, at the chip's widths) and ``pytorch`` (the same pool as a float32
+framework on a GPU holds it, the paper's own measurement), both from
+``chipsim.chip.pool``, which needs no chip and exists even where the chip
+cannot hold the model. Nothing here knows a rule's memory formula: the ratios
+come out of the traces. The dataflow (``mapping.negatives``,
+``training.update``) is whatever the config and ``--set`` say.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from .keys import point_key
 
 DEFAULT_RULES = ("bp", "df-o", "df-r")
 DEFAULT_DEPTHS = (5, 8, 11, 15, 20, 25)
+DEFAULT_POOLS = (0, 1)
 BASELINE = "bp"
 FAMILY_RULES = ("bp", "ff", "symba", "df", "df-o", "df-r", "cwc")
 
@@ -35,47 +40,60 @@ FAMILY_RULES = ("bp", "ff", "symba", "df", "df-o", "df-r", "cwc")
 RATIO_NAMES = {
     ("streaming", "total_peak_bytes"): "SRAM, sum of core peaks (streaming)",
     ("streaming", "peak_core_bytes"): "SRAM of the fullest core (streaming)",
-    ("whole-batch", "total_peak_bytes"): "whole-batch memory demand (GPU-style)",
+    ("whole-batch", "total_peak_bytes"): "whole-batch memory demand (one pool, each tensor once)",
+    ("pytorch", "total_peak_bytes"): "PyTorch-style memory (float32 parameters, gradients, Adam, saved tensors)",
     ("streaming", "latency_us"): "step latency",
     ("streaming", "sample_latency_us"): "one sample's latency",
     ("streaming", "backward_us"): "one sample's backward phase",
     ("streaming", "noc_bytes"): "NoC traffic per step",
     ("streaming", "energy_per_sample_pj"): "energy per sample",
 }
+MODES = ("streaming", "whole-batch", "pytorch")
+PAPER_RATIO = {11: 0.40, 25: 0.60}    # DF's memory / BP's, Wu et al. 2024 Fig. 4A ("< ~40%", "~60%")
 
 
 def _point(p: dict) -> dict:
     """One (depth, rule) point; runs in a worker process."""
-    from ..chip import simulate, whole_batch
+    from ..chip import pytorch, simulate, whole_batch
+    from ..chip.timing import lock_waits
     from ..runner import trace_one_step
     limit_threads(p["threads"])
     cfg = load_config(p["config"], tuple(p["overrides"]) + (f"workload.rule={p['rule']}",))
     if not p.get("own_model"):
-        cfg = dataclasses.replace(cfg, model=cnn_family(p["depth"], width=p["width"]))
+        cfg = dataclasses.replace(cfg, model=cnn_family(p["depth"], width=p["width"],
+                                                        pools=p.get("pools", DEFAULT_POOLS)))
+    hw = cfg.hw
     t0 = time.perf_counter()
     trace = trace_one_step(cfg)
     out = {"depth": p["depth"], "rule": p["rule"], "engine_seconds": time.perf_counter() - t0,
+           "dataset": hw.workload.dataset, "negatives": hw.mapping.negatives, "update": hw.training.update,
+           "macs": trace.macs(), "recompute_macs": trace.macs("recompute"),
            "activation_bytes_per_sample": sum(b.nbytes for b in trace.buffers
                                               if b.category in ("act_update", "act_backward")) / trace.samples}
-    # the GPU-style measure: every tensor of the batch in ONE memory pool, peak over program order; it
-    # does not depend on the chip, so it exists even where the chip cannot hold the model
-    pool = whole_batch(trace)
-    out["whole-batch"] = {"fits": True, "total_peak_bytes": pool.peak_bytes, "by_category": pool.at_peak}
-    hw = cfg.hw
+    # the GPU-style measures: every tensor of the batch in ONE memory pool, peak over program order; they
+    # do not depend on the chip, so they exist even where the chip cannot hold the model
+    for mode, pool in (("whole-batch", whole_batch(trace)), ("pytorch", pytorch(trace))):
+        out[mode] = {"fits": True, "total_peak_bytes": pool.peak_bytes, "by_category": pool.at_peak}
+    t1 = time.perf_counter()
     try:
         chip = simulate(trace, hw)
     except MappingError as exc:
         out["streaming"] = {"fits": False, "error": str(exc)}
+        out["chip_seconds"] = time.perf_counter() - t1
         return out
     led = chip.ledger
     one = simulate(trace.per_sample(), hw)
+    lock = {str(k): chip.spec.cycles_to_us(v) for k, v in sorted(lock_waits(trace, chip.schedule).items()) if v > 0}
     out["streaming"] = {"fits": True, "cores_used": chip.mapping.cores_used, "peak_core_bytes": led.peak_bytes,
                         "total_peak_bytes": led.total_peak_bytes(), "by_category": led.totals(),
                         "latency_us": chip.latency_us, "throughput": chip.throughput,
                         "noc_bytes": sum(chip.tag_bytes().values()), "byte_hops": chip.byte_hops,
                         "energy_per_sample_pj": chip.energy.per_sample()["total_pj"],
                         "energy_by_op_pj": chip.energy.by_op,
+                        "lock_wait_us": sum(lock.values()), "lock_wait_by_layer_us": lock,
+                        "layers": len(trace.layers),
                         "sample_latency_us": one.latency_us, "backward_us": _backward_time_us(one)}
+    out["chip_seconds"] = time.perf_counter() - t1
     return out
 
 
@@ -110,13 +128,14 @@ def _settings(cfg: LoadedConfig) -> dict:
 
 def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), width: int = 32,
             out_dir: str | None = None, jobs: int | None = None, progress: bool = True,
-            own_model: bool = False, cluster=None) -> dict:
+            own_model: bool = False, cluster=None, pools=DEFAULT_POOLS) -> dict:
     """Run the comparison; writes compare.json, compare.md and plots into ``out_dir``. Returns the table.
 
     ``own_model=True`` compares the rules on the config's own model (one point per rule) instead of the
     depth family; ``depths`` is then ignored. A rerun into the same ``out_dir`` reuses the points whose
     settings are unchanged (``keys.point_key``) and computes the others.
-    ``cluster``: run the points on a Dask cluster (``jobs.run_points``).
+    ``cluster``: run the points on a Dask cluster (``jobs.run_points``). ``pools``: the conv blocks of the
+    family followed by a 2x2 max-pool.
     """
     check_cluster(cluster)
     cfg = config if isinstance(config, LoadedConfig) else load_config(config, tuple(overrides))
@@ -132,17 +151,28 @@ def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), wi
         if bad:
             raise ConfigError(f"--rules: {bad[0]!r} is not a rule of the depth family; allowed: "
                               f"{', '.join(FAMILY_RULES)}")
+    pools = tuple(sorted(set(int(x) for x in pools)))
+    if not own_model:
+        if any(x < 0 for x in pools):
+            raise ConfigError(f"--pools: {min(pools)} is not a block index; allowed: conv blocks 0..depth-2")
+        too_deep = [x for x in pools if x > min(depths) - 2]
+        if too_deep:
+            raise ConfigError(f"--pools: block {too_deep[0]} is not a conv block at depth {min(depths)} "
+                              f"(conv blocks 0..{min(depths) - 2}); use smaller positions or larger --depths")
+        _check_pools_fit(cfg, pools)
     jobs = jobs or os.cpu_count() or 1
     points = []
     for d in depths:
         for r in rules:
             pcfg = load_config(cfg.path, tuple(cfg.overrides) + (f"workload.rule={r}",))
-            model = pcfg.model if own_model else cnn_family(d, width=width)
+            model = pcfg.model if own_model else cnn_family(d, width=width, pools=pools)
             if not own_model:                    # absurd sizes are refused before any worker starts
                 check_model(pcfg.hw, model, f"--depths {d} --width {width}")
             label = f"{cfg.model.name}-{r}" if own_model else f"d{d}-{r}-w{width}"
-            points.append({"key": point_key(label, pcfg, model, depth=d, width=width, own_model=own_model),
-                           "depth": d, "rule": r, "width": width, "own_model": own_model, "config": cfg.path,
+            points.append({"key": point_key(label, pcfg, model, depth=d, width=width, own_model=own_model,
+                                            pools=list(pools)),
+                           "depth": d, "rule": r, "width": width, "pools": list(pools), "own_model": own_model,
+                           "config": cfg.path,
                            "overrides": list(cfg.overrides), "threads": threads_per_job(jobs)})
     with rundir.claimed(out_dir, cfg.name, "compare", reusable_marker=RESULTS_NAME) as out_dir:
         if progress:
@@ -162,21 +192,39 @@ def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), wi
                               f"command with --out {out_dir} to continue"
             raise
         rows = [results[p["key"]] for p in points]
-        table = {"config": cfg.path, "chip": cfg.hw.chip.name, "width": width, "rules": rules,
-                 "depths": list(depths), "model": cfg.model.name if own_model else None,
-                 "batch_size": cfg.hw.training.batch_size, "settings": _settings(cfg), "rows": rows,
-                 "ratios": ratios(rows, rules, depths)}
+        table = {"config": cfg.path, "chip": cfg.hw.chip.name, "width": width, "pools": list(pools),
+                 "rules": rules, "depths": list(depths), "model": cfg.model.name if own_model else None,
+                 "dataset": cfg.hw.workload.dataset, "negatives": cfg.hw.mapping.negatives,
+                 "update": cfg.hw.training.update, "batch_size": cfg.hw.training.batch_size,
+                 "settings": _settings(cfg), "rows": rows, "ratios": ratios(rows, rules, depths)}
         write_json(os.path.join(out_dir, "compare.json"), table)
         atomic_write(os.path.join(out_dir, "compare.md"), markdown(table))
         plot(table, out_dir)
     return table
 
 
+def _check_pools_fit(cfg, pools) -> None:
+    """Each pool halves the map: refuse in one line positions the dataset's input cannot take."""
+    from ..runner import DATASET_SHAPES
+    side = min(DATASET_SHAPES[cfg.hw.workload.dataset][1:3])
+    for n, x in enumerate(pools):
+        side //= 2
+        if side < 1:
+            raise ConfigError(f"--pools: the pool after block {x} gets a map of 0 pixels ({cfg.hw.workload.dataset} "
+                              f"inputs are {DATASET_SHAPES[cfg.hw.workload.dataset][1]} pixels wide); "
+                              f"use at most {n} pools")
+
+
+RATIO_METRICS = ("total_peak_bytes", "latency_us", "sample_latency_us", "backward_us", "energy_per_sample_pj")
+
+
 def ratios(rows, rules, depths) -> dict:
-    """Rule/BP ratios per depth, ``"mode:metric:rule" -> {depth: ratio}`` for every metric of ``RATIO_NAMES``."""
+    """Rule/BP ratios per depth: ``mode:metric:rule`` -> {depth: ratio}, for every (mode, metric) of
+    ``RATIO_NAMES`` and every mode that has a metric of ``RATIO_METRICS``."""
     by = {(r["depth"], r["rule"]): r for r in rows}
+    pairs = list(RATIO_NAMES) + [(m, x) for m in MODES for x in RATIO_METRICS if (m, x) not in RATIO_NAMES]
     out = {}
-    for mode, metric in RATIO_NAMES:
+    for mode, metric in pairs:
         for rule in rules:
             if rule == BASELINE:
                 continue
@@ -185,7 +233,8 @@ def ratios(rows, rules, depths) -> dict:
                 a, b = by.get((d, rule), {}).get(mode, {}), by.get((d, BASELINE), {}).get(mode, {})
                 if a.get("fits") and b.get("fits") and b.get(metric):
                     vals[d] = a[metric] / b[metric]
-            out[f"{mode}:{metric}:{rule}"] = vals
+            if vals:
+                out[f"{mode}:{metric}:{rule}"] = vals
     return out
 
 
@@ -215,31 +264,38 @@ def _settings_line(table: dict) -> str:
 
 
 def markdown(table: dict) -> str:
+    flow = (f"Dataflow: `mapping.negatives: {table.get('negatives', 'parallel')}`, "
+            f"`training.update: {table.get('update', 'batch')}`.")
     if table.get("model"):
         what = [f"# BP vs local rules on `{table['model']}`, chip `{table['chip']}`", "",
                 f"The config's own model ({table['depths'][0]} blocks); one training step of "
-                f"{table['batch_size']} samples executed by the engine per rule.", ""]
+                f"{table['batch_size']} samples executed by the engine per rule. {flow}", ""]
     else:
         what = [f"# BP vs local rules over depth on `{table['chip']}`", "",
-                f"Depth family: `cnn_family(depth, width={table['width']})` (depth-1 conv3x3 blocks, then a dense "
-                f"block); one training step of {table['batch_size']} samples executed by the engine per point.", ""]
+                f"Depth family: `cnn_family(depth, width={table['width']}, pools={tuple(table.get('pools', (0, 1)))})` "
+                f"(depth-1 conv3x3 blocks, then a dense block) on `{table.get('dataset', 'mnist5k')}`-shaped input; "
+                f"one training step of {table['batch_size']} samples executed by the engine per point. {flow}", ""]
     lines = what + [_settings_line(table), "",
              "Streaming = samples stream through the cores (what the chip needs); whole-batch = every "
-             "activation of the batch held in one shared memory, peak over time (the GPU-style measurement of the "
-             "paper's Fig. 4A). "
+             "tensor of the batch held in one shared memory, peak over time, at the chip's widths; pytorch = the "
+             "same pool in float32 as a framework on a GPU holds it (the paper's Fig. 4A measurement). "
              "Backward phase = for one sample alone, time from its last forward op to its last update op.", "",
              "| depth | rule | cores | total peak SRAM, streaming (KiB) | worst core (KiB) | whole-batch demand (KiB) "
-             "| step latency (µs) | one sample (µs) | its backward phase (µs) | NoC (KiB/step) | energy/sample (µJ) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| pytorch mode (KiB) | step latency (µs) | one sample (µs) | its backward phase (µs) | NoC (KiB/step) "
+             "| energy/sample (µJ) | recomputed MACs |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table["rows"]:
-        m, wb = r["streaming"], r["whole-batch"]
+        m, wb, pt = r["streaming"], r["whole-batch"], r.get("pytorch", {})
+        pt_kib = f"{pt['total_peak_bytes'] / 1024:.0f}" if pt.get("fits") else "-"
         if not m.get("fits"):
-            lines.append(f"| {r['depth']} | {r['rule']} | does not fit: {m['error'][:80]}... | | | | | | | | |")
+            lines.append(f"| {r['depth']} | {r['rule']} | does not fit: {m['error'][:80]}... | | | "
+                         f"{wb['total_peak_bytes'] / 1024:.0f} | {pt_kib} | | | | | | |")
             continue
         lines.append(f"| {r['depth']} | {r['rule']} | {m['cores_used']} | {m['total_peak_bytes'] / 1024:.0f} | "
-                     f"{m['peak_core_bytes'] / 1024:.0f} | {wb['total_peak_bytes'] / 1024:.0f} | "
+                     f"{m['peak_core_bytes'] / 1024:.0f} | {wb['total_peak_bytes'] / 1024:.0f} | {pt_kib} | "
                      f"{m['latency_us']:.0f} | {m['sample_latency_us']:.0f} | {m['backward_us']:.0f} | "
-                     f"{m['noc_bytes'] / 1024:.0f} | {m['energy_per_sample_pj'] / 1e6:.2f} |")
+                     f"{m['noc_bytes'] / 1024:.0f} | {m['energy_per_sample_pj'] / 1e6:.2f} | "
+                     f"{r.get('recompute_macs', 0):,} |")
     lines += ["", "## Ratios to BP", ""]
     for k, vals in table["ratios"].items():
         if vals:
@@ -253,6 +309,7 @@ def plot(table: dict, out_dir: str) -> None:
     for mode, metric, label, fname in (
             ("streaming", "total_peak_bytes", "peak SRAM, sum over cores (KiB)", "memory_streaming"),
             ("whole-batch", "total_peak_bytes", "whole-batch memory demand (KiB)", "memory_whole_batch"),
+            ("pytorch", "total_peak_bytes", "pytorch-mode memory (KiB, float32)", "memory_pytorch"),
             ("streaming", "latency_us", "training step latency (µs)", "latency_step"),
             ("streaming", "backward_us", "one sample's backward phase (µs)", "latency_backward")):
         series = {}
@@ -273,3 +330,17 @@ def plot(table: dict, out_dir: str) -> None:
             title += "\nDF-R/BP: " + ", ".join(f"{d}:{v:.2f}" for d, v in ratio.items())
         plots.lines(series, "number of blocks", label, os.path.join(out_dir, f"{fname}.png"), title,
                     xticks=table["depths"], y_from_zero=True)
+    for mode, fname in (("streaming", "streaming"), ("whole-batch", "whole_batch"), ("pytorch", "pytorch")):
+        panels = {rule: {d: {c: v / 1024 for c, v in by[(d, rule)][mode]["by_category"].items()}
+                         for d in table["depths"] if by.get((d, rule), {}).get(mode, {}).get("fits")}
+                  for rule in table["rules"]}
+        if any(panels.values()):
+            plots.stacked_by_depth(panels, os.path.join(out_dir, f"memory_by_category_{fname}.png"),
+                                   f"{mode} memory by category vs depth", "KiB")
+        series = {rule: (list(v), list(v.values())) for rule in table["rules"] if rule != BASELINE
+                  for v in [table["ratios"].get(f"{mode}:total_peak_bytes:{rule}", {})] if v}
+        if series:
+            marks = {"paper (Fig. 4A)": (list(PAPER_RATIO), list(PAPER_RATIO.values()))}
+            plots.lines(series, "number of blocks", f"memory / BP's ({mode})",
+                        os.path.join(out_dir, f"ratio_{fname}.png"), f"local rule / BP memory, {mode}",
+                        xticks=table["depths"], hline=(1.0, "= BP"), marks=marks, y_from_zero=True)

@@ -21,6 +21,7 @@ from . import args as check
 from . import rule_table
 from .cluster import open_cluster
 from .compare import compare
+from .dataflow import dataflow, markdown as dataflow_markdown
 from .jobs import limit_threads, run_points, threads_per_job
 from .keys import point_key
 from .sweep import sweep
@@ -49,6 +50,9 @@ class Plan:
     negatives: tuple
     seeds: tuple
     rule_variants: tuple | None = None      # names in rule_table.VARIANTS; None = all
+    dataflow_datasets: tuple = ("mnist", "cifar10")    # the dataflow verdict table (``dataflow``)
+    dataflow_depths: tuple = (11, 25)
+    dataflow_negatives: tuple = (1, 3, 9)
 
 
 PLANS = {
@@ -57,7 +61,8 @@ PLANS = {
                  bits=(32, 8, 6, 4, 3, 2), negatives=(1, 3, 9, "avg"), seeds=(0,)),
     "quick": Plan("quick", epochs=1, train_limit=400, test_limit=200, sweep_epochs=1, sweep_train_limit=300,
                   sweep_test_limit=200, depths=(3, 5), levels=(0, 3, 5), bits=(32, 4), negatives=(1, "avg"),
-                  seeds=(0,), rule_variants=("bp", "df-r", "cwc + head")),
+                  seeds=(0,), rule_variants=("bp", "df-r", "cwc + head"),
+                  dataflow_datasets=("mnist",), dataflow_depths=(4,), dataflow_negatives=(1, 9)),
 }
 
 
@@ -138,6 +143,14 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster) 
                                     overrides=("learning.negatives=1",),
                                     out_dir=os.path.join(out_dir, "compare_n1"), jobs=jobs, progress=progress,
                                     cluster=cluster)
+    # ... with the dataflow that cuts the whole-batch memory most, and the design space at 11 and 25 blocks
+    results["compare_recompute"] = compare(compare_config, ("bp", "df-o", "df-r"), plan.depths,
+                                           overrides=("mapping.negatives=sequential-recompute",),
+                                           out_dir=os.path.join(out_dir, "compare_recompute"), jobs=jobs,
+                                           progress=progress, cluster=cluster)
+    results["dataflow"] = dataflow(compare_config, os.path.join(out_dir, "dataflow"), plan.dataflow_datasets,
+                                   plan.dataflow_depths, plan.dataflow_negatives, jobs=jobs, progress=progress,
+                                   cluster=cluster)
     # 3. robustness (Fig. 4C-E and beyond), 4. bit widths (Fig. S3), 5. negatives (Table 2)
     results["noise"] = sweep(config, ("bp", "df-o"), noise=("shot", "impulse", "mismatch", "read", "stuck"),
                              levels=plan.levels, seeds=plan.seeds, overrides=sweep_scale,
@@ -158,8 +171,9 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster) 
 def _compute_minutes(res: dict) -> float:
     """Sum of the per-point compute times recorded by every experiment (process-minutes)."""
     total = sum(a.get("train_seconds", 0.0) for a in res["accuracy"].values())
-    for k in ("compare", "compare_n1"):
-        total += sum(r.get("engine_seconds", 0.0) for r in res[k]["rows"])
+    for k in ("compare", "compare_n1", "compare_recompute"):
+        total += sum(r.get("engine_seconds", 0.0) + r.get("chip_seconds", 0.0) for r in res[k]["rows"])
+    total += res["dataflow"]["compute_seconds"]
     for k in ("noise", "bits", "negatives"):
         total += sum(p.get("seconds", 0.0) for p in res[k]["points"])
     if "rules" in res:
@@ -225,6 +239,7 @@ def markdown(res: dict, plan: Plan) -> str:
               f"- BP vs DF-O: BP {_pct(a['bp'])}, DF-O {_pct(a['df-o'])} (paper: 99.63 vs 99.70 on full MNIST).",
               ""]
     lines += _memory_section(res, plan)
+    lines += _dataflow_section(res)
     lines += _noise_section(res)
     lines += _bits_section(res)
     lines += _negatives_section(res)
@@ -267,6 +282,35 @@ def _memory_section(res, plan) -> list:
                   "the ratio falls as blocks are added, but in this family the wide first blocks, which DF "
                   "holds for every negative, dominate both rules' memory."),
               _backward_verdict(r9, r1), ""]
+    return lines
+
+
+def _dataflow_section(res) -> list:
+    """Section 2b: the dataflow design space (mapping.negatives x training.update x N), with its verdicts."""
+    t, rc = res["dataflow"], res["compare_recompute"]["ratios"]
+    key = "whole-batch:total_peak_bytes:df-r"
+    deep = {int(d): v for d, v in rc.get(key, {}).items()}
+    lines = ["## 2b. Which dataflow, if any, makes DF's memory and parallelism claims hold?", "",
+             "The same depth family under every dataflow chipsim models: `mapping.negatives` (`parallel`: a "
+             "block takes a sample's N + 1 label variants together and keeps all until the losses above have "
+             "picked their rows; `sequential`: one variant after another through every block, each block "
+             "keeping only the positive and each reaching loss's running hardest negative; "
+             "`sequential-recompute`: one block at a time, keeping the positive and its own hardest negative "
+             "and recomputing, from its held input, the row the loss above picks) x `training.update` (`batch`, "
+             "`immediate`: a layer's update runs as soon as its gradient is complete and nothing still needs its "
+             "old weights -- the update lock) x N. Each cell is the local rule's figure over BP's under the same "
+             "update mode; see [dataflow/dataflow.md](dataflow/dataflow.md).", ""]
+    lines += dataflow_markdown(t)
+    if deep:
+        lines += ["", "With `sequential-recompute` over depth (N = 9; "
+                  "[compare_recompute/compare.md](compare_recompute/compare.md)): DF-R/BP whole-batch "
+                  + ", ".join(f"{d} blocks {v:.2f}" for d, v in sorted(deep.items())) + "."]
+    lines += ["", "![ratio, whole-batch](compare/ratio_whole_batch.png) "
+              "![ratio, whole-batch, sequential-recompute](compare_recompute/ratio_whole_batch.png) "
+              "![ratio, pytorch](compare_recompute/ratio_pytorch.png)", "",
+              "![memory by category, whole-batch](compare/memory_by_category_whole_batch.png)", "",
+              "![memory by category, whole-batch, sequential-recompute]"
+              "(compare_recompute/memory_by_category_whole_batch.png)", ""]
     return lines
 
 
