@@ -381,6 +381,7 @@ def _fmt(v) -> str:
         return "[" + ", ".join(_fmt(x) for x in v) + "]"
     return f"{v:g}"
 PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hwconfigs")
+MODEL_DIR = os.path.join(os.path.dirname(PRESET_DIR), "models")
 
 
 def presets() -> list[str]:

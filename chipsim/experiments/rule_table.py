@@ -15,12 +15,12 @@ import os
 
 import numpy as np
 
-from ..config import load_config
+from ..config import MODEL_DIR, load_config
 from ..report import write_json
 from .jobs import limit_threads, run_points, threads_per_job
 from .keys import point_key
 
-CWC_MODEL = "models/cwc_mnist.yaml"
+CWC_MODEL = os.path.join(MODEL_DIR, "cwc_mnist.yaml")
 
 # (name, overrides, paper MNIST accuracy or None, where the paper number comes from)
 VARIANTS = (
@@ -97,7 +97,7 @@ def markdown(table: dict) -> list:
              f"({', '.join(map(str, table['seeds']))}); mean ± standard deviation over seeds. Chip figures are "
              "one training step of the default 44-core 4-bit chip; inference is one test sample on the training "
              "mapping (goodness decoding needs C passes, CwC and one-pass heads one). `cwc` variants run "
-             f"`{CWC_MODEL}`, whose channels divide into 10 class groups; the others the default `cnn_small`.", "",
+             f"`models/{os.path.basename(CWC_MODEL)}`, whose channels divide into 10 class groups; the others the default `cnn_small`.", "",
              "| rule | accuracy (%) | paper (MNIST) | head (%) | SRAM, sum over cores (KiB) | whole-batch (KiB) "
              "| step latency (µs) | energy / sample (µJ) | inference: latency (µs) / energy (µJ) |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -276,6 +276,27 @@ def curves(table: dict) -> dict:
     return out
 
 
+def drops(table: dict, kind: str, rule: str) -> dict:
+    """level -> (mean, std over seeds, per-seed list) of the accuracy *drop* from level 0 under noise ``kind``:
+    the robustness measure that does not reward a rule for starting higher. Paired by seed: each seed's
+    level-L accuracy minus the same seed's clean accuracy (a mismatch level is its own training, so its
+    seed's clean training is the reference)."""
+    pts = [p for p in table["points"] if p["point"]["rule"] == rule]
+    clean = {p["point"]["seed"]: p["accuracy"]["clean"] for p in pts if _kind(p) == "clean"}
+    out = {}
+    for lv in table["levels"]:
+        if lv == 0:
+            continue
+        if kind == "mismatch":
+            per = {p["point"]["seed"]: p["accuracy"]["clean"] for p in pts if p["point"].get("mismatch_level") == lv}
+        else:
+            per = {p["point"]["seed"]: p["accuracy"][f"{kind}:{lv}"] for p in pts if _kind(p) == "clean"}
+        d = [per[sd] - clean[sd] for sd in sorted(per) if sd in clean]
+        if d:
+            out[lv] = (*_stat(d), d)
+    return out
+
+
 def scale_line(table: dict) -> str:
     """The settings every point of a sweep shares, in words (for sweep.md and the plot titles)."""
     sc = table.get("scale") or {}

@@ -19,10 +19,12 @@ import os
 
 import numpy as np
 
+from ..config import MODEL_DIR, load_config
 from ..report import write_json
 from .jobs import run_points, threads_per_job
+from .keys import point_key
 
-MODEL = "models/vit_tiny.yaml"
+MODEL = os.path.join(MODEL_DIR, "vit_tiny.yaml")
 CFF_M_MARGINS = "[0.4, 0.3, 0.2, 0.1]"      # the paper's margins: m0 = 0.4 falling linearly to 0.1 (Sec. 4.1)
 CONVERGED_POINTS = 1.0                       # "converged": within this many points of the run's last accuracy
 
@@ -53,13 +55,18 @@ def _point(p: dict) -> dict:
                           for m, v in s["inference"].items()}}
 
 
-def vit_table(config: str, seeds, scale: list, out_dir: str, jobs: int, progress: bool = True) -> dict:
+def vit_table(config: str, seeds, scale: list, out_dir: str, jobs: int, progress: bool = True,
+              cluster=None) -> dict:
     """Run every variant over ``seeds`` at ``scale`` (overrides: epochs, limits); write vit.json."""
     base = [f"workload.model={MODEL}"] + list(scale)
-    points = [{"key": f"vit {name}|s{seed}|{'|'.join(scale)}", "variant": name, "seed": seed, "config": config,
-               "overrides": base + over + [f"training.seed={seed}"], "threads": threads_per_job(jobs)}
-              for name, over, _, _ in VARIANTS for seed in seeds]
-    res = run_points(_point, points, out_dir, jobs=jobs, progress=progress, desc="vit")
+    points = []
+    for name, over, _, _ in VARIANTS:
+        for seed in seeds:
+            overrides = base + over + [f"training.seed={seed}"]
+            points.append({"key": point_key(f"vit-{name}-s{seed}", load_config(config, tuple(overrides))),
+                           "variant": name, "seed": seed, "config": config, "overrides": overrides,
+                           "threads": threads_per_job(jobs)})
+    res = run_points(_point, points, out_dir, jobs=jobs, progress=progress, desc="vit", cluster=cluster)
     rows = []
     for name, over, paper, source in VARIANTS:
         runs = [res[p["key"]] for p in points if p["variant"] == name]
@@ -96,7 +103,7 @@ def markdown(table: dict) -> list:
     rows = {r["variant"]: r for r in table["rows"]}
     n = len(table["seeds"])
     lines = ["## Contrastive Forward-Forward on a vision transformer", "",
-             f"`{table['model']}` (ViT[64 4 4], 7x7 patches) on mnist5k, "
+             f"`models/{os.path.basename(table['model'])}` (ViT[64 4 4], 7x7 patches) on mnist5k, "
              f"{' '.join(table['scale']) or 'default scale'}, {n} seed(s) ({', '.join(map(str, table['seeds']))}); "
              "mean ± standard deviation over seeds. CFF and "
              "CFF+M are judged by their linear probe on the frozen encoder (stage 2); FF by goodness under each "
