@@ -23,7 +23,7 @@ from .torchvision_sets import _torchvision_loader
 #: Where torchvision-backed datasets are looked for when ``root`` is not given.
 #: Under the user's cache directory rather than the working directory, so the
 #: same files are found whichever directory the CLI is started from.
-DEFAULT_ROOT = Path.home() / ".cache" / "chipsim" / "datasets"
+DEFAULT_ROOT = Path.home() / ".cache" / "chipsim" / "data"   # = workload.data_root's default
 
 DEFAULT_DATASET = "mnist5k"
 
