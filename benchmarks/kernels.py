@@ -7,7 +7,10 @@ training step of the layer, forward + grad_w + grad_input:
 
 * ours at 4 and 8 bits (integer codes, ``int_bound`` set, so the exact
   accumulation path is used; the path taken is printed), called as the
-  engine calls them (``keep_cols``: grad_w reuses the forward's im2col),
+  engine's ``QuantBlock`` calls them: the forward rescales its accumulator
+  on the way out (``out_scale``) and keeps no im2col columns, so grad_w
+  redoes im2col (on every row here; the engine's DF rows that get no error
+  skip it),
 * torch float32 ``F.conv2d`` forward + autograd backward (both grads).
 
 Every round times a short block of calls of every (layer, implementation),
@@ -71,12 +74,12 @@ def ours_step(bits, n, c, h, w, o, rng):
     x = rng.integers(0, amax + 1, (n, c, h, w)).astype(np.float32)
     wt = rng.integers(-wmax, wmax + 1, (o, c, KS, KS)).astype(np.float32)
     gy = rng.integers(-gmax, gmax + 1, (n, o, h, w)).astype(np.float32)
+    scale = np.full(o, 1.0 / (amax * wmax), np.float32)   # per-output-channel rescale, as the engine's
 
     def step():
-        # as the engine calls them: the forward's im2col columns serve grad_w
-        _, cols = K.conv2d_forward(x, wt, STRIDE, PAD, int_bound=(amax, wmax), keep_cols=True)
-        K.conv2d_grad_weight(x, gy, (KS, KS), STRIDE, PAD,
-                             int_bound=(amax, gmax), cols=cols)
+        # as chipsim.engine.block.QuantBlock calls them (no kept columns; grad_w redoes im2col)
+        K.conv2d_forward(x, wt, STRIDE, PAD, int_bound=(amax, wmax), out_scale=scale)
+        K.conv2d_grad_weight(x, gy, (KS, KS), STRIDE, PAD, int_bound=(amax, gmax))
         K.conv2d_grad_input(gy, wt, x.shape, STRIDE, PAD,
                             int_bound=(gmax, wmax))
     return step

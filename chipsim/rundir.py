@@ -28,6 +28,14 @@ from .errors import OutputError
 RUNS_ROOT = os.path.join("reports", "runs")
 
 
+def display_path(path: str) -> str:
+    """``path`` as a reader should see it in a report or a command line: relative to the working
+    directory when it lies below it (``hwconfigs/44core_4bit.yaml``), else as given. The JSON files keep
+    the absolute path, which is what resuming needs; the prose should not carry one machine's layout."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 

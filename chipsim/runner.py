@@ -191,8 +191,8 @@ def _resume_source(resume: str) -> tuple:
 
 
 def _command(cfg: LoadedConfig, *extra) -> str:
-    path = os.path.relpath(cfg.path) if not os.path.relpath(cfg.path).startswith("..") else cfg.path
-    return shlex.join(["chipsim", "run", path, *[x for o in cfg.overrides for x in ("--set", o)], *extra])
+    sets = [x for o in cfg.overrides for x in ("--set", o)]
+    return shlex.join(["chipsim", "run", rundir.display_path(cfg.path), *sets, *extra])
 
 
 def _interrupt_hint(cfg: LoadedConfig, out: str | None, out_arg: str | None) -> str:

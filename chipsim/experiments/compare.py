@@ -258,7 +258,7 @@ def ratio_lines(table: dict) -> list:
 def _settings_line(table: dict) -> str:
     st = table.get("settings", {})
     over = f"overrides `{' '.join(st['overrides'])}`" if st.get("overrides") else "no overrides"
-    return (f"Settings: config `{table['config']}`, {over}; batch {st.get('batch_size', table['batch_size'])}, "
+    return (f"Settings: config `{rundir.display_path(table['config'])}`, {over}; batch {st.get('batch_size', table['batch_size'])}, "
             f"N = {st.get('negatives', '?')} negatives ({st.get('negative_reduce', 'max')}), "
             f"{st.get('precision', '')}, mapping `{st.get('mapping', '')}`, micro-batch {st.get('micro_batch', '')}.")
 

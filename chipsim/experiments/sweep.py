@@ -310,7 +310,7 @@ def scale_line(table: dict) -> str:
 def markdown(table: dict) -> str:
     seeds = table["seeds"]
     over = f"overrides `{' '.join(table['overrides'])}`" if table.get("overrides") else "no overrides"
-    lines = ["# Sweep", "", f"Config `{table['config']}`, {over}; rules {', '.join(table['rules'])}, seeds "
+    lines = ["# Sweep", "", f"Config `{rundir.display_path(table['config'])}`, {over}; rules {', '.join(table['rules'])}, seeds "
              f"{', '.join(map(str, seeds))} (mean ± std over seeds where more than one).", "",
              f"Training scale: {scale_line(table)}. A bit-width point sets the weights and activations to its "
              "width; a negatives point sets `learning.negatives` (or `negative_reduce: avg`).", ""]
