@@ -183,7 +183,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         rows.append({"depth": r["depth"], "rule": r["rule"], "cores": m.get("cores_used", "no fit"),
                      "SRAM KiB": round(m["total_peak_bytes"] / 1024) if m.get("fits") else "-",
                      "whole-batch KiB": round(wb["total_peak_bytes"] / 1024) if wb.get("fits") else "-",
-                     "pytorch KiB": round(r["pytorch"]["total_peak_bytes"] / 1024),
+                     "pytorch KiB": round(r["pytorch"]["total_peak_bytes"] / 1024) if r["pytorch"].get("fits") else "-",
                      "step us": round(m["latency_us"]) if m.get("fits") else "-",
                      "backward us": round(m["backward_us"]) if m.get("fits") else "-",
                      "uJ/sample": round(m["energy_per_sample_pj"] / 1e6, 2) if m.get("fits") else "-"})

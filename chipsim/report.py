@@ -17,6 +17,7 @@ import numpy as np
 
 from . import plots
 from .atomic import atomic_file, staged_dir
+from .chip.pool import PYTORCH_UNSIZED
 from .trace import CATEGORIES
 
 
@@ -93,6 +94,12 @@ def _md_table(rows: list, columns: list) -> str:
     return head + "".join("| " + " | ".join(str(r.get(c, "")) for c in columns) + " |\n" for r in rows)
 
 
+def _pytorch_pool(chip: dict) -> str:
+    """The float32 pool's peak, or why there is none (see chipsim.chip.pool.pytorch)."""
+    pool = chip["pool"]["pytorch"]
+    return PYTORCH_UNSIZED if pool is None else f"{pool['peak_bytes'] / 1024:.1f} KiB"
+
+
 def headline(summary: dict) -> list:
     """(label, value) pairs shown on the console and at the top of report.md."""
     chip = summary["chip"]
@@ -118,8 +125,8 @@ def headline(summary: dict) -> list:
                         f"{chip['noc']['byte_hops'] / 1024:.1f} KiB·hops"),
         ("whole-batch memory (one pool)", f"{chip['pool']['whole_batch']['peak_bytes'] / 1024:.1f} KiB, "
                                           "chip-independent"),
-        ("pytorch-mode memory (float32 pool)", f"{chip['pool']['pytorch']['peak_bytes'] / 1024:.1f} KiB, "
-                                               "as a framework on a GPU holds it"),
+        ("pytorch-mode memory (float32 pool)", _pytorch_pool(chip) + (", as a framework on a GPU holds it"
+                                                                      if chip["pool"]["pytorch"] else "")),
     ]
     for mode, inf in (summary.get("inference") or {}).items():
         out.append((f"inference of one sample ({mode})",
@@ -220,7 +227,7 @@ def markdown(summary: dict, chip, layer_rows: list, history: list | None) -> str
               f"Micro-batch {cd['micro_batch']}. Chip-independent whole-batch demand (every tensor of the batch "
               f"in one pool, the GPU-style measure): {cd['pool']['whole_batch']['peak_bytes'] / 1024:.1f} KiB; "
               f"the same pool in float32, as a framework holds it (`mapping.memory_mode: pytorch`): "
-              f"{cd['pool']['pytorch']['peak_bytes'] / 1024:.1f} KiB.", "",
+              f"{_pytorch_pool(cd)}.", "",
               "## Work per layer and sample", "", _md_table(layer_rows, list(layer_rows[0].keys())), "",
               "## Timing", "",
               f"One step of {cd['samples']} samples takes {cd['timing']['latency_cycles']:.0f} cycles "

@@ -156,6 +156,28 @@ def _cli(*args):
                           timeout=600, env=env)
 
 
+def test_no_pytorch_pool_figure_from_a_trace_with_unsized_tensors(cff):
+    """The vit tracer records bytes but not value counts; a float32 pool that counted those tensors as 0
+    would be a false, tiny figure, so there is none, and summary.json and the report say why. A conv
+    trace sizes every tensor and has one."""
+    from chipsim.chip import pytorch, whole_batch
+    from chipsim.chip.pool import PYTORCH_UNSIZED
+    from chipsim.report import _pytorch_pool
+    cfg, tr = cff
+    trace = tr.trace
+    assert any(b.nbytes and not b.elements for b in trace.buffers)
+    assert pytorch(trace) is None and whole_batch(trace).peak_bytes > 0
+    summary = {"chip": simulate(trace, cfg.hw).to_dict()}
+    assert summary["chip"]["pool"]["pytorch"] is None
+    assert _pytorch_pool(summary["chip"]) == PYTORCH_UNSIZED
+    conv = load_config(CONFIG, ("training.batch_size=4",))
+    data = _Synthetic("mnist5k", (1, 28, 28, 10), 4, 0)
+    ctr = Trainer(conv.hw, conv.model, data)
+    ctr.train_step(data.x_train, data.y_train, record=True)
+    assert all(b.elements for b in ctr.trace.buffers if b.nbytes)
+    assert pytorch(ctr.trace).peak_bytes > whole_batch(ctr.trace).peak_bytes
+
+
 def test_map_and_compare_own_model_on_vit(tmp_path):
     r = _cli("map", CONFIG, "--rule", "cff", "--set", VIT[0], "--out", str(tmp_path / "map"))
     assert r.returncode == 0, r.stderr

@@ -30,7 +30,7 @@ class ChipReport:
     energy: Energy
     micro_batch: int
     pool: PoolMemory         # the chip-independent whole-batch demand of the same trace
-    pool_pytorch: PoolMemory = None   # ... and as a float32 framework holds it (mapping.memory_mode: pytorch)
+    pool_pytorch: PoolMemory | None = None   # ... as a float32 framework holds it (None: unsized tensors)
 
     # ------------------------------------------------------------ timing
     @property
@@ -150,7 +150,7 @@ class ChipReport:
                        "gantt": gantt if len(gantt) <= GANTT_ROWS_IN_JSON else None,
                        "gantt_rows": len(gantt)},
             "energy": self.energy.to_dict(),
-            "pool": {"whole_batch": self.pool.to_dict(), "pytorch": self.pool_pytorch.to_dict()},
+            "pool": {"whole_batch": self.pool.to_dict(), "pytorch": self.pool_pytorch.to_dict() if self.pool_pytorch else None},
         }
 
 

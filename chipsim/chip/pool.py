@@ -74,8 +74,20 @@ def whole_batch(trace) -> PoolMemory:
     return _pool(trace, [float(b.nbytes) for b in trace.buffers])
 
 
-def pytorch(trace) -> PoolMemory:
-    """The same pool with every tensor as a float32 framework holds it (see the module docstring)."""
+#: why :func:`pytorch` gives no figure for a trace with unsized tensors
+PYTORCH_UNSIZED = ("not available: this model's trace does not record the value count of every tensor "
+                   "(vit layers record bytes only), and a float32 size is not derived from a low-bit byte "
+                   "count by guessing")
+
+
+def pytorch(trace) -> PoolMemory | None:
+    """The same pool with every tensor as a float32 framework holds it (see the module docstring).
+
+    None when a buffer that holds bytes does not record its tensor's value count (``elements``): the
+    float32 size of such a tensor is unknown, and a pool that counted it as 0 would be a false figure
+    (the vit tracer records bytes only). Callers show :data:`PYTORCH_UNSIZED` instead."""
+    if any(b.nbytes and not b.elements for b in trace.buffers):
+        return None
     return _pool(trace, torch_bytes(trace))
 
 

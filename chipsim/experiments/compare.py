@@ -54,7 +54,8 @@ PAPER_RATIO = {11: 0.40, 25: 0.60}    # DF's memory / BP's, Wu et al. 2024 Fig. 
 
 def _point(p: dict) -> dict:
     """One (depth, rule) point; runs in a worker process."""
-    from ..chip import pytorch, simulate, whole_batch
+    from ..chip import simulate, whole_batch
+    from ..chip.pool import PYTORCH_UNSIZED, pytorch
     from ..chip.timing import lock_waits
     from ..runner import trace_one_step
     limit_threads(p["threads"])
@@ -73,7 +74,8 @@ def _point(p: dict) -> dict:
     # the GPU-style measures: every tensor of the batch in ONE memory pool, peak over program order; they
     # do not depend on the chip, so they exist even where the chip cannot hold the model
     for mode, pool in (("whole-batch", whole_batch(trace)), ("pytorch", pytorch(trace))):
-        out[mode] = {"fits": True, "total_peak_bytes": pool.peak_bytes, "by_category": pool.at_peak}
+        out[mode] = ({"fits": True, "total_peak_bytes": pool.peak_bytes, "by_category": pool.at_peak} if pool
+                     else {"fits": False, "error": PYTORCH_UNSIZED})
     t1 = time.perf_counter()
     try:
         chip = simulate(trace, hw)
