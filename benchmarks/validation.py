@@ -5,13 +5,19 @@ the 3,400 and is scored on the 600. The test set never chooses anything.
 
 Run: ``python benchmarks/validation.py HWCONFIG [--set k=v ...] [--seeds 0,1]`` -- prints one line per
 seed with the final validation accuracy (and the one-pass head's, when the rule trains one).
+
+``python benchmarks/validation.py HWCONFIG --table [--seeds 0,1] [--jobs 2]`` trains every row of
+:data:`TABLE` under DF-O and DF-R and each seed (one BLAS thread per job, so at 32 bits too the numbers do not depend on ``--jobs``) and
+prints the Markdown table that README's "How the defaults were chosen" quotes.
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -23,6 +29,23 @@ from chipsim.engine.trainer import Trainer  # noqa: E402
 
 VALIDATION = 600
 SPLIT_SEED = 12345
+FLOAT32 = tuple(f"precision.{k}_bits=32" for k in
+                ("weight", "activation", "gradient", "update", "goodness", "optimizer", "accumulator"))
+#: (what the row changes against the preset, its overrides); the first row is the preset itself
+TABLE = (
+    ("**the defaults** (λ = 0.01, last block decodes, goodness at 8 bits, optimizer and accumulators at 16)", ()),
+    ("everything float32 (no quantization)", FLOAT32),
+    ("goodness squares the 4-bit output", ("precision.goodness_bits=4",)),
+    ("goodness at 16 bits", ("precision.goodness_bits=16",)),
+    ("λ = 0.1", ("learning.reg_lambda=0.1",)),
+    ("λ = 0", ("learning.reg_lambda=0",)),
+    ("decoded by the last 3 blocks", ("learning.decode_last_k=3",)),
+    ("optimizer state and accumulators in float32",
+     ("precision.optimizer_bits=32", "precision.accumulator_bits=32")),
+    ("optimizer state at 8 bits", ("precision.optimizer_bits=8",)),
+    ("accumulators at 8 bits", ("precision.accumulator_bits=8",)),
+)
+TABLE_RULES = ("df-o", "df-r")
 
 
 def validation_split() -> Dataset:
@@ -33,12 +56,60 @@ def validation_split() -> Dataset:
                    full.y_train[val], full.num_classes, full.kind)
 
 
+def score(config: str, overrides: tuple, seed: int) -> tuple:
+    """Final validation accuracy (%) and seconds of one training on the 3,400 / 600 split."""
+    cfg = load_config(config, tuple(overrides) + (f"training.seed={seed}",))
+    t0 = time.perf_counter()
+    tr = Trainer(cfg.hw, cfg.model, validation_split())
+    tr.run(progress=False, record_trace=False)
+    return 100 * tr.history[-1].test_accuracy, time.perf_counter() - t0
+
+
+def _one_thread() -> None:
+    from chipsim.experiments.jobs import limit_threads
+    limit_threads(1)
+
+
+def table(config: str, jobs: int, seeds: list) -> str:
+    """Every row of TABLE under each of TABLE_RULES and seed, as a Markdown table: the mean validation
+    accuracy (%) over the seeds, with each seed's in brackets."""
+    cells = [(i, rule, seed) for i in range(len(TABLE)) for rule in TABLE_RULES for seed in seeds]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread) as ex:
+        futures = {c: ex.submit(score, config, TABLE[c[0]][1] + (f"workload.rule={c[1]}",), c[2]) for c in cells}
+        acc = {}
+        for c, f in futures.items():
+            acc[c] = f.result()[0]
+            print(f"  {TABLE[c[0]][0]} / {c[1]} / seed {c[2]}: {acc[c]:.1f}", file=sys.stderr, flush=True)
+
+    def cell(i, rule):
+        vals = [acc[i, rule, s] for s in seeds]
+        each = f" ({' / '.join(f'{v:.1f}' for v in vals)})" if len(vals) > 1 else ""
+        return f"{np.mean(vals):.1f}{each}"
+
+    lines = ["| setting | " + " | ".join(r.upper() for r in TABLE_RULES) + " |",
+             "|---|" + "---|" * len(TABLE_RULES)]
+    for i, (name, overrides) in enumerate(TABLE):
+        sets = " ".join(f"`{o}`" for o in overrides) or "none"
+        lines.append(f"| {name} ({sets}) | " + " | ".join(cell(i, r) for r in TABLE_RULES) + " |")
+    lines.append(f"\n{len(cells)} trainings, seeds {', '.join(map(str, seeds))} (mean, then each seed), "
+                 f"{(time.perf_counter() - t0) / 60:.0f} min with {jobs} jobs.")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("config")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--seeds", default="0")
+    p.add_argument("--table", action="store_true", help="train every row of TABLE under DF-O and DF-R")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="--table: trainings in parallel")
     a = p.parse_args(argv)
+    if a.table:
+        if a.overrides:
+            p.error("--table trains the preset's own rows; --set does not combine with it")
+        print(table(a.config, max(1, a.jobs), [int(x) for x in a.seeds.split(",")]))
+        return 0
     data = validation_split()
     for seed in (int(s) for s in a.seeds.split(",")):
         cfg = load_config(a.config, tuple(a.overrides) + (f"training.seed={seed}",))

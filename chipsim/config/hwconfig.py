@@ -102,7 +102,7 @@ class Precision:
     optimizer_bits: int = spec(16, doc="bits of the optimizer state a core keeps between steps (SGD momentum; "
                                "Adam's first moment and the square root of its second), per-tensor scale, "
                                "rounded as precision.rounding; 32 = float32 (16: as accurate as 32 on a "
-                               "validation split, 8 a point lower)",
+                               "validation split, 8 about half a point lower; README, How the defaults were chosen)",
                                unit="bits", choices=ALLOWED_BITS)
     accumulator_bits: int = spec(16, doc="bits of the weight-gradient accumulators (a step's gradient, summed "
                                  "over its samples, as the optimizer reads it), per-tensor scale; 32 = float32 "
@@ -196,7 +196,7 @@ class Learning:
                                 "(the paper's 'avg' ablation)", choices=("max", "avg"))
     margin: float = spec(1.0, doc="DF margin m+ between positive and hardest negative goodness", min=0)
     reg_lambda: float = spec(0.01, doc="DF regularisation weight on the hardest negative goodness "
-                             "(0.1 measured 4 points worse on mnist5k)", min=0)
+                             "(0.1 measured about 3 points worse on a validation split of mnist5k)", min=0)
     ff_theta: float = spec(2.0, doc="FF goodness threshold (mean-of-squares goodness)", min=0)
     symba_alpha: float = spec(4.0, doc="SymBa scale of the goodness gap", min=0, min_exclusive=True)
     inference: str = spec("goodness", doc="goodness: the goodness under each of the C labels (C passes); head: a "
@@ -212,7 +212,8 @@ class Learning:
                                "models); ignored by cwc and bp, which take no label",
                                choices=("learned", "random", "onehot"))
     decode_last_k: int = spec(1, doc="decode by goodness summed over the last k blocks (1: on the 4-block "
-                              "default model the last block alone decodes best on validation)", min=1)
+                              "default model the last block alone decodes as well as the last three on validation, "
+                              "and inference then needs only its goodness)", min=1)
     temperature: float = spec(0.1, doc="contrastive loss temperature tau (cff)", min=0, min_exclusive=True)
     contrastive_margin: Tuple[float, ...] = spec((0.0,), doc="marginal contrastive loss margin m (the CFF paper's "
                                                  "Eq. 15; 0 = the supervised contrastive loss, Eq. 3): one value for "
