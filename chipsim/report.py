@@ -100,6 +100,19 @@ def _pytorch_pool(chip: dict) -> str:
     return PYTORCH_UNSIZED if pool is None else f"{pool['peak_bytes'] / 1024:.1f} KiB"
 
 
+def headline_memory(summary: dict) -> tuple:
+    """The memory figure ``mapping.memory_mode`` names as the headline: (label, value)."""
+    chip = summary["chip"]
+    mode = ((summary.get("config") or {}).get("mapping") or {}).get("memory_mode", "streaming")
+    if mode == "whole-batch":
+        value = f"{chip['pool']['whole_batch']['peak_bytes'] / 1024:.1f} KiB, every tensor of the batch in one pool"
+    elif mode == "pytorch":
+        value = _pytorch_pool(chip) + (", the float32 pool a framework holds" if chip["pool"]["pytorch"] else "")
+    else:
+        value = f"{chip['ledger']['total_peak_bytes'] / 1024:.1f} KiB, the sum of the core peaks"
+    return f"memory ({mode}, mapping.memory_mode)", value
+
+
 def headline(summary: dict) -> list:
     """(label, value) pairs shown on the console and at the top of report.md."""
     chip = summary["chip"]
@@ -109,6 +122,7 @@ def headline(summary: dict) -> list:
         t = summary["training"]
         out.append(("test accuracy", f"{100 * t['test_accuracy']:.2f}% after {t['epochs']} epoch(s) "
                                      f"({t['train_seconds']:.0f} s on this CPU)"))
+    out.append(headline_memory(summary))
     out += [
         ("cores used", f"{chip['mapping']['cores_used']} of {chip['chip']['rows'] * chip['chip']['cols']}"),
         ("peak SRAM (worst core)", f"{led['peak_bytes'] / 1024:.1f} KiB of {led['capacity_bytes'] / 1024:.0f} KiB "

@@ -250,7 +250,8 @@ class Mapping:
     strategy: str = spec("fit", doc="split layers only to fit SRAM, or also to balance load on idle cores",
                          choices=("fit", "balanced"))
     micro_batch: int = spec(1, doc="samples a core processes together", unit="samples", min=1)
-    memory_mode: str = spec("streaming", doc="the headline memory figure of reports: streaming = what the "
+    memory_mode: str = spec("streaming", doc="the memory figure run's headline (console, report.md) shows first "
+                            "and compare prints first among its ratios: streaming = what the "
                             "chip's cores hold while samples stream through them (the per-core ledger, which every "
                             "mapping must fit); whole-batch = every tensor of the batch in one memory pool, "
                             "chip-independent, at the chip's widths (the paper's GPU-style measurement); pytorch = "

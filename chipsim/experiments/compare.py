@@ -125,7 +125,8 @@ def _settings(cfg: LoadedConfig) -> dict:
             "negatives": "classes - 1 (9)" if n is None else n, "negative_reduce": hw.learning.negative_reduce,
             "precision": f"W{hw.precision.weight_bits}/A{hw.precision.activation_bits}/"
                          f"G{hw.precision.gradient_bits}/U{hw.precision.update_bits}",
-            "mapping": hw.mapping.strategy, "micro_batch": hw.mapping.micro_batch}
+            "mapping": hw.mapping.strategy, "micro_batch": hw.mapping.micro_batch,
+            "memory_mode": hw.mapping.memory_mode}
 
 
 def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), width: int = 32,
@@ -247,9 +248,11 @@ def ratio_name(key: str) -> str:
 
 
 def ratio_lines(table: dict) -> list:
-    """One line per (metric, rule) with every depth's ratio: what the console prints."""
+    """One line per (metric, rule) with every depth's ratio: what the console prints. The memory of
+    ``mapping.memory_mode`` (the headline figure) comes first."""
     out = []
-    for key, vals in table["ratios"].items():
+    first = f"{table.get('settings', {}).get('memory_mode', 'streaming')}:total_peak_bytes:"
+    for key, vals in sorted(table["ratios"].items(), key=lambda kv: not kv[0].startswith(first)):
         if vals:
             out.append(f"{ratio_name(key)}: " + ", ".join(f"{v:.2f} at {d} blocks" for d, v in vals.items()))
     if not out:
