@@ -213,47 +213,35 @@ def quantize_signed(x, bits, rounding="nearest", rng=None, scale_mode="float"):
     in expectation instead of flushing them to zero, which matters for
     learning with few bits.  ``bits == 32`` returns ``(x as float32, 1.0)``.
     """
-    bits = check_bits(bits)
-    _check_choice("rounding", rounding, ROUNDINGS)
-    x = np.asarray(x, dtype=np.float32)
-    if bits == 32:
-        _check_choice("scale_mode", scale_mode, SCALE_MODES)
-        return x.copy(), np.float32(1.0)
-    qmax = signed_max(bits)
-    flat = np.ascontiguousarray(x).reshape(-1)
-    record("quantize_scale", "quantize_signed", x.size)            # max |x|: one compare per element
-    record(_round_kind(rounding), "quantize_signed", _round_ops(rounding) * x.size)
-    max_abs = float(_absmax(flat)) if x.size else 0.0
-    scale = np.float32(_finish_scale(max_abs, qmax, scale_mode))
-    if rounding == "stochastic" and rng is None:
-        raise ValueError("stochastic rounding needs a numpy Generator `rng`")
-    seed = int(rng.integers(0, 2 ** 63)) if rounding == "stochastic" else 0
-    out = np.empty(x.shape, dtype=np.float32)
-    _quantize_flat(flat, 1.0 / np.float64(scale), -float(qmax), float(qmax), rounding == "stochastic", seed,
-                   out.reshape(-1))
-    return out, scale
+    return _per_tensor(x, bits, rounding, rng, scale_mode, signed=True, who="quantize_signed")
 
 
 def quantize_unsigned(x, bits, rounding="nearest", rng=None, scale_mode="float"):
     """Per-tensor unsigned quantization of a non-negative tensor: codes in ``[0, 2**b - 1]``,
     ``max(x)`` on the top code (the counterpart of :func:`quantize_signed`, one bit finer)."""
+    return _per_tensor(x, bits, rounding, rng, scale_mode, signed=False, who="quantize_unsigned")
+
+
+def _per_tensor(x, bits, rounding, rng, scale_mode, signed: bool, who: str):
+    """The two per-tensor quantizers: one scale from max|x| (one compare per element, logged as
+    ``quantize_scale``), then divide-round-clip into the signed or unsigned code range."""
     bits = check_bits(bits)
     _check_choice("rounding", rounding, ROUNDINGS)
     x = np.asarray(x, dtype=np.float32)
     if bits == 32:
         _check_choice("scale_mode", scale_mode, SCALE_MODES)
         return x.copy(), np.float32(1.0)
-    qmax = unsigned_max(bits)
+    qmax = signed_max(bits) if signed else unsigned_max(bits)
     flat = np.ascontiguousarray(x).reshape(-1)
-    record("quantize_scale", "quantize_unsigned", x.size)
-    record(_round_kind(rounding), "quantize_unsigned", _round_ops(rounding) * x.size)
+    record("quantize_scale", who, x.size)                          # max |x|: one compare per element
+    record(_round_kind(rounding), who, _round_ops(rounding) * x.size)
     scale = np.float32(_finish_scale(float(_absmax(flat)) if x.size else 0.0, qmax, scale_mode))
     if rounding == "stochastic" and rng is None:
         raise ValueError("stochastic rounding needs a numpy Generator `rng`")
     seed = int(rng.integers(0, 2 ** 63)) if rounding == "stochastic" else 0
     out = np.empty(x.shape, dtype=np.float32)
-    _quantize_flat(flat, 1.0 / np.float64(scale), 0.0, float(qmax), rounding == "stochastic", seed,
-                   out.reshape(-1))
+    _quantize_flat(flat, 1.0 / np.float64(scale), -float(qmax) if signed else 0.0, float(qmax),
+                   rounding == "stochastic", seed, out.reshape(-1))
     return out, scale
 
 
