@@ -160,6 +160,11 @@ def test_reproduce_quick_writes_every_section(tmp_path):
               "negatives/accuracy_vs_negatives.png", "rules/rules.json", "dataflow/dataflow.md",
               "compare/ratio_whole_batch.png", "compare_recompute/memory_by_category_whole_batch.png"):
         assert (tmp_path / f).exists(), f
+    # the opening sentence says how much was computed: all of it now, none of it on a rerun
+    n = sum(len(p.read_text().splitlines()) for p in tmp_path.glob(f"*/{RESULTS_NAME}"))
+    assert n == res["points"] > 0 and f"computing all {n} points (none was logged" in text
+    reproduce(out_dir=str(tmp_path), quick=True, jobs=2, progress=False)
+    assert f"reusing all {n} points logged" in (tmp_path / "README.md").read_text()
 
 
 def test_compare_on_the_configs_own_model_prints_the_ratios(tmp_path, capsys):

@@ -26,6 +26,7 @@ from . import rule_table, vit_table
 from .cluster import open_cluster
 from .compare import compare
 from .dataflow import dataflow
+from .jobs import RESULTS_NAME, load_done
 from .reproduce_report import markdown
 from .sweep import sweep
 
@@ -91,6 +92,7 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster) 
     make_dirs(out_dir)
     check_writable(out_dir)
     results = {"plan": plan.__dict__, "config": cfg.path}
+    logged_before = _logged_points(out_dir)
 
     scale = _limits(plan.train_limit, plan.test_limit) + [f"training.epochs={plan.epochs}"]
     if progress:
@@ -134,8 +136,20 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster) 
         results["vit"] = vit_table.vit_table(config, plan.seeds, scale, os.path.join(out_dir, "vit"), jobs,
                                              progress, cluster)
     results["seconds"] = time.perf_counter() - t0
+    logged = _logged_points(out_dir)
+    results["points"], results["reused_points"] = len(logged), len(logged & logged_before)
     atomic_write(os.path.join(out_dir, "README.md"), markdown(results, plan, _compute_minutes(results)))
     return results
+
+
+def _logged_points(out_dir: str) -> set:
+    """(experiment, key) of every point logged in ``out_dir/*/points.jsonl``: what a rerun reuses."""
+    out = set()
+    for name in sorted(os.listdir(out_dir)):
+        path = os.path.join(out_dir, name, RESULTS_NAME)
+        if os.path.isfile(path):
+            out |= {(name, key) for key in load_done(path)}
+    return out
 
 
 def _compute_minutes(res: dict) -> float:
