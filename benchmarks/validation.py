@@ -7,8 +7,8 @@ Run: ``python benchmarks/validation.py HWCONFIG [--set k=v ...] [--seeds 0,1]`` 
 seed with the final validation accuracy (and the one-pass head's, when the rule trains one).
 
 ``python benchmarks/validation.py HWCONFIG --table [--seeds 0,1] [--jobs 2]`` trains every row of
-:data:`TABLE` under DF-O and DF-R and each seed (one BLAS thread per job, so at 32 bits too the numbers do not depend on ``--jobs``) and
-prints the Markdown table that README's "How the defaults were chosen" quotes.
+:data:`TABLE` under DF-O and DF-R and each seed, one BLAS thread per job (so the 32-bit rows do not
+depend on ``--jobs``), and prints the Markdown table that README's "How the defaults were chosen" quotes.
 """
 from __future__ import annotations
 
