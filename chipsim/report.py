@@ -100,34 +100,35 @@ def _pytorch_pool(chip: dict) -> str:
     return PYTORCH_UNSIZED if pool is None else f"{pool['peak_bytes'] / 1024:.1f} KiB"
 
 
-def headline_memory(summary: dict) -> tuple:
-    """The memory figure ``mapping.memory_mode`` names as the headline: (label, value)."""
-    chip = summary["chip"]
-    mode = ((summary.get("config") or {}).get("mapping") or {}).get("memory_mode", "streaming")
-    if mode == "whole-batch":
-        value = f"{chip['pool']['whole_batch']['peak_bytes'] / 1024:.1f} KiB, every tensor of the batch in one pool"
-    elif mode == "pytorch":
-        value = _pytorch_pool(chip) + (", the float32 pool a framework holds" if chip["pool"]["pytorch"] else "")
-    else:
-        value = f"{chip['ledger']['total_peak_bytes'] / 1024:.1f} KiB, the sum of the core peaks"
-    return f"memory ({mode}, mapping.memory_mode)", value
+def _memory_rows(chip: dict) -> dict:
+    """The three memory measures, by ``mapping.memory_mode`` value: (label, value)."""
+    led, pt = chip["ledger"], chip["pool"]["pytorch"]
+    return {"streaming": ("peak SRAM (sum over cores)", f"{led['total_peak_bytes'] / 1024:.1f} KiB"),
+            "whole-batch": ("whole-batch memory (one pool)",
+                            f"{chip['pool']['whole_batch']['peak_bytes'] / 1024:.1f} KiB, chip-independent"),
+            "pytorch": ("pytorch-mode memory (float32 pool)",
+                        _pytorch_pool(chip) + (", as a framework on a GPU holds it" if pt else ""))}
 
 
 def headline(summary: dict) -> list:
-    """(label, value) pairs shown on the console and at the top of report.md."""
+    """(label, value) pairs shown on the console and at the top of report.md. The memory measure
+    ``mapping.memory_mode`` names comes right after the accuracy, the other two in their places."""
     chip = summary["chip"]
     led, tim, en = chip["ledger"], chip["timing"], chip["energy"]
+    mode = ((summary.get("config") or {}).get("mapping") or {}).get("memory_mode", "streaming")
+    memory = _memory_rows(chip)
     out = []
     if summary.get("training"):
         t = summary["training"]
         out.append(("test accuracy", f"{100 * t['test_accuracy']:.2f}% after {t['epochs']} epoch(s) "
                                      f"({t['train_seconds']:.0f} s on this CPU)"))
-    out.append(headline_memory(summary))
-    out += [
+    label, value = memory[mode]
+    out.append((f"memory ({mode}, mapping.memory_mode)", f"{value}; {label}"))
+    rest = [
         ("cores used", f"{chip['mapping']['cores_used']} of {chip['chip']['rows'] * chip['chip']['cols']}"),
         ("peak SRAM (worst core)", f"{led['peak_bytes'] / 1024:.1f} KiB of {led['capacity_bytes'] / 1024:.0f} KiB "
                                    f"(core {led['peak_core']})"),
-        ("peak SRAM (sum over cores)", f"{led['total_peak_bytes'] / 1024:.1f} KiB"),
+        memory["streaming"],
         ("step latency", f"{tim['latency_us']:.1f} µs for {chip['samples']} samples"),
         ("throughput", f"{tim['throughput_samples_per_s']:.0f} samples/s at {chip['chip']['clock_mhz']:g} MHz"),
         ("energy per sample", f"{en['per_sample']['total_pj'] / 1e6:.3f} µJ "
@@ -137,11 +138,10 @@ def headline(summary: dict) -> list:
                                             for k, v in list(en["by_op"].items())[:4]) if en["total_pj"] else "-"),
         ("NoC traffic", f"{sum(chip['noc']['tag_bytes'].values()) / 1024:.1f} KiB per step, "
                         f"{chip['noc']['byte_hops'] / 1024:.1f} KiB·hops"),
-        ("whole-batch memory (one pool)", f"{chip['pool']['whole_batch']['peak_bytes'] / 1024:.1f} KiB, "
-                                          "chip-independent"),
-        ("pytorch-mode memory (float32 pool)", _pytorch_pool(chip) + (", as a framework on a GPU holds it"
-                                                                      if chip["pool"]["pytorch"] else "")),
+        memory["whole-batch"],
+        memory["pytorch"],
     ]
+    out += [row for row in rest if row is not memory[mode]]
     for mode, inf in (summary.get("inference") or {}).items():
         out.append((f"inference of one sample ({mode})",
                     f"{inf['latency_us']:.1f} µs, {inf['energy_pj'] / 1e6:.3f} µJ "
