@@ -56,13 +56,13 @@ def validation_split() -> Dataset:
                    full.y_train[val], full.num_classes, full.kind)
 
 
-def score(config: str, overrides: tuple, seed: int) -> tuple:
-    """Final validation accuracy (%) and seconds of one training on the 3,400 / 600 split."""
+def score(config: str, overrides: tuple, seed: int, data: Dataset | None = None) -> tuple:
+    """One training on the 3,400 / 600 split: (its last epoch's record, seconds)."""
     cfg = load_config(config, tuple(overrides) + (f"training.seed={seed}",))
     t0 = time.perf_counter()
-    tr = Trainer(cfg.hw, cfg.model, validation_split())
+    tr = Trainer(cfg.hw, cfg.model, data if data is not None else validation_split())
     tr.run(progress=False, record_trace=False)
-    return 100 * tr.history[-1].test_accuracy, time.perf_counter() - t0
+    return tr.history[-1], time.perf_counter() - t0
 
 
 def _one_thread() -> None:
@@ -79,7 +79,7 @@ def table(config: str, jobs: int, seeds: list) -> str:
         futures = {c: ex.submit(score, config, TABLE[c[0]][1] + (f"workload.rule={c[1]}",), c[2]) for c in cells}
         acc = {}
         for c, f in futures.items():
-            acc[c] = f.result()[0]
+            acc[c] = 100 * f.result()[0].test_accuracy
             print(f"  {TABLE[c[0]][0]} / {c[1]} / seed {c[2]}: {acc[c]:.1f}", file=sys.stderr, flush=True)
 
     def cell(i, rule):
@@ -112,14 +112,10 @@ def main(argv=None) -> int:
         return 0
     data = validation_split()
     for seed in (int(s) for s in a.seeds.split(",")):
-        cfg = load_config(a.config, tuple(a.overrides) + (f"training.seed={seed}",))
-        t0 = time.perf_counter()
-        tr = Trainer(cfg.hw, cfg.model, data)
-        tr.run(progress=False, record_trace=False)
-        h = tr.history[-1]
+        h, seconds = score(a.config, tuple(a.overrides), seed, data)
         head = "" if h.head_accuracy is None else f" head {100 * h.head_accuracy:.1f}"
         print(f"validation {100 * h.test_accuracy:.1f}{head}  seed {seed}  epochs {h.epoch}  "
-              f"{time.perf_counter() - t0:.0f} s  {' '.join(a.overrides)}", flush=True)
+              f"{seconds:.0f} s  {' '.join(a.overrides)}", flush=True)
     return 0
 
 
