@@ -77,15 +77,26 @@ def validate(path: str | os.PathLike, overrides: Overrides = (), *, rule: str | 
     Raises ``ConfigError`` with a one-line message naming the file (or
     ``--set``), the key path and what is allowed.
     """
-    return load_config(os.fspath(path), overrides_list(overrides, rule, model))
+    return _said(load_config(os.fspath(path), overrides_list(overrides, rule, model)))
+
+
+def _said(cfg: LoadedConfig) -> LoadedConfig:
+    """Print the config's notes (keys set but ignored by its options, retired keys) on stderr, one line each.
+
+    Here, not in ``load_config``: a command prints them once for the config it was given, while the
+    experiments' points, which load configs of their own, stay quiet."""
+    import sys
+    for line in cfg.notes:
+        print(f"chipsim: {line}", file=sys.stderr)
+    return cfg
 
 
 def _load(config, overrides, rule, model):
     """A path (loaded with the overrides) or an already loaded config (then no overrides may be given)."""
     if isinstance(config, LoadedConfig):
         extra = overrides_list(overrides, rule, model)
-        return load_config(config.path, tuple(config.overrides) + extra) if extra else config
-    return load_config(os.fspath(config), overrides_list(overrides, rule, model))
+        return _said(load_config(config.path, tuple(config.overrides) + extra)) if extra else config
+    return _said(load_config(os.fspath(config), overrides_list(overrides, rule, model)))
 
 
 def _md_cell(text: str) -> str:

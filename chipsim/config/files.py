@@ -21,6 +21,8 @@ from ..modelspec import ModelSpec, load_model
 from ..safe_yaml import YamlSyntaxError, clip, parse
 from ..schema import Where, build, field_names, read_yaml_file, to_plain
 from .hwconfig import HwConfig, check_model
+from .ignored import notes as ignored_notes
+from .ignored import retire
 
 # this file is chipsim/config/files.py: three dirnames up is the checkout, beside the package
 PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -35,6 +37,7 @@ class LoadedConfig:
     hw: HwConfig
     model: ModelSpec
     overrides: tuple = ()
+    notes: tuple = ()        # one line per key set but ignored, or retired (chipsim.config.ignored); not printed here
 
     @property
     def name(self) -> str:
@@ -119,14 +122,19 @@ def apply_override(data: dict, assignment: str, schema=HwConfig) -> None:
 
 
 def load_config(path: str, overrides=()) -> LoadedConfig:
-    """Load, override and validate an hwconfig and the model file it names."""
+    """Load, override and validate an hwconfig and the model file it names.
+
+    The result's ``notes`` name the keys it sets that its options ignore, and retired keys it dropped
+    (:mod:`chipsim.config.ignored`); the commands print them (``chipsim.api``), the experiments' points do not."""
     path = os.path.abspath(path)
     data = copy.deepcopy(read_yaml(path))
     for assignment in overrides:
         apply_override(data, assignment)
     where = Where(path + (f" (with --set {', '.join(clip(o, 80) for o in overrides)})" if overrides else ""),
                   base_dir=os.path.dirname(path))
+    said = retire(data, path)
     hw = build(HwConfig, data, "", where)
     model = load_model(hw.workload.model, origin=f"{path}: workload.model")
     check_model(hw, model, hw.workload.model)
-    return LoadedConfig(path=path, hw=hw, model=model, overrides=tuple(overrides))
+    said += ignored_notes(data, hw, model, path, overrides)
+    return LoadedConfig(path=path, hw=hw, model=model, overrides=tuple(overrides), notes=tuple(said))
