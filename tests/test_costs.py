@@ -25,7 +25,6 @@ from chipsim.engine.rules import local_step
 from chipsim.engine.tracing import StepTracer
 from chipsim.engine.trainer import Trainer, training_state
 from chipsim.engine.update import apply_gradients
-from chipsim.kernels.norm import BN_BACKWARD_OPS, BN_RUNNING_OPS, BN_TRAIN_OPS
 from chipsim.modelspec import Block, ModelSpec
 from chipsim.runner import _Synthetic
 from chipsim.schema import Where, build
@@ -59,6 +58,62 @@ def dfo_step(prec=P4):
     return rec.trace
 
 
+# ------------------------------------------------------------------ vector ops per element, by hand
+# Literals, never imported from the code under test, each derived from the kernel as written. The
+# convention (the one the chip model's comments state): one vector op per elementwise add, subtract,
+# multiply, divide, compare, round (rint, or floor(v + u) of a stochastic round) and clip (saturate to a
+# range); a multiply-accumulate into a reduction is two (multiply, add); a draw of the chip's
+# counter-based PRNG is two (the kernels emulate it in software with splitmix64, chipsim.quant.codes._uniform).
+# Scalars computed once per tensor or channel (1/scale, the bias-correction factors) are not per element.
+#
+# quantize_weights' and ClippedScale's threshold: |w| then max-compare (2), or ACIQ's square and accumulate
+# (2) -- chipsim/quant/codes.py quantize_weights, chipsim/quant/stores.py ClippedScale.threshold
+SCALE_SEARCH_OPS = 2
+# nearest rounding: multiply by 1/scale, rint, clip -- codes._quantize_flat_nearest, _divide_round_clip
+ROUND_OPS = 3
+# stochastic rounding: multiply by 1/scale, PRNG draw (2), floor(v + u), clip -- codes._quantize_flat_stochastic
+STOCHASTIC_OPS = 5
+# master weights, nearest: divide by the power-of-two step (a shift), round, add to q, saturate (clip);
+# stochastic: + the PRNG draw (2) -- stores.FixedPoint.apply
+MASTER_OPS = 4
+MASTER_STOCHASTIC_OPS = MASTER_OPS + 2
+# BN backward, batch statistics: sum(gy) (1) and sum(gy * xhat) (2), then k * (m*gy - sg - xhat*sgx): m*gy,
+# subtract sg, xhat*sgx, subtract, multiply by k (5) -- kernels/norm.py batchnorm_backward
+BN_BACKWARD_OPS = 8
+# The four below are the chip model's values (pinned, so a change is seen); a count of what the kernel
+# computes gives a different number -- a finding, reported, each pinned by an xfail test below
+# (test_*_constant_matches_the_kernels_arithmetic), which fails until the model's constant or the
+# kernel changes:
+# BN forward, batch statistics. Modelled 6 ("sum, sum of squares; subtract, scale; scale, shift"); the
+# kernel's statistics are two-pass (norm._bn_stats4): add x (1); subtract the mean, square and accumulate
+# (3); normalise: subtract, multiply by inv_std (2); affine: multiply by gamma, add beta (2): 8.
+BN_TRAIN_OPS = 6
+BN_TRAIN_KERNEL_OPS = 8
+# BN running statistics, per channel. Modelled 6 ("two EMAs ... and the unbiased-variance factor");
+# norm.batchnorm_update_running: mean += momentum * (mean_b - mean): subtract, multiply, add (3);
+# var += momentum * (var_b * factor - var): multiply by the factor, subtract, multiply, add (4): 7.
+BN_RUNNING_OPS = 6
+BN_RUNNING_KERNEL_OPS = 7
+# Adam, per weight. Modelled 12 ("m, v updates (3 + 4), sqrt, bias corrections, divide, add eps, scale by
+# lr", which itself adds up to 12 only if both bias corrections count as one op); optim._adam from its
+# second step on: m = b1*m + (1-b1)*g (3); v = b2*s*s + (1-b2)*g*g with s the stored sqrt(v) (5);
+# sqrt(v) to store (1); mhat = m / c1 (1); vhat = v / c2 (1); sqrt(vhat) (1); + eps (1); mhat / that (1);
+# times -lr (1): 15. (Its first step, the one this file's hand count traces, skips the stored terms: 10.)
+ADAM_OPS = 12
+ADAM_KERNEL_OPS = 15
+# DF's loss, per goodness value (positive and negatives alike). Modelled 6 ("max over negatives
+# (compare), hinge (subtract, add, max), lambda term, gradient"); losses.df_loss (reduce max) does, per
+# negative value: the argmax compare (1), dhard * (active + lam) / b's multiply (1); per sample: hinge =
+# margin + hard - gp (2), active = hinge > 0 (1), max(hinge, 0) + lam * hard (3), the mean's add (1),
+# dgp = -active / b (1), active + lam (1), / b (1): 2 per negative + 10 per sample, i.e. 16 per sample at
+# N = 3 where the model charges 6 x 4 = 24 (and at N = 9: 28 against 60).
+DF_OPS = 6
+
+
+def df_kernel_ops(samples: int, negatives: int) -> int:
+    return samples * (2 * negatives + 10)
+
+
 def hand_counts():
     """Operations of each kind in ``dfo_step``, counted from the shapes (8 rows):
 
@@ -74,7 +129,7 @@ def hand_counts():
     macs = [R * 256 * 18, R * 24 * 36, R * 5 * 24]      # rows x outputs x K, any of the three products
     numel = [72, 216, 120]
     emb = 256
-    q, qs, sr = quant.ROUND_OPS, quant.SCALE_SEARCH_OPS, quant.STOCHASTIC_OPS
+    q, qs, sr = ROUND_OPS, SCALE_SEARCH_OPS, STOCHASTIC_OPS
     c = {}
 
     def add(kind, n):
@@ -88,7 +143,7 @@ def hand_counts():
         add("dequantize", pre[l])                                # integer accumulator x scales
         add("relu", pre[l])
         add("goodness", out[l])
-        add("loss", losses.DF_OPS * R)
+        add("loss", DF_OPS * R)
     add("maxpool", out[0] * 4)                                   # 2x2 window: 4 compares per output
     # DF-O: loss 1 into block 0 through W1^T, loss 2 into block 1 through W2^T; plus the label embedding's
     # grad-input through W0. Each: pool/ReLU backward, error x weight scale, quantize (stochastic), product,
@@ -126,8 +181,8 @@ def hand_counts():
     for n, requant in [(k, True) for k in numel] + [(emb, False)]:
         add("quantize_scale", 2 * n)
         add("quantize_stochastic", 2 * sr * n)
-        add("update_optimizer", optim.ADAM_OPS * n)
-        add("update_master", (quant.MASTER_OPS + 2) * n)
+        add("update_optimizer", ADAM_OPS * n)
+        add("update_master", MASTER_STOCHASTIC_OPS * n)
         if requant:
             add("quantize_weights", (qs + q) * n)
     return c, macs
@@ -208,24 +263,122 @@ def test_replicated_work_is_paid_on_every_slice():
     assert mac > 0
 
 
-# ----------------------------------------------------------------------------- instrumentation
-def _kernel_functions():
-    """(module, name) of every function a training step may execute: the kernels module's public
-    functions, the quantizers, the losses, the optimizer arithmetic, the feedback regeneration."""
-    from chipsim.engine import feedback, network
-    # patchify is addressing only (the patch-embedding products that call it cost the work)
-    not_kernels = {"accumulation_path", "numba_threads", "_fp32_chunk", "_chunked_fp64", "_nchw_to_grid", "patchify"}
-    out = [(K, n) for n in K.__all__ if callable(getattr(K, n)) and n not in not_kernels
-           and not isinstance(getattr(K, n), type)]
-    out += [(quant, n) for n in ("quantize_signed", "quantize_unsigned", "quantize_weights")]
-    out += [(quant.ClippedScale, "quantize"), (quant.FixedPoint, "apply"), (quant.QuantStore, "load")]
-    out += [(losses, n) for n in ("ff_loss", "symba_loss", "df_loss", "cross_entropy", "cwc_goodness",
-                                  "cwc_goodness_backward")]
-    out += [(optim, "_adam"), (optim, "_sgd"), (feedback, "_regenerate"), (network, "scatter_label_grad")]
-    from chipsim import augment
-    from chipsim.engine import contrastive, mhsa
-    out += [(contrastive, "contrastive_loss"), (augment, "random_translate"), (mhsa, "quantize_probs")]
+# ----------------------------------------------------------------------------- the model's constants
+def _logged(fn, *args, **kw) -> dict:
+    """Work logged by one call: kind -> count."""
+    with work.open_log(work.WorkLog()) as log:
+        fn(*args, **kw)
+    out = {}
+    for w in log.items:
+        out[w.kind] = out.get(w.kind, 0) + w.count
     return out
+
+
+def _bn_inputs():
+    x = np.random.default_rng(0).normal(size=(4, 3, 5, 5)).astype(np.float32)
+    return x, np.ones(3, np.float32), np.zeros(3, np.float32)
+
+
+def test_the_constants_that_agree_with_the_kernels_are_what_they_log():
+    x, g, b = _bn_inputs()
+    y, cache = K.batchnorm_train_forward(x, g, b)
+    assert _logged(K.batchnorm_backward, x, cache) == {"bn_backward": BN_BACKWARD_OPS * x.size}
+    w = np.random.default_rng(1).normal(size=(6, 3, 3, 3)).astype(np.float32)
+    assert _logged(quant.quantize_weights, w, 4) == {"quantize_weights": (SCALE_SEARCH_OPS + ROUND_OPS) * w.size}
+    rng = np.random.default_rng(2)
+    assert _logged(quant.quantize_signed, x, 8, "stochastic", rng) == {"quantize_scale": x.size,
+                                                                      "quantize_stochastic": STOCHASTIC_OPS * x.size}
+    assert _logged(quant.quantize_signed, x, 8) == {"quantize_scale": x.size, "quantize": ROUND_OPS * x.size}
+    fp = quant.FixedPoint(w, 16)
+    assert _logged(fp.apply, 1e-3 * w, "stochastic", rng) == {"update_master": MASTER_STOCHASTIC_OPS * w.size}
+    assert _logged(fp.apply, 1e-3 * w, "nearest") == {"update_master": MASTER_OPS * w.size}
+
+
+def test_the_modelled_constants_are_what_the_kernels_log():
+    """The four constants whose kernel count differs (above): the model's values, as the kernels log them."""
+    x, g, b = _bn_inputs()
+    assert _logged(K.batchnorm_train_forward, x, g, b) == {"bn_forward": BN_TRAIN_OPS * x.size}
+    _, cache = K.batchnorm_train_forward(x, g, b)
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    assert _logged(K.batchnorm_update_running, rm, rv, cache, 0.1, 100) == {"bn_running_stats": BN_RUNNING_OPS * 3}
+    gp, gn = np.ones(2, np.float32), np.zeros((2, 3), np.float32)
+    assert _logged(losses.df_loss, gp, gn, 1.0, 0.01) == {"loss": DF_OPS * 8}
+    opt = optim.make_optimizer("adam", 0.0, 32)
+    opt.register("w", (5,))
+    assert _logged(opt.delta, "w", np.ones(5, np.float32), 1e-3) == {"update_optimizer": ADAM_OPS * 5}
+
+
+FINDING = "finding: the chip model's constant differs from a count of the kernel's arithmetic (see the comment above)"
+
+
+@pytest.mark.xfail(strict=True, reason=FINDING)
+def test_bn_train_constant_matches_the_kernels_arithmetic():
+    x, g, b = _bn_inputs()
+    assert _logged(K.batchnorm_train_forward, x, g, b) == {"bn_forward": BN_TRAIN_KERNEL_OPS * x.size}
+
+
+@pytest.mark.xfail(strict=True, reason=FINDING)
+def test_bn_running_constant_matches_the_kernels_arithmetic():
+    x, g, b = _bn_inputs()
+    _, cache = K.batchnorm_train_forward(x, g, b)
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    assert _logged(K.batchnorm_update_running, rm, rv, cache, 0.1, 100) == {
+        "bn_running_stats": BN_RUNNING_KERNEL_OPS * 3}
+
+
+@pytest.mark.xfail(strict=True, reason=FINDING)
+def test_adam_constant_matches_the_kernels_arithmetic():
+    opt = optim.make_optimizer("adam", 0.0, 32)
+    opt.register("w", (5,))
+    opt.delta("w", np.ones(5, np.float32), 1e-3)                       # past the first step
+    assert _logged(opt.delta, "w", np.ones(5, np.float32), 1e-3) == {"update_optimizer": ADAM_KERNEL_OPS * 5}
+
+
+@pytest.mark.xfail(strict=True, reason=FINDING)
+def test_df_loss_constant_matches_the_kernels_arithmetic():
+    gp, gn = np.ones(2, np.float32), np.zeros((2, 3), np.float32)
+    assert _logged(losses.df_loss, gp, gn, 1.0, 0.01) == {"loss": df_kernel_ops(2, 3)}
+
+
+# ----------------------------------------------------------------------------- instrumentation
+# Functions that log their work with ``work.record`` rather than through the ``work.costed`` wrapper, so
+# they are not in ``work.REGISTRY``: the per-tensor quantizers, the stores' methods, the probability
+# quantizer, and the contrastive loss (whose parts are costed inside it).
+INLINE_LOGGING = ("quantize_signed", "quantize_unsigned", "ClippedScale.quantize", "FixedPoint.apply",
+                  "QuantStore.load", "mhsa.quantize_probs", "contrastive.contrastive_loss")
+# public functions of chipsim.kernels that execute no work of their own: addressing and configuration
+NOT_KERNELS = {"accumulation_path", "numba_threads", "_fp32_chunk", "_chunked_fp64", "_nchw_to_grid", "patchify"}
+
+
+def _kernel_functions():
+    """(owner, name) of every function a training step may execute: every function ``work.costed`` wraps
+    (``work.REGISTRY``), found in the module that defines it, plus :data:`INLINE_LOGGING`."""
+    import sys
+
+    from chipsim import augment  # noqa: F401  (registers its kernels)
+    from chipsim.engine import contrastive, feedback, mhsa, network  # noqa: F401
+    out = []
+    for mod_name, mod in sorted(sys.modules.items()):
+        if not mod_name.startswith("chipsim"):
+            continue
+        for name, value in vars(mod).items():
+            if getattr(value, "__wrapped_kind__", None) and getattr(value, "__module__", None) == mod_name:
+                out.append((mod, name))
+    assert sorted(n for _, n in out) == sorted(work.REGISTRY), "a costed kernel not found in its module"
+    owners = {"ClippedScale": quant.ClippedScale, "FixedPoint": quant.FixedPoint, "QuantStore": quant.QuantStore,
+              "mhsa": mhsa, "contrastive": contrastive}
+    for dotted in INLINE_LOGGING:
+        owner, name = dotted.split(".") if "." in dotted else ("", dotted)
+        out.append((owners.get(owner, quant), name))
+    return out
+
+
+def test_every_public_kernel_is_costed():
+    """A public function of chipsim.kernels is in the registry (so the spy below wraps it) or does no work."""
+    fns = [n for n in K.__all__ if callable(getattr(K, n)) and not isinstance(getattr(K, n), type)]
+    uncosted = [n for n in fns if n not in work.REGISTRY and n not in NOT_KERNELS]
+    assert not uncosted, uncosted
+    assert NOT_KERNELS <= set(fns)
 
 
 @pytest.mark.parametrize("overrides", [

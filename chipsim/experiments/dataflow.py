@@ -30,7 +30,6 @@ SHAPES = {"mnist": "MNIST 1x28x28", "cifar10": "CIFAR-10 3x32x32"}
 METRICS = (("streaming", "total_peak_bytes", "SRAM, streaming"), ("whole-batch", "total_peak_bytes", "whole-batch"),
            ("pytorch", "total_peak_bytes", "pytorch mode"), ("streaming", "latency_us", "step latency"),
            ("streaming", "backward_us", "backward phase"), ("streaming", "energy_per_sample_pj", "energy/sample"))
-MEMORY = METRICS[:3]
 
 
 def _key(ds, depth, rule, neg, upd, n, base: str):
