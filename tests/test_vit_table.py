@@ -1,0 +1,82 @@
+"""The ViT table's findings (``vit_table.findings``) on synthetic rows: each of the paper's claims stated as
+reproduced or not from the numbers, including the unfavourable cases and ties."""
+from __future__ import annotations
+
+import pytest
+
+from chipsim.experiments.vit_table import CONVERGED_POINTS, epochs_to_converge, findings
+
+PAPER = {"cff": 78.70, "cff+m": 80.42, "ff": 76.21, "bp": 76.92}
+
+
+def _rows(acc: dict, curves: dict | None = None, **chip) -> dict:
+    """Rows of the four variants with mean accuracies ``acc`` (fractions), per-epoch curves and chip figures."""
+    out = {}
+    for v in ("cff", "cff+m", "ff", "bp"):
+        curve = (curves or {}).get(v, [acc[v]])
+        out[v] = {"variant": v, "accuracy_mean": acc[v], "paper": PAPER[v], "per_epoch_mean": curve,
+                  "epochs_to_converge": epochs_to_converge(curve),
+                  "total_peak_bytes": chip.get("sram", {}).get(v, 100.0), "latency_us": chip.get("lat", {}).get(v, 10.0),
+                  "energy_step_pj": chip.get("pj", {}).get(v, 1e6),
+                  "inference": {"one-pass head": {"passes": 1}} if v != "ff" else
+                  {"decode": {"passes": 10}, "one-pass head": {"passes": 1}}}
+    return out
+
+
+def _claims(rows) -> dict:
+    lines = findings(rows)
+    assert len(lines) == 4
+    return dict(zip(("above_ff", "close_to_bp", "faster", "chip"), lines))
+
+
+def test_favourable_numbers_say_reproduced():
+    c = _claims(_rows({"cff": 0.70, "cff+m": 0.72, "ff": 0.60, "bp": 0.74}))
+    assert c["above_ff"] == ("- **CFF above FF** (the paper's Table 1: CFF+M 80.42% vs FF 76.21%, +4.2 points). Ours: "
+                             "cff+m 72.0% vs FF 60.0% (+12.0 points): reproduced. The margins help here (CFF+M "
+                             "+2.0 points against CFF; paper +1.7).")
+    assert c["close_to_bp"].endswith("Ours: cff+m -2.0 points against BP (74.0%): within 3 points.")
+
+
+def test_unfavourable_numbers_say_not_reproduced():
+    c = _claims(_rows({"cff": 0.55, "cff+m": 0.50, "ff": 0.60, "bp": 0.80}))
+    assert "Ours: cff 55.0% vs FF 60.0% (-5.0 points): not reproduced. The margins do not help here (CFF+M " \
+           "-5.0 points against CFF" in c["above_ff"]
+    assert c["close_to_bp"].endswith("Ours: cff -25.0 points against BP (80.0%): not within 3 points.")
+
+
+def test_ties_are_not_wins_and_a_gap_printed_as_3_points_is_within_3_points():
+    c = _claims(_rows({"cff": 0.70, "cff+m": 0.70, "ff": 0.70, "bp": 0.73}))
+    assert "(+0.0 points): not reproduced. The margins do not help here (CFF+M +0.0 points" in c["above_ff"]
+    # 0.73 - 0.70 is 0.030000000000000027 in floating point: the sentence must agree with the number it prints
+    assert c["close_to_bp"].endswith("Ours: cff -3.0 points against BP (73.0%): within 3 points.")
+    c = _claims(_rows({"cff": 0.70, "cff+m": 0.60, "ff": 0.60, "bp": 0.6690}))
+    assert c["close_to_bp"].endswith("Ours: cff +3.1 points against BP (66.9%): not within 3 points.")
+
+
+def test_convergence_in_epochs_and_the_first_epochs_share():
+    curves = {"cff": [0.60, 0.70, 0.705], "cff+m": [0.70, 0.71, 0.72], "ff": [0.30, 0.50, 0.60],
+              "bp": [0.60, 0.65, 0.70]}
+    c = _claims(_rows({v: cv[-1] for v, cv in curves.items()}, curves))
+    assert f"within {CONVERGED_POINTS:g} point of its last (of 3): cff 2, cff+m 2, ff 3, bp 3" in c["faster"]
+    assert c["faster"].endswith("after epoch 1, CFF has 85.1% of its last accuracy, FF 50.0%.")
+    # a curve that falls: the first epoch already within a point of the last
+    assert epochs_to_converge([0.9, 0.7]) == 1 and epochs_to_converge([0.5, 0.7, 0.705]) == 2
+    assert epochs_to_converge([0.69, 0.70]) == 1                     # exactly one point below: converged
+
+
+def test_the_chip_sentence_gives_each_rules_ratio_to_bp():
+    rows = _rows({"cff": 0.7, "cff+m": 0.7, "ff": 0.6, "bp": 0.7},
+                 sram={"cff": 50.0, "cff+m": 50.0, "ff": 300.0, "bp": 100.0},
+                 lat={"cff": 20.0, "cff+m": 20.0, "ff": 5.0, "bp": 10.0})
+    chip = _claims(rows)["chip"]
+    assert chip.startswith("- **On the chip.** Against BP, per step: SRAM (sum over cores) cff 0.50x, cff+m 0.50x, "
+                           "ff 3.00x; latency cff 2.00x, cff+m 2.00x, ff 0.50x; energy cff 1.00x, cff+m 1.00x, "
+                           "ff 1.00x.")
+    assert chip.endswith("where FF's goodness decoding takes 10 passes.")
+
+
+@pytest.mark.parametrize("gap", [0.0299, 0.0304, 0.0351])
+def test_close_to_bp_threshold_either_side(gap):
+    """-3.0 printed (0.0299, 0.0304) is within 3 points; -3.5 is not."""
+    c = _claims(_rows({"cff": 0.70, "cff+m": 0.60, "ff": 0.60, "bp": 0.70 + gap}))
+    assert c["close_to_bp"].endswith("not within 3 points.") == (gap > 0.035)
