@@ -112,7 +112,8 @@ class Precision:
                                  unit="bits", choices=ALLOWED_BITS)
     goodness_bits: int = spec(8, doc="bits of the block output that goodness squares, taken before it is "
                               "requantized to activation_bits for storage and the NoC; at or below "
-                              "activation_bits the sent output itself is squared",
+                              "activation_bits the sent output itself is squared; local rules on conv and dense models only (bp "
+                              "squares nothing; a vit model's token mean is taken at 32 bits)",
                               unit="bits", choices=ALLOWED_BITS)
     rounding: str = spec("stochastic", doc="rounding of gradients and updates",
                          choices=("stochastic", "nearest"))
@@ -217,7 +218,8 @@ class Learning:
                                choices=("learned", "random", "onehot"))
     decode_last_k: int = spec(1, doc="decode by goodness summed over the last k blocks (1: on the 4-block "
                               "default model the last block alone decodes as well as the last three on validation, "
-                              "and inference then needs only its goodness)", min=1)
+                              "and inference then needs only its goodness); ignored by bp and cff, which decode with a head",
+                              min=1)
     temperature: float = spec(0.1, doc="contrastive loss temperature tau (cff)", min=0, min_exclusive=True)
     contrastive_margin: Tuple[float, ...] = spec((0.0,), doc="marginal contrastive loss margin m (the CFF paper's "
                                                  "Eq. 15; 0 = the supervised contrastive loss, Eq. 3): one value for "
@@ -233,7 +235,8 @@ class Learning:
                             "(autograd's gradient; couples every row of the batch), or with the statistics "
                             "held fixed (a per-channel scale; rows independent, so a core keeps and "
                             "back-propagates only the rows a loss gives an error, e.g. DF's positive and "
-                            "hardest negatives)", choices=("batch-stats", "fixed-stats"))
+                            "hardest negatives); conv and dense blocks with norm: batch only (a vit model keeps every row)",
+                            choices=("batch-stats", "fixed-stats"))
 
     def _validate(self, key, where):
         path = (key + ".") if key else ""
