@@ -8,7 +8,7 @@ seed with the final validation accuracy (and the one-pass head's, when the rule 
 
 ``python benchmarks/validation.py HWCONFIG --table [--seeds 0,1] [--jobs 2]`` trains every row of
 :data:`TABLE` under DF-O and DF-R and each seed, one BLAS thread per job (so the 32-bit rows do not
-depend on ``--jobs``), and prints the Markdown table that README's "How the defaults were chosen" quotes.
+depend on ``--jobs``), and prints the Markdown table that docs/defaults.md quotes.
 """
 from __future__ import annotations
 

@@ -234,7 +234,7 @@ def _engine_ledger(rule, depth, negatives):
 
 def test_bp_and_df_r_memory_as_the_real_engine_executes_them():
     """From the engine's own traces: BP's activations wait for its backward pass; with N = 9 every sample is
-    10 rows in DF-R's blocks, so DF-R holds more SRAM than BP (README: 1.16x at 25 blocks); at N = 1 BP's
+    10 rows in DF-R's blocks, so DF-R holds more SRAM than BP (reports/README.md, section 2); at N = 1 BP's
     activations grow with depth faster than DF-R's, so the ratio falls as depth grows."""
     depths = (3, 6, 9)
     led = {("df-r", n, d): _engine_ledger("df-r", d, n) for n in ("null", 1) for d in depths}
