@@ -205,7 +205,9 @@ class Learning:
     inference: str = spec("goodness", doc="goodness: the goodness under each of the C labels (C passes); head: a "
                           "linear softmax classifier on the last head_last_k blocks' activity under a neutral label "
                           "(one pass; Hinton, Trifecta App. H, the Advancements paper), trained alongside with "
-                          "cross-entropy, no gradient reaching the blocks; ignored by bp", choices=("goodness", "head"))
+                          "cross-entropy, no gradient reaching the blocks; on a vit model the linear probe of "
+                          "learning.head_epochs instead (stage 2); ignored by bp and cff (always a probe)",
+                          choices=("goodness", "head"))
     head_last_k: int = spec(2, doc="blocks whose concatenated outputs the head reads (2: the Advancements paper's "
                             "last two layers); its own key, not decode_last_k, because it sets the head's size; conv and "
                             "dense models only (a vit model's probe reads the last layer's token mean)",
