@@ -362,7 +362,9 @@ def _kernel_functions():
         if not mod_name.startswith("chipsim"):
             continue
         for name, value in vars(mod).items():
-            if getattr(value, "__wrapped_kind__", None) and getattr(value, "__module__", None) == mod_name:
+            # a costed kernel: a functools.wraps wrapper, defined in this module, of a name in the registry
+            if (callable(value) and getattr(value, "__wrapped__", None) is not None and name in work.REGISTRY
+                    and getattr(value, "__module__", None) == mod_name):
                 out.append((mod, name))
     assert sorted(n for _, n in out) == sorted(work.REGISTRY), "a costed kernel not found in its module"
     owners = {"ClippedScale": quant.ClippedScale, "FixedPoint": quant.FixedPoint, "QuantStore": quant.QuantStore,
