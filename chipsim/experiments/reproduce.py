@@ -22,7 +22,7 @@ from ..errors import OutputError
 from ..rundir import check_writable
 from ..report import atomic_write
 from . import args as check
-from . import rule_table, vit_table
+from . import labels, rule_table, vit_table
 from .cluster import open_cluster
 from .compare import compare
 from .dataflow import dataflow
@@ -103,9 +103,14 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster) 
     # 1 and 6. every rule of the FF family on the chip (the ranking of section 1 is its first rows)
     results["rules"] = rule_table.rule_table(config, plan.seeds, scale, os.path.join(out_dir, "rules"), jobs,
                                              progress, plan.rule_variants, cluster)
-    _plot_accuracy(results["rules"], os.path.join(out_dir, "accuracy", "accuracy.png"),
-                   f"mnist5k (train_limit {plan.train_limit or 'all'}), W4/A4/G8/U16, {plan.epochs} epoch(s), "
-                   f"seeds {', '.join(map(str, plan.seeds))}")
+    models = {}
+    for r in results["rules"]["rows"]:
+        models.setdefault(r["model"], []).append(r["variant"])
+    base_model = next(r["model"] for r in results["rules"]["rows"] if r["variant"] == "bp")
+    model_words = base_model + "".join(f"; {', '.join(v)} on {m}" for m, v in models.items() if m != base_model)
+    _plot_accuracy(results["rules"], os.path.join(out_dir, "accuracy", "accuracy.png"), labels.title_lines(
+        labels.settings(cfg, model=model_words, scale=f"mnist5k, train_limit {plan.train_limit or 'all'}, "
+                                                      f"{plan.epochs} epoch(s), seeds {', '.join(map(str, plan.seeds))}")))
     # 2. memory and latency vs depth (Fig. 4A-B), at the paper's N = C-1 and at N = 1
     results["compare"] = compare(compare_config, ("bp", "df-o", "df-r"), plan.depths,
                                  out_dir=os.path.join(out_dir, "compare"), jobs=jobs, progress=progress,
@@ -173,8 +178,9 @@ def _plot_accuracy(table: dict, path: str, scale: str) -> None:
     fig, ax = plt.subplots(figsize=(max(5.5, 0.6 * len(rows)), 3.4))
     names = [r["variant"] for r in rows]
     means = [100 * r["accuracy_mean"] for r in rows]
+    from ..styles import rule_style
     ax.bar(names, means, yerr=[100 * r["accuracy_std"] for r in rows], capsize=3,
-           color=["#C44E52" if n == "bp" else "#4C72B0" for n in names])
+           color=[rule_style(n).color for n in names])
     for i, v in enumerate(means):
         ax.text(i, v + 1.0, f"{v:.1f}", ha="center", fontsize=7)
     ax.set_ylabel("test accuracy (%)")
