@@ -268,4 +268,7 @@ def markdown(summary: dict, chip, layer_rows: list, history: list | None) -> str
                                   "energy (µJ)": f"{inf['energy_pj'] / 1e6:.4f}"}
                                  for mode, inf in summary["inference"].items()],
                                 ["mode", "passes", "latency (µs)", "energy (µJ)"]), ""]
+    if summary.get("provenance"):
+        from .provenance import markdown as provenance_markdown
+        lines += provenance_markdown(summary["provenance"])
     return "\n".join(lines)

@@ -24,7 +24,7 @@ from importlib import metadata
 
 import numpy as np
 
-from . import checkpoint, rundir
+from . import checkpoint, provenance, rundir
 from .config import DATASET_SHAPES, LoadedConfig, load_config
 from .errors import CheckpointError, OutputError
 from .schema import to_plain
@@ -81,6 +81,7 @@ def _base_summary(cfg: LoadedConfig, command: str) -> dict:
         "precision": to_plain(hw.precision), "config": cfg.to_dict(), "settings": describe(cfg),
         "versions": {"python": platform.python_version(), "numpy": np.__version__, "numba": _version("numba"),
                      "torch": _version("torch")},
+        "provenance": provenance.collect(command),
     }
 
 

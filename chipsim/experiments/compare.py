@@ -20,7 +20,7 @@ import os
 import time
 
 
-from .. import rundir
+from .. import provenance, rundir
 from ..config import LoadedConfig, check_model, load_config
 from ..errors import ConfigError, MappingError, OutputError
 from ..modelspec import cnn_family
@@ -204,7 +204,7 @@ def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), wi
                  "update": cfg.hw.training.update, "batch_size": cfg.hw.training.batch_size,
                  "settings": _settings(cfg, None if own_model else f"cnn_family(depth, width={width}, "
                                                                    f"pools={tuple(pools)})"),
-                 "rows": rows, "ratios": ratios(rows, rules, depths)}
+                 "rows": rows, "ratios": ratios(rows, rules, depths), "provenance": provenance.collect("compare")}
         write_json(os.path.join(out_dir, "compare.json"), table)
         atomic_write(os.path.join(out_dir, "compare.md"), markdown(table))
         plot(table, out_dir)
@@ -312,6 +312,8 @@ def markdown(table: dict) -> str:
     for k, vals in table["ratios"].items():
         if vals:
             lines.append(f"- {ratio_name(k)}: " + ", ".join(f"depth {d}: {v:.2f}" for d, v in vals.items()))
+    if table.get("provenance"):
+        lines += [""] + provenance.markdown(table["provenance"])
     return "\n".join(lines) + "\n"
 
 

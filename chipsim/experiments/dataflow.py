@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 
+from .. import provenance
 from ..config import load_config
 from ..report import atomic_write, write_json
 from .compare import PAPER_RATIO, _point
@@ -77,10 +78,12 @@ def dataflow(config: str = "hwconfigs/176core_512k.yaml", out_dir: str = "report
              "lock": lock_summary(pts, res), "recompute": recompute_summary(pts, res),
              "compute_seconds": sum(res[p["key"]].get("engine_seconds", 0.0) + res[p["key"]].get("chip_seconds", 0.0)
                                     for p in pts),
-             "points": len(pts), "seconds": time.perf_counter() - t0, "judge": judge}
+             "points": len(pts), "seconds": time.perf_counter() - t0, "judge": judge,
+             "provenance": provenance.collect("dataflow")}
     table["verdicts"] = verdicts(table)
     write_json(os.path.join(out_dir, "dataflow.json"), table)
-    atomic_write(os.path.join(out_dir, "dataflow.md"), "\n".join(markdown(table)) + "\n")
+    atomic_write(os.path.join(out_dir, "dataflow.md"),
+                 "\n".join(markdown(table) + [""] + provenance.markdown(table["provenance"])) + "\n")
     return table
 
 

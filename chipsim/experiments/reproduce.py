@@ -20,7 +20,8 @@ from ..atomic import make_dirs
 from ..config import PRESET_DIR, load_config
 from ..errors import OutputError
 from ..rundir import check_writable
-from ..report import atomic_write
+from .. import provenance
+from ..report import atomic_write, write_json
 from . import args as check
 from . import labels, rule_table, vit_table
 from .cluster import open_cluster
@@ -143,6 +144,9 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster) 
     results["seconds"] = time.perf_counter() - t0
     logged = _logged_points(out_dir)
     results["points"], results["reused_points"] = len(logged), len(logged & logged_before)
+    results["provenance"] = provenance.collect("reproduce" + (" --quick" if quick else ""))
+    write_json(os.path.join(out_dir, "summary.json"), {k: v for k, v in results.items() if k in (
+        "plan", "config", "seconds", "points", "reused_points", "provenance")})
     atomic_write(os.path.join(out_dir, "README.md"), markdown(results, plan, _compute_minutes(results)))
     return results
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import provenance
 from . import rule_table, vit_table
 from .dataflow import markdown as dataflow_markdown
 from .sweep import drops
@@ -76,6 +77,8 @@ def markdown(res: dict, plan, compute_minutes: float) -> str:
     lines += rule_table.markdown(res["rules"], scale)
     if "vit" in res:
         lines += vit_table.markdown(res["vit"], scale)
+    if res.get("provenance"):
+        lines += provenance.markdown(res["provenance"])
     return "\n".join(lines) + "\n"
 
 

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from .. import provenance
 from ..config import MODEL_DIR, load_config
 from ..report import write_json
 from .jobs import limit_threads, run_points, threads_per_job
@@ -86,7 +87,7 @@ def rule_table(config: str, seeds, scale: list, out_dir: str, jobs: int, progres
                      "train_seconds": [r["train_seconds"] for r in runs],
                      **{k: first[k] for k in ("peak_core_bytes", "total_peak_bytes", "whole_batch_bytes", "cores",
                                                "latency_us", "energy_per_sample_pj", "inference")}})
-    table = {"seeds": list(seeds), "scale": list(scale), "rows": rows}
+    table = {"seeds": list(seeds), "scale": list(scale), "rows": rows, "provenance": provenance.collect("rules")}
     write_json(os.path.join(out_dir, "rules.json"), table)
     return table
 

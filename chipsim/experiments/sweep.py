@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .. import rundir
+from .. import provenance, rundir
 from ..config import LoadedConfig, load_config
 from ..errors import ConfigError, OutputError
 from ..noise import KINDS, LEVELS, NoiseSpec
@@ -233,7 +233,7 @@ def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bit
                  "scale": scale,
                  "noise_parameters": {k: [NoiseSpec(k, lv, _data_kind(results), gain_std=gain_std).parameters()
                                           for lv in levels] for k in noise},
-                 "points": [results[p["key"]] for p in points]}
+                 "points": [results[p["key"]] for p in points], "provenance": provenance.collect("sweep")}
         table["curves"] = curves(table)
         write_json(os.path.join(out_dir, "sweep.json"), table)
         atomic_write(os.path.join(out_dir, "sweep.md"), markdown(table))
@@ -349,6 +349,8 @@ def markdown(table: dict) -> str:
             lines.append(f"- `{kind}`: " + "; ".join(
                 f"L{p['level']}: " + ", ".join(f"{k}={v}" for k, v in p.items() if k not in ("kind", "level"))
                 for p in params))
+    if table.get("provenance"):
+        lines += [""] + provenance.markdown(table["provenance"])
     return "\n".join(lines) + "\n"
 
 

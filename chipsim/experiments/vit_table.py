@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+from .. import provenance
 from ..config import MODEL_DIR, load_config
 from ..report import write_json
 from .jobs import run_points, threads_per_job
@@ -85,7 +86,8 @@ def vit_table(config: str, seeds, scale: list, out_dir: str, jobs: int, progress
                      **{k: first[k] for k in ("peak_core_bytes", "total_peak_bytes", "whole_batch_bytes", "cores",
                                                "latency_us", "energy_step_pj", "energy_per_sample_pj",
                                                "inference")}})
-    table = {"seeds": list(seeds), "scale": list(scale), "model": MODEL, "rows": rows}
+    table = {"seeds": list(seeds), "scale": list(scale), "model": MODEL, "rows": rows,
+             "provenance": provenance.collect("vit")}
     write_json(os.path.join(out_dir, "vit.json"), table)
     return table
 
