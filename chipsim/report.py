@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from . import plots
+from . import perfetto, plots
 from .atomic import atomic_file, staged_dir
 from .chip.pool import PYTORCH_UNSIZED
 from .trace import CATEGORIES
@@ -187,6 +187,7 @@ def write_run(out_dir: str, summary: dict, chip, history: list | None) -> dict:
         plots.link_traffic(cd, at("link_traffic.png"), f"{name}: NoC traffic per link, one step\n{sub}")
         plots.gantt(chip.gantt_rows(), chip.latency_cycles, chip.spec.clock_mhz, at("gantt.png"),
                     f"{name}: one training step per core\n{sub}", layer_names=_layer_names(chip))
+        perfetto.write(chip, at(perfetto.NAME), f"{name}: one training step; {sub}")
         if history:
             plots.training_curve(history, at("training.png"), f"{name}: training\n{sub}")
         slim = dict(summary)
@@ -251,7 +252,10 @@ def markdown(summary: dict, chip, layer_rows: list, history: list | None) -> str
                 f"sample {c['instance']}" if cd["micro_batch"] == 1 else f"micro-batch {c['instance']}")
         lines.append(f"- layer {c['layer']} `{c['op']}` ({c['kind']}, {when}): "
                      f"{c['start']:.0f} → {c['end']:.0f} cycles, gated by {c['gated_by']}")
-    lines += ["", "![Gantt](gantt.png)", "", "## NoC", "",
+    lines += ["", "![Gantt](gantt.png)", "",
+              f"The same schedule, zoomable, with every op's MACs, bytes and pJ and every transfer as an arrow: "
+              f"open `{perfetto.NAME}` at https://ui.perfetto.dev (Open trace file) or in chrome://tracing.", "",
+              "## NoC", "",
               _md_table([{"tag": k, "KiB per step": f"{v / 1024:.1f}"} for k, v in cd["noc"]["tag_bytes"].items()],
                         ["tag", "KiB per step"]), "", "![links](link_traffic.png)", "",
               "## Energy per sample", "",
