@@ -112,5 +112,5 @@ def ranked(rows, value, spread, seeds, name, scale: Scale, higher_better: bool =
     g = Gap(value(best) - value(second), max(spread(best), spread(second)))
     why = judgeable([g], min(seeds(best), seeds(second)), scale)
     if why is not None:
-        return None, f"{name(best)} and {name(second)} are not told apart ({why})"
+        return None, f"{name(best)} and {name(second)} are not told apart, {why}"
     return best, ""
