@@ -201,10 +201,10 @@ def verdicts(table) -> list:
         target_txt = " and ".join(f"<= {t:.2f} at {d} blocks" for d, t in targets.items()) or "the paper's ratios"
         claim = f"{rule.upper()} memory ({target_txt}): "
         if holds:
-            out.append(claim + verdict(True, f"in {len(holds)} of the table's conditions: " + "; ".join(holds)
+            out.append(claim + verdict(True, f"In {len(holds)} of the table's conditions: " + "; ".join(holds)
                                        + f". Best: {best_txt}.", scale=scale, exact=True))
         else:
-            out.append(claim + verdict(False, f"under no dataflow measured. {rule.upper()} needs less memory than "
+            out.append(claim + verdict(False, f"Under no dataflow measured. {rule.upper()} needs less memory than "
                                               f"BP in {len(below_bp)} conditions"
                        + (f" ({'; '.join(below_bp[:6])}{' ...' if len(below_bp) > 6 else ''})" if below_bp else "")
                        + f". Its lowest ratio: {best_txt}.", scale=scale, exact=True))
@@ -216,7 +216,7 @@ def verdicts(table) -> list:
     faster_step = [c for c, v in lat if v < 1]
     if bwd:
         out.append("DF-R's update phase after a sample's forward shorter than BP's backward: " + verdict(
-            bool(faster_bwd), f"in {len(faster_bwd)} of {len(bwd)} conditions (DF-R/BP {min(v for _, v in bwd):.2f}-"
+            bool(faster_bwd), f"In {len(faster_bwd)} of {len(bwd)} conditions (DF-R/BP {min(v for _, v in bwd):.2f}-"
                               f"{max(v for _, v in bwd):.2f}).", scale=scale, exact=True)
                    + f" Its whole training step is faster than BP's in {len(faster_step)} of {len(lat)} conditions "
                      f"(DF-R/BP step latency {min(v for _, v in lat):.2f}-"
@@ -229,7 +229,7 @@ def verdicts(table) -> list:
             return ", ".join("the top block" if b == "top" else f"block {b}" for b in names) or "no block"
         if gain < 0.01:
             out.append("No update lock (DF-R faster than DF-O under immediate updates): " + verdict(
-                       False, f"no measurable gain (at most {100 * gain:.2f}% of the step, {lk['where']}).",
+                       False, f"No measurable gain (at most {100 * gain:.2f}% of the step, {lk['where']}).",
                        scale=scale, exact=True) + " The lock is modelled: DF-O's "
                        f"updates waited for their errors through W^T up to {lk['df-o_lock_us']:.0f} µs in a step "
                        f"({100 * lk['lock_share']:.2f}% of it), at {blocks(lk['df-o_layers'])}; DF-R's "

@@ -153,9 +153,11 @@ def markdown(table: dict, scale: Scale | None = None) -> list:
     if local:
         cheap = min(same, key=lambda r: r["total_peak_bytes"])
         fast = min(same, key=lambda r: r["latency_us"])
-        lines += [f"- On `{bp_model}`, least SRAM: {cheap['variant']} ({cheap['total_peak_bytes'] / 1024:.0f} KiB, "
-                  f"{cheap['total_peak_bytes'] / bp['total_peak_bytes']:.2f}x BP); shortest step: {fast['variant']} "
-                  f"({fast['latency_us']:.0f} µs, {fast['latency_us'] / bp['latency_us']:.2f}x BP).",
+        def vs_bp(r, key, unit, scale_by):
+            ratio = "" if r is bp else f", {r[key] / bp[key]:.2f}x BP"
+            return f"{r['variant']} ({r[key] / scale_by:.0f} {unit}{ratio})"
+        lines += [f"- On `{bp_model}`, least SRAM: {vs_bp(cheap, 'total_peak_bytes', 'KiB', 1024)}; shortest step: "
+                  f"{vs_bp(fast, 'latency_us', 'µs', 1)}.",
                   f"- Against BP on `{bp_model}`, per rule (SRAM / step latency / energy per sample): " + "; ".join(
                       f"{r['variant']} {r['total_peak_bytes'] / bp['total_peak_bytes']:.2f} / "
                       f"{r['latency_us'] / bp['latency_us']:.2f} / "

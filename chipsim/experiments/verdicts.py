@@ -51,8 +51,9 @@ class Gap:
                 and abs(self.difference) > max(self.spread, 0.0))
 
 
-def judgeable(gaps, seeds: int, scale: Scale, exact: bool = False) -> str | None:
-    """None when a verdict may be drawn; otherwise why not, in words (for the sentence)."""
+def judgeable(gaps, seeds: int, scale: Scale, exact: bool = False, unit: tuple = (100.0, "points")) -> str | None:
+    """None when a verdict may be drawn; otherwise why not, in words (for the sentence). ``unit``: (factor,
+    name) to state a difference in (accuracies are fractions, said in points)."""
     if not scale.judge:
         return f"{scale.text}; no verdicts at this scale"
     if exact:
@@ -62,21 +63,22 @@ def judgeable(gaps, seeds: int, scale: Scale, exact: bool = False) -> str | None
     weak = [g for g in gaps if not g.clear]
     if weak:
         g = weak[0]
-        return (f"a difference of {g.difference:+.3g} is not larger than its spread over seeds "
-                f"({g.spread:.3g})")
+        k, name = unit
+        return (f"a difference of {k * g.difference:+.2f} {name} is not larger than its spread over seeds "
+                f"({k * g.spread:.2f})")
     return None
 
 
 def verdict(holds: bool, text: str, *, scale: Scale, seeds: int = 0, gaps=(), exact: bool = False,
-            scale_words: bool = True) -> str:
+            scale_words: bool = True, unit: tuple = (100.0, "points")) -> str:
     """``**Holds here** (scale). text``, ``**Does not hold here** ...`` or ``**Not judged at this scale**
     (why). text``.
 
     ``gaps``: the differences the claim rests on, each with its spread over seeds (``Gap``); ``seeds``:
     how many seeds each side of them has (the fewest); ``exact``: the claim is about a seed-independent
-    cost, which needs no seeds (but still no verdict at a smoke scale).
+    cost, which needs no seeds (but still no verdict at a smoke scale); ``unit``: as for ``judgeable``.
     """
-    why = judgeable(list(gaps), seeds, scale, exact)
+    why = judgeable(list(gaps), seeds, scale, exact, unit)
     if why is not None:
         return f"{NOT_JUDGED} ({why}). {text}"
     where = f" ({scale.text})" if scale_words and scale.text else ""
@@ -96,7 +98,8 @@ def gap_words(a: float, b: float, name_a: str, name_b: str, spread: float, seeds
     return f"{base}, {rel} than the spread over seeds ({unit * spread:.1f})"
 
 
-def ranked(rows, value, spread, seeds, name, scale: Scale, higher_better: bool = True):
+def ranked(rows, value, spread, seeds, name, scale: Scale, higher_better: bool = True,
+           unit: tuple = (100.0, "points")):
     """(winner's row, or None when the data cannot single one out, and the reason in words).
 
     The best row wins only if it beats the runner-up by more than the larger of their spreads with at
@@ -110,7 +113,7 @@ def ranked(rows, value, spread, seeds, name, scale: Scale, higher_better: bool =
         return order[0], ""
     best, second = order[0], order[1]
     g = Gap(value(best) - value(second), max(spread(best), spread(second)))
-    why = judgeable([g], min(seeds(best), seeds(second)), scale)
+    why = judgeable([g], min(seeds(best), seeds(second)), scale, unit=unit)
     if why is not None:
         return None, f"{name(best)} and {name(second)} are not told apart, {why}"
     return best, ""

@@ -147,15 +147,15 @@ def findings(rows: dict, scale: Scale, seeds: int) -> list:
     margin = cffm["accuracy_mean"] - cff["accuracy_mean"]
     out = [f"- **CFF above FF** (the paper's Table 1: CFF+M {cffm['paper']}% vs FF {ff['paper']}%, "
            f"{paper_gap:+.1f} points): " + verdict(
-               gap > 0, f"ours: {best['variant']} {_pct(best['accuracy_mean'])}% vs FF {_pct(ff['accuracy_mean'])}% "
+               gap > 0, f"Ours: {best['variant']} {_pct(best['accuracy_mean'])}% vs FF {_pct(ff['accuracy_mean'])}% "
                f"({100 * gap:+.1f} points, spread {100 * sd(best, ff):.1f}).", scale=scale, seeds=seeds,
                gaps=(Gap(gap, sd(best, ff)),)),
            f"- **The margins help** (CFF+M against CFF; paper {cffm['paper'] - cff['paper']:+.1f} points): " + verdict(
-               margin > 0, f"ours {100 * margin:+.1f} points (spread {100 * sd(cff, cffm):.1f}).", scale=scale,
+               margin > 0, f"Ours {100 * margin:+.1f} points (spread {100 * sd(cff, cffm):.1f}).", scale=scale,
                seeds=seeds, gaps=(Gap(margin, sd(cff, cffm)),)),
            f"- **CFF close to BP** (the paper's Table 3: CFF+M {paper_bp:+.1f} points against BP+CE on this "
            "model; here: within 3 points): " + verdict(
-               abs(to_bp) <= 0.03, f"ours: {best['variant']} {100 * to_bp:+.1f} points against BP "
+               abs(to_bp) <= 0.03, f"Ours: {best['variant']} {100 * to_bp:+.1f} points against BP "
                f"({_pct(bp['accuracy_mean'])}%; spread {100 * sd(best, bp):.1f}).", scale=scale, seeds=seeds,
                gaps=(Gap(abs(to_bp) - 0.03, sd(best, bp)),)),
            f"- **CFF converges faster than FF** (the paper's Fig. 6: 3 to 20 times fewer epochs). Ours, epochs "
