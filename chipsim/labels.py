@@ -8,7 +8,7 @@ them forgets the dataflow. ``settings`` reads them from a loaded config,
 """
 from __future__ import annotations
 
-from ..config import DATASET_SHAPES
+from .config import DATASET_SHAPES
 
 FIELDS = ("chip", "model", "negatives", "batch", "dataflow", "mapping", "precision", "scale")
 
@@ -35,7 +35,8 @@ def settings(cfg, model: str | None = None, scale: str = "", precision: str | No
 
 def line(s: dict) -> str:
     """``chip X, model Y, N = 9, batch 16, dataflow ..., mapping ..., W4/A4/G8/U16; scale: ...``."""
-    text = (f"chip {s['chip']}, model {s['model']}, N = {s['negatives']} negatives, batch {s['batch']}, "
+    n = f"N = {s['negatives']} negatives" if str(s["negatives"])[:1].isdigit() else f"N = {s['negatives']}"
+    text = (f"chip {s['chip']}, model {s['model']}, {n}, batch {s['batch']}, "
             f"dataflow {s['dataflow']}, mapping {s['mapping']}, {s['precision']}")
     return text + (f"; {s['scale']}" if s.get("scale") else "")
 

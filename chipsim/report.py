@@ -161,7 +161,12 @@ def by_op_rows(summary: dict) -> list:
 
 
 def _subtitle(summary: dict) -> str:
-    """The settings a figure was made with, for its title: rule, model, scale, overrides."""
+    """The settings a figure was made with, for its title: rule, then chip, model, N, batch, dataflow,
+    mapping, precision and scale (``labels``), then overrides."""
+    if summary.get("labels"):
+        from .labels import title_lines
+        over = f"\n{' '.join(summary['overrides'])}" if summary.get("overrides") else ""
+        return f"rule {summary['rule']}, " + title_lines(summary["labels"]) + over
     t = summary.get("training")
     scale = (f"{t['train_samples']} train images, {t['epochs']} epoch(s)" if t else "mapping only, no training")
     over = f"; {' '.join(summary['overrides'])}" if summary.get("overrides") else ""
@@ -219,6 +224,9 @@ def markdown(summary: dict, chip, layer_rows: list, history: list | None) -> str
              + f"{summary['seed']}.", ""]
     if summary.get("settings"):
         lines += [f"Settings: {summary['settings']}.", ""]
+    if summary.get("labels"):
+        from .labels import line
+        lines += [f"Every figure and table below: {line(summary['labels'])}.", ""]
     t = summary.get("training")
     if t and t.get("resumed_after_epoch"):
         lines += [f"Resumed from a checkpoint after epoch {t['resumed_after_epoch']}; times count every epoch.", ""]

@@ -105,3 +105,33 @@ def test_compare_figures_and_table_name_every_setting(tmp_path, titles):
             assert word in title, (name, word)
         assert "cnn_family(depth, width=32" in title
     assert t["settings"]["labels"]["negatives"] == "9"
+
+
+def test_run_figures_and_report_name_every_setting(tmp_path, monkeypatch):
+    from chipsim.runner import map as chip_map
+    seen = {}
+    real = plots.save
+
+    def save(fig, path):
+        seen[Path(path).name] = " ".join(ax.get_title() for ax in fig.axes)
+        return real(fig, path)
+    monkeypatch.setattr(plots, "save", save)
+    chip_map(SMALL, ("training.batch_size=8",), out_dir=str(tmp_path / "m"), progress=False)
+    for name in ("gantt.png", "sram_heatmap.png", "link_traffic.png"):
+        for word in SETTINGS_WORDS:
+            assert word in seen[name], (name, word)
+        assert "batch 8" in seen[name] and "no training" in seen[name]
+    report = (tmp_path / "m" / "report.md").read_text()
+    assert "Every figure and table below: chip 44core_4bit (4x11 cores), model cnn_small, N = 9 negatives, " \
+           "batch 8, dataflow negatives parallel, batch update, mapping fit, micro-batch 1, W4/A4/G8/U16" in report
+
+
+def test_dataflow_table_names_its_settings():
+    from chipsim.experiments.dataflow import markdown
+    t = {"settings": {"chip": "c (1x2 cores)", "model": "m", "negatives": "per row", "batch": "4",
+                      "dataflow": "per row", "mapping": "fit, micro-batch 1", "precision": "W4/A4/G8/U16",
+                      "scale": "one engine step"},
+         "datasets": [], "depths": [], "rows": [], "verdicts": [], "points": 0, "chip": "c", "batch_size": 4,
+         "compute_seconds": 0.0, "seconds": 0.0}
+    assert markdown(t)[0] == ("Settings: chip c (1x2 cores), model m, N = per row, batch 4, dataflow per "
+                              "row, mapping fit, micro-batch 1, W4/A4/G8/U16; one engine step.")

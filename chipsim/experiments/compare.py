@@ -26,7 +26,7 @@ from ..errors import ConfigError, MappingError, OutputError
 from ..modelspec import cnn_family
 from ..report import atomic_write, write_json
 from . import args as check
-from . import labels
+from .. import labels
 from .cluster import check_cluster
 from .jobs import RESULTS_NAME, limit_threads, run_points, threads_per_job
 from .keys import point_key

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 
-from .. import provenance
+from .. import labels, provenance
 from ..config import load_config
 from ..report import atomic_write, write_json
 from .compare import PAPER_RATIO, _point
@@ -73,7 +73,10 @@ def dataflow(config: str = "hwconfigs/176core_512k.yaml", out_dir: str = "report
     pts = points(cfg.path, datasets, depths, negatives, jobs)
     res = run_points(_point, pts, out_dir, jobs=jobs, progress=progress, desc="dataflow", cluster=cluster)
     rows = table_rows(pts, res, datasets, depths, negatives)
+    words = labels.settings(cfg, model="cnn_family(depth, width=32)", scale="one engine step per point, no training")
+    words.update(negatives="per row", dataflow="per row (mapping.negatives x training.update)")
     table = {"config": cfg.path, "chip": cfg.hw.chip.name, "batch_size": cfg.hw.training.batch_size,
+             "settings": words,
              "datasets": list(datasets), "depths": list(depths), "negatives": list(negatives), "rows": rows,
              "lock": lock_summary(pts, res), "recompute": recompute_summary(pts, res),
              "compute_seconds": sum(res[p["key"]].get("engine_seconds", 0.0) + res[p["key"]].get("chip_seconds", 0.0)
@@ -258,7 +261,7 @@ def _fmt(v):
 
 def markdown(table) -> list:
     """The verdict table: per input shape and depth, rows = dataflow x N, columns = DF-R/BP | DF-O/BP per metric."""
-    lines = []
+    lines = [f"Settings: {labels.line(table['settings'])}.", ""] if table.get("settings") else []
     head = "| negatives | update | N | " + " | ".join(f"{label} R / O" for _, _, label in METRICS) + " |"
     for ds in table["datasets"]:
         for d in table["depths"]:

@@ -20,10 +20,10 @@ from ..atomic import make_dirs
 from ..config import PRESET_DIR, load_config
 from ..errors import OutputError
 from ..rundir import check_writable
-from .. import provenance
+from .. import labels, provenance
 from ..report import atomic_write, write_json
 from . import args as check
-from . import labels, rule_table, vit_table
+from . import rule_table, vit_table
 from .cluster import open_cluster
 from .compare import compare
 from .dataflow import dataflow

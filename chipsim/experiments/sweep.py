@@ -22,7 +22,7 @@ from ..noise import KINDS, LEVELS, NoiseSpec
 from ..report import atomic_write, write_json
 from ..styles import numeric_order
 from . import args as check
-from . import labels
+from .. import labels
 from .cluster import check_cluster
 from .jobs import RESULTS_NAME, limit_threads, run_points, threads_per_job
 from .keys import point_key

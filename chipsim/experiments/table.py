@@ -22,7 +22,7 @@ from ..config import LoadedConfig, load_config
 from ..errors import OutputError
 from ..report import atomic_write, write_json
 from . import args as check
-from . import labels
+from .. import labels
 from .cluster import check_cluster
 from .jobs import RESULTS_NAME, run_points, threads_per_job
 from .keys import point_key
