@@ -194,8 +194,8 @@ def table(config, rules=("bp", "df-o", "df-r"), seeds=(0, 1, 2), overrides: Over
 
 
 def reproduce(out_dir: str = "reports", quick: bool = False, jobs: int | None = None, progress: bool = True,
-              cluster=None):
+              cluster=None, ladder: bool = True):
     """Regenerate every table and figure of the paper's evaluation. See ``chipsim.experiments.reproduce``.
     ``cluster``: as for :func:`compare`, opened once for every experiment."""
     from .experiments.reproduce import reproduce as _reproduce
-    return _reproduce(out_dir=out_dir, quick=quick, jobs=jobs, progress=progress, cluster=cluster)
+    return _reproduce(out_dir=out_dir, quick=quick, jobs=jobs, progress=progress, cluster=cluster, ladder=ladder)

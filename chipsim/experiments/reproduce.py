@@ -48,12 +48,14 @@ class Plan:
     dataflow_depths: tuple = (11, 25)
     dataflow_negatives: tuple = (1, 3, 9)
     vit: bool = True                                    # the vision-transformer table (``vit_table``)
+    ladder_epochs: tuple = ()                           # the budget ladder's rungs (``ladder``)
 
 
 PLANS = {
     # the committed reports/: every training on all 4,000 mnist5k images, 3 epochs, 3 seeds
     "full": Plan("full", epochs=3, train_limit=None, test_limit=None, depths=(5, 8, 11, 15, 20, 25),
-                 levels=(0, 1, 2, 3, 4, 5), bits=(32, 8, 4, 2), negatives=(1, 3, 9, "avg"), seeds=(0, 1, 2)),
+                 levels=(0, 1, 2, 3, 4, 5), bits=(32, 8, 4, 2), negatives=(1, 3, 9, "avg"), seeds=(0, 1, 2),
+                 ladder_epochs=(3, 10, 30)),
     "quick": Plan("quick", epochs=1, train_limit=400, test_limit=200, depths=(3, 5), levels=(0, 3, 5), bits=(32, 4),
                   negatives=(1, "avg"), seeds=(0,), rule_variants=("ff", "symba", "df greedy", "df-o", "df-r", "bp", "cwc + head"),
                   dataflow_datasets=("mnist",), dataflow_depths=(4,), dataflow_negatives=(1, 9), vit=False),
@@ -70,8 +72,12 @@ def _limits(train, test) -> list:
 
 
 def reproduce(config: str | None = None, compare_config: str | None = None, out_dir: str = "reports",
-              quick: bool = False, jobs: int | None = None, progress: bool = True, cluster=None) -> dict:
+              quick: bool = False, jobs: int | None = None, progress: bool = True, cluster=None,
+              ladder: bool = True) -> dict:
     """Run every experiment of the plan and write ``out_dir/README.md`` plus one folder per experiment.
+
+    ``ladder=False`` leaves out the budget ladder (the ranked rules retrained at 10 and 30 epochs, hours
+    at the full scale): the report then says it was not run.
 
     ``config`` / ``compare_config`` default to the shipped presets ``44core_4bit`` and ``176core_512k``
     (found beside the package, whatever the working directory). ``cluster``: run every experiment's
@@ -80,10 +86,10 @@ def reproduce(config: str | None = None, compare_config: str | None = None, out_
     config = config or os.path.join(PRESET_DIR, "44core_4bit.yaml")
     compare_config = compare_config or os.path.join(PRESET_DIR, "176core_512k.yaml")
     with open_cluster(cluster, jobs) as client:
-        return _reproduce(config, compare_config, out_dir, quick, jobs, progress, client)
+        return _reproduce(config, compare_config, out_dir, quick, jobs, progress, client, ladder)
 
 
-def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster) -> dict:
+def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, ladder=True) -> dict:
     plan = PLANS["quick" if quick else "full"]
     jobs = check.jobs(jobs) or os.cpu_count() or 1
     t0 = time.perf_counter()
@@ -137,6 +143,13 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster) 
     results["negatives"] = sweep(config, ("df-o",), negatives=plan.negatives, seeds=plan.seeds, overrides=scale,
                                  out_dir=os.path.join(out_dir, "negatives"), jobs=jobs, progress=progress,
                                  cluster=cluster)
+    # 1b. the budget ladder: the ranked rules at 3, 10 and 30 epochs (the plan's own budget reused)
+    if ladder and plan.ladder_epochs:
+        from .ladder import ladder as budget_ladder
+        results["ladder"] = budget_ladder(
+            config, plan.seeds, _limits(plan.train_limit, plan.test_limit), plan.ladder_epochs,
+            os.path.join(out_dir, "ladder"), jobs, progress, cluster, reuse={plan.epochs: results["rules"]},
+            settings=labels.title_lines(labels.settings(cfg, scale="mnist5k")))
     # 7. Contrastive Forward-Forward, FF and BP on a vision transformer
     if plan.vit:
         results["vit"] = vit_table.vit_table(config, plan.seeds, scale, os.path.join(out_dir, "vit"), jobs,
@@ -154,7 +167,11 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster) 
 def _logged_points(out_dir: str) -> set:
     """(experiment, key) of every point logged in ``out_dir/*/points.jsonl``: what a rerun reuses."""
     out = set()
-    for name in sorted(os.listdir(out_dir)):
+    names = sorted(os.listdir(out_dir))
+    ladder_dir = os.path.join(out_dir, "ladder")
+    if os.path.isdir(ladder_dir):                      # the ladder keeps one folder per rung
+        names += [os.path.join("ladder", n) for n in sorted(os.listdir(ladder_dir))]
+    for name in names:
         path = os.path.join(out_dir, name, RESULTS_NAME)
         if os.path.isfile(path):
             out |= {(name, key) for key in load_done(path)}
@@ -171,6 +188,9 @@ def _compute_minutes(res: dict) -> float:
         total += sum(p.get("seconds", 0.0) for p in res[k]["points"])
     if "vit" in res:
         total += sum(r["train_seconds_mean"] * len(res["vit"]["seeds"]) for r in res["vit"]["rows"])
+    for e, rows in (res.get("ladder") or {}).get("rungs", {}).items():
+        if e != res["plan"]["epochs"]:                 # the plan's own rung is the rule table, counted above
+            total += sum(s for r in rows for s in r.get("train_seconds", []))
     return total / 60
 
 

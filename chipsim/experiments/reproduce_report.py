@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import provenance
-from . import rule_table, vit_table
+from . import ladder, rule_table, vit_table
 from .dataflow import markdown as dataflow_markdown
 from .sweep import drops
 from .verdicts import Gap, Scale, gap_words, verdict
@@ -69,6 +69,8 @@ def markdown(res: dict, plan, compute_minutes: float) -> str:
         lines += ["**A smoke test: no claim below is judged.** One seed of a few hundred images for one epoch "
                   "cannot tell the rules apart; run `chipsim reproduce` (without `--quick`) for verdicts.", ""]
     lines += _accuracy_section(res, scale)
+    if plan.ladder_epochs:
+        lines += ladder.markdown(res.get("ladder"), scale)
     lines += _memory_section(res, plan, scale)
     lines += _dataflow_section(res)
     lines += _noise_section(res, scale)
