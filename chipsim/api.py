@@ -22,7 +22,7 @@ from .config import HwConfig, LoadedConfig, load_config
 from .modelspec import Block, ModelSpec
 from .schema import reference
 
-__all__ = ["validate", "config_reference", "run", "map", "compare", "sweep", "reproduce"]
+__all__ = ["validate", "config_reference", "run", "map", "compare", "sweep", "table", "reproduce"]
 
 #: ``--set key=value`` strings, or a mapping ``{"training.epochs": 2, ...}`` of the same keys to values
 Overrides = Union[Iterable[str], Mapping[str, object]]
@@ -198,9 +198,23 @@ def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bit
                   out_dir=out_dir, jobs=jobs, progress=progress, gain_std=gain_std, cluster=cluster)
 
 
+def table(config, rules=("bp", "df-o", "df-r"), seeds=(0, 1, 2), overrides: Overrides = (),
+          out_dir: str | None = None, jobs: int | None = None, progress: bool = True, cluster=None, *,
+          model: str | None = None):
+    """Train each rule over the seeds on one model and chip: accuracy (mean ± sd) beside SRAM, latency and
+    energy. See ``chipsim.experiments.table``. ``cluster``: as for :func:`compare`."""
+    from .experiments.table import table as _table
+    if isinstance(rules, str):
+        rules = (rules,)
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = (seeds,)
+    return _table(_load(config, overrides, None, model), rules, seeds, out_dir=out_dir, jobs=jobs,
+                  progress=progress, cluster=cluster)
+
+
 def reproduce(out_dir: str = "reports", quick: bool = False, jobs: int | None = None, progress: bool = True,
-              cluster=None):
+              cluster=None, ladder: bool = True):
     """Regenerate every table and figure of the paper's evaluation. See ``chipsim.experiments.reproduce``.
     ``cluster``: as for :func:`compare`, opened once for every experiment."""
     from .experiments.reproduce import reproduce as _reproduce
-    return _reproduce(out_dir=out_dir, quick=quick, jobs=jobs, progress=progress, cluster=cluster)
+    return _reproduce(out_dir=out_dir, quick=quick, jobs=jobs, progress=progress, cluster=cluster, ladder=ladder)

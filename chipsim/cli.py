@@ -231,8 +231,40 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _configure_table(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Train each rule of --rules once per seed of --seeds on the config's model and chip (every "
+        "training in parallel, like any experiment), then write table.md, table.json, accuracy.png and "
+        "points.jsonl: accuracy as mean ± sample standard deviation over the seeds and each seed's, beside "
+        "the chip's SRAM (sum over cores, worst core, whole-batch), cores, step latency and energy per "
+        "sample of one training step, and each rule's ratio to bp on the same model and chip. The most "
+        "accurate rule is named only when at least 2 seeds separate it from the next by more than their "
+        "spread. The scale is the config's (--set training.epochs=..., workload.train_limit=...); rerun "
+        "with the same --out to resume.")
+    p.add_argument("config", metavar="HWCONFIG", help="chip + workload file (its model, dataset and scale)")
+    p.add_argument("--rules", default="bp,df-o,df-r", help="comma-separated rules (default: bp,df-o,df-r)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, at least 2 for a spread "
+                   "(default: 0,1,2)")
+    p.add_argument("--jobs", type=int, default=None, help="parallel trainings, >= 1 (default: all cores)")
+    add_cluster_option(p)
+    add_set_option(p)
+    add_out_option(p, "reports/runs/<config>-table-<timestamp>/; rerun with the same --out to resume")
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from . import api
+    t = api.table(args.config, _csv_list(args.rules, "--rules", what="rules"),
+                  _csv_list(args.seeds, "--seeds", int, "integers"), args.overrides, out_dir=args.out,
+                  jobs=args.jobs, cluster=args.cluster)
+    from .experiments.table import markdown
+    print(markdown(t))
+    return EXIT_OK
+
+
 def _configure_reproduce(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="minutes-long smoke version (what CI runs)")
+    p.add_argument("--no-ladder", action="store_true", help="leave out the budget ladder (the ranked rules "
+                   "retrained at 10 and 30 epochs, hours at the full scale); the report says it was not run")
     p.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
     add_cluster_option(p)
     add_out_option(p, "reports/ (or a temp-like reports/runs/quick-<timestamp>/ with --quick)")
@@ -243,7 +275,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise ChipsimError(f"--jobs {args.jobs}: must be >= 1 (or leave it out to use every core)")
     out = args.out or (rundir.new_default("quick") if args.quick else "reports")
-    api.reproduce(out_dir=out, quick=args.quick, jobs=args.jobs, cluster=args.cluster)
+    api.reproduce(out_dir=out, quick=args.quick, jobs=args.jobs, cluster=args.cluster, ladder=not args.no_ladder)
     print(f"report: {os.path.join(out, 'README.md')}")
     return EXIT_OK
 
@@ -271,6 +303,9 @@ COMMANDS: list[Command] = [
     Command("sweep", "accuracy vs noise level, bit width or number of negatives (Fig. 4C-E, S3, Table 2)",
             _configure_sweep, cmd_sweep,
             example="chipsim sweep hwconfigs/44core_4bit.yaml --noise shot,impulse --levels 0-5 --rules bp,df-o"),
+    Command("table", "train several rules over several seeds on one model and chip: accuracy (mean ± sd) "
+            "beside SRAM, latency and energy", _configure_table, cmd_table,
+            example="chipsim table hwconfigs/44core_4bit.yaml --rules bp,df-o,df-r --seeds 0,1,2"),
     Command("reproduce", "regenerate every table and figure under reports/, beside the paper's numbers",
             _configure_reproduce, cmd_reproduce, example="chipsim reproduce --quick"),
     Command("validate", "check an hwconfig (and its model file) and print it fully resolved",

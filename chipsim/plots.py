@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .atomic import atomic_file  # noqa: E402
+from .styles import rule_style  # noqa: E402
 
 KIND_COLORS = {"fwd": "#4C72B0", "goodness": "#8172B2", "loss": "#937860", "grad_w": "#DD8452",
                "grad_x": "#C44E52", "feedback": "#55A868", "update": "#64B5CD", "send": "#999999",
@@ -170,23 +171,27 @@ def training_curve(history: list, path: str, title: str) -> str:
     return save(fig, path)
 
 
-MARKERS = ("o", "s", "^", "D", "v", "P")
 LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1)), (0, (1, 1)))
 
 
 def lines(series: dict, x_label: str, y_label: str, path: str, title: str, errors: dict | None = None,
-          xticks=None, hline=None, y_from_zero: bool = False, marks: dict | None = None) -> str:
+          xticks=None, hline=None, y_from_zero: bool = False, marks: dict | None = None,
+          xticklabels=None, log2_x: bool = False) -> str:
     """Generic multi-series line plot: series name -> (xs, ys); optional error bars per series.
 
-    Each series has its own marker, line style and a smaller marker than the
-    one before, so two series with the same values (DF-O on DF-R) both show.
+    A series named after a rule has that rule's colour and marker in every
+    figure (``chipsim.styles``); each series also has its own line style and a
+    smaller marker than the one before, so two series with the same values
+    (DF-O on DF-R) both show. Numeric x values are plotted as numbers, so
+    they sort as numbers; text x values (``avg``) keep their order.
     ``y_from_zero`` starts the y axis at 0: ratios and sizes read honestly.
     ``marks``: label -> (xs, ys) drawn as points only (e.g. a paper's figures).
     """
     fig, ax = plt.subplots(figsize=(5.8, 3.8))
     for i, (name, (xs, ys)) in enumerate(series.items()):
         err = errors.get(name) if errors else None
-        ax.errorbar(xs, ys, yerr=err, marker=MARKERS[i % len(MARKERS)], ls=LINESTYLES[i % len(LINESTYLES)],
+        st = rule_style(name, i)
+        ax.errorbar(xs, ys, yerr=err, marker=st.marker, color=st.color, ls=LINESTYLES[i % len(LINESTYLES)],
                     ms=max(3.5, 9 - 2 * i), mfc="none" if i else None, capsize=3, label=name, zorder=3 + i)
     for name, (xs, ys) in (marks or {}).items():
         ax.plot(xs, ys, ls="none", marker="*", ms=12, color="black", label=name, zorder=10)
@@ -194,8 +199,13 @@ def lines(series: dict, x_label: str, y_label: str, path: str, title: str, error
         ax.axhline(hline[0], color="gray", ls=":", lw=1, label=hline[1])
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
+    if log2_x:
+        ax.set_xscale("log", base=2)
+        ax.minorticks_off()
     if xticks is not None:
         ax.set_xticks(xticks)
+        ax.set_xticklabels(xticklabels if xticklabels is not None else [f"{x:g}" if isinstance(x, (int, float))
+                                                                           else str(x) for x in xticks])
     if y_from_zero:
         ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)

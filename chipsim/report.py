@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from . import plots
+from . import perfetto, plots
 from .atomic import atomic_file, staged_dir
 from .chip.pool import PYTORCH_UNSIZED
 from .trace import CATEGORIES
@@ -161,7 +161,12 @@ def by_op_rows(summary: dict) -> list:
 
 
 def _subtitle(summary: dict) -> str:
-    """The settings a figure was made with, for its title: rule, model, scale, overrides."""
+    """The settings a figure was made with, for its title: rule, then chip, model, N, batch, dataflow,
+    mapping, precision and scale (``labels``), then overrides."""
+    if summary.get("labels"):
+        from .labels import title_lines
+        over = f"\n{' '.join(summary['overrides'])}" if summary.get("overrides") else ""
+        return f"rule {summary['rule']}, " + title_lines(summary["labels"]) + over
     t = summary.get("training")
     scale = (f"{t['train_samples']} train images, {t['epochs']} epoch(s)" if t else "mapping only, no training")
     over = f"; {' '.join(summary['overrides'])}" if summary.get("overrides") else ""
@@ -187,6 +192,7 @@ def write_run(out_dir: str, summary: dict, chip, history: list | None) -> dict:
         plots.link_traffic(cd, at("link_traffic.png"), f"{name}: NoC traffic per link, one step\n{sub}")
         plots.gantt(chip.gantt_rows(), chip.latency_cycles, chip.spec.clock_mhz, at("gantt.png"),
                     f"{name}: one training step per core\n{sub}", layer_names=_layer_names(chip))
+        perfetto.write(chip, at(perfetto.NAME), f"{name}: one training step; {sub}")
         if history:
             plots.training_curve(history, at("training.png"), f"{name}: training\n{sub}")
         slim = dict(summary)
@@ -218,6 +224,9 @@ def markdown(summary: dict, chip, layer_rows: list, history: list | None) -> str
              + f"{summary['seed']}.", ""]
     if summary.get("settings"):
         lines += [f"Settings: {summary['settings']}.", ""]
+    if summary.get("labels"):
+        from .labels import line
+        lines += [f"Every figure and table below: {line(summary['labels'])}.", ""]
     t = summary.get("training")
     if t and t.get("resumed_after_epoch"):
         lines += [f"Resumed from a checkpoint after epoch {t['resumed_after_epoch']}; times count every epoch.", ""]
@@ -251,7 +260,10 @@ def markdown(summary: dict, chip, layer_rows: list, history: list | None) -> str
                 f"sample {c['instance']}" if cd["micro_batch"] == 1 else f"micro-batch {c['instance']}")
         lines.append(f"- layer {c['layer']} `{c['op']}` ({c['kind']}, {when}): "
                      f"{c['start']:.0f} → {c['end']:.0f} cycles, gated by {c['gated_by']}")
-    lines += ["", "![Gantt](gantt.png)", "", "## NoC", "",
+    lines += ["", "![Gantt](gantt.png)", "",
+              f"The same schedule, zoomable, with every op's MACs, bytes and pJ and every transfer as an arrow: "
+              f"open `{perfetto.NAME}` at https://ui.perfetto.dev (Open trace file) or in chrome://tracing.", "",
+              "## NoC", "",
               _md_table([{"tag": k, "KiB per step": f"{v / 1024:.1f}"} for k, v in cd["noc"]["tag_bytes"].items()],
                         ["tag", "KiB per step"]), "", "![links](link_traffic.png)", "",
               "## Energy per sample", "",
@@ -268,4 +280,7 @@ def markdown(summary: dict, chip, layer_rows: list, history: list | None) -> str
                                   "energy (µJ)": f"{inf['energy_pj'] / 1e6:.4f}"}
                                  for mode, inf in summary["inference"].items()],
                                 ["mode", "passes", "latency (µs)", "energy (µJ)"]), ""]
+    if summary.get("provenance"):
+        from .provenance import markdown as provenance_markdown
+        lines += provenance_markdown(summary["provenance"])
     return "\n".join(lines)

@@ -24,7 +24,7 @@ from importlib import metadata
 
 import numpy as np
 
-from . import checkpoint, rundir
+from . import checkpoint, labels, provenance, rundir
 from .config import DATASET_SHAPES, LoadedConfig, load_config
 from .errors import CheckpointError, OutputError
 from .schema import to_plain
@@ -81,7 +81,17 @@ def _base_summary(cfg: LoadedConfig, command: str) -> dict:
         "precision": to_plain(hw.precision), "config": cfg.to_dict(), "settings": describe(cfg),
         "versions": {"python": platform.python_version(), "numpy": np.__version__, "numba": _version("numba"),
                      "torch": _version("torch")},
+        "provenance": provenance.collect(command),
+        "labels": labels.settings(cfg, scale=_scale_words(cfg, command)),
     }
+
+
+def _scale_words(cfg: LoadedConfig, command: str) -> str:
+    wl, tr = cfg.hw.workload, cfg.hw.training
+    if command == "map":
+        return f"one engine step on synthetic {wl.dataset}-shaped input, no training"
+    return (f"{wl.dataset}, train_limit {_limit(wl.train_limit)}, test_limit {_limit(wl.test_limit)}, "
+            f"{tr.epochs} epoch(s), seed {tr.seed}")
 
 
 class _Synthetic:

@@ -241,7 +241,7 @@ def test_api_takes_a_mapping_of_overrides_and_the_cli_shorthands(tmp_path):
 
 
 def test_public_api_matches_the_cli():
-    for name in ("run", "map", "validate", "compare", "sweep", "reproduce"):
+    for name in ("run", "map", "validate", "compare", "sweep", "table", "reproduce"):
         assert callable(getattr(chipsim, name)), name
 
 

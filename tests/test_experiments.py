@@ -141,20 +141,13 @@ def test_reproduce_quick_writes_every_section(tmp_path):
                     "## 5. Number of", "## The rule table"):
         assert heading in text
 
-    def holds(claim: str) -> bool:
-        """The verdict printed for a claim; exactly one of the two verdicts, on the claim's own line."""
+    # a smoke test judges nothing (issue 26): every claim is stated with its numbers, none with a verdict
+    assert "**Holds here" not in text and "**Does not hold here" not in text
+    for claim in ("- FF < SymBa < DF:", "- greedy < DF-R ≤ DF-O:", "- 4-bit still works"):
         line = next(line for line in text.splitlines() if line.startswith(claim))
-        yes, no = "**Holds here.**" in line, "**Does not hold here.**" in line
-        assert yes != no, line
-        return yes
-
-    # each verdict agrees with the numbers it is about
-    a = {r["variant"].replace("df greedy", "df"): r["accuracy_mean"] for r in res["rules"]["rows"]}
-    assert holds("- FF < SymBa < DF:") == (a["ff"] < a["symba"] < a["df"])
-    assert holds("- greedy < DF-R ≤ DF-O:") == (a["df"] < a["df-r"] <= a["df-o"])
-    bits = {x: (m, sd) for x, m, sd in res["bits"]["curves"]["bits"]["df-o"]}
-    assert holds("- 4-bit still works") == (bits[32][0] - bits[4][0] <= 0.02 + max(bits[32][1], bits[4][1]))
-    assert text.count("**Holds here.**") + text.count("**Does not hold here.**") >= 5
+        assert "**Not judged at this scale**" in line, line
+    assert "Most accurate: not judged at this scale" in text
+    assert text.count("**Not judged at this scale**") >= 5
     assert "| sequential-recompute | immediate | 9 |" in text            # the verdict table's rows
     for f in ("accuracy/accuracy.png", "compare/compare.md", "noise/sweep.md", "bits/accuracy_vs_bits.png",
               "negatives/accuracy_vs_negatives.png", "rules/rules.json", "dataflow/dataflow.md",

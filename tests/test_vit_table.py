@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from chipsim.experiments.verdicts import FAILS, HOLDS, NOT_JUDGED, Scale
 from chipsim.experiments.vit_table import CONVERGED_POINTS, epochs_to_converge, findings
+
+SCALE = Scale("synthetic rows, 3 seeds")
 
 PAPER = {"cff": 78.70, "cff+m": 80.42, "ff": 76.21, "bp": 76.92}
 
@@ -14,7 +17,8 @@ def _rows(acc: dict, curves: dict | None = None, **chip) -> dict:
     out = {}
     for v in ("cff", "cff+m", "ff", "bp"):
         curve = (curves or {}).get(v, [acc[v]])
-        out[v] = {"variant": v, "accuracy_mean": acc[v], "paper": PAPER[v], "per_epoch_mean": curve,
+        out[v] = {"variant": v, "accuracy_mean": acc[v], "accuracy_std": chip.get("sd", 0.0), "paper": PAPER[v],
+                  "per_epoch_mean": curve,
                   "epochs_to_converge": epochs_to_converge(curve),
                   "total_peak_bytes": chip.get("sram", {}).get(v, 100.0), "latency_us": chip.get("lat", {}).get(v, 10.0),
                   "energy_step_pj": chip.get("pj", {}).get(v, 1e6),
@@ -24,33 +28,41 @@ def _rows(acc: dict, curves: dict | None = None, **chip) -> dict:
 
 
 def _claims(rows) -> dict:
-    lines = findings(rows)
-    assert len(lines) == 4
-    return dict(zip(("above_ff", "close_to_bp", "faster", "chip"), lines))
+    lines = findings(rows, SCALE, seeds=3)
+    assert len(lines) == 5
+    return dict(zip(("above_ff", "margins", "close_to_bp", "faster", "chip"), lines))
 
 
 def test_favourable_numbers_say_reproduced():
     c = _claims(_rows({"cff": 0.70, "cff+m": 0.72, "ff": 0.60, "bp": 0.74}))
-    assert c["above_ff"] == ("- **CFF above FF** (the paper's Table 1: CFF+M 80.42% vs FF 76.21%, +4.2 points). Ours: "
-                             "cff+m 72.0% vs FF 60.0% (+12.0 points): reproduced. The margins help here (CFF+M "
-                             "+2.0 points against CFF; paper +1.7).")
-    assert c["close_to_bp"].endswith("Ours: cff+m -2.0 points against BP (74.0%): within 3 points.")
+    assert c["above_ff"] == ("- **CFF above FF** (the paper's Table 1: CFF+M 80.42% vs FF 76.21%, +4.2 points): "
+                             f"{HOLDS} (synthetic rows, 3 seeds). Ours: cff+m 72.0% vs FF 60.0% (+12.0 points, "
+                             "spread 0.0).")
+    assert c["margins"].startswith(f"- **The margins help** (CFF+M against CFF; paper +1.7 points): {HOLDS}")
+    assert c["margins"].endswith("Ours +2.0 points (spread 0.0).")
+    assert HOLDS in c["close_to_bp"] and c["close_to_bp"].endswith("Ours: cff+m -2.0 points against BP (74.0%; spread 0.0).")
 
 
 def test_unfavourable_numbers_say_not_reproduced():
     c = _claims(_rows({"cff": 0.55, "cff+m": 0.50, "ff": 0.60, "bp": 0.80}))
-    assert "Ours: cff 55.0% vs FF 60.0% (-5.0 points): not reproduced. The margins do not help here (CFF+M " \
-           "-5.0 points against CFF" in c["above_ff"]
-    assert c["close_to_bp"].endswith("Ours: cff -25.0 points against BP (80.0%): not within 3 points.")
+    assert FAILS in c["above_ff"] and "Ours: cff 55.0% vs FF 60.0% (-5.0 points" in c["above_ff"]
+    assert FAILS in c["margins"] and "Ours -5.0 points" in c["margins"]
+    assert FAILS in c["close_to_bp"] and "Ours: cff -25.0 points against BP (80.0%" in c["close_to_bp"]
+
+
+def test_a_gap_within_its_spread_is_not_judged():
+    c = _claims(_rows({"cff": 0.70, "cff+m": 0.72, "ff": 0.69, "bp": 0.74}, sd=0.05))
+    assert NOT_JUDGED in c["above_ff"] and NOT_JUDGED in c["margins"]
 
 
 def test_ties_are_not_wins_and_a_gap_printed_as_3_points_is_within_3_points():
     c = _claims(_rows({"cff": 0.70, "cff+m": 0.70, "ff": 0.70, "bp": 0.73}))
-    assert "(+0.0 points): not reproduced. The margins do not help here (CFF+M +0.0 points" in c["above_ff"]
+    assert HOLDS not in c["above_ff"] and "(+0.0 points" in c["above_ff"]
+    assert HOLDS not in c["margins"] and "Ours +0.0 points" in c["margins"]
     # 0.73 - 0.70 is 0.030000000000000027 in floating point: the sentence must agree with the number it prints
-    assert c["close_to_bp"].endswith("Ours: cff -3.0 points against BP (73.0%): within 3 points.")
+    assert HOLDS in c["close_to_bp"] and "Ours: cff -3.0 points against BP (73.0%" in c["close_to_bp"]
     c = _claims(_rows({"cff": 0.70, "cff+m": 0.60, "ff": 0.60, "bp": 0.6690}))
-    assert c["close_to_bp"].endswith("Ours: cff +3.1 points against BP (66.9%): not within 3 points.")
+    assert FAILS in c["close_to_bp"] and "Ours: cff +3.1 points against BP (66.9%" in c["close_to_bp"]
 
 
 def test_convergence_in_epochs_and_the_first_epochs_share():
@@ -79,4 +91,4 @@ def test_the_chip_sentence_gives_each_rules_ratio_to_bp():
 def test_close_to_bp_threshold_either_side(gap):
     """-3.0 printed (0.0299, 0.0304) is within 3 points; -3.5 is not."""
     c = _claims(_rows({"cff": 0.70, "cff+m": 0.60, "ff": 0.60, "bp": 0.70 + gap}))
-    assert c["close_to_bp"].endswith("not within 3 points.") == (gap > 0.035)
+    assert (FAILS in c["close_to_bp"]) == (gap > 0.035)

@@ -60,7 +60,7 @@ class ChipReport:
                 for d, i, s, e, g in self.schedule.critical_path]
 
     def gantt_rows(self) -> list:
-        """One row per (core, op instance): core, row, col, layer, op, kind, instance, start, end (cycles)."""
+        """One row per (core, op instance): core, row, col, layer, op, op_id, kind, instance, start, end (cycles)."""
         rows, ops, S = [], self.trace.ops, self.trace.samples
         cyc = {}
         for layer in self.mapping.layers:
@@ -75,7 +75,7 @@ class ChipReport:
                 n = 1.0 if o.scope == "step" else self.schedule.groups[i]
                 for s, per, fixed in zip(sl, *cyc[d]):
                     rows.append({"core": s.core, "row": s.coord[0], "col": s.coord[1], "layer": layer.index,
-                                 "op": o.name, "kind": o.kind,
+                                 "op": o.name, "op_id": d, "kind": o.kind,
                                  "instance": None if o.scope == "step" else i,
                                  "start": t, "end": t + per * n + fixed})
         return rows

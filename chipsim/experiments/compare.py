@@ -20,12 +20,13 @@ import os
 import time
 
 
-from .. import rundir
+from .. import provenance, rundir
 from ..config import LoadedConfig, check_model, load_config
 from ..errors import ConfigError, MappingError, OutputError
 from ..modelspec import cnn_family
 from ..report import atomic_write, write_json
 from . import args as check
+from .. import labels
 from .cluster import check_cluster
 from .jobs import RESULTS_NAME, limit_threads, run_points, threads_per_job
 from .keys import point_key
@@ -117,11 +118,13 @@ def _backward_time_us(chip) -> float:
     return chip.spec.cycles_to_us(max(last_any - last_fwd, 0.0))
 
 
-def _settings(cfg: LoadedConfig) -> dict:
-    """What the table was made with, for its markdown and plot titles."""
+def _settings(cfg: LoadedConfig, model: str | None = None) -> dict:
+    """What the table was made with, for its markdown and plot titles (``labels``: chip, model, N, batch,
+    dataflow, mapping, precision, scale)."""
     hw = cfg.hw
     n = hw.learning.negatives
-    return {"overrides": list(cfg.overrides), "batch_size": hw.training.batch_size,
+    return {"labels": labels.settings(cfg, model=model, scale="one engine step per point, no training"),
+            "overrides": list(cfg.overrides), "batch_size": hw.training.batch_size,
             "negatives": "classes - 1 (9)" if n is None else n, "negative_reduce": hw.learning.negative_reduce,
             "precision": f"W{hw.precision.weight_bits}/A{hw.precision.activation_bits}/"
                          f"G{hw.precision.gradient_bits}/U{hw.precision.update_bits}",
@@ -199,7 +202,9 @@ def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), wi
                  "rules": rules, "depths": list(depths), "model": cfg.model.name if own_model else None,
                  "dataset": cfg.hw.workload.dataset, "negatives": cfg.hw.mapping.negatives,
                  "update": cfg.hw.training.update, "batch_size": cfg.hw.training.batch_size,
-                 "settings": _settings(cfg), "rows": rows, "ratios": ratios(rows, rules, depths)}
+                 "settings": _settings(cfg, None if own_model else f"cnn_family(depth, width={width}, "
+                                                                   f"pools={tuple(pools)})"),
+                 "rows": rows, "ratios": ratios(rows, rules, depths), "provenance": provenance.collect("compare")}
         write_json(os.path.join(out_dir, "compare.json"), table)
         atomic_write(os.path.join(out_dir, "compare.md"), markdown(table))
         plot(table, out_dir)
@@ -263,6 +268,8 @@ def ratio_lines(table: dict) -> list:
 def _settings_line(table: dict) -> str:
     st = table.get("settings", {})
     over = f"overrides `{' '.join(st['overrides'])}`" if st.get("overrides") else "no overrides"
+    if st.get("labels"):
+        return f"Settings: config `{rundir.display_path(table['config'])}`, {over}; {labels.line(st['labels'])}."
     return (f"Settings: config `{rundir.display_path(table['config'])}`, {over}; batch {st.get('batch_size', table['batch_size'])}, "
             f"N = {st.get('negatives', '?')} negatives ({st.get('negative_reduce', 'max')}), "
             f"{st.get('precision', '')}, mapping `{st.get('mapping', '')}`, micro-batch {st.get('micro_batch', '')}.")
@@ -305,7 +312,17 @@ def markdown(table: dict) -> str:
     for k, vals in table["ratios"].items():
         if vals:
             lines.append(f"- {ratio_name(k)}: " + ", ".join(f"depth {d}: {v:.2f}" for d, v in vals.items()))
+    if table.get("provenance"):
+        lines += [""] + provenance.markdown(table["provenance"])
     return "\n".join(lines) + "\n"
+
+
+def _title_settings(table: dict) -> str:
+    """The settings of every figure's title (``labels.title_lines``), overrides after them."""
+    st = table.get("settings", {})
+    text = labels.title_lines(st["labels"]) if st.get("labels") else \
+        f"chip {table['chip']}, batch {table['batch_size']}, N = {st.get('negatives', '?')}, {st.get('precision', '')}"
+    return text + (f"\n{' '.join(st['overrides'])}" if st.get("overrides") else "")
 
 
 def plot(table: dict, out_dir: str) -> None:
@@ -326,10 +343,7 @@ def plot(table: dict, out_dir: str) -> None:
                     xs.append(d)
                     ys.append(m[metric] / (1024 if metric.endswith("bytes") else 1))
             series[rule] = (xs, ys)
-        st = table.get("settings", {})
-        title = (f"{label.split(' (')[0]} vs depth on {table['chip']}\nbatch {table['batch_size']}, "
-                 f"N = {st.get('negatives', '?')}, {st.get('precision', '')}"
-                 + (f", {' '.join(st['overrides'])}" if st.get("overrides") else ""))
+        title = f"{label.split(' (')[0]} vs depth\n{_title_settings(table)}"
         ratio = table["ratios"].get(f"{mode}:{metric}:df-r", {})
         if ratio:
             title += "\nDF-R/BP: " + ", ".join(f"{d}:{v:.2f}" for d, v in ratio.items())
@@ -341,11 +355,13 @@ def plot(table: dict, out_dir: str) -> None:
                   for rule in table["rules"]}
         if any(panels.values()):
             plots.stacked_by_depth(panels, os.path.join(out_dir, f"memory_by_category_{fname}.png"),
-                                   f"{mode} memory by category vs depth", "KiB")
+                                   f"{mode} memory by category vs depth\n{_title_settings(table)}", "KiB")
         series = {rule: (list(v), list(v.values())) for rule in table["rules"] if rule != BASELINE
                   for v in [table["ratios"].get(f"{mode}:total_peak_bytes:{rule}", {})] if v}
         if series:
             marks = {"paper (Fig. 4A)": (list(PAPER_RATIO), list(PAPER_RATIO.values()))}
             plots.lines(series, "number of blocks", f"memory / BP's ({mode})",
-                        os.path.join(out_dir, f"ratio_{fname}.png"), f"local rule / BP memory, {mode}",
+                        os.path.join(out_dir, f"ratio_{fname}.png"),
+                        f"local rule / BP memory, {mode} (each rule and BP on the same model)\n"
+                        f"{_title_settings(table)}",
                         xticks=table["depths"], hline=(1.0, "= BP"), marks=marks, y_from_zero=True)

@@ -15,11 +15,13 @@ from __future__ import annotations
 import os
 import time
 
+from .. import labels, provenance
 from ..config import load_config
 from ..report import atomic_write, write_json
 from .compare import PAPER_RATIO, _point
 from .jobs import run_points, threads_per_job
 from .keys import digest, resolved
+from .verdicts import Scale, verdict
 
 NEGATIVES_MODES = ("parallel", "sequential", "sequential-recompute")
 UPDATES = ("batch", "immediate")
@@ -60,23 +62,30 @@ def points(config, datasets, depths, negatives, jobs):
 
 def dataflow(config: str = "hwconfigs/176core_512k.yaml", out_dir: str = "reports/dataflow", datasets=tuple(SHAPES),
              depths=(11, 25), negatives=(1, 3, 9), jobs: int | None = None, progress: bool = True,
-             cluster=None) -> dict:
-    """Run the grid (resumable: ``out_dir/points.jsonl``), write dataflow.json and dataflow.md, return the table."""
+             cluster=None, judge: bool = True) -> dict:
+    """Run the grid (resumable: ``out_dir/points.jsonl``), write dataflow.json and dataflow.md, return the table.
+
+    ``judge=False`` (a smoke scale: ``reproduce --quick``) states every claim's numbers without a verdict."""
     cfg = load_config(config)
     jobs = jobs or os.cpu_count() or 1
     t0 = time.perf_counter()
     pts = points(cfg.path, datasets, depths, negatives, jobs)
     res = run_points(_point, pts, out_dir, jobs=jobs, progress=progress, desc="dataflow", cluster=cluster)
     rows = table_rows(pts, res, datasets, depths, negatives)
+    words = labels.settings(cfg, model="cnn_family(depth, width=32)", scale="one engine step per point, no training")
+    words.update(negatives="per row", dataflow="per row (mapping.negatives x training.update)")
     table = {"config": cfg.path, "chip": cfg.hw.chip.name, "batch_size": cfg.hw.training.batch_size,
+             "settings": words,
              "datasets": list(datasets), "depths": list(depths), "negatives": list(negatives), "rows": rows,
              "lock": lock_summary(pts, res), "recompute": recompute_summary(pts, res),
              "compute_seconds": sum(res[p["key"]].get("engine_seconds", 0.0) + res[p["key"]].get("chip_seconds", 0.0)
                                     for p in pts),
-             "points": len(pts), "seconds": time.perf_counter() - t0}
+             "points": len(pts), "seconds": time.perf_counter() - t0, "judge": judge,
+             "provenance": provenance.collect("dataflow")}
     table["verdicts"] = verdicts(table)
     write_json(os.path.join(out_dir, "dataflow.json"), table)
-    atomic_write(os.path.join(out_dir, "dataflow.md"), "\n".join(markdown(table)) + "\n")
+    atomic_write(os.path.join(out_dir, "dataflow.md"),
+                 "\n".join(markdown(table) + [""] + provenance.markdown(table["provenance"])) + "\n")
     return table
 
 
@@ -165,9 +174,17 @@ def best_memory(table, rule="df-r", n=None) -> dict:
     return best
 
 
+def _scale(table) -> Scale:
+    """Chip costs of one engine step: exact (no seed changes them), judged unless the table is a smoke test."""
+    return Scale(f"one engine step per point on {table['chip']}, batch {table['batch_size']}; exact",
+                 judge=table.get("judge", True))
+
+
 def verdicts(table) -> list:
-    """The claims' verdicts, each naming the conditions under which it holds, from the table alone."""
+    """The claims' verdicts, each naming the conditions under which it holds, from the table alone; each
+    through the gate (``verdicts.verdict``), so a smoke-scale table states numbers, not verdicts."""
     out = []
+    scale = _scale(table)
     targets = {d: PAPER_RATIO[d] for d in table["depths"] if d in PAPER_RATIO}
     for rule in RULES:
         holds, below_bp = [], []
@@ -184,14 +201,15 @@ def verdicts(table) -> list:
         best_txt += f"; at N = {n_max}: " + "; ".join(f"{d} blocks: {v:.2f}x ({c})" for d, (v, c)
                                                      in sorted(best_memory(table, rule, n_max).items()))
         target_txt = " and ".join(f"<= {t:.2f} at {d} blocks" for d, t in targets.items()) or "the paper's ratios"
+        claim = f"{rule.upper()} memory ({target_txt}): "
         if holds:
-            out.append(f"**{rule.upper()} memory ({target_txt}): holds in {len(holds)} of the table's conditions**: "
-                       + "; ".join(holds) + f". Best: {best_txt}.")
+            out.append(claim + verdict(True, f"In {len(holds)} of the table's conditions: " + "; ".join(holds)
+                                       + f". Best: {best_txt}.", scale=scale, exact=True))
         else:
-            out.append(f"**{rule.upper()} memory ({target_txt}): holds under no dataflow measured.** "
-                       f"{rule.upper()} needs less memory than BP in {len(below_bp)} conditions"
+            out.append(claim + verdict(False, f"Under no dataflow measured. {rule.upper()} needs less memory than "
+                                              f"BP in {len(below_bp)} conditions"
                        + (f" ({'; '.join(below_bp[:6])}{' ...' if len(below_bp) > 6 else ''})" if below_bp else "")
-                       + f". Its lowest ratio: {best_txt}.")
+                       + f". Its lowest ratio: {best_txt}.", scale=scale, exact=True))
     bwd = [(_cond(row, ds, d, "streaming"), v) for row, ds, d, mm, r, v in _cells(table)
            if r == "df-r" and mm == "streaming:backward_us"]
     lat = [(_cond(row, ds, d, "streaming"), v) for row, ds, d, mm, r, v in _cells(table)
@@ -199,10 +217,11 @@ def verdicts(table) -> list:
     faster_bwd = [c for c, v in bwd if v < 1]
     faster_step = [c for c, v in lat if v < 1]
     if bwd:
-        out.append(f"**DF-R's update phase after a sample's forward shorter than BP's backward: holds in "
-                   f"{len(faster_bwd)} of {len(bwd)} conditions** (DF-R/BP {min(v for _, v in bwd):.2f}-"
-                   f"{max(v for _, v in bwd):.2f}). **Its whole training step is faster than BP's in "
-                   f"{len(faster_step)} of {len(lat)}** (DF-R/BP step latency {min(v for _, v in lat):.2f}-"
+        out.append("DF-R's update phase after a sample's forward shorter than BP's backward: " + verdict(
+            bool(faster_bwd), f"In {len(faster_bwd)} of {len(bwd)} conditions (DF-R/BP {min(v for _, v in bwd):.2f}-"
+                              f"{max(v for _, v in bwd):.2f}).", scale=scale, exact=True)
+                   + f" Its whole training step is faster than BP's in {len(faster_step)} of {len(lat)} conditions "
+                     f"(DF-R/BP step latency {min(v for _, v in lat):.2f}-"
                    f"{max(v for _, v in lat):.2f}): a sample passes each block as N + 1 rows, so the forward work "
                    "grows with N while BP's does not.")
     lk = table["lock"]
@@ -211,8 +230,9 @@ def verdicts(table) -> list:
         def blocks(names):
             return ", ".join("the top block" if b == "top" else f"block {b}" for b in names) or "no block"
         if gain < 0.01:
-            out.append(f"**No update lock (DF-R faster than DF-O under immediate updates): no measurable gain** "
-                       f"(at most {100 * gain:.2f}% of the step, {lk['where']}). The lock is modelled: DF-O's "
+            out.append("No update lock (DF-R faster than DF-O under immediate updates): " + verdict(
+                       False, f"No measurable gain (at most {100 * gain:.2f}% of the step, {lk['where']}).",
+                       scale=scale, exact=True) + " The lock is modelled: DF-O's "
                        f"updates waited for their errors through W^T up to {lk['df-o_lock_us']:.0f} µs in a step "
                        f"({100 * lk['lock_share']:.2f}% of it), at {blocks(lk['df-o_layers'])}; DF-R's "
                        f"{lk['df-r_lock_us']:.0f} µs, at {blocks(lk['df-r_layers'])}"
@@ -223,9 +243,10 @@ def verdicts(table) -> list:
                           "where no loss lies above -- and the step's latency is set by the chain of errors below, "
                           "which both rules share." if set(lk["df-o_layers"]) <= {0, "top"} else "."))
         else:
-            out.append(f"**No update lock: DF-R's step is up to {100 * gain:.1f}% shorter than DF-O's under "
-                       f"immediate updates** ({lk['where']}); DF-O's updates waited up to {lk['df-o_lock_us']:.0f} "
-                       f"µs for their W^T errors, at {blocks(lk['df-o_layers'])}.")
+            out.append("No update lock (DF-R faster than DF-O under immediate updates): " + verdict(
+                       True, f"DF-R's step is up to {100 * gain:.1f}% shorter than DF-O's ({lk['where']}); DF-O's "
+                             f"updates waited up to {lk['df-o_lock_us']:.0f} µs for their W^T errors, at "
+                             f"{blocks(lk['df-o_layers'])}.", scale=scale, exact=True))
     rc = table["recompute"]
     if rc["where"] is not None:
         out.append(f"**Cost of recomputing**: sequential-recompute re-runs at most {100 * rc['share']:.1f}% of a "
@@ -239,7 +260,7 @@ def _fmt(v):
 
 def markdown(table) -> list:
     """The verdict table: per input shape and depth, rows = dataflow x N, columns = DF-R/BP | DF-O/BP per metric."""
-    lines = []
+    lines = [f"Settings: {labels.line(table['settings'])}.", ""] if table.get("settings") else []
     head = "| negatives | update | N | " + " | ".join(f"{label} R / O" for _, _, label in METRICS) + " |"
     for ds in table["datasets"]:
         for d in table["depths"]:

@@ -20,7 +20,8 @@ from ..atomic import make_dirs
 from ..config import PRESET_DIR, load_config
 from ..errors import OutputError
 from ..rundir import check_writable
-from ..report import atomic_write
+from .. import labels, provenance
+from ..report import atomic_write, write_json
 from . import args as check
 from . import rule_table, vit_table
 from .cluster import open_cluster
@@ -47,12 +48,14 @@ class Plan:
     dataflow_depths: tuple = (11, 25)
     dataflow_negatives: tuple = (1, 3, 9)
     vit: bool = True                                    # the vision-transformer table (``vit_table``)
+    ladder_epochs: tuple = ()                           # the budget ladder's rungs (``ladder``)
 
 
 PLANS = {
     # the committed reports/: every training on all 4,000 mnist5k images, 3 epochs, 3 seeds
     "full": Plan("full", epochs=3, train_limit=None, test_limit=None, depths=(5, 8, 11, 15, 20, 25),
-                 levels=(0, 1, 2, 3, 4, 5), bits=(32, 8, 4, 2), negatives=(1, 3, 9, "avg"), seeds=(0, 1, 2)),
+                 levels=(0, 1, 2, 3, 4, 5), bits=(32, 8, 4, 2), negatives=(1, 3, 9, "avg"), seeds=(0, 1, 2),
+                 ladder_epochs=(3, 10, 30)),
     "quick": Plan("quick", epochs=1, train_limit=400, test_limit=200, depths=(3, 5), levels=(0, 3, 5), bits=(32, 4),
                   negatives=(1, "avg"), seeds=(0,), rule_variants=("ff", "symba", "df greedy", "df-o", "df-r", "bp", "cwc + head"),
                   dataflow_datasets=("mnist",), dataflow_depths=(4,), dataflow_negatives=(1, 9), vit=False),
@@ -69,8 +72,12 @@ def _limits(train, test) -> list:
 
 
 def reproduce(config: str | None = None, compare_config: str | None = None, out_dir: str = "reports",
-              quick: bool = False, jobs: int | None = None, progress: bool = True, cluster=None) -> dict:
+              quick: bool = False, jobs: int | None = None, progress: bool = True, cluster=None,
+              ladder: bool = True) -> dict:
     """Run every experiment of the plan and write ``out_dir/README.md`` plus one folder per experiment.
+
+    ``ladder=False`` leaves out the budget ladder (the ranked rules retrained at 10 and 30 epochs, hours
+    at the full scale): the report then says it was not run.
 
     ``config`` / ``compare_config`` default to the shipped presets ``44core_4bit`` and ``176core_512k``
     (found beside the package, whatever the working directory). ``cluster``: run every experiment's
@@ -79,10 +86,10 @@ def reproduce(config: str | None = None, compare_config: str | None = None, out_
     config = config or os.path.join(PRESET_DIR, "44core_4bit.yaml")
     compare_config = compare_config or os.path.join(PRESET_DIR, "176core_512k.yaml")
     with open_cluster(cluster, jobs) as client:
-        return _reproduce(config, compare_config, out_dir, quick, jobs, progress, client)
+        return _reproduce(config, compare_config, out_dir, quick, jobs, progress, client, ladder)
 
 
-def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster) -> dict:
+def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, ladder=True) -> dict:
     plan = PLANS["quick" if quick else "full"]
     jobs = check.jobs(jobs) or os.cpu_count() or 1
     t0 = time.perf_counter()
@@ -103,9 +110,14 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster) 
     # 1 and 6. every rule of the FF family on the chip (the ranking of section 1 is its first rows)
     results["rules"] = rule_table.rule_table(config, plan.seeds, scale, os.path.join(out_dir, "rules"), jobs,
                                              progress, plan.rule_variants, cluster)
-    _plot_accuracy(results["rules"], os.path.join(out_dir, "accuracy", "accuracy.png"),
-                   f"mnist5k (train_limit {plan.train_limit or 'all'}), W4/A4/G8/U16, {plan.epochs} epoch(s), "
-                   f"seeds {', '.join(map(str, plan.seeds))}")
+    models = {}
+    for r in results["rules"]["rows"]:
+        models.setdefault(r["model"], []).append(r["variant"])
+    base_model = next(r["model"] for r in results["rules"]["rows"] if r["variant"] == "bp")
+    model_words = base_model + "".join(f"; {', '.join(v)} on {m}" for m, v in models.items() if m != base_model)
+    _plot_accuracy(results["rules"], os.path.join(out_dir, "accuracy", "accuracy.png"), labels.title_lines(
+        labels.settings(cfg, model=model_words, scale=f"mnist5k, train_limit {plan.train_limit or 'all'}, "
+                                                      f"{plan.epochs} epoch(s), seeds {', '.join(map(str, plan.seeds))}")))
     # 2. memory and latency vs depth (Fig. 4A-B), at the paper's N = C-1 and at N = 1
     results["compare"] = compare(compare_config, ("bp", "df-o", "df-r"), plan.depths,
                                  out_dir=os.path.join(out_dir, "compare"), jobs=jobs, progress=progress,
@@ -121,7 +133,7 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster) 
                                            progress=progress, cluster=cluster)
     results["dataflow"] = dataflow(compare_config, os.path.join(out_dir, "dataflow"), plan.dataflow_datasets,
                                    plan.dataflow_depths, plan.dataflow_negatives, jobs=jobs, progress=progress,
-                                   cluster=cluster)
+                                   cluster=cluster, judge=plan.name != "quick")
     # 3. robustness (Fig. 4C-E and beyond), 4. bit widths (Fig. S3), 5. negatives (Table 2): the same scale
     results["noise"] = sweep(config, ("bp", "df-o"), noise=("shot", "impulse", "mismatch", "read", "stuck"),
                              levels=plan.levels, seeds=plan.seeds, overrides=scale,
@@ -131,6 +143,13 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster) 
     results["negatives"] = sweep(config, ("df-o",), negatives=plan.negatives, seeds=plan.seeds, overrides=scale,
                                  out_dir=os.path.join(out_dir, "negatives"), jobs=jobs, progress=progress,
                                  cluster=cluster)
+    # 1b. the budget ladder: the ranked rules at 3, 10 and 30 epochs (the plan's own budget reused)
+    if ladder and plan.ladder_epochs:
+        from .ladder import ladder as budget_ladder
+        results["ladder"] = budget_ladder(
+            config, plan.seeds, _limits(plan.train_limit, plan.test_limit), plan.ladder_epochs,
+            os.path.join(out_dir, "ladder"), jobs, progress, cluster, reuse={plan.epochs: results["rules"]},
+            settings=labels.title_lines(labels.settings(cfg, scale="mnist5k")))
     # 7. Contrastive Forward-Forward, FF and BP on a vision transformer
     if plan.vit:
         results["vit"] = vit_table.vit_table(config, plan.seeds, scale, os.path.join(out_dir, "vit"), jobs,
@@ -138,6 +157,9 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster) 
     results["seconds"] = time.perf_counter() - t0
     logged = _logged_points(out_dir)
     results["points"], results["reused_points"] = len(logged), len(logged & logged_before)
+    results["provenance"] = provenance.collect("reproduce" + (" --quick" if quick else ""))
+    write_json(os.path.join(out_dir, "summary.json"), {k: v for k, v in results.items() if k in (
+        "plan", "config", "seconds", "points", "reused_points", "provenance")})
     atomic_write(os.path.join(out_dir, "README.md"), markdown(results, plan, _compute_minutes(results)))
     return results
 
@@ -145,7 +167,11 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster) 
 def _logged_points(out_dir: str) -> set:
     """(experiment, key) of every point logged in ``out_dir/*/points.jsonl``: what a rerun reuses."""
     out = set()
-    for name in sorted(os.listdir(out_dir)):
+    names = sorted(os.listdir(out_dir))
+    ladder_dir = os.path.join(out_dir, "ladder")
+    if os.path.isdir(ladder_dir):                      # the ladder keeps one folder per rung
+        names += [os.path.join("ladder", n) for n in sorted(os.listdir(ladder_dir))]
+    for name in names:
         path = os.path.join(out_dir, name, RESULTS_NAME)
         if os.path.isfile(path):
             out |= {(name, key) for key in load_done(path)}
@@ -162,6 +188,9 @@ def _compute_minutes(res: dict) -> float:
         total += sum(p.get("seconds", 0.0) for p in res[k]["points"])
     if "vit" in res:
         total += sum(r["train_seconds_mean"] * len(res["vit"]["seeds"]) for r in res["vit"]["rows"])
+    for e, rows in (res.get("ladder") or {}).get("rungs", {}).items():
+        if e != res["plan"]["epochs"]:                 # the plan's own rung is the rule table, counted above
+            total += sum(s for r in rows for s in r.get("train_seconds", []))
     return total / 60
 
 
@@ -173,8 +202,9 @@ def _plot_accuracy(table: dict, path: str, scale: str) -> None:
     fig, ax = plt.subplots(figsize=(max(5.5, 0.6 * len(rows)), 3.4))
     names = [r["variant"] for r in rows]
     means = [100 * r["accuracy_mean"] for r in rows]
+    from ..styles import rule_style
     ax.bar(names, means, yerr=[100 * r["accuracy_std"] for r in rows], capsize=3,
-           color=["#C44E52" if n == "bp" else "#4C72B0" for n in names])
+           color=[rule_style(n).color for n in names])
     for i, v in enumerate(means):
         ax.text(i, v + 1.0, f"{v:.1f}", ha="center", fontsize=7)
     ax.set_ylabel("test accuracy (%)")

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import rule_table, vit_table
+from .. import provenance
+from . import ladder, rule_table, vit_table
 from .dataflow import markdown as dataflow_markdown
 from .sweep import drops
+from .verdicts import Gap, Scale, gap_words, verdict
 
 PAPER = {  # Wu et al. 2024 (arXiv 2408.14925), MNIST column of Table 1, Table 2, Fig. 4
     "accuracy_mnist": {"bp": 99.63, "df-o": 99.70, "df-r": 99.53},
@@ -25,21 +27,16 @@ PAPER = {  # Wu et al. 2024 (arXiv 2408.14925), MNIST column of Table 1, Table 2
 RANKED = (("ff", "ff"), ("symba", "symba"), ("df greedy", "df"), ("df-o", "df-o"), ("df-r", "df-r"), ("bp", "bp"))
 
 
-def _verdict(ok: bool, text: str) -> str:
-    return ("**Holds here.** " if ok else "**Does not hold here.** ") + text
+def scale_of(plan) -> Scale:
+    """The scale every training of ``plan`` ran at, in words; no verdict at all at the quick (smoke) scale."""
+    n = len(plan.seeds)
+    text = (f"mnist5k, {plan.train_limit or 4000} training images, {plan.epochs} epoch(s), "
+            f"{n} seed{'s' if n != 1 else ''}")
+    return Scale(text + (", a smoke test" if plan.name == "quick" else ""), judge=plan.name != "quick")
 
 
 def _pm(mean, std) -> str:
     return f"{100 * mean:.1f} ± {100 * std:.1f}"
-
-
-def _gap(a, b, name_a, name_b, spread) -> str:
-    """'a beats b by 1.2 points, more than the seed spread (0.4)' -- in words, from the numbers."""
-    d = 100 * (a - b)
-    if spread == 0:
-        return f"{name_a} − {name_b} = {d:+.1f} points (one seed: no spread to judge the gap by)"
-    rel = "more" if abs(d) > 100 * spread else "less"
-    return f"{name_a} − {name_b} = {d:+.1f} points, {rel} than the spread over seeds ({100 * spread:.1f})"
 
 
 def _reuse(res: dict) -> str:
@@ -67,20 +64,28 @@ def markdown(res: dict, plan, compute_minutes: float) -> str:
              f"{plan.test_limit or 1000} test images, {plan.epochs} epoch(s), seeds "
              f"{', '.join(map(str, plan.seeds))} (mean ± standard deviation over seeds), the default "
              "`hwconfigs/44core_4bit.yaml` (W4/A4/G8/U16, optimizer state and accumulators at 16 bits).", ""]
-    lines += _accuracy_section(res)
-    lines += _memory_section(res, plan)
+    scale = scale_of(plan)
+    if not scale.judge:
+        lines += ["**A smoke test: no claim below is judged.** One seed of a few hundred images for one epoch "
+                  "cannot tell the rules apart; run `chipsim reproduce` (without `--quick`) for verdicts.", ""]
+    lines += _accuracy_section(res, scale)
+    if plan.ladder_epochs:
+        lines += ladder.markdown(res.get("ladder"), scale)
+    lines += _memory_section(res, plan, scale)
     lines += _dataflow_section(res)
-    lines += _noise_section(res)
-    lines += _bits_section(res)
-    lines += _negatives_section(res)
-    lines += rule_table.markdown(res["rules"])
+    lines += _noise_section(res, scale)
+    lines += _bits_section(res, scale)
+    lines += _negatives_section(res, scale)
+    lines += rule_table.markdown(res["rules"], scale)
     if "vit" in res:
-        lines += vit_table.markdown(res["vit"])
+        lines += vit_table.markdown(res["vit"], scale)
+    if res.get("provenance"):
+        lines += provenance.markdown(res["provenance"])
     return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- 1. accuracy
-def _accuracy_section(res) -> list:
+def _accuracy_section(res, scale: Scale) -> list:
     rows = {r["variant"]: r for r in res["rules"]["rows"]}
     have = [(v, n) for v, n in RANKED if v in rows]
     lines = ["## 1. Accuracy and the ranking of rules", "",
@@ -97,14 +102,18 @@ def _accuracy_section(res) -> list:
         return lines
     m = {n: rows[v]["accuracy_mean"] for v, n in RANKED}
     s = {n: rows[v]["accuracy_std"] for v, n in RANKED}
-    lines += ["- FF < SymBa < DF: " + _verdict(m["ff"] < m["symba"] < m["df"],
-                                                f"{_gap(m['symba'], m['ff'], 'SymBa', 'FF', max(s['symba'], s['ff']))}; "
-                                                f"{_gap(m['df'], m['symba'], 'DF', 'SymBa', max(s['df'], s['symba']))}."),
-              "- greedy < DF-R ≤ DF-O: " + _verdict(m["df"] < m["df-r"] <= m["df-o"],
-                                                   f"{_gap(m['df-r'], m['df'], 'DF-R', 'greedy', max(s['df-r'], s['df']))}; "
-                                                   f"{_gap(m['df-o'], m['df-r'], 'DF-O', 'DF-R', max(s['df-o'], s['df-r']))}."),
-              "- DF-O close to BP (the paper: 99.70 vs 99.63): "
-              + _gap(m["df-o"], m["bp"], "DF-O", "BP", max(s["df-o"], s["bp"])) + ".", ""]
+    seeds = min(len(rows[v]["accuracy"]) for v, _ in RANKED)
+
+    def gap(a, b, na, nb):
+        return Gap(m[a] - m[b], max(s[a], s[b])), gap_words(m[a], m[b], na, nb, max(s[a], s[b]), seeds, scale)
+
+    (g1, t1), (g2, t2) = gap("symba", "ff", "SymBa", "FF"), gap("df", "symba", "DF", "SymBa")
+    (g3, t3), (g4, t4) = gap("df-r", "df", "DF-R", "greedy"), gap("df-o", "df-r", "DF-O", "DF-R")
+    lines += ["- FF < SymBa < DF: " + verdict(m["ff"] < m["symba"] < m["df"], f"{t1}; {t2}.", scale=scale,
+                                              seeds=seeds, gaps=(g1, g2)),
+              "- greedy < DF-R ≤ DF-O: " + verdict(m["df"] < m["df-r"] <= m["df-o"], f"{t3}; {t4}.", scale=scale,
+                                                   seeds=seeds, gaps=(g3, g4)),
+              "- DF-O close to BP (the paper: 99.70 vs 99.63): " + gap("df-o", "bp", "DF-O", "BP")[1] + ".", ""]
     return lines
 
 
@@ -116,7 +125,7 @@ def _dominant(row_mode: dict) -> str:
     return ", ".join(f"{c} {100 * v / total:.0f}%" for c, v in top)
 
 
-def _memory_section(res, plan) -> list:
+def _memory_section(res, plan, scale: Scale) -> list:
     r9, r1 = res["compare"]["ratios"], res["compare_n1"]["ratios"]
     lines = ["## 2. Memory and latency as depth grows (Fig. 4A-B)", "",
              f"Depth family `cnn_family(depth)` on `{res['compare']['chip']}`; one real engine step per point; "
@@ -149,9 +158,9 @@ def _memory_section(res, plan) -> list:
     lines += ["", "![memory](compare/memory_streaming.png) ![whole-batch](compare/memory_whole_batch.png)", ""]
     if not measured:
         lines += [claim + "not measured at this scale (depths " + ", ".join(map(str, plan.depths)) + ").",
-                  _backward_verdict(r9, r1), _cost_sentence(r9), ""]
+                  _backward_verdict(r9, r1, scale), _cost_sentence(r9), ""]
         return lines
-    lines += [claim + _verdict(
+    lines += [claim + verdict(
                   paper_ok,
                   f"DF-R/BP is {g(r9, 'whole-batch:total_peak_bytes:df-r', 11)} at 11 blocks and "
                   f"{g(r9, 'whole-batch:total_peak_bytes:df-r', 25)} at 25 ({'n/a' if v1 is None else f'{v1:.2f}'} "
@@ -159,12 +168,20 @@ def _memory_section(res, plan) -> list:
                   f"mostly {held['df-r']}"
                   + (": the activations a block keeps for its local update, N + 1 rows per sample until the "
                      "losses above have picked theirs" if held["df-r"].startswith("act_update") else "")
-                  + ". Section 2b searches the dataflows for one that would make the claim hold."),
-              _backward_verdict(r9, r1), _cost_sentence(r9), ""]
+                  + ". Section 2b searches the dataflows for one that would make the claim hold.",
+                  scale=_exact(res, scale), exact=True),
+              _backward_verdict(r9, r1, scale), _cost_sentence(r9), ""]
     return lines
 
 
-def _backward_verdict(r9, r1) -> str:
+def _exact(res, scale: Scale) -> Scale:
+    """The scale words of a chip-cost claim: one engine step per point (no seeds: the cost is exact)."""
+    c = res["compare"]
+    return Scale(f"one engine step per point on {c['chip']}, batch {c['batch_size']}; exact, no seed changes it",
+                 judge=scale.judge)
+
+
+def _backward_verdict(r9, r1, scale: Scale) -> str:
     """Is DF-R's update phase (one sample, after its last forward op) shorter than BP's backward?"""
     b9 = {int(d): v for d, v in r9.get("streaming:backward_us:df-r", {}).items()}
     b1 = {int(d): v for d, v in r1.get("streaming:backward_us:df-r", {}).items()}
@@ -177,8 +194,8 @@ def _backward_verdict(r9, r1) -> str:
             + (f"; {', '.join(f'{d}: {v:.2f}' for d, v in sorted(b1.items()))} at N = 1" if b1 else "")
             + f". The ratio {trend} with depth"
             + (f"; DF-R is faster from {faster[0]} blocks on." if faster else "; DF-R is never faster here."))
-    return "- DF-R's local updates finish sooner after the forward pass than BP's backward: " + _verdict(
-        b9[d1] < 1, text)
+    return "- DF-R's local updates finish sooner after the forward pass than BP's backward: " + verdict(
+        b9[d1] < 1, text, scale=Scale("one engine step per point; exact, no seed changes it", scale.judge), exact=True)
 
 
 def _cost_sentence(r9) -> str:
@@ -228,7 +245,7 @@ def _curve(res, name, rule):
     return {x: (m, s) for x, m, s in res["curves"].get(name, {}).get(rule, [])}
 
 
-def _noise_section(res) -> list:
+def _noise_section(res, scale: Scale) -> list:
     n = res["noise"]
     lines = ["## 3. Robustness to hardware noise (Fig. 4C-E, plus device faults)", "",
              "BP and DF-O; input noises use Hendrycks & Dietterich's MNIST-C constants, device mismatch adds "
@@ -249,13 +266,13 @@ def _noise_section(res) -> list:
                          f"| {drop(dbp)} | {drop(ddf)} |")
         high = [lv for lv in (3, 4, 5) if lv in dbp and lv in ddf]
         if high and kind in ("shot", "impulse", "mismatch"):
-            verdicts.append(_robust_verdict(kind, high, bp, dfo, dbp, ddf))
+            verdicts.append(_robust_verdict(kind, high, bp, dfo, dbp, ddf, scale, len(n["seeds"])))
     lines += [""] + verdicts + ["", "![shot](noise/accuracy_vs_shot.png) ![impulse](noise/accuracy_vs_impulse.png) "
                                     "![mismatch](noise/accuracy_vs_mismatch.png)", ""]
     return lines
 
 
-def _robust_verdict(kind, levels, bp, dfo, dbp, ddf) -> str:
+def _robust_verdict(kind, levels, bp, dfo, dbp, ddf, scale: Scale, seeds: int) -> str:
     """DF-O more robust than BP under ``kind``: on accuracy and on the drop, each against its seed spread."""
     def paired(a, b, lv):                       # DF-O minus BP per seed, and its spread
         d = np.array(a[lv][2]) - np.array(b[lv][2])
@@ -270,11 +287,17 @@ def _robust_verdict(kind, levels, bp, dfo, dbp, ddf) -> str:
             + ", ".join(f"L{lv} {100 * m:+.1f} ± {100 * s:.1f}" for lv, (m, s) in drop_gap.items()) + ".")
     which = ("on both measures" if acc_ok and drop_ok else "on accuracy only" if acc_ok else
              "on the drop only" if drop_ok else "on neither measure")
-    return f"- DF-O more robust than BP under {kind} noise at levels 3-5 ({which}): " + _verdict(acc_ok or drop_ok, text)
+    acc_gaps = [Gap(acc_gap[lv], acc_sd[lv]) for lv in levels]
+    drop_gaps = [Gap(m, s) for m, s in drop_gap.values()]
+    # a "holds" rests on the measure(s) that hold; a "does not hold" on every difference
+    gaps = (acc_gaps if acc_ok else []) + (drop_gaps if drop_ok else []) if (acc_ok or drop_ok) \
+        else acc_gaps + drop_gaps
+    claim = f"- DF-O more robust than BP under {kind} noise at levels 3-5 (ahead {which})"
+    return claim + ": " + verdict(acc_ok or drop_ok, text, scale=scale, seeds=seeds, gaps=gaps)
 
 
 # ----------------------------------------------------------------------------- 4-5. bits and negatives
-def _bits_section(res) -> list:
+def _bits_section(res, scale: Scale) -> list:
     b = res["bits"]
     dfo, bp = _curve(b, "bits", "df-o"), _curve(b, "bits", "bp")
     lines = ["## 4. Bit width (Fig. S3)", "", "| bits (W = A) | DF-O (%) | BP (%) |", "|---|---|---|"]
@@ -283,14 +306,14 @@ def _bits_section(res) -> list:
     if 4 in dfo and 32 in dfo:
         loss, spread = dfo[32][0] - dfo[4][0], max(dfo[32][1], dfo[4][1])
         ok = loss <= 0.02 + spread
-        lines += ["", "- 4-bit still works (DF-O within 2 points of 32 bits, allowing the seed spread): " + _verdict(
+        lines += ["", "- 4-bit still works (DF-O within 2 points of 32 bits, allowing the seed spread): " + verdict(
             ok, f"DF-O loses {100 * loss:.1f} points from 32 to 4 bits ({_pm(*dfo[32])} → {_pm(*dfo[4])}); "
-                f"spread {100 * spread:.1f}.")]
+                f"spread {100 * spread:.1f}.", scale=scale, seeds=len(b["seeds"]), gaps=(Gap(loss - 0.02, spread),))]
     lines += ["", "![bits](bits/accuracy_vs_bits.png)", ""]
     return lines
 
 
-def _negatives_section(res) -> list:
+def _negatives_section(res, scale: Scale) -> list:
     ng = _curve(res["negatives"], "negatives", "df-o")
     lines = ["## 5. Number of negatives (Table 2)", "", "| N | DF-O (ours, mnist5k, %) | paper (CIFAR-10, DF-O) |",
              "|---|---|---|"]
@@ -302,6 +325,10 @@ def _negatives_section(res) -> list:
         best = max(nums, key=lambda x: ng[x][0])
         avg_ok = "avg" not in ng or ng["avg"][0] < ng[best][0]
         text = ", ".join(f"N={x}: {_pm(*v)}" for x, v in ng.items())
-        lines += ["", "- More negatives help and max beats avg: " + _verdict(rising and avg_ok, text + ".")]
+        gaps = [Gap(ng[b][0] - ng[a][0], max(ng[a][1], ng[b][1])) for a, b in zip(nums, nums[1:])]
+        if "avg" in ng:
+            gaps.append(Gap(ng[best][0] - ng["avg"][0], max(ng[best][1], ng["avg"][1])))
+        lines += ["", "- More negatives help and max beats avg: " + verdict(
+            rising and avg_ok, text + ".", scale=scale, seeds=len(res["negatives"]["seeds"]), gaps=gaps)]
     lines += ["", "![negatives](negatives/accuracy_vs_negatives.png)", ""]
     return lines

@@ -15,10 +15,12 @@ import os
 
 import numpy as np
 
+from .. import provenance
 from ..config import MODEL_DIR, load_config
 from ..report import write_json
 from .jobs import limit_threads, run_points, threads_per_job
 from .keys import point_key
+from .verdicts import Scale, ranked
 
 CWC_MODEL = os.path.join(MODEL_DIR, "cwc_mnist.yaml")
 
@@ -63,8 +65,9 @@ def rule_table(config: str, seeds, scale: list, out_dir: str, jobs: int, progres
     """Run every variant (or those ``names``) over ``seeds`` at ``scale`` (overrides: epochs, limits);
     write rules.json."""
     variants = [v for v in VARIANTS if names is None or v[0] in names]
-    points = []
+    points, models = [], {}
     for name, over, _, _ in variants:
+        models[name] = load_config(config, tuple(list(scale) + over)).model.name
         for seed in seeds:
             overrides = list(scale) + over + [f"training.seed={seed}"]
             points.append({"key": point_key(f"{name.replace(' ', '_')}-s{seed}", load_config(config, tuple(overrides))),
@@ -77,51 +80,92 @@ def rule_table(config: str, seeds, scale: list, out_dir: str, jobs: int, progres
         acc = np.array([r["test_accuracy"] for r in runs])
         head = [r["head_accuracy"] for r in runs if r.get("head_accuracy") is not None]
         first = runs[0]                          # the chip figures do not depend on the seed's weights
-        rows.append({"variant": name, "overrides": over, "paper": paper, "paper_source": source,
-                     "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
+        rows.append({"variant": name, "model": models[name], "overrides": over, "paper": paper,
+                     "paper_source": source,
+                     "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
                      "accuracy": acc.tolist(), "head_accuracy_mean": float(np.mean(head)) if head else None,
                      "train_seconds": [r["train_seconds"] for r in runs],
                      **{k: first[k] for k in ("peak_core_bytes", "total_peak_bytes", "whole_batch_bytes", "cores",
                                                "latency_us", "energy_per_sample_pj", "inference")}})
-    table = {"seeds": list(seeds), "scale": list(scale), "rows": rows}
+    table = {"seeds": list(seeds), "scale": list(scale), "rows": rows, "provenance": provenance.collect("rules")}
     write_json(os.path.join(out_dir, "rules.json"), table)
     return table
 
 
-def markdown(table: dict) -> list:
-    """The section of reports/README.md: the table and sentences computed from it."""
+def _scale_of(table: dict) -> Scale:
+    n = len(table["seeds"])
+    return Scale(f"{' '.join(table['scale']) or 'default scale'}, {n} seed{'s' if n != 1 else ''}")
+
+
+def markdown(table: dict, scale: Scale | None = None) -> list:
+    """The section of reports/README.md: the table and sentences computed from it.
+
+    Ratios to BP compare a rule with BP on the same model only; a rule on another model (CwC's grouped
+    channels) is named with its model and left out of them. Which rule is most accurate is said only
+    where the data can tell (``verdicts.ranked``)."""
+    scale = scale or _scale_of(table)
     rows = table["rows"]
     n = len(table["seeds"])
+    bp = next(r for r in rows if r["variant"] == "bp")
+    bp_model = bp.get("model", "cnn_small")
+    other = sorted({r.get("model", bp_model) for r in rows} - {bp_model})
     lines = ["## The rule table: every rule of the FF family on the chip", "",
              f"mnist5k, {' '.join(table['scale']) or 'default scale'}, {n} seed(s) "
              f"({', '.join(map(str, table['seeds']))}); mean ± standard deviation over seeds. Chip figures are "
-             "one training step of the default 44-core 4-bit chip; inference is one test sample on the training "
-             "mapping (goodness decoding needs C passes, CwC and one-pass heads one). `cwc` variants run "
-             f"`models/{os.path.basename(CWC_MODEL)}`, whose channels divide into 10 class groups; the others the default `cnn_small`.", "",
-             "| rule | accuracy (%) | paper (MNIST) | head (%) | SRAM, sum over cores (KiB) | whole-batch (KiB) "
+             "one training step of the default 44-core 4-bit chip (W4/A4/G8/U16, batch and N as the preset: "
+             "`hwconfigs/44core_4bit.yaml`, parallel negatives, batch update); inference is one test sample on the "
+             "training mapping (goodness decoding needs C passes, CwC and one-pass heads one). The model column "
+             f"says which model each rule ran; ratios to BP compare rules on BP's model (`{bp_model}`) only"
+             + (f" -- rules on {', '.join(f'`{m}`' for m in other)} have no BP run on their model, so no ratio"
+                if other else "") + ".", "",
+             "| rule | model | accuracy (%) | paper (MNIST) | head (%) | SRAM, sum over cores (KiB) | whole-batch (KiB) "
              "| step latency (µs) | energy / sample (µJ) | inference: latency (µs) / energy (µJ) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         inf = "; ".join(f"{m} {v['latency_us']:.0f} / {v['energy_pj'] / 1e6:.2f}" for m, v in r["inference"].items())
         head = f"{100 * r['head_accuracy_mean']:.1f}" if r["head_accuracy_mean"] is not None else "-"
-        lines.append(f"| {r['variant']} | {100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} | "
+        lines.append(f"| {r['variant']} | {r.get('model', bp_model)} | {100 * r['accuracy_mean']:.1f} ± "
+                     f"{100 * r['accuracy_std']:.1f} | "
                      f"{r['paper'] if r['paper'] is not None else '-'} | {head} | {r['total_peak_bytes'] / 1024:.0f} | "
                      f"{r['whole_batch_bytes'] / 1024:.0f} | {r['latency_us']:.0f} | "
                      f"{r['energy_per_sample_pj'] / 1e6:.2f} | {inf} |")
-    best = max(rows, key=lambda r: r["accuracy_mean"])
-    cheap = min(rows, key=lambda r: r["total_peak_bytes"])
-    fast = min(rows, key=lambda r: r["latency_us"])
-    bp = next(r for r in rows if r["variant"] == "bp")
-    local = [r for r in rows if r["variant"] != "bp"]
-    best_local = max(local, key=lambda r: r["accuracy_mean"])
-    lines += ["", f"- Most accurate: {best['variant']} ({100 * best['accuracy_mean']:.1f}%); best local rule: "
-              f"{best_local['variant']} ({100 * best_local['accuracy_mean']:.1f}%, "
-              f"{100 * (best_local['accuracy_mean'] - bp['accuracy_mean']):+.1f} points against BP).",
-              f"- Least SRAM: {cheap['variant']} ({cheap['total_peak_bytes'] / 1024:.0f} KiB, "
-              f"{cheap['total_peak_bytes'] / bp['total_peak_bytes']:.2f}x BP); shortest step: {fast['variant']} "
-              f"({fast['latency_us']:.0f} µs, {fast['latency_us'] / bp['latency_us']:.2f}x BP).",
-              "- Against BP, per rule (SRAM / step latency / energy per sample): " + "; ".join(
-                  f"{r['variant']} {r['total_peak_bytes'] / bp['total_peak_bytes']:.2f} / "
-                  f"{r['latency_us'] / bp['latency_us']:.2f} / "
-                  f"{r['energy_per_sample_pj'] / bp['energy_per_sample_pj']:.2f}" for r in local) + ".", ""]
+    same = [r for r in rows if r.get("model", bp_model) == bp_model]
+    local = [r for r in same if r["variant"] != "bp"]
+
+    def acc_rank(cands):
+        return ranked(cands, lambda r: r["accuracy_mean"], lambda r: r["accuracy_std"],
+                      lambda r: len(r["accuracy"]), lambda r: r["variant"], scale)
+
+    best, why = acc_rank(rows)
+    best_local, why_local = acc_rank(local)
+    pct = (lambda r: f"{100 * r['accuracy_mean']:.1f}%")
+    top = sorted(rows, key=lambda r: -r["accuracy_mean"])[0]
+    most = (f"{best['variant']} ({pct(best)})" if best is not None else
+            f"not judged at this scale ({why}; highest mean: {top['variant']}, {pct(top)})")
+    text = f"Most accurate: {most}"
+    if local:
+        top_local = max(local, key=lambda r: r["accuracy_mean"])
+        text += ("; best local rule on " + f"`{bp_model}`: " +
+                 (f"{best_local['variant']} ({pct(best_local)}" if best_local is not None else
+                  f"not judged at this scale ({why_local}; highest mean: {top_local['variant']}, {pct(top_local)}")
+                 + f", {100 * (top_local['accuracy_mean'] - bp['accuracy_mean']):+.1f} points against BP).")
+    lines += ["", "- " + text]
+    if local:
+        cheap = min(same, key=lambda r: r["total_peak_bytes"])
+        fast = min(same, key=lambda r: r["latency_us"])
+        def vs_bp(r, key, unit, scale_by):
+            ratio = "" if r is bp else f", {r[key] / bp[key]:.2f}x BP"
+            return f"{r['variant']} ({r[key] / scale_by:.0f} {unit}{ratio})"
+        lines += [f"- On `{bp_model}`, least SRAM: {vs_bp(cheap, 'total_peak_bytes', 'KiB', 1024)}; shortest step: "
+                  f"{vs_bp(fast, 'latency_us', 'µs', 1)}.",
+                  f"- Against BP on `{bp_model}`, per rule (SRAM / step latency / energy per sample): " + "; ".join(
+                      f"{r['variant']} {r['total_peak_bytes'] / bp['total_peak_bytes']:.2f} / "
+                      f"{r['latency_us'] / bp['latency_us']:.2f} / "
+                      f"{r['energy_per_sample_pj'] / bp['energy_per_sample_pj']:.2f}" for r in local) + "."]
+    for m in other:
+        on = [r for r in rows if r.get("model") == m]
+        lines.append(f"- On `{m}` (no BP run on it): " + "; ".join(
+            f"{r['variant']} {r['total_peak_bytes'] / 1024:.0f} KiB SRAM, {r['latency_us']:.0f} µs per step, "
+            f"{r['energy_per_sample_pj'] / 1e6:.2f} µJ per sample" for r in on) + ".")
+    lines.append("")
     return lines

@@ -15,12 +15,14 @@ import time
 
 import numpy as np
 
-from .. import rundir
+from .. import provenance, rundir
 from ..config import LoadedConfig, load_config
 from ..errors import ConfigError, OutputError
 from ..noise import KINDS, LEVELS, NoiseSpec
 from ..report import atomic_write, write_json
+from ..styles import numeric_order
 from . import args as check
+from .. import labels
 from .cluster import check_cluster
 from .jobs import RESULTS_NAME, limit_threads, run_points, threads_per_job
 from .keys import point_key
@@ -129,15 +131,21 @@ def _slices(cfg) -> dict:
     return {layer.index: [(s.lo, s.hi) for s in m.slices_of(layer.index)] for layer in m.layers}
 
 
-def _scale(cfg: LoadedConfig) -> dict:
-    """The training scale every point shares (each point may change rule, seed, bits or negatives)."""
+def _scale(cfg: LoadedConfig, bits=(), negatives=()) -> dict:
+    """The training scale every point shares (each point may change rule, seed, bits or negatives), and
+    the chip, dataflow and mapping it is costed on (``labels``). A swept setting says so instead of
+    naming the base config's value: a bit-width sweep's 32-bit point is not W4/A4."""
     hw = cfg.hw
     n = hw.learning.negatives
+    precision = ("W = A = the point's bit width, G = max(width, 8), U16 (32 bits: all float32)" if bits
+                 else labels.precision_words(hw.precision))
+    words = labels.settings(cfg, precision=precision)
+    if negatives:
+        words["negatives"] = "the point's N"
     return {"train_limit": hw.workload.train_limit, "test_limit": hw.workload.test_limit,
             "epochs": hw.training.epochs, "batch_size": hw.training.batch_size, "dataset": hw.workload.dataset,
             "model": cfg.model.name, "negatives": "classes - 1" if n is None else n,
-            "precision": f"W{hw.precision.weight_bits}/A{hw.precision.activation_bits}/"
-                         f"G{hw.precision.gradient_bits}/U{hw.precision.update_bits}"}
+            "precision": precision, "settings": words}
 
 
 def _check_arguments(rules, noise, levels, bits, negatives, seeds, gain_std):
@@ -205,7 +213,7 @@ def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bit
                 extra = ["learning.negative_reduce=avg"] if n == "avg" else [f"learning.negatives={n}"]
                 add(f"{rule}-s{seed}-neg{n}", "negatives", rule, seed, extra, negatives=n)
     with rundir.claimed(out_dir, cfg.name, "sweep", reusable_marker=RESULTS_NAME) as out_dir:
-        scale = _scale(cfg)
+        scale = _scale(cfg, bits, negatives)
         if progress:
             print(f"chipsim sweep: {len(points)} training(s) of {', '.join(rules)} on {scale['model']}, "
                   f"{scale['dataset']} (train_limit {scale['train_limit'] or 'all'}, {scale['epochs']} epoch(s)), "
@@ -225,7 +233,7 @@ def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bit
                  "scale": scale,
                  "noise_parameters": {k: [NoiseSpec(k, lv, _data_kind(results), gain_std=gain_std).parameters()
                                           for lv in levels] for k in noise},
-                 "points": [results[p["key"]] for p in points]}
+                 "points": [results[p["key"]] for p in points], "provenance": provenance.collect("sweep")}
         table["curves"] = curves(table)
         write_json(os.path.join(out_dir, "sweep.json"), table)
         atomic_write(os.path.join(out_dir, "sweep.md"), markdown(table))
@@ -271,7 +279,7 @@ def curves(table: dict) -> dict:
     for axis, field in (("bits", "bits"), ("negatives", "negatives")):
         if table[axis]:
             out[axis] = {rule: [(x, *_stat([p["accuracy"]["clean"] for p in pts if p["point"]["rule"] == rule
-                                            and p["point"].get(field) == x])) for x in table[axis]]
+                                            and p["point"].get(field) == x])) for x in numeric_order(table[axis])]
                          for rule in table["rules"]}
     return out
 
@@ -302,9 +310,21 @@ def scale_line(table: dict) -> str:
     sc = table.get("scale") or {}
     if not sc:
         return ""
-    return (f"{sc['model']} on {sc['dataset']}, train_limit {sc['train_limit'] or 'all'}, test_limit "
-            f"{sc['test_limit'] or 'all'}, {sc['epochs']} epoch(s) of batch {sc['batch_size']}, "
-            f"N = {sc['negatives']} negatives, {sc['precision']}")
+    words = f"{sc['dataset']}, train_limit {sc['train_limit'] or 'all'}, test_limit {sc['test_limit'] or 'all'}, " \
+            f"{sc['epochs']} epoch(s), seeds {', '.join(map(str, table.get('seeds', [])))}"
+    if sc.get("settings"):
+        return labels.line({**sc["settings"], "scale": words})
+    return (f"{sc['model']} on {words} of batch {sc['batch_size']}, N = {sc['negatives']} negatives, "
+            f"{sc['precision']}")
+
+
+def _title(table: dict) -> str:
+    sc = table.get("scale") or {}
+    if not sc.get("settings"):
+        return "\n" + scale_line(table)
+    words = f"{sc['dataset']}, train_limit {sc['train_limit'] or 'all'}, {sc['epochs']} epoch(s), " \
+            f"seeds {', '.join(map(str, table.get('seeds', [])))}"
+    return "\n" + labels.title_lines({**sc["settings"], "scale": words})
 
 
 def markdown(table: dict) -> str:
@@ -315,7 +335,7 @@ def markdown(table: dict) -> str:
              f"Training scale: {scale_line(table)}. A bit-width point sets the weights and activations to its "
              "width; a negatives point sets `learning.negatives` (or `negative_reduce: avg`).", ""]
     for name, per_rule in table["curves"].items():
-        xs = sorted({x for rows in per_rule.values() for x, *_ in rows}, key=str)
+        xs = numeric_order({x for rows in per_rule.values() for x, *_ in rows})
         lines += [f"## Test accuracy vs {name.replace('noise:', '')} {'level' if name.startswith('noise') else ''}",
                   "", "| rule | " + " | ".join(f"{'L' if name.startswith('noise') else ''}{x}" for x in xs) + " |",
                   "|---|" + "---|" * len(xs)]
@@ -329,12 +349,16 @@ def markdown(table: dict) -> str:
             lines.append(f"- `{kind}`: " + "; ".join(
                 f"L{p['level']}: " + ", ".join(f"{k}={v}" for k, v in p.items() if k not in ("kind", "level"))
                 for p in params))
+    if table.get("provenance"):
+        lines += [""] + provenance.markdown(table["provenance"])
     return "\n".join(lines) + "\n"
 
 
 def plot(table: dict, out_dir: str) -> None:
+    """One figure per swept axis. Bit widths sit on a log2 axis and negatives in numeric order (``avg``
+    last), so neither axis sorts as text; every title names the settings (``labels``)."""
     from .. import plots
-    sub = "\n" + scale_line(table) + (f", seeds {', '.join(map(str, table['seeds']))}" if table.get("scale") else "")
+    sub = _title(table)
     for name, per_rule in table["curves"].items():
         series = {r: ([x for x, *_ in rows], [100 * m for _, m, _ in rows]) for r, rows in per_rule.items()}
         errors = {r: [100 * s for *_, s in rows] for r, rows in per_rule.items()} if len(table["seeds"]) > 1 else None
@@ -344,13 +368,13 @@ def plot(table: dict, out_dir: str) -> None:
                         os.path.join(out_dir, f"accuracy_vs_{kind}.png"), f"Accuracy under {kind} noise{sub}",
                         errors=errors, xticks=table["levels"])
         elif name == "bits":
-            series = {r: ([str(x) for x in xs], ys) for r, (xs, ys) in series.items()}
-            plots.lines(series, "bit width (weights = activations)", "test accuracy (%)",
+            plots.lines(series, "bit width (weights = activations; log scale)", "test accuracy (%)",
                         os.path.join(out_dir, "accuracy_vs_bits.png"), f"Accuracy vs bit width{sub}",
-                        errors=errors)
+                        errors=errors, xticks=numeric_order(table["bits"]), log2_x=True)
         else:
-            series = {r: ([str(x) for x in xs], ys) for r, (xs, ys) in series.items()}
+            order = numeric_order(table["negatives"])          # categories in numeric order, avg last
+            series = {r: ([order.index(x) for x in xs], ys) for r, (xs, ys) in series.items()}
             plots.lines(series, "negatives N (avg = N=C-1 averaged)", "test accuracy (%)",
                         os.path.join(out_dir, "accuracy_vs_negatives.png"),
-                        f"Accuracy vs number of negatives{sub}",
-                        errors=errors)
+                        f"Accuracy vs number of negatives{sub}", errors=errors,
+                        xticks=list(range(len(order))), xticklabels=[str(x) for x in order])

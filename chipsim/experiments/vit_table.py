@@ -19,10 +19,12 @@ import os
 
 import numpy as np
 
+from .. import provenance
 from ..config import MODEL_DIR, load_config
 from ..report import write_json
 from .jobs import run_points, threads_per_job
 from .keys import point_key
+from .verdicts import Gap, Scale, verdict
 
 MODEL = os.path.join(MODEL_DIR, "vit_tiny.yaml")
 CFF_M_MARGINS = "[0.4, 0.3, 0.2, 0.1]"      # the paper's margins: m0 = 0.4 falling linearly to 0.1 (Sec. 4.1)
@@ -75,7 +77,8 @@ def vit_table(config: str, seeds, scale: list, out_dir: str, jobs: int, progress
         head = [r["head_accuracy"] for r in runs if r.get("head_accuracy") is not None]
         first = runs[0]                          # the chip figures do not depend on the seed's weights
         rows.append({"variant": name, "overrides": over, "paper": paper, "paper_source": source,
-                     "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()), "accuracy": acc.tolist(),
+                     "accuracy_mean": float(acc.mean()),
+                     "accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0, "accuracy": acc.tolist(),
                      "per_epoch_mean": curve.mean(axis=0).tolist(), "per_epoch": curve.tolist(),
                      "epochs_to_converge": epochs_to_converge(curve.mean(axis=0)),
                      "head_accuracy_mean": float(np.mean(head)) if head else None,
@@ -83,7 +86,8 @@ def vit_table(config: str, seeds, scale: list, out_dir: str, jobs: int, progress
                      **{k: first[k] for k in ("peak_core_bytes", "total_peak_bytes", "whole_batch_bytes", "cores",
                                                "latency_us", "energy_step_pj", "energy_per_sample_pj",
                                                "inference")}})
-    table = {"seeds": list(seeds), "scale": list(scale), "model": MODEL, "rows": rows}
+    table = {"seeds": list(seeds), "scale": list(scale), "model": MODEL, "rows": rows,
+             "provenance": provenance.collect("vit")}
     write_json(os.path.join(out_dir, "vit.json"), table)
     return table
 
@@ -98,10 +102,11 @@ def _pct(x) -> str:
     return f"{100 * x:.1f}"
 
 
-def markdown(table: dict) -> list:
+def markdown(table: dict, scale: Scale | None = None) -> list:
     """The section of reports/README.md: the table, and the paper's findings beside ours as sentences."""
     rows = {r["variant"]: r for r in table["rows"]}
     n = len(table["seeds"])
+    scale = scale or Scale(f"{' '.join(table['scale']) or 'default scale'}, {n} seed{'s' if n != 1 else ''}")
     lines = ["## Contrastive Forward-Forward on a vision transformer", "",
              f"`models/{os.path.basename(table['model'])}` (ViT[64 4 4], 7x7 patches) on mnist5k, "
              f"{' '.join(table['scale']) or 'default scale'}, {n} seed(s) ({', '.join(map(str, table['seeds']))}); "
@@ -122,33 +127,40 @@ def markdown(table: dict) -> list:
                      f"{', '.join(_pct(a) for a in r['per_epoch_mean'])} | {r['paper']} | {head} | "
                      f"{r['total_peak_bytes'] / 1024:.0f} | {r['peak_core_bytes'] / 1024:.0f} | {r['cores']} | "
                      f"{r['latency_us']:.0f} | {r['energy_step_pj'] / 1e6:.1f} | {inf} |")
-    lines += [""] + findings(rows) + [""]
+    lines += [""] + findings(rows, scale, n) + [""]
     return lines
 
 
-def findings(rows: dict) -> list:
-    """The paper's three findings, each with ours computed from the table."""
+def findings(rows: dict, scale: Scale, seeds: int) -> list:
+    """The paper's three findings, each with ours computed from the table; each verdict through the gate
+    (``verdicts.verdict``): no verdict from one seed or from a gap within the spread over seeds."""
     cff, cffm, ff, bp = (rows[k] for k in ("cff", "cff+m", "ff", "bp"))
     best = max((cff, cffm), key=lambda r: r["accuracy_mean"])
     gap = best["accuracy_mean"] - ff["accuracy_mean"]
     to_bp = best["accuracy_mean"] - bp["accuracy_mean"]
     paper_gap = max(cff["paper"], cffm["paper"]) - ff["paper"]
     paper_bp = max(cff["paper"], cffm["paper"]) - bp["paper"]
-    # each verdict judges the gap as printed (points, one decimal), so a sentence never contradicts its number
+
+    def sd(*rs):
+        return max(r["accuracy_std"] for r in rs)
+
+    margin = cffm["accuracy_mean"] - cff["accuracy_mean"]
+    # each claim judges its gap as printed (points, one decimal), so a sentence never contradicts its number
     # (0.73 - 0.70 is 0.030000000000000027: "-3.0 points", within 3 points)
-    gap_pts, to_bp_pts = round(100 * gap, 1), round(100 * to_bp, 1)
-    margin_pts = round(100 * (cffm["accuracy_mean"] - cff["accuracy_mean"]), 1)
+    gap_pts, margin_pts, to_bp_pts = (round(100 * g, 1) for g in (gap, margin, to_bp))
     out = [f"- **CFF above FF** (the paper's Table 1: CFF+M {cffm['paper']}% vs FF {ff['paper']}%, "
-           f"{paper_gap:+.1f} points). Ours: {best['variant']} {_pct(best['accuracy_mean'])}% vs FF "
-           f"{_pct(ff['accuracy_mean'])}% ({100 * gap:+.1f} points): "
-           f"{'reproduced' if gap_pts > 0 else 'not reproduced'}. The margins "
-           f"{'help' if margin_pts > 0 else 'do not help'} here "
-           f"(CFF+M {100 * (cffm['accuracy_mean'] - cff['accuracy_mean']):+.1f} points against CFF; paper "
-           f"{cffm['paper'] - cff['paper']:+.1f}).",
+           f"{paper_gap:+.1f} points): " + verdict(
+               gap_pts > 0, f"Ours: {best['variant']} {_pct(best['accuracy_mean'])}% vs FF {_pct(ff['accuracy_mean'])}% "
+               f"({100 * gap:+.1f} points, spread {100 * sd(best, ff):.1f}).", scale=scale, seeds=seeds,
+               gaps=(Gap(gap, sd(best, ff)),)),
+           f"- **The margins help** (CFF+M against CFF; paper {cffm['paper'] - cff['paper']:+.1f} points): " + verdict(
+               margin_pts > 0, f"Ours {100 * margin:+.1f} points (spread {100 * sd(cff, cffm):.1f}).", scale=scale,
+               seeds=seeds, gaps=(Gap(margin, sd(cff, cffm)),)),
            f"- **CFF close to BP** (the paper's Table 3: CFF+M {paper_bp:+.1f} points against BP+CE on this "
-           "model). Ours: "
-           f"{best['variant']} {100 * to_bp:+.1f} points against BP ({_pct(bp['accuracy_mean'])}%): "
-           f"{'within 3 points' if abs(to_bp_pts) <= 3 else 'not within 3 points'}.",
+           "model; here: within 3 points): " + verdict(
+               abs(to_bp_pts) <= 3, f"Ours: {best['variant']} {100 * to_bp:+.1f} points against BP "
+               f"({_pct(bp['accuracy_mean'])}%; spread {100 * sd(best, bp):.1f}).", scale=scale, seeds=seeds,
+               gaps=(Gap(abs(to_bp) - 0.03, sd(best, bp)),)),
            f"- **CFF converges faster than FF** (the paper's Fig. 6: 3 to 20 times fewer epochs). Ours, epochs "
            f"until the accuracy is within {CONVERGED_POINTS:g} point of its last (of {len(cff['per_epoch_mean'])}): " + ", ".join(
                f"{r['variant']} {r['epochs_to_converge']}" for r in (cff, cffm, ff, bp)) +
