@@ -227,7 +227,7 @@ def run(config, overrides=(), out_dir: str | None = None, progress: bool = True,
         ctx = contextlib.nullcontext(None)
     elif resume and (out_dir is None or os.path.abspath(out_dir) == os.path.abspath(resume_dir)):
         rundir.check_writable(resume_dir, "--resume")
-        ctx = contextlib.nullcontext(resume_dir)            # resuming is the one way to write into a run directory
+        ctx = rundir.owned(resume_dir, "--resume")          # resuming is the one way to write into a run directory
     else:
         ctx = rundir.claimed(out_dir, cfg.name)
     out = None
