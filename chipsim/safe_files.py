@@ -41,6 +41,10 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _size(n: int) -> str:
+    return f"{n // 1024} KiB" if n < (64 << 20) else f"{n >> 20} MiB"
+
+
 def _open(path: str, flags: int, what: str, error, follow: bool, mode: int = 0o666) -> int:
     flags |= _NONBLOCK | _CLOEXEC | (0 if follow else _NOFOLLOW)
     try:
@@ -62,8 +66,8 @@ def _check_regular(fd: int, path: str, what: str, error, max_bytes: int | None, 
         raise error(f"{path}: the {what} is a hard link shared with {st.st_nlink - 1} other name(s); chipsim "
                     "writes only into files of its own output directory (copy it instead of linking it)")
     if max_bytes is not None and st.st_size > max_bytes:
-        raise error(f"{path}: refused: the {what} is {st.st_size:,} bytes, more than the {max_bytes:,} a "
-                    f"chipsim {what} can hold")
+        raise error(f"{path}: refused: the {what} is larger than {_size(max_bytes)} ({st.st_size:,} bytes); "
+                    f"not a chipsim {what}")
     return st
 
 
@@ -84,7 +88,7 @@ def read_bytes(path: str, what: str, max_bytes: int, error=ChipsimError, follow:
             chunks.append(chunk)
             total += len(chunk)
             if total > max_bytes:
-                raise error(f"{path}: refused: the {what} grew past {max_bytes:,} bytes while being read")
+                raise error(f"{path}: refused: the {what} grew larger than {_size(max_bytes)} while being read")
         return b"".join(chunks)
     except OSError as exc:
         raise error(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None

@@ -267,6 +267,7 @@ class Trainer:
 
     def restore(self, state, path: str):
         """``load`` a checked checkpoint state; a state that does not fit this network is one clear error."""
+        checkpoint.check_state(path, state)        # counters, history and every number finite, before any load
         try:
             self.load(state)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
