@@ -80,7 +80,7 @@ def check_cluster(cluster) -> None:
     if cluster is None:
         return
     if not isinstance(cluster, str):
-        if type(cluster).__name__ != "Client":
+        if not any(c.__name__ == "Client" and c.__module__.startswith("distributed") for c in type(cluster).__mro__):
             raise ConfigError(f"cluster {type(cluster).__name__}: expected 'local', a Dask scheduler address "
                               "like tcp://host:8786 or a distributed.Client")
         return
