@@ -333,6 +333,10 @@ def _utf8_arguments(argv: list) -> list:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chipsim`` console script; returns the exit code."""
+    import warnings
+    # numpy's overflow/invalid warnings precede a TrainingDiverged line that says what happened, and why
+    warnings.filterwarnings("ignore", category=RuntimeWarning, message=r".*(overflow|invalid value|divide by "
+                            r"zero) encountered")
     parser = build_parser()
     try:
         argv = _utf8_arguments(sys.argv[1:] if argv is None else list(argv))
