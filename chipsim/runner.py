@@ -26,7 +26,7 @@ import numpy as np
 
 from . import checkpoint, rundir
 from .config import DATASET_SHAPES, LoadedConfig, load_config
-from .errors import CheckpointError, OutputError
+from .errors import CheckpointError, OutputError, interrupt_of
 from .schema import to_plain
 
 
@@ -276,7 +276,10 @@ def run(config, overrides=(), out_dir: str | None = None, progress: bool = True,
                                       f"{_command(cfg, '--resume', out)} writes the report without "
                                       "training again") from None
                 raise
-    except KeyboardInterrupt as exc:
-        exc.resume_hint = _interrupt_hint(cfg, out, out_dir)
-        raise
+    except (KeyboardInterrupt, SystemError) as exc:
+        interrupt = interrupt_of(exc)
+        if interrupt is None:
+            raise
+        interrupt.resume_hint = _interrupt_hint(cfg, out, out_dir)
+        raise interrupt from None
     return RunResult(summary, chip, out, files, history)

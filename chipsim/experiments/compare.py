@@ -22,7 +22,7 @@ import time
 
 from .. import rundir
 from ..config import LoadedConfig, check_model, load_config
-from ..errors import ConfigError, MappingError, OutputError
+from ..errors import ConfigError, MappingError, OutputError, interrupt_of
 from ..modelspec import cnn_family
 from ..report import atomic_write, write_json
 from . import args as check
@@ -190,10 +190,13 @@ def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), wi
                                   cluster=cluster)
         except OSError as exc:
             raise OutputError(f"{out_dir}: cannot write {RESULTS_NAME}: {exc.strerror or exc}") from None
-        except KeyboardInterrupt as exc:
-            exc.resume_hint = f"finished points are in {os.path.join(out_dir, RESULTS_NAME)}; rerun the same " \
+        except (KeyboardInterrupt, SystemError) as exc:
+            interrupt = interrupt_of(exc)
+            if interrupt is None:
+                raise
+            interrupt.resume_hint = f"finished points are in {os.path.join(out_dir, RESULTS_NAME)}; rerun the same " \
                               f"command with --out {out_dir} to continue"
-            raise
+            raise interrupt from None
         rows = [results[p["key"]] for p in points]
         table = {"config": cfg.path, "chip": cfg.hw.chip.name, "width": width, "pools": list(pools),
                  "rules": rules, "depths": list(depths), "model": cfg.model.name if own_model else None,

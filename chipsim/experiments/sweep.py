@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import rundir
 from ..config import LoadedConfig, load_config
-from ..errors import ConfigError, OutputError
+from ..errors import ConfigError, OutputError, interrupt_of
 from ..noise import KINDS, LEVELS, NoiseSpec
 from ..report import atomic_write, write_json
 from . import args as check
@@ -228,10 +228,13 @@ def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bit
                                   cluster=cluster, check=check_result)
         except OSError as exc:
             raise OutputError(f"{out_dir}: cannot write {RESULTS_NAME}: {exc.strerror or exc}") from None
-        except KeyboardInterrupt as exc:
-            exc.resume_hint = f"finished trainings are in {os.path.join(out_dir, RESULTS_NAME)}; rerun the " \
+        except (KeyboardInterrupt, SystemError) as exc:
+            interrupt = interrupt_of(exc)
+            if interrupt is None:
+                raise
+            interrupt.resume_hint = f"finished trainings are in {os.path.join(out_dir, RESULTS_NAME)}; rerun the " \
                               f"same command with --out {out_dir} to continue"
-            raise
+            raise interrupt from None
         table = {"config": cfg.path, "rules": list(rules), "noise": list(noise), "levels": list(levels),
                  "bits": list(bits), "negatives": list(negatives), "seeds": list(seeds), "overrides": base,
                  "scale": scale,
