@@ -169,9 +169,13 @@ def claim(out: str | None, config_name: str, kind: str = "", arg: str = "--out",
         entries = [e for e in os.listdir(out) if not e.startswith(".staging.") and e != LOCK_NAME]
         ours = is_ours(out, entries) if is_ours is not None else bool(reusable_marker and reusable_marker in entries)
         if entries and not ours:
-            what = (f"it holds files but no {reusable_marker} (not a directory this command wrote)"
-                    if reusable_marker else "it already holds files (another run's?)")
-            hint = ("; give a new directory" if reusable_marker else
+            if is_ours is not None:
+                what = "it holds files this command did not write"
+            elif reusable_marker:
+                what = f"it holds files but no {reusable_marker} (not a directory this command wrote)"
+            else:
+                what = "it already holds files (another run's?)"
+            hint = ("; give a new directory" if reusable_marker or is_ours is not None else
                     f"; give a new directory, or --resume {out} to continue that run")
             raise OutputError(f"{arg} {out}: {what}; chipsim never writes into another run's directory{hint}")
         check_writable(out, arg)
