@@ -15,6 +15,7 @@ exact ``--resume`` command). Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import sys
@@ -409,6 +410,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _flush_stdout()
         hint = getattr(interrupt, "resume_hint", None)
         print("chipsim: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
+        if argv is None:
+            # the program itself (not a caller of main()): exit now with 130. A Ctrl-C that landed inside an
+            # extension's own Python call during an import leaves CPython marked "ended by an unhandled
+            # KeyboardInterrupt" even though it was handled here, and the interpreter would then kill itself
+            # with SIGINT at exit (status -2, not 130). Every with-block has unwound by now.
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     except SystemExit as exc:  # argparse: --help/--version (0) and usage errors (2)
         _flush_stdout()
