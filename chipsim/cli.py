@@ -387,11 +387,17 @@ _STDOUT_ERRORS = (errno.ENOSPC, errno.EIO, errno.EBADF, errno.EDQUOT, errno.EFBI
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chipsim`` console script; returns the exit code."""
     import warnings
+    as_program = argv is None
     _open_standard_streams()
     _sane_thread_environment()
     # numpy's overflow/invalid warnings precede a TrainingDiverged line that says what happened, and why
     warnings.filterwarnings("ignore", category=RuntimeWarning, message=r".*(overflow|invalid value|divide by "
                             r"zero) encountered")
+    if as_program:
+        # after a Ctrl-C this process ends at once (os._exit below); multiprocessing's resource tracker,
+        # which outlives it by a moment, would then warn about the worker pool's semaphores it frees for us.
+        # The tracker takes its warning filters from this list when it starts.
+        sys.warnoptions.append("ignore:resource_tracker:UserWarning")
     parser = build_parser()
     try:
         argv = _utf8_arguments(sys.argv[1:] if argv is None else list(argv))
@@ -410,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _flush_stdout()
         hint = getattr(interrupt, "resume_hint", None)
         print("chipsim: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
-        if argv is None:
+        if as_program:
             # the program itself (not a caller of main()): exit now with 130. A Ctrl-C that landed inside an
             # extension's own Python call during an import leaves CPython marked "ended by an unhandled
             # KeyboardInterrupt" even though it was handled here, and the interpreter would then kill itself

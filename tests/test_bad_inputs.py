@@ -449,3 +449,28 @@ def test_a_name_with_a_newline_cannot_reach_a_report(env, tmp_path):
         load_config(env["preset"], (f"workload.model={model}",))
     with pytest.raises(ConfigError, match="chip.name.*control character"):
         load_config(env["preset"], ('chip.name="x\\r\\n## y"',))
+
+
+def test_ctrl_c_at_the_terminal_on_a_parallel_sweep_is_one_line(env, tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group, workers included: only the parent answers (the
+    resume hint, 130); the workers neither print tracebacks nor outlive it."""
+    for n, delay in enumerate((1.0, 5.0)):
+        proc = subprocess.Popen([sys.executable, "-m", "chipsim.cli", *_tiny_sweep_argv(env, tmp_path / f"s{n}", 30, 2)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        workers = set()
+        try:
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline:
+                workers |= _descendants(proc.pid)
+                time.sleep(0.1)
+            os.killpg(proc.pid, signal.SIGINT)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 130, (delay, stderr[-2000:])
+        assert "Traceback" not in stderr and "Warning" not in stderr, (delay, stderr[-2000:])
+        assert stderr.strip().splitlines()[-1].startswith("chipsim: interrupted; finished trainings are in")
+        assert _wait_for(lambda: not any(_running(p) for p in workers), 20), "a worker outlived the sweep"

@@ -115,8 +115,10 @@ def open_cluster(cluster, jobs: int | None = None):
                               # a point is minutes of numba code: no GIL warnings, no work stealing mid-point
                               "distributed.admin.tick.limit": "1h", "distributed.scheduler.work-stealing": False}), \
                 LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
-                             # the scheduler serves HTTP (health, metrics) in any case: on a free port
-                             dashboard_address=":0", silence_logs=logging.ERROR) as local, Client(local) as client:
+                             # the scheduler serves HTTP (health, metrics) in any case: on a free port. Worker
+                             # logs stay quiet: a point's own error reaches this process as its exception; what a
+                             # worker logs as its parent goes away (a Ctrl-C, a kill) is noise on the terminal
+                             dashboard_address=":0", silence_logs=logging.CRITICAL) as local, Client(local) as client:
             client.chipsim_parent = os.getpid()          # its workers are this process's children
             yield client
         return
