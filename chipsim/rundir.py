@@ -47,14 +47,24 @@ def _holder(fd: int) -> str:
     return "another process"
 
 
+def _same_file(fd: int, path: str) -> bool:
+    """Is ``path`` still the file open as ``fd`` (not removed, not replaced)?"""
+    try:
+        a, b = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 @contextlib.contextmanager
 def owned(path: str, arg: str = "--out"):
     """Hold ``path`` for the block: exclusive among chipsim commands, re-entrant within this process.
 
     The lock is ``fcntl.flock`` on ``path/.chipsim.lock`` (a regular file, opened without following a
-    symlink), which holds this process's pid for the message a second writer gets. The file stays
-    (removing it would let two later commands lock two different files); the lock does not outlive the
-    process that holds it.
+    symlink), which holds this process's pid for the message a second writer gets. The holder removes the
+    file while it still holds it, and a command that locked a file checks it is still the one at the path
+    (else it retries), so removal never lets two commands hold two different files. A killed holder leaves
+    the file, but not the lock: the kernel drops a flock with its process.
     """
     real = os.path.realpath(path)
     if real in _held:
@@ -67,21 +77,29 @@ def owned(path: str, arg: str = "--out"):
     lock = os.path.join(path, LOCK_NAME)
     flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | \
         getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(lock, flags, 0o666)
-    except OSError as exc:
-        why = "it is a symbolic link" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
-        raise OutputError(f"{arg} {path}: cannot take its lock file {LOCK_NAME}: {why}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OutputError(f"{arg} {path}: its {LOCK_NAME} is not a regular file; remove it")
+    while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = os.open(lock, flags, 0o666)
         except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise OutputError(f"{arg} {path}: cannot lock it: {exc.strerror or exc}") from None
-            raise OutputError(f"{arg} {path}: another chipsim command ({_holder(fd)}) is writing into this "
-                              "directory now; wait for it to finish, or give another directory") from None
+            why = "it is a symbolic link" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+            raise OutputError(f"{arg} {path}: cannot take its lock file {LOCK_NAME}: {why}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OutputError(f"{arg} {path}: its {LOCK_NAME} is not a regular file; remove it")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise OutputError(f"{arg} {path}: cannot lock it: {exc.strerror or exc}") from None
+                raise OutputError(f"{arg} {path}: another chipsim command ({_holder(fd)}) is writing into this "
+                                  "directory now; wait for it to finish, or give another directory") from None
+            if _same_file(fd, lock):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)          # the holder we waited on removed that file as it finished: lock the new one
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
     except BaseException:
@@ -92,6 +110,9 @@ def owned(path: str, arg: str = "--out"):
         yield path
     finally:
         del _held[real]
+        with contextlib.suppress(OSError):
+            if _same_file(fd, lock):
+                os.remove(lock)   # while still held: a command waiting on it sees the file gone and retries
         os.close(fd)          # releases the lock
 
 
