@@ -15,14 +15,12 @@ exact ``--resume`` command). Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import errno
 import os
 import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from . import __version__
+from . import __version__, terminal
 from .errors import ChipsimError, interrupt_of
 
 EXIT_OK = 0
@@ -333,71 +331,14 @@ def _utf8_arguments(argv: list) -> list:
     return argv
 
 
-#: thread-count variables the numeric libraries read at import; a value that is not a positive integer
-#: makes numba raise at import (``NUMBA_NUM_THREADS=0``) or the BLAS misbehave
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-MAX_THREADS = 4096
-
-
-def _sane_thread_environment() -> None:
-    """Drop a thread-count variable that is not an integer in 1..MAX_THREADS, saying so in one line: the
-    libraries then use their defaults (every core) instead of failing with a traceback at import."""
-    for name in THREAD_VARIABLES:
-        value = os.environ.get(name)
-        if value is None:
-            continue
-        text = value.strip()
-        if not (text.isdigit() and 1 <= int(text) <= MAX_THREADS):
-            del os.environ[name]
-            shown = value if len(value) <= 20 else value[:20] + "..."
-            print(f"chipsim: note: ignoring {name}={shown!r} (not a thread count in 1..{MAX_THREADS}); "
-                  "using the default", file=sys.stderr)
-
-
-def _open_standard_streams() -> None:
-    """A closed stdout or stderr (``chipsim ... >&-``) becomes /dev/null: output is lost, as the caller
-    asked, but nothing fails on it (Python sets a closed stream to None; a worker process would inherit
-    the closed descriptor)."""
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        try:
-            os.fstat(fd)
-            closed = False
-        except OSError:
-            closed = True
-        if closed:
-            null = os.open(os.devnull, os.O_WRONLY)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-        if closed or getattr(sys, name) is None:
-            setattr(sys, name, open(fd, "w", encoding="utf-8", errors="replace", closefd=False))
-
-
-def _silence_stdout() -> None:
-    """After stdout failed (a closed pipe, a full disk): point it at /dev/null so the interpreter's final
-    flush cannot fail again with a traceback of its own."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-
-
-_STDOUT_ERRORS = (errno.ENOSPC, errno.EIO, errno.EBADF, errno.EDQUOT, errno.EFBIG)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chipsim`` console script; returns the exit code."""
     import warnings
     as_program = argv is None
-    _open_standard_streams()
-    _sane_thread_environment()
+    terminal.prepare(as_program)
     # numpy's overflow/invalid warnings precede a TrainingDiverged line that says what happened, and why
     warnings.filterwarnings("ignore", category=RuntimeWarning, message=r".*(overflow|invalid value|divide by "
                             r"zero) encountered")
-    if as_program:
-        # after a Ctrl-C this process ends at once (os._exit below); multiprocessing's resource tracker,
-        # which outlives it by a moment, would then warn about the worker pool's semaphores it frees for us.
-        # The tracker takes its warning filters from this list when it starts.
-        sys.warnoptions.append("ignore:resource_tracker:UserWarning")
     parser = build_parser()
     try:
         argv = _utf8_arguments(sys.argv[1:] if argv is None else list(argv))
@@ -406,48 +347,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         return rc
     except ChipsimError as exc:
-        _flush_stdout()
+        terminal.flush_stdout()
         print(f"chipsim: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except (KeyboardInterrupt, SystemError) as exc:
         interrupt = interrupt_of(exc)
         if interrupt is None:
             raise
-        _flush_stdout()
+        terminal.flush_stdout()
         hint = getattr(interrupt, "resume_hint", None)
         print("chipsim: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         if as_program:
-            # the program itself (not a caller of main()): exit now with 130. A Ctrl-C that landed inside an
-            # extension's own Python call during an import leaves CPython marked "ended by an unhandled
-            # KeyboardInterrupt" even though it was handled here, and the interpreter would then kill itself
-            # with SIGINT at exit (status -2, not 130). Every with-block has unwound by now.
-            with contextlib.suppress(Exception):
-                sys.stderr.flush()
-            os._exit(EXIT_INTERRUPTED)
+            terminal.exit_now(EXIT_INTERRUPTED)     # not 130 otherwise, at times: see terminal.exit_now
         return EXIT_INTERRUPTED
     except SystemExit as exc:  # argparse: --help/--version (0) and usage errors (2)
-        _flush_stdout()
+        terminal.flush_stdout()
         if exc.code is None:
             return EXIT_OK
         return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     except BrokenPipeError:  # e.g. `chipsim validate --reference | head`
-        _silence_stdout()
+        terminal.silence_stdout()
         return EXIT_OK
     except OSError as exc:
-        if exc.errno not in _STDOUT_ERRORS:
+        if exc.errno not in terminal.STDOUT_ERRORS:
             raise
         # writing the results to stdout failed (`> /dev/full`); the files a command writes report their own
         # errors as OutputError lines
-        _silence_stdout()
+        terminal.silence_stdout()
         print(f"chipsim: error: cannot write to standard output: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-
-
-def _flush_stdout() -> None:
-    try:
-        sys.stdout.flush()
-    except OSError:
-        _silence_stdout()
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from ..modelspec import cnn_family
 from ..report import atomic_write, write_json
 from . import args as check
 from .cluster import check_cluster
-from .jobs import RESULTS_NAME, limit_threads, run_points, threads_per_job
+from .jobs import RESULTS_NAME, limit_threads, number, run_points, threads_per_job
 from .keys import point_key
 
 DEFAULT_RULES = ("bp", "df-o", "df-r")
@@ -97,6 +97,31 @@ def _point(p: dict) -> dict:
                         "sample_latency_us": one.latency_us, "backward_us": _backward_time_us(one)}
     out["chip_seconds"] = time.perf_counter() - t1
     return out
+
+
+_STREAMING_NUMBERS = ("cores_used", "peak_core_bytes", "total_peak_bytes", "latency_us", "throughput", "noc_bytes",
+                      "byte_hops", "energy_per_sample_pj", "lock_wait_us", "layers", "sample_latency_us",
+                      "backward_us")
+
+
+def check_result(p: dict, r: dict) -> None:
+    """A logged point has what the tables and plots read (``jobs.run_points(check=...)``)."""
+    if r["depth"] != p["depth"] or r["rule"] != p["rule"]:
+        raise ValueError(f"it is logged for depth {r['depth']!r}, rule {r['rule']!r}")
+    for k in ("engine_seconds", "macs", "activation_bytes_per_sample", "chip_seconds"):
+        number(r[k], 0)
+    for mode in ("whole-batch", "pytorch", "streaming"):
+        m = r[mode]
+        if not isinstance(m["fits"], bool):
+            raise TypeError(f"{mode}.fits is not true/false")
+        if not m["fits"]:
+            continue
+        number(m["total_peak_bytes"], 0)
+        for v in m["by_category"].values():
+            number(v, 0)
+    if r["streaming"]["fits"]:
+        for k in _STREAMING_NUMBERS:
+            number(r["streaming"][k], 0)
 
 
 def _backward_time_us(chip) -> float:
@@ -187,7 +212,7 @@ def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), wi
                   + f"; writing {out_dir}{os.sep}", flush=True)
         try:
             results = run_points(_point, points, out_dir, jobs=jobs, progress=progress, desc="compare",
-                                  cluster=cluster)
+                                  cluster=cluster, check=check_result)
         except OSError as exc:
             raise OutputError(f"{out_dir}: cannot write {RESULTS_NAME}: {exc.strerror or exc}") from None
         except (KeyboardInterrupt, SystemError) as exc:
