@@ -31,10 +31,6 @@ MAX_DEPTH = 32                # nesting of a logged result (chipsim writes at mo
 HEARTBEAT_S = 5.0             # the progress bar is redrawn at least this often while points run
 
 
-def _fix(path: str, line: int) -> str:
-    return f"{path}: line {line}"
-
-
 def _check_value(v, where: str, depth: int = 0, key: str = "") -> None:
     """A value read back from a results log: JSON data of bounded depth, finite numbers, accuracies in [0, 1],
     times and counts >= 0. Raises ValueError naming the field."""
