@@ -18,7 +18,9 @@ import os
 import typing
 from typing import Iterable, Mapping, Union
 
+from . import api_args as a
 from .config import HwConfig, LoadedConfig, load_config
+from .errors import ConfigError
 from .modelspec import Block, ModelSpec
 from .schema import reference
 
@@ -52,18 +54,44 @@ def overrides_list(overrides: Overrides = (), rule: str | None = None, model: st
 
     ``rule="DF-R"`` is ``workload.rule=df-r`` (rules are lower case; the
     shorthand accepts any case); ``model="models/x.yaml"`` is ``workload.model=...``,
-    a path relative to the working directory, as on the command line.
+    a path relative to the working directory, as on the command line. A
+    shorthand that contradicts an override of the same key is an error, not a
+    silent winner. Mapping values may be numpy scalars or paths.
     """
-    if isinstance(overrides, str):
-        overrides = (overrides,)
+    if overrides is None:
+        overrides = ()
+    if isinstance(overrides, (str, os.PathLike)):
+        overrides = (os.fspath(overrides),)
     if isinstance(overrides, Mapping):
-        out = [f"{k}={_yaml_value(v)}" for k, v in overrides.items()]
+        out = []
+        for k, v in overrides.items():
+            if not isinstance(k, str):
+                raise ConfigError(f"overrides: key {k!r} is not a key path like 'training.epochs'")
+            out.append(f"{k}={_yaml_value(a.plain(v))}")
     else:
-        out = [str(o) for o in overrides]
+        try:
+            items = list(overrides)
+        except TypeError:
+            raise ConfigError(f"overrides: expected 'key.path=value' strings or a mapping, got "
+                              f"{type(overrides).__name__}") from None
+        bad = [o for o in items if not isinstance(o, str)]
+        if bad:
+            raise ConfigError(f"overrides: {bad[0]!r} is not a 'key.path=value' string")
+        out = list(items)
+    given = {o.split("=", 1)[0].strip(): o.split("=", 1)[1].strip() for o in out if "=" in o}
     if rule is not None:
-        out.append(f"workload.rule={str(rule).strip().lower()}")
+        rule = a.text(rule, "rule").strip().lower()
+        if "workload.rule" in given and given["workload.rule"].strip("'\"").lower() != rule:
+            raise ConfigError(f"rule={rule!r} contradicts the override workload.rule={given['workload.rule']}; "
+                              "give the rule once")
+        out.append(f"workload.rule={rule}")
     if model is not None:
-        out.append(f"workload.model={os.fspath(model)}")
+        model = a.path(model, "model")
+        if "workload.model" in given and os.path.abspath(os.path.expanduser(given["workload.model"].strip("'\""))) \
+                != os.path.abspath(os.path.expanduser(model)):
+            raise ConfigError(f"model={model!r} contradicts the override workload.model={given['workload.model']}; "
+                              "give the model once")
+        out.append(f"workload.model={model}")
     return tuple(out)
 
 
@@ -77,7 +105,7 @@ def validate(path: str | os.PathLike, overrides: Overrides = (), *, rule: str | 
     Raises ``ConfigError`` with a one-line message naming the file (or
     ``--set``), the key path and what is allowed.
     """
-    return _said(load_config(os.fspath(path), overrides_list(overrides, rule, model)))
+    return _said(load_config(a.path(path, "path"), overrides_list(overrides, rule, model)))
 
 
 def _said(cfg: LoadedConfig) -> LoadedConfig:
@@ -96,7 +124,7 @@ def _load(config, overrides, rule, model):
     if isinstance(config, LoadedConfig):
         extra = overrides_list(overrides, rule, model)
         return _said(load_config(config.path, tuple(config.overrides) + extra)) if extra else config
-    return _said(load_config(os.fspath(config), overrides_list(overrides, rule, model)))
+    return _said(load_config(a.path(config, "config"), overrides_list(overrides, rule, model)))
 
 
 def _md_cell(text: str) -> str:
@@ -165,15 +193,17 @@ def run(config, overrides: Overrides = (), out_dir: str | None = None, progress:
     ``chipsim run hwconfigs/44core_4bit.yaml --set training.epochs=1 --rule bp``.
     """
     from .runner import run as _run
-    return _run(_load(config, overrides, rule, model), out_dir=out_dir, progress=progress, resume=resume,
-                write=write)
+    return _run(_load(config, overrides, rule, model), out_dir=a.path(out_dir, "out_dir", True),
+                progress=a.flag(progress, "progress"), resume=a.path(resume, "resume", True),
+                write=a.flag(write, "write"))
 
 
 def map(config, overrides: Overrides = (), out_dir: str | None = None, write: bool = True,  # noqa: A001
         progress: bool = True, *, rule: str | None = None, model: str | None = None):
     """Map the model onto the chip and cost one step, no training: see ``chipsim.runner.map``."""
     from .runner import map as _map
-    return _map(_load(config, overrides, rule, model), out_dir=out_dir, write=write, progress=progress)
+    return _map(_load(config, overrides, rule, model), out_dir=a.path(out_dir, "out_dir", True),
+                write=a.flag(write, "write"), progress=a.flag(progress, "progress"))
 
 
 def compare(config, rules=("bp", "df-o", "df-r"), depths=(5, 8, 11, 15, 20, 25), overrides: Overrides = (),
@@ -183,9 +213,11 @@ def compare(config, rules=("bp", "df-o", "df-r"), depths=(5, 8, 11, 15, 20, 25),
     See ``chipsim.experiments.compare``. ``cluster``: a Dask scheduler address (``tcp://host:8786``),
     ``"local"`` or a ``distributed.Client`` to run the points on (default: a local process pool)."""
     from .experiments.compare import compare as _compare
-    return _compare(_load(config, overrides, None, model), rules, depths, width=width, out_dir=out_dir,
-                    jobs=jobs, progress=progress, own_model=own_model, cluster=cluster,
-                    pools=pools)
+    return _compare(_load(config, overrides, None, model), a.values(rules, "rules"), a.values(depths, "depths"),
+                    width=a.integer(width, "width", False), out_dir=a.path(out_dir, "out_dir", True),
+                    jobs=a.integer(jobs, "jobs"), progress=a.flag(progress, "progress"),
+                    own_model=a.flag(own_model, "own_model"), cluster=_cluster(cluster),
+                    pools=[] if isinstance(pools, tuple) and not pools else a.values(pools, "pools"))
 
 
 def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bits=(), negatives=(), seeds=(0,),
@@ -194,8 +226,12 @@ def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bit
     """Accuracy vs noise level, bit width or number of negatives. See ``chipsim.experiments.sweep``.
     ``cluster``: as for :func:`compare`."""
     from .experiments.sweep import sweep as _sweep
-    return _sweep(_load(config, overrides, None, model), rules, noise, levels, bits, negatives, seeds,
-                  out_dir=out_dir, jobs=jobs, progress=progress, gain_std=gain_std, cluster=cluster)
+    lists = {name: ([] if isinstance(v, tuple) and not v else a.values(v, name))
+             for name, v in (("noise", noise), ("levels", levels), ("bits", bits), ("negatives", negatives))}
+    return _sweep(_load(config, overrides, None, model), a.values(rules, "rules"), lists["noise"], lists["levels"],
+                  lists["bits"], lists["negatives"], a.values(seeds, "seeds"), out_dir=a.path(out_dir, "out_dir", True),
+                  jobs=a.integer(jobs, "jobs"), progress=a.flag(progress, "progress"),
+                  gain_std=a.number(gain_std, "gain_std"), cluster=_cluster(cluster))
 
 
 def table(config, rules=("bp", "df-o", "df-r"), seeds=(0, 1, 2), overrides: Overrides = (),
@@ -204,12 +240,9 @@ def table(config, rules=("bp", "df-o", "df-r"), seeds=(0, 1, 2), overrides: Over
     """Train each rule over the seeds on one model and chip: accuracy (mean ± sd) beside SRAM, latency and
     energy. See ``chipsim.experiments.table``. ``cluster``: as for :func:`compare`."""
     from .experiments.table import table as _table
-    if isinstance(rules, str):
-        rules = (rules,)
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = (seeds,)
-    return _table(_load(config, overrides, None, model), rules, seeds, out_dir=out_dir, jobs=jobs,
-                  progress=progress, cluster=cluster)
+    return _table(_load(config, overrides, None, model), a.values(rules, "rules"), a.values(seeds, "seeds"),
+                  out_dir=a.path(out_dir, "out_dir", True), jobs=a.integer(jobs, "jobs"),
+                  progress=a.flag(progress, "progress"), cluster=_cluster(cluster))
 
 
 def reproduce(out_dir: str = "reports", quick: bool = False, jobs: int | None = None, progress: bool = True,
@@ -217,4 +250,13 @@ def reproduce(out_dir: str = "reports", quick: bool = False, jobs: int | None = 
     """Regenerate every table and figure of the paper's evaluation. See ``chipsim.experiments.reproduce``.
     ``cluster``: as for :func:`compare`, opened once for every experiment."""
     from .experiments.reproduce import reproduce as _reproduce
-    return _reproduce(out_dir=out_dir, quick=quick, jobs=jobs, progress=progress, cluster=cluster, ladder=ladder)
+    return _reproduce(out_dir=a.path(out_dir, "out_dir"), quick=a.flag(quick, "quick"), jobs=a.integer(jobs, "jobs"),
+                      progress=a.flag(progress, "progress"), cluster=_cluster(cluster), ladder=a.flag(ladder, "ladder"))
+
+
+def _cluster(cluster):
+    """``cluster``: None, ``"local"``, an address (str, or a numpy string) or a ``distributed.Client``."""
+    cluster = a.plain(cluster)
+    from .experiments.cluster import check_cluster
+    check_cluster(cluster)
+    return cluster

@@ -23,6 +23,15 @@ raised at save time.
 Every problem reading a checkpoint is one ``CheckpointError`` line: empty,
 truncated, not a checkpoint, another format version, or written by another
 config (naming the keys that differ).
+
+A checkpoint is data from whoever wrote the run directory, read within
+bounds (``chipsim.safe_files``): only a regular file, never through a symlink
+(a link to ``/dev/zero`` would be read until memory runs out, a FIFO would
+block), at most ``MAX_BYTES``; every member's header is checked before its
+array is allocated (a header that claims 10^12 elements is refused, not
+allocated); arrays must be real numbers or text, floats finite; the JSON
+document at most ``MAX_DEPTH`` deep; and the state's counters and history
+(epoch >= 0, accuracies in [0, 1]) are checked before a run resumes from it.
 """
 from __future__ import annotations
 
@@ -36,6 +45,7 @@ import numpy as np
 
 from .atomic import atomic_file, clean_stale
 from .errors import CheckpointError
+from .safe_files import read_bytes
 
 FORMAT = "chipsim-checkpoint"
 VERSION = 1
@@ -44,6 +54,9 @@ LEGACY_NAME = "checkpoint.pkl"
 _DOC = "__doc__"
 _ZIP_MAGIC = b"PK\x03\x04"
 _TAGS = ("__array__", "__tuple__", "__items__", "__float__")
+MAX_BYTES = 4 << 30          # far above any model this CPU simulator trains (vit_tiny's is a few MB)
+MAX_DEPTH = 64               # nesting of the state document (chipsim writes about 8)
+_ARRAY_KINDS = "biufUS"      # bool, integers, floats, text: no complex, object, void or time arrays
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -88,24 +101,28 @@ class _Decoder:
     def bad(self, what: str) -> CheckpointError:
         return CheckpointError(f"{self.path}: damaged checkpoint: {what}")
 
-    def decode(self, obj):
+    def decode(self, obj, depth: int = 0):
+        if depth > MAX_DEPTH:
+            raise self.bad(f"its state is nested deeper than {MAX_DEPTH} levels")
         if obj is None or isinstance(obj, (bool, str, int, float)):
             return obj
         if isinstance(obj, list):
-            return [self.decode(v) for v in obj]
+            return [self.decode(v, depth + 1) for v in obj]
         if not isinstance(obj, dict):
             raise self.bad(f"unexpected {type(obj).__name__} in the state")
         tag = next((t for t in _TAGS if t in obj), None)
         if tag is None:
-            return {k: self.decode(v) for k, v in obj.items()}
+            return {k: self.decode(v, depth + 1) for k, v in obj.items()}
         if tag == "__array__":
             name = obj["__array__"]
-            if name not in self.arrays:
+            if not isinstance(name, str) or name not in self.arrays:
                 raise self.bad(f"array {name!r} is missing")
             a = self.arrays[name]
             return a[()] if obj.get("scalar") else a
         if tag == "__tuple__":
-            return tuple(self.decode(v) for v in obj["__tuple__"])
+            if not isinstance(obj["__tuple__"], list):
+                raise self.bad("a tuple is not a list of values")
+            return tuple(self.decode(v, depth + 1) for v in obj["__tuple__"])
         if tag == "__float__":
             try:
                 return float(obj["__float__"])
@@ -116,12 +133,46 @@ class _Decoder:
             raise self.bad("a mapping's items are not key-value pairs")
         out = {}
         for k, v in items:
-            key = self.decode(k)
+            key = self.decode(k, depth + 1)
             try:
-                out[key] = self.decode(v)
+                out[key] = self.decode(v, depth + 1)
             except TypeError:
                 raise self.bad("a mapping key is not hashable") from None
         return out
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} in the document")
+
+
+def _check_member(zf, info, path: str) -> None:
+    """Read one member's .npy header (not its data) and refuse it unless its dtype is real numbers or text
+    and the bytes it claims are what the member holds: no allocation is ever sized by a header alone."""
+    from numpy.lib import format as npy
+    with zf.open(info) as fh:
+        try:
+            version = npy.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = npy.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = npy.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"npy format version {version}")
+        except (ValueError, SyntaxError, TypeError) as exc:
+            raise CheckpointError(f"{path}: damaged checkpoint: member {info.filename!r} has no valid array "
+                                  f"header ({str(exc)[:80]})") from None
+        header = fh.tell() if hasattr(fh, "tell") else 0
+    if dtype.kind not in _ARRAY_KINDS or dtype.hasobject:
+        raise CheckpointError(f"{path}: damaged checkpoint: member {info.filename!r} holds {dtype} values; a "
+                              "checkpoint holds real numbers and text only")
+    count = 1
+    for d in shape:
+        if not isinstance(d, int) or d < 0:
+            raise CheckpointError(f"{path}: damaged checkpoint: member {info.filename!r} has shape {shape}")
+        count *= d
+    if count * dtype.itemsize > info.file_size - min(header, info.file_size):
+        raise CheckpointError(f"{path}: damaged checkpoint: member {info.filename!r} claims {count:,} "
+                              f"{dtype} values but holds {info.file_size:,} bytes")
 
 
 # ----------------------------------------------------------------------------- files
@@ -148,13 +199,7 @@ def load(path: str) -> tuple:
     if os.path.basename(path) == LEGACY_NAME or path.endswith(".pkl"):
         raise CheckpointError(f"{path}: a pickle checkpoint from an older chipsim; pickles can carry code, so "
                               f"chipsim no longer opens them; rerun the training (it now writes {NAME})")
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a directory; give a run directory or its {NAME}") from None
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    raw = read_bytes(path, "checkpoint", MAX_BYTES, CheckpointError)
     if not raw:
         raise CheckpointError(f"{path}: the file is empty (a write was interrupted?); not a chipsim checkpoint")
     if not raw.startswith(_ZIP_MAGIC):
@@ -166,6 +211,8 @@ def load(path: str) -> tuple:
             # declared size could be a zip bomb
             if any(i.compress_type != zipfile.ZIP_STORED or i.file_size > len(raw) for i in zf.infolist()):
                 raise CheckpointError(f"{path}: a zip with compressed or oversized members; not a chipsim checkpoint")
+            for info in zf.infolist():
+                _check_member(zf, info, path)
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
             if _DOC not in npz.files:
                 raise CheckpointError(f"{path}: a zip without chipsim's {_DOC} document; not a chipsim checkpoint")
@@ -173,14 +220,19 @@ def load(path: str) -> tuple:
             arrays = {k: npz[k] for k in npz.files if k != _DOC}
         if not isinstance(doc_bytes, np.ndarray) or doc_bytes.dtype != np.uint8:
             raise CheckpointError(f"{path}: damaged checkpoint: its {_DOC} document is not UTF-8 bytes")
-        doc = json.loads(doc_bytes.tobytes().decode("utf-8"))
+        doc = json.loads(doc_bytes.tobytes().decode("utf-8"), parse_constant=_no_constant)
         odd = [k for k, a in arrays.items() if not isinstance(a, np.ndarray)]
         if odd:
             raise CheckpointError(f"{path}: damaged checkpoint: member {odd[0]!r} is not a numpy array")
+
     except CheckpointError:
         raise
+    except RecursionError:
+        raise CheckpointError(f"{path}: damaged checkpoint: its document is nested too deep") from None
+    except MemoryError:
+        raise CheckpointError(f"{path}: damaged checkpoint: a member does not fit in memory") from None
     except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, UnicodeDecodeError,
-            NotImplementedError, RuntimeError) as exc:
+            NotImplementedError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"{path}: truncated or damaged checkpoint ({type(exc).__name__}: "
                               f"{str(exc)[:120]}); rerun the training, or resume from an intact copy") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
@@ -217,12 +269,64 @@ def check_resumable(path: str, saved: dict, state, current: dict, epochs: int) -
         more = f" and {len(diffs) - 5} more" if len(diffs) > 5 else ""
         raise CheckpointError(f"{path}: written by another config: {listed}{more}; resuming may change only "
                               f"{', '.join(RESUMABLE_KEYS)}")
-    done = state.get("epoch", 0) if isinstance(state, dict) else 0
-    if not isinstance(done, int) or isinstance(done, bool):
-        raise CheckpointError(f"{path}: damaged checkpoint: its epoch count is {shorten(done)}")
+    done = _count(path, state if isinstance(state, dict) else {}, "epoch")
     if done > epochs:
         raise CheckpointError(f"{path}: {done} epochs are done already; training.epochs must be >= {done} to "
                               f"resume (it is {epochs})")
+
+
+def _count(path: str, state: dict, name: str) -> int:
+    from .safe_yaml import shorten
+    v = state.get(name)
+    if isinstance(v, np.integer):
+        v = int(v)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise CheckpointError(f"{path}: damaged checkpoint: its {name} count is {shorten(v)}; expected an "
+                              "integer >= 0")
+    return v
+
+
+def _fraction(v) -> bool:
+    return v is None or (not isinstance(v, bool) and isinstance(v, (int, float, np.floating))
+                         and math.isfinite(v) and 0 <= v <= 1)
+
+
+def _finite(path: str, v, where: str, depth: int = 0) -> None:
+    """Every number of a training state is finite: NaN weights or moments would train on to chance."""
+    if isinstance(v, (np.ndarray, np.generic)):
+        if v.dtype.kind == "f" and not np.isfinite(v).all():
+            raise CheckpointError(f"{path}: damaged checkpoint: {where} holds NaN or infinite values; a training "
+                                  "that diverged is not resumed")
+    elif isinstance(v, float) and not math.isfinite(v) and not where.endswith("trace"):
+        raise CheckpointError(f"{path}: damaged checkpoint: {where} is {v}, not a finite number")
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            _finite(path, x, f"{where}.{k}", depth + 1)
+    elif isinstance(v, (list, tuple)):
+        for n, x in enumerate(v):
+            _finite(path, x, f"{where}[{n}]", depth + 1)
+
+
+def check_state(path: str, state) -> None:
+    """The counters and history a resumed run continues from: epoch and step integers >= 0, one history
+    entry per finished epoch, its accuracies in [0, 1] and its loss and time finite."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: damaged checkpoint: its state is not a mapping")
+    _finite(path, state, "state")
+    epoch, step = _count(path, state, "epoch"), _count(path, state, "step")
+    if step < epoch:
+        raise CheckpointError(f"{path}: damaged checkpoint: {step} steps cannot finish {epoch} epochs")
+    history = state.get("history")
+    if not isinstance(history, list) or len(history) != epoch:
+        raise CheckpointError(f"{path}: damaged checkpoint: its history does not list its {epoch} finished epochs")
+    for n, h in enumerate(history):
+        ok = isinstance(h, dict) and _fraction(h.get("test_accuracy")) and _fraction(h.get("head_accuracy")) \
+            and all(_fraction(a) for a in (h.get("per_block_accuracy") or [])) \
+            and all(isinstance(h.get(k), (int, float)) and not isinstance(h.get(k), bool) and math.isfinite(h[k])
+                    and (k == "loss" or h[k] >= 0) for k in ("loss", "seconds"))
+        if not ok:
+            raise CheckpointError(f"{path}: damaged checkpoint: epoch {n + 1} of its history has an accuracy "
+                                  "outside [0, 1] or a loss or time that is not a finite number")
 
 
 def flatten(d, prefix: str = "") -> dict:

@@ -20,8 +20,8 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from . import __version__
-from .errors import ChipsimError
+from . import __version__, terminal
+from .errors import ChipsimError, interrupt_of
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
@@ -368,28 +368,49 @@ def _utf8_arguments(argv: list) -> list:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chipsim`` console script; returns the exit code."""
+    import warnings
+    as_program = argv is None
+    terminal.prepare(as_program)
+    # numpy's overflow/invalid warnings precede a TrainingDiverged line that says what happened, and why
+    warnings.filterwarnings("ignore", category=RuntimeWarning, message=r".*(overflow|invalid value|divide by "
+                            r"zero) encountered")
     parser = build_parser()
     try:
         argv = _utf8_arguments(sys.argv[1:] if argv is None else list(argv))
         args = parser.parse_args(argv)
-        return args.run(args)
-    except ChipsimError as exc:
+        rc = args.run(args)
         sys.stdout.flush()
+        return rc
+    except ChipsimError as exc:
+        terminal.flush_stdout()
         print(f"chipsim: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt as exc:
-        sys.stdout.flush()
-        hint = getattr(exc, "resume_hint", None)
+    except (KeyboardInterrupt, SystemError) as exc:
+        interrupt = interrupt_of(exc)
+        if interrupt is None:
+            raise
+        terminal.flush_stdout()
+        hint = getattr(interrupt, "resume_hint", None)
         print("chipsim: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
+        if as_program:
+            terminal.exit_now(EXIT_INTERRUPTED)     # not 130 otherwise, at times: see terminal.exit_now
         return EXIT_INTERRUPTED
     except SystemExit as exc:  # argparse: --help/--version (0) and usage errors (2)
+        terminal.flush_stdout()
         if exc.code is None:
             return EXIT_OK
         return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     except BrokenPipeError:  # e.g. `chipsim validate --reference | head`
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        terminal.silence_stdout()
         return EXIT_OK
+    except OSError as exc:
+        if exc.errno not in terminal.STDOUT_ERRORS:
+            raise
+        # writing the results to stdout failed (`> /dev/full`); the files a command writes report their own
+        # errors as OutputError lines
+        terminal.silence_stdout()
+        print(f"chipsim: error: cannot write to standard output: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -27,3 +27,21 @@ class OutputError(ChipsimError):
 
 class CheckpointError(ChipsimError):
     """A checkpoint cannot be resumed (damaged, another format version, another config); says which and why."""
+
+
+def interrupt_of(exc: BaseException):
+    """The KeyboardInterrupt behind ``exc``, or None.
+
+    A Ctrl-C that lands while a numba kernel returns through the Python C API
+    surfaces as ``SystemError: ... returned a result with an exception set``,
+    the KeyboardInterrupt as its context: it is the same interrupt, and ends
+    in the same resume hint and exit code 130."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        if not isinstance(exc, SystemError):
+            return None
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import checkpoint, labels, provenance, rundir
 from .config import DATASET_SHAPES, LoadedConfig, load_config
-from .errors import CheckpointError, OutputError
+from .errors import CheckpointError, OutputError, interrupt_of
 from .schema import to_plain
 
 
@@ -237,7 +237,7 @@ def run(config, overrides=(), out_dir: str | None = None, progress: bool = True,
         ctx = contextlib.nullcontext(None)
     elif resume and (out_dir is None or os.path.abspath(out_dir) == os.path.abspath(resume_dir)):
         rundir.check_writable(resume_dir, "--resume")
-        ctx = contextlib.nullcontext(resume_dir)            # resuming is the one way to write into a run directory
+        ctx = rundir.owned(resume_dir, "--resume")          # resuming is the one way to write into a run directory
     else:
         ctx = rundir.claimed(out_dir, cfg.name)
     out = None
@@ -286,7 +286,10 @@ def run(config, overrides=(), out_dir: str | None = None, progress: bool = True,
                                       f"{_command(cfg, '--resume', out)} writes the report without "
                                       "training again") from None
                 raise
-    except KeyboardInterrupt as exc:
-        exc.resume_hint = _interrupt_hint(cfg, out, out_dir)
-        raise
+    except (KeyboardInterrupt, SystemError) as exc:
+        interrupt = interrupt_of(exc)
+        if interrupt is None:
+            raise
+        interrupt.resume_hint = _interrupt_hint(cfg, out, out_dir)
+        raise interrupt from None
     return RunResult(summary, chip, out, files, history)

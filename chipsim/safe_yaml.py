@@ -184,13 +184,12 @@ def read_file(path: str, what: str = "file", who: str = ""):
     if os.path.isdir(path):
         raise ConfigError(f"{prefix}{what} {path} is a directory, expected a YAML file" if who
                           else f"{path}: is a directory, expected a YAML file")
+    from .safe_files import read_bytes
+    # a regular file only (a FIFO would block, /dev/zero never end), within the cap; a symlink the user
+    # named is followed to the regular file it names
+    raw = read_bytes(path, what, MAX_FILE_BYTES, ConfigError, follow=True)
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)
-        if len(raw) > MAX_FILE_BYTES:
-            raise ConfigError(f"{path}: refused: larger than {MAX_FILE_BYTES // 1024} KiB; a chipsim {what} is a "
-                              "few KB of YAML")
         text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     return parse(text, path)

@@ -80,6 +80,12 @@ def _convert_scalar(value, tp, key: str, where: Where):
             return float(value)
     elif tp is str:
         if isinstance(value, str):
+            bad = next((c for c in value if ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 or c in "\u2028\u2029"), None)
+            if bad is not None:
+                # a name with a newline would write its own headings into report.md, a path one would not be
+                # the file the user sees
+                raise where.error(key, f"{shorten(value)} holds the control character {bad!r}; names and paths "
+                                       "must be one line of printable text")
             return value
     else:  # pragma: no cover - schema programming error
         raise TypeError(f"unsupported schema type {tp}")

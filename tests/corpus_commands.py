@@ -61,6 +61,84 @@ class CommandCase:
                         one_line=False, stdout_empty=False, fsize=self.fsize)
 
 
+# ----------------------------------------------------------------------------- issue 26: files from others are data
+def _symlink(rel: str, target: str, victim: str | None = None):
+    """``{tmp}/rel`` as a symlink to ``target`` (``{tmp}`` expanded); ``victim`` text written at the target."""
+    def setup(tmp: Path, env: dict):
+        p = tmp / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        dest = target.format(tmp=tmp)
+        if victim is not None:
+            Path(dest).write_text(victim)
+        os.symlink(dest, p)
+    return setup
+
+
+def _fifo(rel: str):
+    def setup(tmp: Path, env: dict):
+        p = tmp / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(p)
+    return setup
+
+
+def _state(change: Callable[[dict], None]):
+    """The session checkpoint with its decoded state document changed (``change(doc["state"])``)."""
+    return _rewrite_doc(lambda doc: change(doc["state"]))
+
+
+def _arrays(change: Callable[[dict], None]):
+    """The session checkpoint with its arrays changed (``change(members)``, members by name)."""
+    def transform(raw: bytes) -> bytes:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            members = {k: npz[k] for k in npz.files}
+        change(members)
+        buf = io.BytesIO()
+        np.savez(buf, **members)
+        return buf.getvalue()
+    return transform
+
+
+def _first_float(members: dict) -> str:
+    return next(k for k, a in members.items() if a.dtype.kind == "f" and a.size > 1)
+
+
+def _nan_weights(members: dict) -> None:
+    k = _first_float(members)
+    members[k] = np.full_like(members[k], np.nan)
+
+
+def _complex_weights(members: dict) -> None:
+    k = _first_float(members)
+    members[k] = members[k].astype(np.complex64)
+
+
+def _huge_header(raw: bytes) -> bytes:
+    """A member whose .npy header claims 10^12 float32 values (4 TB) over 16 bytes of data."""
+    import zipfile
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000,), }"
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    fake = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode("latin1") + bytes(16)
+    src = zipfile.ZipFile(io.BytesIO(raw))
+    name = next(n for n in src.namelist() if n != "__doc__.npy")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as out:
+        for n in src.namelist():
+            out.writestr(n, fake if n == name else src.read(n))
+    return buf.getvalue()
+
+
+def _deep_state(state: dict) -> None:
+    deep = []
+    for _ in range(200):
+        deep = [deep]
+    state["extra"] = deep
+
+
+def _negative_epoch(state: dict) -> None:
+    state["epoch"] = -5
+
+
 # ----------------------------------------------------------------------------- files a case lays out
 def _file(rel: str, content: bytes | str = b"x"):
     def setup(tmp: Path, env: dict):
@@ -318,4 +396,54 @@ CASES = [
       setup=_results_log("sw", 'garbage\n{"key": "a"}\n')),
     C("compare-log-not-an-object", ("compare", "{preset}", "--own-model", "--rules", "bp", "--out", "{tmp}/c"),
       ("line 2 is damaged (a JSON list",), "{tmp}/c/points.jsonl", setup=_results_log("c", '{"key": "a"}\n[1, 2]\n')),
+    # ---- issue 26: files from others are data, read within bounds; exclusive, bounded writes
+    C("sweep-log-symlink-elsewhere", ("sweep", "{preset}", "--bits", "4", "--rules", "bp", "--out", "{tmp}/sw")
+      + tiny_args(), ("is a symbolic link", "regular files"), "{tmp}/sw/points.jsonl",
+      setup=_symlink("sw/points.jsonl", "{tmp}/victim.txt", victim="precious\n")),
+    C("compare-log-symlink-elsewhere", ("compare", "{preset}", "--own-model", "--rules", "bp", "--out", "{tmp}/c"),
+      ("is a symbolic link",), "{tmp}/c/points.jsonl",
+      setup=_symlink("c/points.jsonl", "{tmp}/victim.txt", victim="precious\n")),
+    C("sweep-log-fifo", ("sweep", "{preset}", "--bits", "4", "--rules", "bp", "--out", "{tmp}/sw") + tiny_args(),
+      ("is a FIFO",), "{tmp}/sw/points.jsonl", setup=_fifo("sw/points.jsonl")),
+    C("sweep-log-accuracy-above-one", ("sweep", "{preset}", "--bits", "4", "--rules", "bp", "--out", "{tmp}/sw")
+      + tiny_args(), ("line 1", "an accuracy lies in [0, 1]"), "{tmp}/sw/points.jsonl",
+      setup=_results_log("sw", '{"key": "a", "accuracy": {"clean": 5.0}}\n')),
+    C("sweep-log-accuracy-nan", ("sweep", "{preset}", "--bits", "4", "--rules", "bp", "--out", "{tmp}/sw")
+      + tiny_args(), ("line 1 is damaged", "NaN is not a finite number"), "{tmp}/sw/points.jsonl",
+      setup=_results_log("sw", '{"key": "a", "accuracy": {"clean": NaN}}\n')),
+    C("sweep-log-deeply-nested", ("sweep", "{preset}", "--bits", "4", "--rules", "bp", "--out", "{tmp}/sw")
+      + tiny_args(), ("line 1", "nested"), "{tmp}/sw/points.jsonl",
+      setup=_results_log("sw", '{"key": "a", "x": ' + "[" * 100000 + "]" * 100000 + "}\n")),
+    C("sweep-log-nested-past-limit", ("sweep", "{preset}", "--bits", "4", "--rules", "bp", "--out", "{tmp}/sw")
+      + tiny_args(), ("line 1", "nested deeper than"), "{tmp}/sw/points.jsonl",
+      setup=_results_log("sw", '{"key": "a", "x": ' + "[" * 40 + "]" * 40 + "}\n")),
+    C("resume-checkpoint-symlink-to-dev-zero", CKPT_RUN, ("is a symbolic link",), "checkpoint.npz",
+      setup=_symlink("run/checkpoint.npz", "/dev/zero")),
+    C("resume-checkpoint-fifo", CKPT_RUN, ("is a FIFO",), "checkpoint.npz", setup=_fifo("run/checkpoint.npz")),
+    C("resume-checkpoint-dev-zero-named", RUN + tiny_args() + ("--quiet", "--resume", "/dev/zero"),
+      ("is a character device",), "/dev/zero"),
+    C("resume-negative-epoch", CKPT_RUN, ("epoch count is -5", ">= 0"), "checkpoint.npz",
+      setup=_checkpoint(_state(_negative_epoch))),
+    C("resume-nan-weights", CKPT_RUN, ("NaN or infinite",), "checkpoint.npz", setup=_checkpoint(_arrays(_nan_weights))),
+    C("resume-complex-weights", CKPT_RUN, ("complex64 values", "real numbers"), "checkpoint.npz",
+      setup=_checkpoint(_arrays(_complex_weights))),
+    C("resume-header-claims-a-terabyte", CKPT_RUN, ("claims 1,000,000,000,000",), "checkpoint.npz",
+      setup=_checkpoint(_huge_header)),
+    C("resume-state-nested-too-deep", CKPT_RUN, ("nested deeper than 64",), "checkpoint.npz",
+      setup=_checkpoint(_state(_deep_state))),
+    C("config-is-a-fifo", ("validate", "{tmp}/hw.yaml"), ("is a FIFO",), "{tmp}/hw.yaml", setup=_fifo("hw.yaml")),
+    C("config-is-dev-zero", ("validate", "/dev/zero"), ("character device",), "/dev/zero"),
+    C("model-is-a-fifo", ("validate", "{preset}", "--set", "workload.model={tmp}/m.yaml"), ("is a FIFO",),
+      "{tmp}/m.yaml", setup=_fifo("m.yaml")),
+    C("model-name-with-newline", ("validate", "{preset}", "--set", "workload.model={tmp}/m.yaml"),
+      ("control character", "one line of printable text"), "{tmp}/m.yaml",
+      setup=_file("m.yaml", 'name: "tiny\\n# Injected heading"\nblocks:\n  - {type: dense, units: 16}\n')),
+    C("chip-name-with-newline", ("validate", "{preset}", "--set", 'chip.name="a\\n## b"'), ("control character",),
+      "chip.name"),
+    C("set-section-to-a-scalar", ("validate", "{preset}", "--set", "training=3"), ("training is a section",),
+      "--set training=3"),
+    C("reproduce-into-a-directory-with-a-readme", ("reproduce", "--quick", "--out", "{tmp}/mine"),
+      ("holds files this command did not write",), "--out {tmp}/mine", setup=_file("mine/README.md", "mine\n")),
+    C("training-diverges", RUN + tiny_args("training.lr=1e30") + ("--quiet", "--out", "{tmp}/r"),
+      ("training diverged", "lower training.lr"), "training.lr"),
 ]

@@ -213,3 +213,24 @@ def test_bad_cluster_input_is_one_line(tmp_path, capsys, monkeypatch):
         assert cli.main(base + ["--cluster", empty.scheduler_address]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no worker joined the scheduler within 1 s; start one with `dask worker" in err[0]
+
+
+def test_progress_notes_travel_from_local_workers_and_from_this_process(tmp_path):
+    """The one executor: --jobs 2 is a LocalCluster whose workers relay the training loop's notes (what the
+    progress bar shows while long points run); --jobs 1 runs here and shows them the same way."""
+    from cluster_points import notes
+    seen, recorded = [], {}
+    points = [{"key": "a", "notes": 3}, {"key": "b", "notes": 2}]
+    with cluster_mod.open_cluster(None, 2) as client:
+        assert len(client.nthreads()) == 2 and set(client.nthreads().values()) == {1}
+        failed = cluster_mod.run_on_cluster(client, notes, points, lambda p, r: recorded.update({p["key"]: r}),
+                                            "t", show=lambda key, text: seen.append((key, text)))
+    assert failed == [] and {k: r["value"] for k, r in recorded.items()} == {"a": 3, "b": 2}
+    assert recorded["a"]["pid"] != os.getpid()                    # computed in worker processes
+    # events travel asynchronously: each worker's notes arrive, in order per point
+    assert [t for k, t in seen if k == "a"] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert [t for k, t in seen if k == "b"] == ["epoch 1/2", "epoch 2/2"]
+    here = []
+    assert cluster_mod.run_in_process(notes, {"key": "c", "notes": 2}, lambda k, t: here.append((k, t)))["pid"] \
+        == os.getpid()
+    assert here == [("c", "epoch 1/2"), ("c", "epoch 2/2")]

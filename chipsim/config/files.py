@@ -113,12 +113,28 @@ def apply_override(data: dict, assignment: str, schema=HwConfig) -> None:
             if is_path and isinstance(value, str):
                 # a path typed on the command line means what the shell means: relative to the cwd
                 value = os.path.abspath(os.path.expanduser(value))
+            if sub is not None:
+                # a whole section: its keys merge into the preset's, never a silent reset of the others
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{where}: {clip(key)} is a section; give its keys as a mapping, e.g. "
+                                      f"--set '{clip(key)}={{{field_names(sub)[0]}: ...}}', or set one key with "
+                                      f"--set {clip(key)}.{field_names(sub)[0]}=...")
+                if isinstance(node.get(part), dict):
+                    value = _merged(node[part], value)
             node[part] = value
         else:
             if not isinstance(node.get(part), dict):
                 node[part] = {}
             node = node[part]
         cls = sub
+
+
+def _merged(base: dict, extra: dict) -> dict:
+    """``extra``'s keys over ``base``'s, nested mappings merged key by key (the schema then checks them)."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def load_config(path: str, overrides=()) -> LoadedConfig:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import checkpoint
+from .. import progress as point_progress
 from ..errors import CheckpointError, ConfigError
 from ..modelspec import check_fits_host
 from ..quant import QuantStore
@@ -184,6 +185,7 @@ class Trainer:
                 res = self.train_step(data.x_train[idx], data.y_train[idx],
                                       record=record_trace and self.trace is None)
                 losses.append(res.loss)
+                point_progress.note(f"epoch {self.epoch + 1}/{hw.training.epochs}, step {i + 1}/{self.steps_per_epoch}")
                 if i % 10 == 0:
                     bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
             dt = time.perf_counter() - t0
@@ -198,6 +200,8 @@ class Trainer:
                                ev["head_accuracy"])
             self.history.append(stats)
             self.epoch += 1
+            point_progress.note(f"epoch {stats.epoch}/{hw.training.epochs} done, test acc "
+                                f"{100 * stats.test_accuracy:.1f}%", force=True)
             if progress:
                 head = "" if stats.head_accuracy is None else f"  head {100 * stats.head_accuracy:.2f}%"
                 print(f"epoch {stats.epoch}/{hw.training.epochs}: loss {stats.loss:.4f}  "
@@ -263,6 +267,7 @@ class Trainer:
 
     def restore(self, state, path: str):
         """``load`` a checked checkpoint state; a state that does not fit this network is one clear error."""
+        checkpoint.check_state(path, state)        # counters, history and every number finite, before any load
         try:
             self.load(state)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:

@@ -16,6 +16,9 @@ tensor every slice holds whole is updated by every slice (replicated work).
 """
 from __future__ import annotations
 
+import numpy as np
+
+from ..errors import TrainingDiverged
 from ..work import split
 
 
@@ -31,7 +34,30 @@ def _update(key, g, lr, master, opt, acc, precision, rng):
     store = acc[key]
     store.store(g, rng)                          # the step's gradient as the core accumulated it
     delta = opt.delta(key, store.load(), lr, rng)
+    check_update(key, delta, master, lr)
     master.apply(delta, precision.rounding, rng)
+
+
+def check_update(key: str, delta, master, lr) -> None:
+    """Refuse an update that is not finite, or that alone spans more than the whole range the master
+    weights' width holds (``update_bits``): such a step is not learning but saturation, and a training
+    that goes on from it ends at chance with no sign of why (``training.lr=1e30``)."""
+    d = np.asarray(delta)
+    if not np.isfinite(d).all():
+        raise TrainingDiverged(f"training diverged: the update of {key} is not finite (lr {lr:g}); lower "
+                               "training.lr")
+    if getattr(master, "bits", 32) == 32 or not d.size:
+        limit = float(np.finfo(np.float32).max) / 4
+        if d.size and float(np.max(np.abs(d))) > limit:
+            raise TrainingDiverged(f"training diverged: an update of {key} of {float(np.max(np.abs(d))):.3g} "
+                                   f"nears float32's range (lr {lr:g}); lower training.lr")
+        return
+    span = 2.0 * master.qmax * master.step
+    big = float(np.max(np.abs(d)))
+    if big > span:
+        raise TrainingDiverged(f"training diverged: an update of {key} of {big:.3g} exceeds the whole range "
+                               f"(±{span / 2:.3g}) of its {master.bits}-bit master weights (precision.update_bits) "
+                               f"at lr {lr:g}; lower training.lr")
 
 
 def apply_gradients(net, grads, lr, opt, acc, precision, rng, tracer, grad_noise=None, rng_noise=None):

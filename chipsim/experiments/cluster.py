@@ -1,15 +1,17 @@
-"""Run experiment points on a Dask cluster (``--cluster ADDRESS`` or ``--cluster local``).
+"""The one executor of experiment points: a Dask cluster, local (``--jobs N``) or remote (``--cluster ADDRESS``).
 
-Why Dask: a sweep's points are independent trainings; once one machine's
-process pool is not enough, ``dask scheduler`` and ``dask worker`` spread
-them over any number of machines with nothing else to install. This module
-is only the backend: ``jobs.run_points`` still owns the results log, resume
-and the progress bar, so a point that ran on a worker is recorded exactly as
-one that ran in the local pool.
+Why one path: the local process pool and the Dask backend used to be two
+executors with two sets of failure modes. Now ``--jobs N`` (N > 1) starts a
+Dask ``LocalCluster`` of N worker processes with one thread each, and
+``--cluster ADDRESS`` connects to a running scheduler; both run the same
+submission loop (``run_on_cluster``). ``--jobs 1`` (or a single point) runs
+in this process, with no executor at all: simpler tracebacks, used by tests.
+This module is only the executor: ``jobs.run_points`` owns the results log,
+resume and the progress bar, and this module imports nothing of it.
 
 What it promises, and how:
 
-* **The same numbers as locally.** A worker runs the same point function on
+* **The same numbers everywhere.** A worker runs the same point function on
   the same point dict, its thread cap (``threads``: cores // jobs of the
   machine that started the sweep) included. That cap is honoured, never
   replaced by the worker's own thread count: integer GEMMs are exact under
@@ -20,6 +22,15 @@ What it promises, and how:
   state (numba and BLAS thread pools, the work log of a traced step), so a
   worker started with several threads still runs its points one after
   another; start workers with ``--nthreads 1`` and one per core.
+* **Local workers die with their parent.** Besides Dask's own pipe (a worker
+  exits when the process that spawned it closes it), a local worker asks the
+  kernel for SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)`` on
+  Linux): that works even while a numba kernel holds the GIL, and a
+  ``kill -9`` of ``chipsim sweep --jobs 2`` leaves no worker behind.
+* **Progress from inside a point.** The training loop's notes
+  (``chipsim.progress``: epoch and step) travel from the worker as Dask
+  events and are shown on the progress bar, so no command sits silent while
+  long points run.
 * **A dying worker loses only its point.** Dask's scheduler re-runs a task
   whose worker died on another worker, and fails it with ``KilledWorker``
   once ``distributed.scheduler.allowed-failures`` (default 3) workers have
@@ -37,12 +48,16 @@ What it promises, and how:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import re
+import signal
+import sys
 import threading
 import uuid
 
+from .. import progress
 from ..errors import ChipsimError, ConfigError
 
 LOCAL = "local"
@@ -55,9 +70,19 @@ class PointsFailed(ChipsimError):
     """Some points could not be computed (their workers died); the others are recorded."""
 
 
+def threads_per_job(jobs: int) -> int:
+    """Numba/BLAS threads each worker should use so the jobs do not oversubscribe the cores."""
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+
+
 def check_cluster(cluster) -> None:
     """Raise ConfigError unless ``cluster`` is None, ``"local"``, a scheduler address or a ``distributed.Client``."""
-    if cluster is None or not isinstance(cluster, str):
+    if cluster is None:
+        return
+    if not isinstance(cluster, str):
+        if not any(c.__name__ == "Client" and c.__module__.startswith("distributed") for c in type(cluster).__mro__):
+            raise ConfigError(f"cluster {type(cluster).__name__}: expected 'local', a Dask scheduler address "
+                              "like tcp://host:8786 or a distributed.Client")
         return
     if cluster != LOCAL and not _ADDRESS.match(cluster):
         raise ConfigError(f"--cluster {cluster!r}: expected 'local' or a Dask scheduler address like "
@@ -66,34 +91,35 @@ def check_cluster(cluster) -> None:
 
 @contextlib.contextmanager
 def open_cluster(cluster, jobs: int | None = None):
-    """Yield a ``distributed.Client`` for ``cluster`` (None yields None: the local process pool).
+    """Yield a ``distributed.Client`` for ``cluster``.
 
-    ``"local"`` starts a ``LocalCluster`` of ``jobs`` worker processes (default:
-    all cores) for the duration of the block; an address connects to a running
-    scheduler; a ``Client`` is yielded as it is and left open (the caller owns it).
+    ``None`` or ``"local"`` starts a ``LocalCluster`` of ``jobs`` worker
+    processes (default: all cores), one thread each, for the duration of the
+    block; an address connects to a running scheduler; a ``Client`` is yielded
+    as it is and left open (the caller owns it).
     """
     check_cluster(cluster)
-    if cluster is None:
-        yield None
-        return
-    if not isinstance(cluster, str):
+    if cluster is not None and not isinstance(cluster, str):
         yield cluster
         return
     import dask
     from distributed import Client
-    if cluster == LOCAL:
+    if cluster is None or cluster == LOCAL:
         from distributed import LocalCluster
-
-        from .jobs import threads_per_job
         jobs = jobs or os.cpu_count() or 1
         # one Dask thread per worker: one point at a time; the point itself caps its numba and BLAS
         # threads. A nanny sets these (to 1 by default) before its worker starts: start at the points' cap.
         threads = threads_per_job(jobs)
         blas = {v: threads for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": blas}), \
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": blas,
+                              # a point is minutes of numba code: no GIL warnings, no work stealing mid-point
+                              "distributed.admin.tick.limit": "1h", "distributed.scheduler.work-stealing": False}), \
                 LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
-                             # the scheduler serves HTTP (health, metrics) in any case: on a free port
-                             dashboard_address=":0", silence_logs=logging.ERROR) as local, Client(local) as client:
+                             # the scheduler serves HTTP (health, metrics) in any case: on a free port. Worker
+                             # logs stay quiet: a point's own error reaches this process as its exception; what a
+                             # worker logs as its parent goes away (a Ctrl-C, a kill) is noise on the terminal
+                             dashboard_address=":0", silence_logs=logging.CRITICAL) as local, Client(local) as client:
+            client.chipsim_parent = os.getpid()          # its workers are this process's children
             yield client
         return
     try:
@@ -112,14 +138,43 @@ def open_cluster(cluster, jobs: int | None = None):
 
 _ONE_POINT_AT_A_TIME = threading.Lock()
 START_TOPIC = "chipsim-point-start"   # Dask event topic: the task key of each run of a point, as it starts
+PROGRESS_TOPIC = "chipsim-point-progress"   # {"key": point key, "text": the training's note}
 MAX_SUBMISSIONS = 5                   # per point: ends the resubmissions even if start events were lost
+_PR_SET_PDEATHSIG = 1
 
 
-def _run_point(fn, point: dict, task_key: str):
-    """Worker side: ``fn(point)``, one point at a time per worker process, its start logged first."""
+def die_with_parent(parent: int) -> None:
+    """Make this process die with ``parent`` (the chipsim process that started the local cluster).
+
+    ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` has the kernel kill this process the moment its parent exits, even
+    a ``kill -9`` of it, and even while a numba kernel holds the GIL (Dask's own watcher thread needs the
+    GIL). If the parent is already gone (it died before this call), exit now. Not on Linux: Dask's watcher.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _run_point(fn, point: dict, task_key: str, parent: int | None = None):
+    """Worker side: ``fn(point)``, one point at a time per worker process, its start logged first, the
+    training's progress notes sent as events."""
     from distributed import get_worker
+    if parent is not None:
+        die_with_parent(parent)
+    worker = get_worker()
+    key = point.get("key", "")
     with _ONE_POINT_AT_A_TIME:
-        get_worker().log_event(START_TOPIC, task_key)
+        worker.log_event(START_TOPIC, task_key)
+        with progress.reporting(lambda text: worker.log_event(PROGRESS_TOPIC, {"key": key, "text": text})):
+            return fn(point)
+
+
+def run_in_process(fn, point: dict, show=None):
+    """``fn(point)`` here, its progress notes passed to ``show(key, text)``: the ``--jobs 1`` path."""
+    key = point.get("key", "")
+    with progress.reporting((lambda text: show(key, text)) if show else None):
         return fn(point)
 
 
@@ -133,16 +188,18 @@ def _runs_started(client, task_key: str) -> int:
     return sum(1 for _, msg in client.get_events(START_TOPIC) if msg == task_key)
 
 
-def run_on_cluster(client, fn, todo: list, record, desc: str, say=print) -> list:
+def run_on_cluster(client, fn, todo: list, record, desc: str, say=print, show=None) -> list:
     """Compute ``fn(p)`` for every point of ``todo`` on ``client``'s cluster, calling ``record(p, result)``
     as each completes. Returns the keys of the points that failed because the workers running them died
     (each reported by one ``say`` line); any other exception of a point cancels the rest and is raised.
+    ``show(key, text)`` receives the running points' progress notes.
 
     Results are fetched as soon as each point finishes and released once recorded: a result left on
     its worker would be lost, and recomputed, if that worker died while running the next point.
     """
     from distributed import KilledWorker, as_completed
     run = uuid.uuid4().hex[:8]
+    parent = getattr(client, "chipsim_parent", None)
     queue = list(reversed(todo))
     running = {}                      # future -> point
     deaths = {}                       # point key -> deaths of workers while they were running it
@@ -153,7 +210,7 @@ def run_on_cluster(client, fn, todo: list, record, desc: str, say=print) -> list
     def submit(p):
         n = submissions[p["key"]] = submissions.get(p["key"], 0) + 1
         key = f"chipsim-{desc}-{p['key']}-{run}-{n}"
-        fut = client.submit(_run_point, fn, p, key, key=key, pure=False)
+        fut = client.submit(_run_point, fn, p, key, parent, key=key, pure=False)
         running[fut] = p
         done.add(fut)
 
@@ -162,6 +219,16 @@ def run_on_cluster(client, fn, todo: list, record, desc: str, say=print) -> list
         while queue and len(running) < limit:
             submit(queue.pop())
 
+    def relay(event):
+        msg = event[1] if isinstance(event, tuple) and len(event) == 2 else event
+        if show is not None and isinstance(msg, dict):
+            show(str(msg.get("key", "")), str(msg.get("text", "")))
+
+    subscribed = False
+    if show is not None:
+        with contextlib.suppress(Exception):          # an old scheduler without topics: no relayed notes
+            client.subscribe_topic(PROGRESS_TOPIC, relay)
+            subscribed = True
     try:
         submit_more()
         for fut, result in done:
@@ -186,5 +253,9 @@ def run_on_cluster(client, fn, todo: list, record, desc: str, say=print) -> list
             submit_more()
     finally:
         if running:
-            client.cancel(list(running))
+            with contextlib.suppress(Exception):
+                client.cancel(list(running))
+        if subscribed:
+            with contextlib.suppress(Exception):
+                client.unsubscribe_topic(PROGRESS_TOPIC)
     return failed

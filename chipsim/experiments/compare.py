@@ -22,13 +22,13 @@ import time
 
 from .. import provenance, rundir
 from ..config import LoadedConfig, check_model, load_config
-from ..errors import ConfigError, MappingError, OutputError
+from ..errors import ConfigError, MappingError, OutputError, interrupt_of
 from ..modelspec import cnn_family
 from ..report import atomic_write, write_json
 from . import args as check
 from .. import labels
 from .cluster import check_cluster
-from .jobs import RESULTS_NAME, limit_threads, run_points, threads_per_job
+from .jobs import RESULTS_NAME, limit_threads, number, run_points, threads_per_job
 from .keys import point_key
 
 DEFAULT_RULES = ("bp", "df-o", "df-r")
@@ -98,6 +98,31 @@ def _point(p: dict) -> dict:
                         "sample_latency_us": one.latency_us, "backward_us": _backward_time_us(one)}
     out["chip_seconds"] = time.perf_counter() - t1
     return out
+
+
+_STREAMING_NUMBERS = ("cores_used", "peak_core_bytes", "total_peak_bytes", "latency_us", "throughput", "noc_bytes",
+                      "byte_hops", "energy_per_sample_pj", "lock_wait_us", "layers", "sample_latency_us",
+                      "backward_us")
+
+
+def check_result(p: dict, r: dict) -> None:
+    """A logged point has what the tables and plots read (``jobs.run_points(check=...)``)."""
+    if r["depth"] != p["depth"] or r["rule"] != p["rule"]:
+        raise ValueError(f"it is logged for depth {r['depth']!r}, rule {r['rule']!r}")
+    for k in ("engine_seconds", "macs", "activation_bytes_per_sample", "chip_seconds"):
+        number(r[k], 0)
+    for mode in ("whole-batch", "pytorch", "streaming"):
+        m = r[mode]
+        if not isinstance(m["fits"], bool):
+            raise TypeError(f"{mode}.fits is not true/false")
+        if not m["fits"]:
+            continue
+        number(m["total_peak_bytes"], 0)
+        for v in m["by_category"].values():
+            number(v, 0)
+    if r["streaming"]["fits"]:
+        for k in _STREAMING_NUMBERS:
+            number(r["streaming"][k], 0)
 
 
 def _backward_time_us(chip) -> float:
@@ -190,13 +215,16 @@ def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), wi
                   + f"; writing {out_dir}{os.sep}", flush=True)
         try:
             results = run_points(_point, points, out_dir, jobs=jobs, progress=progress, desc="compare",
-                                  cluster=cluster)
+                                  cluster=cluster, check=check_result)
         except OSError as exc:
             raise OutputError(f"{out_dir}: cannot write {RESULTS_NAME}: {exc.strerror or exc}") from None
-        except KeyboardInterrupt as exc:
-            exc.resume_hint = f"finished points are in {os.path.join(out_dir, RESULTS_NAME)}; rerun the same " \
+        except (KeyboardInterrupt, SystemError) as exc:
+            interrupt = interrupt_of(exc)
+            if interrupt is None:
+                raise
+            interrupt.resume_hint = f"finished points are in {os.path.join(out_dir, RESULTS_NAME)}; rerun the same " \
                               f"command with --out {out_dir} to continue"
-            raise
+            raise interrupt from None
         rows = [results[p["key"]] for p in points]
         table = {"config": cfg.path, "chip": cfg.hw.chip.name, "width": width, "pools": list(pools),
                  "rules": rules, "depths": list(depths), "model": cfg.model.name if own_model else None,

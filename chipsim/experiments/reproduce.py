@@ -12,14 +12,14 @@ written elsewhere.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
 
+from .. import rundir
 from ..atomic import make_dirs
 from ..config import PRESET_DIR, load_config
-from ..errors import OutputError
-from ..rundir import check_writable
 from .. import labels, provenance
 from ..report import atomic_write, write_json
 from . import args as check
@@ -85,19 +85,33 @@ def reproduce(config: str | None = None, compare_config: str | None = None, out_
     """
     config = config or os.path.join(PRESET_DIR, "44core_4bit.yaml")
     compare_config = compare_config or os.path.join(PRESET_DIR, "176core_512k.yaml")
-    with open_cluster(cluster, jobs) as client:
+    jobs = check.jobs(jobs) or os.cpu_count() or 1
+    out_dir = os.fspath(out_dir)
+    # never into a directory another command wrote (its README.md is not ours to replace); held while it runs
+    rundir.claim(out_dir, "reproduce", is_ours=_is_reproduce_dir)
+    # one executor for every experiment: a cluster given, or the local one of --jobs workers (none for 1)
+    pool = open_cluster(cluster, jobs) if cluster is not None or jobs > 1 else contextlib.nullcontext(None)
+    with rundir.owned(out_dir), pool as client:
         return _reproduce(config, compare_config, out_dir, quick, jobs, progress, client, ladder)
+
+
+#: what a reproduce directory holds: its README and one folder per experiment
+_OWN_ENTRIES = ("README.md", "summary.json", "ladder", "accuracy", "rules", "compare", "compare_n1", "compare_recompute", "dataflow", "noise",
+                "bits", "negatives", "vit")
+
+
+def _is_reproduce_dir(path: str, entries: list) -> bool:
+    """An existing ``--out`` that reproduce may write into: nothing but its own entries, and a README.md only
+    beside a results log of its own (so a README of any other directory is never overwritten)."""
+    if any(e not in _OWN_ENTRIES for e in entries):
+        return False
+    return "README.md" not in entries or any(os.path.isfile(os.path.join(path, e, RESULTS_NAME)) for e in entries)
 
 
 def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, ladder=True) -> dict:
     plan = PLANS["quick" if quick else "full"]
-    jobs = check.jobs(jobs) or os.cpu_count() or 1
     t0 = time.perf_counter()
     cfg = load_config(config)
-    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
-        raise OutputError(f"--out {out_dir}: is a file, not a directory")
-    make_dirs(out_dir)
-    check_writable(out_dir)
     results = {"plan": plan.__dict__, "config": cfg.path}
     logged_before = _logged_points(out_dir)
 

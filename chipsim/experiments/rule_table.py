@@ -18,7 +18,7 @@ import numpy as np
 from .. import provenance
 from ..config import MODEL_DIR, load_config
 from ..report import write_json
-from .jobs import limit_threads, run_points, threads_per_job
+from .jobs import limit_threads, number, run_points, threads_per_job
 from .keys import point_key
 from .verdicts import Scale, ranked
 
@@ -60,6 +60,21 @@ def _point(p: dict) -> dict:
                           for m, v in s["inference"].items()}}
 
 
+def check_result(p: dict, r: dict) -> None:
+    """A logged training has what the table reads: accuracies in [0, 1], sizes and times >= 0."""
+    number(r["test_accuracy"], 0, 1)
+    if r.get("head_accuracy") is not None:
+        number(r["head_accuracy"], 0, 1)
+    for a in r["history"]:
+        number(a, 0, 1)
+    for k in ("train_seconds", "peak_core_bytes", "total_peak_bytes", "whole_batch_bytes", "cores", "latency_us",
+              "energy_per_sample_pj"):
+        number(r[k], 0)
+    for mode in r["inference"].values():
+        for k in ("latency_us", "energy_pj", "passes"):
+            number(mode[k], 0)
+
+
 def rule_table(config: str, seeds, scale: list, out_dir: str, jobs: int, progress: bool = True,
                names=None, cluster=None) -> dict:
     """Run every variant (or those ``names``) over ``seeds`` at ``scale`` (overrides: epochs, limits);
@@ -73,7 +88,8 @@ def rule_table(config: str, seeds, scale: list, out_dir: str, jobs: int, progres
             points.append({"key": point_key(f"{name.replace(' ', '_')}-s{seed}", load_config(config, tuple(overrides))),
                            "variant": name, "seed": seed, "config": config, "overrides": overrides,
                            "threads": threads_per_job(jobs)})
-    res = run_points(_point, points, out_dir, jobs=jobs, progress=progress, desc="rules", cluster=cluster)
+    res = run_points(_point, points, out_dir, jobs=jobs, progress=progress, desc="rules", cluster=cluster,
+                     check=check_result)
     rows = []
     for name, over, paper, source in variants:
         runs = [res[p["key"]] for p in points if p["variant"] == name]

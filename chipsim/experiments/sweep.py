@@ -17,14 +17,14 @@ import numpy as np
 
 from .. import provenance, rundir
 from ..config import LoadedConfig, load_config
-from ..errors import ConfigError, OutputError
+from ..errors import ConfigError, OutputError, interrupt_of
 from ..noise import KINDS, LEVELS, NoiseSpec
 from ..report import atomic_write, write_json
 from ..styles import numeric_order
 from . import args as check
 from .. import labels
 from .cluster import check_cluster
-from .jobs import RESULTS_NAME, limit_threads, run_points, threads_per_job
+from .jobs import RESULTS_NAME, limit_threads, number, run_points, threads_per_job
 from .keys import point_key
 
 TEST_TIME = ("shot", "impulse", "read", "stuck")
@@ -94,6 +94,18 @@ def _train_point(p: dict) -> dict:
     return {"accuracy": acc, "per_block": clean["per_block"], "seconds": time.perf_counter() - t0,
             "train_samples": int(len(data.y_train)), "test_samples": int(len(data.y_test)),
             "data_kind": data.kind, "weights_sha256": weights_digest(trainer.net)}
+
+
+def check_result(p: dict, r: dict) -> None:
+    """A logged training has what the tables read: every accuracy the point asks for, in [0, 1]."""
+    acc = r["accuracy"]
+    for name in ["clean"] + [f"{k}:{lv}" for k in p["test_noises"] for lv in p["levels"]]:
+        number(acc[name], 0, 1)
+    for a in r.get("per_block") or []:
+        number(a, 0, 1)
+    number(r["seconds"], 0)
+    if not isinstance(r.get("data_kind", ""), str):
+        raise TypeError("data_kind is not text")
 
 
 def weights_digest(net) -> str:
@@ -221,13 +233,16 @@ def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bit
                   + (f"; overrides: {' '.join(base)}" if base else "") + f"; writing {out_dir}{os.sep}", flush=True)
         try:
             results = run_points(_train_point, points, out_dir, jobs=jobs, progress=progress, desc="sweep",
-                                  cluster=cluster)
+                                  cluster=cluster, check=check_result)
         except OSError as exc:
             raise OutputError(f"{out_dir}: cannot write {RESULTS_NAME}: {exc.strerror or exc}") from None
-        except KeyboardInterrupt as exc:
-            exc.resume_hint = f"finished trainings are in {os.path.join(out_dir, RESULTS_NAME)}; rerun the " \
+        except (KeyboardInterrupt, SystemError) as exc:
+            interrupt = interrupt_of(exc)
+            if interrupt is None:
+                raise
+            interrupt.resume_hint = f"finished trainings are in {os.path.join(out_dir, RESULTS_NAME)}; rerun the " \
                               f"same command with --out {out_dir} to continue"
-            raise
+            raise interrupt from None
         table = {"config": cfg.path, "rules": list(rules), "noise": list(noise), "levels": list(levels),
                  "bits": list(bits), "negatives": list(negatives), "seeds": list(seeds), "overrides": base,
                  "scale": scale,

@@ -22,6 +22,7 @@ import numpy as np
 from .. import provenance
 from ..config import MODEL_DIR, load_config
 from ..report import write_json
+from . import rule_table
 from .jobs import run_points, threads_per_job
 from .keys import point_key
 from .verdicts import Gap, Scale, verdict
@@ -68,7 +69,8 @@ def vit_table(config: str, seeds, scale: list, out_dir: str, jobs: int, progress
             points.append({"key": point_key(f"vit-{name}-s{seed}", load_config(config, tuple(overrides))),
                            "variant": name, "seed": seed, "config": config, "overrides": overrides,
                            "threads": threads_per_job(jobs)})
-    res = run_points(_point, points, out_dir, jobs=jobs, progress=progress, desc="vit", cluster=cluster)
+    res = run_points(_point, points, out_dir, jobs=jobs, progress=progress, desc="vit", cluster=cluster,
+                     check=rule_table.check_result)
     rows = []
     for name, over, paper, source in VARIANTS:
         runs = [res[p["key"]] for p in points if p["variant"] == name]
