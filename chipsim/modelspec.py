@@ -10,7 +10,7 @@
   patches, projects them to ``dim`` and adds a learnable position embedding
   (the CFF paper's first layer). A model is all conv/dense or all vit blocks;
   ``ViT[E H L]`` in the paper's notation is L vit blocks of ``dim`` E and
-  ``heads`` H (``chipsim.engine.transformer``).
+  ``heads`` H (``chipsim.engine.layers.vit.transformer``).
 """
 from __future__ import annotations
 

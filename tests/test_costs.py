@@ -15,16 +15,18 @@ import numpy as np
 import pytest
 
 from chipsim import kernels as K
-from chipsim import quant, work
+from chipsim import quant
+from chipsim.trace import work
 from chipsim.chip import simulate
 from chipsim.config import HwConfig, Learning, Precision, load_config
-from chipsim.engine import losses, optim
-from chipsim.engine.network import Network
-from chipsim.engine.rows import LabelledRows
-from chipsim.engine.rules import local_step
-from chipsim.engine.tracing import StepTracer
-from chipsim.engine.trainer import Trainer, training_state
-from chipsim.engine.update import apply_gradients
+from chipsim.engine.rules import losses
+from chipsim.engine.training import optim
+from chipsim.engine.networks.network import Network
+from chipsim.engine.rules.rows import LabelledRows
+from chipsim.engine.rules.compose import local_step
+from chipsim.engine.tracing.step import StepTracer
+from chipsim.engine.training.trainer import Trainer, training_state
+from chipsim.engine.training.update import apply_gradients
 from chipsim.kernels.norm import BN_BACKWARD_OPS, BN_RUNNING_OPS, BN_TRAIN_OPS
 from chipsim.modelspec import Block, ModelSpec
 from chipsim.runner import _Synthetic
@@ -212,7 +214,8 @@ def test_replicated_work_is_paid_on_every_slice():
 def _kernel_functions():
     """(module, name) of every function a training step may execute: the kernels module's public
     functions, the quantizers, the losses, the optimizer arithmetic, the feedback regeneration."""
-    from chipsim.engine import feedback, network
+    from chipsim.engine.layers import feedback
+    from chipsim.engine.networks import network
     # patchify is addressing only (the patch-embedding products that call it cost the work)
     not_kernels = {"accumulation_path", "numba_threads", "_fp32_chunk", "_chunked_fp64", "_nchw_to_grid", "patchify"}
     out = [(K, n) for n in K.__all__ if callable(getattr(K, n)) and n not in not_kernels
@@ -223,7 +226,8 @@ def _kernel_functions():
                                   "cwc_goodness_backward")]
     out += [(optim, "_adam"), (optim, "_sgd"), (feedback, "_regenerate"), (network, "scatter_label_grad")]
     from chipsim import augment
-    from chipsim.engine import contrastive, mhsa
+    from chipsim.engine.rules import contrastive
+    from chipsim.engine.layers.vit import mhsa
     out += [(contrastive, "contrastive_loss"), (augment, "random_translate"), (mhsa, "quantize_probs")]
     return out
 

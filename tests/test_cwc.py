@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from chipsim.engine import losses as L
+from chipsim.engine.rules import losses as L
 from chipsim.errors import ConfigError
 from chipsim.modelspec import Block
-from chipsim.work import open_log
+from chipsim.trace.work import open_log
 
 
 def torch_cwc(y, labels, j):

@@ -20,18 +20,18 @@ from chipsim.chip.pool import torch_bytes
 from chipsim.chip.timing import lock_waits
 from chipsim.config import Learning, Precision, load_config
 from chipsim.errors import ConfigError
-from chipsim.engine.network import Network
-from chipsim.engine.objectives import GoodnessObjective
-from chipsim.engine.pass_tracing import PassTracer
-from chipsim.engine.routing import Routing
-from chipsim.engine.rows import LabelledRows
-from chipsim.engine.rules import LocalRule, local_step
-from chipsim.engine.tracing import StepTracer
-from chipsim.engine.trainer import training_state
-from chipsim.engine.update import apply_gradients
+from chipsim.engine.networks.network import Network
+from chipsim.engine.rules.objectives import GoodnessObjective
+from chipsim.engine.tracing.passes import PassTracer
+from chipsim.engine.rules.routing import Routing
+from chipsim.engine.rules.rows import LabelledRows
+from chipsim.engine.rules.compose import LocalRule, local_step
+from chipsim.engine.tracing.step import StepTracer
+from chipsim.engine.training.trainer import training_state
+from chipsim.engine.training.update import apply_gradients
 from chipsim.modelspec import Block, ModelSpec
 from chipsim.trace import TraceRecorder
-from chipsim.work import open_log
+from chipsim.trace.work import open_log
 
 P32 = Precision(weight_bits=32, activation_bits=32, gradient_bits=32, update_bits=32, optimizer_bits=32,
                 accumulator_bits=32, goodness_bits=32)

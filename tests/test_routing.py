@@ -1,7 +1,7 @@
 """Routing tables written out by hand for small depths, one per setting (see engine/routing.py)."""
 import pytest
 
-from chipsim.engine.routing import Routing
+from chipsim.engine.rules.routing import Routing
 
 
 def reach_table(r, step):

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from chipsim.config import Learning, Precision
-from chipsim.engine.network import Network
-from chipsim.engine.rows import LabelledRows
-from chipsim.engine.rules import bp_step, local_step
-from chipsim.engine.tracing import StepTracer
-from chipsim.engine.trainer import training_state
-from chipsim.engine.update import apply_gradients
-from chipsim.work import open_log
+from chipsim.engine.networks.network import Network
+from chipsim.engine.rules.rows import LabelledRows
+from chipsim.engine.rules.compose import bp_step, local_step
+from chipsim.engine.tracing.step import StepTracer
+from chipsim.engine.training.trainer import training_state
+from chipsim.engine.training.update import apply_gradients
+from chipsim.trace.work import open_log
 from rule_helpers import df_rule
 from chipsim.modelspec import Block, ModelSpec
 from chipsim.trace import Trace, TraceRecorder, nbytes_of
@@ -168,7 +168,7 @@ def _rows_with_error(strategy, prec=P4):
     """Per block, the rows DF's loss gives an error, found by a separate forward pass:
     its own loss's rows, plus (df-o) the block above's."""
     from chipsim import kernels as K
-    from chipsim.engine.losses import goodness_loss
+    from chipsim.engine.rules.losses import goodness_loss
     x, labels, negatives = _inputs()
     net = _net(strategy, prec=prec)
     lab = np.concatenate([labels[:, None], negatives], axis=1).reshape(-1)

@@ -12,7 +12,7 @@ import pytest
 from chipsim.chip import simulate, simulate_on
 from chipsim.chip.mapping import place
 from chipsim.config import load_config
-from chipsim.engine.trainer import Trainer
+from chipsim.engine.training.trainer import Trainer
 from chipsim.errors import ConfigError, MappingError
 from chipsim.runner import _Synthetic
 from chipsim.trace import nbytes_of

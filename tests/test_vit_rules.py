@@ -9,13 +9,13 @@ import torch.nn.functional as F
 
 import torch_vit as TV
 from chipsim.config import Learning, Precision
-from chipsim.engine.objectives import ContrastiveObjective, GoodnessObjective
-from chipsim.engine.routing import Routing
-from chipsim.engine.rows import LabelledRows, TwoViews
-from chipsim.engine.rules import LocalRule, bp_step, local_step
-from chipsim.engine.trainer import training_state
-from chipsim.engine.vit_network import TransformerNetwork
-from chipsim.engine.vit_tracing import VitStepTracer
+from chipsim.engine.rules.objectives import ContrastiveObjective, GoodnessObjective
+from chipsim.engine.rules.routing import Routing
+from chipsim.engine.rules.rows import LabelledRows, TwoViews
+from chipsim.engine.rules.compose import LocalRule, bp_step, local_step
+from chipsim.engine.training.trainer import training_state
+from chipsim.engine.networks.vit import TransformerNetwork
+from chipsim.engine.tracing.vit import VitStepTracer
 from chipsim.modelspec import Block, ModelSpec
 from chipsim.trace import TraceRecorder
 

@@ -27,10 +27,10 @@ Format (version 2), small on purpose:
       goodness) that must be summed onto the layer's first slice.
 * ``ops``: in program order. ``kind`` is one of ``KINDS``: what the op is in
   the dataflow (a forward, an error sent down, an update ...). ``work`` is
-  what it executed: one ``chipsim.work.Work`` per kernel call the engine made
+  what it executed: one ``chipsim.trace.work.Work`` per kernel call the engine made
   for it (kernel kind, operations, operand widths, and whether a split layer's
   slices share it by units or each do it in full), logged by the kernels
-  themselves (``chipsim.work``) and attached by the tracer. Counts are totals
+  themselves (``chipsim.trace.work``) and attached by the tracer. Counts are totals
   over the step. ``macs`` is the op's multiply-accumulates (its ``mac``-unit
   work). ``scope`` is ``sample`` (runs once per sample; ``work`` covers all
   samples) or ``step`` (once per step, e.g. the optimizer update). ``reads``
@@ -106,7 +106,7 @@ class Op:
     layer: int
     kind: str
     name: str
-    work: tuple = ()          # chipsim.work.Work items: what the op executed
+    work: tuple = ()          # chipsim.trace.work.Work items: what the op executed
     scope: str = "sample"
     reads: tuple = ()
     writes: tuple = ()
@@ -141,7 +141,7 @@ class Trace:
                    if (kind is None or o.kind == kind) and (layer is None or o.layer == layer))
 
     def work_count(self, kind: str | None = None, layer: int | None = None) -> int:
-        """Operations of work kind ``kind`` (``chipsim.work.KINDS``), over all ops or one layer's."""
+        """Operations of work kind ``kind`` (``chipsim.trace.work.KINDS``), over all ops or one layer's."""
         return sum(w.count for o in self.ops if layer is None or o.layer == layer
                    for w in o.work if kind is None or w.kind == kind)
 

@@ -173,7 +173,7 @@ def logged() -> int:
     """How many items the open log holds (0 when none).
 
     A layer whose one call is the work of two cores (a transformer layer's attention and MLP halves,
-    ``chipsim.engine.vit_block``) notes this between them, so the tracer can cut the call's work there."""
+    ``chipsim.engine.layers.vit.block``) notes this between them, so the tracer can cut the call's work there."""
     return len(_ACTIVE.items) if _ACTIVE is not None else 0
 
 

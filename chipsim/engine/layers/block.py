@@ -32,10 +32,10 @@ import math
 
 import numpy as np
 
-from .. import kernels as K
-from ..quant import ClippedScale, FixedPoint, quantize_signed, quantize_weights, signed_max
-from ..trace import nbytes_of
-from ..work import record, split
+from ... import kernels as K
+from ...quant import ClippedScale, FixedPoint, quantize_signed, quantize_weights, signed_max
+from ...trace import nbytes_of
+from ...trace.work import record, split
 from .feedback import feedback_weights
 
 BN_EPS = 1e-5

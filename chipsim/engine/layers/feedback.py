@@ -21,9 +21,9 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ..kernels.exact import _MOVE
-from ..quant import _uniform, signed_max
-from ..work import costed
+from ...kernels.exact import _MOVE
+from ...quant import _uniform, signed_max
+from ...trace.work import costed
 
 REGENERATE_OPS = 3     # one counter-based PRNG draw (2 ops) and the map onto the code range
 

@@ -28,9 +28,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..modelspec import Block as BlockSpec
+from ...modelspec import Block as BlockSpec
 from .block import QuantBlock
-from .losses import cross_entropy
+from ..rules.losses import cross_entropy
 
 
 class HeadStep(NamedTuple):

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..modelspec import Block as BlockSpec
-from ..quant import FixedPoint
-from ..work import costed
-from .block import QuantBlock
+from ...modelspec import Block as BlockSpec
+from ...quant import FixedPoint
+from ...trace.work import costed
+from ..layers.block import QuantBlock
 
 LABEL_ENCODINGS = ("learned", "random", "onehot")
 

@@ -32,8 +32,8 @@ import copy
 
 import numpy as np
 
-from .transformer import TransformerWidths, build_encoder
-from .vit_block import LabelledImages, TokenMeanHead, TransformerBlock
+from ..layers.vit.transformer import TransformerWidths, build_encoder
+from ..layers.vit.block import LabelledImages, TokenMeanHead, TransformerBlock
 
 
 class TransformerNetwork:
@@ -96,7 +96,7 @@ class TransformerNetwork:
 def check_rule_model(hw, model) -> None:
     """One ConfigError line for a rule the model's kind cannot run (transformer layers train on their own
     loss, span 1, or by BP; CFF's loss reads a transformer layer's token mean)."""
-    from ..errors import ConfigError
+    from ...errors import ConfigError
     if hw.loss == "contrastive" and not model.is_transformer:
         raise ConfigError(f"workload.rule: cff trains vit models (its loss reads a transformer layer's token mean); "
                           f"{model.name} has {model.blocks[0].type} blocks: set workload.model=models/vit_tiny.yaml")
@@ -117,5 +117,5 @@ def single_threaded() -> None:
     A transformer layer's products are small (a few thousand token rows by 64-256 features), so a thread
     hand-off costs more than it saves, and on a loaded machine far more: a CFF step of 32 samples on
     vit_tiny measured 0.087 s on one thread against 4.3 s on two, on 2 shared cores."""
-    from ..experiments.jobs import limit_threads
+    from ...experiments.jobs import limit_threads
     limit_threads(1)

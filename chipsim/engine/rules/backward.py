@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import TrainingDiverged
-from ..work import record
+from ...errors import TrainingDiverged
+from ...trace.work import record
 
 
 def check_finite(value, what: str, layer: int, step: int):

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 
 from .backward import AllRows, LocalBackward, StepResult, check_finite
-from .head import concat_features
+from ..layers.head import concat_features
 from .losses import cross_entropy
 from .objectives import ContrastiveObjective, CwcObjective, GoodnessObjective
 from .routing import Routing
@@ -71,7 +71,7 @@ def per_layer_margins(learning, depth: int) -> tuple:
     if len(m) == 1:
         return m * depth
     if len(m) != depth:
-        from ..errors import ConfigError
+        from ...errors import ConfigError
         raise ConfigError(f"learning.contrastive_margin: {len(m)} values for a {depth}-layer model; give one value "
                           f"(every layer) or {depth} (one per layer)")
     return m

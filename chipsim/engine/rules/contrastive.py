@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import work
+from ...trace import work
 
 NORM_EPS = 1e-12          # F.normalize's eps: rows shorter than this are not blown up
 LOSS_OPS_PER_PAIR = 8     # exp, row max/sum, log, masks, softmax minus target, scaling

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..work import costed
+from ...errors import ConfigError
+from ...trace.work import costed
 
 # vector operations per goodness value (per logit for cross-entropy), loss and gradient together
 FF_OPS = 8        # softplus (exp, log1p, add) and sigmoid (exp, add, divide), subtract, scale

@@ -24,7 +24,7 @@ from typing import Callable, ClassVar, Optional
 
 import numpy as np
 
-from .. import kernels as K
+from ... import kernels as K
 from .contrastive import contrastive_loss
 from .losses import cwc_goodness, cwc_goodness_backward, cwc_loss, goodness_loss
 

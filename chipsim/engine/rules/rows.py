@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..augment import two_views
+from ...augment import two_views
 
 
 @dataclass

@@ -46,8 +46,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels as K
-from ..work import record
+from ... import kernels as K
+from ...trace.work import record
 from .backward import LocalBackward
 
 RUNNING_MAX_OPS = 1       # one compare of a new goodness with the kept hardest one, per sample and loss

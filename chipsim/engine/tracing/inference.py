@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels as K
-from ..trace import TraceRecorder, nbytes_of
-from ..work import WorkLog, open_log
-from .head import neutral_features
-from .tracing import SENSOR_BITS
+from ... import kernels as K
+from ...trace import TraceRecorder, nbytes_of
+from ...trace.work import WorkLog, open_log
+from ..layers.head import neutral_features
+from .step import SENSOR_BITS
 
 
 def block_scores(net, objective, x, batch: int = 256):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tracing import StepTracer, stored_elements
+from .step import StepTracer, stored_elements
 
 _EMPTY = np.zeros(0, np.float32)
 # RowStore part -> the kept tensors (StepTracer keys) it holds

@@ -5,7 +5,7 @@ method is called right after the engine has run the work it records:
 
 * the *work* of an op (kernel calls, their counts and widths) is not computed
   here at all -- the kernels log it themselves into the step's
-  ``chipsim.work.WorkLog``, and each method attaches what was logged since the
+  ``chipsim.trace.work.WorkLog``, and each method attaches what was logged since the
   previous record to the op it writes; :meth:`close` checks that nothing was
   left unattributed;
 * the *buffers* are sized from the arrays the engine actually holds
@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..trace import TraceRecorder, nbytes_of
-from ..work import WorkLog
+from ...trace import TraceRecorder, nbytes_of
+from ...trace.work import WorkLog
 
 SENSOR_BITS = 8
 

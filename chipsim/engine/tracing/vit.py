@@ -29,13 +29,13 @@ Per transformer layer and sample:
 
 Which buffers are split by units and which are replicated on a split
 sub-layer is ``vit_block``'s table (``TransformerBlock.kept_buffers``); the
-work inside each op carries its own split (``chipsim.work``).
+work inside each op carries its own split (``chipsim.trace.work``).
 """
 from __future__ import annotations
 
-from ..trace import nbytes_of
-from .tracing import SENSOR_BITS, StepTracer
-from .vit_block import SubLayer
+from ...trace import nbytes_of
+from .step import SENSOR_BITS, StepTracer
+from ..layers.vit.block import SubLayer
 
 
 def _is_vit(blk) -> bool:

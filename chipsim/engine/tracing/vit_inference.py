@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels as K
-from ..trace import TraceRecorder, nbytes_of
-from ..work import WorkLog, open_log
+from ... import kernels as K
+from ...trace import TraceRecorder, nbytes_of
+from ...trace.work import WorkLog, open_log
 from .inference import _InferenceRecorder
-from .tracing import SENSOR_BITS
+from .step import SENSOR_BITS
 
 
 class _VitRecorder(_InferenceRecorder):

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..quant import QuantStore
-from ..work import costed
+from ...quant import QuantStore
+from ...trace.work import costed
 
 SGD_MOMENTUM_OPS = 3     # buf = momentum * buf + g; delta = -lr * buf
 SGD_OPS = 1              # delta = -lr * g

@@ -29,10 +29,10 @@ import math
 
 import numpy as np
 
-from .losses import cross_entropy
+from ..rules.losses import cross_entropy
 from .optim import make_optimizer
 from .schedules import cosine_lr
-from .vit_block import TokenMeanHead
+from ..layers.vit.block import TokenMeanHead
 
 PROBE_LR = 1e-2
 PROBE_BATCH = 64

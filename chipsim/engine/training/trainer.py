@@ -15,26 +15,26 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import checkpoint
-from ..errors import CheckpointError, ConfigError
-from ..modelspec import check_fits_host
-from ..quant import QuantStore
-from ..trace import Trace, TraceRecorder
-from ..work import open_log
-from .inference import evaluate
-from .network import Network
+from ... import checkpoint
+from ...errors import CheckpointError, ConfigError
+from ...modelspec import check_fits_host
+from ...quant import QuantStore
+from ...trace import Trace, TraceRecorder
+from ...trace.work import open_log
+from ..tracing.inference import evaluate
+from ..networks.network import Network
 from .optim import make_optimizer
-from .rows import sample_negatives  # noqa: F401  (used by benchmarks)
-from .head import OnePassHead
-from .losses import check_cwc_divisible
-from .rules import bp_step, compose, head_step, local_step
+from ..rules.rows import sample_negatives  # noqa: F401  (used by benchmarks)
+from ..layers.head import OnePassHead
+from ..rules.losses import check_cwc_divisible
+from ..rules.compose import bp_step, compose, head_step, local_step
 from .schedules import learning_rate
-from .pass_tracing import PassTracer
-from .tracing import StepTracer
+from ..tracing.passes import PassTracer
+from ..tracing.step import StepTracer
 from .update import apply_gradients, tensor_keys
 from .probe import LinearProbe
-from .vit_network import TransformerNetwork, check_rule_model, single_threaded
-from .vit_tracing import VitStepTracer
+from ..networks.vit import TransformerNetwork, check_rule_model, single_threaded
+from ..tracing.vit import VitStepTracer
 
 CHECKPOINT_NAME = checkpoint.NAME
 

@@ -16,7 +16,7 @@ tensor every slice holds whole is updated by every slice (replicated work).
 """
 from __future__ import annotations
 
-from ..work import split
+from ...trace.work import split
 
 
 def tensor_keys(layer) -> list:

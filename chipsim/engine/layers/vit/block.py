@@ -4,7 +4,7 @@ The rules (``rules.local_step``, ``rules.bp_step``) drive every block the same
 way: ``forward``, the objective on what it reads (``cache["gsrc"]``),
 ``backward_pre``, ``grad_weight`` and, under BP, ``grad_input``.
 :class:`TransformerBlock` gives an ``EncoderLayer`` / ``EmbedEncoderLayer``
-(``chipsim.engine.transformer``) that interface:
+(``chipsim.engine.layers.vit.transformer``) that interface:
 
 * what the objectives read is the token mean at accumulator width
   (``cache["pooled"]``, the CFF paper's Eq. 13): FF's goodness and CFF's
@@ -69,11 +69,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import kernels as K
-from ..modelspec import Block as BlockSpec
-from ..trace import nbytes_of
-from ..work import logged, split
-from .block import QuantBlock
+from .... import kernels as K
+from ....modelspec import Block as BlockSpec
+from ....trace import nbytes_of
+from ....trace.work import logged, split
+from ..block import QuantBlock
 from .transformer import EmbedEncoderLayer
 
 

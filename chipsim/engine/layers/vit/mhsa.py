@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels as K
-from ..quant import ROUND_OPS, ClippedScale, quantize_signed, signed_max
-from ..trace import nbytes_of
-from ..work import record
+from .... import kernels as K
+from ....quant import ROUND_OPS, ClippedScale, quantize_signed, signed_max
+from ....trace import nbytes_of
+from ....trace.work import record
 from .token_layers import code_bound, dequantize, int_bound, rescale
 
 

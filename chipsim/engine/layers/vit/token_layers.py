@@ -1,6 +1,6 @@
 """The parametrised pieces of a transformer layer: a quantized token-wise dense and a layer norm.
 
-Both follow ``QuantBlock``'s conventions (``chipsim.engine.block``):
+Both follow ``QuantBlock``'s conventions (``chipsim.engine.layers.block``):
 
 * master parameters are ``chipsim.quant.FixedPoint`` at ``update_bits``; the
   optimizer updates them through :meth:`masters` (name -> FixedPoint) with the
@@ -15,11 +15,11 @@ Both follow ``QuantBlock``'s conventions (``chipsim.engine.block``):
 At 32 bits every quantizer is the identity, which the torch parity tests use.
 
 Where the work lands on a transformer sub-layer split across cores
-(``chipsim.engine.vit_block``): a product's own work is shared by the slices
+(``chipsim.engine.layers.vit.block``): a product's own work is shared by the slices
 (``units``); quantizing an operand that every slice holds whole -- the
 layer-norm output entering Q/K/V or FC1 (``whole_input``), the residual-stream
 error entering the output projection or FC2 (``whole_error``) -- is done by
-every slice in full (``replicated``, ``chipsim.work.split``).
+every slice in full (``replicated``, ``chipsim.trace.work.split``).
 """
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from .. import kernels as K
-from ..quant import ClippedScale, FixedPoint, quantize_signed, quantize_weights, signed_max
-from ..trace import nbytes_of
-from ..work import record, split
+from .... import kernels as K
+from ....quant import ClippedScale, FixedPoint, quantize_signed, quantize_weights, signed_max
+from ....trace import nbytes_of
+from ....trace.work import record, split
 
 LN_EPS = 1e-5
 

@@ -24,17 +24,17 @@ Widths (``Precision`` plus :class:`TransformerWidths`), and why:
   Pixels are ``input_bits`` wide (default 8, the sensor's width; as usual for
   a quantized network's first layer): at 4 bits the image keeps only 8
   levels, for a product that is ~1.5% of the encoder's forward MACs.
-* Attention products: see ``chipsim.engine.mhsa`` (Q/K/V at ``attn_bits``,
+* Attention products: see ``chipsim.engine.layers.vit.mhsa`` (Q/K/V at ``attn_bits``,
   softmax in float32 on accumulator-width scores, P at ``softmax_bits``).
 * LayerNorm statistics and normalisation are float32 on the vector unit
-  (``chipsim.engine.token_layers.LayerNorm``): a per-token mean and variance
+  (``chipsim.engine.layers.vit.token_layers.LayerNorm``): a per-token mean and variance
   of accumulator values, whose output is requantized right away as the next
   product's operand.
 * Residual adds run at accumulator width (float32) inside a layer; what
   leaves a core is requantized, signed: the layer's output to ``output_bits``
   (default activation_bits), and z, the attention half's output, to
   ``stream_bits`` (default 8) -- on the chip the two halves of a layer run on
-  cores of their own (``chipsim.engine.vit_block``), and z is the residual
+  cores of their own (``chipsim.engine.layers.vit.block``), and z is the residual
   stream the MLP half adds to, so it keeps 8 bits where the output, which the
   next layer normalises first, takes 4. The token mean that the layer's
   loss and the head read (``cache["pooled"]``) is taken before that
@@ -52,10 +52,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import kernels as K
-from ..quant import ClippedScale, FixedPoint, check_bits
-from ..trace import nbytes_of
-from ..work import split
+from .... import kernels as K
+from ....quant import ClippedScale, FixedPoint, check_bits
+from ....trace import nbytes_of
+from ....trace.work import split
 from .mhsa import SelfAttentionCore
 from .token_layers import LayerNorm, QuantLinear, dequantize, master_copy
 
