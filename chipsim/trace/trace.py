@@ -5,12 +5,16 @@ costs only this trace. That is what keeps memory, traffic, time and energy
 honest: a change to a learning rule changes what the engine executes, hence the
 trace, hence every figure -- there is no per-rule formula that could drift.
 
-Format (version 2), small on purpose:
+Format (version 3), small on purpose:
 
 * ``layers``: the logical layers (blocks, plus BP's classifier head). Each has
   ``units`` -- the size of the axis along which the mapper may split it across
   cores (output channels or neurons).
-* ``buffers``: SRAM allocations. ``nbytes`` is the size over the whole step.
+* ``buffers``: SRAM allocations. ``nbytes`` is the size over the whole step,
+  ``elements`` the values of the tensor it holds (every buffer the engine
+  records gives both). ``category`` is the budget line it is charged to,
+  ``role`` (a ``chipsim.trace.roles.Role``) what tensor it is; ``name`` is for
+  people only and no consumer matches it.
   ``scope`` says how it lives:
     - ``persistent``: across steps (weights, master weights, optimizer state,
       BN parameters, label embedding, feedback weights).
@@ -51,12 +55,19 @@ Format (version 2), small on purpose:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
+from ..errors import ChipsimError
+from .roles import CATEGORY_ROLE, Role
 from .work import MAC, Work
 
-TRACE_VERSION = 2
+#: 3: buffers declare their role (``Role``); 2 had none (the chip matched buffer names)
+TRACE_VERSION = 3
+
+
+class TraceVersionError(ChipsimError):
+    """A stored trace (a checkpoint's) was written in another trace format version."""
 
 CATEGORIES = (
     "weights",            # compute copy at weight_bits
@@ -97,7 +108,8 @@ class Buffer:
     nbytes: int
     scope: str
     split: str
-    elements: int = 0         # values of the tensor it holds (0: not recorded); chipsim.chip.pool's pytorch mode
+    elements: int = 0         # values of the tensor it holds (0: not recorded, a hand-built trace)
+    role: Role = Role.ACTIVATION   # what tensor it is (chipsim.trace.roles)
 
 
 @dataclass(frozen=True)
@@ -163,8 +175,8 @@ class Trace:
         time'. Step-scope amounts (updates, accumulators) are unchanged.
         """
         s = self.samples
-        bufs = [b if b.scope != "sample" else Buffer(b.id, b.layer, b.name, b.category, -(-b.nbytes // s),
-                                                      b.scope, b.split, -(-b.elements // s)) for b in self.buffers]
+        bufs = [b if b.scope != "sample" else replace(b, nbytes=-(-b.nbytes // s), elements=-(-b.elements // s))
+                for b in self.buffers]
         ops = [o if o.scope != "sample" else Op(o.id, o.layer, o.kind, o.name,
                                                 tuple(w if w.per_instance else w._replace(count=-(-w.count // s))
                                                       for w in o.work),
@@ -176,17 +188,20 @@ class Trace:
     def to_dict(self) -> dict:
         return {"version": self.version, "samples": self.samples,
                 "layers": [asdict(x) for x in self.layers],
-                "buffers": [asdict(x) for x in self.buffers],
+                "buffers": [{**asdict(x), "role": x.role.value} for x in self.buffers],
                 "ops": [{**asdict(x), "work": [list(w) for w in x.work]} for x in self.ops]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Trace":
         if d.get("version") != TRACE_VERSION:
-            raise ValueError(f"trace version {d.get('version')} is not supported (expected {TRACE_VERSION})")
+            raise TraceVersionError(
+                f"stored trace has format version {d.get('version')!r}; this chipsim reads version {TRACE_VERSION} "
+                f"only (version 3 added each buffer's role); rerun the training with this chipsim, or use the "
+                f"chipsim that wrote it")
         ops = [Op(**{**o, "work": tuple(Work(w[0], w[1], w[2], tuple(w[3]), *w[4:]) for w in o["work"]),
                      "reads": tuple(o["reads"]), "writes": tuple(o["writes"])}) for o in d["ops"]]
         return cls(samples=d["samples"], layers=[Layer(**x) for x in d["layers"]],
-                   buffers=[Buffer(**x) for x in d["buffers"]], ops=ops)
+                   buffers=[Buffer(**{**x, "role": Role(x["role"])}) for x in d["buffers"]], ops=ops)
 
     def dumps(self) -> str:
         return json.dumps(self.to_dict())
@@ -209,13 +224,17 @@ class TraceRecorder:
             self.trace.layers.append(Layer(index, name, int(units), kind))
 
     def buffer(self, layer: int, name: str, category: str, nbytes: int, scope: str = "sample",
-               split: str = "units", elements: int = 0) -> int:
-        """A buffer of ``nbytes`` holding a tensor of ``elements`` values (for the pytorch-mode pool)."""
+               split: str = "units", elements: int = 0, role: Role | None = None) -> int:
+        """A buffer of ``nbytes`` holding a tensor of ``elements`` values, which is a ``role``. The engine's
+        tracers declare every role; a hand-built trace may leave it to its category's
+        (``roles.CATEGORY_ROLE``)."""
         if not self.enabled:
             return -1
         assert category in CATEGORIES and scope in SCOPES and split in SPLITS, (category, scope, split)
+        role = CATEGORY_ROLE[category] if role is None else Role(role)
         bid = len(self.trace.buffers)
-        self.trace.buffers.append(Buffer(bid, layer, name, category, int(nbytes), scope, split, int(elements)))
+        self.trace.buffers.append(Buffer(bid, layer, name, category, int(nbytes), scope, split, int(elements),
+                                         role))
         return bid
 
     def op(self, layer: int, kind: str, name: str, macs: int = 0, bits=(32, 32), scope: str = "sample",

@@ -20,6 +20,7 @@ import numpy as np
 
 from ... import kernels as K
 from ...trace import TraceRecorder, nbytes_of
+from ...trace.roles import Role
 from ...trace.work import WorkLog, open_log
 from ..layers.head import neutral_features
 from .step import SENSOR_BITS
@@ -73,38 +74,44 @@ class _InferenceRecorder:
             kind = "head" if blk.head else blk.kind
             self.rec.layer(blk.index, f"{kind}{blk.index}", blk.units, kind)
             pb = blk.param_bytes()
-            self.par[blk.index] = [self.rec.buffer(blk.index, "weights", "weights", pb["weights"], "persistent")]
+            self.par[blk.index] = [self.rec.buffer(blk.index, "weights", "weights", pb["weights"], "persistent",
+                                                   elements=blk.master.value.size, role=Role.WEIGHTS)]
             if blk.use_bn:
                 self.par[blk.index].append(self.rec.buffer(blk.index, "bn_stats", "bn_params", pb["bn"],
-                                                           "persistent", "replicated"))
+                                                           "persistent", "replicated",
+                                                           blk.running_mean.size + blk.running_var.size,
+                                                           Role.NORM_PARAMS))
         nb = nbytes_of(x.size, SENSOR_BITS)
         self.inp = {layers[0].index: self.rec.buffer(layers[0].index, "input", "noc_buffers", nb, "sample",
-                                                     "replicated")}
+                                                     "replicated", x.size, Role.SENSOR)}
         self.rec.op(layers[0].index, "send", "sensor input", writes=(self.inp[layers[0].index],),
                     dst_layer=layers[0].index, nbytes=nb, tag="activation")
 
     def label_table(self, net):
         size = net.embedding.value.size if net.embedding is not None else net.label_table.size
         self.par[0].append(self.rec.buffer(0, "label_embedding", "label_embedding",
-                                           nbytes_of(size, net.prec.update_bits), "persistent", "replicated"))
+                                           nbytes_of(size, net.prec.update_bits), "persistent", "replicated",
+                                           size, Role.LABEL_EMBEDDING))
 
     def forward(self, blk, a, inputs=None):
         """The layer's forward, reading ``inputs`` (default: what it received) and its parameters."""
         bits = 32 if blk.head else blk.prec.activation_bits       # logits stay float32
-        out = self.rec.buffer(blk.index, "output", "act_update", nbytes_of(a.size, bits))
+        out = self.rec.buffer(blk.index, "output", "act_update", nbytes_of(a.size, bits), elements=a.size,
+                              role=Role.OUTPUT)
         inputs = [self.inp[blk.index]] if inputs is None else list(inputs)
         self.rec.op(blk.index, "fwd", "forward", reads=inputs + self.par[blk.index], writes=(out,),
                     work=self.log.take())
         return out
 
     def score(self, blk, src, n):
-        g = self.rec.buffer(blk.index, "scores", "act_update", 4 * n, "sample", "reduce")
+        g = self.rec.buffer(blk.index, "scores", "act_update", 4 * n, "sample", "reduce", n, Role.GOODNESS)
         self.rec.op(blk.index, "goodness", "class scores", reads=(src,), writes=(g,), work=self.log.take())
         return g
 
     def send(self, src_layer, dst_layer, buf, tag="activation", name="input"):
-        nb = self.rec.trace.buffers[buf].nbytes
-        recv = self.rec.buffer(dst_layer, name, "noc_buffers", nb, "sample", "replicated")
+        sent = self.rec.trace.buffers[buf]
+        nb = sent.nbytes
+        recv = self.rec.buffer(dst_layer, name, "noc_buffers", nb, "sample", "replicated", sent.elements, Role.RECEIVED)
         self.rec.send(src_layer, dst_layer, tag, buf, recv, nb, tag)
         return recv
 

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .step import StepTracer, stored_elements
+from ...trace.roles import Role
+from .step import KEPT_ROLES, StepTracer, stored_elements
 
 _EMPTY = np.zeros(0, np.float32)
 # RowStore part -> the kept tensors (StepTracer keys) it holds
@@ -55,7 +56,7 @@ class PassTracer(StepTracer):
         rec, l = self.rec, blk.index
         sb, ne = blk.stored_bytes(cache), stored_elements(cache)
         ids = {key: rec.buffer(l, f"{NAMES[key]}:pass{k}", self.act_cat, sb[key], "sample",
-                               "replicated" if key == "zq" else "units", ne[key])
+                               "replicated" if key == "zq" else "units", ne[key], KEPT_ROLES[key])
                for key in ("zq", "mask", "out", "argmax", "gsrc") if key in sb and key in ne}
         par = self.params[l]
         src = self.inp[0] if l == 0 else self.pass_inp[(l, k)]
@@ -69,7 +70,8 @@ class PassTracer(StepTracer):
         if not self.on:
             return
         l, bufs = blk.index, self.pass_bufs[(blk.index, k)]
-        bid = self.rec.buffer(l, f"goodness:pass{k}", "act_update", 4 * np.size(g), "sample", "reduce", np.size(g))
+        bid = self.rec.buffer(l, f"goodness:pass{k}", "act_update", 4 * np.size(g), "sample", "reduce", np.size(g),
+                              Role.GOODNESS)
         self._op(l, "goodness", f"goodness pass {k}", reads=(bufs[self._sq_key(bufs)],), writes=(bid,))
         self.pass_g[(l, k)] = bid
         self.kept[l].setdefault("g", []).append(bid)
@@ -79,7 +81,7 @@ class PassTracer(StepTracer):
             return
         sent = self.rec.trace.buffers[self.pass_bufs[(src, k)]["out"]]
         recv = self.rec.buffer(dst, f"input:pass{k}", "noc_buffers", sent.nbytes, "sample", "replicated",
-                               sent.elements)
+                               sent.elements, Role.RECEIVED)
         self.rec.send(src, dst, "activation", sent.id, recv, sent.nbytes, "activation")
         self.pass_inp[(dst, k)] = recv
 
@@ -89,7 +91,7 @@ class PassTracer(StepTracer):
             return
         g = self.rec.trace.buffers[self.pass_g[(loss, k)]]
         recv = self.rec.buffer(layer, f"goodness_in:pass{k}", "noc_buffers", g.nbytes, "sample", "replicated",
-                               g.elements)
+                               g.elements, Role.RECEIVED)
         self.rec.send(loss, layer, "goodness", g.id, recv, g.nbytes, "goodness")
         self.g_in[(layer, loss, k)] = recv
 
@@ -110,7 +112,7 @@ class PassTracer(StepTracer):
         reads = [bufs[key] for key in keys] + [kept[key] for key in keys if key in kept]
         reads += [self.pass_g[(l, k)] if j == l else self.g_in[(l, j, k)] for j in deciders]
         new = {key: rec.buffer(l, f"{NAMES[key]}:kept{k}", self.act_cat, sb[key], "sample",
-                               "replicated" if key == "zq" else "units", ne[key]) for key in keys}
+                               "replicated" if key == "zq" else "units", ne[key], KEPT_ROLES[key]) for key in keys}
         self._op(l, "select", f"keep pass {k} rows ({', '.join(parts)})", reads=reads, writes=tuple(new.values()))
         kept.update(new)
 
@@ -130,7 +132,7 @@ class PassTracer(StepTracer):
         k, par = self.kept[l], self.params[l]
         sb, ne = blk.stored_bytes(cache), stored_elements(cache)
         writes = [rec.buffer(l, f"{NAMES[key]}:recomputed", self.act_cat, sb[key], "sample",
-                             "replicated" if key == "zq" else "units", ne[key])
+                             "replicated" if key == "zq" else "units", ne[key], KEPT_ROLES[key])
                   for key in ("zq", "mask", "argmax") if key in sb and key in ne]
         self._op(l, "recompute", "recompute dropped rows", reads=self._held(l) + [par["weights"]]
                  + [par[x] for x in ("bn",) if x in par] + self._deciders(l, [loss]), writes=tuple(writes))
@@ -153,7 +155,7 @@ class PassTracer(StepTracer):
         sb, ne = blk.stored_bytes(cache), stored_elements(cache)
         keys = [key for key in ("zq", "mask", "argmax") if key in old and key in sb]
         new = {key: rec.buffer(l, f"{NAMES[key]}_kept_rows", self.act_cat, sb[key], "sample",
-                               "replicated" if key == "zq" else "units", ne[key]) for key in keys}
+                               "replicated" if key == "zq" else "units", ne[key], KEPT_ROLES[key]) for key in keys}
         rec.op(l, "select", "drop error-free rows", reads=tuple(old[key] for key in keys) + tuple(old.get("rc", ()))
                + tuple(self._deciders(l, losses)), writes=tuple(new.values()))
         old.update(new)

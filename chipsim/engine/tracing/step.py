@@ -29,9 +29,13 @@ from __future__ import annotations
 import numpy as np
 
 from ...trace import TraceRecorder, nbytes_of
+from ...trace.roles import Role
 from ...trace.work import WorkLog
 
 SENSOR_BITS = 8
+#: the role of each tensor a block's forward keeps, by its key in ``stored_bytes``
+KEPT_ROLES = {"zq": Role.KEPT_INPUT, "mask": Role.MASK, "out": Role.OUTPUT, "argmax": Role.POOL_INDEX,
+              "gsrc": Role.GOODNESS_INPUT}
 
 
 def stored_elements(cache) -> dict:
@@ -68,13 +72,14 @@ class StepTracer:
             # the learned table is FixedPoint at update_bits; the fixed random one holds the same grid's values
             size = net.embedding.value.size if net.embedding is not None else net.label_table.size
             par["emb"] = rec.buffer(0, "label_embedding", "label_embedding", nbytes_of(size, net.prec.update_bits),
-                                    "persistent", "replicated", elements=size)
+                                    "persistent", "replicated", elements=size, role=Role.LABEL_EMBEDDING)
             if "emb" in accumulators:            # a learned embedding: its optimizer state and accumulator
                 par["emb_opt"] = rec.buffer(0, "label_embedding_optimizer", "optimizer_state",
                                             optimizer.state_bytes("emb"), "persistent", "replicated",
-                                            elements=optimizer.state_values("emb"))
+                                            elements=optimizer.state_values("emb"), role=Role.OPTIMIZER_STATE)
                 par["emb_gacc"] = rec.buffer(0, "embedding_grad_acc", "gradients", accumulators["emb"].nbytes,
-                                             "step", "replicated", elements=size)
+                                             "step", "replicated", elements=size,
+                                             role=Role.GRADIENT_ACC)
 
     def _register(self, blk, optimizer, accumulators) -> None:
         """A layer of the trace and its persistent buffers (weights, master, optimizer state, accumulator)."""
@@ -85,18 +90,21 @@ class StepTracer:
         key = f"w{blk.index}"
         n_w = blk.master.value.size
         ids = dict(
-            weights=rec.buffer(blk.index, "weights", "weights", pb["weights"], "persistent", elements=n_w),
-            master=rec.buffer(blk.index, "master", "master_weights", pb["master"], "persistent", elements=n_w),
+            weights=rec.buffer(blk.index, "weights", "weights", pb["weights"], "persistent", elements=n_w,
+                               role=Role.WEIGHTS),
+            master=rec.buffer(blk.index, "master", "master_weights", pb["master"], "persistent", elements=n_w,
+                              role=Role.MASTER),
             opt=rec.buffer(blk.index, "optimizer", "optimizer_state", optimizer.state_bytes(key), "persistent",
-                           elements=optimizer.state_values(key)),
-            gacc=rec.buffer(blk.index, "grad_acc", "gradients", accumulators[key].nbytes, "step", elements=n_w),
+                           elements=optimizer.state_values(key), role=Role.OPTIMIZER_STATE),
+            gacc=rec.buffer(blk.index, "grad_acc", "gradients", accumulators[key].nbytes, "step", elements=n_w,
+                            role=Role.GRADIENT_ACC),
         )
         if blk.use_bn:
             ids["bn"] = rec.buffer(blk.index, "bn_stats", "bn_params", pb["bn"], "persistent", "replicated",
-                                   elements=blk.running_mean.size + blk.running_var.size)
+                                   elements=blk.running_mean.size + blk.running_var.size, role=Role.NORM_PARAMS)
         if blk.feedback_bytes():
             ids["fb"] = rec.buffer(blk.index, "feedback", "feedback_weights", blk.feedback_bytes(), "persistent",
-                                   elements=n_w)
+                                   elements=n_w, role=Role.FEEDBACK)
         self.params[blk.index] = ids
 
     def _op(self, layer, kind, name, **kw) -> int:
@@ -114,7 +122,8 @@ class StepTracer:
         if not self.on:
             return
         nb = nbytes_of(x.size, SENSOR_BITS)
-        bid = self.rec.buffer(0, "input", "noc_buffers", nb, "sample", "replicated", elements=x.size)
+        bid = self.rec.buffer(0, "input", "noc_buffers", nb, "sample", "replicated", elements=x.size,
+                              role=Role.SENSOR)
         self.rec.op(0, "send", "sensor input", writes=(bid,), dst_layer=0, nbytes=nb, tag="activation")
         self.inp[0] = bid
 
@@ -124,13 +133,16 @@ class StepTracer:
             return
         rec, l = self.rec, blk.index
         sb, ne = blk.stored_bytes(cache), stored_elements(cache)
-        ids = dict(zq=rec.buffer(l, "kept_input", self.act_cat, sb["zq"], "sample", "replicated", ne["zq"]),
-                   mask=rec.buffer(l, "relu_mask", self.act_cat, sb["mask"], elements=ne["mask"]),
-                   out=rec.buffer(l, "output", self.act_cat, sb["out"], elements=ne["out"]))
+        ids = dict(zq=rec.buffer(l, "kept_input", self.act_cat, sb["zq"], "sample", "replicated", ne["zq"],
+                                 Role.KEPT_INPUT),
+                   mask=rec.buffer(l, "relu_mask", self.act_cat, sb["mask"], elements=ne["mask"], role=Role.MASK),
+                   out=rec.buffer(l, "output", self.act_cat, sb["out"], elements=ne["out"], role=Role.OUTPUT))
         if "argmax" in sb and blk.pool:
-            ids["argmax"] = rec.buffer(l, "pool_index", self.act_cat, sb["argmax"], elements=ne["argmax"])
+            ids["argmax"] = rec.buffer(l, "pool_index", self.act_cat, sb["argmax"], elements=ne["argmax"],
+                                       role=Role.POOL_INDEX)
         if goodness and "gsrc" in sb:   # the forward also writes the wider copy that goodness squares
-            ids["gsrc"] = rec.buffer(l, "goodness_input", self.act_cat, sb["gsrc"], elements=ne["gsrc"])
+            ids["gsrc"] = rec.buffer(l, "goodness_input", self.act_cat, sb["gsrc"], elements=ne["gsrc"],
+                                     role=Role.GOODNESS_INPUT)
         par = self.params[l]
         reads = [self.inp[l], par["weights"]] + [par[k] for k in ("bn", "emb") if k in par]
         self._op(l, "fwd", "forward", reads=reads,
@@ -142,7 +154,8 @@ class StepTracer:
         if not self.on:
             return
         k = self.kept[blk.index]
-        k["g"] = self.rec.buffer(blk.index, "goodness", "act_update", 4 * np.size(g), "sample", "reduce", np.size(g))
+        k["g"] = self.rec.buffer(blk.index, "goodness", "act_update", 4 * np.size(g), "sample", "reduce", np.size(g),
+                                   Role.GOODNESS)
         self._op(blk.index, "goodness", "goodness", reads=(k.get("gsrc", k["out"]),), writes=(k["g"],))
 
     def send_activation(self, src, dst):
@@ -150,7 +163,7 @@ class StepTracer:
             return
         sent = self.rec.trace.buffers[self.kept[src]["out"]]
         nb = sent.nbytes
-        bid = self.rec.buffer(dst, "input", "noc_buffers", nb, "sample", "replicated", sent.elements)
+        bid = self.rec.buffer(dst, "input", "noc_buffers", nb, "sample", "replicated", sent.elements, Role.RECEIVED)
         self.rec.send(src, dst, "activation", self.kept[src]["out"], bid, nb, "activation")
         self.inp[dst] = bid
 
@@ -159,7 +172,8 @@ class StepTracer:
         if not self.on:
             return
         src = self.kept[l]["g"] if "g" in self.kept[l] else self.kept[l]["out"]
-        self.dg[l] = self.rec.buffer(l, "loss_grad", "gradients", 4 * np.size(dg), "sample", "replicated", np.size(dg))
+        self.dg[l] = self.rec.buffer(l, "loss_grad", "gradients", 4 * np.size(dg), "sample", "replicated", np.size(dg),
+                                     Role.LOSS_GRAD)
         # the goodness of every row: one buffer, or one per pass of a sequential step
         self._op(l, "loss", "loss", reads=tuple(src) if isinstance(src, list) else (src,), writes=(self.dg[l],))
 
@@ -171,7 +185,8 @@ class StepTracer:
             return
         l = blk.index
         src = self.kept[l].get("gsrc", self.kept[l]["out"])
-        self.dg[l] = self.rec.buffer(l, "loss_grad", "gradients", 4 * np.size(dfeats), "step", "replicated")
+        self.dg[l] = self.rec.buffer(l, "loss_grad", "gradients", 4 * np.size(dfeats), "step", "replicated",
+                                     np.size(dfeats), Role.LOSS_GRAD)
         self._op(l, "loss", "batch loss", scope="step", reads=(src,), writes=(self.dg[l],))
 
     def goodness_rows(self, blk, kept):
@@ -186,7 +201,8 @@ class StepTracer:
         rec, l = self.rec, blk.index
         old = self.kept[l]["gsrc"]
         nb = nbytes_of(kept.size, blk.goodness_bits)
-        new = rec.buffer(l, "goodness_input_loss_rows", self.act_cat, nb, "sample", "units", kept.size)
+        new = rec.buffer(l, "goodness_input_loss_rows", self.act_cat, nb, "sample", "units", kept.size,
+                         Role.GOODNESS_INPUT)
         rec.op(l, "select", "keep the loss's rows of the goodness copy", reads=(old, self.dg[l]), writes=(new,))
         self.kept[l]["gsrc"] = new
 
@@ -204,7 +220,8 @@ class StepTracer:
         for name, key, split in (("kept_input", "zq", "replicated"), ("relu_mask", "mask", "units"),
                                  ("output", "out", "units"), ("pool_index", "argmax", "units")):
             if key in old and key in kept:
-                new[key] = rec.buffer(l, f"{name}_kept_rows", self.act_cat, sb[key], "sample", split, ne[key])
+                new[key] = rec.buffer(l, f"{name}_kept_rows", self.act_cat, sb[key], "sample", split, ne[key],
+                                      KEPT_ROLES[key])
         rec.op(l, "select", "drop error-free rows", reads=tuple(old[k] for k in kept if k in old)
                + tuple(self._deciders(l, losses)), writes=tuple(new[k] for k in kept if k in new))
         self.kept[l] = new
@@ -219,13 +236,14 @@ class StepTracer:
         par = self.params[l]
         src = self.neutral_in.get(l, self.inp.get(l))          # block 0 reads the sensor's image
         nb = nbytes_of(np.size(out_values), self.p.activation_bits)
-        out = rec.buffer(l, "neutral_output", self.act_cat, nb, elements=np.size(out_values))
+        out = rec.buffer(l, "neutral_output", self.act_cat, nb, elements=np.size(out_values),
+                         role=Role.ACTIVATION)
         self._op(l, "fwd", "neutral forward", reads=[src, par["weights"]] + [par[k] for k in ("bn", "emb")
                                                                                if k in par], writes=(out,))
         self.neutral_out[l] = out
         if next_layer is not None:
             recv = rec.buffer(next_layer, "neutral_input", "noc_buffers", nb, "sample", "replicated",
-                              np.size(out_values))
+                              np.size(out_values), Role.RECEIVED)
             rec.send(l, next_layer, "neutral activation", out, recv, nb, "activation")
             self.neutral_in[next_layer] = recv
 
@@ -239,7 +257,7 @@ class StepTracer:
             src = self.kept[j]["out"] if from_training else self.neutral_out[j]
             sent = self.rec.trace.buffers[src]
             recv = self.rec.buffer(head.layer.index, "features_in", "noc_buffers", sent.nbytes, "sample",
-                                   "replicated", sent.elements)
+                                   "replicated", sent.elements, Role.RECEIVED)
             nb = sent.nbytes
             self.rec.send(j, head.layer.index, "features", src, recv, nb, "activation")
             self.inp_head.append(recv)
@@ -251,8 +269,8 @@ class StepTracer:
             return
         rec, l = self.rec, head.layer.index
         sb, ne = head.layer.stored_bytes(cache), stored_elements(cache)
-        zq = rec.buffer(l, "kept_input", self.act_cat, sb["zq"], "sample", "replicated", ne["zq"])
-        out = rec.buffer(l, "output", self.act_cat, sb["out"], elements=ne["out"])
+        zq = rec.buffer(l, "kept_input", self.act_cat, sb["zq"], "sample", "replicated", ne["zq"], Role.KEPT_INPUT)
+        out = rec.buffer(l, "output", self.act_cat, sb["out"], elements=ne["out"], role=Role.OUTPUT)
         self._op(l, "fwd", "forward", reads=self.inp_head + [self.params[l]["weights"]], writes=(zq, out))
         self.kept[l] = dict(zq=zq, out=out)
 
@@ -282,10 +300,11 @@ class StepTracer:
         reads = self._error_sources(l, [loss], weight_grad=False) + link + ([par["bn"]] if "bn" in par else [])
         n = rows * int(np.prod(below.out_shape))
         nb = nbytes_of(n, p.gradient_bits)
-        err = rec.buffer(l, "error_out", "gradients", nb, "sample", "reduce", n)
+        err = rec.buffer(l, "error_out", "gradients", nb, "sample", "reduce", n, Role.ERROR)
         self._op(l, "feedback" if use_feedback else "grad_x", "feedback" if use_feedback else "grad_input",
                  reads=reads, writes=(err,))
-        recv = rec.buffer(below.index, "error_in", "gradients", nb, "sample", self._error_in_split(below), n)
+        recv = rec.buffer(below.index, "error_in", "gradients", nb, "sample", self._error_in_split(below), n,
+                           Role.ERROR)
         rec.send(l, below.index, "error", err, recv, nb, "error")
         self.err_in[(below.index, loss)] = recv
 

@@ -34,6 +34,7 @@ work inside each op carries its own split (``chipsim.trace.work``).
 from __future__ import annotations
 
 from ...trace import nbytes_of
+from ...trace.roles import Role
 from .step import SENSOR_BITS, StepTracer
 from ..layers.vit.block import SubLayer
 
@@ -52,13 +53,14 @@ class VitStepTracer(StepTracer):
             a0 = b0.parts[0].index
             self.params[a0]["labels"] = rec.buffer(a0, "label_patches", "label_embedding",
                                                    nbytes_of(patches.size, b0.layer.embed.in_bits),
-                                                   "persistent", "replicated")
+                                                   "persistent", "replicated", patches.size,
+                                                   Role.LABEL_EMBEDDING)
 
     # ---------------------------------------------------------------- layers and their tensors
     def _register(self, blk, optimizer, accumulators) -> None:
         if not _is_vit(blk):
             return super()._register(blk, optimizer, accumulators)
-        rec = self.rec
+        rec, masters = self.rec, blk.masters()
         for part in blk.parts:
             rec.layer(part.index, part.name, part.units, part.kind)
             ids = {}
@@ -66,14 +68,17 @@ class VitStepTracer(StepTracer):
                 names = [n for n in part.names if (n in part.shared) == shared]
                 pb = blk.param_bytes(names)
                 keys = [f"w{blk.index}.{n}" for n in names]
+                n_w = sum(masters[n].value.size for n in names)
                 ids["weights" + sfx] = rec.buffer(part.index, "weights" + sfx, "weights", pb["weights"],
-                                                  "persistent", how)
+                                                  "persistent", how, n_w, Role.WEIGHTS)
                 ids["master" + sfx] = rec.buffer(part.index, "master" + sfx, "master_weights", pb["master"],
-                                                 "persistent", how)
+                                                 "persistent", how, n_w, Role.MASTER)
                 ids["opt" + sfx] = rec.buffer(part.index, "optimizer" + sfx, "optimizer_state",
-                                              sum(optimizer.state_bytes(k) for k in keys), "persistent", how)
+                                              sum(optimizer.state_bytes(k) for k in keys), "persistent", how,
+                                              sum(optimizer.state_values(k) for k in keys), Role.OPTIMIZER_STATE)
                 ids["gacc" + sfx] = rec.buffer(part.index, "grad_acc" + sfx, "gradients",
-                                               sum(accumulators[k].nbytes for k in keys), "step", how)
+                                               sum(accumulators[k].nbytes for k in keys), "step", how, n_w,
+                                               Role.GRADIENT_ACC)
             self.params[part.index] = ids
 
     def _weights(self, layer) -> list:
@@ -96,7 +101,7 @@ class VitStepTracer(StepTracer):
             return
         entry = self._entry(0)
         nb = nbytes_of(x.size, SENSOR_BITS)
-        bid = self.rec.buffer(entry, "input", "noc_buffers", nb, "sample", "replicated")
+        bid = self.rec.buffer(entry, "input", "noc_buffers", nb, "sample", "replicated", x.size, Role.SENSOR)
         self.rec.op(entry, "send", "sensor input", writes=(bid,), dst_layer=entry, nbytes=nb, tag="activation")
         self.inp[0] = bid
 
@@ -104,8 +109,10 @@ class VitStepTracer(StepTracer):
         if not self.on:
             return
         entry = self._entry(dst)
-        nb = self.rec.trace.buffers[self.kept[src]["out"]].nbytes
-        bid = self.rec.buffer(entry, "input", "noc_buffers", nb, "sample", "replicated")
+        sent = self.rec.trace.buffers[self.kept[src]["out"]]
+        nb = sent.nbytes
+        bid = self.rec.buffer(entry, "input", "noc_buffers", nb, "sample", "replicated", sent.elements,
+                              Role.RECEIVED)
         self.rec.send(src, entry, "activation", self.kept[src]["out"], bid, nb, "activation")
         self.inp[dst] = bid
 
@@ -121,23 +128,30 @@ class VitStepTracer(StepTracer):
         items, (cut,) = self.log.take(), blk.work_cuts
         again = "kept" in cache
         kb = cache["kept"] if again else blk.kept_buffers(cache)
-        ka = [] if again else [rec.buffer(a.index, name, cat, nb, "sample", how) for name, nb, how in kb["attn"]]
-        partial = rec.buffer(a.index, "proj_partial", cat, kb["attn_partial"], "sample", "reduce")
-        z = rec.buffer(a.index, "attention_output", cat, kb["z"], "sample", "units")
+        n = kb["stream"]
+        ka = [] if again else self._kept(a.index, kb["attn"])
+        partial = rec.buffer(a.index, "proj_partial", cat, kb["attn_partial"], "sample", "reduce", n, Role.PARTIAL)
+        z = rec.buffer(a.index, "attention_output", cat, kb["z"], "sample", "units", n, Role.OUTPUT)
         rec.op(a.index, "fwd", "attention", work=items[:cut], reads=[self.inp[l]] + self._weights(a.index),
                writes=tuple(ka) + (partial, z))
-        z_in = rec.buffer(m.index, "input", "noc_buffers", kb["z"], "sample", "replicated")
+        z_in = rec.buffer(m.index, "input", "noc_buffers", kb["z"], "sample", "replicated", n, Role.RECEIVED)
         rec.send(a.index, m.index, "attention output", z, z_in, kb["z"], "activation")
-        km = [] if again else [rec.buffer(m.index, name, cat, nb, "sample", how) for name, nb, how in kb["mlp"]]
-        partial = rec.buffer(m.index, "fc2_partial", cat, kb["mlp_partial"], "sample", "reduce")
-        out = rec.buffer(m.index, "output", cat, kb["out"], "sample", "units")
-        pooled = rec.buffer(m.index, "token_mean", cat, kb["pooled"], "sample", "units")
+        km = [] if again else self._kept(m.index, kb["mlp"])
+        partial = rec.buffer(m.index, "fc2_partial", cat, kb["mlp_partial"], "sample", "reduce", n, Role.PARTIAL)
+        out = rec.buffer(m.index, "output", cat, kb["out"], "sample", "units", n, Role.OUTPUT)
+        pooled = rec.buffer(m.index, "token_mean", cat, kb["pooled"], "sample", "units", kb["pooled_values"],
+                            Role.GOODNESS_INPUT)
         rec.op(m.index, "fwd", "mlp", work=items[cut:], reads=[z_in] + self._weights(m.index),
                writes=tuple(km) + (partial, out, pooled))
         self.kept_attn[l], self.kept_mlp[l] = ka, km
         self.kept[l] = dict(out=out, gsrc=pooled)
         self.stream[l] = cache["out"].size
         self.again[l] = (kb, z_in) if again else None
+
+    def _kept(self, layer, table) -> list:
+        """Buffers of a half's kept tensors (``TransformerBlock.kept_buffers``'s (name, bytes, split, values))."""
+        return [self.rec.buffer(layer, name, self.act_cat, nb, "sample", how, n, Role.ACTIVATION)
+                for name, nb, how, n in table]
 
     # ---------------------------------------------------------------- backward
     def grad_weight(self, blk, losses):
@@ -160,21 +174,20 @@ class VitStepTracer(StepTracer):
         else:
             kb, z_in = again
             reads_m, reads_a = [z_in], [self.inp[l]]
-            temp_m = [rec.buffer(m.index, name, cat, b, "sample", how) for name, b, how in kb["mlp"]]
-            temp_a = [rec.buffer(a.index, name, cat, b, "sample", how) for name, b, how in kb["attn"]]
-        par = self.params[m.index]
-        partial = rec.buffer(m.index, "fc1_grad_partial", "gradients", nb, "sample", "reduce")
-        gz = rec.buffer(m.index, "error_out", "gradients", nb, "sample", "units")
+            temp_m, temp_a = self._kept(m.index, kb["mlp"]), self._kept(a.index, kb["attn"])
+        par, n = self.params[m.index], self.stream[l]
+        partial = rec.buffer(m.index, "fc1_grad_partial", "gradients", nb, "sample", "reduce", n, Role.ERROR)
+        gz = rec.buffer(m.index, "error_out", "gradients", nb, "sample", "units", n, Role.ERROR)
         rec.op(m.index, "grad_w", "mlp backward" + (" (recompute)" if again else ""), work=items[:cut],
                reads=self._deciders(l, losses) + squared + reads_m + self._weights(m.index),
                writes=tuple(temp_m) + (par["gacc"], par["gacc_shared"], partial, gz))
-        gz_in = rec.buffer(a.index, "error_in", "gradients", nb, "sample", "replicated")
+        gz_in = rec.buffer(a.index, "error_in", "gradients", nb, "sample", "replicated", n, Role.ERROR)
         rec.send(m.index, a.index, "error", gz, gz_in, nb, "error")
         par = self.params[a.index]
         writes = temp_a + [par["gacc"], par["gacc_shared"],
-                           rec.buffer(a.index, "qkv_grad_partial", "gradients", nb, "sample", "reduce")]
+                           rec.buffer(a.index, "qkv_grad_partial", "gradients", nb, "sample", "reduce", n, Role.ERROR)]
         if blk.sends_error:
-            self.err_out[l] = rec.buffer(a.index, "error_out", "gradients", nb, "sample", "units")
+            self.err_out[l] = rec.buffer(a.index, "error_out", "gradients", nb, "sample", "units", n, Role.ERROR)
             writes.append(self.err_out[l])
         rec.op(a.index, "grad_w", "attention backward" + (" (recompute)" if again else ""), work=items[cut:],
                reads=[gz_in] + reads_a + self._weights(a.index), writes=tuple(writes))
@@ -187,8 +200,10 @@ class VitStepTracer(StepTracer):
         if not self.on:
             return
         err = self.err_out.pop(blk.index)
-        nb = self.rec.trace.buffers[err].nbytes
-        recv = self.rec.buffer(below.index, "error_in", "gradients", nb, "sample", self._error_in_split(below))
+        sent = self.rec.trace.buffers[err]
+        nb = sent.nbytes
+        recv = self.rec.buffer(below.index, "error_in", "gradients", nb, "sample", self._error_in_split(below),
+                               sent.elements, Role.ERROR)
         self.rec.send(blk.parts[0].index, below.index, "error", err, recv, nb, "error")
         self.err_in[(below.index, loss)] = recv
 

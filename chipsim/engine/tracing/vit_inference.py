@@ -21,6 +21,7 @@ import numpy as np
 
 from ... import kernels as K
 from ...trace import TraceRecorder, nbytes_of
+from ...trace.roles import Role
 from ...trace.work import WorkLog, open_log
 from .inference import _InferenceRecorder
 from .step import SENSOR_BITS
@@ -32,28 +33,33 @@ class _VitRecorder(_InferenceRecorder):
     def __init__(self, net, x, log, top=None):
         self.rec, self.log, self.par = TraceRecorder(samples=1), log, {}
         for blk in net.blocks:
+            masters = blk.masters()
             for part in blk.parts:
                 self.rec.layer(part.index, part.name, part.units, part.kind)
-                self.par[part.index] = [
-                    self.rec.buffer(part.index, "weights" + sfx, "weights",
-                                    blk.param_bytes([n for n in part.names if (n in part.shared) == shared])["weights"],
-                                    "persistent", how)
-                    for shared, how, sfx in ((False, "units", ""), (True, "replicated", "_shared"))]
+                self.par[part.index] = []
+                for shared, how, sfx in ((False, "units", ""), (True, "replicated", "_shared")):
+                    names = [n for n in part.names if (n in part.shared) == shared]
+                    self.par[part.index].append(self.rec.buffer(
+                        part.index, "weights" + sfx, "weights", blk.param_bytes(names)["weights"], "persistent", how,
+                        sum(masters[n].value.size for n in names), Role.WEIGHTS))
         b0 = net.blocks[0]
         a0 = b0.parts[0].index
         if net.label_patches is not None:
             self.par[a0].append(self.rec.buffer(a0, "label_patches", "label_embedding",
                                                 nbytes_of(net.label_patches.size, b0.layer.embed.in_bits),
-                                                "persistent", "replicated"))
+                                                "persistent", "replicated", net.label_patches.size,
+                                                Role.LABEL_EMBEDDING))
         if top is not None:
             self.rec.layer(top.index, f"head{top.index}", top.units, "head")
             self.par[top.index] = [self.rec.buffer(top.index, "weights", "weights", top.param_bytes()["weights"],
-                                                   "persistent")]
+                                                   "persistent", elements=top.master.value.size, role=Role.WEIGHTS)]
             if top.use_bn:
                 self.par[top.index].append(self.rec.buffer(top.index, "bn_stats", "bn_params",
-                                                           top.param_bytes()["bn"], "persistent", "replicated"))
+                                                           top.param_bytes()["bn"], "persistent", "replicated",
+                                                           top.running_mean.size + top.running_var.size,
+                                                           Role.NORM_PARAMS))
         nb = nbytes_of(x.size, SENSOR_BITS)
-        self.inp = {a0: self.rec.buffer(a0, "input", "noc_buffers", nb, "sample", "replicated")}
+        self.inp = {a0: self.rec.buffer(a0, "input", "noc_buffers", nb, "sample", "replicated", x.size, Role.SENSOR)}
         self.rec.op(a0, "send", "sensor input", writes=(self.inp[a0],), dst_layer=a0, nbytes=nb, tag="activation")
 
     def block(self, blk, cache):
@@ -61,11 +67,13 @@ class _VitRecorder(_InferenceRecorder):
         a, m = blk.parts
         items, (cut,) = self.log.take(), blk.work_cuts
         kb = blk.kept_buffers(cache)
-        z = self.rec.buffer(a.index, "attention_output", "act_update", kb["z"], "sample", "units")
+        z = self.rec.buffer(a.index, "attention_output", "act_update", kb["z"], "sample", "units", kb["stream"],
+                            Role.OUTPUT)
         self.rec.op(a.index, "fwd", "attention", reads=[self.inp[a.index]] + self.par[a.index], writes=(z,),
                     work=items[:cut])
         z_in = self.send(a.index, m.index, z)
-        out = self.rec.buffer(m.index, "output", "act_update", kb["out"], "sample", "units")
+        out = self.rec.buffer(m.index, "output", "act_update", kb["out"], "sample", "units", kb["stream"],
+                              Role.OUTPUT)
         self.rec.op(m.index, "fwd", "mlp", reads=[z_in] + self.par[m.index], writes=(out,), work=items[cut:])
         return out
 

@@ -225,29 +225,35 @@ class TransformerBlock:
 
     # ------------------------------------------------------------ storage (bits as stored on chip)
     def kept_buffers(self, cache) -> dict:
-        """What each half keeps and produces, as (name, bytes, split) at the widths a core stores them.
+        """What each half keeps and produces, as (name, bytes, split, values) at the widths a core stores them.
 
         ``attn`` / ``mlp``: kept for the backward; ``*_partial``: a full-size float32 partial of a split
         product's output (W_proj, FC2), reduced over the slices; ``z``: the attention half's output
         (the residual stream, at stream_bits), sent to the MLP half; ``out``: the layer output at output_bits;
-        ``pooled``: its token mean (float32), what the objectives read.
+        ``pooled``: its token mean (float32), what the objectives read. ``stream`` / ``pooled_values``: the
+        values of the residual stream (z, out, the partials) and of the token mean.
         """
         c, enc, w = cache, self.encoder, self.encoder.widths
         ln1, ln2 = c["ln1"], c["ln2"]
-        attn = [("patch_input", self.layer.embed.stored_bytes(c["embed"])["x"], "replicated")] if self.embeds else []
-        attn += [("ln1_state", 4 * (ln1.xhat.size + ln1.inv_std.size), "replicated"),
-                 ("qkv_input", nbytes_of(c["qkv"]["xq"].size, enc.qkv.in_bits), "replicated"),
-                 ("qkv", nbytes_of(3 * c["attn"]["qq"].size, w.attn_bits), "units"),
-                 ("attn_probs", nbytes_of(c["attn"]["pq"].size, w.softmax_bits), "units"),
-                 ("proj_input", nbytes_of(c["proj"]["xq"].size, enc.proj.in_bits), "units")]
-        mlp = [("ln2_state", 4 * (ln2.xhat.size + ln2.inv_std.size), "replicated"),
-               ("fc1_input", nbytes_of(c["fc1"]["xq"].size, enc.fc1.in_bits), "replicated"),
-               ("mlp_pre", 4 * c["u"].size, "units"),
-               ("fc2_input", nbytes_of(c["fc2"]["xq"].size, enc.fc2.in_bits), "units")]
-        stream = 4 * c["out"].size
-        return dict(attn=attn, mlp=mlp, attn_partial=stream, z=nbytes_of(c["out"].size, w.stream_bits),
-                    mlp_partial=stream,
-                    out=nbytes_of(c["out"].size, w.output_bits), pooled=4 * c["pooled"].size)
+        attn = []
+        if self.embeds:
+            img, extra = c["embed"]["xq"]
+            n = img.size + (0 if extra is None else extra.size)
+            attn.append(("patch_input", self.layer.embed.stored_bytes(c["embed"])["x"], "replicated", n))
+        n_ln1, n_ln2 = ln1.xhat.size + ln1.inv_std.size, ln2.xhat.size + ln2.inv_std.size
+        attn += [("ln1_state", 4 * n_ln1, "replicated", n_ln1),
+                 ("qkv_input", nbytes_of(c["qkv"]["xq"].size, enc.qkv.in_bits), "replicated", c["qkv"]["xq"].size),
+                 ("qkv", nbytes_of(3 * c["attn"]["qq"].size, w.attn_bits), "units", 3 * c["attn"]["qq"].size),
+                 ("attn_probs", nbytes_of(c["attn"]["pq"].size, w.softmax_bits), "units", c["attn"]["pq"].size),
+                 ("proj_input", nbytes_of(c["proj"]["xq"].size, enc.proj.in_bits), "units", c["proj"]["xq"].size)]
+        mlp = [("ln2_state", 4 * n_ln2, "replicated", n_ln2),
+               ("fc1_input", nbytes_of(c["fc1"]["xq"].size, enc.fc1.in_bits), "replicated", c["fc1"]["xq"].size),
+               ("mlp_pre", 4 * c["u"].size, "units", c["u"].size),
+               ("fc2_input", nbytes_of(c["fc2"]["xq"].size, enc.fc2.in_bits), "units", c["fc2"]["xq"].size)]
+        n = c["out"].size
+        return dict(attn=attn, mlp=mlp, attn_partial=4 * n, z=nbytes_of(n, w.stream_bits), mlp_partial=4 * n,
+                    out=nbytes_of(n, w.output_bits), pooled=4 * c["pooled"].size, stream=n,
+                    pooled_values=c["pooled"].size)
 
     def stored_bytes(self, cache) -> dict:
         return self.layer.stored_bytes(cache)
