@@ -15,7 +15,7 @@ from chipsim.engine.rules.rows import LabelledRows, TwoViews
 from chipsim.engine.rules.compose import LocalRule, bp_step, local_step
 from chipsim.engine.training.trainer import training_state
 from chipsim.engine.networks.vit import TransformerNetwork
-from chipsim.engine.tracing.vit import VitStepTracer
+from chipsim.engine.tracing.step import StepTracer
 from chipsim.modelspec import Block, ModelSpec
 from chipsim.trace import TraceRecorder
 
@@ -48,7 +48,7 @@ def _data():
 
 def _step(net, run):
     opt, acc = training_state(net, net.prec)
-    tracer = VitStepTracer(TraceRecorder(samples=B, enabled=False), net, opt, acc, rule_is_bp=net.head is not None)
+    tracer = StepTracer(TraceRecorder(samples=B, enabled=False), net, opt, acc, rule_is_bp=net.head is not None)
     return run(tracer)
 
 

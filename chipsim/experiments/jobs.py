@@ -16,6 +16,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from .cluster import PointsFailed, check_cluster, open_cluster, run_on_cluster
+from ..threads import limit_threads  # noqa: F401  (its home is chipsim.threads; the executors import it from here)
 
 RESULTS_NAME = "points.jsonl"
 
@@ -131,15 +132,3 @@ def run_points(fn, points: list, out_dir: str, jobs: int | None = None, progress
 def threads_per_job(jobs: int) -> int:
     """Numba/BLAS threads each worker should use so the jobs do not oversubscribe the cores."""
     return max(1, (os.cpu_count() or 1) // max(1, jobs))
-
-
-def limit_threads(n: int) -> None:
-    """Cap this process's numba and BLAS thread pools at ``n``.
-
-    Without a cap, two workers on two cores run four spinning BLAS threads and
-    each runs several times slower than alone.
-    """
-    import numba
-    from threadpoolctl import threadpool_limits
-    numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, n)))
-    threadpool_limits(limits=n)

@@ -37,6 +37,7 @@ from ...quant import ClippedScale, FixedPoint, quantize_signed, quantize_weights
 from ...trace import nbytes_of
 from ...trace.work import record, split
 from .feedback import feedback_weights
+from .protocol import ParamGroup, TracePart
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
@@ -290,6 +291,33 @@ class QuantBlock:
         return dict(weights=nbytes_of(self.wq.size, p.weight_bits) + 4 * self.wscale.size,  # codes + scales
                     master=nbytes_of(self.master.value.size, self.master.bits),
                     bn=4 * (self.running_mean.size + self.running_var.size))           # float32 statistics
+
+    # ------------------------------------------------------------ what it puts on the chip (layers.protocol)
+    work_cuts = ()                                   # one part: all its work is its own
+    error_in_split = "units"                         # each slice receives the errors of its own outputs
+
+    def trace_forward(self, tracer, cache, goodness: bool) -> None:
+        tracer.block_forward(self, cache, goodness)
+
+    def trace_grad_weight(self, tracer, losses) -> None:
+        tracer.block_grad_weight(self, losses)
+
+    def trace_error_down(self, tracer, below, rows, use_feedback: bool, loss: int) -> None:
+        tracer.block_error_down(self, below, rows, use_feedback, loss)
+
+    def trace_parts(self) -> tuple:
+        """One trace layer: its weights split by output units, BN's statistics replicated."""
+        kind = "head" if self.head else self.kind
+        pb = self.param_bytes()
+        norm = (pb["bn"], self.running_mean.size + self.running_var.size) if self.use_bn else ()
+        return (TracePart(self.index, f"{kind}{self.index}", self.units, kind, "forward",
+                          (ParamGroup("", "units", pb["weights"], pb["master"], self.master.value.size,
+                                      (f"w{self.index}",)),), norm),)
+
+    def trace_outputs(self, out, cache) -> tuple:
+        """The output at activation_bits (a head's logits stay float32)."""
+        bits = 32 if self.head else self.prec.activation_bits
+        return ((nbytes_of(np.size(out), bits), int(np.size(out))),)
 
     def feedback_bytes(self) -> int:
         """Bytes of DF-R's kept feedback kernel (0 when it is regenerated from its seed)."""

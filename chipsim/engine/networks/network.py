@@ -25,6 +25,7 @@ import numpy as np
 
 from ...modelspec import Block as BlockSpec
 from ...quant import FixedPoint
+from ...trace import nbytes_of
 from ...trace.work import costed
 from ..layers.block import QuantBlock
 
@@ -100,6 +101,14 @@ class Network:
     def layers(self):
         """Every trainable layer in order (blocks, then the head if any)."""
         return self.blocks + ([self.head] if self.head is not None else [])
+
+    def label_input(self):
+        """(name, bytes, values) of the label table the first layer reads with the image (None: no table):
+        the learned or fixed label channel, as FixedPoint values at update_bits."""
+        maps = self._label_maps()
+        if maps is None:
+            return None
+        return "label_embedding", nbytes_of(maps.size, self.prec.update_bits), int(maps.size)
 
     def _label_maps(self):
         return self.embedding.value if self.embedding is not None else self.label_table

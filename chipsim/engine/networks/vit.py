@@ -32,6 +32,7 @@ import copy
 
 import numpy as np
 
+from ...trace import nbytes_of
 from ..layers.vit.transformer import TransformerWidths, build_encoder
 from ..layers.vit.block import LabelledImages, TokenMeanHead, TransformerBlock
 
@@ -84,6 +85,14 @@ class TransformerNetwork:
     def label_grad(self, g_input, labels):
         return None
 
+    def label_input(self):
+        """(name, bytes, values) of FF's fixed label patches, at the patch projection's input width (None:
+        no label)."""
+        if self.label_patches is None:
+            return None
+        return ("label_patches", nbytes_of(self.label_patches.size, self.blocks[0].layer.embed.in_bits),
+                int(self.label_patches.size))
+
     def state(self):
         return dict(blocks=[b.state() for b in self.layers()], label_patches=self.label_patches)
 
@@ -109,13 +118,3 @@ def check_rule_model(hw, model) -> None:
         raise ConfigError(f"learning.span: {hw.span} (strategy {hw.strategy}): a vit model trains each encoder "
                           "layer on its own loss (span 1: rules cff, ff, symba, df) or by bp; errors between "
                           "transformer layers (df-o, df-r) are not implemented")
-
-
-def single_threaded() -> None:
-    """Run this process's numba and BLAS kernels on one thread.
-
-    A transformer layer's products are small (a few thousand token rows by 64-256 features), so a thread
-    hand-off costs more than it saves, and on a loaded machine far more: a CFF step of 32 samples on
-    vit_tiny measured 0.087 s on one thread against 4.3 s on two, on 2 shared cores."""
-    from ...experiments.jobs import limit_threads
-    limit_threads(1)

@@ -23,6 +23,7 @@ from ...trace import TraceRecorder, nbytes_of
 from ...trace.roles import Role
 from ...trace.work import WorkLog, open_log
 from ..layers.head import neutral_features
+from .params import register_layer
 from .step import SENSOR_BITS
 
 
@@ -64,44 +65,47 @@ def evaluate(net, objective, x, y, last_k: int, head=None):
     return {"accuracy": float((pred == y).mean()), "per_block": per_block, "head_accuracy": head_acc}
 
 
-class _InferenceRecorder:
-    """Records an inference: the weights each layer reads, what it receives and sends, and its work."""
+class InferenceRecorder:
+    """Records an inference: the weights each trace layer reads, what it receives and sends, and its work.
 
-    def __init__(self, layers, x, log):
+    Layers are recorded through the layer protocol (``layers.protocol``): a layer of several parts (a
+    transformer layer's attention and MLP halves) is an op per part, with a send between them."""
+
+    def __init__(self, net, layers, x, log):
         self.rec, self.log = TraceRecorder(samples=1), log
         self.par = {}
         for blk in layers:
-            kind = "head" if blk.head else blk.kind
-            self.rec.layer(blk.index, f"{kind}{blk.index}", blk.units, kind)
-            pb = blk.param_bytes()
-            self.par[blk.index] = [self.rec.buffer(blk.index, "weights", "weights", pb["weights"], "persistent",
-                                                   elements=blk.master.value.size, role=Role.WEIGHTS)]
-            if blk.use_bn:
-                self.par[blk.index].append(self.rec.buffer(blk.index, "bn_stats", "bn_params", pb["bn"],
-                                                           "persistent", "replicated",
-                                                           blk.running_mean.size + blk.running_var.size,
-                                                           Role.NORM_PARAMS))
+            for index, ids in register_layer(self.rec, blk).items():
+                self.par[index] = list(ids.values())
+        entry = layers[0].trace_parts()[0].index
+        label = net.label_input()
+        if label is not None:                       # the label table the first layer reads with the image
+            name, nb, n = label
+            self.par[entry].append(self.rec.buffer(entry, name, "label_embedding", nb, "persistent", "replicated",
+                                                   n, Role.LABEL_EMBEDDING))
         nb = nbytes_of(x.size, SENSOR_BITS)
-        self.inp = {layers[0].index: self.rec.buffer(layers[0].index, "input", "noc_buffers", nb, "sample",
-                                                     "replicated", x.size, Role.SENSOR)}
-        self.rec.op(layers[0].index, "send", "sensor input", writes=(self.inp[layers[0].index],),
-                    dst_layer=layers[0].index, nbytes=nb, tag="activation")
+        self.inp = {entry: self.rec.buffer(entry, "input", "noc_buffers", nb, "sample", "replicated", x.size,
+                                           Role.SENSOR)}
+        self.rec.op(entry, "send", "sensor input", writes=(self.inp[entry],), dst_layer=entry, nbytes=nb,
+                    tag="activation")
 
-    def label_table(self, net):
-        size = net.embedding.value.size if net.embedding is not None else net.label_table.size
-        self.par[0].append(self.rec.buffer(0, "label_embedding", "label_embedding",
-                                           nbytes_of(size, net.prec.update_bits), "persistent", "replicated",
-                                           size, Role.LABEL_EMBEDDING))
-
-    def forward(self, blk, a, inputs=None):
-        """The layer's forward, reading ``inputs`` (default: what it received) and its parameters."""
-        bits = 32 if blk.head else blk.prec.activation_bits       # logits stay float32
-        out = self.rec.buffer(blk.index, "output", "act_update", nbytes_of(a.size, bits), elements=a.size,
-                              role=Role.OUTPUT)
-        inputs = [self.inp[blk.index]] if inputs is None else list(inputs)
-        self.rec.op(blk.index, "fwd", "forward", reads=inputs + self.par[blk.index], writes=(out,),
-                    work=self.log.take())
-        return out
+    def forward(self, blk, out, cache, inputs=None):
+        """The layer's forward (just run, ``out`` its output): one op per part, reading ``inputs`` (default:
+        what its first part received) and the part's parameters, each part's output sent to the next part.
+        Returns the buffer of the layer's output."""
+        parts = blk.trace_parts()
+        items = self.log.take()
+        cuts = (0,) + tuple(blk.work_cuts) + (len(items),)
+        src = [self.inp[parts[0].index]] if inputs is None else list(inputs)
+        for j, (part, (nb, n)) in enumerate(zip(parts, blk.trace_outputs(out, cache))):
+            last = j == len(parts) - 1
+            buf = self.rec.buffer(part.index, "output" if last else f"{part.op_name}_output", "act_update", nb,
+                                  "sample", "units", n, Role.OUTPUT)
+            self.rec.op(part.index, "fwd", part.op_name, reads=src + self.par[part.index], writes=(buf,),
+                        work=items[cuts[j]:cuts[j + 1]])
+            if not last:
+                src = [self.send(part.index, parts[j + 1].index, buf)]
+        return buf
 
     def score(self, blk, src, n):
         g = self.rec.buffer(blk.index, "scores", "act_update", 4 * n, "sample", "reduce", n, Role.GOODNESS)
@@ -123,58 +127,41 @@ class _InferenceRecorder:
 def trace_inference(net, x, objective, last_k: int, head=None):
     """Trace of the inference of one sample ``x`` (shape (1, C, H, W)): every kernel the engine runs.
 
-    ``objective`` None is BP (one pass and its head); ``head`` (an ``OnePassHead``) decides by the
-    one-pass head instead of the objective's scores.
-    """
-    if getattr(net, "is_transformer", False):       # two sub-layers per transformer layer
-        from .vit_inference import trace_vit_inference
-        return trace_vit_inference(net, x, objective, last_k, head)
+    ``objective`` None is BP (one pass and its head); ``head`` (an ``OnePassHead`` or ``LinearProbe``)
+    decides by the one-pass head instead of the objective's scores; else goodness decoding (C rows)."""
+    one_pass = objective is None or head is not None
+    if one_pass:
+        blocks = net.blocks if head is None else net.blocks[:max(head.blocks) + 1]
+        top = net.head if head is None else head.layer
+        features = (blocks[-1].index,) if head is None else head.blocks
+    else:
+        blocks, top, features = net.blocks, None, ()
     with open_log(WorkLog()) as log:
-        if objective is None or head is not None:
-            return _one_pass(net, x, head, log)
-        layers = net.blocks
-        r = _InferenceRecorder(layers, x, log)
-        if net.label_encoding in ("learned", "random"):
-            r.label_table(net)
-        a, scores, bufs = objective.inference_rows(net, x), [], []
-        for i, blk in enumerate(layers):
+        r = InferenceRecorder(net, blocks + ([top] if one_pass else []), x, log)
+        a = net.input_with_label(x, None) if one_pass else objective.inference_rows(net, x)
+        scores, bufs, feats, feat_in = [], [], [], []
+        for i, blk in enumerate(blocks):
             a, cache = blk.forward(a, train=False)
-            out = r.forward(blk, a)
-            scores.append(objective.block_scores(blk, cache, 1))
-            bufs.append(r.score(blk, out, scores[-1].size))
-            if i + 1 < len(layers):
-                r.inp[layers[i + 1].index] = r.send(blk.index, layers[i + 1].index, out)
+            out = r.forward(blk, a, cache)
+            if not one_pass:
+                scores.append(objective.block_scores(blk, cache, 1))
+                bufs.append(r.score(blk, out, scores[-1].size))
+            if i + 1 < len(blocks):
+                nxt = blocks[i + 1].trace_parts()[0].index
+                r.inp[nxt] = r.send(blk.index, nxt, out)
+            if blk.index in features:
+                feats.append(a.reshape(len(a), -1))
+                feat_in.append(r.send(blk.index, top.index, out, name="features_in"))
+        if one_pass:
+            z, cache = top.forward(np.concatenate(feats, axis=1), train=False)
+            logits = r.forward(top, z, cache, inputs=feat_in)
+            K.decode(z)
+            r.decide(top.index, [logits])
+            return r.rec.trace
         k = min(last_k, net.depth)
-        last = layers[-1].index
+        last = blocks[-1].index
         decided_by = [bufs[-1]] + [r.send(blk.index, last, g, "goodness", "scores_in")   # meet on the last block
-                                   for blk, g in zip(layers[-k:-1], bufs[-k:-1])]
+                                   for blk, g in zip(blocks[-k:-1], bufs[-k:-1])]
         K.decode(np.stack(scores[-k:], axis=2))
         r.decide(last, decided_by)
         return r.rec.trace
-
-
-def _one_pass(net, x, head, log):
-    """BP's forward and head, or a local rule's pass under the neutral label and its one-pass head."""
-    blocks = net.blocks if head is None else net.blocks[:max(head.blocks) + 1]
-    top = net.head if head is None else head.layer
-    features = (blocks[-1].index,) if head is None else head.blocks
-    r = _InferenceRecorder(blocks + [top], x, log)
-    a = x
-    if head is not None:
-        a = net.input_with_label(x, None)
-        if net.label_encoding in ("learned", "random"):
-            r.label_table(net)
-    feats, feat_in = [], []
-    for i, blk in enumerate(blocks):
-        a, _ = blk.forward(a, train=False)
-        out = r.forward(blk, a)
-        if i + 1 < len(blocks):
-            r.inp[blocks[i + 1].index] = r.send(blk.index, blocks[i + 1].index, out)
-        if blk.index in features:
-            feats.append(a.reshape(len(a), -1))
-            feat_in.append(r.send(blk.index, top.index, out, name="features_in"))
-    z, _ = top.forward(np.concatenate(feats, axis=1), train=False)
-    out = r.forward(top, z, inputs=feat_in)
-    K.decode(z)
-    r.decide(top.index, [out])
-    return r.rec.trace

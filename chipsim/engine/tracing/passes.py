@@ -135,7 +135,7 @@ class PassTracer(StepTracer):
                              "replicated" if key == "zq" else "units", ne[key], KEPT_ROLES[key])
                   for key in ("zq", "mask", "argmax") if key in sb and key in ne]
         self._op(l, "recompute", "recompute dropped rows", reads=self._held(l) + [par["weights"]]
-                 + [par[x] for x in ("bn",) if x in par] + self._deciders(l, [loss]), writes=tuple(writes))
+                 + [par[x] for x in ("bn",) if x in par] + self.deciders(l, [loss]), writes=tuple(writes))
         k.setdefault("rc", []).extend(writes)
 
     # ------------------------------------------------------------ what differs in the backward
@@ -157,6 +157,6 @@ class PassTracer(StepTracer):
         new = {key: rec.buffer(l, f"{NAMES[key]}_kept_rows", self.act_cat, sb[key], "sample",
                                "replicated" if key == "zq" else "units", ne[key], KEPT_ROLES[key]) for key in keys}
         rec.op(l, "select", "drop error-free rows", reads=tuple(old[key] for key in keys) + tuple(old.get("rc", ()))
-               + tuple(self._deciders(l, losses)), writes=tuple(new.values()))
+               + tuple(self.deciders(l, losses)), writes=tuple(new.values()))
         old.update(new)
         old.pop("rc", None)

@@ -30,6 +30,7 @@ import numpy as np
 
 from ...trace import TraceRecorder, nbytes_of
 from ...trace.roles import Role
+from .params import register_layer
 from ...trace.work import WorkLog
 
 SENSOR_BITS = 8
@@ -63,49 +64,24 @@ class StepTracer:
         self.dg = {}       # layer -> buffer id of dL/dgoodness (local) or dlogits (head)
         self.params = {}   # layer -> dict of persistent buffer ids
         self.neutral_in, self.neutral_out = {}, {}     # the head's neutral pass: received / produced buffers
+        self.layer_state = {}  # layer -> what a layer's own recording keeps between its forward and backward
         if not self.on:
             return
         for blk in list(net.layers()) + list(extra_layers):      # extra: a local rule's one-pass head
-            self._register(blk, optimizer, accumulators)
-        if net.embedding is not None or net.label_table is not None:
-            par = self.params[0]
-            # the learned table is FixedPoint at update_bits; the fixed random one holds the same grid's values
-            size = net.embedding.value.size if net.embedding is not None else net.label_table.size
-            par["emb"] = rec.buffer(0, "label_embedding", "label_embedding", nbytes_of(size, net.prec.update_bits),
-                                    "persistent", "replicated", elements=size, role=Role.LABEL_EMBEDDING)
+            self.params.update(register_layer(rec, blk, optimizer, accumulators))
+        label = net.label_input()
+        if label is not None:                  # the label table the first layer reads with the image
+            name, nb, size = label
+            entry = net.blocks[0].trace_parts()[0].index
+            par = self.params[entry]
+            par["emb"] = rec.buffer(entry, name, "label_embedding", nb, "persistent", "replicated", size,
+                                    Role.LABEL_EMBEDDING)
             if "emb" in accumulators:            # a learned embedding: its optimizer state and accumulator
-                par["emb_opt"] = rec.buffer(0, "label_embedding_optimizer", "optimizer_state",
+                par["emb_opt"] = rec.buffer(entry, "label_embedding_optimizer", "optimizer_state",
                                             optimizer.state_bytes("emb"), "persistent", "replicated",
-                                            elements=optimizer.state_values("emb"), role=Role.OPTIMIZER_STATE)
-                par["emb_gacc"] = rec.buffer(0, "embedding_grad_acc", "gradients", accumulators["emb"].nbytes,
-                                             "step", "replicated", elements=size,
-                                             role=Role.GRADIENT_ACC)
-
-    def _register(self, blk, optimizer, accumulators) -> None:
-        """A layer of the trace and its persistent buffers (weights, master, optimizer state, accumulator)."""
-        rec = self.rec
-        kind = "head" if blk.head else blk.kind
-        rec.layer(blk.index, f"{kind}{blk.index}", blk.units, kind)
-        pb = blk.param_bytes()
-        key = f"w{blk.index}"
-        n_w = blk.master.value.size
-        ids = dict(
-            weights=rec.buffer(blk.index, "weights", "weights", pb["weights"], "persistent", elements=n_w,
-                               role=Role.WEIGHTS),
-            master=rec.buffer(blk.index, "master", "master_weights", pb["master"], "persistent", elements=n_w,
-                              role=Role.MASTER),
-            opt=rec.buffer(blk.index, "optimizer", "optimizer_state", optimizer.state_bytes(key), "persistent",
-                           elements=optimizer.state_values(key), role=Role.OPTIMIZER_STATE),
-            gacc=rec.buffer(blk.index, "grad_acc", "gradients", accumulators[key].nbytes, "step", elements=n_w,
-                            role=Role.GRADIENT_ACC),
-        )
-        if blk.use_bn:
-            ids["bn"] = rec.buffer(blk.index, "bn_stats", "bn_params", pb["bn"], "persistent", "replicated",
-                                   elements=blk.running_mean.size + blk.running_var.size, role=Role.NORM_PARAMS)
-        if blk.feedback_bytes():
-            ids["fb"] = rec.buffer(blk.index, "feedback", "feedback_weights", blk.feedback_bytes(), "persistent",
-                                   elements=n_w, role=Role.FEEDBACK)
-        self.params[blk.index] = ids
+                                            optimizer.state_values("emb"), Role.OPTIMIZER_STATE)
+                par["emb_gacc"] = rec.buffer(entry, "embedding_grad_acc", "gradients", accumulators["emb"].nbytes,
+                                             "step", "replicated", size, Role.GRADIENT_ACC)
 
     def _op(self, layer, kind, name, **kw) -> int:
         """Record an op with the work the kernels logged since the last record."""
@@ -118,19 +94,33 @@ class StepTracer:
             raise AssertionError(f"kernel work not attributed to any trace op: {left}")
 
     # ---------------------------------------------------------------- forward
+    def _entry(self, layer: int) -> int:
+        """The trace layer that receives layer ``layer``'s input: its first part (``layers.protocol``)."""
+        layers = self.net.layers()
+        return layers[layer].trace_parts()[0].index if layer < len(layers) else layer
+
+    def weight_reads(self, part: int) -> list:
+        """The parameter buffers a part's forward reads (weights, shared weights, the label table)."""
+        par = self.params[part]
+        return [par[k] for k in ("weights", "weights_shared", "emb") if k in par]
+
     def sensor_input(self, x):
         if not self.on:
             return
+        entry = self._entry(0)
         nb = nbytes_of(x.size, SENSOR_BITS)
-        bid = self.rec.buffer(0, "input", "noc_buffers", nb, "sample", "replicated", elements=x.size,
-                              role=Role.SENSOR)
-        self.rec.op(0, "send", "sensor input", writes=(bid,), dst_layer=0, nbytes=nb, tag="activation")
+        bid = self.rec.buffer(entry, "input", "noc_buffers", nb, "sample", "replicated", x.size, Role.SENSOR)
+        self.rec.op(entry, "send", "sensor input", writes=(bid,), dst_layer=entry, nbytes=nb, tag="activation")
         self.inp[0] = bid
 
     def forward(self, blk, cache, goodness: bool):
-        """The block's forward (``blk.forward`` has just run): what it keeps, and its work."""
-        if not self.on:
-            return
+        """The layer's forward (``blk.forward`` has just run): what it keeps, and its work. The layer says
+        how it is recorded (``trace_forward``): a one-part block by :meth:`block_forward`."""
+        if self.on:
+            blk.trace_forward(self, cache, goodness)
+
+    def block_forward(self, blk, cache, goodness: bool):
+        """A one-part block's forward: its kept input, ReLU mask, pool index, output and goodness copy."""
         rec, l = self.rec, blk.index
         sb, ne = blk.stored_bytes(cache), stored_elements(cache)
         ids = dict(zq=rec.buffer(l, "kept_input", self.act_cat, sb["zq"], "sample", "replicated", ne["zq"],
@@ -161,10 +151,12 @@ class StepTracer:
     def send_activation(self, src, dst):
         if not self.on:
             return
+        entry = self._entry(dst)
         sent = self.rec.trace.buffers[self.kept[src]["out"]]
         nb = sent.nbytes
-        bid = self.rec.buffer(dst, "input", "noc_buffers", nb, "sample", "replicated", sent.elements, Role.RECEIVED)
-        self.rec.send(src, dst, "activation", self.kept[src]["out"], bid, nb, "activation")
+        bid = self.rec.buffer(entry, "input", "noc_buffers", nb, "sample", "replicated", sent.elements,
+                              Role.RECEIVED)
+        self.rec.send(src, entry, "activation", self.kept[src]["out"], bid, nb, "activation")
         self.inp[dst] = bid
 
     def loss(self, l, dg):
@@ -223,7 +215,7 @@ class StepTracer:
                 new[key] = rec.buffer(l, f"{name}_kept_rows", self.act_cat, sb[key], "sample", split, ne[key],
                                       KEPT_ROLES[key])
         rec.op(l, "select", "drop error-free rows", reads=tuple(old[k] for k in kept if k in old)
-               + tuple(self._deciders(l, losses)), writes=tuple(new[k] for k in kept if k in new))
+               + tuple(self.deciders(l, losses)), writes=tuple(new[k] for k in kept if k in new))
         self.kept[l] = new
 
     # ---------------------------------------------------------------- one-pass head (local rules)
@@ -275,7 +267,7 @@ class StepTracer:
         self.kept[l] = dict(zq=zq, out=out)
 
     # ---------------------------------------------------------------- backward
-    def _deciders(self, l, losses):
+    def deciders(self, l, losses):
         """The error buffers at layer l's output from ``losses`` (l's own loss: its dL/dgoodness)."""
         return [self.dg[l] if src == l else self.err_in[(l, src)] for src in losses
                 if (src == l and l in self.dg) or (l, src) in self.err_in]
@@ -287,13 +279,17 @@ class StepTracer:
         k = self.kept[l]
         squared = [k["gsrc"] if "gsrc" in k else k["out"]] if "g" in k and l in losses else []
         need_input = weight_grad or self.net.bn_backward == "batch-stats"
-        return (self._deciders(l, losses) + [k[n] for n in ("mask", "argmax") if n in k] + squared
+        return (self.deciders(l, losses) + [k[n] for n in ("mask", "argmax") if n in k] + squared
                 + ([k["zq"]] if need_input else []))
 
     def error_down(self, blk, below, rows, use_feedback: bool, loss: int):
-        """Loss ``loss``'s error from block ``blk`` into the block below (grad-input via W, or DF-R's B)."""
-        if not self.on:
-            return
+        """Loss ``loss``'s error from layer ``blk`` into the layer below, as the layer records it
+        (``trace_error_down``): a one-part block by :meth:`block_error_down`."""
+        if self.on:
+            blk.trace_error_down(self, below, rows, use_feedback, loss)
+
+    def block_error_down(self, blk, below, rows, use_feedback: bool, loss: int):
+        """A one-part block's error into the block below (grad-input via W, or DF-R's B), and its send."""
         rec, l, p = self.rec, blk.index, self.p
         par = self.params[l]
         link = [par["fb"]] if use_feedback and "fb" in par else [] if use_feedback else [par["weights"]]
@@ -303,21 +299,18 @@ class StepTracer:
         err = rec.buffer(l, "error_out", "gradients", nb, "sample", "reduce", n, Role.ERROR)
         self._op(l, "feedback" if use_feedback else "grad_x", "feedback" if use_feedback else "grad_input",
                  reads=reads, writes=(err,))
-        recv = rec.buffer(below.index, "error_in", "gradients", nb, "sample", self._error_in_split(below), n,
-                           Role.ERROR)
+        recv = rec.buffer(below.index, "error_in", "gradients", nb, "sample", below.error_in_split, n, Role.ERROR)
         rec.send(l, below.index, "error", err, recv, nb, "error")
         self.err_in[(below.index, loss)] = recv
 
-    @staticmethod
-    def _error_in_split(below) -> str:
-        """How an error arriving at ``below``'s output lands on its slices: split by its units (each slice
-        needs the errors of its own outputs)."""
-        return "units"
-
     def grad_weight(self, blk, losses):
-        """Block ``blk``'s weight gradient from the errors of ``losses`` (accumulated over the step)."""
-        if not self.on:
-            return
+        """Layer ``blk``'s weight gradient from the errors of ``losses`` (accumulated over the step), as the
+        layer records it (``trace_grad_weight``): a one-part block by :meth:`block_grad_weight`."""
+        if self.on:
+            blk.trace_grad_weight(self, losses)
+
+    def block_grad_weight(self, blk, losses):
+        """A one-part block's weight-gradient op."""
         l = blk.index
         self._op(l, "grad_w", "grad_weight", reads=self._error_sources(l, losses, weight_grad=True),
                  writes=(self.params[l]["gacc"],))
@@ -331,13 +324,15 @@ class StepTracer:
             ([par["bn"]] if "bn" in par else [])
         self._op(0, "grad_x", "label_embedding_grad", reads=reads, writes=(par["emb_gacc"],))
 
-    def update(self, blk):
-        """The optimizer step of one layer's weights (once per step)."""
+    def update(self, part):
+        """The optimizer step of one trace part's tensors (once per step; ``part``: a layer, or one part of
+        a layer of several, anything with the part's ``index``)."""
         if not self.on:
             return
-        par = self.params[blk.index]
-        self._op(blk.index, "update", "optimizer_update", scope="step", reads=(par["gacc"], par["opt"], par["master"]),
-                 writes=(par["master"], par["weights"], par["opt"]))
+        par = self.params[part.index]
+        own = [par[k + s] for k in ("gacc", "opt", "master") for s in ("", "_shared") if k + s in par]
+        out = [par[k + s] for k in ("master", "weights", "opt") for s in ("", "_shared") if k + s in par]
+        self._op(part.index, "update", "optimizer_update", scope="step", reads=tuple(own), writes=tuple(out))
 
     def embedding_update(self):
         """The optimizer step of the learned label embedding."""

@@ -33,8 +33,8 @@ from ..tracing.passes import PassTracer
 from ..tracing.step import StepTracer
 from .update import apply_gradients, tensor_keys
 from .probe import LinearProbe
-from ..networks.vit import TransformerNetwork, check_rule_model, single_threaded
-from ..tracing.vit import VitStepTracer
+from ...threads import single_threaded
+from ..networks.vit import TransformerNetwork, check_rule_model
 
 CHECKPOINT_NAME = checkpoint.NAME
 
@@ -121,7 +121,6 @@ class Trainer:
             self.head = LinearProbe(self.net, hw.precision, hw.training.seed, hw.learning.head_epochs)   # stage 2
         elif not self.is_bp and hw.learning.inference == "head":
             self.head = OnePassHead(self.net, hw.learning.head_last_k, hw.precision, hw.training.seed)
-        self.tracer_class = VitStepTracer if model.is_transformer else StepTracer
         self.extra = [self.head.layer] if self.head is not None else []
         self.opt, self.acc = training_state(self.net, hw.precision, hw.training.optimizer, hw.training.momentum,
                                             self.extra)
@@ -144,7 +143,7 @@ class Trainer:
         hw = self.hw
         rec = TraceRecorder(samples=x.shape[0], enabled=record)
         sequential = self.rule is not None and self.rule.negatives != "parallel"
-        tracer = (PassTracer if sequential else self.tracer_class)(rec, self.net, self.opt, self.acc, self.is_bp,
+        tracer = (PassTracer if sequential else StepTracer)(rec, self.net, self.opt, self.acc, self.is_bp,
                                                                     self.extra)
         with open_log(tracer.log):
             if self.is_bp:

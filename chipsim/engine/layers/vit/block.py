@@ -74,6 +74,8 @@ from ....modelspec import Block as BlockSpec
 from ....trace import nbytes_of
 from ....trace.work import logged, split
 from ..block import QuantBlock
+from ..protocol import ParamGroup, TracePart
+from . import tracing
 from .transformer import EmbedEncoderLayer
 
 
@@ -275,6 +277,38 @@ class TransformerBlock:
 
     def feedback_bytes(self) -> int:
         return 0
+
+    # ------------------------------------------------------------ what it puts on the chip (layers.protocol)
+    def trace_parts(self) -> tuple:
+        """Its two sub-layers; each holds its tensors split by its units and the shared ones replicated."""
+        masters, out = self.masters(), []
+        for part in self.parts:
+            groups = []
+            for shared, how, sfx in ((False, "units", ""), (True, "replicated", "_shared")):
+                names = [n for n in part.names if (n in part.shared) == shared]
+                pb = self.param_bytes(names)
+                groups.append(ParamGroup(sfx, how, pb["weights"], pb["master"],
+                                         sum(masters[n].value.size for n in names),
+                                         tuple(f"w{self.index}.{n}" for n in names)))
+            out.append(TracePart(part.index, part.name, part.units, part.kind,
+                                 "attention" if part.kind == "attn" else "mlp", tuple(groups)))
+        return tuple(out)
+
+    error_in_split = "replicated"     # an error arriving at a transformer layer's output is read whole by FC2
+
+    def trace_forward(self, tracer, cache, goodness: bool) -> None:
+        tracing.record_forward(tracer, self, cache, goodness)
+
+    def trace_grad_weight(self, tracer, losses) -> None:
+        tracing.record_grad_weight(tracer, self, losses)
+
+    def trace_error_down(self, tracer, below, rows, use_feedback: bool, loss: int) -> None:
+        tracing.record_error_down(tracer, self, below, loss)
+
+    def trace_outputs(self, out, cache) -> tuple:
+        """z (the residual stream at stream_bits, sent to the MLP half), then the output at output_bits."""
+        kb = self.kept_buffers(cache)
+        return ((kb["z"], kb["stream"]), (kb["out"], kb["stream"]))
 
     # ------------------------------------------------------------ checkpoint
     def state(self):
