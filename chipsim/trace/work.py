@@ -44,7 +44,6 @@ from types import SimpleNamespace
 from typing import NamedTuple
 
 MAC, VECTOR = "mac", "vector"
-UNITS = (MAC, VECTOR)
 
 # kind -> (unit, what it is). Names say what they are: reports group energy and cycles by kind.
 KINDS = {
@@ -165,10 +164,6 @@ def open_log(log=_NEW):
         _ACTIVE = prev
 
 
-def logging_active() -> bool:
-    return _ACTIVE is not None
-
-
 def logged() -> int:
     """How many items the open log holds (0 when none).
 
@@ -233,6 +228,5 @@ def costed(kind: str, count, bits=None, per_instance: bool = False):
                 w = tuple(int(b) for b in (w if isinstance(w, tuple) else (w,)))
                 log.items.append(Work(kind, name, n, w, _SPLIT, per_instance))
             return out
-        wrapper.__wrapped_kind__ = kind
         return wrapper
     return deco

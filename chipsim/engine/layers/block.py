@@ -123,7 +123,7 @@ class QuantBlock:
     def units(self) -> int:
         return self.w_shape[0]
 
-    def requantize(self):
+    def requantize(self, part=None):
         """Refresh the compute copy of the weights from the master copy (after each update)."""
         self.wq, self.wscale = quantize_weights(self.master.value, self.prec.weight_bits, self.prec.scale)
 
@@ -249,15 +249,15 @@ class QuantBlock:
                 gx = K.batchnorm_backward_fixed_stats(gz, cache["bnc"])
         return gx.reshape((gx.shape[0],) + self.in_shape)
 
-    def select(self, cache, rows, for_weight_grad: bool = True):
+    def select(self, cache, rows):
         """The cache cut down to ``rows`` (indices into its batch axis).
 
         What a core keeps once it knows which rows will receive an error: the
         rest are dropped before the backward ops run. Only valid when rows are
         independent in the backward pass (``bn_backward == "fixed-stats"``):
         the batch-statistics gradient needs every row, so ``xhat`` is not kept.
-        ``for_weight_grad`` no longer changes what is kept: the cache holds no
-        im2col columns (the weight gradient redoes them on its rows). The
+        The cache holds no im2col columns (the weight gradient redoes them on
+        its rows), so the error and the weight gradient keep the same rows. The
         goodness copy (``gsrc``) is not carried: the rule takes its gradient
         at the loss, before any select.
         """
@@ -294,6 +294,11 @@ class QuantBlock:
 
     # ------------------------------------------------------------ what it puts on the chip (layers.protocol)
     work_cuts = ()                                   # one part: all its work is its own
+
+    def param_tensors(self) -> tuple:
+        """Its one weight tensor: (part, optimizer key, name in the gradient (None: the gradient is the
+        array), master, split)."""
+        return ((self, f"w{self.index}", None, self.master, "units"),)
     error_in_split = "units"                         # each slice receives the errors of its own outputs
 
     def trace_forward(self, tracer, cache, goodness: bool) -> None:

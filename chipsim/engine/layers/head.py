@@ -68,13 +68,20 @@ class OnePassHead:
         """Class scores (M, C) and the layer cache; ``train`` lets the input scale adapt."""
         return self.layer.forward(np.asarray(features, np.float32), train=train)
 
-    def train_grad(self, features, labels, rng) -> HeadStep:
+    def train_grad(self, features, labels, rng, tracer=None) -> HeadStep:
         """One training step's gradient (no update applied): forward, cross-entropy, weight gradient
-        through the error quantized at ``gradient_bits`` (``rng``: stochastic rounding)."""
+        through the error quantized at ``gradient_bits`` (``rng``: stochastic rounding); each recorded by
+        ``tracer`` when given (``rules.compose.head_step``)."""
         z, cache = self.logits(features, train=True)
+        if tracer is not None:
+            tracer.head_forward(self, cache)
         loss, g = cross_entropy(z, labels)
+        if tracer is not None:
+            tracer.loss(self.layer.index, g)
         gy = self.layer.backward_pre(g, cache)
         grad = self.layer.grad_weight(gy, cache, rng)
+        if tracer is not None:
+            tracer.grad_weight(self.layer, [self.layer.index])
         return HeadStep(loss, grad, z)
 
     def predict(self, features):

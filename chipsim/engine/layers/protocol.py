@@ -86,6 +86,14 @@ class Layer(Protocol):
     def select(self, cache, rows):
         """Keep only ``rows`` of what the cache holds for the backward (the rows an error reaches)."""
 
+    # ---- parameters and their update
+    def param_tensors(self) -> tuple:
+        """(part, optimizer key, name in the gradient or None, master ``FixedPoint``, split) per weight tensor,
+        part by part; ``part.index`` is the trace part whose update op applies it."""
+
+    def requantize(self, part=None) -> None:
+        """Refresh the compute copies from the masters (of one part's tensors only, when given)."""
+
     # ---- storage, at the widths a core holds it
     def stored_bytes(self, cache) -> dict:
         """Bytes of what ``forward`` kept, by tensor."""

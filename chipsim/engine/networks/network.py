@@ -28,6 +28,7 @@ from ...quant import FixedPoint
 from ...trace import nbytes_of
 from ...trace.work import costed
 from ..layers.block import QuantBlock
+from ..layers.registry import build_layer
 
 LABEL_ENCODINGS = ("learned", "random", "onehot")
 
@@ -68,8 +69,8 @@ class Network:
         for i, spec in enumerate(model.blocks):
             if spec.type == "dense" and len(shape) == 3:
                 shape = (int(np.prod(shape)),)
-            blk = QuantBlock(i, spec, shape, precision, rng, bn_backward=bn_backward,
-                             goodness=not with_head)          # BP decodes with its head, not goodness
+            blk = build_layer(i, spec, shape, precision, rng, bn_backward=bn_backward,
+                              goodness=not with_head)         # BP decodes with its head, not goodness
             self.blocks.append(blk)
             shape = blk.out_shape
         self.embedding = None        # the trained label table (``learned``): a FixedPoint at update_bits

@@ -1,10 +1,10 @@
 """The network of a ``vit`` model: transformer blocks, FF's label patch, BP's average-pooling head.
 
-The counterpart of ``network.Network`` for vision transformers, with the same
+The counterpart of ``networks.network.Network`` for vision transformers, with the same
 interface the rules, the trainer and inference use (``blocks``, ``layers()``,
 ``input_with_label``, ``head``, ``state``/``load``):
 
-* the blocks are ``vit_block.TransformerBlock`` s over the layers
+* the blocks are ``layers.vit.block.TransformerBlock`` s over the layers
   ``transformer.build_encoder`` makes from the model file;
 * a rule that carries the label in its input (FF, SymBa, DF) gets it the way
   the CFF paper extends FF to a ViT (its Algorithm 1, right): one extra patch
@@ -17,7 +17,7 @@ interface the rules, the trainer and inference use (``blocks``, ``layers()``,
   its L2 norm (the paper's ``x = f / norm2(f)``), so a layer cannot read its
   goodness off the residual stream of the layer below;
 * BP's head is a linear classifier on the token mean of the last layer's
-  output (``vit_block.TokenMeanHead``);
+  output (``layers.vit.block.TokenMeanHead``);
 * rows are never dropped: ``bn_backward`` is not ``fixed-stats``, so the step
   gives every row its error (a layer norm's rows are independent, so a chip
   could drop them, but the transformer's cache is not cut by rows).

@@ -1,9 +1,9 @@
 """The backward half of a local step: losses, their errors down the blocks they reach, weight gradients.
 
 Shared by the two ways a block can process a sample's rows (``mapping.negatives``):
-``rules.local_step`` (all rows of a block together) and ``sequential.sequential_step``
+``compose.local_step`` (all rows of a block together) and ``sequential.sequential_step``
 (one label variant after another). Both hand :class:`LocalBackward` each block's
-kept activations as an object with ``rows(blk, ids, for_weight_grad, loss)``
+kept activations as an object with ``rows(blk, ids, loss)``
 (the cache on those rows) and ``n_rows``; :class:`AllRows` is the parallel case
 (every row of the step, in order). Execution order is the chip's: a loss's error
 goes down as soon as the loss has run, and a block's weight gradient is taken as
@@ -42,8 +42,8 @@ class AllRows:
     def __init__(self, cache, n_rows: int):
         self.cache, self.n_rows = cache, n_rows
 
-    def rows(self, blk, ids, for_weight_grad: bool, loss: int):
-        return self.cache if ids is None else blk.select(self.cache, ids, for_weight_grad=for_weight_grad)
+    def rows(self, blk, ids, loss: int):
+        return self.cache if ids is None else blk.select(self.cache, ids)
 
     def all(self, blk, loss: int):
         return self.cache
@@ -109,14 +109,14 @@ class LocalBackward:
         err, n_rows = None, self.rows.n if res.rows is None else len(res.rows)
         top = None
         if reach[0] < l:
-            top = self.kept[l].rows(self.blocks[l], res.rows, for_weight_grad=False, loss=l)
+            top = self.kept[l].rows(self.blocks[l], res.rows, loss=l)
         if self.gradient_first and self.plan.finish_after(l) == l:
             self.finish(l)                           # W_l's gradient is complete: take it first
         for j in range(l, reach[0], -1):            # the loss's error, down to the lowest block it reaches
             upper, below = self.blocks[j], self.blocks[j - 1]
             if err is None:
                 err = res.error()
-            sub = top if j == l else self.kept[j].rows(upper, res.rows, for_weight_grad=False, loss=l)
+            sub = top if j == l else self.kept[j].rows(upper, res.rows, loss=l)
             gy = upper.backward_pre(err, sub)
             gx = upper.grad_input(gy, sub, self.rng, use_feedback=self.plan.uses_feedback)
             self.tracer.error_down(upper, below, n_rows, use_feedback=self.plan.uses_feedback, loss=l)
@@ -144,7 +144,7 @@ class LocalBackward:
         src = [p[0] for p in parts]
         keep = union_rows(parts) if self.sparse else None
         if keep is not None and not kept.is_all(keep):
-            cache = kept.rows(blk, keep, for_weight_grad=True, loss=src[-1])
+            cache = kept.rows(blk, keep, loss=src[-1])
             tracer.select(blk, cache, src)           # the other rows are dropped here
         else:
             cache = kept.all(blk, src[-1])

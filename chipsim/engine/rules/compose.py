@@ -16,7 +16,7 @@ greedy DF, DF-O and DF-R are data, not branches of ``local_step``:
 
 Greedy, DF-O, DF-R, span-n, chunked, Trifecta's alternating OLU, CwC and CFF are
 then data (``compose``), not branches. A rule may add a one-pass inference
-head (``head.OnePassHead``), trained beside the blocks (``head_step``).
+head (``layers.head.OnePassHead``), trained beside the blocks (``head_step``).
 
 ``bp_step`` is the baseline: the same blocks plus a linear head and
 cross-entropy, one error walked back through every block.
@@ -121,13 +121,8 @@ def head_step(net, head, rows, outputs, rng, tracer):
             outs.append(a)
         feats = concat_features(outs[j] for j in head.blocks)
         tracer.head_features(head, from_training=False)
-    z, cache = head.logits(feats, train=True)
-    tracer.head_forward(head, cache)
-    loss, g = cross_entropy(z, rows.labels)
-    tracer.loss(head.layer.index, g)
-    grad = head.layer.grad_weight(head.layer.backward_pre(g, cache), cache, rng)
-    tracer.grad_weight(head.layer, [head.layer.index])
-    return loss, grad
+    step = head.train_grad(feats, rows.labels, rng, tracer)
+    return step.loss, step.grad
 
 
 def bp_step(net, x, labels, step, rng, tracer) -> StepResult:

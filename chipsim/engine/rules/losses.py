@@ -168,22 +168,6 @@ def cwc_goodness_backward(dG, out):
     return d.reshape(y.shape).astype(np.float32, copy=False)
 
 
-def cwc_block_loss(out, labels, num_classes: int):
-    """The three steps in one call: (loss, dL/d out float32, G). For tests and simple callers."""
-    G = cwc_goodness(out, num_classes)
-    loss, dG = cwc_loss(G, labels)
-    return loss, cwc_goodness_backward(dG, out), G
-
-
-def cwc_predict(goodness_per_block, last_k: int = 1):
-    """Class decision of CwC in one pass: argmax over j of G summed over the last k blocks.
-
-    ``goodness_per_block`` is a sequence of (N, J) arrays, input to output (k is clipped to it)."""
-    blocks = list(goodness_per_block)
-    k = min(max(int(last_k), 1), len(blocks))
-    return np.sum(np.stack(blocks[-k:]), axis=0).argmax(axis=1)
-
-
 def check_cwc_divisible(blocks, num_classes: int, origin: str = "model") -> None:
     """Raise a one-line ConfigError unless every block's outputs split into ``num_classes`` groups.
 

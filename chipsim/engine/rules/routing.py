@@ -99,10 +99,6 @@ class RoutePlan:
         """Is block ``loss``'s loss used at this step? (An unused loss need not even be computed.)"""
         return bool(self.reach[loss])
 
-    @property
-    def active_losses(self) -> Tuple[int, ...]:
-        return tuple(l for l in range(self.depth) if self.reach[l])
-
     def reaches(self, loss: int) -> Tuple[int, ...]:
         """The blocks this loss updates, ascending (empty when it is not used)."""
         return self.reach[loss]

@@ -109,7 +109,7 @@ class RowStore:
         """The goodness copy on rows ``ids`` (the own loss's rows): what its error needs."""
         return self.data["sq"]["sq"][_positions(self.ids["sq"], ids)]
 
-    def rows(self, blk, ids, for_weight_grad: bool, loss: int):
+    def rows(self, blk, ids, loss: int):
         """The backward's cache on rows ``ids``; rows the block dropped are recomputed first."""
         missing = np.setdiff1d(ids, self.ids["zq"])
         if len(missing):
@@ -121,7 +121,7 @@ class RowStore:
                     r_shape=(len(ids),) + self.tail, out=_NO_OUTPUT, cols=None)
 
     def all(self, blk, loss: int):
-        return self.rows(blk, self.ids["zq"], True, loss)
+        return self.rows(blk, self.ids["zq"], loss)
 
     def is_all(self, ids) -> bool:
         return np.array_equal(ids, self.ids["zq"])
@@ -276,5 +276,5 @@ class _Step:
 def sequential_step(net, rule, rows, step, rng, tracer):
     """Gradients of one local step with the label variants passing each block one after another
     (``rule.negatives``; the module docstring says what each dataflow keeps). ``tracer``: a
-    ``pass_tracing.PassTracer``."""
+    ``tracing.passes.PassTracer``."""
     return _Step(net, rule, rows, step, rng, tracer).run()

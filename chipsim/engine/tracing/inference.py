@@ -49,6 +49,13 @@ def bp_logits(net, x, batch: int = 512):
     return np.concatenate(outs)
 
 
+def decide(scores, last_k: int):
+    """Class decisions from every block's class scores (N, C, L): their sum over the last ``last_k`` blocks
+    (clipped to the depth), argmax -- the goodness and the class-group (CwC) decoding."""
+    k = min(max(int(last_k), 1), scores.shape[2])
+    return K.decode(scores[:, :, -k:])
+
+
 def evaluate(net, objective, x, y, last_k: int, head=None):
     """Test accuracy, per-block accuracy (local rules) and the one-pass head's (if any). ``objective``
     None: BP. Returns a dict."""
@@ -56,8 +63,7 @@ def evaluate(net, objective, x, y, last_k: int, head=None):
         pred = K.decode(bp_logits(net, x))
         return {"accuracy": float((pred == y).mean()), "per_block": None, "head_accuracy": None}
     g = block_scores(net, objective, x)
-    k = min(last_k, net.depth)
-    pred = K.decode(g[:, :, -k:])
+    pred = decide(g, last_k)
     per_block = [float((g[:, :, l].argmax(axis=1) == y).mean()) for l in range(net.depth)]
     head_acc = None
     if head is not None:
@@ -162,6 +168,6 @@ def trace_inference(net, x, objective, last_k: int, head=None):
         last = blocks[-1].index
         decided_by = [bufs[-1]] + [r.send(blk.index, last, g, "goodness", "scores_in")   # meet on the last block
                                    for blk, g in zip(blocks[-k:-1], bufs[-k:-1])]
-        K.decode(np.stack(scores[-k:], axis=2))
+        decide(np.stack(scores, axis=2), last_k)
         r.decide(last, decided_by)
         return r.rec.trace

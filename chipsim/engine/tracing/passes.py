@@ -1,6 +1,6 @@
 """The trace of a ``mapping.negatives: sequential`` step (``sequential.sequential_step``).
 
-Same recorder as ``tracing.StepTracer``; what differs is that a block's rows
+Same recorder as ``step.StepTracer``; what differs is that a block's rows
 arrive in passes (pass k = the k-th label variant of every sample) and what it
 keeps shrinks as goodness comes in:
 

@@ -11,14 +11,14 @@ it standardises the frozen features) -- is trained with cross-entropy for
 E x C product per image), so it is run long enough to converge: Adam at
 ``PROBE_LR`` with a cosine decay, batches of ``PROBE_BATCH``.
 
-Why not beside the encoder, as ``head.OnePassHead`` is for the FF family: the
+Why not beside the encoder, as ``layers.head.OnePassHead`` is for the FF family: the
 encoder's features move every step of stage 1, so a head trained alongside
 for three epochs chases them; the paper's two stages give it fixed features.
 
 The probe is refit after every epoch, from the same seeded start, so the
 accuracy after each epoch (the paper's convergence comparison) is what the
 encoder of that epoch supports; the last fit is the model's head, whose
-inference ``inference.trace_inference`` costs (one pass plus the head). The
+inference ``tracing.inference.trace_inference`` costs (one pass plus the head). The
 weights, widths and optimizer state are the chip's (``weight_bits``,
 ``update_bits``, ``optimizer_bits``), as for any other layer.
 """

@@ -11,7 +11,7 @@ master weights (``update_bits``), and the requantised compute copy
 A transformer layer's gradient is a dict, one array per tensor: each tensor
 has its own accumulator and optimizer state (its own scales, as a core keeps
 them; ``tensor_keys``), and the layer is updated sub-layer by sub-layer
-(``vit_block.SubLayer``), each an ``update`` op of its own trace layer; a
+(``layers.vit.block.SubLayer``; ``layers.protocol``: each layer lists its tensors part by part in ``param_tensors``), each an ``update`` op of its own trace layer; a
 tensor every slice holds whole is updated by every slice (replicated work).
 """
 from __future__ import annotations
@@ -21,10 +21,8 @@ from ...trace.work import split
 
 def tensor_keys(layer) -> list:
     """(optimizer / accumulator key, shape) of each weight tensor of ``layer``: ``w<index>`` for a conv or
-    dense block, ``w<index>.<name>`` per tensor of a transformer layer."""
-    if getattr(layer, "parts", None) is None:
-        return [(f"w{layer.index}", layer.w_shape)]
-    return [(f"w{layer.index}.{n}", m.value.shape) for n, m in layer.masters().items()]
+    dense block, ``w<index>.<name>`` per tensor of a transformer layer (``param_tensors``)."""
+    return [(key, master.value.shape) for _, key, _, master, _ in layer.param_tensors()]
 
 
 def _update(key, g, lr, master, opt, acc, precision, rng):
@@ -41,32 +39,27 @@ def apply_gradients(net, grads, lr, opt, acc, precision, rng, tracer, grad_noise
     accumulated (a disturbance model, not chip work: it is not costed).
     """
     for layer, g in zip(net.layers(), grads["blocks"]):
-        if isinstance(g, dict):
-            _update_parts(layer, g, lr, opt, acc, precision, rng, tracer, grad_noise, rng_noise)
-            continue
-        if grad_noise is not None:
-            g = grad_noise(layer.index, g, rng_noise)
-        _update(f"w{layer.index}", g, lr, layer.master, opt, acc, precision, rng)
-        layer.requantize()
-        tracer.update(layer)
+        _update_layer(layer, g, lr, opt, acc, precision, rng, tracer, grad_noise, rng_noise)
     for layer, g in grads.get("extra", ()):        # layers outside the network, e.g. a one-pass head
-        _update(f"w{layer.index}", g, lr, layer.master, opt, acc, precision, rng)
-        layer.requantize()
-        tracer.update(layer)
+        _update_layer(layer, g, lr, opt, acc, precision, rng, tracer, None, None)
     if grads["embedding"] is not None:
         _update("emb", grads["embedding"], lr, net.embedding, opt, acc, precision, rng)
         tracer.embedding_update()
 
 
-def _update_parts(layer, grads, lr, opt, acc, precision, rng, tracer, grad_noise, rng_noise):
-    """A transformer layer's tensors, sub-layer by sub-layer, each sub-layer an update op of its own."""
-    masters = layer.masters()
-    for part in layer.parts:
-        for name in part.names:
-            g = grads[name]
+def _update_layer(layer, grads, lr, opt, acc, precision, rng, tracer, grad_noise, rng_noise):
+    """A layer's tensors, part by part (``layers.protocol``), each part an update op of its own."""
+    parts = []
+    for part, key, name, master, how in layer.param_tensors():
+        if not parts or parts[-1][0] is not part:
+            parts.append((part, []))
+        parts[-1][1].append((key, name, master, how))
+    for part, tensors in parts:
+        for key, name, master, how in tensors:
+            g = grads if name is None else grads[name]
             if grad_noise is not None:
                 g = grad_noise(layer.index, g, rng_noise)
-            with split("replicated" if name in part.shared else "units"):
-                _update(f"w{layer.index}.{name}", g, lr, masters[name], opt, acc, precision, rng)
+            with split(how):
+                _update(key, g, lr, master, opt, acc, precision, rng)
         layer.requantize(part)
         tracer.update(part)

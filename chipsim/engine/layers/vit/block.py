@@ -1,6 +1,6 @@
 """A transformer encoder layer behind the block interface the rules drive, as two sub-layers of the chip.
 
-The rules (``rules.local_step``, ``rules.bp_step``) drive every block the same
+The rules (``rules.compose.local_step``, ``rules.compose.bp_step``) drive every block the same
 way: ``forward``, the objective on what it reads (``cache["gsrc"]``),
 ``backward_pre``, ``grad_weight`` and, under BP, ``grad_input``.
 :class:`TransformerBlock` gives an ``EncoderLayer`` / ``EmbedEncoderLayer``
@@ -11,7 +11,7 @@ way: ``forward``, the objective on what it reads (``cache["gsrc"]``),
   contrastive loss both take it; ``backward_pre`` spreads an error there
   back over the tokens (``token_mean_backward``);
 * the gradient is a dict of the layer's tensors (``masters()`` names); the
-  optimizer keeps state per tensor (``update.tensor_keys``);
+  optimizer keeps state per tensor (``training.update.tensor_keys``);
 * ``grad_weight`` runs the whole backward; under BP it also computes the
   error at the input, which ``grad_input`` then hands over (the two share
   every product up to the input, so the engine runs them once);
@@ -222,7 +222,7 @@ class TransformerBlock:
                              "(grad_weight first, with sends_error)")
         return gx
 
-    def select(self, cache, rows, for_weight_grad: bool = True):
+    def select(self, cache, rows):
         raise ValueError("a transformer layer keeps every row (TransformerNetwork.bn_backward)")
 
     # ------------------------------------------------------------ storage (bits as stored on chip)
@@ -295,6 +295,12 @@ class TransformerBlock:
         return tuple(out)
 
     error_in_split = "replicated"     # an error arriving at a transformer layer's output is read whole by FC2
+
+    def param_tensors(self) -> tuple:
+        """Per sub-layer, each tensor: (part, optimizer key, name in the gradient dict, master, split)."""
+        masters = self.masters()
+        return tuple((part, f"w{self.index}.{n}", n, masters[n], "replicated" if n in part.shared else "units")
+                     for part in self.parts for n in part.names)
 
     def trace_forward(self, tracer, cache, goodness: bool) -> None:
         tracing.record_forward(tracer, self, cache, goodness)
