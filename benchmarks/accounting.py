@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from chipsim.chip import simulate  # noqa: E402
 from chipsim.config import load_config  # noqa: E402
 from chipsim.data import load_dataset  # noqa: E402
-from chipsim.engine.trainer import Trainer  # noqa: E402
+from chipsim.engine.training.trainer import Trainer  # noqa: E402
 
 
 def main():

@@ -77,7 +77,7 @@ def ours_step(bits, n, c, h, w, o, rng):
     scale = np.full(o, 1.0 / (amax * wmax), np.float32)   # per-output-channel rescale, as the engine's
 
     def step():
-        # as chipsim.engine.block.QuantBlock calls them (no kept columns; grad_w redoes im2col)
+        # as chipsim.engine.layers.block.QuantBlock calls them (no kept columns; grad_w redoes im2col)
         K.conv2d_forward(x, wt, STRIDE, PAD, int_bound=(amax, wmax), out_scale=scale)
         K.conv2d_grad_weight(x, gy, (KS, KS), STRIDE, PAD, int_bound=(amax, gmax))
         K.conv2d_grad_input(gy, wt, x.shape, STRIDE, PAD,

@@ -31,7 +31,10 @@ def _targets():
     """(category, owner, attribute name) of everything timed; imported lazily, after chipsim is on the path."""
     from chipsim import kernels as K
     from chipsim import quant
-    from chipsim.engine import block, losses, network, optim
+    from chipsim.engine.layers import block
+    from chipsim.engine.rules import losses
+    from chipsim.engine.networks import network
+    from chipsim.engine.training import optim
     from chipsim.kernels import exact
     funcs = [(GEMM, exact, "_matmul")]
     funcs += [(MOVE, K, n) for n in ("conv2d_forward", "conv2d_grad_weight", "conv2d_grad_input",

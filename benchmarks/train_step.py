@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from chipsim.config import load_config  # noqa: E402
 from chipsim.data import load_dataset  # noqa: E402
-from chipsim.engine.trainer import Trainer, sample_negatives  # noqa: E402
+from chipsim.engine.training.trainer import Trainer, sample_negatives  # noqa: E402
 from torch_reference import torch_block  # noqa: E402  (the tests' independent torch block)
 
 sys.path.insert(0, os.path.dirname(__file__))

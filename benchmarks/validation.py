@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from chipsim.config import load_config  # noqa: E402
 from chipsim.data import Dataset, _stratified_pick, load_dataset  # noqa: E402
-from chipsim.engine.trainer import Trainer  # noqa: E402
+from chipsim.engine.training.trainer import Trainer  # noqa: E402
 
 VALIDATION = 600
 SPLIT_SEED = 12345

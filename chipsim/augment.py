@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .work import costed
+from .trace.work import costed
 
 AUGMENT_OPS = 1          # per element: one move of the shifted window (the offset's two draws are per image)
 

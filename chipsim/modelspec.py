@@ -10,7 +10,7 @@
   patches, projects them to ``dim`` and adds a learnable position embedding
   (the CFF paper's first layer). A model is all conv/dense or all vit blocks;
   ``ViT[E H L]`` in the paper's notation is L vit blocks of ``dim`` E and
-  ``heads`` H (``chipsim.engine.transformer``).
+  ``heads`` H (``chipsim.engine.layers.vit.transformer``).
 """
 from __future__ import annotations
 
@@ -164,7 +164,7 @@ def _numel(shape) -> int:
 def block_shapes(model: ModelSpec, input_shape, with_label: bool, source: str) -> list:
     """Each block's shapes on ``input_shape`` (C, H, W); a block that cannot run is one ConfigError line.
 
-    The same arithmetic as ``engine.block.QuantBlock`` (which keeps it as an
+    The same arithmetic as ``engine.layers.block.QuantBlock`` (which keeps it as an
     internal assertion), done first and in plain integers, so that a kernel
     larger than its input or a pool that shrinks the map to nothing is refused
     before any array exists, naming the model file, the block and the limit.

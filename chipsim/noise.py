@@ -126,7 +126,7 @@ def gradient_noise(spec: NoiseSpec, slices: dict | None = None):
 
 
 @contextlib.contextmanager
-def perturbed_weights(net, spec: NoiseSpec, slices: dict | None = None):
+def perturbed_weights(net, spec: NoiseSpec):
     """Temporarily perturb the compute weights (codes) for inference: read noise or stuck-at faults."""
     if spec.kind not in ("read", "stuck") or spec.level == 0:
         yield

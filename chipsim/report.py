@@ -270,7 +270,7 @@ def markdown(summary: dict, chip, layer_rows: list, history: list | None) -> str
               _md_table([{"part": ENERGY_PARTS.get(k, k), "µJ": f"{v / 1e6:.4f}"}
                          for k, v in cd["energy"]["per_sample"].items()], ["part", "µJ"]), "",
               "## Energy and cycles by op kind (one step)", "",
-              "Every kernel the engine executed, priced per unit and width (`chipsim/work.py`); SRAM and NoC "
+              "Every kernel the engine executed, priced per unit and width (`chipsim/trace/work.py`); SRAM and NoC "
               "energy are their own rows. Cycles are core cycles summed over the cores.", "",
               _md_table(by_op_rows(summary), ["op kind", "energy (µJ/step)", "energy share", "core cycles",
                                               "cycle share"]), ""]

@@ -112,7 +112,7 @@ class _Synthetic:
 
 def _one_step(cfg: LoadedConfig):
     """A Trainer that has executed one real, traced training step on synthetic input."""
-    from .engine.trainer import Trainer
+    from .engine.training.trainer import Trainer
     hw = cfg.hw
     data = _Synthetic(hw.workload.dataset, DATASET_SHAPES[hw.workload.dataset], hw.training.batch_size,
                       hw.training.seed)
@@ -134,7 +134,7 @@ def cost_inference(trainer, x_one, hw, mapping) -> dict:
     A rule that does not decode by itself (CFF) has only its head's pass.
     """
     from .chip import simulate_on
-    from .engine.inference import trace_inference
+    from .engine.tracing.inference import trace_inference
     objective = None if trainer.is_bp else trainer.rule.objective
     decodes = getattr(objective, "decodes", True)
     modes = {"one-pass head" if trainer.is_bp else "decode": None} if decodes else {}
@@ -253,7 +253,7 @@ def run(config, overrides=(), out_dir: str | None = None, progress: bool = True,
             # an unmappable config fails here, in seconds, not after every epoch has trained
             _say(progress, f"checking that one step maps onto {hw.chip.name} ...")
             simulate(trace_one_step(cfg), hw)
-            from .engine.trainer import Trainer
+            from .engine.training.trainer import Trainer
             trainer = Trainer(hw, cfg.model, data, grad_noise=grad_noise)
             if resume:
                 trainer.restore(state, ckpt)

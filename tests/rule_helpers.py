@@ -1,8 +1,8 @@
 """Building a local rule from its parts in tests, without a config file."""
-from chipsim.engine.objectives import GoodnessObjective
-from chipsim.engine.routing import Routing
-from chipsim.engine.rows import LabelledRows
-from chipsim.engine.rules import LocalRule
+from chipsim.engine.rules.objectives import GoodnessObjective
+from chipsim.engine.rules.routing import Routing
+from chipsim.engine.rules.rows import LabelledRows
+from chipsim.engine.rules.compose import LocalRule
 
 
 def df_rule(strategy: str, learning, negatives: int, depth: int, loss: str = "df") -> LocalRule:

@@ -48,7 +48,7 @@ def env(tmp_path_factory) -> dict:
     """The shared files cases refer to: the tiny model and a checkpoint of it after two epochs."""
     from chipsim.config import load_config
     from chipsim.data import load_dataset
-    from chipsim.engine.trainer import Trainer
+    from chipsim.engine.training.trainer import Trainer
     base = tmp_path_factory.mktemp("corpus-shared")
     tiny = base / "tiny.yaml"
     tiny.write_text(corpus_commands.TINY_MODEL)

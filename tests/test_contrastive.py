@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from chipsim import work
+from chipsim.trace import work
 from chipsim.augment import random_translate, two_views
-from chipsim.engine.contrastive import contrastive_loss
+from chipsim.engine.rules.contrastive import contrastive_loss
 
 torch.set_num_threads(2)
 

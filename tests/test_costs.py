@@ -15,16 +15,18 @@ import numpy as np
 import pytest
 
 from chipsim import kernels as K
-from chipsim import quant, work
+from chipsim import quant
+from chipsim.trace import work
 from chipsim.chip import simulate
 from chipsim.config import HwConfig, Learning, Precision, load_config
-from chipsim.engine import losses, optim
-from chipsim.engine.network import Network
-from chipsim.engine.rows import LabelledRows
-from chipsim.engine.rules import local_step
-from chipsim.engine.tracing import StepTracer
-from chipsim.engine.trainer import Trainer, training_state
-from chipsim.engine.update import apply_gradients
+from chipsim.engine.rules import losses
+from chipsim.engine.training import optim
+from chipsim.engine.networks.network import Network
+from chipsim.engine.rules.rows import LabelledRows
+from chipsim.engine.rules.compose import local_step
+from chipsim.engine.tracing.step import StepTracer
+from chipsim.engine.training.trainer import Trainer, training_state
+from chipsim.engine.training.update import apply_gradients
 from chipsim.modelspec import Block, ModelSpec
 from chipsim.runner import _Synthetic
 from chipsim.schema import Where, build
@@ -356,7 +358,10 @@ def _kernel_functions():
     import sys
 
     from chipsim import augment  # noqa: F401  (registers its kernels)
-    from chipsim.engine import contrastive, feedback, mhsa, network  # noqa: F401
+    from chipsim.engine.layers import feedback  # noqa: F401
+    from chipsim.engine.layers.vit import mhsa  # noqa: F401
+    from chipsim.engine.networks import network  # noqa: F401
+    from chipsim.engine.rules import contrastive  # noqa: F401
     out = []
     for mod_name, mod in sorted(sys.modules.items()):
         if not mod_name.startswith("chipsim"):

@@ -6,10 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from chipsim.engine import losses as L
+from chipsim.engine.rules import losses as L
 from chipsim.errors import ConfigError
 from chipsim.modelspec import Block
-from chipsim.work import open_log
+from chipsim.trace.work import open_log
+
+
+def cwc_block_loss(out, labels, j):
+    """The three kernels as the CwC objective (``objectives.CwcObjective``) chains them: (loss, dL/d out, G)."""
+    G = L.cwc_goodness(out, j)
+    loss, dG = L.cwc_loss(G, labels)
+    return loss, L.cwc_goodness_backward(dG, out), G
 
 
 def torch_cwc(y, labels, j):
@@ -24,7 +31,7 @@ def test_cwc_loss_and_gradient_match_autograd(shape):
     j = 10
     y = np.maximum(rng.normal(0.5, 1.0, shape), 0).astype(np.float32)
     labels = rng.integers(0, j, shape[0])
-    loss, dy, G = L.cwc_block_loss(y, labels, j)
+    loss, dy, G = cwc_block_loss(y, labels, j)
     ty = torch.tensor(y, requires_grad=True)
     tl, tG = torch_cwc(ty, torch.tensor(labels), j)
     tl.backward()
@@ -44,18 +51,21 @@ def test_cwc_groups_are_consecutive_channels():
 
 def test_cwc_gradient_raises_the_true_group_and_lowers_the_others():
     y = np.ones((1, 4, 1, 1), np.float32)
-    _, dy, _ = L.cwc_block_loss(y, np.array([1]), 2)
+    _, dy, _ = cwc_block_loss(y, np.array([1]), 2)
     assert (dy[0, 2:] < 0).all() and (dy[0, :2] > 0).all()      # descent raises group 1, lowers group 0
 
 
-def test_cwc_predict_sums_the_last_k_blocks():
+def test_cwc_decision_sums_the_last_k_blocks():
+    """The decoding ``inference.evaluate`` and the inference trace run (``inference.decide``)."""
+    from chipsim.engine.tracing.inference import decide
     g1 = np.array([[5.0, 0.0, 0.0]])
     g2 = np.array([[0.0, 1.0, 0.0]])
     g3 = np.array([[0.0, 0.0, 2.0]])
-    assert L.cwc_predict([g1, g2, g3], 1)[0] == 2
-    assert L.cwc_predict([g1, g2, g3], 2)[0] == 2                # 0+0, 1+0, 0+2
-    assert L.cwc_predict([g1, g2, g3], 3)[0] == 0                # 5, 1, 2
-    assert L.cwc_predict([g1, g2, g3], 9)[0] == 0                # k is clipped to the depth
+    g = np.stack([g1, g2, g3], axis=2)                           # (N, classes, blocks), input to output
+    assert decide(g, 1)[0] == 2
+    assert decide(g, 2)[0] == 2                                  # 0+0, 1+0, 0+2
+    assert decide(g, 3)[0] == 0                                  # 5, 1, 2
+    assert decide(g, 9)[0] == 0                                  # k is clipped to the depth
 
 
 def test_cwc_divisibility_error_names_block_channels_and_classes():
@@ -74,6 +84,6 @@ def test_cwc_divisibility_error_names_block_channels_and_classes():
 def test_cwc_steps_report_their_work():
     y = np.ones((4, 20, 3, 3), np.float32)
     with open_log() as log:
-        L.cwc_block_loss(y, np.zeros(4, np.int64), 10)
+        cwc_block_loss(y, np.zeros(4, np.int64), 10)
     kinds = [(w.kind, w.count) for w in log.items]
     assert kinds == [("goodness", y.size), ("loss", L.CE_OPS * 4 * 10), ("goodness_backward", 2 * y.size)]

@@ -20,18 +20,19 @@ from chipsim.chip.pool import torch_bytes
 from chipsim.chip.timing import lock_waits
 from chipsim.config import Learning, Precision, load_config
 from chipsim.errors import ConfigError
-from chipsim.engine.network import Network
-from chipsim.engine.objectives import GoodnessObjective
-from chipsim.engine.pass_tracing import PassTracer
-from chipsim.engine.routing import Routing
-from chipsim.engine.rows import LabelledRows
-from chipsim.engine.rules import LocalRule, local_step
-from chipsim.engine.tracing import StepTracer
-from chipsim.engine.trainer import training_state
-from chipsim.engine.update import apply_gradients
+from chipsim.engine.networks.network import Network
+from chipsim.engine.rules.objectives import GoodnessObjective
+from chipsim.engine.tracing.passes import PassTracer
+from chipsim.engine.rules.routing import Routing
+from chipsim.engine.rules.rows import LabelledRows
+from chipsim.engine.rules.compose import LocalRule, local_step
+from chipsim.engine.tracing.step import StepTracer
+from chipsim.engine.training.trainer import training_state
+from chipsim.engine.training.update import apply_gradients
 from chipsim.modelspec import Block, ModelSpec
 from chipsim.trace import TraceRecorder
-from chipsim.work import open_log
+from chipsim.trace.roles import Role
+from chipsim.trace.work import open_log
 
 P32 = Precision(weight_bits=32, activation_bits=32, gradient_bits=32, update_bits=32, optimizer_bits=32,
                 accumulator_bits=32, goodness_bits=32)
@@ -260,12 +261,13 @@ def test_pytorch_mode_by_hand():
     r.buffer(0, "master", "master_weights", 20, "persistent", elements=10)
     r.buffer(0, "optimizer", "optimizer_state", 40, "persistent", elements=20)
     r.buffer(0, "bn_stats", "bn_params", 8, "persistent", "replicated", elements=2)
-    img = r.buffer(0, "input", "noc_buffers", 4, "sample", "replicated", elements=4)
-    zq = r.buffer(0, "kept_input", "act_update", 4, "sample", "replicated", elements=8)
-    mask = r.buffer(0, "relu_mask", "act_update", 2, elements=16)
-    idx = r.buffer(0, "pool_index", "act_update", 1, elements=4)
-    out = r.buffer(0, "output", "act_update", 2, elements=4)
-    recv = r.buffer(0, "input", "noc_buffers", 2, "sample", "replicated", elements=4)
+    # the pool reads each buffer's declared role, never its name (the names here say nothing to it)
+    img = r.buffer(0, "b1", "noc_buffers", 4, "sample", "replicated", elements=4, role=Role.SENSOR)
+    zq = r.buffer(0, "b2", "act_update", 4, "sample", "replicated", elements=8, role=Role.KEPT_INPUT)
+    mask = r.buffer(0, "b3", "act_update", 2, elements=16, role=Role.MASK)
+    idx = r.buffer(0, "b4", "act_update", 1, elements=4, role=Role.POOL_INDEX)
+    out = r.buffer(0, "b5", "act_update", 2, elements=4, role=Role.OUTPUT)
+    recv = r.buffer(0, "b6", "noc_buffers", 2, "sample", "replicated", elements=4, role=Role.RECEIVED)
     r.op(0, "send", "sensor input", writes=(img,), dst_layer=0, nbytes=4, tag="activation")
     r.op(0, "fwd", "fwd", 10, (4, 4), reads=(img,), writes=(zq, mask, idx, out))
     r.op(0, "send", "loop", reads=(out,), writes=(recv,), dst_layer=0, nbytes=2, tag="activation")

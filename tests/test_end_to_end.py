@@ -11,7 +11,7 @@ import pytest
 import chipsim
 from chipsim.config import load_config
 from chipsim.data import load_dataset
-from chipsim.engine.trainer import Trainer
+from chipsim.engine.training.trainer import Trainer
 from chipsim.errors import TrainingDiverged
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,7 +161,7 @@ def test_ctrl_c_prints_the_resume_command_and_it_continues_bit_identically(tmp_p
     with the weights of an uninterrupted one."""
     import shlex
     from chipsim import cli
-    from chipsim.engine import trainer as trainer_module
+    from chipsim.engine.training import trainer as trainer_module
     real_run = trainer_module.Trainer.run
 
     def ctrl_c_after_first_epoch(self, *a, **k):
@@ -195,7 +195,7 @@ def test_ctrl_c_prints_the_resume_command_and_it_continues_bit_identically(tmp_p
 
 def test_ctrl_c_before_the_first_checkpoint_says_how_to_start_again(tmp_path, tiny, monkeypatch, capsys):
     from chipsim import cli
-    from chipsim.engine import trainer as trainer_module
+    from chipsim.engine.training import trainer as trainer_module
 
     def ctrl_c(self, *a, **k):
         raise KeyboardInterrupt
@@ -210,7 +210,7 @@ def test_ctrl_c_before_the_first_checkpoint_says_how_to_start_again(tmp_path, ti
 
 def test_an_unmappable_config_fails_before_training(tmp_path, tiny, monkeypatch):
     """A 1x1 mesh cannot hold a 3-block model: refused after one engine step, not after every epoch."""
-    from chipsim.engine import trainer as trainer_module
+    from chipsim.engine.training import trainer as trainer_module
     from chipsim.errors import MappingError
 
     def never(self, *a, **k):

@@ -10,8 +10,8 @@ import pytest
 
 from chipsim.config import load_config
 from chipsim.data import load_dataset
-from chipsim.engine.schedules import learning_rate
-from chipsim.engine.trainer import Trainer
+from chipsim.engine.training.schedules import learning_rate
+from chipsim.engine.training.trainer import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESET = os.path.join(ROOT, "hwconfigs", "44core_4bit.yaml")

@@ -16,7 +16,7 @@ from chipsim.kernels import conv as C
 from chipsim.kernels import exact as E
 from chipsim.kernels import norm as N
 from chipsim.kernels import sums as S
-from chipsim.work import open_log
+from chipsim.trace.work import open_log
 
 SIZES = list(range(1, 140)) + [255, 256, 257, 1000, 4095, 8193, 65537, 320 * 16 * 14 * 14 + 3]
 

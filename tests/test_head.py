@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from chipsim.config import Precision
-from chipsim.engine.head import OnePassHead, concat_features, head_accuracy, neutral_features
-from chipsim.engine.network import Network
-from chipsim.engine.optim import Adam
+from chipsim.engine.layers.head import OnePassHead, concat_features, head_accuracy, neutral_features
+from chipsim.engine.networks.network import Network
+from chipsim.engine.training.optim import Adam
 from chipsim.modelspec import Block, ModelSpec
 from chipsim.quant import quantize_signed
 

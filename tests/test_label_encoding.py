@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from chipsim.config import Precision
-from chipsim.engine.network import Network
+from chipsim.engine.networks.network import Network
 from chipsim.modelspec import Block, ModelSpec
-from chipsim.work import open_log
+from chipsim.trace.work import open_log
 
 FP32 = Precision(weight_bits=32, activation_bits=32, gradient_bits=32, update_bits=32, rounding="nearest")
 CONV = ModelSpec(name="c", blocks=(Block(type="conv", channels=4, pool=2), Block(type="dense", units=5)))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from chipsim.config import Precision
-from chipsim.engine.network import Network
+from chipsim.engine.networks.network import Network
 from chipsim.modelspec import Block, ModelSpec
 from chipsim.noise import (IMPULSE_AMOUNT, SHOT_C, NoiseSpec, corrupt_inputs, gradient_noise,
                            perturbed_weights)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from chipsim.config import Precision, load_config
-from chipsim.engine.head import OnePassHead
-from chipsim.engine.losses import check_cwc_divisible
-from chipsim.engine.network import Network
+from chipsim.engine.layers.head import OnePassHead
+from chipsim.engine.rules.losses import check_cwc_divisible
+from chipsim.engine.networks.network import Network
 from chipsim.modelspec import load_model
 
 REPO = Path(__file__).resolve().parents[1]

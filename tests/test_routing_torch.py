@@ -6,16 +6,16 @@ import pytest
 import torch
 
 from chipsim.config import Learning, Precision
-from chipsim.engine.network import Network
-from chipsim.engine.optim import SGD
-from chipsim.engine.routing import Routing
-from chipsim.engine.rules import local_step
-from chipsim.engine.tracing import StepTracer
+from chipsim.engine.networks.network import Network
+from chipsim.engine.training.optim import SGD
+from chipsim.engine.rules.routing import Routing
+from chipsim.engine.rules.compose import local_step
+from chipsim.engine.tracing.step import StepTracer
 from chipsim.modelspec import Block, ModelSpec
 from chipsim.trace import TraceRecorder
-from chipsim.engine.objectives import GoodnessObjective
-from chipsim.engine.rows import LabelledRows
-from chipsim.engine.rules import LocalRule
+from chipsim.engine.rules.objectives import GoodnessObjective
+from chipsim.engine.rules.rows import LabelledRows
+from chipsim.engine.rules.compose import LocalRule
 from rule_helpers import df_rule
 from torch_reference import torch_routed_grads
 
@@ -158,8 +158,8 @@ CWC4 = ModelSpec(name="c", blocks=(Block(type="conv", channels=8, pool=2), Block
 @pytest.mark.parametrize("span, link", [(1, "weights"), (2, "weights"), (2, "feedback")])
 def test_cwc_step_matches_torch(span, link, bn_backward):
     """CwC: one row per sample, no label channel; every block's channels in 4 class groups."""
-    from chipsim.engine.objectives import CwcObjective
-    from chipsim.engine.rows import OneRow
+    from chipsim.engine.rules.objectives import CwcObjective
+    from chipsim.engine.rules.rows import OneRow
     rng = np.random.default_rng(7)
     x = rng.uniform(0, 1, (6, 1, 12, 12)).astype(np.float32)
     labels = rng.integers(0, 4, 6)

@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from chipsim.config import Learning, Precision
-from chipsim.engine import losses as L
-from chipsim.engine.network import Network
-from chipsim.engine.rows import LabelledRows
-from chipsim.engine.rules import bp_step, local_step
-from chipsim.engine.tracing import StepTracer
-from chipsim.engine.optim import SGD
-from chipsim.engine.trainer import training_state
+from chipsim.engine.rules import losses as L
+from chipsim.engine.networks.network import Network
+from chipsim.engine.rules.rows import LabelledRows
+from chipsim.engine.rules.compose import bp_step, local_step
+from chipsim.engine.tracing.step import StepTracer
+from chipsim.engine.training.optim import SGD
+from chipsim.engine.training.trainer import training_state
 from chipsim.modelspec import Block, ModelSpec
 from chipsim.trace import TraceRecorder
 from rule_helpers import df_rule
@@ -173,7 +173,7 @@ def test_bp_step_matches_torch(bn_backward):
 @pytest.mark.parametrize("strategy", ["greedy", "df-o", "df-r"])
 def test_step_where_no_row_gets_an_error_yields_zero_gradients(strategy, monkeypatch):
     """DF with every margin met and lambda = 0: no row is kept, nothing is back-propagated, no crash."""
-    from chipsim.engine import objectives
+    from chipsim.engine.rules import objectives
 
     def satisfied(name, gp, gn, learning):
         return 0.0, np.zeros_like(gp), np.zeros_like(gn)

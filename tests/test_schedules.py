@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from chipsim.engine.schedules import cosine_lr, learning_rate, multistep_lr
+from chipsim.engine.training.schedules import cosine_lr, learning_rate, multistep_lr
 
 
 def torch_lrs(make_scheduler, steps):

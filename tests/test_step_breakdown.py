@@ -13,8 +13,8 @@ from step_breakdown import BN, GEMM, MOVE, ORDER, QUANT, REST, StepProfile, brea
 from chipsim import kernels as K  # noqa: E402
 from chipsim.config import load_config  # noqa: E402
 from chipsim.data import load_dataset  # noqa: E402
-from chipsim.engine import block  # noqa: E402
-from chipsim.engine.trainer import Trainer  # noqa: E402
+from chipsim.engine.layers import block  # noqa: E402
+from chipsim.engine.training.trainer import Trainer  # noqa: E402
 from chipsim.experiments.sweep import weights_digest  # noqa: E402
 from chipsim.kernels import conv, dense, exact  # noqa: E402
 

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from chipsim.config import Learning, Precision
-from chipsim.engine.network import Network
-from chipsim.engine.rows import LabelledRows
-from chipsim.engine.rules import bp_step, local_step
-from chipsim.engine.tracing import StepTracer
-from chipsim.engine.trainer import training_state
-from chipsim.engine.update import apply_gradients
-from chipsim.work import open_log
+from chipsim.engine.networks.network import Network
+from chipsim.engine.rules.rows import LabelledRows
+from chipsim.engine.rules.compose import bp_step, local_step
+from chipsim.engine.tracing.step import StepTracer
+from chipsim.engine.training.trainer import training_state
+from chipsim.engine.training.update import apply_gradients
+from chipsim.trace.work import open_log
 from rule_helpers import df_rule
 from chipsim.modelspec import Block, ModelSpec
 from chipsim.trace import Trace, TraceRecorder, nbytes_of
@@ -156,6 +156,32 @@ def test_trace_roundtrips_through_json(strategy):
     assert again.to_dict() == t.to_dict()
 
 
+def test_roles_roundtrip_and_say_what_each_tensor_is():
+    """Every buffer declares its role; the serialised trace keeps it; the forward of a DF-O block writes its
+    kept input, its ReLU mask, its pool index and its output (the chip reads these roles, never names)."""
+    import json
+    from chipsim.trace.roles import Role
+    t = _step("df-o")
+    again = Trace.from_dict(json.loads(t.dumps()))
+    assert again.buffers == t.buffers and all(isinstance(b.role, Role) for b in again.buffers)
+    fwd = next(o for o in t.ops if o.kind == "fwd" and o.layer == 0)
+    assert {t.buffers[b].role for b in fwd.writes} >= {Role.KEPT_INPUT, Role.MASK, Role.OUTPUT, Role.POOL_INDEX}
+    persistent = {b.role for b in t.buffers if b.scope == "persistent"}
+    assert {Role.WEIGHTS, Role.MASTER, Role.OPTIMIZER_STATE} <= persistent
+    assert {b.role for b in t.buffers if b.scope == "step"} == {Role.GRADIENT_ACC}
+
+
+def test_a_trace_of_another_format_version_is_a_clear_error():
+    """A checkpoint written before roles existed (trace version 2) cannot be read as if it had them."""
+    from chipsim.errors import ChipsimError
+    d = _step("df-o").to_dict()
+    d["version"] = 2
+    for b in d["buffers"]:
+        b.pop("role")
+    with pytest.raises(ChipsimError, match=r"trace has format version 2; this chipsim reads version 3"):
+        Trace.from_dict(d)
+
+
 def test_per_sample_trace_divides_sample_scope_only():
     t = _step("df-o")
     one = t.per_sample()
@@ -168,7 +194,7 @@ def _rows_with_error(strategy, prec=P4):
     """Per block, the rows DF's loss gives an error, found by a separate forward pass:
     its own loss's rows, plus (df-o) the block above's."""
     from chipsim import kernels as K
-    from chipsim.engine.losses import goodness_loss
+    from chipsim.engine.rules.losses import goodness_loss
     x, labels, negatives = _inputs()
     net = _net(strategy, prec=prec)
     lab = np.concatenate([labels[:, None], negatives], axis=1).reshape(-1)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from chipsim import kernels as K
-from chipsim import work
+from chipsim.trace import work
 
 torch.set_num_threads(2)
 

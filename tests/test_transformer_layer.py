@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from chipsim.config import Precision
-from chipsim.engine.transformer import EmbedEncoderLayer, EncoderLayer, TransformerWidths, build_encoder
+from chipsim.engine.layers.vit.transformer import EmbedEncoderLayer, EncoderLayer, TransformerWidths, build_encoder
 from chipsim.modelspec import load_model
 
 torch.set_num_threads(2)
@@ -173,7 +173,7 @@ def test_build_encoder_from_model_file():
 def test_layer_step_logs_every_transformer_op():
     """A forward + backward of the first layer logs attention, softmax and layer-norm ops of their own kinds,
     the weighted sums at the quantized widths, and the MACs the products really performed."""
-    from chipsim import work
+    from chipsim.trace import work
     rng = np.random.default_rng(9)
     layer = EmbedEncoderLayer(0, (1, 28, 28), 7, 64, 4, 256, FOUR, rng)
     x = rng.random((4, 1, 28, 28), dtype=np.float32)

@@ -12,7 +12,7 @@ import pytest
 from chipsim.chip import simulate, simulate_on
 from chipsim.chip.mapping import place
 from chipsim.config import load_config
-from chipsim.engine.trainer import Trainer
+from chipsim.engine.training.trainer import Trainer
 from chipsim.errors import ConfigError, MappingError
 from chipsim.runner import _Synthetic
 from chipsim.trace import nbytes_of
@@ -156,26 +156,37 @@ def _cli(*args):
                           timeout=600, env=env)
 
 
-def test_no_pytorch_pool_figure_from_a_trace_with_unsized_tensors(cff):
-    """The vit tracer records bytes but not value counts; a float32 pool that counted those tensors as 0
-    would be a false, tiny figure, so there is none, and summary.json and the report say why. A conv
-    trace sizes every tensor and has one."""
+def test_pytorch_pool_sizes_every_vit_tensor(cff):
+    """Every buffer of the vit trace records its value count (and a declared role), so the float32 pool
+    has a figure; its persistent part is the hand count of the model's parameters in float32, Adam's two
+    moments and the probe's BN statistics. A trace with an unsized tensor (hand-built) still gets no
+    figure, and summary.json and the report say why."""
     from chipsim.chip import pytorch, whole_batch
     from chipsim.chip.pool import PYTORCH_UNSIZED
     from chipsim.report import _pytorch_pool
+    from chipsim.trace import TraceRecorder
     cfg, tr = cff
     trace = tr.trace
-    assert any(b.nbytes and not b.elements for b in trace.buffers)
-    assert pytorch(trace) is None and whole_batch(trace).peak_bytes > 0
+    assert all(b.elements for b in trace.buffers if b.nbytes)
+    pool = pytorch(trace)
+    # per encoder layer (E = 64, M = 256): LN1 2E = 128, W_qkv 3E*E + 3E = 12480, W_proj E*E + E = 4160,
+    # LN2 128, FC1 E*M + M = 16640, FC2 M*E + E = 16448: 49984; x 4 layers = 199936; the patch embedding
+    # (28x28 into T = 16 patches of 7x7, one channel) 49*E + E = 3200 and the position embedding T*E = 1024:
+    # 204160; the probe's weights E*10 = 640 -> 204800 parameters; Adam keeps two moments per parameter;
+    # the probe's BN running mean and variance 2*E = 128
+    params = 204800
+    assert pool.persistent_bytes == 4 * (params + 2 * params + 128)
+    assert pool.peak_bytes > whole_batch(trace).peak_bytes          # float32 is wider than every stored code
     summary = {"chip": simulate(trace, cfg.hw).to_dict()}
+    assert summary["chip"]["pool"]["pytorch"]["peak_bytes"] == pool.peak_bytes
+    r = TraceRecorder(samples=1)
+    r.layer(0, "c0", 4, "conv")
+    b = r.buffer(0, "unsized", "act_update", 8)
+    r.op(0, "fwd", "fwd", 10, (4, 4), writes=(b,))
+    assert pytorch(r.trace) is None and whole_batch(r.trace).peak_bytes == 8
+    summary = {"chip": simulate(r.trace, cfg.hw).to_dict()}
     assert summary["chip"]["pool"]["pytorch"] is None
     assert _pytorch_pool(summary["chip"]) == PYTORCH_UNSIZED
-    conv = load_config(CONFIG, ("training.batch_size=4",))
-    data = _Synthetic("mnist5k", (1, 28, 28, 10), 4, 0)
-    ctr = Trainer(conv.hw, conv.model, data)
-    ctr.train_step(data.x_train, data.y_train, record=True)
-    assert all(b.elements for b in ctr.trace.buffers if b.nbytes)
-    assert pytorch(ctr.trace).peak_bytes > whole_batch(ctr.trace).peak_bytes
 
 
 def test_map_and_compare_own_model_on_vit(tmp_path):
@@ -239,7 +250,7 @@ def test_cff_reports_the_probe_refit_on_each_epochs_encoder():
     probe fit independently, from scratch, on the encoder as it is then, scores the same on the test set
     (and on the train set the same probe scores differently, so the test set was used)."""
     from chipsim.data import load_dataset
-    from chipsim.engine.probe import LinearProbe
+    from chipsim.engine.training.probe import LinearProbe
     cfg = load_config(CONFIG, VIT + ("workload.rule=cff", "workload.train_limit=48", "workload.test_limit=30",
                                      "training.batch_size=16", "learning.head_epochs=2", "training.epochs=2"))
     data = load_dataset("mnist5k", train_limit=48, test_limit=30)

@@ -9,13 +9,13 @@ import torch.nn.functional as F
 
 import torch_vit as TV
 from chipsim.config import Learning, Precision
-from chipsim.engine.objectives import ContrastiveObjective, GoodnessObjective
-from chipsim.engine.routing import Routing
-from chipsim.engine.rows import LabelledRows, TwoViews
-from chipsim.engine.rules import LocalRule, bp_step, local_step
-from chipsim.engine.trainer import training_state
-from chipsim.engine.vit_network import TransformerNetwork
-from chipsim.engine.vit_tracing import VitStepTracer
+from chipsim.engine.rules.objectives import ContrastiveObjective, GoodnessObjective
+from chipsim.engine.rules.routing import Routing
+from chipsim.engine.rules.rows import LabelledRows, TwoViews
+from chipsim.engine.rules.compose import LocalRule, bp_step, local_step
+from chipsim.engine.training.trainer import training_state
+from chipsim.engine.networks.vit import TransformerNetwork
+from chipsim.engine.tracing.step import StepTracer
 from chipsim.modelspec import Block, ModelSpec
 from chipsim.trace import TraceRecorder
 
@@ -48,7 +48,7 @@ def _data():
 
 def _step(net, run):
     opt, acc = training_state(net, net.prec)
-    tracer = VitStepTracer(TraceRecorder(samples=B, enabled=False), net, opt, acc, rule_is_bp=net.head is not None)
+    tracer = StepTracer(TraceRecorder(samples=B, enabled=False), net, opt, acc, rule_is_bp=net.head is not None)
     return run(tracer)
 
 

@@ -4,7 +4,7 @@ Why counted from the trace's reads/writes: an op touches exactly the buffers it
 names, so a rule that re-reads kept activations or streams feedback weights
 pays for it without a per-rule term.
 
-* Work: each ``chipsim.work.Work`` item of an op costs ``count * pJ(unit, bits)``
+* Work: each ``chipsim.trace.work.Work`` item of an op costs ``count * pJ(unit, bits)``
   (the MAC array's or the vector unit's table; the widest operand picks the
   entry, next wider if the exact width is missing), once for ``units`` work
   and once per slice for ``replicated`` work; a ``per_instance`` item of a
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..work import MAC, VECTOR
+from ..trace.work import MAC, VECTOR
 
 
 @dataclass

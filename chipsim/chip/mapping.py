@@ -134,9 +134,9 @@ def fit(trace, hw, spec: ChipSpec | None = None):
             else:
                 need[p] = max(need[p], n, counts[p] + 1)
         if impossible:
-            raise MappingError(_message(trace, hw, spec, m, impossible[0], None))
+            raise MappingError(_message(spec, m, impossible[0], None))
         if sum(need) > spec.n_cores:
-            raise MappingError(_message(trace, hw, spec, m, bad[0], sum(need)))
+            raise MappingError(_message(spec, m, bad[0], sum(need)))
         counts = need
     m.iterations = its
     if strategy == "balanced":
@@ -178,7 +178,7 @@ def _kib(x: float) -> str:
     return f"{x / KIB:.4g} KiB"
 
 
-def _message(trace, hw, spec, m, mem, cores_needed) -> str:
+def _message(spec, m, mem, cores_needed) -> str:
     """One line: core, layer, categories on it, capacity, and what would make it fit."""
     layer = m.layers[m.layer_pos[mem.layer]]
     n = len(m.slices_of(mem.layer))

@@ -7,7 +7,7 @@ mapping, so it is computed once per op; timing then replays it per sample.
 Rules (from the trace's ``split`` of the buffers a send reads and writes):
 * source ``units``: each source slice sends its share (its units / layer units);
   source ``replicated`` or ``reduce``: the layer's first slice sends everything
-  (a ``reduce`` source has already been summed onto it, see ``reduce_plan``).
+  (a ``reduce`` source has already been summed onto it, see ``reduce_flow``).
 * destination ``replicated``: every destination slice receives the full bytes:
   one multicast per source slice along the union of the XY routes (a link
   shared by several destinations' routes carries the bytes once);
@@ -65,12 +65,6 @@ def send_flows(op, trace, mapping) -> list:
         else:
             out.append((sc, [(dst_sl[0].core, sf)]))
     return out
-
-
-def reduce_plan(layer, mapping) -> list:
-    """[(src_core, dst_core, 1.0)]: every slice but the first sends its partial to the first."""
-    sl = mapping.slices_of(layer)
-    return [(s.core, sl[0].core, 1.0) for s in sl[1:]]
 
 
 def reduce_flow(layer, mapping):
@@ -217,10 +211,6 @@ class Links:
     def tag_bytes(self) -> dict:
         """tag -> bytes injected at sources."""
         return self._by_tag(0)
-
-    @property
-    def tag_byte_hops(self) -> dict:
-        return self._by_tag(1)
 
     @property
     def byte_hops(self) -> float:

@@ -21,8 +21,9 @@ Two sizings of the same trace:
   bit widths): the algorithm's demand on this chip's number formats.
 * :func:`pytorch`: what a framework on a GPU holds for the same dataflow, all
   in float32 (``mapping.memory_mode: pytorch``, the closest we come to how
-  the DF paper measured its Figure 4A). Assumptions, per buffer of the trace
-  (``Buffer.elements`` is its tensor's value count):
+  the DF paper measured its Figure 4A). Assumptions, per buffer of the trace,
+  by its declared role (``chipsim.trace.roles.Role``; ``Buffer.elements`` is
+  its tensor's value count; no buffer name is ever read):
 
   - parameters: one float32 copy (the master weights; the chip's low-bit
     compute copy does not exist), float32 gradients (the accumulator's
@@ -43,7 +44,11 @@ Two sizings of the same trace:
     dataflow needs them and rows are dropped where the dataflow drops them
     (a framework keeps a saved tensor whole until its graph's backward has
     run, which for these rules is where the dataflow drops the rows anyway);
-    no allocator caching or fragmentation, no CUDA workspace.
+    no allocator caching or fragmentation, no CUDA workspace;
+  - a vision transformer's kept tensors (layer-norm state, Q/K/V, the
+    attention matrix, the products' inputs, the MLP pre-activations) and its
+    partials in float32, its token mean as the goodness copy; its attention
+    half's output z is the MLP half's input (not counted twice).
 """
 from __future__ import annotations
 
@@ -52,9 +57,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..trace import CATEGORIES
+from ..trace.roles import Role
 
 F32, I64 = 4, 8
-ROW_SUFFIXES = ("_kept_rows", "_loss_rows")     # the kept subsets of a buffer (select outputs)
 
 
 @dataclass
@@ -75,9 +80,8 @@ def whole_batch(trace) -> PoolMemory:
 
 
 #: why :func:`pytorch` gives no figure for a trace with unsized tensors
-PYTORCH_UNSIZED = ("not available: this model's trace does not record the value count of every tensor "
-                   "(vit layers record bytes only), and a float32 size is not derived from a low-bit byte "
-                   "count by guessing")
+PYTORCH_UNSIZED = ("not available: this trace does not record the value count of every tensor (a hand-built "
+                   "trace), and a float32 size is not derived from a low-bit byte count by guessing")
 
 
 def pytorch(trace) -> PoolMemory | None:
@@ -85,42 +89,32 @@ def pytorch(trace) -> PoolMemory | None:
 
     None when a buffer that holds bytes does not record its tensor's value count (``elements``): the
     float32 size of such a tensor is unknown, and a pool that counted it as 0 would be a false figure
-    (the vit tracer records bytes only). Callers show :data:`PYTORCH_UNSIZED` instead."""
+    (the engine's tracers size every tensor; a hand-built trace may not). Callers show
+    :data:`PYTORCH_UNSIZED` instead."""
     if any(b.nbytes and not b.elements for b in trace.buffers):
         return None
     return _pool(trace, torch_bytes(trace))
 
 
-def base_name(name: str) -> str:
-    """A buffer's tensor, without the pass or kept-rows qualifier (``relu_mask:pass3`` -> ``relu_mask``)."""
-    name = name.split(":")[0]
-    for suffix in ROW_SUFFIXES:
-        if name.endswith(suffix):
-            return name[:-len(suffix)]
-    return name
-
-
 def torch_bytes(trace) -> list:
     """Per buffer: the bytes a float32 framework holds for it (the assumptions of the module docstring)."""
-    with_bn = {b.layer for b in trace.buffers if b.name == "bn_stats"}
-    goodness_copy = {b.layer for b in trace.buffers if base_name(b.name) == "goodness_input"}
+    with_bn = {b.layer for b in trace.buffers if b.role == Role.NORM_PARAMS}
+    goodness_copy = {b.layer for b in trace.buffers if b.role == Role.GOODNESS_INPUT}
     squared = {b for o in trace.ops if o.kind == "goodness" for b in o.reads}
-    sensor = {b for o in trace.ops if o.kind == "send" and not o.reads for b in o.writes}
     readers = {}
     for o in trace.ops:
         for b in o.reads:
             readers[b] = readers.get(b, 0) + 1
-    held = {b.id for b in trace.buffers if b.category == "noc_buffers" and readers.get(b.id, 0) > 1}
     out = []
     for b in trace.buffers:
-        n, name = b.elements, base_name(b.name)
-        if name == "weights" or (b.category == "noc_buffers" and b.id not in sensor | held):
+        n = b.elements
+        if b.role == Role.WEIGHTS or (b.role == Role.RECEIVED and readers.get(b.id, 0) <= 1):
             size = 0                                   # no low-bit copy; a received copy is the sender's tensor
-        elif name == "kept_input":
+        elif b.role == Role.KEPT_INPUT:
             size = (2 if b.layer in with_bn else 1) * F32 * n
-        elif name == "pool_index":
+        elif b.role == Role.POOL_INDEX:
             size = I64 * n
-        elif name == "output":
+        elif b.role == Role.OUTPUT:
             # the next block's input (counted there), or the base goodness squares when no wider copy exists
             size = F32 * n if b.layer not in goodness_copy and b.id in squared else 0
         else:

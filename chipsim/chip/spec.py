@@ -16,7 +16,7 @@ Conventions:
   error, since no datapath could execute it.
 * a core has two units: the MAC array (``macs_per_cycle``, ``energy_pj.mac``)
   and the vector unit (``vector_ops_per_cycle``, ``energy_pj.vector_op``);
-  ``chipsim.work.KINDS`` says which unit runs each kind of work, and the
+  ``chipsim.trace.work.KINDS`` says which unit runs each kind of work, and the
   widest operand of a work item picks the table entry.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ..errors import MappingError
-from ..work import MAC
+from ..trace.work import MAC
 
 
 @dataclass(frozen=True)
@@ -118,11 +118,11 @@ class ChipSpec:
         return self._lookup(self.vector_pj, max(bits), "energy_pj.vector_op")
 
     def work_cycles(self, w) -> float:
-        """Cycles of one ``chipsim.work.Work`` item on one core (all of its count)."""
+        """Cycles of one ``chipsim.trace.work.Work`` item on one core (all of its count)."""
         return w.count / self.rate(w.unit, w.bits)
 
     def work_energy(self, w) -> float:
-        """pJ of one ``chipsim.work.Work`` item (all of its count, once)."""
+        """pJ of one ``chipsim.trace.work.Work`` item (all of its count, once)."""
         return w.count * self.op_energy(w.unit, w.bits)
 
     def cycles_to_us(self, cycles: float) -> float:

@@ -30,7 +30,7 @@ Model:
   producer of transfer i starts once the consumer of transfer i - 1 has.
 * A layer's slices run its ops in lock-step (SPMD): an op instance starts when
   its inputs are ready and all the layer's slices are free; slice i is busy for
-  the sum over the op's work items (``chipsim.work``) of
+  the sum over the op's work items (``chipsim.trace.work``) of
   ``count * samples_in_group / samples * share_i / rate(unit, bits)`` cycles,
   where ``share_i`` is ``units_i / units`` for ``units`` work and 1 for
   ``replicated`` work, and a ``per_instance`` item costs its whole count in

@@ -19,6 +19,7 @@ from .. import rundir
 from ..atomic import make_dirs
 from ..errors import ChipsimError
 from ..safe_files import open_append, read_bytes, truncate_to
+from ..threads import limit_threads  # noqa: F401  (its home is chipsim.threads; the executors import it from here)
 from .cluster import PointsFailed, check_cluster, open_cluster, run_in_process, run_on_cluster, threads_per_job
 
 __all__ = ["RESULTS_NAME", "load_done", "run_points", "threads_per_job", "limit_threads", "PointsFailed",
@@ -258,15 +259,3 @@ def run_points(fn, points: list, out_dir: str, jobs: int | None = None, progress
                            f"({', '.join(failed)}); the others are in {log}: rerun with the same output directory "
                            "to retry only the failed ones")
     return {p["key"]: {**done[p["key"]], "point": p} for p in points}
-
-
-def limit_threads(n: int) -> None:
-    """Cap this process's numba and BLAS thread pools at ``n``.
-
-    Without a cap, two workers on two cores run four spinning BLAS threads and
-    each runs several times slower than alone.
-    """
-    import numba
-    from threadpoolctl import threadpool_limits
-    numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, n)))
-    threadpool_limits(limits=n)

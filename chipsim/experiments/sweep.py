@@ -67,7 +67,7 @@ def _train_point(p: dict) -> dict:
     """Train once and evaluate under every requested test-time noise; runs in a worker process."""
     limit_threads(p["threads"])
     from ..data import load_dataset
-    from ..engine.trainer import Trainer
+    from ..engine.training.trainer import Trainer
     from ..noise import corrupt_inputs, gradient_noise, perturbed_weights
     cfg = load_config(p["config"], tuple(p["overrides"]))
     _check_noise_on_model(cfg, p)

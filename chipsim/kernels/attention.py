@@ -15,13 +15,13 @@ scaling out of the kernel keeps the integer part checkable against a plain
 int64 reference.
 
 Softmax runs in float32 over the last axis (the vector unit's width; see
-``chipsim.engine.transformer`` for which widths feed it and which it feeds).
+``chipsim.engine.layers.vit.transformer`` for which widths feed it and which it feeds).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..work import bits_of_bound, costed
+from ..trace.work import bits_of_bound, costed
 from .exact import LAST_PATH, _matmul_int64, accumulation_path
 
 SOFTMAX_OPS = 5            # per element: max, subtract, exp, sum, divide

@@ -1,13 +1,13 @@
 """Convolution: exact GEMMs between the data movement of ``layout`` (im2col, col2im, grid layout).
 
 The three products of a conv layer (forward, weight gradient, input gradient), each costed with
-the multiply-accumulates its math does (``chipsim.work``), never the GEMM's padding.
+the multiply-accumulates its math does (``chipsim.trace.work``), never the GEMM's padding.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..work import bits_of_bound, costed
+from ..trace.work import bits_of_bound, costed
 from .exact import _f32, _matmul, blas_threads
 from .layout import (_col2im, _col2im_grid, _grid_pitch, _grid_to_nchw_into, _grid_to_nchw_scaled_into,  # noqa: F401
                      _im2col, _im2col_grid, _im2col_grid_into, _nchw_to_grid, _nop_to_onp, _onp_to_nop,

@@ -1,7 +1,7 @@
 """Dense layers: one exact GEMM each (forward, grad-weight, grad-input)."""
 from __future__ import annotations
 
-from ..work import bits_of_bound, costed
+from ..trace.work import bits_of_bound, costed
 from .exact import _f32, _matmul
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..work import costed, record
+from ..trace.work import costed, record
 from .exact import _MOVE, _f32
 from .layout import _out_size
 from .sums import _row_sum_squares

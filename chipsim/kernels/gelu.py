@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ..work import costed
+from ..trace.work import costed
 from .exact import _MOVE, _f32
 
 # per element, counting erf as a short polynomial (a vector unit's usual ~8-term evaluation)

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..work import costed
+from ..trace.work import costed
 from .exact import _f32
 
 LAYERNORM_OPS = 8            # per element: sum, subtract, square, sum, subtract, multiply, scale, shift

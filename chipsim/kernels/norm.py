@@ -6,7 +6,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from ..work import costed
+from ..trace.work import costed
 from .exact import _MOVE, _f32
 
 # vector operations per element, as the kernels below compute them (the chip prices each one)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..work import bits_of_bound, costed
+from ..trace.work import bits_of_bound, costed
 from .exact import _f32, _matmul
 
 

@@ -16,13 +16,13 @@ from numba import njit, prange
 
 from ..kernels.exact import _MOVE
 from ..kernels.sums import _pairwise_sum_squares
-from ..work import costed, record
+from ..trace.work import costed, record
 
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
 SCALE_MODES = ("float", "pow2")
 ROUNDINGS = ("nearest", "stochastic")
 
-# vector operations per element, as the functions below compute them (see chipsim.work)
+# vector operations per element, as the functions below compute them (see chipsim.trace.work)
 SCALE_SEARCH_OPS = 2     # clipping threshold: square and accumulate (or max: compare; counted alike)
 ROUND_OPS = 3            # multiply by 1/scale, round to nearest, clip
 STOCHASTIC_OPS = 5       # multiply, one PRNG draw (counter-based: 2 ops), add-and-floor, clip

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..work import record
+from ..trace.work import record
 from .codes import (
     MASTER_OPS,
     ROUND_OPS,

@@ -1,0 +1,1 @@
+"""Learning rules: rows, objectives, losses, routing and the step that composes them (``compose``)."""

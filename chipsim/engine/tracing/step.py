@@ -1,0 +1,343 @@
+"""Turns what the engine executes into trace records (``chipsim.trace``).
+
+Kept apart from the rules so the step code reads as the algorithm. Each
+method is called right after the engine has run the work it records:
+
+* the *work* of an op (kernel calls, their counts and widths) is not computed
+  here at all -- the kernels log it themselves into the step's
+  ``chipsim.trace.work.WorkLog``, and each method attaches what was logged since the
+  previous record to the op it writes; :meth:`close` checks that nothing was
+  left unattributed;
+* the *buffers* are sized from the arrays the engine actually holds
+  (``stored_bytes``, ``param_bytes``, the optimizer's and the accumulators'
+  ``QuantStore`` s), at the widths it holds them.
+
+Conventions (see ``chipsim.trace``): a block's kept input ``zq`` is
+*replicated* on its slices (every output channel needs the whole input);
+outputs, masks and pool indices are split by units; goodness and grad-input
+are *reduce* partials. Sizes are per step; the first layer's input is the
+8-bit sensor image, stored once per sample (the engine repeats it for the
+negative labels in software, a chip need not).
+
+Errors are tracked per loss: the error that loss ``l`` sends into block ``j``
+arrives in its own receive buffer (``err_in[(j, l)]``), read by block ``j``'s
+weight gradient if loss ``l`` updates ``j`` and by the error it passes further
+down if the loss reaches lower.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...trace import TraceRecorder, nbytes_of
+from ...trace.roles import Role
+from .params import register_layer
+from ...trace.work import WorkLog
+
+SENSOR_BITS = 8
+#: the role of each tensor a block's forward keeps, by its key in ``stored_bytes``
+KEPT_ROLES = {"zq": Role.KEPT_INPUT, "mask": Role.MASK, "out": Role.OUTPUT, "argmax": Role.POOL_INDEX,
+              "gsrc": Role.GOODNESS_INPUT}
+
+
+def stored_elements(cache) -> dict:
+    """Values of each tensor a block's forward keeps (``QuantBlock.stored_bytes`` gives their bytes):
+    the input codes, the ReLU mask (one per pre-activation value), the output, pool index, goodness copy."""
+    out = dict(zq=cache["zq"].size, mask=cache["y"].size, out=cache["out"].size)
+    if cache.get("argmax") is not None:
+        out["argmax"] = cache["argmax"].size
+    if cache.get("gsrc") is not None:
+        out["gsrc"] = cache["gsrc"].size
+    return out
+
+
+class StepTracer:
+    def __init__(self, rec: TraceRecorder, net, optimizer, accumulators: dict, rule_is_bp: bool, extra_layers=()):
+        self.rec = rec
+        self.on = rec.enabled
+        self.log = WorkLog() if self.on else None
+        self.net = net
+        self.p = net.prec
+        self.act_cat = "act_backward" if rule_is_bp else "act_update"
+        self.kept = {}     # layer -> dict of buffer ids kept by forward
+        self.inp = {}      # layer -> buffer id of its received input
+        self.err_in = {}   # (layer, loss layer) -> buffer id of the error that loss sent into the layer
+        self.dg = {}       # layer -> buffer id of dL/dgoodness (local) or dlogits (head)
+        self.params = {}   # layer -> dict of persistent buffer ids
+        self.neutral_in, self.neutral_out = {}, {}     # the head's neutral pass: received / produced buffers
+        self.layer_state = {}  # layer -> what a layer's own recording keeps between its forward and backward
+        if not self.on:
+            return
+        for blk in list(net.layers()) + list(extra_layers):      # extra: a local rule's one-pass head
+            self.params.update(register_layer(rec, blk, optimizer, accumulators))
+        label = net.label_input()
+        if label is not None:                  # the label table the first layer reads with the image
+            name, nb, size = label
+            entry = net.blocks[0].trace_parts()[0].index
+            par = self.params[entry]
+            par["emb"] = rec.buffer(entry, name, "label_embedding", nb, "persistent", "replicated", size,
+                                    Role.LABEL_EMBEDDING)
+            if "emb" in accumulators:            # a learned embedding: its optimizer state and accumulator
+                par["emb_opt"] = rec.buffer(entry, "label_embedding_optimizer", "optimizer_state",
+                                            optimizer.state_bytes("emb"), "persistent", "replicated",
+                                            optimizer.state_values("emb"), Role.OPTIMIZER_STATE)
+                par["emb_gacc"] = rec.buffer(entry, "embedding_grad_acc", "gradients", accumulators["emb"].nbytes,
+                                             "step", "replicated", size, Role.GRADIENT_ACC)
+
+    def _op(self, layer, kind, name, **kw) -> int:
+        """Record an op with the work the kernels logged since the last record."""
+        return self.rec.op(layer, kind, name, work=self.log.take(), **kw)
+
+    def close(self) -> None:
+        """End of the step: every kernel call must belong to some op."""
+        if self.on and self.log.items:
+            left = sorted({(w.kind, w.kernel) for w in self.log.items})
+            raise AssertionError(f"kernel work not attributed to any trace op: {left}")
+
+    # ---------------------------------------------------------------- forward
+    def _entry(self, layer: int) -> int:
+        """The trace layer that receives layer ``layer``'s input: its first part (``layers.protocol``)."""
+        layers = self.net.layers()
+        return layers[layer].trace_parts()[0].index if layer < len(layers) else layer
+
+    def weight_reads(self, part: int) -> list:
+        """The parameter buffers a part's forward reads (weights, shared weights, the label table)."""
+        par = self.params[part]
+        return [par[k] for k in ("weights", "weights_shared", "emb") if k in par]
+
+    def sensor_input(self, x):
+        if not self.on:
+            return
+        entry = self._entry(0)
+        nb = nbytes_of(x.size, SENSOR_BITS)
+        bid = self.rec.buffer(entry, "input", "noc_buffers", nb, "sample", "replicated", x.size, Role.SENSOR)
+        self.rec.op(entry, "send", "sensor input", writes=(bid,), dst_layer=entry, nbytes=nb, tag="activation")
+        self.inp[0] = bid
+
+    def forward(self, blk, cache, goodness: bool):
+        """The layer's forward (``blk.forward`` has just run): what it keeps, and its work. The layer says
+        how it is recorded (``trace_forward``): a one-part block by :meth:`block_forward`."""
+        if self.on:
+            blk.trace_forward(self, cache, goodness)
+
+    def block_forward(self, blk, cache, goodness: bool):
+        """A one-part block's forward: its kept input, ReLU mask, pool index, output and goodness copy."""
+        rec, l = self.rec, blk.index
+        sb, ne = blk.stored_bytes(cache), stored_elements(cache)
+        ids = dict(zq=rec.buffer(l, "kept_input", self.act_cat, sb["zq"], "sample", "replicated", ne["zq"],
+                                 Role.KEPT_INPUT),
+                   mask=rec.buffer(l, "relu_mask", self.act_cat, sb["mask"], elements=ne["mask"], role=Role.MASK),
+                   out=rec.buffer(l, "output", self.act_cat, sb["out"], elements=ne["out"], role=Role.OUTPUT))
+        if "argmax" in sb and blk.pool:
+            ids["argmax"] = rec.buffer(l, "pool_index", self.act_cat, sb["argmax"], elements=ne["argmax"],
+                                       role=Role.POOL_INDEX)
+        if goodness and "gsrc" in sb:   # the forward also writes the wider copy that goodness squares
+            ids["gsrc"] = rec.buffer(l, "goodness_input", self.act_cat, sb["gsrc"], elements=ne["gsrc"],
+                                     role=Role.GOODNESS_INPUT)
+        par = self.params[l]
+        reads = [self.inp[l], par["weights"]] + [par[k] for k in ("bn", "emb") if k in par]
+        self._op(l, "fwd", "forward", reads=reads,
+                 writes=tuple(ids[k] for k in ("zq", "mask", "argmax", "out", "gsrc") if k in ids))
+        self.kept[l] = ids
+
+    def goodness(self, blk, g):
+        """Goodness of the block output, ``g`` (float32, a reduce partial on a split layer), just computed."""
+        if not self.on:
+            return
+        k = self.kept[blk.index]
+        k["g"] = self.rec.buffer(blk.index, "goodness", "act_update", 4 * np.size(g), "sample", "reduce", np.size(g),
+                                   Role.GOODNESS)
+        self._op(blk.index, "goodness", "goodness", reads=(k.get("gsrc", k["out"]),), writes=(k["g"],))
+
+    def send_activation(self, src, dst):
+        if not self.on:
+            return
+        entry = self._entry(dst)
+        sent = self.rec.trace.buffers[self.kept[src]["out"]]
+        nb = sent.nbytes
+        bid = self.rec.buffer(entry, "input", "noc_buffers", nb, "sample", "replicated", sent.elements,
+                              Role.RECEIVED)
+        self.rec.send(src, entry, "activation", self.kept[src]["out"], bid, nb, "activation")
+        self.inp[dst] = bid
+
+    def loss(self, l, dg):
+        """The block's (or head's) loss: goodness -> dL/dgoodness, or logits -> dL/dlogits (``dg``, float32)."""
+        if not self.on:
+            return
+        src = self.kept[l]["g"] if "g" in self.kept[l] else self.kept[l]["out"]
+        self.dg[l] = self.rec.buffer(l, "loss_grad", "gradients", 4 * np.size(dg), "sample", "replicated", np.size(dg),
+                                     Role.LOSS_GRAD)
+        # the goodness of every row: one buffer, or one per pass of a sequential step
+        self._op(l, "loss", "loss", reads=tuple(src) if isinstance(src, list) else (src,), writes=(self.dg[l],))
+
+    def batch_loss(self, blk, dfeats):
+        """A loss over the whole batch (CFF's contrastive loss, ``dfeats`` its error at what it read): one op
+        per step, after every sample's forward, whose error every sample's backward then reads -- so a core
+        holds all the batch's kept activations until the loss is known."""
+        if not self.on:
+            return
+        l = blk.index
+        src = self.kept[l].get("gsrc", self.kept[l]["out"])
+        self.dg[l] = self.rec.buffer(l, "loss_grad", "gradients", 4 * np.size(dfeats), "step", "replicated",
+                                     np.size(dfeats), Role.LOSS_GRAD)
+        self._op(l, "loss", "batch loss", scope="step", reads=(src,), writes=(self.dg[l],))
+
+    def goodness_rows(self, blk, kept):
+        """Block ``blk``'s own loss has picked the rows it gives an error: the wider copy of the output
+        that goodness squared shrinks to them (``kept``, the copy on those rows) at once.
+
+        Only that copy is needed by the goodness gradient alone, so it need not wait, as the other kept
+        buffers do (see :meth:`select`), for the losses above to say which rows their errors reach.
+        """
+        if not self.on or "gsrc" not in self.kept[blk.index]:
+            return
+        rec, l = self.rec, blk.index
+        old = self.kept[l]["gsrc"]
+        nb = nbytes_of(kept.size, blk.goodness_bits)
+        new = rec.buffer(l, "goodness_input_loss_rows", self.act_cat, nb, "sample", "units", kept.size,
+                         Role.GOODNESS_INPUT)
+        rec.op(l, "select", "keep the loss's rows of the goodness copy", reads=(old, self.dg[l]), writes=(new,))
+        self.kept[l]["gsrc"] = new
+
+    def select(self, blk, cache, losses):
+        """Block ``blk`` now knows every row an error reaches (from ``losses``): the others are dropped."""
+        if not self.on:
+            return
+        rec, l = self.rec, blk.index
+        old = self.kept[l]
+        sb, ne = blk.stored_bytes(cache), stored_elements(cache)
+        new = dict(old)
+        # what the backward reads; a wider goodness copy replaces the output there, and was cut to the own
+        # loss's rows already (goodness_rows), so it is carried over as it is
+        kept = ("zq", "mask", "argmax") + (() if "gsrc" in old else ("out",))
+        for name, key, split in (("kept_input", "zq", "replicated"), ("relu_mask", "mask", "units"),
+                                 ("output", "out", "units"), ("pool_index", "argmax", "units")):
+            if key in old and key in kept:
+                new[key] = rec.buffer(l, f"{name}_kept_rows", self.act_cat, sb[key], "sample", split, ne[key],
+                                      KEPT_ROLES[key])
+        rec.op(l, "select", "drop error-free rows", reads=tuple(old[k] for k in kept if k in old)
+               + tuple(self.deciders(l, losses)), writes=tuple(new[k] for k in kept if k in new))
+        self.kept[l] = new
+
+    # ---------------------------------------------------------------- one-pass head (local rules)
+    def neutral_forward(self, blk, out_values, next_layer):
+        """A forward under the neutral label (eval-mode BN) for the head's features, ``out_values`` its
+        output; sent on to block ``next_layer`` when given."""
+        if not self.on:
+            return
+        rec, l = self.rec, blk.index
+        par = self.params[l]
+        src = self.neutral_in.get(l, self.inp.get(l))          # block 0 reads the sensor's image
+        nb = nbytes_of(np.size(out_values), self.p.activation_bits)
+        out = rec.buffer(l, "neutral_output", self.act_cat, nb, elements=np.size(out_values),
+                         role=Role.ACTIVATION)
+        self._op(l, "fwd", "neutral forward", reads=[src, par["weights"]] + [par[k] for k in ("bn", "emb")
+                                                                               if k in par], writes=(out,))
+        self.neutral_out[l] = out
+        if next_layer is not None:
+            recv = rec.buffer(next_layer, "neutral_input", "noc_buffers", nb, "sample", "replicated",
+                              np.size(out_values), Role.RECEIVED)
+            rec.send(l, next_layer, "neutral activation", out, recv, nb, "activation")
+            self.neutral_in[next_layer] = recv
+
+    def head_features(self, head, from_training: bool):
+        """The head's input arrives from its feature blocks: their training outputs (rules without a
+        label) or their neutral-pass outputs."""
+        if not self.on:
+            return
+        self.inp_head = []
+        for j in head.blocks:
+            src = self.kept[j]["out"] if from_training else self.neutral_out[j]
+            sent = self.rec.trace.buffers[src]
+            recv = self.rec.buffer(head.layer.index, "features_in", "noc_buffers", sent.nbytes, "sample",
+                                   "replicated", sent.elements, Role.RECEIVED)
+            nb = sent.nbytes
+            self.rec.send(j, head.layer.index, "features", src, recv, nb, "activation")
+            self.inp_head.append(recv)
+
+    def head_forward(self, head, cache):
+        """The head's forward on the features it received (its loss and weight gradient follow through
+        :meth:`loss` and :meth:`grad_weight`, as for any layer)."""
+        if not self.on:
+            return
+        rec, l = self.rec, head.layer.index
+        sb, ne = head.layer.stored_bytes(cache), stored_elements(cache)
+        zq = rec.buffer(l, "kept_input", self.act_cat, sb["zq"], "sample", "replicated", ne["zq"], Role.KEPT_INPUT)
+        out = rec.buffer(l, "output", self.act_cat, sb["out"], elements=ne["out"], role=Role.OUTPUT)
+        self._op(l, "fwd", "forward", reads=self.inp_head + [self.params[l]["weights"]], writes=(zq, out))
+        self.kept[l] = dict(zq=zq, out=out)
+
+    # ---------------------------------------------------------------- backward
+    def deciders(self, l, losses):
+        """The error buffers at layer l's output from ``losses`` (l's own loss: its dL/dgoodness)."""
+        return [self.dg[l] if src == l else self.err_in[(l, src)] for src in losses
+                if (src == l and l in self.dg) or (l, src) in self.err_in]
+
+    def _error_sources(self, l, losses, weight_grad: bool):
+        """What a backward op of layer l reads: the errors of ``losses``, the kept routing (mask, pool
+        index), for a goodness loss (gradient 2*out/D) the output or the wider copy goodness squared,
+        and -- for the weight gradient, or an error through batch statistics -- the kept input."""
+        k = self.kept[l]
+        squared = [k["gsrc"] if "gsrc" in k else k["out"]] if "g" in k and l in losses else []
+        need_input = weight_grad or self.net.bn_backward == "batch-stats"
+        return (self.deciders(l, losses) + [k[n] for n in ("mask", "argmax") if n in k] + squared
+                + ([k["zq"]] if need_input else []))
+
+    def error_down(self, blk, below, rows, use_feedback: bool, loss: int):
+        """Loss ``loss``'s error from layer ``blk`` into the layer below, as the layer records it
+        (``trace_error_down``): a one-part block by :meth:`block_error_down`."""
+        if self.on:
+            blk.trace_error_down(self, below, rows, use_feedback, loss)
+
+    def block_error_down(self, blk, below, rows, use_feedback: bool, loss: int):
+        """A one-part block's error into the block below (grad-input via W, or DF-R's B), and its send."""
+        rec, l, p = self.rec, blk.index, self.p
+        par = self.params[l]
+        link = [par["fb"]] if use_feedback and "fb" in par else [] if use_feedback else [par["weights"]]
+        reads = self._error_sources(l, [loss], weight_grad=False) + link + ([par["bn"]] if "bn" in par else [])
+        n = rows * int(np.prod(below.out_shape))
+        nb = nbytes_of(n, p.gradient_bits)
+        err = rec.buffer(l, "error_out", "gradients", nb, "sample", "reduce", n, Role.ERROR)
+        self._op(l, "feedback" if use_feedback else "grad_x", "feedback" if use_feedback else "grad_input",
+                 reads=reads, writes=(err,))
+        recv = rec.buffer(below.index, "error_in", "gradients", nb, "sample", below.error_in_split, n, Role.ERROR)
+        rec.send(l, below.index, "error", err, recv, nb, "error")
+        self.err_in[(below.index, loss)] = recv
+
+    def grad_weight(self, blk, losses):
+        """Layer ``blk``'s weight gradient from the errors of ``losses`` (accumulated over the step), as the
+        layer records it (``trace_grad_weight``): a one-part block by :meth:`block_grad_weight`."""
+        if self.on:
+            blk.trace_grad_weight(self, losses)
+
+    def block_grad_weight(self, blk, losses):
+        """A one-part block's weight-gradient op."""
+        l = blk.index
+        self._op(l, "grad_w", "grad_weight", reads=self._error_sources(l, losses, weight_grad=True),
+                 writes=(self.params[l]["gacc"],))
+
+    def embedding_grad(self, blk, losses):
+        """The label embedding's gradient: the error through block 0 into its label channel."""
+        if not self.on:
+            return
+        par = self.params[0]
+        reads = self._error_sources(0, losses, weight_grad=False) + [par["weights"]] + \
+            ([par["bn"]] if "bn" in par else [])
+        self._op(0, "grad_x", "label_embedding_grad", reads=reads, writes=(par["emb_gacc"],))
+
+    def update(self, part):
+        """The optimizer step of one trace part's tensors (once per step; ``part``: a layer, or one part of
+        a layer of several, anything with the part's ``index``)."""
+        if not self.on:
+            return
+        par = self.params[part.index]
+        own = [par[k + s] for k in ("gacc", "opt", "master") for s in ("", "_shared") if k + s in par]
+        out = [par[k + s] for k in ("master", "weights", "opt") for s in ("", "_shared") if k + s in par]
+        self._op(part.index, "update", "optimizer_update", scope="step", reads=tuple(own), writes=tuple(out))
+
+    def embedding_update(self):
+        """The optimizer step of the learned label embedding."""
+        if not self.on:
+            return
+        par = self.params[0]
+        self._op(0, "update", "label_embedding_update", scope="step",
+                 reads=(par["emb_gacc"], par["emb_opt"], par["emb"]), writes=(par["emb"], par["emb_opt"]))
