@@ -178,14 +178,16 @@ def map(config, overrides: Overrides = (), out_dir: str | None = None, write: bo
 
 def compare(config, rules=("bp", "df-o", "df-r"), depths=(5, 8, 11, 15, 20, 25), overrides: Overrides = (),
             width: int = 32, out_dir: str | None = None, jobs: int | None = None, progress: bool = True,
-            own_model: bool = False, cluster=None, pools=(0, 1), *, model: str | None = None):
+            own_model: bool = False, cluster=None, pools=(0, 1), *, model: str | None = None,
+            device: str | None = "cpu"):
     """BP vs local rules over a depth family (or on the config's own model): memory, latency, NoC, energy.
     See ``chipsim.experiments.compare``. ``cluster``: a Dask scheduler address (``tcp://host:8786``),
-    ``"local"`` or a ``distributed.Client`` to run the points on (default: a local process pool)."""
+    ``"local"`` or a ``distributed.Client`` to run the points on (default: a local process pool).
+    ``device``: where the measured framework figure is taken (``cpu``, ``cuda``; None: not measured)."""
     from .experiments.compare import compare as _compare
     return _compare(_load(config, overrides, None, model), rules, depths, width=width, out_dir=out_dir,
                     jobs=jobs, progress=progress, own_model=own_model, cluster=cluster,
-                    pools=pools)
+                    pools=pools, device=device)
 
 
 def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bits=(), negatives=(), seeds=(0,),

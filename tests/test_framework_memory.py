@@ -19,7 +19,8 @@ TINY = (Block(type="dense", units=3, norm="none"),)
 
 
 def test_bp_sgd_peak_is_the_hand_count():
-    p = measure_peak(TINY, "bp", batch=2, negatives=1, optimizer="sgd", dataset_shape=(1, 2, 2), num_classes=2)
+    p = measure_peak(TINY, "bp", batch=2, negatives=1, optimizer="sgd", dataset_shape=(1, 2, 2), num_classes=2,
+                     momentum=0.0)
     # live when the step starts (as after a step: the gradients are there):
     #   W0 3x4 = 48, head 2x3 = 24                      parameters                     72
     #   x 2x4 floats = 32, labels 2 int64 = 16          the batch                      48
@@ -183,3 +184,32 @@ def test_the_framework_step_has_the_routed_reference_s_gradients(rule):
     for blk, w in zip(net.blocks, ws):
         torch.testing.assert_close(blk.w.grad, w.grad, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(net.embedding.grad, emb.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_compare_puts_the_measured_framework_peak_beside_the_chip_figures(tmp_path):
+    from pathlib import Path
+    from chipsim.experiments.compare import compare
+    from chipsim.modelspec import cnn_family
+    big = str(Path(__file__).resolve().parents[1] / "hwconfigs" / "176core_512k.yaml")
+    t = compare(big, ("bp", "df-r"), (3,), overrides=("learning.negatives=1", "training.batch_size=8"), width=8,
+                out_dir=str(tmp_path), jobs=1, progress=False)
+    by = {r["rule"]: r for r in t["rows"]}
+    for rule, variant in (("bp", "plain"), ("df-r", "conscious")):
+        direct = measure_peak(cnn_family(3, width=8), rule, 8, 1, "adam", (1, 28, 28), variant=variant)
+        assert by[rule]["measured"]["total_peak_bytes"] == direct.bytes       # the same measurement, repeated
+        assert by[rule]["measured"]["label"] == direct.label()
+    ckpt = measure_peak(cnn_family(3, width=8), "bp", 8, 1, "adam", (1, 28, 28), variant="checkpointed")
+    assert by["bp"]["measured-ckpt"]["total_peak_bytes"] == ckpt.bytes
+    assert t["ratios"]["measured:total_peak_bytes:df-r"][3] == by["df-r"]["measured"]["total_peak_bytes"] / \
+        by["bp"]["measured"]["total_peak_bytes"]
+    md = (tmp_path / "compare.md").read_text()
+    assert direct.label() in md and "measured (KiB)" in md
+    assert (tmp_path / "ratio_measured.png").exists() and (tmp_path / "memory_measured.png").exists()
+
+
+def test_compare_refuses_an_unknown_device(tmp_path):
+    from pathlib import Path
+    from chipsim.experiments.compare import compare
+    big = str(Path(__file__).resolve().parents[1] / "hwconfigs" / "176core_512k.yaml")
+    with pytest.raises(ConfigError, match="^--device: 'tpu'; allowed: cpu, cuda, none"):
+        compare(big, ("bp",), (3,), out_dir=str(tmp_path), jobs=1, progress=False, device="tpu")

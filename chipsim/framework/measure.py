@@ -26,7 +26,9 @@ from .losses import LossParams
 from .nets import TorchNet
 from .steps import RULES, train_step, variants
 
-OPTIMIZERS = {"adam": lambda p: torch.optim.Adam(p, lr=1e-3), "sgd": lambda p: torch.optim.SGD(p, lr=0.01)}
+#: optimizer name -> constructor(parameters, momentum); chipsim's ``training.optimizer`` / ``training.momentum``
+OPTIMIZERS = {"adam": lambda p, momentum: torch.optim.Adam(p, lr=1e-3),
+              "sgd": lambda p, momentum: torch.optim.SGD(p, lr=0.01, momentum=momentum)}
 STEP_RANGE = "chipsim.framework.measured_step"
 DEVICES = ("cpu", "cuda")
 
@@ -41,7 +43,7 @@ class MeasuredPeak:
     how: str                   # "torch.profiler memory events" or "torch.cuda.max_memory_allocated"
     rule: str
     variant: str
-    optimizer: str
+    optimizer: str             # "adam", "sgd" (momentum 0: no state) or "sgd+momentum"
     batch: int
     negatives: int             # N wrong labels per sample (0: the rule has none)
     rows: int                  # rows a block sees: batch x (N + 1), or batch
@@ -78,12 +80,12 @@ def _blocks(model):
     return tuple(model.blocks) if hasattr(model, "blocks") else tuple(model)
 
 
-def _build(blocks, rule, batch, negatives, optimizer, shape, num_classes, seed, dtype, device):
+def _build(blocks, rule, batch, negatives, optimizer, momentum, shape, num_classes, seed, dtype, device):
     r = RULES[rule]
     gen = torch.Generator().manual_seed(seed + 1)
     net = TorchNet(blocks, shape, num_classes, with_label=r.with_label, feedback=r.feedback,
                    with_head=r.span == 0, seed=seed, dtype=dtype).to(device)
-    opt = OPTIMIZERS[optimizer](net.parameters())
+    opt = OPTIMIZERS[optimizer](net.parameters(), momentum)
     x = torch.rand((batch,) + tuple(shape), generator=gen, dtype=dtype).to(device)
     labels = torch.randint(0, num_classes, (batch,), generator=gen).to(device)
     # N distinct wrong labels per sample: label + 1..N (mod classes), shifted by a random offset
@@ -92,14 +94,22 @@ def _build(blocks, rule, batch, negatives, optimizer, shape, num_classes, seed, 
     return net, opt, x, labels, neg
 
 
+def for_dataset(name: str) -> tuple:
+    """((C, H, W), classes) of a chipsim dataset name (``workload.dataset``)."""
+    from ..config import DATASET_SHAPES
+    c, h, w, k = DATASET_SHAPES[name]
+    return (c, h, w), k
+
+
 def measure_peak(model, rule: str, batch: int, negatives: int, optimizer: str = "adam", dataset_shape=(1, 28, 28),
                  variant: str | None = None, device: str = "cpu", num_classes: int = 10, seed: int = 0,
-                 hp: LossParams = LossParams(), dtype=torch.float32) -> MeasuredPeak:
+                 hp: LossParams = LossParams(), dtype=torch.float32, momentum: float = 0.9) -> MeasuredPeak:
     """Peak allocator bytes of one training step of ``rule`` on ``model`` (a ModelSpec or its blocks).
 
     ``negatives``: N wrong labels per sample (ignored by rules whose input carries no label: BP, CwC);
     ``variant``: BP ``plain``/``checkpointed``, local rules ``conscious``/``naive`` (default: the first);
-    ``dataset_shape``: (C, H, W) of one input; ``device``: ``cpu`` (profiler events) or ``cuda``."""
+    ``dataset_shape``: (C, H, W) of one input; ``device``: ``cpu`` (profiler events) or ``cuda``;
+    ``momentum``: SGD's (chipsim's ``training.momentum``, default 0.9; 0 keeps no state)."""
     if rule not in RULES:
         raise ConfigError(f"rule: {rule!r} has no framework implementation; allowed: {', '.join(RULES)}")
     variant = variant or variants(rule)[0]
@@ -108,11 +118,12 @@ def measure_peak(model, rule: str, batch: int, negatives: int, optimizer: str = 
     if RULES[rule].with_label and not 1 <= n <= num_classes - 1:
         raise ConfigError(f"negatives: {negatives} wrong labels per sample; allowed: 1..{num_classes - 1}")
     blocks = _blocks(model)
-    args = (blocks, rule, batch, n, optimizer, tuple(dataset_shape), num_classes, seed, dtype)
+    args = (blocks, rule, batch, n, optimizer, momentum, tuple(dataset_shape), num_classes, seed, dtype)
     measure = _measure_cuda if device == "cuda" else _measure_cpu
     peak, resident, dev, how = measure(args, rule, variant, hp)
     return MeasuredPeak(bytes=int(peak), resident_bytes=int(resident), torch_version=torch.__version__,
-                        device=dev, how=how, rule=rule, variant=variant, optimizer=optimizer, batch=batch,
+                        device=dev, how=how, rule=rule, variant=variant,
+                        optimizer="sgd+momentum" if optimizer == "sgd" and momentum else optimizer, batch=batch,
                         negatives=n, rows=batch * (n + 1), threads=torch.get_num_threads())
 
 
