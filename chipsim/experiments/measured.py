@@ -48,16 +48,26 @@ def family(depth: int, shape: str, width: int, dense_units: int = 64) -> ModelSp
 
 
 def points(depths, shapes, widths, negatives, optimizers, variants=("conscious",)):
-    """Every measurement of the grid: BP under each baseline, DF-O / DF-R under each N and variant."""
+    """Every measurement of the grid: BP under each baseline, DF-O / DF-R under each N and variant.
+
+    In the order they are measured, most telling first, so that a run cut short by its time budget
+    (``run(budget_s=...)``) has the claim's own cells: the first optimizer before the others; the first
+    shape (compare's family) whole before the other shapes; on those, BP and DF-R at the smallest N (the
+    claim's best case) before the larger N and DF-O."""
     out = []
     for d in depths:
         for s in shapes:
             for opt in optimizers:
-                out += [dict(depth=d, shape=s, width=widths[s], optimizer=opt, rule="bp", variant=b, n=0)
-                        for b in BASELINES]
-                out += [dict(depth=d, shape=s, width=widths[s], optimizer=opt, rule=r, variant=v, n=n)
-                        for n in negatives for v in variants for r in LOCAL]
-    return out
+                base = dict(depth=d, shape=s, width=widths[s], optimizer=opt)
+                out += [dict(base, rule="bp", variant=b, n=0) for b in BASELINES]
+                out += [dict(base, rule=r, variant=v, n=n) for n in negatives for v in variants for r in LOCAL]
+
+    def priority(p):
+        first_shape, first_opt = p["shape"] == shapes[0], p["optimizer"] == optimizers[0]
+        core = p["rule"] == "bp" or (p["rule"] == "df-r" and p["n"] == min(negatives))
+        return (not first_opt, not (first_shape or core), p["rule"] != "bp" and p["variant"] != variants[0],
+                p["rule"] == "df-o")
+    return sorted(out, key=priority)
 
 
 def key(p) -> str:
@@ -66,8 +76,11 @@ def key(p) -> str:
 
 def run(out_dir, depths=(11, 25), shapes=tuple(SHAPES), widths=None, negatives=(1, 3, 9), optimizers=OPTIMIZERS,
         variants=("conscious",), batch: int = 64, dataset: str = "mnist5k", device: str = "cpu",
-        progress: bool = True) -> dict:
-    """Measure the grid (resuming ``out_dir/points.jsonl``), write measured.json / .md and the plot."""
+        progress: bool = True, budget_s: float | None = None) -> dict:
+    """Measure the grid (resuming ``out_dir/points.jsonl``), write measured.json / .md and the plot.
+
+    ``budget_s``: stop starting new measurements after this many seconds; the table then holds the
+    points measured so far (this run's and earlier runs') and says how many of the grid's are missing."""
     from ..framework.measure import for_dataset, measure_peak
     widths = {s: 32 for s in SHAPES} | dict(widths or {})
     shape_in, classes = for_dataset(dataset)
@@ -86,6 +99,8 @@ def run(out_dir, depths=(11, 25), shapes=tuple(SHAPES), widths=None, negatives=(
         k = key(p) + f"-b{batch}-{dataset}-{device}"
         if k in done:
             continue
+        if budget_s is not None and time.perf_counter() - t0 > budget_s:
+            break
         t = time.perf_counter()
         m = measure_peak(family(p["depth"], p["shape"], p["width"]), p["rule"], batch, max(p["n"], 1), p["optimizer"],
                          shape_in, variant=p["variant"], device=device, num_classes=classes)
@@ -94,10 +109,10 @@ def run(out_dir, depths=(11, 25), shapes=tuple(SHAPES), widths=None, negatives=(
             f.write(json.dumps(done[k]) + "\n")
         if progress:
             print(f"[{i + 1}/{len(pts)}] {k}: {m.mib:.2f} MiB ({done[k]['seconds']:.1f} s)", flush=True)
-    rows = [done[key(p) + f"-b{batch}-{dataset}-{device}"] for p in pts]
+    rows = [done[k] for p in pts if (k := key(p) + f"-b{batch}-{dataset}-{device}") in done]
     table = {"batch": batch, "dataset": dataset, "device": device, "depths": list(depths), "shapes": list(shapes),
              "widths": {s: widths[s] for s in shapes}, "negatives": list(negatives), "optimizers": list(optimizers),
-             "variants": list(variants), "rows": rows, "label": rows[0]["label"] if rows else "measured",
+             "variants": list(variants), "rows": rows, "grid_points": len(pts), "label": rows[0]["label"] if rows else "measured",
              "seconds": time.perf_counter() - t0}
     table["ratios"] = ratios(table)
     table["verdicts"] = verdicts(table)
@@ -191,7 +206,10 @@ def markdown(table) -> list:
                                      f"{_mib(r)} | "
                                      f"{rr('df-o')} | {rr('df-r')} |")
         lines.append("")
-    lines.append(f"{len(table['rows'])} measurements; this invocation took {table['seconds'] / 60:.1f} min.")
+    missing = table.get("grid_points", len(table["rows"])) - len(table["rows"])
+    lines.append(f"{len(table['rows'])} measurements" + (f" ({missing} of the grid's not measured: '-' above; "
+                 "rerun with the same --out to add them)" if missing else "")
+                 + f"; this invocation took {table['seconds'] / 60:.1f} min.")
     return lines
 
 
@@ -228,11 +246,13 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--dataset", default="mnist5k")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--budget-min", type=float, default=None, help="stop starting measurements after this long")
     a = ap.parse_args(argv)
     widths = dict((k, int(v)) for k, v in (x.split("=") for x in a.widths.split(",") if x))
     ints = lambda s: tuple(int(x) for x in s.split(","))   # noqa: E731
     t = run(a.out, ints(a.depths), tuple(a.shapes.split(",")), widths, ints(a.negatives),
-            tuple(a.optimizers.split(",")), tuple(a.variants.split(",")), a.batch, a.dataset, a.device)
+            tuple(a.optimizers.split(",")), tuple(a.variants.split(",")), a.batch, a.dataset, a.device,
+            budget_s=None if a.budget_min is None else 60 * a.budget_min)
     for v in t["verdicts"]:
         print(v)
     return 0

@@ -121,7 +121,7 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster) 
                                            progress=progress, cluster=cluster)
     results["dataflow"] = dataflow(compare_config, os.path.join(out_dir, "dataflow"), plan.dataflow_datasets,
                                    plan.dataflow_depths, plan.dataflow_negatives, jobs=jobs, progress=progress,
-                                   cluster=cluster)
+                                   cluster=cluster, device="cpu")
     # 3. robustness (Fig. 4C-E and beyond), 4. bit widths (Fig. S3), 5. negatives (Table 2): the same scale
     results["noise"] = sweep(config, ("bp", "df-o"), noise=("shot", "impulse", "mismatch", "read", "stuck"),
                              levels=plan.levels, seeds=plan.seeds, overrides=scale,
