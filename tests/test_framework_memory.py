@@ -213,3 +213,24 @@ def test_compare_refuses_an_unknown_device(tmp_path):
     big = str(Path(__file__).resolve().parents[1] / "hwconfigs" / "176core_512k.yaml")
     with pytest.raises(ConfigError, match="^--device: 'tpu'; allowed: cpu, cuda, none"):
         compare(big, ("bp",), (3,), out_dir=str(tmp_path), jobs=1, progress=False, device="tpu")
+
+
+def test_map_under_pytorch_memory_mode_reports_the_measured_step():
+    from pathlib import Path
+    from chipsim import api
+    from chipsim.report import headline
+    cfg = str(Path(__file__).resolve().parents[1] / "hwconfigs" / "44core_4bit.yaml")
+    sets = ("training.batch_size=4", "learning.negatives=1")
+    r = api.map(cfg, sets + ("mapping.memory_mode=pytorch",), write=False, progress=False)
+    fw = r.summary["framework"]
+    direct = measure_peak(_model_of(cfg), "df-r", 4, 1,
+                          "adam", (1, 28, 28))
+    assert fw["total_peak_bytes"] == direct.bytes
+    rows = dict(headline(r.summary))
+    assert rows[f"framework memory ({direct.label()})"].startswith(f"{direct.bytes / 1024:.1f} KiB")
+    assert api.map(cfg, sets, write=False, progress=False).summary["framework"] is None    # streaming: no step
+
+
+def _model_of(cfg):
+    from chipsim.config import load_config
+    return load_config(cfg).model
