@@ -12,7 +12,10 @@ the allocator instead, so nothing here is a memory formula.
                  memory-conscious / naive
     measure.py   measure_peak(...) -> MeasuredPeak: torch.profiler memory events on CPU,
                  torch.cuda.max_memory_allocated on CUDA
-    shapes.py    the depth family's shapes (pools none / early / late, uniform width)
+    point.py     measure_point(hw, model, device): the figure of one experiment point (compare, run/map)
+
+Not implemented: the vit blocks and their rules (CFF, FF/BP on a vit); those points report "not measured".
+The family shapes of the widened condition grid are in ``chipsim.experiments.measured``.
 """
 from .measure import MeasuredPeak, measure_peak
 from .steps import RULES, VARIANTS
