@@ -17,9 +17,12 @@ CUDA: the same two steps; ``torch.cuda.reset_peak_memory_stats`` before the meas
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 
-import torch
+# kineto (the profiler's backend) logs an ERROR line on machines without a GPU; only its fatal ones, please
+os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+import torch  # noqa: E402
 
 from ..errors import ConfigError
 from .losses import LossParams
