@@ -51,9 +51,9 @@ def points(depths, shapes, widths, negatives, optimizers, variants=("conscious",
     """Every measurement of the grid: BP under each baseline, DF-O / DF-R under each N and variant.
 
     In the order they are measured, most telling first, so that a run cut short by its time budget
-    (``run(budget_s=...)``) has the claim's own cells: the first optimizer before the others; the first
-    shape (compare's family) whole before the other shapes; on those, BP and DF-R at the smallest N (the
-    claim's best case) before the larger N and DF-O."""
+    (``run(budget_s=...)``) has the claim's own cells: under the first optimizer, the first shape
+    (compare's family) whole, then BP and DF-R on the other shapes, the smallest N (the claim's best case)
+    first; then the other optimizers' BP and DF-R; then DF-O on the other shapes; then the rest."""
     out = []
     for d in depths:
         for s in shapes:
@@ -63,10 +63,15 @@ def points(depths, shapes, widths, negatives, optimizers, variants=("conscious",
                 out += [dict(base, rule=r, variant=v, n=n) for n in negatives for v in variants for r in LOCAL]
 
     def priority(p):
-        first_shape, first_opt = p["shape"] == shapes[0], p["optimizer"] == optimizers[0]
+        first_opt, first_shape = p["optimizer"] == optimizers[0], p["shape"] == shapes[0]
         core = p["rule"] == "bp" or (p["rule"] == "df-r" and p["n"] == min(negatives))
-        return (not first_opt, not (first_shape or core), p["rule"] != "bp" and p["variant"] != variants[0],
-                p["rule"] == "df-o")
+        if p["rule"] != "bp" and p["variant"] != variants[0]:
+            tier = 4                                              # the other implementations last
+        elif first_opt:
+            tier = 2 if p["rule"] == "df-o" and not first_shape else 0
+        else:
+            tier = 1 if core or (first_shape and p["rule"] == "df-r") else 3
+        return (tier, not (first_shape or core), p["rule"] == "df-o")
     return sorted(out, key=priority)
 
 
