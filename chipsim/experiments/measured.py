@@ -214,28 +214,30 @@ def markdown(table) -> list:
     missing = table.get("grid_points", len(table["rows"])) - len(table["rows"])
     lines.append(f"{len(table['rows'])} measurements" + (f" ({missing} of the grid's not measured: '-' above; "
                  "rerun with the same --out to add them)" if missing else "")
+                 + f" (together {sum(r.get('seconds', 0) for r in table['rows']) / 60:.1f} process-minutes, on a "
+                 f"shared 2-core machine; threads {sorted({r.get('threads') for r in table['rows']})})"
                  + f"; this invocation took {table['seconds'] / 60:.1f} min.")
     return lines
 
 
 def plot(table, out_dir) -> None:
-    """DF-R/BP against depth for each shape (Adam, BP plain and checkpointed, N = 1 and the largest N),
-    the paper's two points marked, the y axis from 0."""
+    """DF-R/BP against depth under the first optimizer: every shape at the smallest N (the claim's best
+    case) against plain and checkpointed BP, and the first shape at the largest N; the paper's two points
+    marked, the y axis from 0."""
     from .. import plots
+    n_lo, n_hi, v, opt = min(table["negatives"]), max(table["negatives"]), table["variants"][0], table["optimizers"][0]
+    wanted = [(s, n_lo, base) for s in table["shapes"] for base in BASELINES]
+    wanted += [(table["shapes"][0], n_hi, "plain")] if n_hi != n_lo else []
     series = {}
-    n_hi = max(table["negatives"])
-    v = table["variants"][0]
-    for s in table["shapes"]:
-        for n in sorted({min(table["negatives"]), n_hi}):
-            for base in BASELINES:
-                pts = sorted((c["depth"], c["ratio"]) for c in table["ratios"]
-                             if c["shape"] == s and c["n"] == n and c["baseline"] == base and c["rule"] == "df-r"
-                             and c["optimizer"] == table["optimizers"][0] and c["variant"] == v)
-                if pts:
-                    series[f"{s}, N={n}, vs BP {base}"] = ([p[0] for p in pts], [p[1] for p in pts])
+    for s, n, base in wanted:
+        pts = sorted((c["depth"], c["ratio"]) for c in table["ratios"]
+                     if (c["shape"], c["n"], c["baseline"], c["rule"], c["optimizer"], c["variant"])
+                     == (s, n, base, "df-r", opt, v))
+        if pts:
+            series[f"{s} (w{table['widths'][s]}), N={n}, vs BP {base}"] = ([p[0] for p in pts], [p[1] for p in pts])
     marks = {"paper (Fig. 4A)": (list(PAPER_RATIO), list(PAPER_RATIO.values()))}
     plots.lines(series, "number of blocks", "DF-R peak / BP peak", os.path.join(out_dir, "ratio_measured.png"),
-                f"DF-R / BP, {table['label']}, {table['optimizers'][0]}", xticks=table["depths"],
+                f"DF-R / BP, {table['label']}, {opt}", xticks=table["depths"],
                 hline=(1.0, "= BP"), marks=marks, y_from_zero=True)
 
 
