@@ -301,7 +301,8 @@ def markdown(table: dict) -> str:
     lines = what + [_settings_line(table), "",
              "Streaming = samples stream through the cores (what the chip needs); whole-batch = every "
              "tensor of the batch held in one shared memory, peak over time, at the chip's widths; pytorch = the "
-             "same pool in float32 as a framework on a GPU holds it (the paper's Fig. 4A measurement). "
+             "same pool in float32, as chip/pool.py models a framework by rules on buffer names (a model, not a "
+             "measurement: see the measured columns). "
              "Backward phase = for one sample alone, time from its last forward op to its last update op. "
              f"Measured = one training step of the same rule, model, batch, N and optimizer in PyTorch "
              f"(`chipsim.framework`), peak allocator bytes over the step ({_measured_label(table)}); "
