@@ -208,16 +208,19 @@ def map(config, overrides: Overrides = (), out_dir: str | None = None, write: bo
 
 def compare(config, rules=("bp", "df-o", "df-r"), depths=(5, 8, 11, 15, 20, 25), overrides: Overrides = (),
             width: int = 32, out_dir: str | None = None, jobs: int | None = None, progress: bool = True,
-            own_model: bool = False, cluster=None, pools=(0, 1), *, model: str | None = None):
+            own_model: bool = False, cluster=None, pools=(0, 1), *, model: str | None = None,
+            device: str | None = "cpu"):
     """BP vs local rules over a depth family (or on the config's own model): memory, latency, NoC, energy.
     See ``chipsim.experiments.compare``. ``cluster``: a Dask scheduler address (``tcp://host:8786``),
-    ``"local"`` or a ``distributed.Client`` to run the points on (default: a local process pool)."""
+    ``"local"`` or a ``distributed.Client`` to run the points on (default: a local process pool).
+    ``device``: where the measured framework figure is taken (``cpu``, ``cuda``; None: not measured)."""
     from .experiments.compare import compare as _compare
     return _compare(_load(config, overrides, None, model), a.values(rules, "rules"), a.values(depths, "depths"),
                     width=a.integer(width, "width", False), out_dir=a.path(out_dir, "out_dir", True),
                     jobs=a.integer(jobs, "jobs"), progress=a.flag(progress, "progress"),
                     own_model=a.flag(own_model, "own_model"), cluster=_cluster(cluster),
-                    pools=[] if isinstance(pools, tuple) and not pools else a.values(pools, "pools"))
+                    pools=[] if isinstance(pools, tuple) and not pools else a.values(pools, "pools"),
+                    device=None if device is None else a.plain(device))
 
 
 def sweep(config, rules=("bp", "df-o"), noise=(), levels=(0, 1, 2, 3, 4, 5), bits=(), negatives=(), seeds=(0,),

@@ -163,6 +163,8 @@ def _configure_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pools", default="0,1", help="conv blocks of the depth family followed by a 2x2 max-pool "
                    "(default: 0,1); the input shape is the dataset's (--set workload.dataset=cifar10)")
     p.add_argument("--jobs", type=int, default=None, help="parallel processes, >= 1 (default: all cores)")
+    p.add_argument("--device", default="cpu", help="where the framework figure is measured in PyTorch: cpu "
+                   "(torch.profiler memory events), cuda (torch.cuda.max_memory_allocated) or none (default: cpu)")
     add_cluster_option(p)
     add_set_option(p)
     add_out_option(p, "reports/runs/<config>-compare-<timestamp>/; rerun with the same --out to resume")
@@ -176,7 +178,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     table = api.compare(args.config, _csv_list(args.rules, "--rules", what="rules"), depths, args.overrides,
                         width=args.width, out_dir=args.out, jobs=args.jobs, own_model=args.own_model,
                         cluster=args.cluster,
-                        pools=_csv_list(args.pools, "--pools", int, "integers"))
+                        pools=_csv_list(args.pools, "--pools", int, "integers"),
+                        device=None if args.device == "none" else args.device)
     rows = []
     for r in table["rows"]:
         m, wb = r["streaming"], r["whole-batch"]
@@ -184,6 +187,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                      "SRAM KiB": round(m["total_peak_bytes"] / 1024) if m.get("fits") else "-",
                      "whole-batch KiB": round(wb["total_peak_bytes"] / 1024) if wb.get("fits") else "-",
                      "pytorch KiB": round(r["pytorch"]["total_peak_bytes"] / 1024) if r["pytorch"].get("fits") else "-",
+                     "measured KiB": round(r["measured"]["total_peak_bytes"] / 1024)
+                     if r.get("measured", {}).get("fits") else "-",
                      "step us": round(m["latency_us"]) if m.get("fits") else "-",
                      "backward us": round(m["backward_us"]) if m.get("fits") else "-",
                      "uJ/sample": round(m["energy_per_sample_pj"] / 1e6, 2) if m.get("fits") else "-"})

@@ -124,6 +124,12 @@ def headline(summary: dict) -> list:
                                      f"({t['train_seconds']:.0f} s on this CPU)"))
     label, value = memory[mode]
     out.append((f"memory ({mode}, mapping.memory_mode)", f"{value}; {label}"))
+    fw = summary.get("framework")
+    if fw:                                   # measured, under memory_mode: pytorch (runner.framework_memory)
+        out.append((f"framework memory ({fw['label']})" if fw.get("fits") else "framework memory (measured)",
+                    f"{fw['total_peak_bytes'] / 1024:.1f} KiB, peak allocator bytes of one PyTorch training step "
+                    f"({fw['rule']} {fw['variant']}, {fw['rows']} rows, {fw['optimizer']})" if fw.get("fits")
+                    else fw["error"]))
     rest = [
         ("cores used", f"{chip['mapping']['cores_used']} of {chip['chip']['rows'] * chip['chip']['cols']}"),
         ("peak SRAM (worst core)", f"{led['peak_bytes'] / 1024:.1f} KiB of {led['capacity_bytes'] / 1024:.0f} KiB "

@@ -276,6 +276,8 @@ CASES = [
       ("GiB of host memory", "this machine has"), "--width 200000"),
     C("compare-jobs-negative", ("compare", "{preset}", "--jobs=-1"), ("must be an integer >= 1",), "--jobs -1"),
     C("compare-jobs-zero", ("compare", "{preset}", "--jobs", "0"), ("must be an integer >= 1",), "--jobs 0"),
+    C("compare-device-unknown", ("compare", "{preset}", "--device", "tpu"), ("'tpu'", "allowed: cpu, cuda, none"),
+      "--device"),
     C("compare-own-model-and-depths", ("compare", "{preset}", "--own-model", "--depths", "3"), ("not both",),
       "--own-model"),
     # ---- sweep's arguments

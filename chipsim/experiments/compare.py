@@ -43,13 +43,15 @@ RATIO_NAMES = {
     ("streaming", "peak_core_bytes"): "SRAM of the fullest core (streaming)",
     ("whole-batch", "total_peak_bytes"): "whole-batch memory demand (one pool, each tensor once)",
     ("pytorch", "total_peak_bytes"): "PyTorch-style memory (float32 parameters, gradients, Adam, saved tensors)",
+    ("measured", "total_peak_bytes"): "framework peak, measured in PyTorch (one step's allocator bytes)",
+    ("measured-ckpt", "total_peak_bytes"): "framework peak, measured, against BP with activation checkpointing",
     ("streaming", "latency_us"): "step latency",
     ("streaming", "sample_latency_us"): "one sample's latency",
     ("streaming", "backward_us"): "one sample's backward phase",
     ("streaming", "noc_bytes"): "NoC traffic per step",
     ("streaming", "energy_per_sample_pj"): "energy per sample",
 }
-MODES = ("streaming", "whole-batch", "pytorch")
+MODES = ("streaming", "whole-batch", "pytorch", "measured", "measured-ckpt")
 PAPER_RATIO = {11: 0.40, 25: 0.60}    # DF's memory / BP's, Wu et al. 2024 Fig. 4A ("< ~40%", "~60%")
 
 
@@ -77,6 +79,11 @@ def _point(p: dict) -> dict:
     for mode, pool in (("whole-batch", whole_batch(trace)), ("pytorch", pytorch(trace))):
         out[mode] = ({"fits": True, "total_peak_bytes": pool.peak_bytes, "by_category": pool.at_peak} if pool
                      else {"fits": False, "error": PYTORCH_UNSIZED})
+    if p.get("measure_device"):                  # the framework figure, measured (chipsim.framework)
+        from ..framework.point import measure_point
+        out["measured"] = measure_point(hw, cfg.model, p["measure_device"])
+        out["measured-ckpt"] = (measure_point(hw, cfg.model, p["measure_device"], "checkpointed")
+                                if p["rule"] == BASELINE else out["measured"])
     t1 = time.perf_counter()
     try:
         chip = simulate(trace, hw)
@@ -159,19 +166,21 @@ def _settings(cfg: LoadedConfig, model: str | None = None) -> dict:
 
 def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), width: int = 32,
             out_dir: str | None = None, jobs: int | None = None, progress: bool = True,
-            own_model: bool = False, cluster=None, pools=DEFAULT_POOLS) -> dict:
+            own_model: bool = False, cluster=None, pools=DEFAULT_POOLS, device: str | None = "cpu") -> dict:
     """Run the comparison; writes compare.json, compare.md and plots into ``out_dir``. Returns the table.
 
     ``own_model=True`` compares the rules on the config's own model (one point per rule) instead of the
     depth family; ``depths`` is then ignored. A rerun into the same ``out_dir`` reuses the points whose
     settings are unchanged (``keys.point_key``) and computes the others.
     ``cluster``: run the points on a Dask cluster (``jobs.run_points``). ``pools``: the conv blocks of the
-    family followed by a 2x2 max-pool.
+    family followed by a 2x2 max-pool. ``device``: where the framework figure is measured (``cpu``: torch.profiler
+    memory events, ``cuda``: torch.cuda.max_memory_allocated; None: not measured).
     """
     check_cluster(cluster)
     cfg = config if isinstance(config, LoadedConfig) else load_config(config, tuple(overrides))
     rules = check.rules(rules)
     jobs = check.jobs(jobs)
+    _check_device(device)
     if own_model:
         depths = (cfg.model.depth,)
     else:
@@ -201,9 +210,9 @@ def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), wi
                 check_model(pcfg.hw, model, f"--depths {d} --width {width}")
             label = f"{cfg.model.name}-{r}" if own_model else f"d{d}-{r}-w{width}"
             points.append({"key": point_key(label, pcfg, model, depth=d, width=width, own_model=own_model,
-                                            pools=list(pools)),
+                                            pools=list(pools), measure_device=device),
                            "depth": d, "rule": r, "width": width, "pools": list(pools), "own_model": own_model,
-                           "config": cfg.path,
+                           "config": cfg.path, "measure_device": device,
                            "overrides": list(cfg.overrides), "threads": threads_per_job(jobs)})
     with rundir.claimed(out_dir, cfg.name, "compare", reusable_marker=RESULTS_NAME) as out_dir:
         if progress:
@@ -237,6 +246,15 @@ def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), wi
         atomic_write(os.path.join(out_dir, "compare.md"), markdown(table))
         plot(table, out_dir)
     return table
+
+
+def _check_device(device) -> None:
+    if device not in (None, "cpu", "cuda"):
+        raise ConfigError(f"--device: {device!r}; allowed: cpu, cuda, none")
+    if device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise ConfigError("--device: cuda, but torch sees no CUDA device here; allowed on this machine: cpu, none")
 
 
 def _check_pools_fit(cfg, pools) -> None:
@@ -318,24 +336,30 @@ def markdown(table: dict) -> str:
     lines = what + [_settings_line(table), "",
              "Streaming = samples stream through the cores (what the chip needs); whole-batch = every "
              "tensor of the batch held in one shared memory, peak over time, at the chip's widths; pytorch = the "
-             "same pool in float32 as a framework on a GPU holds it (the paper's Fig. 4A measurement). "
-             "Backward phase = for one sample alone, time from its last forward op to its last update op.", "",
+             "same pool in float32, as chip/pool.py models a framework by rules on buffer names (a model, not a "
+             "measurement: see the measured columns). "
+             "Backward phase = for one sample alone, time from its last forward op to its last update op. "
+             f"Measured = one training step of the same rule, model, batch, N and optimizer in PyTorch "
+             f"(`chipsim.framework`), peak allocator bytes over the step ({_measured_label(table)}); "
+             "ckpt = BP with one activation checkpoint per block.", "",
              "| depth | rule | cores | total peak SRAM, streaming (KiB) | worst core (KiB) | whole-batch demand (KiB) "
              "| pytorch mode (KiB) | step latency (µs) | one sample (µs) | its backward phase (µs) | NoC (KiB/step) "
-             "| energy/sample (µJ) | recomputed MACs |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| energy/sample (µJ) | recomputed MACs | measured (KiB) | measured, BP ckpt (KiB) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table["rows"]:
         m, wb, pt = r["streaming"], r["whole-batch"], r.get("pytorch", {})
         pt_kib = f"{pt['total_peak_bytes'] / 1024:.0f}" if pt.get("fits") else "-"
+        ms = " | ".join(f"{x['total_peak_bytes'] / 1024:.0f}" if x.get("fits") else "-"
+                        for x in (r.get("measured", {}), r.get("measured-ckpt", {}) if r["rule"] == BASELINE else {}))
         if not m.get("fits"):
             lines.append(f"| {r['depth']} | {r['rule']} | does not fit: {m['error'][:80]}... | | | "
-                         f"{wb['total_peak_bytes'] / 1024:.0f} | {pt_kib} | | | | | | |")
+                         f"{wb['total_peak_bytes'] / 1024:.0f} | {pt_kib} | | | | | | | {ms} |")
             continue
         lines.append(f"| {r['depth']} | {r['rule']} | {m['cores_used']} | {m['total_peak_bytes'] / 1024:.0f} | "
                      f"{m['peak_core_bytes'] / 1024:.0f} | {wb['total_peak_bytes'] / 1024:.0f} | {pt_kib} | "
                      f"{m['latency_us']:.0f} | {m['sample_latency_us']:.0f} | {m['backward_us']:.0f} | "
                      f"{m['noc_bytes'] / 1024:.0f} | {m['energy_per_sample_pj'] / 1e6:.2f} | "
-                     f"{r.get('recompute_macs', 0):,} |")
+                     f"{r.get('recompute_macs', 0):,} | {ms} |")
     lines += ["", "## Ratios to BP", ""]
     for k, vals in table["ratios"].items():
         if vals:
@@ -353,6 +377,12 @@ def _title_settings(table: dict) -> str:
     return text + (f"\n{' '.join(st['overrides'])}" if st.get("overrides") else "")
 
 
+def _measured_label(table: dict) -> str:
+    """``measured, torch X.Y, cpu`` from the rows (each measured row carries its label)."""
+    names = sorted({r["measured"]["label"] for r in table["rows"] if r.get("measured", {}).get("fits")})
+    return ", ".join(names) or "not measured"
+
+
 def plot(table: dict, out_dir: str) -> None:
     from .. import plots
     by = {(r["depth"], r["rule"]): r for r in table["rows"]}
@@ -360,6 +390,7 @@ def plot(table: dict, out_dir: str) -> None:
             ("streaming", "total_peak_bytes", "peak SRAM, sum over cores (KiB)", "memory_streaming"),
             ("whole-batch", "total_peak_bytes", "whole-batch memory demand (KiB)", "memory_whole_batch"),
             ("pytorch", "total_peak_bytes", "pytorch-mode memory (KiB, float32)", "memory_pytorch"),
+            ("measured", "total_peak_bytes", f"framework peak (KiB, {_measured_label(table)})", "memory_measured"),
             ("streaming", "latency_us", "training step latency (µs)", "latency_step"),
             ("streaming", "backward_us", "one sample's backward phase (µs)", "latency_backward")):
         series = {}
@@ -377,9 +408,10 @@ def plot(table: dict, out_dir: str) -> None:
             title += "\nDF-R/BP: " + ", ".join(f"{d}:{v:.2f}" for d, v in ratio.items())
         plots.lines(series, "number of blocks", label, os.path.join(out_dir, f"{fname}.png"), title,
                     xticks=table["depths"], y_from_zero=True)
-    for mode, fname in (("streaming", "streaming"), ("whole-batch", "whole_batch"), ("pytorch", "pytorch")):
+    for mode, fname in (("streaming", "streaming"), ("whole-batch", "whole_batch"), ("pytorch", "pytorch"),
+                        ("measured", "measured"), ("measured-ckpt", "measured_vs_checkpointed_bp")):
         panels = {rule: {d: {c: v / 1024 for c, v in by[(d, rule)][mode]["by_category"].items()}
-                         for d in table["depths"] if by.get((d, rule), {}).get(mode, {}).get("fits")}
+                         for d in table["depths"] if by.get((d, rule), {}).get(mode, {}).get("by_category")}
                   for rule in table["rules"]}
         if any(panels.values()):
             plots.stacked_by_depth(panels, os.path.join(out_dir, f"memory_by_category_{fname}.png"),
@@ -390,6 +422,7 @@ def plot(table: dict, out_dir: str) -> None:
             marks = {"paper (Fig. 4A)": (list(PAPER_RATIO), list(PAPER_RATIO.values()))}
             plots.lines(series, "number of blocks", f"memory / BP's ({mode})",
                         os.path.join(out_dir, f"ratio_{fname}.png"),
-                        f"local rule / BP memory, {mode} (each rule and BP on the same model)\n"
-                        f"{_title_settings(table)}",
+                        f"local rule / BP memory, {mode}"
+                        + (f" ({_measured_label(table)})" if mode.startswith("measured") else "")
+                        + f" (each rule and BP on the same model)\n{_title_settings(table)}",
                         xticks=table["depths"], hline=(1.0, "= BP"), marks=marks, y_from_zero=True)

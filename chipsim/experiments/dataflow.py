@@ -30,7 +30,9 @@ RULES = ("df-r", "df-o")
 SHAPES = {"mnist": "MNIST 1x28x28", "cifar10": "CIFAR-10 3x32x32"}
 # (mode, metric, column label); memory columns first, the parallelism ones after
 METRICS = (("streaming", "total_peak_bytes", "SRAM, streaming"), ("whole-batch", "total_peak_bytes", "whole-batch"),
-           ("pytorch", "total_peak_bytes", "pytorch mode"), ("streaming", "latency_us", "step latency"),
+           ("pytorch", "total_peak_bytes", "pytorch mode"),
+           ("measured", "total_peak_bytes", "measured framework"),
+           ("measured-ckpt", "total_peak_bytes", "measured vs BP ckpt"), ("streaming", "latency_us", "step latency"),
            ("streaming", "backward_us", "backward phase"), ("streaming", "energy_per_sample_pj", "energy/sample"))
 
 
@@ -40,21 +42,24 @@ def _key(ds, depth, rule, neg, upd, n, base: str):
     return f"{label}-{base}"
 
 
-def points(config, datasets, depths, negatives, jobs):
-    """Every engine step of the grid: the local rules under each dataflow and N, BP under each update."""
+def points(config, datasets, depths, negatives, jobs, device: str | None = None):
+    """Every engine step of the grid: the local rules under each dataflow and N, BP under each update.
+
+    ``device``: measure the framework peak (``chipsim.framework``) at the ``parallel`` / ``batch`` points
+    only -- a framework forms all N + 1 rows at once and updates once a step, whatever the chip's dataflow."""
     pts = []
     for ds in datasets:
         for d in depths:
             for upd in UPDATES:
                 pts.append(("bp", "parallel", upd, None, ds, d))
                 pts += [(r, neg, upd, n, ds, d) for neg in NEGATIVES_MODES for n in negatives for r in RULES]
-    out, base = [], digest(resolved(load_config(config)))
+    out, base = [], digest(resolved(load_config(config))) + (f"-measured-{device}" if device else "")
     for rule, neg, upd, n, ds, d in pts:
         sets = [f"workload.dataset={ds}", f"training.update={upd}"]
         if rule != "bp":
             sets += [f"mapping.negatives={neg}", f"learning.negatives={n}"]
         out.append({"key": _key(ds, d, rule, neg, upd, n, base), "base": base, "depth": d, "rule": rule, "width": 32,
-                    "own_model": False,
+                    "own_model": False, "measure_device": device if (neg, upd) == ("parallel", "batch") else None,
                     "config": config, "overrides": sets, "threads": threads_per_job(jobs), "dataset": ds,
                     "negatives_mode": neg, "update": upd, "n": n})
     return out
@@ -62,14 +67,16 @@ def points(config, datasets, depths, negatives, jobs):
 
 def dataflow(config: str = "hwconfigs/176core_512k.yaml", out_dir: str = "reports/dataflow", datasets=tuple(SHAPES),
              depths=(11, 25), negatives=(1, 3, 9), jobs: int | None = None, progress: bool = True,
-             cluster=None, judge: bool = True) -> dict:
+             cluster=None, judge: bool = True, device: str | None = None, measured_dir: str | None = None) -> dict:
     """Run the grid (resumable: ``out_dir/points.jsonl``), write dataflow.json and dataflow.md, return the table.
 
-    ``judge=False`` (a smoke scale: ``reproduce --quick``) states every claim's numbers without a verdict."""
+    ``judge=False`` (a smoke scale: ``reproduce --quick``) states every claim's numbers without a verdict.
+    ``device``: also measure the framework peak (cpu or cuda; see ``points``). ``measured_dir``: a run of
+    ``experiments.measured`` (the widened condition grid on measured peaks) whose verdicts join the table's."""
     cfg = load_config(config)
     jobs = jobs or os.cpu_count() or 1
     t0 = time.perf_counter()
-    pts = points(cfg.path, datasets, depths, negatives, jobs)
+    pts = points(cfg.path, datasets, depths, negatives, jobs, device)
     res = run_points(_point, pts, out_dir, jobs=jobs, progress=progress, desc="dataflow", cluster=cluster)
     rows = table_rows(pts, res, datasets, depths, negatives)
     words = labels.settings(cfg, model="cnn_family(depth, width=32)", scale="one engine step per point, no training")
@@ -82,7 +89,7 @@ def dataflow(config: str = "hwconfigs/176core_512k.yaml", out_dir: str = "report
                                     for p in pts),
              "points": len(pts), "seconds": time.perf_counter() - t0, "judge": judge,
              "provenance": provenance.collect("dataflow")}
-    table["verdicts"] = verdicts(table)
+    table["verdicts"] = verdicts(table) + measured_verdicts(measured_dir)
     write_json(os.path.join(out_dir, "dataflow.json"), table)
     atomic_write(os.path.join(out_dir, "dataflow.md"),
                  "\n".join(markdown(table) + [""] + provenance.markdown(table["provenance"])) + "\n")
@@ -252,6 +259,17 @@ def verdicts(table) -> list:
         out.append(f"**Cost of recomputing**: sequential-recompute re-runs at most {100 * rc['share']:.1f}% of a "
                    f"step's other MACs ({rc['where']}).")
     return out
+
+
+def measured_verdicts(measured_dir) -> list:
+    """The verdicts of the measured condition grid (``experiments.measured``) in ``measured_dir``, if run."""
+    import json
+    path = os.path.join(measured_dir, "measured.json") if measured_dir else None
+    if not path or not os.path.exists(path):
+        return []
+    with open(path) as f:
+        m = json.load(f)
+    return [f"{v} (widened grid: `{os.path.join(measured_dir, 'measured.md')}`)" for v in m["verdicts"]]
 
 
 def _fmt(v):

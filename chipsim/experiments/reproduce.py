@@ -147,7 +147,8 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, 
                                            progress=progress, cluster=cluster)
     results["dataflow"] = dataflow(compare_config, os.path.join(out_dir, "dataflow"), plan.dataflow_datasets,
                                    plan.dataflow_depths, plan.dataflow_negatives, jobs=jobs, progress=progress,
-                                   cluster=cluster, judge=plan.name != "quick")
+                                   cluster=cluster, judge=plan.name != "quick", device="cpu",
+                                   measured_dir=os.path.join(out_dir, "dataflow", "measured"))
     # 3. robustness (Fig. 4C-E and beyond), 4. bit widths (Fig. S3), 5. negatives (Table 2): the same scale
     results["noise"] = sweep(config, ("bp", "df-o"), noise=("shot", "impulse", "mismatch", "read", "stuck"),
                              levels=plan.levels, seeds=plan.seeds, overrides=scale,
