@@ -131,7 +131,7 @@ def test_checkpointed_bp_gives_plain_bp_s_weights():
 
 def test_df_loss_matches_the_engine_s_hand_written_gradient():
     """The framework's DF loss, differentiated by autograd, against engine/losses.df_loss's gradient."""
-    from chipsim.engine.losses import df_loss
+    from chipsim.engine.rules.losses import df_loss
     from chipsim.framework.losses import df_loss as torch_df
     rng = np.random.default_rng(0)
     out = torch.tensor(rng.normal(size=(4 * 3, 5)), requires_grad=True)
