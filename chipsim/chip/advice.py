@@ -15,8 +15,8 @@ import math
 from ..errors import MappingError
 
 #: the off-chip tier the advice tries when a chip has none: an LPDDR4X-class x32 device
-#: (4266 MT/s x 4 B = 17 GB/s; ~100 ns access; ~20 pJ/B for interface and device, an estimate)
-EXAMPLE_OFFCHIP = {"capacity_mib": 4096, "bandwidth_gb_s": 17.0, "latency_ns": 100, "energy_pj_per_byte": 20.0}
+#: (as 176core_512k.yaml: 4266 MT/s x 4 B = 17 GB/s; ~100 ns; ~40 pJ/B for device and PHY, estimates)
+EXAMPLE_OFFCHIP = {"capacity_mib": 2048, "bandwidth_gb_s": 17.0, "latency_ns": 100, "energy_pj_per_byte": 40.0}
 SRAM_GRAIN_KIB = 64          # advised SRAM sizes are multiples of this (or of an eighth of a smaller SRAM)
 SRAM_DOUBLINGS = 6           # up to 64x the configured SRAM
 

@@ -20,7 +20,7 @@ pays for it without a per-rule term.
   slice that holds it in full.
 * NoC: ``bytes * hops * byte_hop`` summed over every transfer (incl. reductions).
 * Off-chip: the bytes of buffers whose category the mapping placed off-chip
-  (``offchip``) cost ``chip.offchip.energy_pj_per_byte`` instead of SRAM.
+  (``offchip``: (layer, category) pairs) cost ``chip.offchip.energy_pj_per_byte`` instead of SRAM.
 * Static: every powered core (all of them, or the used ones under
   ``chip.power_gating: idle-cores``) leaks its logic's and its SRAM's power
   over the step's latency: ``powered * (leakage_uw + sram_kib *
@@ -111,11 +111,11 @@ def step_energy(trace, spec, mapping, links, n_inst: int, latency_cycles: float 
             continue
         for bid in o.reads:
             b = B[bid]
-            if b.category not in off:
+            if (b.layer, b.category) not in off:
                 rd += moved(o, b, n_inst) * read_copies(o, b, mapping)
         for bid in o.writes:
             b = B[bid]
-            if b.category not in off:
+            if (b.layer, b.category) not in off:
                 wr += moved(o, b, n_inst) * write_copies(o, b, mapping)
     ord_ = owr = 0.0
     if off:

@@ -17,8 +17,8 @@ allocated at t never coexist; a zero-length lifetime still counts at its instant
   bytes = nbytes / samples * samples in the instance.
 The GPU-style measure (everything of the batch resident in one pool) does
 not depend on a chip at all and is ``chipsim.chip.pool``.
-Categories the mapping placed off-chip (``chipsim.chip.offchip``) leave the
-cores' ledgers and are held once, at each layer's peak, in the off-chip one.
+The (layer, category) pairs the mapping placed off-chip (``chipsim.chip.offchip``)
+leave the layer's cores' ledgers and are held once, at the layer's peak, off-chip.
 Bytes land on a layer's slices by ``split``: ``units`` in proportion to the
 slice's units, ``replicated``/``reduce`` in full on every slice. A layer owns
 its cores exclusively (see ``mapping``), so a core's ledger is its layer's
@@ -198,18 +198,21 @@ def layer_curves(trace, sched) -> dict:
 
 
 def _split_offchip(curves: dict, offchip) -> tuple:
-    """(on-chip curves, off-chip bytes by category): the categories in ``offchip`` leave the cores' curves;
-    off-chip, each layer holds one copy of them (no per-slice replica) at its own peak over the step."""
-    cols = [_CI[c] for c in offchip]
-    by_cat = {c: 0.0 for c in offchip}
-    if not cols:
+    """(on-chip curves, off-chip bytes by category): the (layer, category) pairs in ``offchip`` leave the
+    layer's cores; off-chip, each layer holds one copy of them (no per-slice replica) at its own peak."""
+    by_cat = {}
+    if not offchip:
         return curves, by_cat
-    out = {}
+    out = dict(curves)
     for li, cv in curves.items():
+        cats = sorted(c for l, c in offchip if l == li)
+        if not cats:
+            continue
+        cols = [_CI[c] for c in cats]
         both = cv.units[:, cols] + cv.fixed[:, cols]
         k = int(np.argmax(both.sum(axis=1)))
-        for c, v in zip(offchip, both[k]):
-            by_cat[c] += float(v)
+        for c, v in zip(cats, both[k]):
+            by_cat[c] = by_cat.get(c, 0.0) + float(v)
         units, fixed = cv.units.copy(), cv.fixed.copy()
         units[:, cols] = 0.0
         fixed[:, cols] = 0.0
@@ -218,7 +221,7 @@ def _split_offchip(curves: dict, offchip) -> tuple:
 
 
 def build_ledger(trace, mapping, capacity: int, sched) -> Ledger:
-    curves, off = _split_offchip(layer_curves(trace, sched), tuple(sorted(getattr(mapping, "offchip", ()))))
+    curves, off = _split_offchip(layer_curves(trace, sched), getattr(mapping, "offchip", frozenset()))
     cores = {}
     for li, curve in curves.items():
         cache = {}

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from ..errors import MappingError
 from .ledger import build_ledger
 from .advice import advice
-from .offchip import OFFLOAD_ORDER
+from .offchip import OFFLOAD_ORDER, describe
 from .spec import ChipSpec
 from .timing import schedule
 
@@ -56,7 +56,7 @@ class Mapping:
     strategy: str = "fit"
     iterations: int = 0              # schedule+ledger evaluations the fit loop needed
     notes: list = field(default_factory=list)
-    offchip: frozenset = frozenset()  # SRAM categories placed in the off-chip tier (chipsim.chip.offchip)
+    offchip: frozenset = frozenset()  # (layer index, category) pairs held off-chip (chipsim.chip.offchip)
     search: dict | None = None       # mapping.strategy search: layouts tried, seconds, objective, best value
 
     def __post_init__(self):
@@ -148,22 +148,33 @@ def fit_counts(trace, hw, spec: ChipSpec, offchip=frozenset()):
 
 
 def _with_offchip(trace, hw, spec, first: NoFit):
-    """Fit with categories moved off-chip, coldest first (``offchip.OFFLOAD_ORDER``), then drop any that the
-    fit does not need; raises the first NoFit if even moving every movable category does not fit."""
-    present = {b.category for b in trace.buffers if b.nbytes > 0}
-    cats = [c for c in OFFLOAD_ORDER if c in present]
-    off, found = [], None
-    for c in cats:
-        off.append(c)
+    """Fit with data moved off-chip, coldest category first (``offchip.OFFLOAD_ORDER``): a layer that no split
+    can fit moves its own next category; when the splits need more cores than the mesh has, the next category
+    moves for every layer (each then needs fewer slices). Afterwards each move is undone if the step still
+    fits without it. Raises the last NoFit when nothing is left to move."""
+    present = {(b.layer, b.category) for b in trace.buffers if b.nbytes > 0}
+    steps, off, nf = [], set(), first
+    while True:
+        if nf.cores_needed is None:             # this layer does not fit at any split: move its own data
+            layer = nf.mem.layer
+            nxt = next((c for c in OFFLOAD_ORDER if (layer, c) in present and (layer, c) not in off), None)
+            step = {(layer, nxt)} if nxt is not None else set()
+        else:                                   # too few cores: move a category everywhere
+            nxt = next((c for c in OFFLOAD_ORDER if any((l, c) in present and (l, c) not in off
+                                                        for l in (x.index for x in trace.layers))), None)
+            step = {p for p in present if p[1] == nxt and p not in off} if nxt is not None else set()
+        if not step:
+            nf.mapping.offchip = frozenset(off)
+            raise nf
+        steps.append(step)
+        off |= step
         try:
             found = fit_counts(trace, hw, spec, frozenset(off))
             break
-        except NoFit:
-            continue
-    if found is None:
-        raise first
-    for c in off[:-1]:                       # keep on-chip whatever fits there
-        trial = frozenset(x for x in found[0].offchip if x != c)
+        except NoFit as again:
+            nf = again
+    for step in steps[:-1]:                  # keep on-chip whatever fits there once hotter data has moved
+        trial = found[0].offchip - step
         try:
             found = fit_counts(trace, hw, spec, trial)
         except NoFit:
@@ -172,11 +183,11 @@ def _with_offchip(trace, hw, spec, first: NoFit):
     if led.offchip_bytes > spec.offchip_bytes:
         raise MappingError(
             f"chip {spec.name}: the off-chip tier would hold {_kib(led.offchip_bytes)} of "
-            f"{', '.join(sorted(m.offchip))} but has {_kib(spec.offchip_bytes)} (chip.offchip.capacity_mib="
+            f"{describe(m.offchip)} but has {_kib(spec.offchip_bytes)} (chip.offchip.capacity_mib="
             f"{spec.offchip_bytes / KIB / KIB:g}); to fit: a larger off-chip memory, or more SRAM per core "
             f"(chip.core.sram_kib)")
-    m.notes.append(f"SRAM cannot hold the step: {', '.join(c for c in OFFLOAD_ORDER if c in m.offchip)} "
-                   f"placed off-chip ({_kib(led.offchip_bytes)} of {_kib(spec.offchip_bytes)})")
+    m.notes.append(f"SRAM cannot hold the step: {describe(m.offchip)} placed off-chip "
+                   f"({_kib(led.offchip_bytes)} of {_kib(spec.offchip_bytes)})")
     return m, sched, led
 
 
@@ -260,7 +271,7 @@ def _message(trace, spec, m, mem, cores_needed, fixes) -> str:
             f"peak {_kib(mem.peak_bytes)} [{cats}] > {_kib(spec.sram_bytes)} SRAM "
             f"(chip.core.sram_kib={spec.sram_bytes / KIB:g})")
     if m.offchip:
-        head += f" even with {', '.join(sorted(m.offchip))} off-chip"
+        head += f" even with {describe(m.offchip)} off-chip"
     if cores_needed is not None:
         head += (f"; the layers need ~{cores_needed} slices in all, the {spec.rows}x{spec.cols} mesh has "
                  f"{spec.n_cores} cores")

@@ -158,7 +158,7 @@ class ChipReport:
             "samples": self.trace.samples, "micro_batch": self.micro_batch,
             "mapping": {"strategy": self.mapping.strategy, "cores_used": self.mapping.cores_used,
                         "iterations": self.mapping.iterations, "notes": self.mapping.notes,
-                        "offchip_categories": sorted(self.mapping.offchip), "search": self.mapping.search,
+                        "offchip": [list(p) for p in sorted(self.mapping.offchip)], "search": self.mapping.search,
                         "activation_hops_per_sample": self.activation_hops(),
                         "layers": [{"layer": l.index, "name": l.name, "units": l.units,
                                     "slices": [{"core": s.core, "coord": list(s.coord), "units": [s.lo, s.hi]}

@@ -4,8 +4,9 @@ Why a tier the mapper opts into: a real edge chip that learns keeps its master
 weights and optimizer state (touched once per step, by the update) in an
 LPDDR-class memory when SRAM cannot hold them. chipsim models that only where
 a config gives ``chip.offchip``, and only when SRAM alone cannot hold the step:
-the mapper then moves whole categories off-chip, coldest first
-(``OFFLOAD_ORDER``), until the rest fits. Without the section nothing moves
+the mapper then moves the categories of the layer that does not fit off-chip,
+one at a time and coldest first (``OFFLOAD_ORDER``), until the rest fits; a
+mapping's ``offchip`` is a set of (layer index, category) pairs. Without the section nothing moves
 and today's refusal stands.
 
 Costs, from the trace's reads and writes of the buffers of an off-chip
@@ -26,9 +27,26 @@ replicas), at its layer's peak, and must fit ``capacity_mib``.
 from __future__ import annotations
 
 #: categories the mapper may place off-chip, coldest first: the update alone touches the first two;
-#: kept activations and accumulators are touched by every sample, so they go last
+#: kept activations and accumulators are touched by every sample, so they come later, and receive buffers
+#: last (then every activation a layer receives is written to and read back from the off-chip memory).
+#: The compute copy of the weights, BN parameters and the label embedding stay on-chip.
 OFFLOAD_ORDER = ("optimizer_state", "master_weights", "feedback_weights", "act_backward", "act_update",
-                 "gradients")
+                 "gradients", "noc_buffers")
+
+
+def categories(offchip) -> list:
+    """The categories of a mapping's off-chip (layer, category) pairs, in ``OFFLOAD_ORDER``."""
+    cats = {c for _, c in offchip}
+    return [c for c in OFFLOAD_ORDER if c in cats]
+
+
+def describe(offchip) -> str:
+    """'optimizer_state (layers 1, 2), act_update (layer 1)'."""
+    parts = []
+    for c in categories(offchip):
+        ls = sorted(l for l, x in offchip if x == c)
+        parts.append(f"{c} (layer{'s' if len(ls) > 1 else ''} {', '.join(map(str, ls))})")
+    return ", ".join(parts)
 
 
 def moved(op, buf, n_inst: int) -> float:
@@ -61,7 +79,7 @@ def op_offchip_bytes(op, trace, mapping, n_inst: int, sample_share: bool = False
     for k, (ids, copies) in enumerate(((op.reads, read_copies), (op.writes, write_copies))):
         for bid in ids:
             b = B[bid]
-            if b.category not in off:
+            if (b.layer, b.category) not in off:
                 continue
             n = moved(op, b, n_inst) * copies(op, b, mapping)
             per_sample = op.scope == "step" or b.scope == "sample"

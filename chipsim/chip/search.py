@@ -13,9 +13,9 @@ A layout is costed as a step is -- schedule, ledger, energy with static power
 -- and one that overflows a core is discarded. When the space has at most
 ``mapping.search_layouts`` layouts it is enumerated; otherwise the search
 starts from the best of fit, balanced and points between them, and moves one
-layer's count at a time (halfway to a bound, or by one) while that improves
-the objective, until no move does or the budget (``search_layouts``,
-``search_seconds``) is spent. The mapping records how many layouts it costed,
+layer's count at a time (halfway to a bound, or by one), the busiest layer's
+first, taking the first move that improves the objective, until no move does
+or the budget (``search_layouts``, ``search_seconds``) is spent. The mapping records how many layouts it costed,
 how long it took and whether the enumeration was exhaustive.
 """
 from __future__ import annotations
@@ -70,6 +70,19 @@ class Costed:
         return v
 
 
+def _moves(cur, lo, hi, best):
+    """Neighbouring layouts of ``cur``, the busiest layer's first (its slices' busiest core): for each layer,
+    halfway to its balanced count, one more slice, halfway back to its fit count, one fewer."""
+    m, sched, _ = best
+    busy = sched.busy
+    order = sorted(range(len(cur)), key=lambda p: -max(busy.get(s.core, 0.0)
+                                                        for s in m.slices_of(m.layers[p].index)))
+    for p in order:
+        for n in dict.fromkeys(((cur[p] + hi[p] + 1) // 2, cur[p] + 1, (cur[p] + lo[p]) // 2, cur[p] - 1)):
+            if lo[p] <= n <= hi[p] and n != cur[p]:
+                yield cur[:p] + [n] + cur[p + 1:]
+
+
 def search(trace, hw, spec, fitted, balanced_counts):
     """(Mapping, Schedule, Ledger) of the best layout found; ``fitted``: the fit mapping's triple."""
     t0 = time.perf_counter()
@@ -91,25 +104,20 @@ def search(trace, hw, spec, fitted, balanced_counts):
             if c.spent:
                 break
             c.cost([l + round(a * (h - l)) for l, h in zip(lo, hi)])
-        improved = True
-        while improved and not c.spent:
-            improved = False
+        while not c.spent:
             cur_v, cur = c.best[0], list(c.best[1])
-            moves = []
-            for p in range(len(cur)):
-                for n in {(cur[p] + hi[p] + 1) // 2, cur[p] + 1, (cur[p] + lo[p]) // 2, cur[p] - 1}:
-                    if lo[p] <= n <= hi[p] and n != cur[p]:
-                        moves.append(cur[:p] + [n] + cur[p + 1:])
-            for counts in moves:
-                if c.spent:
-                    break
-                c.cost(counts)
-            improved = c.best[0] < cur_v
+            for counts in _moves(cur, lo, hi, c.best[2]):
+                if c.spent or c.cost(counts) < cur_v:
+                    break                       # first improvement: re-rank the layers from the new best
+            if c.best[0] >= cur_v:
+                break                           # no move improves: a local optimum
     v, counts, (m, sched, led) = c.best
     m.strategy = "search"
     m.iterations = m0.iterations + len(c.seen) - 1
     m.notes = list(m0.notes)
     m.search = {"objective": cfg.objective, "value": v, "layouts": len(c.seen), "space": size,
                 "exhaustive": exhaustive, "seconds": time.perf_counter() - t0,
-                "budget_spent": c.spent and not exhaustive, "fit_counts": lo, "balanced_counts": hi}
+                "stopped_by": None if exhaustive or not c.spent else
+                ("layouts" if len(c.seen) >= cfg.search_layouts else "seconds"),
+                "fit_counts": lo, "balanced_counts": hi}
     return m, sched, led

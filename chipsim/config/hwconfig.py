@@ -317,12 +317,13 @@ class Mapping:
     objective: str = spec("edp", doc="what mapping.strategy: search minimises: latency = step latency, energy = "
                           "energy per step (static included), edp = their product", choices=("latency", "energy",
                                                                                             "edp"))
-    search_seconds: float = spec(2.0, doc="time budget of mapping.strategy: search (it stops after the layout it "
-                                 "is costing when the budget is spent)", unit="s", min=0, min_exclusive=True,
-                                 max=3600)
-    search_layouts: int = spec(400, doc="most layouts mapping.strategy: search costs; when the whole space "
-                               "between fit and balanced is this small or smaller it is enumerated exhaustively",
+    search_layouts: int = spec(48, doc="most layouts mapping.strategy: search costs (the budget that keeps its "
+                               "result the same on every machine; ~1-3 s on the shipped presets); when the whole "
+                               "space between fit and balanced is this small it is enumerated exhaustively",
                                unit="layouts", min=1, max=10 ** 6)
+    search_seconds: float = spec(20.0, doc="a cap on the time mapping.strategy: search takes (it stops after the "
+                                 "layout it is costing); should it bind, the result depends on the machine's "
+                                 "speed and the report says so", unit="s", min=0, min_exclusive=True, max=3600)
     micro_batch: int = spec(1, doc="samples a core processes together", unit="samples", min=1)
     memory_mode: str = spec("streaming", doc="the memory figure run's headline (console, report.md) shows first "
                             "and compare prints first among its ratios: streaming = what the "
