@@ -14,6 +14,7 @@ from .ledger import Ledger, build_ledger
 from .pool import PoolMemory, pytorch, whole_batch
 from .mapping import Mapping, fit
 from .noc import send_plan
+from .offchip import categories, describe
 from .spec import ChipSpec
 from .timing import Schedule, op_cycles, schedule
 
@@ -121,7 +122,7 @@ class ChipReport:
             return None
         e, lat = self.energy, self.latency_cycles
         free = self.latency_without_offchip
-        return {"categories": [c for c in self.ledger.offchip_by_category],
+        return {"categories": categories(self.mapping.offchip), "placed": describe(self.mapping.offchip),
                 "held_bytes": self.ledger.offchip_bytes, "held_by_category": dict(self.ledger.offchip_by_category),
                 "traffic_bytes": e.offchip_read_bytes + e.offchip_write_bytes,
                 "read_bytes": e.offchip_read_bytes, "write_bytes": e.offchip_write_bytes,
