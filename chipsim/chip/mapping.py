@@ -17,6 +17,13 @@ Strategies (``mapping.strategy``):
 * ``balanced``: the fit mapping, then idle cores go one at a time to the layer
   with the most MACs per slice (throughput). If the faster pipeline makes some
   core overflow, the fit mapping is kept.
+* ``search``: layouts between the two, the best by ``mapping.objective``
+  (``chipsim.chip.search``).
+
+When no split fits and the chip has an off-chip tier (``chip.offchip``), data
+moves off-chip, coldest category first, until the step fits
+(``chipsim.chip.offchip``). A refusal names the chip changes that were
+re-mapped and fit (``chipsim.chip.advice``).
 """
 from __future__ import annotations
 
@@ -58,6 +65,7 @@ class Mapping:
     notes: list = field(default_factory=list)
     offchip: frozenset = frozenset()  # (layer index, category) pairs held off-chip (chipsim.chip.offchip)
     search: dict | None = None       # mapping.strategy search: layouts tried, seconds, objective, best value
+    offchip_stall: dict = field(default_factory=dict)   # op id -> off-chip stall cycles (set by timing.schedule)
 
     def __post_init__(self):
         self.layer_pos = {l.index: p for p, l in enumerate(self.layers)}

@@ -281,7 +281,7 @@ def op_cycles(op, samples, spec, mapping):
             fixed += c
         else:
             per += c / div
-    stall = getattr(mapping, "offchip_stall", {}).get(op.id)
+    stall = mapping.offchip_stall.get(op.id)
     if stall is not None:                   # off-chip reads/writes: every slice waits for the shared interface
         per += stall[0]
         fixed += stall[1]
