@@ -166,3 +166,17 @@ def test_search_within_a_small_budget_is_no_worse_than_fit_or_balanced():
     assert s["layouts"] <= 5 and not s["exhaustive"] and s["stopped_by"] == "layouts"
     edp = {k: _objective("edp", r) for k, r in out.items()}
     assert edp["search"] <= min(edp["fit"], edp["balanced"])
+
+
+def test_compare_costs_each_rule_at_its_searched_layout_and_says_so(tmp_path):
+    from chipsim.experiments.compare import compare
+    big = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "hwconfigs" / "176core_512k.yaml")
+    t = compare(big, ("bp", "df-r"), (3,), overrides=("learning.negatives=1", "training.batch_size=4"), width=8,
+                out_dir=str(tmp_path / "search"), jobs=1, progress=False)
+    assert t["settings"]["mapping"] == "search, objective edp"
+    assert "mapping `search, objective edp`" in (tmp_path / "search" / "compare.md").read_text()
+    # asked for fit, it is fit
+    f = compare(big, ("bp",), (3,), overrides=("learning.negatives=1", "training.batch_size=4",
+                                               "mapping.strategy=fit"), width=8,
+                out_dir=str(tmp_path / "fit"), jobs=1, progress=False)
+    assert f["settings"]["mapping"] == "fit"
