@@ -151,7 +151,7 @@ def offchip_words(chip: dict) -> str:
     if not od:
         return "present (chip.offchip), unused: SRAM holds the step"
     share = od["latency_share"]
-    return (f"{', '.join(od['categories'])}: {od['held_bytes'] / 2 ** 20:.2f} MiB held, "
+    return (f"{od['placed']}: {od['held_bytes'] / 2 ** 20:.2f} MiB held, "
             f"{od['traffic_bytes'] / 2 ** 20:.1f} MiB moved per step, {100 * od['energy_share']:.1f}% of the "
             f"step's energy, {100 * share:.1f}% of its latency (the step without off-chip time: "
             f"{od['latency_without_offchip_cycles'] / chip['chip']['clock_mhz']:.1f} µs)")

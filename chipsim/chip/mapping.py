@@ -190,12 +190,12 @@ def _with_offchip(trace, hw, spec, first: NoFit):
     m, sched, led = found
     if led.offchip_bytes > spec.offchip_bytes:
         raise MappingError(
-            f"chip {spec.name}: the off-chip tier would hold {_kib(led.offchip_bytes)} of "
-            f"{describe(m.offchip)} but has {_kib(spec.offchip_bytes)} (chip.offchip.capacity_mib="
+            f"chip {spec.name}: the off-chip tier would hold {_mib(led.offchip_bytes)} of "
+            f"{describe(m.offchip)} but has {_mib(spec.offchip_bytes)} (chip.offchip.capacity_mib="
             f"{spec.offchip_bytes / KIB / KIB:g}); to fit: a larger off-chip memory, or more SRAM per core "
             f"(chip.core.sram_kib)")
     m.notes.append(f"SRAM cannot hold the step: {describe(m.offchip)} placed off-chip "
-                   f"({_kib(led.offchip_bytes)} of {_kib(spec.offchip_bytes)})")
+                   f"({_mib(led.offchip_bytes)} of {_mib(spec.offchip_bytes)})")
     return m, sched, led
 
 
@@ -262,6 +262,10 @@ def _balance(trace, counts, n_cores) -> list:
         if counts[p] < trace.layers[p].units:
             heapq.heappush(heap, (-macs.get(trace.layers[p].index, 0) / counts[p], p))
     return counts
+
+
+def _mib(x: float) -> str:
+    return f"{x / KIB / KIB:.4g} MiB"
 
 
 def _kib(x: float) -> str:
