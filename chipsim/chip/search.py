@@ -95,7 +95,7 @@ def search(trace, hw, spec, fitted, balanced_counts):
     exhaustive = size <= cfg.search_layouts
     if exhaustive:
         for counts in itertools.product(*(range(l, h + 1) for l, h in zip(lo, hi))):
-            if c.spent and len(c.seen) >= cfg.search_layouts:
+            if c.spent:
                 break
             c.cost(counts)
         exhaustive = len(c.seen) >= size
