@@ -110,6 +110,53 @@ def _memory_rows(chip: dict) -> dict:
                         _pytorch_pool(chip) + (", as a framework on a GPU holds it" if pt else ""))}
 
 
+def mapping_words(mapping: dict) -> str:
+    """'mapping.strategy fit', or the search's objective, layouts and time."""
+    s = mapping.get("search")
+    if not s:
+        return f"mapping.strategy {mapping['strategy']}"
+    how = ("all of them" if s["exhaustive"] else
+           f"stopped by mapping.search_{s['stopped_by']}" if s.get("stopped_by") else "a local optimum")
+    return (f"mapping.strategy search, objective {s['objective']}: best of {s['layouts']} layouts in "
+            f"{s['seconds']:.1f} s, {how}")
+
+
+def energy_words(chip: dict) -> str:
+    """Energy per sample: dynamic (its parts) + static (powered cores, gating)."""
+    ps, en = chip["energy"]["per_sample"], chip["energy"]
+    parts = [("MAC", ps["mac_pj"]), ("vector", ps["vector_pj"]), ("SRAM", ps["sram_pj"]), ("NoC", ps["noc_pj"])]
+    if ps.get("offchip_pj"):
+        parts.append(("off-chip", ps["offchip_pj"]))
+    dyn = ", ".join(f"{k} {v / 1e6:.3f}" for k, v in parts)
+    total = ps["total_pj"]
+    if chip["chip"].get("static_power_uw") is None:
+        return f"{total / 1e6:.3f} µJ (dynamic only: {dyn}; static power not modelled, no leakage figures)"
+    share = 100 * ps["static_pj"] / total if total else 0.0
+    return (f"{total / 1e6:.3f} µJ = dynamic {ps['dynamic_pj'] / 1e6:.3f} ({dyn}) + static "
+            f"{ps['static_pj'] / 1e6:.3f} ({share:.0f}%: {en['powered_cores']} cores leaking "
+            f"{chip['chip']['static_power_uw'] / 1e3:.2f} mW over the step, power_gating "
+            f"{chip['chip']['power_gating']})")
+
+
+def area_words(chipinfo: dict) -> str:
+    if chipinfo.get("area_mm2") is None:
+        return "not given (chip.core.area_mm2, sram_area_mm2_per_kib)"
+    b = chipinfo["area_breakdown_mm2"]
+    return f"{chipinfo['area_mm2']:.1f} mm² of cores (logic {b['logic']:.1f}, SRAM {b['sram']:.1f})"
+
+
+def offchip_words(chip: dict) -> str:
+    """What the off-chip tier holds and carries, and its shares of the step's energy and latency."""
+    od = chip.get("offchip")
+    if not od:
+        return "present (chip.offchip), unused: SRAM holds the step"
+    share = od["latency_share"]
+    return (f"{od['placed']}: {od['held_bytes'] / 2 ** 20:.2f} MiB held, "
+            f"{od['traffic_bytes'] / 2 ** 20:.1f} MiB moved per step, {100 * od['energy_share']:.1f}% of the "
+            f"step's energy, {100 * share:.1f}% of its latency (the step without off-chip time: "
+            f"{od['latency_without_offchip_cycles'] / chip['chip']['clock_mhz']:.1f} µs)")
+
+
 def headline(summary: dict) -> list:
     """(label, value) pairs shown on the console and at the top of report.md. The memory measure
     ``mapping.memory_mode`` names comes right after the accuracy, the other two in their places."""
@@ -131,15 +178,15 @@ def headline(summary: dict) -> list:
                     f"({fw['rule']} {fw['variant']}, {fw['rows']} rows, {fw['optimizer']})" if fw.get("fits")
                     else fw["error"]))
     rest = [
-        ("cores used", f"{chip['mapping']['cores_used']} of {chip['chip']['rows'] * chip['chip']['cols']}"),
+        ("cores used", f"{chip['mapping']['cores_used']} of {chip['chip']['rows'] * chip['chip']['cols']} "
+                       f"({mapping_words(chip['mapping'])})"),
         ("peak SRAM (worst core)", f"{led['peak_bytes'] / 1024:.1f} KiB of {led['capacity_bytes'] / 1024:.0f} KiB "
                                    f"(core {led['peak_core']})"),
         memory["streaming"],
         ("step latency", f"{tim['latency_us']:.1f} µs for {chip['samples']} samples"),
         ("throughput", f"{tim['throughput_samples_per_s']:.0f} samples/s at {chip['chip']['clock_mhz']:g} MHz"),
-        ("energy per sample", f"{en['per_sample']['total_pj'] / 1e6:.3f} µJ "
-                              f"(MAC {en['per_sample']['mac_pj'] / 1e6:.3f}, vector {en['per_sample']['vector_pj'] / 1e6:.3f}, "
-                              f"SRAM {en['per_sample']['sram_pj'] / 1e6:.3f}, NoC {en['per_sample']['noc_pj'] / 1e6:.3f})"),
+        ("energy per sample", energy_words(chip)),
+        ("chip area", area_words(chip["chip"])),
         ("largest energy shares", ", ".join(f"{k} {100 * v / en['total_pj']:.0f}%"
                                             for k, v in list(en["by_op"].items())[:4]) if en["total_pj"] else "-"),
         ("NoC traffic", f"{sum(chip['noc']['tag_bytes'].values()) / 1024:.1f} KiB per step, "
@@ -147,6 +194,8 @@ def headline(summary: dict) -> list:
         memory["whole-batch"],
         memory["pytorch"],
     ]
+    if chip.get("offchip") or (chip["chip"].get("offchip") is not None):
+        rest.insert(4, ("off-chip memory", offchip_words(chip)))
     out += [row for row in rest if row is not memory[mode]]
     for mode, inf in (summary.get("inference") or {}).items():
         out.append((f"inference of one sample ({mode})",
@@ -215,7 +264,8 @@ def _layer_names(chip) -> dict:
 
 
 ENERGY_PARTS = {"mac_pj": "MACs", "vector_pj": "vector unit", "sram_pj": "SRAM reads and writes", "noc_pj": "NoC (byte-hops)",
-                "total_pj": "total"}
+                "offchip_pj": "off-chip memory traffic", "dynamic_pj": "dynamic (the above)",
+                "static_pj": "static (leakage over the step)", "total_pj": "total"}
 
 
 def markdown(summary: dict, chip, layer_rows: list, history: list | None) -> str:

@@ -18,6 +18,7 @@ from chipsim.chip.eventloop import heap_pop, heap_push
 from chipsim.chip.mapping import map_trace
 from chipsim.chip.noc import Links, route_ids
 from chipsim.config import HwConfig
+from chipsim.config.files import apply_override
 from chipsim.errors import MappingError
 from chipsim.schema import Where, build
 from chipsim.trace import TraceRecorder
@@ -25,9 +26,10 @@ from chipsim.trace import TraceRecorder
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def hwconfig(rows=2, cols=2, sram_kib=1.0, memory_mode="streaming", strategy="fit", micro_batch=1):
-    """A toy chip with round numbers: 4-bit MACs 4/cycle, 2 B/cycle links, 1 cycle per hop."""
-    return build(HwConfig, {
+def hwconfig(rows=2, cols=2, sram_kib=1.0, memory_mode="streaming", strategy="fit", micro_batch=1, sets=()):
+    """A toy chip with round numbers: 4-bit MACs 4/cycle, 2 B/cycle links, 1 cycle per hop; ``sets``:
+    ``--set`` assignments applied as the CLI applies them."""
+    data = {
         "chip": {"name": "toy", "mesh": {"rows": rows, "cols": cols}, "clock_mhz": 100,
                  "core": {"sram_kib": sram_kib, "macs_per_cycle": {4: 4, 8: 2, 16: 1},
                           "vector_ops_per_cycle": {32: 8},
@@ -36,7 +38,10 @@ def hwconfig(rows=2, cols=2, sram_kib=1.0, memory_mode="streaming", strategy="fi
                  "noc": {"link_bytes_per_cycle": 2, "hop_latency_cycles": 1, "energy_pj": {"byte_hop": 0.25}}},
         "workload": {"model": os.path.join(ROOT, "models", "dense3.yaml")},
         "mapping": {"strategy": strategy, "memory_mode": memory_mode, "micro_batch": micro_batch},
-    }, "", Where("test"))
+    }
+    for a in sets:
+        apply_override(data, a)
+    return build(HwConfig, data, "", Where("test"))
 
 
 def dense3_trace():
@@ -293,9 +298,21 @@ def test_unmappable_model_names_core_layer_categories_and_remedy():
     with pytest.raises(MappingError) as exc:
         map_trace(tr, hwconfig(sram_kib=64 / 1024))
     msg = str(exc.value)
-    for part in ("'big'", "core 0", "weights 0.", "act_update", "KiB SRAM", "at least", "cores",
-                 "weight_bits", "micro_batch"):
+    for part in ("'big'", "core 0", "weights 0.", "act_update", "KiB SRAM", "cores", "re-mapping"):
         assert part in msg, (part, msg)
+    # the advice names only changes that fit: each is applied as `--set` and the same trace re-mapped
+    fixes = exc.value.fixes
+    advised = {k for _, o in fixes for k in o}
+    assert {"chip.core.sram_kib", "chip.mesh.cols"} <= advised, msg
+    for text, o in fixes:
+        assert text in msg
+        map_trace(tr, hwconfig(sram_kib=64 / 1024, sets=[f"{k}={v}" for k, v in o.items()]))   # fits
+    # the advised SRAM is the least on its grain (1/8 of the 64 B SRAM = 8 B): 8 B less does not fit
+    kib = dict(o for _, f in fixes for o in f.items())["chip.core.sram_kib"]
+    with pytest.raises(MappingError):
+        map_trace(tr, hwconfig(sram_kib=kib - 8 / 1024))
+    # workload changes (batch, bits) change the trace; unchecked, they are not advised
+    assert "batch_size" not in msg and "weight_bits" not in msg
     with pytest.raises(MappingError, match="splitting cannot help"):
         map_trace(big_layer_trace(1000, units=2), hwconfig(rows=4, cols=4, sram_kib=64 / 1024))
 

@@ -17,6 +17,8 @@ allocated at t never coexist; a zero-length lifetime still counts at its instant
   bytes = nbytes / samples * samples in the instance.
 The GPU-style measure (everything of the batch resident in one pool) does
 not depend on a chip at all and is ``chipsim.chip.pool``.
+The (layer, category) pairs the mapping placed off-chip (``chipsim.chip.offchip``)
+leave the layer's cores' ledgers and are held once, at the layer's peak, off-chip.
 Bytes land on a layer's slices by ``split``: ``units`` in proportion to the
 slice's units, ``replicated``/``reduce`` in full on every slice. A layer owns
 its cores exclusively (see ``mapping``), so a core's ledger is its layer's
@@ -82,7 +84,12 @@ class CoreMemory:
 class Ledger:
     capacity: int                    # bytes of SRAM per core
     cores: dict                      # core id -> CoreMemory
-    curves: dict = field(repr=False, default_factory=dict)  # layer index -> LayerCurve
+    curves: dict = field(repr=False, default_factory=dict)  # layer index -> LayerCurve (on-chip part)
+    offchip_by_category: dict = field(default_factory=dict)   # category -> bytes held off-chip (one copy)
+
+    @property
+    def offchip_bytes(self) -> float:
+        return float(sum(self.offchip_by_category.values()))
 
     @property
     def peak_core(self) -> int:
@@ -190,8 +197,31 @@ def layer_curves(trace, sched) -> dict:
     return curves
 
 
+def _split_offchip(curves: dict, offchip) -> tuple:
+    """(on-chip curves, off-chip bytes by category): the (layer, category) pairs in ``offchip`` leave the
+    layer's cores; off-chip, each layer holds one copy of them (no per-slice replica) at its own peak."""
+    by_cat = {}
+    if not offchip:
+        return curves, by_cat
+    out = dict(curves)
+    for li, cv in curves.items():
+        cats = sorted(c for l, c in offchip if l == li)
+        if not cats:
+            continue
+        cols = [_CI[c] for c in cats]
+        both = cv.units[:, cols] + cv.fixed[:, cols]
+        k = int(np.argmax(both.sum(axis=1)))
+        for c, v in zip(cats, both[k]):
+            by_cat[c] = by_cat.get(c, 0.0) + float(v)
+        units, fixed = cv.units.copy(), cv.fixed.copy()
+        units[:, cols] = 0.0
+        fixed[:, cols] = 0.0
+        out[li] = LayerCurve(cv.times, units, fixed)
+    return out, by_cat
+
+
 def build_ledger(trace, mapping, capacity: int, sched) -> Ledger:
-    curves = layer_curves(trace, sched)
+    curves, off = _split_offchip(layer_curves(trace, sched), getattr(mapping, "offchip", frozenset()))
     cores = {}
     for li, curve in curves.items():
         cache = {}
@@ -203,4 +233,4 @@ def build_ledger(trace, mapping, capacity: int, sched) -> Ledger:
                                        peak_time=float(curve.times[k]),
                                        at_peak={c: float(at[i]) for i, c in enumerate(CATEGORIES)},
                                        max_by_category={c: float(mx[i]) for i, c in enumerate(CATEGORIES)})
-    return Ledger(capacity=capacity, cores=cores, curves=curves)
+    return Ledger(capacity=capacity, cores=cores, curves=curves, offchip_by_category=off)

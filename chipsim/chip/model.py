@@ -14,6 +14,7 @@ from .ledger import Ledger, build_ledger
 from .pool import PoolMemory, pytorch, whole_batch
 from .mapping import Mapping, fit
 from .noc import send_plan
+from .offchip import categories, describe
 from .spec import ChipSpec
 from .timing import Schedule, op_cycles, schedule
 
@@ -31,6 +32,7 @@ class ChipReport:
     micro_batch: int
     pool: PoolMemory         # the chip-independent whole-batch demand of the same trace
     pool_pytorch: PoolMemory | None = None   # ... as a float32 framework holds it (None: unsized tensors)
+    latency_without_offchip: float | None = None   # cycles of the same step if off-chip accesses took no time
 
     # ------------------------------------------------------------ timing
     @property
@@ -98,6 +100,37 @@ class ChipReport:
         return sum(self.spec.hops(sc, dc) for o in self.trace.ops if o.kind == "send" and o.tag == "activation"
                    for sc, dc, _ in send_plan(o, self.trace, self.mapping))
 
+    # ------------------------------------------------------------ static power, area, off-chip
+    def chip_dict(self) -> dict:
+        sp = self.spec
+        return {"name": sp.name, "rows": sp.rows, "cols": sp.cols, "clock_mhz": sp.clock_mhz,
+                "sram_bytes": sp.sram_bytes, "power_gating": sp.power_gating,
+                "area_mm2": sp.area_mm2 if sp.area_given else None,
+                "area_breakdown_mm2": {"logic": sp.n_cores * sp.core_area_mm2,
+                                       "sram": sp.n_cores * sp.sram_area_mm2_per_kib * sp.sram_kib}
+                if sp.area_given else None,
+                "static_power_uw": self.energy.powered_cores * sp.core_static_uw if sp.leakage_given else None,
+                "powered_cores": self.energy.powered_cores,
+                "offchip": {"capacity_bytes": sp.offchip_bytes,
+                            "bytes_per_cycle": sp.offchip_bytes_per_cycle,
+                            "latency_cycles": sp.offchip_latency_cycles,
+                            "pj_per_byte": sp.offchip_pj_per_byte} if sp.has_offchip else None}
+
+    def offchip_dict(self) -> dict | None:
+        """What the off-chip tier holds and carries, and its share of the step's energy and latency."""
+        if not self.mapping.offchip:
+            return None
+        e, lat = self.energy, self.latency_cycles
+        free = self.latency_without_offchip
+        return {"categories": categories(self.mapping.offchip), "placed": describe(self.mapping.offchip),
+                "held_bytes": self.ledger.offchip_bytes, "held_by_category": dict(self.ledger.offchip_by_category),
+                "traffic_bytes": e.offchip_read_bytes + e.offchip_write_bytes,
+                "read_bytes": e.offchip_read_bytes, "write_bytes": e.offchip_write_bytes,
+                "energy_pj": e.offchip_pj, "energy_share": e.offchip_pj / e.total_pj if e.total_pj else 0.0,
+                "latency_without_offchip_cycles": free,
+                "latency_share": (lat - free) / lat if lat and free is not None else None,
+                "bandwidth_floor_cycles": self.schedule.offchip_floor}
+
     # ------------------------------------------------------------ tables / JSON
     def mapping_table(self) -> list:
         """Rows for a compact console table, one per layer."""
@@ -122,11 +155,11 @@ class ChipReport:
         led = self.ledger
         gantt = self.gantt_rows()
         return {
-            "chip": {"name": self.spec.name, "rows": self.spec.rows, "cols": self.spec.cols,
-                     "clock_mhz": self.spec.clock_mhz, "sram_bytes": self.spec.sram_bytes},
+            "chip": self.chip_dict(),
             "samples": self.trace.samples, "micro_batch": self.micro_batch,
             "mapping": {"strategy": self.mapping.strategy, "cores_used": self.mapping.cores_used,
                         "iterations": self.mapping.iterations, "notes": self.mapping.notes,
+                        "offchip": [list(p) for p in sorted(self.mapping.offchip)], "search": self.mapping.search,
                         "activation_hops_per_sample": self.activation_hops(),
                         "layers": [{"layer": l.index, "name": l.name, "units": l.units,
                                     "slices": [{"core": s.core, "coord": list(s.coord), "units": [s.lo, s.hi]}
@@ -150,6 +183,7 @@ class ChipReport:
                        "gantt": gantt if len(gantt) <= GANTT_ROWS_IN_JSON else None,
                        "gantt_rows": len(gantt)},
             "energy": self.energy.to_dict(),
+            "offchip": self.offchip_dict(),
             "pool": {"whole_batch": self.pool.to_dict(), "pytorch": self.pool_pytorch.to_dict() if self.pool_pytorch else None},
         }
 
@@ -158,10 +192,19 @@ def simulate(trace, hw, spec: ChipSpec | None = None) -> ChipReport:
     """Map ``trace`` onto the chip of ``hw`` and cost one step. Raises MappingError if it cannot fit."""
     spec = spec or ChipSpec.from_hw(hw)
     mapping, sched, led = fit(trace, hw, spec)
-    en = step_energy(trace, spec, mapping, sched.links, sched.n_inst)
+    en = step_energy(trace, spec, mapping, sched.links, sched.n_inst, sched.latency)
     return ChipReport(spec=spec, trace=trace, mapping=mapping, ledger=led, schedule=sched, energy=en,
                       micro_batch=hw.mapping.micro_batch, pool=whole_batch(trace),
-                      pool_pytorch=pytorch(trace))
+                      pool_pytorch=pytorch(trace), latency_without_offchip=_free(trace, hw, spec, mapping))
+
+
+def _free(trace, hw, spec, mapping):
+    """The step's latency on ``mapping`` had its off-chip accesses taken no time (None: nothing off-chip)."""
+    if not mapping.offchip:
+        return None
+    lat = schedule(trace, spec, mapping, hw.mapping.micro_batch, hw.training.update, offchip_time=False).latency
+    schedule(trace, spec, mapping, hw.mapping.micro_batch, hw.training.update)   # restore the op stalls
+    return lat
 
 
 def simulate_on(trace, hw, mapping: Mapping) -> ChipReport:
@@ -169,10 +212,11 @@ def simulate_on(trace, hw, mapping: Mapping) -> ChipReport:
     mapped to): schedule, ledger and energy, no fitting. Its layers must be layers of the mapping."""
     spec = mapping.spec
     sub = Mapping(spec=spec, layers=list(trace.layers), slices={l.index: mapping.slices_of(l.index)
-                                                                 for l in trace.layers}, strategy=mapping.strategy)
+                                                                 for l in trace.layers}, strategy=mapping.strategy,
+                  offchip=mapping.offchip)
     sched = schedule(trace, spec, sub, hw.mapping.micro_batch, hw.training.update)
     led = build_ledger(trace, sub, spec.sram_bytes, sched)
-    en = step_energy(trace, spec, sub, sched.links, sched.n_inst)
+    en = step_energy(trace, spec, sub, sched.links, sched.n_inst, sched.latency)
     return ChipReport(spec=spec, trace=trace, mapping=sub, ledger=led, schedule=sched, energy=en,
                       micro_batch=hw.mapping.micro_batch, pool=whole_batch(trace),
-                      pool_pytorch=pytorch(trace))
+                      pool_pytorch=pytorch(trace), latency_without_offchip=_free(trace, hw, spec, sub))

@@ -44,6 +44,19 @@ class ChipSpec:
     link_bytes_per_cycle: float
     hop_latency_cycles: float
     byte_hop_pj: float
+    # static power and area (0: not modelled, the config gave no figure)
+    core_leak_uw: float = 0.0             # logic leakage of one core
+    sram_leak_uw_per_kib: float = 0.0     # leakage of one KiB of SRAM
+    core_area_mm2: float = 0.0            # logic area of one core
+    sram_area_mm2_per_kib: float = 0.0    # area of one KiB of SRAM
+    leakage_given: bool = False
+    area_given: bool = False
+    power_gating: str = "none"            # "none": every core draws static power; "idle-cores": used cores only
+    # the off-chip tier (offchip_bytes 0: none)
+    offchip_bytes: float = 0.0
+    offchip_bytes_per_cycle: float = 0.0  # the interface's bandwidth at clock_mhz
+    offchip_latency_cycles: float = 0.0
+    offchip_pj_per_byte: float = 0.0
 
     @classmethod
     def from_hw(cls, hw) -> "ChipSpec":
@@ -60,7 +73,43 @@ class ChipSpec:
                    sram_write_pj=float(core.energy_pj.sram_write_byte),
                    link_bytes_per_cycle=float(noc.link_bytes_per_cycle),
                    hop_latency_cycles=float(noc.hop_latency_cycles),
-                   byte_hop_pj=float(noc.energy_pj.byte_hop))
+                   byte_hop_pj=float(noc.energy_pj.byte_hop),
+                   core_leak_uw=float(getattr(core, "leakage_uw", None) or 0.0),
+                   sram_leak_uw_per_kib=float(getattr(core, "sram_leakage_uw_per_kib", None) or 0.0),
+                   core_area_mm2=float(getattr(core, "area_mm2", None) or 0.0),
+                   sram_area_mm2_per_kib=float(getattr(core, "sram_area_mm2_per_kib", None) or 0.0),
+                   leakage_given=getattr(core, "leakage_uw", None) is not None,
+                   area_given=getattr(core, "area_mm2", None) is not None,
+                   power_gating=getattr(chip, "power_gating", "none"),
+                   **_offchip(getattr(chip, "offchip", None), float(chip.clock_mhz)))
+
+    # ---------------------------------------------------------------- static power, area, off-chip
+    @property
+    def sram_kib(self) -> float:
+        return self.sram_bytes / 1024.0
+
+    @property
+    def core_static_uw(self) -> float:
+        """Static power of one powered core: its logic plus its SRAM (µW)."""
+        return self.core_leak_uw + self.sram_leak_uw_per_kib * self.sram_kib
+
+    def powered_cores(self, cores_used: int) -> int:
+        """Cores that draw static power over a step: all of them, or only the used ones when idle cores
+        are power-gated (``chip.power_gating: idle-cores``)."""
+        return int(cores_used) if self.power_gating == "idle-cores" else self.n_cores
+
+    @property
+    def area_mm2(self) -> float:
+        """Silicon area of the cores (logic + SRAM) of the whole mesh; 0 when the config gives no figures."""
+        return self.n_cores * (self.core_area_mm2 + self.sram_area_mm2_per_kib * self.sram_kib)
+
+    @property
+    def has_offchip(self) -> bool:
+        return self.offchip_bytes > 0
+
+    def offchip_cycles(self, nbytes: float) -> float:
+        """Cycles to move ``nbytes`` through the off-chip interface (bandwidth only, no latency)."""
+        return nbytes / self.offchip_bytes_per_cycle if self.offchip_bytes_per_cycle else 0.0
 
     # ---------------------------------------------------------------- geometry
     @property
@@ -127,6 +176,17 @@ class ChipSpec:
 
     def cycles_to_us(self, cycles: float) -> float:
         return cycles / self.clock_mhz
+
+
+def _offchip(off, clock_mhz: float) -> dict:
+    """ChipSpec fields of a ``chip.offchip`` section (none: no tier). 1 GB/s = 1e9 B/s; a cycle is
+    1 / (clock_mhz * 1e6) s, so B/cycle = GB/s * 1e3 / clock_mhz; ns -> cycles = ns * clock_mhz / 1e3."""
+    if off is None or getattr(off, "capacity_mib", None) is None:
+        return {}
+    return {"offchip_bytes": float(off.capacity_mib) * 1024 * 1024,
+            "offchip_bytes_per_cycle": float(off.bandwidth_gb_s) * 1e3 / clock_mhz,
+            "offchip_latency_cycles": float(off.latency_ns) * clock_mhz / 1e3,
+            "offchip_pj_per_byte": float(off.energy_pj_per_byte)}
 
 
 @lru_cache(maxsize=1 << 16)

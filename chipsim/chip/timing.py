@@ -42,6 +42,10 @@ Model:
 * ``send`` ops use no core cycles; their transfers go through ``noc.Links``.
   An op that writes a ``reduce`` buffer on a split layer is done only once
   the partials have reached the first slice.
+* An op that reads or writes a buffer of an off-chip category stalls its
+  slices for those bytes over the shared interface plus its latency
+  (``chipsim.chip.offchip``), and the step lasts at least as long as the
+  interface needs for all of the step's off-chip bytes.
 Cycles are real numbers (no rounding), so hand calculations stay exact.
 
 Implementation: this module turns the trace and mapping into arrays (who
@@ -59,6 +63,7 @@ import numpy as np
 
 from .eventloop import GATES, Graph, Work, run
 from .noc import Links, reduce_flow, send_flows
+from .offchip import offchip_cycles, step_offchip_bytes
 
 PIPELINE_SLACK = 1   # instances a layer may run ahead of a layer it feeds (one receive buffer)
 UPDATES = ("batch", "immediate")
@@ -79,6 +84,14 @@ class Schedule:
     links: Links
     busy: dict = field(default_factory=dict)   # core -> busy cycles
     busy_by_kind: dict = field(default_factory=dict)   # work kind -> busy cycles summed over cores
+    offchip_bytes: float = 0.0  # bytes the off-chip interface carries over the step
+    offchip_floor: float = 0.0  # cycles the interface needs for them: the step lasts at least this long
+    compute_latency: float = 0.0  # the schedule's own latency (before the off-chip floor)
+
+    @property
+    def offchip_stall_cycles(self) -> float:
+        """Cycles the off-chip tier adds to the step beyond the event schedule (the contention floor)."""
+        return max(0.0, self.latency - self.compute_latency)
 
     @cached_property
     def tasks(self) -> list:
@@ -128,10 +141,11 @@ def lock_waits(trace, sched) -> dict:
     return out
 
 
-def schedule(trace, spec, mapping, micro_batch: int = 1, update: str = "batch") -> Schedule:
+def schedule(trace, spec, mapping, micro_batch: int = 1, update: str = "batch", offchip_time: bool = True) -> Schedule:
     """Schedule one step of ``trace`` on ``mapping``: the model above, executed by ``eventloop.run``.
     ``update``: ``training.update`` (``batch``: a layer's update waits behind its cores' sample ops;
-    ``immediate``: it runs first once ready)."""
+    ``immediate``: it runs first once ready). ``offchip_time`` False: off-chip accesses take no time (to
+    measure how much of the step they account for)."""
     S = trace.samples
     mb = max(1, int(micro_batch))
     n_inst = max(1, math.ceil(S / mb))
@@ -139,6 +153,7 @@ def schedule(trace, spec, mapping, micro_batch: int = 1, update: str = "batch") 
     if update not in UPDATES:
         raise ValueError(f"update must be one of {', '.join(UPDATES)}, got {update!r}")
     g = _graph(trace, mapping, groups, step_prio=0 if update == "immediate" else n_inst)
+    mapping.offchip_stall = offchip_cycles(trace, spec, mapping, n_inst) if offchip_time else {}
     cyc = [op_cycles(o, trace.samples, spec, mapping) for o in trace.ops]
     links = Links(spec)
     start, end, cend, pred_op, pred_inst, gate, task_ids, task_start = run(
@@ -146,8 +161,12 @@ def schedule(trace, spec, mapping, micro_batch: int = 1, update: str = "batch") 
     step_rows = g.is_step.nonzero()[0]
     for a in (start, end, cend):             # a step op's single instance fills every column
         a[step_rows] = a[step_rows, :1]
+    latency = float(end.max()) if trace.ops else 0.0
+    off_bytes = step_offchip_bytes(trace, mapping, n_inst) if mapping.offchip else 0.0
+    floor = spec.offchip_cycles(off_bytes) if offchip_time else 0.0
     return Schedule(n_inst=n_inst, groups=groups, n_layers=len(mapping.layers), start=start, end=end, cend=cend,
-                    latency=float(end.max()) if trace.ops else 0.0, task_ids=task_ids, task_start=task_start,
+                    latency=max(latency, floor), task_ids=task_ids, task_start=task_start,
+                    offchip_bytes=off_bytes, offchip_floor=floor, compute_latency=latency,
                     critical_path=_critical_path(start, end, gate, pred_op, pred_inst, g.is_step), links=links,
                     busy=_busy(trace, mapping, cyc, n_inst), busy_by_kind=busy_by_kind(trace, spec, mapping, n_inst))
 
@@ -262,6 +281,10 @@ def op_cycles(op, samples, spec, mapping):
             fixed += c
         else:
             per += c / div
+    stall = mapping.offchip_stall.get(op.id)
+    if stall is not None:                   # off-chip reads/writes: every slice waits for the shared interface
+        per += stall[0]
+        fixed += stall[1]
     return per, fixed
 
 

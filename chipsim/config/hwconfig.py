@@ -55,6 +55,27 @@ class Core:
                                                 "per operand bit width", unit="op/cycle", choices=ALLOWED_BITS,
                                                 min=0, min_exclusive=True, max=10 ** 9)
     energy_pj: CoreEnergy = spec(doc="per-operation energy of a core")
+    leakage_uw: Optional[float] = spec(None, doc="static (leakage) power of one core's logic -- MAC array, vector "
+                                       "unit, control and router -- while powered; with sram_leakage_uw_per_kib it "
+                                       "gives the static energy a step pays over its latency (chip.power_gating "
+                                       "says which cores are powered); null = static power not modelled",
+                                       unit="µW", min=0, max=1e9)
+    sram_leakage_uw_per_kib: Optional[float] = spec(None, doc="static (leakage) power of one KiB of core SRAM "
+                                                    "while powered; null = static power not modelled",
+                                                    unit="µW/KiB", min=0, max=1e9)
+    area_mm2: Optional[float] = spec(None, doc="silicon area of one core's logic (MAC array, vector unit, control, "
+                                     "router), without its SRAM; null = no area figure", unit="mm²", min=0, max=1e6)
+    sram_area_mm2_per_kib: Optional[float] = spec(None, doc="silicon area of one KiB of core SRAM (macro, "
+                                                  "periphery included); null = no area figure", unit="mm²/KiB",
+                                                  min=0, max=1e6)
+
+    def _validate(self, key, where):
+        path = (key + ".") if key else ""
+        for a, b in (("leakage_uw", "sram_leakage_uw_per_kib"), ("area_mm2", "sram_area_mm2_per_kib")):
+            if (getattr(self, a) is None) != (getattr(self, b) is None):
+                given, missing = (a, b) if getattr(self, b) is None else (b, a)
+                raise where.error(f"{path}{missing}", f"missing while {given} is given; give both (logic and "
+                                  "SRAM) or neither")
 
 
 @dataclass(frozen=True)
@@ -74,6 +95,33 @@ class Noc:
 
 
 @dataclass(frozen=True)
+class OffChip:
+    capacity_mib: Optional[float] = spec(None, doc="capacity of the off-chip memory (e.g. an LPDDR device); null = "
+                                         "the chip has no off-chip tier and a model whose categories SRAM cannot "
+                                         "hold is refused", unit="MiB", min=0, min_exclusive=True, max=2 ** 30)
+    bandwidth_gb_s: Optional[float] = spec(None, doc="bandwidth of the off-chip interface, shared by every core",
+                                           unit="GB/s", min=0, min_exclusive=True, max=1e6)
+    latency_ns: Optional[float] = spec(None, doc="latency of one off-chip access (an op's reads or writes of an "
+                                       "off-chip buffer pay it once per op instance)", unit="ns", min=0, max=1e9)
+    energy_pj_per_byte: Optional[float] = spec(None, doc="energy to move one byte between a core and the off-chip "
+                                               "memory (interface, PHY and device), read or write", unit="pJ/B",
+                                               min=0, max=1e6)
+
+    @property
+    def present(self) -> bool:
+        return self.capacity_mib is not None
+
+    def _validate(self, key, where):
+        path = (key + ".") if key else ""
+        given = {f: getattr(self, f) is not None for f in ("capacity_mib", "bandwidth_gb_s", "latency_ns",
+                                                           "energy_pj_per_byte")}
+        if any(given.values()) and not all(given.values()):
+            missing = [f for f, g in given.items() if not g]
+            raise where.error(f"{path}{missing[0]}", "missing; an off-chip tier needs capacity_mib, bandwidth_gb_s, "
+                              "latency_ns and energy_pj_per_byte (or none of them: no off-chip tier)")
+
+
+@dataclass(frozen=True)
 class Chip:
     name: str = spec(doc="the chip's name in messages, the start line and summary.json (chip.name); run "
                      "directories are named after the config file, not this")
@@ -82,6 +130,12 @@ class Chip:
     core: Core = spec(doc="one core (all cores are identical)")
     noc: Noc = spec(doc="the mesh network-on-chip")
     cores: Optional[int] = spec(None, doc="number of cores; if given must equal rows x cols", unit="cores", min=1)
+    power_gating: str = spec("none", doc="which cores draw static power over a step: none = every core of the "
+                             "mesh (no power gating), idle-cores = only the cores the mapping uses (unused cores "
+                             "are gated off)", choices=("none", "idle-cores"))
+    offchip: OffChip = spec(OffChip, doc="an off-chip memory tier: when SRAM cannot hold a category (optimizer "
+                            "state, master weights, kept activations ...) the mapper may place it there, and the "
+                            "step's reads and writes of it cost off-chip traffic, energy and time")
 
     def _validate(self, key, where):
         n = self.mesh.rows * self.mesh.cols
@@ -256,8 +310,20 @@ class Learning:
 
 @dataclass(frozen=True)
 class Mapping:
-    strategy: str = spec("fit", doc="split layers only to fit SRAM, or also to balance load on idle cores",
-                         choices=("fit", "balanced"))
+    strategy: str = spec("fit", doc="fit = split layers only as far as SRAM needs; balanced = also give every idle "
+                         "core to the layer with the most MACs per slice; search = try layouts between the two (slices "
+                         "per layer) and keep the best by mapping.objective, within SRAM and "
+                         "mapping.search_seconds", choices=("fit", "balanced", "search"))
+    objective: str = spec("edp", doc="what mapping.strategy: search minimises: latency = step latency, energy = "
+                          "energy per step (static included), edp = their product", choices=("latency", "energy",
+                                                                                            "edp"))
+    search_layouts: int = spec(48, doc="most layouts mapping.strategy: search costs (the budget that keeps its "
+                               "result the same on every machine; ~1-3 s on the shipped presets); when the whole "
+                               "space between fit and balanced is this small it is enumerated exhaustively",
+                               unit="layouts", min=1, max=10 ** 6)
+    search_seconds: float = spec(20.0, doc="a cap on the time mapping.strategy: search takes (it stops after the "
+                                 "layout it is costing); should it bind, the result depends on the machine's "
+                                 "speed and the report says so", unit="s", min=0, min_exclusive=True, max=3600)
     micro_batch: int = spec(1, doc="samples a core processes together", unit="samples", min=1)
     memory_mode: str = spec("streaming", doc="the memory figure run's headline (console, report.md) shows first "
                             "and compare prints first among its ratios: streaming = what the "

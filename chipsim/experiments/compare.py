@@ -160,7 +160,9 @@ def _settings(cfg: LoadedConfig, model: str | None = None) -> dict:
             "negatives": "classes - 1 (9)" if n is None else n, "negative_reduce": hw.learning.negative_reduce,
             "precision": f"W{hw.precision.weight_bits}/A{hw.precision.activation_bits}/"
                          f"G{hw.precision.gradient_bits}/U{hw.precision.update_bits}",
-            "mapping": hw.mapping.strategy, "micro_batch": hw.mapping.micro_batch,
+            "mapping": hw.mapping.strategy + (f", objective {hw.mapping.objective}"
+                                              if hw.mapping.strategy == "search" else ""),
+            "micro_batch": hw.mapping.micro_batch,
             "memory_mode": hw.mapping.memory_mode}
 
 
@@ -178,6 +180,9 @@ def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), wi
     """
     check_cluster(cluster)
     cfg = config if isinstance(config, LoadedConfig) else load_config(config, tuple(overrides))
+    if not any(o.startswith("mapping.strategy=") for o in cfg.overrides):
+        # a verdict between rules compares each at its own best layout (chipsim.chip.search), unless asked
+        cfg = load_config(cfg.path, ("mapping.strategy=search",) + tuple(cfg.overrides))
     rules = check.rules(rules)
     jobs = check.jobs(jobs)
     _check_device(device)
