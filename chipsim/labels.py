@@ -29,7 +29,9 @@ def settings(cfg, model: str | None = None, scale: str = "", precision: str | No
     return {"chip": f"{hw.chip.name} ({hw.chip.mesh.rows}x{hw.chip.mesh.cols} cores)",
             "model": model or cfg.model.name, "negatives": neg, "batch": str(hw.training.batch_size),
             "dataflow": f"negatives {hw.mapping.negatives}, {hw.training.update} update",
-            "mapping": f"{hw.mapping.strategy}, micro-batch {hw.mapping.micro_batch}",
+            "mapping": f"{hw.mapping.strategy}" + (f", objective {hw.mapping.objective}"
+                                                   if hw.mapping.strategy == "search" else "")
+                       + f", micro-batch {hw.mapping.micro_batch}",
             "precision": precision or precision_words(hw.precision), "scale": scale}
 
 

@@ -35,8 +35,7 @@ def with_overrides(hw, overrides: dict):
     return hw
 
 
-def _fits(trace, hw) -> bool:
-    from .mapping import fit
+def _fits(trace, hw, fit) -> bool:
     hw = with_overrides(hw, {"mapping.strategy": "fit"})
     try:
         fit(trace, hw, advise=False)
@@ -49,23 +48,26 @@ def _set(overrides: dict) -> str:
     return " ".join(f"--set {k}={v}" for k, v in overrides.items())
 
 
-def advice(trace, hw, spec, nofit) -> list:
-    """[(sentence, {dotted key: value})] of chip changes that were re-mapped and fit."""
+def advice(trace, hw, spec, nofit, fit) -> list:
+    """[(sentence, {dotted key: value})] of chip changes that were re-mapped and fit.
+
+    ``fit``: the mapper (``mapping.fit``) each change is re-mapped with; passed in, so this module does not
+    import the mapping that imports it."""
     out = []
     if hw.mapping.micro_batch > 1:
         o = {"mapping.micro_batch": 1}
-        if _fits(trace, with_overrides(hw, o)):
+        if _fits(trace, with_overrides(hw, o), fit):
             out.append((f"one sample per core at a time ({_set(o)})", o))
     if not spec.has_offchip:
         o = {f"chip.offchip.{k}": v for k, v in EXAMPLE_OFFCHIP.items()}
-        if _fits(trace, with_overrides(hw, o)):
+        if _fits(trace, with_overrides(hw, o), fit):
             out.append((f"an off-chip memory tier, e.g. an LPDDR4X-class device ({_set(o)})", o))
     kib = hw.chip.core.sram_kib
     grain = min(SRAM_GRAIN_KIB, kib / 8)
     hi = None
     for k in range(1, SRAM_DOUBLINGS + 1):
         trial = math.ceil(kib * 2 ** k / grain) * grain
-        if _fits(trace, with_overrides(hw, {"chip.core.sram_kib": trial})):
+        if _fits(trace, with_overrides(hw, {"chip.core.sram_kib": trial}), fit):
             hi = trial
             break
     if hi is not None:
@@ -74,7 +76,7 @@ def advice(trace, hw, spec, nofit) -> list:
             mid = math.ceil((lo + hi) / 2 / grain) * grain
             if mid >= hi or mid <= lo:
                 break
-            if _fits(trace, with_overrides(hw, {"chip.core.sram_kib": mid})):
+            if _fits(trace, with_overrides(hw, {"chip.core.sram_kib": mid}), fit):
                 hi = mid
             else:
                 lo = mid
@@ -87,7 +89,7 @@ def advice(trace, hw, spec, nofit) -> list:
             o = {"chip.mesh.cols": cols}
             if hw.chip.cores is not None:
                 o["chip.cores"] = rows * cols
-            if _fits(trace, with_overrides(hw, o)):
+            if _fits(trace, with_overrides(hw, o), fit):
                 out.append((f"a {rows}x{cols} mesh ({rows * cols} cores; {_set(o)})", o))
                 break
     return out

@@ -219,7 +219,7 @@ def fit(trace, hw, spec: ChipSpec | None = None, advise: bool = True):
                 raise nf
             m, sched, led = _with_offchip(trace, hw, spec, nf)
         except NoFit as nf2:
-            fixes = advice(trace, hw, spec, nf2) if advise else []
+            fixes = advice(trace, hw, spec, nf2, fit) if advise else []
             exc = MappingError(_message(spec, nf2.mapping, nf2.mem, nf2.cores_needed, fixes))
             exc.fixes = fixes
             raise exc from None
@@ -237,7 +237,7 @@ def fit(trace, hw, spec: ChipSpec | None = None, advise: bool = True):
         m.strategy = "balanced"
     elif strategy == "search":
         from .search import search
-        return search(trace, hw, spec, (m, sched, led), _balance(trace, counts, spec.n_cores))
+        return search(trace, hw, spec, (m, sched, led), _balance(trace, counts, spec.n_cores), _evaluate)
     return m, sched, led
 
 

@@ -43,8 +43,9 @@ def objective(kind: str, latency_cycles: float, energy_pj: float) -> float:
 class Costed:
     """Costs layouts (slices per layer) once each, within the budget."""
 
-    def __init__(self, trace, hw, spec, offchip, kind, max_layouts, seconds):
+    def __init__(self, trace, hw, spec, offchip, kind, max_layouts, seconds, evaluate):
         self.trace, self.hw, self.spec, self.offchip, self.kind = trace, hw, spec, offchip, kind
+        self.evaluate = evaluate   # mapping._evaluate: counts -> (mapping, schedule, ledger)
         self.max_layouts, self.deadline = max_layouts, time.perf_counter() + seconds
         self.seen = {}             # counts -> objective value (inf: overflows)
         self.best = None           # (value, counts, (mapping, schedule, ledger))
@@ -54,11 +55,11 @@ class Costed:
         return len(self.seen) >= self.max_layouts or time.perf_counter() >= self.deadline
 
     def cost(self, counts, result=None) -> float:
-        from .mapping import _evaluate
         counts = tuple(counts)
         if counts in self.seen:
             return self.seen[counts]
-        m, sched, led = result or _evaluate(self.trace, self.hw, self.spec, list(counts), "search", self.offchip)
+        m, sched, led = result or self.evaluate(self.trace, self.hw, self.spec, list(counts), "search",
+                                                self.offchip)
         if led.overflowing():
             self.seen[counts] = math.inf
             return math.inf
@@ -83,13 +84,14 @@ def _moves(cur, lo, hi, best):
                 yield cur[:p] + [n] + cur[p + 1:]
 
 
-def search(trace, hw, spec, fitted, balanced_counts):
-    """(Mapping, Schedule, Ledger) of the best layout found; ``fitted``: the fit mapping's triple."""
+def search(trace, hw, spec, fitted, balanced_counts, evaluate):
+    """(Mapping, Schedule, Ledger) of the best layout found; ``fitted``: the fit mapping's triple; ``evaluate``:
+    ``mapping._evaluate``, passed in so this module does not import the mapping that imports it."""
     t0 = time.perf_counter()
     m0 = fitted[0]
     lo, hi = list(m0.counts), [max(a, b) for a, b in zip(m0.counts, balanced_counts)]
     cfg = hw.mapping
-    c = Costed(trace, hw, spec, m0.offchip, cfg.objective, cfg.search_layouts, cfg.search_seconds)
+    c = Costed(trace, hw, spec, m0.offchip, cfg.objective, cfg.search_layouts, cfg.search_seconds, evaluate)
     c.cost(lo, fitted)
     size = math.prod(h - l + 1 for l, h in zip(lo, hi))
     exhaustive = size <= cfg.search_layouts
