@@ -1,0 +1,180 @@
+"""Exact integer GEMMs on the CPU's int8 dot-product units, and the choice of unit.
+
+Why: the weighted sums of a quantized step multiply small integer codes (4-bit
+activations and weights, 8-bit errors). A float32 GEMM over them is exact only
+because a bound proves it (``chipsim.kernels.exact``), and it spends a 32-bit
+lane per 4-bit value. CPUs with int8 dot-product instructions (x86 AVX-512
+VNNI / AVX-VNNI / AMX-INT8, ARM ``asimddp``) multiply int8 by int8 into int32
+sums four lanes at a time, exactly: no rounding exists to prove away, only the
+int32 range. Through ``torch._int_mm`` (oneDNN on the CPU, cuBLASLt on a GPU)
+that measured 3-5x faster than float32 on the same operands here.
+
+Exactness argument. With ``|a| <= ma`` and ``|b| <= mb`` (both <= 127, so the
+codes *are* int8), every partial sum of ``k`` products lies in
+``[-k*ma*mb, k*ma*mb]``; int32 holds it exactly while ``k*ma*mb < 2**31``. A
+longer reduction is cut into chunks of at most ``(2**31 - 1) // (ma*mb)``
+terms, each an exact int32 GEMM, summed in int64. The result is the exact
+integer, so it equals, value for value, what the float paths return; the
+callers convert it to the dtype the float path would have given (float32 below
+``2**24``, float64 below ``2**53``) so everything downstream sees the same
+bits whichever unit ran.
+
+The unit is chosen once per process (:func:`kernel_path`): ``int8`` where the
+CPU has int8 dot-product instructions and torch has ``_int_mm``, ``float``
+(BLAS sgemm) otherwise; ``CHIPSIM_KERNELS=int8|float|auto`` overrides it (and
+:func:`set_kernels` does, for tests and benchmarks). ``int8`` forced on a CPU
+without the instructions still computes exactly (oneDNN's reference kernels),
+just slowly.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+INT32_EXACT = 2 ** 31
+INT8_MAX = 127
+CHOICES = ("auto", "int8", "float")
+# x86: AVX-512 VNNI, AVX-VNNI (the VEX form), AMX int8 tiles; ARM: the SDOT/UDOT dot product
+DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
+
+_STATE = {"choice": None, "cpu": None, "device": "cpu"}
+
+
+def _choice() -> str:
+    if _STATE["choice"] is None:
+        c = os.environ.get("CHIPSIM_KERNELS", "auto").strip().lower() or "auto"
+        if c not in CHOICES:
+            from ..errors import ChipsimError
+            raise ChipsimError(f"environment variable CHIPSIM_KERNELS: {c!r} is not one of "
+                               f"{', '.join(CHOICES)}")
+        _STATE["choice"] = c
+    return _STATE["choice"]
+
+
+def set_kernels(choice: str) -> str:
+    """Select the GEMM unit for this process: ``auto`` | ``int8`` | ``float``; returns the previous choice.
+
+    Every choice gives bit-identical results (the tests check it); only the speed differs.
+    """
+    if choice not in CHOICES:
+        raise ValueError(f"kernels must be one of {CHOICES}, got {choice!r}")
+    old = _choice()
+    _STATE["choice"] = choice
+    return old
+
+
+def cpu_dot_flags() -> tuple:
+    """The int8 dot-product flags this CPU reports in /proc/cpuinfo (empty where it has none or
+    the file does not exist, e.g. macOS: the float path is then kept)."""
+    if _STATE["cpu"] is None:
+        found = set()
+        try:
+            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+                for line in f:
+                    if line.startswith(("flags", "Features")):
+                        found |= set(line.split(":", 1)[1].split()) & set(DOT_FLAGS)
+                        break
+        except OSError:
+            pass
+        _STATE["cpu"] = tuple(f for f in DOT_FLAGS if f in found)
+    return _STATE["cpu"]
+
+
+def _torch_int_mm():
+    try:
+        import torch
+    except ImportError:        # pragma: no cover - torch is a dependency
+        return None
+    return getattr(torch, "_int_mm", None)
+
+
+def use_int8() -> bool:
+    """True when the weighted sums whose codes fit int8 run on the int8 unit."""
+    c = _choice()
+    if c == "float":
+        return False
+    if _torch_int_mm() is None:
+        return False
+    return c == "int8" or bool(cpu_dot_flags()) or _STATE["device"] == "cuda"
+
+
+def kernel_path() -> str:
+    """A short name of the GEMM unit the exact weighted sums use in this process, e.g.
+    ``"int8-vnni (torch._int_mm)"`` or ``"float32-blas"`` (printed by ``chipsim run``)."""
+    if not use_int8():
+        return "float32-blas"
+    if _STATE["device"] == "cuda":
+        return "int8-cuda (torch._int_mm)"
+    flags = cpu_dot_flags()
+    unit = ("amx" if "amx_int8" in flags else "vnni" if any("vnni" in f for f in flags)
+            else "dotprod" if flags else "generic")
+    return f"int8-{unit} (torch._int_mm)"
+
+
+def set_device(device: str) -> None:
+    """``cpu`` or ``cuda``: where the int8 GEMMs run (the data movement stays on the CPU)."""
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu or cuda, got {device!r}")
+    if device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise ValueError("device cuda requested but torch sees no CUDA device")
+    _STATE["device"] = device
+
+
+def fits_int8(int_bound) -> bool:
+    """Both operands' codes fit int8 (|code| <= 127)."""
+    return int_bound is not None and max(int(np.ceil(int_bound[0])), int(np.ceil(int_bound[1]))) <= INT8_MAX
+
+
+def int32_chunk(int_bound) -> int:
+    """Most products one int32 sum may hold: the largest k with ``k*ma*mb < 2**31``."""
+    prod = int(np.ceil(int_bound[0])) * int(np.ceil(int_bound[1]))
+    return (INT32_EXACT - 1) // max(prod, 1)
+
+
+def _mm(a8: np.ndarray, b8: np.ndarray) -> np.ndarray:
+    """One int8 x int8 -> int32 GEMM through torch (numpy views in and out where possible)."""
+    import torch
+    ta, tb = torch.from_numpy(a8), torch.from_numpy(b8)
+    if _STATE["device"] == "cuda":
+        return torch._int_mm(ta.cuda(), tb.cuda()).cpu().numpy()
+    return torch._int_mm(ta, tb).numpy()
+
+
+def int8_gemm(a8: np.ndarray, b8: np.ndarray, int_bound, k_eff=None) -> np.ndarray:
+    """Exact ``a8 (M,K) @ b8 (K,N)`` for int8 codes with ``|a| <= ma``, ``|b| <= mb``.
+
+    Returns int32 when one int32 sum holds every output (``k_eff*ma*mb < 2**31``, ``k_eff``
+    defaulting to K: the most nonzero products reaching one output), else int64: the sum of
+    int32 GEMMs over K-chunks of :func:`int32_chunk` terms (see the module docstring).
+    """
+    K = a8.shape[1]
+    kc = int32_chunk(int_bound)
+    if (K if k_eff is None else k_eff) <= kc:
+        return _mm(a8, b8)
+    n_chunks = -(-K // kc)
+    size = -(-K // n_chunks)
+    acc = _mm(a8[:, :size], b8[:size]).astype(np.int64)
+    for k0 in range(size, K, size):
+        acc += _mm(a8[:, k0:k0 + size], b8[k0:k0 + size])
+    return acc
+
+
+def to_int8(a) -> np.ndarray:
+    """Integer codes (any dtype holding exact integers in [-127, 127]) as a C-contiguous int8 array."""
+    return np.ascontiguousarray(a, dtype=np.int8) if np.asarray(a).dtype != np.int8 else np.ascontiguousarray(a)
+
+
+def matmul_int8(a, b, int_bound, k_eff=None) -> np.ndarray:
+    """Exact ``a (M,K) @ b (K,N)`` for integer codes that fit int8, any layout in.
+
+    oneDNN's int8 GEMM is fast when the long dimension is M and N is narrow (measured here: a
+    32 x 144 x 13440 product 13x slower than its transpose), so when M < N the transposed
+    product ``(b^T a^T)^T`` is taken; the int8 copies made anyway are made in that layout.
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape[0] >= b.shape[1]:
+        return int8_gemm(to_int8(a), to_int8(b), int_bound, k_eff)
+    return int8_gemm(to_int8(b.T), to_int8(a.T), int_bound[::-1], k_eff).T

@@ -1,0 +1,142 @@
+"""Channels-last int8 data movement for the convolutions on the int8 unit (numba).
+
+Why a second layout: oneDNN's int8 GEMM (``torch._int_mm``) is fast when the
+long dimension (the output pixels, T) is the rows of the first operand and
+the narrow one (channels) is the columns (``chipsim.kernels.int8``). So on the
+int8 unit the stride-1 grid of ``layout`` is kept (pitch ``Wp``, garbage
+columns, one zero gap serving both paddings) but stored channels-last:
+
+* padded input planes ``xp (N, Hp*Wp + tail, C)`` int8;
+* im2col ``cols (N*Ho*Wp, kh*kw*C)`` int8, each row one output pixel, its
+  columns ordered (i, j, c): each (i, j) tap is one contiguous run of C
+  bytes of ``xp``, and the weights are reordered to match;
+* errors ``g (N*Ho*Wp, O)`` int8, zeros in the garbage columns.
+
+Everything is int8 from the first pass on: the float32 codes are read once,
+converted while padding, and the im2col matrix a GEMM streams is a quarter
+of the float one. Pure copies and (col2im) exact int32 adds whose bound the
+caller checks; nothing here rounds.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .exact import _MOVE
+
+
+@njit(**_MOVE)
+def pad_planes_cl(x, ph, pw, wp, tail):
+    """(N,C,H,W) integer codes (any dtype) -> int8 zero-padded planes (N, Hp*Wp + tail, C)."""
+    n, c, h, w = x.shape
+    hp = h + 2 * ph
+    out = np.zeros((n, hp * wp + tail, c), dtype=np.int8)
+    for b in prange(n):
+        dst = out[b]
+        for ci in range(c):
+            src = x[b, ci]
+            for hi in range(h):
+                s = src[hi]
+                base = (hi + ph) * wp + pw
+                for wi in range(w):
+                    dst[base + wi, ci] = np.int8(s[wi])
+    return out
+
+
+@njit(**_MOVE)
+def im2col_cl(xp, kh, kw, wp, ho):
+    """Padded channels-last planes -> cols (N*Ho*Wp, kh*kw*C) int8, columns ordered (i, j, c)."""
+    n, _, c = xp.shape
+    L = ho * wp
+    cols = np.empty((n * L, kh * kw * c), dtype=np.int8)
+    for b in prange(n):
+        src = xp[b]
+        for t in range(L):
+            row = cols[b * L + t]
+            for i in range(kh):
+                for j in range(kw):
+                    s = src[t + i * wp + j]
+                    d = row[(i * kw + j) * c:(i * kw + j + 1) * c]
+                    for ci in range(c):
+                        d[ci] = s[ci]
+    return cols
+
+
+@njit(**_MOVE)
+def nchw_to_grid_cl(gy, wp):
+    """(N, O, Ho, Wo) integer codes -> int8 (N*Ho*Wp, O), zeros in the garbage columns."""
+    n, o, ho, wo = gy.shape
+    L = ho * wp
+    out = np.zeros((n * L, o), dtype=np.int8)
+    for b in prange(n):
+        for oi in range(o):
+            plane = gy[b, oi]
+            for oh in range(ho):
+                s = plane[oh]
+                base = b * L + oh * wp
+                for ow in range(wo):
+                    out[base + ow, oi] = np.int8(s[ow])
+    return out
+
+
+@njit(**_MOVE)
+def grid_cl_to_nchw_into(acc, out, ho, wp, wo):
+    """Exact accumulator (n*Ho*Wp, O) -> ``out`` (n, O, Ho, Wo) in out's dtype, garbage dropped."""
+    n, o = out.shape[0], out.shape[1]
+    L = ho * wp
+    for b in prange(n):
+        for oh in range(ho):
+            for ow in range(wo):
+                s = acc[b * L + oh * wp + ow]
+                for oi in range(o):
+                    out[b, oi, oh, ow] = s[oi]
+
+
+@njit(**_MOVE)
+def grid_cl_to_nchw_scaled_into(acc, scale, out, ho, wp, wo, wide):
+    """:func:`grid_cl_to_nchw_into` times ``scale[o]``, into float32 ``out``.
+
+    The product is taken in the dtype the float path's accumulator had (float32, or float64 when
+    ``wide``) and rounded to float32 once, so the bits are those of
+    ``layout._grid_to_nchw_scaled_into`` on the float accumulator.
+    """
+    n, o = out.shape[0], out.shape[1]
+    L = ho * wp
+    for b in prange(n):
+        for oh in range(ho):
+            for ow in range(wo):
+                s = acc[b * L + oh * wp + ow]
+                for oi in range(o):
+                    if wide:
+                        out[b, oi, oh, ow] = np.float32(np.float64(s[oi]) * np.float64(scale[oi]))
+                    else:
+                        out[b, oi, oh, ow] = np.float32(np.float32(s[oi]) * scale[oi])
+
+
+@njit(**_MOVE)
+def col2im_grid_cl(gcols, out, c, kh, kw, ph, pw, wp, ho):
+    """Adjoint of pad + :func:`im2col_cl` on an int32 ``gcols (N*Ho*Wp, kh*kw*C)``, cropped into
+    ``out (N, C, H, W)`` (any dtype: the exact int32 sums are converted on the way out).
+
+    Per sample, the kh*kw shifted taps are added into one int32 channels-last accumulator in a
+    fixed order; exact while the caller's bound holds (every sum below ``2**31``).
+    """
+    n, _, h, w = out.shape
+    hp = h + 2 * ph
+    L = ho * wp
+    for b in prange(n):
+        acc = np.zeros((hp * wp + kw - 1, c), dtype=np.int32)
+        for t in range(L):
+            row = gcols[b * L + t]
+            for i in range(kh):
+                for j in range(kw):
+                    a = acc[t + i * wp + j]
+                    s = row[(i * kw + j) * c:(i * kw + j + 1) * c]
+                    for ci in range(c):
+                        a[ci] += s[ci]
+        for hi in range(h):
+            base = (hi + ph) * wp + pw
+            for wi in range(w):
+                a = acc[base + wi]
+                for ci in range(c):
+                    out[b, ci, hi, wi] = a[ci]
