@@ -177,4 +177,6 @@ def matmul_int8(a, b, int_bound, k_eff=None) -> np.ndarray:
     a, b = np.asarray(a), np.asarray(b)
     if a.shape[0] >= b.shape[1]:
         return int8_gemm(to_int8(a), to_int8(b), int_bound, k_eff)
-    return int8_gemm(to_int8(b.T), to_int8(a.T), int_bound[::-1], k_eff).T
+    # C-contiguous out, as np.matmul's: a later float reduction over it (a bias gradient, BN's
+    # sums) adds in an order that follows the memory layout
+    return np.ascontiguousarray(int8_gemm(to_int8(b.T), to_int8(a.T), int_bound[::-1], k_eff).T)
