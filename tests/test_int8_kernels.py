@@ -1,0 +1,253 @@
+"""The int8 unit (chipsim.kernels.int8): exact against plain integer numpy at the bound, bit-identical
+to the float path through the kernels and through whole training steps, and chosen by the machine.
+
+References are int64 numpy written here (no chipsim code), inputs adversarial: every code at its
+largest magnitude with the signs that make the sums largest, reductions at and one past the int32
+limit. They run on whatever CPU runs the tests: with ``set_kernels("int8")`` torch's ``_int_mm``
+computes even where the CPU lacks dot-product instructions (slower, same integers).
+"""
+import numpy as np
+import pytest
+import torch
+
+from chipsim import kernels as K
+from chipsim.errors import ChipsimError
+from chipsim.kernels import int8 as I8
+from chipsim.kernels.exact import set_kernels
+
+from test_kernels import CONV_CASES
+
+
+@pytest.fixture(params=["int8", "float"])
+def unit(request):
+    old = set_kernels(request.param)
+    yield request.param
+    set_kernels(old)
+
+
+@pytest.fixture
+def int8_unit():
+    old = set_kernels("int8")
+    yield
+    set_kernels(old)
+
+
+# ---------------------------------------------------------------- integer references (int64 numpy)
+def _pad(x, p):
+    return np.pad(x.astype(np.int64), ((0, 0), (0, 0), (p, p), (p, p)))
+
+
+def ref_conv(x, w, s, p):
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    ho, wo = (h + 2 * p - kh) // s + 1, (wd + 2 * p - kw) // s + 1
+    xp, w = _pad(x, p), w.astype(np.int64)
+    y = np.zeros((n, o, ho, wo), np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, :, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s]     # (n, c, ho, wo)
+            y += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
+    return y
+
+
+def ref_grad_weight(x, gy, kh, kw, s, p):
+    ho, wo = gy.shape[2:]
+    xp, gy = _pad(x, p), gy.astype(np.int64)
+    gw = np.zeros((gy.shape[1], x.shape[1], kh, kw), np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, :, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s]
+            gw[:, :, i, j] = np.einsum("nchw,nohw->oc", patch, gy)
+    return gw
+
+
+def ref_grad_input(gy, w, x_shape, s, p):
+    n, c, h, wd = x_shape
+    o, _, kh, kw = w.shape
+    ho, wo = gy.shape[2:]
+    gx = np.zeros((n, c, h + 2 * p, wd + 2 * p), np.int64)
+    gy, w = gy.astype(np.int64), w.astype(np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            gx[:, :, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s] += np.einsum("nohw,oc->nchw", gy, w[:, :, i, j])
+    return gx[:, :, p:p + h, p:p + wd]
+
+
+def _codes(rng, shape, m):
+    return rng.integers(-m, m + 1, shape).astype(np.float32)
+
+
+def _same(got, want_int, dtype):
+    """``got`` holds exactly the integers ``want_int``, in ``dtype``."""
+    assert got.dtype == dtype
+    assert np.array_equal(np.asarray(got, np.int64), want_int)
+    assert np.array_equal(got, want_int.astype(dtype))
+
+
+# ---------------------------------------------------------------- the GEMM at the int32 bound
+def test_int32_chunk_is_the_largest_exact_reduction():
+    # 127*127 = 16129; (2**31 - 1) // 16129 = 133144, and 133144*16129 = 2147479576 < 2**31 = 2147483648
+    assert I8.int32_chunk((127, 127)) == 133144
+    # 7*7 = 49; 2147483647 // 49 = 43826196
+    assert I8.int32_chunk((7, 7)) == 43826196
+
+
+@pytest.mark.parametrize("k", [133144, 133145])
+@pytest.mark.parametrize("sign", [1, -1])
+def test_int8_gemm_at_the_bound(int8_unit, k, sign):
+    """Every product +-127*127: at K = 133144 one int32 sum reaches 2147479576 = 2**31 - 4072; one
+    more term would overflow int32, so K = 133145 must take two chunks summed in int64."""
+    a = np.full((17, k), 127, np.int8)
+    b = np.full((k, 8), sign * 127, np.int8)
+    b[:, 1] = np.where(np.arange(k) % 2, 127, -127)          # alternating signs: sums cancel
+    b[:, 2] = 0
+    got = I8.int8_gemm(a, b, (127, 127))
+    want = a.astype(np.int64) @ b.astype(np.int64)
+    assert got.dtype == (np.int32 if k == 133144 else np.int64)
+    assert np.array_equal(got, want)
+    assert want[0, 0] == sign * k * 16129
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 2), (16, 8, 8), (17, 9, 31), (40, 300, 7), (5, 64, 90)])
+def test_matmul_int8_any_shape_and_layout(int8_unit, shape):
+    """No shape constraint leaks out (M <= 16, K or N not multiples of 8), transposed views in."""
+    m, k, n = shape
+    rng = np.random.default_rng(m * 1000 + k * 10 + n)
+    a = _codes(rng, (k, m), 127).T                # a transposed view
+    b = _codes(rng, (k, n), 127)
+    got = I8.matmul_int8(a, b, (127, 127))
+    assert got.flags.c_contiguous
+    assert np.array_equal(got, a.astype(np.int64) @ b.astype(np.int64))
+
+
+# ---------------------------------------------------------------- the kernels on both units
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("bound", [(7, 7, 7), (127, 127, 127)])
+def test_conv_exact_on_each_unit(unit, case, bound):
+    """Forward, grad-weight and grad-input hold the int64 reference's integers on each unit, every
+    operand at its largest magnitude somewhere (random signs elsewhere)."""
+    n, c, h, w, o, kh, kw, s, p = case
+    ma, mw, mg = bound
+    rng = np.random.default_rng(sum(case) + ma)
+    x, wt = _codes(rng, (n, c, h, w), ma), _codes(rng, (o, c, kh, kw), mw)
+    x[0, 0] = ma
+    wt[0] = mw
+    y = K.conv2d_forward(x, wt, s, p, int_bound=(ma, mw))
+    want = ref_conv(x, wt, s, p)
+    _same(y, want, np.float32)
+    gy = _codes(rng, want.shape, mg)
+    gy[0, 0] = mg
+    _same(K.conv2d_grad_weight(x, gy, (kh, kw), s, p, int_bound=(ma, mg)), ref_grad_weight(x, gy, kh, kw, s, p),
+          np.float32)
+    _same(K.conv2d_grad_input(gy, wt, x.shape, s, p, int_bound=(mg, mw)), ref_grad_input(gy, wt, x.shape, s, p),
+          np.float32)
+    if unit == "int8" and s == 1:
+        assert K.LAST_UNIT["conv2d_grad_input"] == "int8"
+
+
+def test_conv_grad_weight_past_the_int32_bound(unit):
+    """n*Ho*Wo = 170*28*28 = 133280 products of 127*127 per weight: past int32's 133144, so the
+    int8 unit chunks the reduction and the float path goes wide; both give float64 with the exact
+    sum 133280*16129 = 2149673120 (> 2**31) where every code is +127."""
+    x = np.full((170, 1, 28, 28), 127, np.float32)
+    gy = np.full((170, 2, 28, 28), 127, np.float32)
+    gy[:, 1] = -127
+    gw = K.conv2d_grad_weight(x, gy, (3, 3), 1, 1, int_bound=(127, 127))
+    assert gw.dtype == np.float64
+    assert gw[0, 0, 1, 1] == 2149673120 and gw[1, 0, 1, 1] == -2149673120
+    assert np.array_equal(gw, ref_grad_weight(x, gy, 3, 3, 1, 1).astype(np.float64))
+
+
+def test_conv_forward_rescale_is_the_float_paths(int8_unit):
+    """``out_scale`` on the int8 unit rounds like the float path: the same float32 bits."""
+    rng = np.random.default_rng(3)
+    x, wt = _codes(rng, (4, 6, 9, 9), 127), _codes(rng, (5, 6, 3, 3), 127)
+    scale = rng.random(5).astype(np.float32) * 1e-3
+    got = K.conv2d_forward(x, wt, 1, 1, int_bound=(127, 127), out_scale=scale)
+    set_kernels("float")
+    want = K.conv2d_forward(x, wt, 1, 1, int_bound=(127, 127), out_scale=scale)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("k", [1, 9, 300])
+def test_dense_exact_on_each_unit(unit, k):
+    rng = np.random.default_rng(k)
+    x, w, g = _codes(rng, (33, k), 127), _codes(rng, (10, k), 127), _codes(rng, (33, 10), 127)
+    x[0], w[0] = 127, 127
+    xi, wi, gi = (v.astype(np.int64) for v in (x, w, g))
+    _same(K.dense_forward(x, w, int_bound=(127, 127)), xi @ wi.T, np.float32)
+    _same(K.dense_grad_weight(x, g, int_bound=(127, 127)), gi.T @ xi, np.float32)
+    _same(K.dense_grad_input(g, w, int_bound=(127, 127)), gi @ wi, np.float32)
+    assert K.LAST_UNIT["dense_grad_input"] == ("int8" if unit == "int8" else "float")
+
+
+def test_wide_codes_keep_the_float_path(int8_unit):
+    """Codes past int8 (a 16-bit operand) are not squeezed into int8: the float path runs, exactly."""
+    rng = np.random.default_rng(5)
+    x, w = _codes(rng, (20, 30), 32767), _codes(rng, (4, 30), 7)
+    y = K.dense_forward(x, w, int_bound=(32767, 7))
+    assert K.LAST_UNIT["dense_forward"] == "float"
+    _same(y, x.astype(np.int64) @ w.astype(np.int64).T, np.float32)
+
+
+# ---------------------------------------------------------------- the choice of unit
+def test_kernel_path_follows_the_cpu(monkeypatch):
+    monkeypatch.setitem(I8._STATE, "choice", "auto")
+    monkeypatch.setitem(I8._STATE, "cpu", ())
+    assert I8.kernel_path() == "float32-blas" and not I8.use_int8()
+    monkeypatch.setitem(I8._STATE, "cpu", ("avx512_vnni",))
+    assert I8.kernel_path() == "int8-vnni (torch._int_mm)"
+    monkeypatch.setitem(I8._STATE, "cpu", ("avx512_vnni", "amx_int8"))
+    assert I8.kernel_path() == "int8-amx (torch._int_mm)"
+    monkeypatch.setitem(I8._STATE, "choice", "float")
+    assert I8.kernel_path() == "float32-blas"
+    monkeypatch.setitem(I8._STATE, "choice", "int8")
+    monkeypatch.setitem(I8._STATE, "cpu", ())
+    assert I8.kernel_path() == "int8-generic (torch._int_mm)"
+
+
+def test_kernel_path_is_exported():
+    from chipsim.kernels.exact import kernel_path
+    assert kernel_path() in ("float32-blas",) or kernel_path().startswith("int8-")
+
+
+def test_bad_choice(monkeypatch):
+    with pytest.raises(ValueError, match="auto"):
+        set_kernels("fast")
+    monkeypatch.setitem(I8._STATE, "choice", None)
+    monkeypatch.setenv("CHIPSIM_KERNELS", "fast")
+    with pytest.raises(ChipsimError, match="CHIPSIM_KERNELS.*auto, int8, float"):
+        I8.use_int8()
+
+
+def test_cpu_flags_are_read_from_proc_cpuinfo(monkeypatch):
+    monkeypatch.setitem(I8._STATE, "cpu", None)
+    flags = I8.cpu_dot_flags()
+    try:
+        text = open("/proc/cpuinfo").read().split()
+    except OSError:
+        text = []
+    assert set(flags) == set(I8.DOT_FLAGS) & set(text)
+
+
+# ---------------------------------------------------------------- a GPU, where there is one
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_unit_matches_cpu():
+    rng = np.random.default_rng(9)
+    x, wt = _codes(rng, (8, 16, 14, 14), 7), _codes(rng, (32, 16, 3, 3), 7)
+    gy = _codes(rng, (8, 32, 14, 14), 127)
+    old = set_kernels("int8")
+    try:
+        cpu = [K.conv2d_forward(x, wt, 1, 1, int_bound=(7, 7)),
+               K.conv2d_grad_weight(x, gy, (3, 3), 1, 1, int_bound=(7, 127)),
+               K.conv2d_grad_input(gy, wt, x.shape, 1, 1, int_bound=(127, 7))]
+        I8.set_device("cuda")
+        assert I8.kernel_path().startswith("int8-cuda")
+        gpu = [K.conv2d_forward(x, wt, 1, 1, int_bound=(7, 7)),
+               K.conv2d_grad_weight(x, gy, (3, 3), 1, 1, int_bound=(7, 127)),
+               K.conv2d_grad_input(gy, wt, x.shape, 1, 1, int_bound=(127, 7))]
+    finally:
+        I8.set_device("cpu")
+        set_kernels(old)
+    for a, b in zip(cpu, gpu):
+        assert np.array_equal(a, b)
