@@ -38,7 +38,18 @@ CHOICES = ("auto", "int8", "float")
 # x86: AVX-512 VNNI, AVX-VNNI (the VEX form), AMX int8 tiles; ARM: the SDOT/UDOT dot product
 DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
 
-_STATE = {"choice": None, "cpu": None, "device": "cpu"}
+_STATE = {"choice": None, "cpu": None, "device": None}
+
+
+def _device() -> str:
+    """Where the int8 GEMMs run: ``CHIPSIM_DEVICE=cpu|cuda`` (default cpu), or :func:`set_device`."""
+    if _STATE["device"] is None:
+        d = os.environ.get("CHIPSIM_DEVICE", "cpu").strip().lower() or "cpu"
+        if d not in ("cpu", "cuda"):
+            from ..errors import ChipsimError
+            raise ChipsimError(f"environment variable CHIPSIM_DEVICE: {d!r} is not one of cpu, cuda")
+        set_device(d)
+    return _STATE["device"]
 
 
 def _choice() -> str:
@@ -96,7 +107,7 @@ def use_int8() -> bool:
         return False
     if _torch_int_mm() is None:
         return False
-    return c == "int8" or bool(cpu_dot_flags()) or _STATE["device"] == "cuda"
+    return c == "int8" or bool(cpu_dot_flags()) or _device() == "cuda"
 
 
 def kernel_path() -> str:
@@ -104,7 +115,7 @@ def kernel_path() -> str:
     ``"int8-vnni (torch._int_mm)"`` or ``"float32-blas"`` (printed by ``chipsim run``)."""
     if not use_int8():
         return "float32-blas"
-    if _STATE["device"] == "cuda":
+    if _device() == "cuda":
         return "int8-cuda (torch._int_mm)"
     flags = cpu_dot_flags()
     unit = ("amx" if "amx_int8" in flags else "vnni" if any("vnni" in f for f in flags)
@@ -119,7 +130,8 @@ def set_device(device: str) -> None:
     if device == "cuda":
         import torch
         if not torch.cuda.is_available():
-            raise ValueError("device cuda requested but torch sees no CUDA device")
+            from ..errors import ChipsimError
+            raise ChipsimError("device cuda (CHIPSIM_DEVICE or set_device): torch sees no CUDA device; use cpu")
     _STATE["device"] = device
 
 
@@ -138,7 +150,7 @@ def _mm(a8: np.ndarray, b8: np.ndarray) -> np.ndarray:
     """One int8 x int8 -> int32 GEMM through torch (numpy views in and out where possible)."""
     import torch
     ta, tb = torch.from_numpy(a8), torch.from_numpy(b8)
-    if _STATE["device"] == "cuda":
+    if _device() == "cuda":
         return torch._int_mm(ta.cuda(), tb.cuda()).cpu().numpy()
     return torch._int_mm(ta, tb).numpy()
 

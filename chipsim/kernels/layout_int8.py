@@ -45,20 +45,24 @@ def pad_planes_cl(x, ph, pw, wp, tail):
 
 @njit(**_MOVE)
 def im2col_cl(xp, kh, kw, wp, ho):
-    """Padded channels-last planes -> cols (N*Ho*Wp, kh*kw*C) int8, columns ordered (i, j, c)."""
-    n, _, c = xp.shape
+    """Padded channels-last planes -> cols (N*Ho*Wp, kh*kw*C) int8, columns ordered (i, j, c).
+
+    For one output pixel t and kernel row i, the kw taps (j, c) are ``kw*C`` consecutive bytes of
+    the flattened plane (from ``(t + i*Wp)*C``), so each row of cols is kh contiguous copies.
+    """
+    n, r, c = xp.shape
     L = ho * wp
-    cols = np.empty((n * L, kh * kw * c), dtype=np.int8)
+    run = kw * c
+    cols = np.empty((n * L, kh * run), dtype=np.int8)
     for b in prange(n):
-        src = xp[b]
+        src = xp[b].reshape(r * c)
         for t in range(L):
             row = cols[b * L + t]
             for i in range(kh):
-                for j in range(kw):
-                    s = src[t + i * wp + j]
-                    d = row[(i * kw + j) * c:(i * kw + j + 1) * c]
-                    for ci in range(c):
-                        d[ci] = s[ci]
+                s = src[(t + i * wp) * c:(t + i * wp) * c + run]
+                d = row[i * run:(i + 1) * run]
+                for q in range(run):
+                    d[q] = s[q]
     return cols
 
 
