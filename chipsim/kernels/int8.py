@@ -40,6 +40,14 @@ DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
 
 _STATE = {"choice": None, "cpu": None, "device": None}
 
+# Threads for one int8 GEMM (torch's intra-op pool is set to this for the call, then restored).
+# One by default, for the reason the numba copies run serial (``exact.PARALLEL``): the GEMMs of a
+# step are short (0.1-1 ms), and a multi-threaded call ends in a join that, on a machine whose
+# cores are shared, waits for a descheduled thread. Measured on the 2-core VM under load (load
+# average 4.7): a 13440 x 144 x 32 int8 GEMM took 16.0 ms median on 2 threads, 0.43 ms on 1.
+# Set CHIPSIM_INT8_THREADS=0 to use torch's own setting, or N for N threads, on a quiet machine.
+GEMM_THREADS = int(os.environ.get("CHIPSIM_INT8_THREADS", "1"))
+
 
 def _device() -> str:
     """Where the int8 GEMMs run: ``CHIPSIM_DEVICE=cpu|cuda`` (default cpu), or :func:`set_device`."""
@@ -152,7 +160,14 @@ def _mm(a8: np.ndarray, b8: np.ndarray) -> np.ndarray:
     ta, tb = torch.from_numpy(a8), torch.from_numpy(b8)
     if _device() == "cuda":
         return torch._int_mm(ta.cuda(), tb.cuda()).cpu().numpy()
-    return torch._int_mm(ta, tb).numpy()
+    before = torch.get_num_threads()
+    if GEMM_THREADS <= 0 or GEMM_THREADS == before:
+        return torch._int_mm(ta, tb).numpy()
+    torch.set_num_threads(GEMM_THREADS)
+    try:
+        return torch._int_mm(ta, tb).numpy()
+    finally:
+        torch.set_num_threads(before)
 
 
 def int8_gemm(a8: np.ndarray, b8: np.ndarray, int_bound, k_eff=None) -> np.ndarray:
