@@ -181,13 +181,41 @@ def test_dense_exact_on_each_unit(unit, k):
     assert K.LAST_UNIT["dense_grad_input"] == ("int8" if unit == "int8" else "float")
 
 
-def test_wide_codes_keep_the_float_path(int8_unit):
-    """Codes past int8 (a 16-bit operand) are not squeezed into int8: the float path runs, exactly."""
+def test_digit_split_is_exact():
+    """Balanced base-128 digits: 255 = 2*128 - 1, 16319 = 127*128 + 63 (the largest of two digits),
+    32767 = 2*128**2 + 0*128 - 1; every code of the range comes back as the sum of its digits."""
+    assert [I8.digits_needed(m) for m in (127, 128, 255, 16319, 16320, 32767, 2088895, 2088896)] == \
+        [1, 2, 2, 2, 3, 3, 3, 4]
+    codes = np.arange(-32767, 32768)
+    digits = I8.split_digits(codes, 3)
+    assert all(d.dtype == np.int8 for d in digits)
+    assert digits[0].min() == -64 and digits[0].max() == 63 and np.abs(digits[2]).max() <= 127
+    assert np.array_equal(sum(d.astype(np.int64) * 128 ** i for i, d in enumerate(digits)), codes)
+    assert [int(d[-1]) for d in I8.split_digits(np.array([32767]), 3)] == [-1, 0, 2]
+
+
+@pytest.mark.parametrize("bound", [(255, 127), (32767, 127), (16319, 16319), (255, 255)])
+def test_wide_codes_on_int8_digits_at_the_bound(unit, bound):
+    """8-bit unsigned and 16-bit codes, the extremes included, through the int8 digits (or the float
+    path): the int64 reference's integers, in the float path's dtype."""
+    ma, mb = bound
+    rng = np.random.default_rng(ma + mb)
+    x, w = _codes(rng, (40, 300), ma), _codes(rng, (6, 300), mb)
+    x[0], x[1], w[0], w[1] = ma, -ma, mb, -mb
+    want = x.astype(np.int64) @ w.astype(np.int64).T
+    y = K.dense_forward(x, w, int_bound=bound)
+    wide = 300 * ma * mb >= 2 ** 24          # the float path's dtype: float64 past 2**24
+    _same(y, want, np.float64 if wide else np.float32)
+    assert K.LAST_UNIT["dense_forward"] == ("int8-digits" if unit == "int8" else "float")
+
+
+def test_too_wide_codes_keep_the_float_path(int8_unit):
+    """16-bit x 16-bit would take 9 int8 GEMMs: the float path runs, exactly."""
     rng = np.random.default_rng(5)
-    x, w = _codes(rng, (20, 30), 32767), _codes(rng, (4, 30), 7)
-    y = K.dense_forward(x, w, int_bound=(32767, 7))
+    x, w = _codes(rng, (20, 30), 32767), _codes(rng, (4, 30), 32767)
+    y = K.dense_forward(x, w, int_bound=(32767, 32767))
     assert K.LAST_UNIT["dense_forward"] == "float"
-    _same(y, x.astype(np.int64) @ w.astype(np.int64).T, np.float32)
+    _same(y, x.astype(np.int64) @ w.astype(np.int64).T, np.float64)
 
 
 # ---------------------------------------------------------------- the choice of unit

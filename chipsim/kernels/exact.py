@@ -29,7 +29,9 @@ Integer unit
 ------------
 Where the CPU has int8 dot-product instructions and both operands' codes fit
 int8 (``max_abs <= 127``), the same exact sums run as int8 x int8 -> int32
-GEMMs instead (``chipsim.kernels.int8``); the exact integer result is then
+GEMMs instead (``chipsim.kernels.int8``); wider codes (8-bit unsigned up to
+255, 16-bit) are split into balanced base-128 int8 digits when that takes at
+most four int8 GEMMs (``"int8-digits"``); the exact integer result is then
 returned in the dtype the path above names, so callers see the same bits
 whichever unit ran. :data:`LAST_UNIT` records ``"int8"`` or ``"float"`` per
 function, and :func:`kernel_path` names the unit this process uses.
@@ -55,10 +57,10 @@ import os
 import numpy as np
 from numba import njit, prange
 
-from .int8 import fits_int8, kernel_path, matmul_int8, set_kernels, use_int8  # noqa: F401
+from .int8 import fits_int8, kernel_path, matmul_int8, set_kernels, split_fits, use_int8  # noqa: F401
 
 LAST_PATH: dict[str, str] = {}
-LAST_UNIT: dict[str, str] = {}     # "int8" or "float": which unit ran the last call of each function
+LAST_UNIT: dict[str, str] = {}     # "int8", "int8-digits" or "float": the unit of each function's last call
 _RESULT_DTYPE = {"fp32": np.float32, "fp64": np.float64, "int64": np.int64}
 FP32_EXACT = 2 ** 24
 FP64_EXACT = 2 ** 53
@@ -132,8 +134,8 @@ def _matmul(a, b, int_bound, name, k_eff=None):
     K = a.shape[1]
     path = accumulation_path(K if k_eff is None else k_eff, *int_bound)
     LAST_PATH[name] = path
-    if int8_unit(int_bound):
-        LAST_UNIT[name] = "int8"
+    if int_bound is not None and split_fits(int_bound) and use_int8():
+        LAST_UNIT[name] = "int8" if fits_int8(int_bound) else "int8-digits"
         return as_path_dtype(matmul_int8(a, b, int_bound, k_eff), path)
     LAST_UNIT[name] = "float"
     if path == "fp32":

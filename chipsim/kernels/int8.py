@@ -189,19 +189,84 @@ def int8_gemm(a8: np.ndarray, b8: np.ndarray, int_bound, k_eff=None) -> np.ndarr
     return acc
 
 
+# --------------------------------------------------------------------------
+# wider codes: balanced base-128 digits, each an int8 operand
+# --------------------------------------------------------------------------
+MAX_DIGIT_PRODUCTS = 4     # at most this many int8 GEMMs per product (e.g. 16-bit x 8-bit: 3)
+
+
+def digits_needed(max_abs) -> int:
+    """Balanced base-128 digits that hold every code ``|a| <= max_abs``.
+
+    The lower digits lie in [-64, 63], the top one in [-127, 127]: one digit holds 127, two hold
+    127*128 + 63 = 16319, three 16319*128 + 63 = 2088895 (so 8-bit unsigned codes up to 255 take
+    two, signed 16-bit codes up to 32767 three).
+    """
+    m, d, cap = int(np.ceil(max_abs)), 1, INT8_MAX
+    while m > cap:
+        cap, d = cap * 128 + 63, d + 1
+    return d
+
+
+def split_digits(a, d: int) -> list:
+    """Integer codes -> ``d`` int8 arrays ``a_0 .. a_{d-1}`` (low first) with ``a = sum_i a_i * 128**i``.
+
+    Each lower digit is ``((r + 64) mod 128) - 64``, the remainder then divides exactly by 128; the
+    caller's bound (:func:`digits_needed`) keeps the top digit within int8.
+    """
+    r = np.asarray(a).astype(np.int64)
+    out = []
+    for _ in range(d - 1):
+        low = ((r + 64) & 127) - 64
+        out.append(np.ascontiguousarray(low, dtype=np.int8))
+        r = (r - low) >> 7
+    out.append(np.ascontiguousarray(r, dtype=np.int8))
+    return out
+
+
+def split_fits(int_bound) -> bool:
+    """The product can run as at most MAX_DIGIT_PRODUCTS exact int8 GEMMs."""
+    return int_bound is not None and \
+        digits_needed(int_bound[0]) * digits_needed(int_bound[1]) <= MAX_DIGIT_PRODUCTS
+
+
+def _digit_bounds(d: int, max_abs) -> list:
+    return [64] * (d - 1) + [min(INT8_MAX, int(np.ceil(max_abs)))] if d > 1 else [int(np.ceil(max_abs))]
+
+
+def _split_gemm(a, b, int_bound, k_eff):
+    """Exact ``a @ b`` for codes wider than int8: the sum over digit pairs of
+    ``128**(i+j) * (a_i @ b_j)``, each an exact int8 GEMM, added in int64 (exact below 2**63, which
+    ``exact.accumulation_path`` guarantees for the whole product)."""
+    da, db = digits_needed(int_bound[0]), digits_needed(int_bound[1])
+    ad, bd = split_digits(a, da), split_digits(b, db)
+    ba, bb = _digit_bounds(da, int_bound[0]), _digit_bounds(db, int_bound[1])
+    acc = None
+    for i, (ai, mi) in enumerate(zip(ad, ba)):
+        for j, (bj, mj) in enumerate(zip(bd, bb)):
+            part = int8_gemm(ai, bj, (mi, mj), k_eff).astype(np.int64) << (7 * (i + j))
+            acc = part if acc is None else acc + part
+    return acc
+
+
 def to_int8(a) -> np.ndarray:
     """Integer codes (any dtype holding exact integers in [-127, 127]) as a C-contiguous int8 array."""
     return np.ascontiguousarray(a, dtype=np.int8) if np.asarray(a).dtype != np.int8 else np.ascontiguousarray(a)
 
 
 def matmul_int8(a, b, int_bound, k_eff=None) -> np.ndarray:
-    """Exact ``a (M,K) @ b (K,N)`` for integer codes that fit int8, any layout in.
+    """Exact ``a (M,K) @ b (K,N)`` for integer codes that fit int8 (or, split into int8 digits, at most
+    MAX_DIGIT_PRODUCTS GEMMs: :func:`split_fits`), any layout in.
 
     oneDNN's int8 GEMM is fast when the long dimension is M and N is narrow (measured here: a
     32 x 144 x 13440 product 13x slower than its transpose), so when M < N the transposed
     product ``(b^T a^T)^T`` is taken; the int8 copies made anyway are made in that layout.
     """
     a, b = np.asarray(a), np.asarray(b)
+    if not fits_int8(int_bound):
+        if a.shape[0] >= b.shape[1]:
+            return _split_gemm(a, b, int_bound, k_eff)
+        return np.ascontiguousarray(_split_gemm(b.T, a.T, int_bound[::-1], k_eff).T)
     if a.shape[0] >= b.shape[1]:
         return int8_gemm(to_int8(a), to_int8(b), int_bound, k_eff)
     # C-contiguous out, as np.matmul's: a later float reduction over it (a bias gradient, BN's
