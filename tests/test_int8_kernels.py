@@ -274,6 +274,8 @@ def test_cuda_unit_matches_cpu():
         gpu = [K.conv2d_forward(x, wt, 1, 1, int_bound=(7, 7)),
                K.conv2d_grad_weight(x, gy, (3, 3), 1, 1, int_bound=(7, 127)),
                K.conv2d_grad_input(gy, wt, x.shape, 1, 1, int_bound=(127, 7))]
+        a, b = _codes(rng, (5, 13), 127), _codes(rng, (13, 3), 127)      # M <= 16, K and N not multiples of 8
+        assert np.array_equal(I8.matmul_int8(a, b, (127, 127)), a.astype(np.int64) @ b.astype(np.int64))
     finally:
         I8.set_device("cpu")
         set_kernels(old)

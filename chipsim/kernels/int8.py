@@ -159,7 +159,7 @@ def _mm(a8: np.ndarray, b8: np.ndarray) -> np.ndarray:
     import torch
     ta, tb = torch.from_numpy(a8), torch.from_numpy(b8)
     if _device() == "cuda":
-        return torch._int_mm(ta.cuda(), tb.cuda()).cpu().numpy()
+        return _mm_cuda(ta, tb)
     before = torch.get_num_threads()
     if GEMM_THREADS <= 0 or GEMM_THREADS == before:
         return torch._int_mm(ta, tb).numpy()
@@ -168,6 +168,20 @@ def _mm(a8: np.ndarray, b8: np.ndarray) -> np.ndarray:
         return torch._int_mm(ta, tb).numpy()
     finally:
         torch.set_num_threads(before)
+
+
+def _mm_cuda(ta, tb) -> np.ndarray:
+    """``torch._int_mm`` on the GPU, whose int8 GEMM wants M > 16 and K, N multiples of 8: the
+    operands are zero-padded up to those sizes (zeros add exact zeros) and the result cut back."""
+    import torch
+    m, k = ta.shape
+    n = tb.shape[1]
+    mp, kp, np_ = max(m, 17), -(-k // 8) * 8, -(-n // 8) * 8
+    a = torch.zeros((mp, kp), dtype=torch.int8, device="cuda")
+    b = torch.zeros((kp, np_), dtype=torch.int8, device="cuda")
+    a[:m, :k] = ta.cuda()
+    b[:k, :n] = tb.cuda()
+    return torch._int_mm(a, b)[:m, :n].cpu().numpy()
 
 
 def int8_gemm(a8: np.ndarray, b8: np.ndarray, int_bound, k_eff=None) -> np.ndarray:
