@@ -19,12 +19,21 @@ callers convert it to the dtype the float path would have given (float32 below
 ``2**24``, float64 below ``2**53``) so everything downstream sees the same
 bits whichever unit ran.
 
+Codes wider than int8 (8-bit unsigned up to 255, 16-bit) are split into
+balanced base-128 digits, each an int8 operand, when that takes at most four
+GEMMs; the digit products are shifted and added in int64 (exact below 2**63).
+
 The unit is chosen once per process (:func:`kernel_path`): ``int8`` where the
-CPU has int8 dot-product instructions and torch has ``_int_mm``, ``float``
-(BLAS sgemm) otherwise; ``CHIPSIM_KERNELS=int8|float|auto`` overrides it (and
-:func:`set_kernels` does, for tests and benchmarks). ``int8`` forced on a CPU
-without the instructions still computes exactly (oneDNN's reference kernels),
-just slowly.
+CPU has int8 dot-product instructions (read from /proc/cpuinfo) and torch has
+``_int_mm``, ``float`` (BLAS sgemm) otherwise. Environment:
+
+* ``CHIPSIM_KERNELS=auto|int8|float`` overrides the choice (:func:`set_kernels`
+  does, for tests and benchmarks). ``int8`` forced on a CPU without the
+  instructions still computes exactly (oneDNN's reference kernels), slowly.
+* ``CHIPSIM_DEVICE=cpu|cuda`` runs the int8 GEMMs on a CUDA device (the data
+  movement stays on the CPU).
+* ``CHIPSIM_INT8_THREADS`` (default 1; 0 = torch's setting): see
+  :data:`GEMM_THREADS`.
 """
 from __future__ import annotations
 
