@@ -133,25 +133,28 @@ def col2im_grid_cl(gcols, out, c, kh, kw, ph, pw, wp, ho):
     """Adjoint of pad + :func:`im2col_cl` on an int32 ``gcols (N*Ho*Wp, kh*kw*C)``, cropped into
     ``out (N, C, H, W)`` (any dtype: the exact int32 sums are converted on the way out).
 
-    Per sample, the kh*kw shifted taps are added into one int32 channels-last accumulator in a
-    fixed order; exact while the caller's bound holds (every sum below ``2**31``).
+    Per sample, the taps are added into one int32 channels-last accumulator in a fixed order: for
+    pixel t and kernel row i, the kw taps (j, c) land on ``kw*C`` consecutive accumulator entries
+    (from ``(t + i*Wp)*C``), one contiguous run, as in :func:`im2col_cl`. Exact while the caller's
+    bound holds (every sum below ``2**31``).
     """
     n, _, h, w = out.shape
     hp = h + 2 * ph
     L = ho * wp
+    run = kw * c
     for b in prange(n):
-        acc = np.zeros((hp * wp + kw - 1, c), dtype=np.int32)
+        acc = np.zeros((hp * wp + kw - 1) * c, dtype=np.int32)
         for t in range(L):
             row = gcols[b * L + t]
             for i in range(kh):
-                for j in range(kw):
-                    a = acc[t + i * wp + j]
-                    s = row[(i * kw + j) * c:(i * kw + j + 1) * c]
-                    for ci in range(c):
-                        a[ci] += s[ci]
-        for hi in range(h):
-            base = (hi + ph) * wp + pw
-            for wi in range(w):
-                a = acc[base + wi]
-                for ci in range(c):
-                    out[b, ci, hi, wi] = a[ci]
+                a = acc[(t + i * wp) * c:(t + i * wp) * c + run]
+                s = row[i * run:(i + 1) * run]
+                for q in range(run):
+                    a[q] += s[q]
+        for ci in range(c):
+            plane = out[b, ci]
+            for hi in range(h):
+                d = plane[hi]
+                base = ((hi + ph) * wp + pw) * c + ci
+                for wi in range(w):
+                    d[wi] = acc[base + wi * c]
