@@ -158,10 +158,13 @@ def test_conv_grad_weight_past_the_int32_bound(unit):
     assert np.array_equal(gw, ref_grad_weight(x, gy, 3, 3, 1, 1).astype(np.float64))
 
 
-def test_conv_forward_rescale_is_the_float_paths(int8_unit):
-    """``out_scale`` on the int8 unit rounds like the float path: the same float32 bits."""
+@pytest.mark.parametrize("c", [6, 12, 120])
+def test_conv_forward_rescale_is_the_float_paths(int8_unit, c):
+    """``out_scale`` on the int8 unit rounds like the float path: the same float32 bits. 6 channels
+    take the NCHW grid, 12 channels-last; at 120, K = 1080 and 1080*127*127 = 17419320 > 2**24, so
+    the float path's accumulator is float64 and the rescale is a float64 product."""
     rng = np.random.default_rng(3)
-    x, wt = _codes(rng, (4, 6, 9, 9), 127), _codes(rng, (5, 6, 3, 3), 127)
+    x, wt = _codes(rng, (4, c, 9, 9), 127), _codes(rng, (5, c, 3, 3), 127)
     scale = rng.random(5).astype(np.float32) * 1e-3
     got = K.conv2d_forward(x, wt, 1, 1, int_bound=(127, 127), out_scale=scale)
     set_kernels("float")

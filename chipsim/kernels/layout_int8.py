@@ -44,6 +44,24 @@ def pad_planes_cl(x, ph, pw, wp, tail):
 
 
 @njit(**_MOVE)
+def pad_planes_i8(x, ph, pw, wp, tail):
+    """(N,C,H,W) integer codes -> int8 zero-padded planes (N*C, Hp*Wp + tail) at pitch ``wp``: the
+    NCHW grid of ``layout._pad_planes`` in int8, for convs with few input channels (see
+    ``conv._forward_int8``)."""
+    n, c, h, w = x.shape
+    hp = h + 2 * ph
+    out = np.zeros((n * c, hp * wp + tail), dtype=np.int8)
+    for bc in prange(n * c):
+        src = x[bc // c, bc % c]
+        for hi in range(h):
+            s = src[hi]
+            d = out[bc, (hi + ph) * wp + pw:(hi + ph) * wp + pw + w]
+            for wi in range(w):
+                d[wi] = np.int8(s[wi])
+    return out
+
+
+@njit(**_MOVE)
 def im2col_cl(xp, kh, kw, wp, ho):
     """Padded channels-last planes -> cols (N*Ho*Wp, kh*kw*C) int8, columns ordered (i, j, c).
 
