@@ -123,9 +123,16 @@ def test_matmul_int8_any_shape_and_layout(int8_unit, shape):
 # ---------------------------------------------------------------- the kernels on both units
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("bound", [(7, 7, 7), (127, 127, 127)])
-def test_conv_exact_on_each_unit(unit, case, bound):
-    """Forward, grad-weight and grad-input hold the int64 reference's integers on each unit, every
-    operand at its largest magnitude somewhere (random signs elsewhere)."""
+@pytest.mark.parametrize("layout", ["nchw", "channels-last"])
+def test_conv_exact_on_each_unit(unit, case, bound, layout, monkeypatch):
+    """Forward, grad-weight and grad-input hold the int64 reference's integers on each unit and, on
+    the int8 unit, in each of its layouts (the cases have 1-5 channels: under CL_MIN_CHANNELS = 8
+    they take the NCHW grid, with it set to 1 channels-last), every operand at its largest
+    magnitude somewhere (random signs elsewhere)."""
+    from chipsim.kernels import conv
+    if unit == "float" and layout == "channels-last":
+        pytest.skip("the float path has one layout")
+    monkeypatch.setattr(conv, "CL_MIN_CHANNELS", 1 if layout == "channels-last" else 8)
     n, c, h, w, o, kh, kw, s, p = case
     ma, mw, mg = bound
     rng = np.random.default_rng(sum(case) + ma)

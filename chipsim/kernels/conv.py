@@ -16,12 +16,13 @@ from ..work import bits_of_bound, costed
 from .exact import _RESULT_DTYPE, _f32, _matmul, accumulation_path, blas_threads, int8_unit
 from .int8 import int8_gemm, int32_chunk, to_int8
 from .layout_int8 import (col2im_grid_cl, grid_cl_to_nchw_into, grid_cl_to_nchw_scaled_into, im2col_cl,
-                          nchw_to_grid_cl, pad_planes_cl, pad_planes_i8)
+                          nchw_to_grid_cl, nchw_to_grid_i8, pad_planes_cl, pad_planes_i8)
 
-# Below this many input channels the int8 forward keeps the NCHW grid (im2col rows of whole
-# memcpy runs, GEMM ``w (O, K) @ cols (K, T)``): channels-last runs of kw*C bytes are too short
-# to copy well. Measured at the engine's 320 rows: conv 2->16 @28x28 10.9 -> 5.4 ms; at 16 and 32
-# channels channels-last was as fast or faster (6.5 vs 6.3 ms, 2.3 vs 2.9 ms).
+# Below this many input channels the int8 products keep the NCHW grid (im2col rows of whole
+# memcpy runs, GEMMs with the pixels as the long inner dimension): channels-last runs of kw*C
+# bytes are too short to copy well. Measured at the engine's 320 rows, forward: conv 2->16 @28x28
+# 10.9 -> 5.4 ms; at 16 and 32 channels channels-last was as fast or faster (6.5 vs 6.3 ms, 2.3 vs
+# 2.9 ms).
 CL_MIN_CHANNELS = 8
 from .layout import (_col2im, _col2im_grid, _grid_pitch, _grid_to_nchw_into, _grid_to_nchw_scaled_into,  # noqa: F401
                      _im2col, _im2col_grid, _im2col_grid_into, _nchw_to_grid, _nop_to_onp, _onp_to_nop,
@@ -237,6 +238,10 @@ def _grad_weight_int8(x, gy, kh, kw, ph, pw, int_bound):
     k_eff = n * ho * wo
     path = _record("conv2d_grad_weight", k_eff, int_bound)
     wp = _grid_pitch(wd, kw, pw)
+    if c < CL_MIN_CHANNELS:            # NCHW grid: g (O, T) @ cols^T, cols (K, T) read transposed
+        cols = _im2col_grid(pad_planes_i8(x, ph, pw, wp, kw - 1), n, c, kh, kw, wp, ho)
+        acc = int8_gemm(nchw_to_grid_i8(gy, wp), cols.T, int_bound, k_eff=k_eff)
+        return np.ascontiguousarray(acc.reshape(o, c, kh, kw), dtype=_RESULT_DTYPE[path])
     cols = im2col_cl(pad_planes_cl(x, ph, pw, wp, kw - 1), kh, kw, wp, ho)
     g8 = nchw_to_grid_cl(gy, wp)
     acc = int8_gemm(g8.T, cols, int_bound, k_eff=k_eff)               # (O, kh*kw*C)
@@ -252,6 +257,10 @@ def _grad_input_int8(gy, w, x_shape, ph, pw, int_bound, k_eff):
     ho = gy.shape[2]
     path = _record("conv2d_grad_input", k_eff, int_bound)
     wp = _grid_pitch(wd, kw, pw)
+    if c < CL_MIN_CHANNELS:            # NCHW grid: w^T (K, O) @ g (O, T), the float path's col2im in int32
+        gcols = int8_gemm(to_int8(w.reshape(o, c * kh * kw).T), nchw_to_grid_i8(gy, wp), int_bound)
+        dx = _col2im_grid(gcols, n, c, h, wd, kh, kw, ph, pw, wp, ho)
+        return dx.astype(_RESULT_DTYPE[path])
     g8 = nchw_to_grid_cl(gy, wp)
     w8 = to_int8(w.transpose(0, 2, 3, 1).reshape(o, kh * kw * c))      # columns ordered (i, j, c)
     gcols = int8_gemm(g8, w8, int_bound)

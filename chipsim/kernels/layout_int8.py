@@ -62,6 +62,25 @@ def pad_planes_i8(x, ph, pw, wp, tail):
 
 
 @njit(**_MOVE)
+def nchw_to_grid_i8(gy, wp):
+    """(N, O, Ho, Wo) integer codes -> int8 (O, N*Ho*Wp) with zeros in the garbage columns: the
+    NCHW grid of ``layout._nchw_to_grid`` in int8."""
+    n, o, ho, wo = gy.shape
+    L = ho * wp
+    out = np.zeros((o, n * L), dtype=np.int8)
+    for oi in prange(o):
+        for b in range(n):
+            dst = out[oi, b * L:(b + 1) * L]
+            splane = gy[b, oi]
+            for oh in range(ho):
+                s = splane[oh]
+                d = dst[oh * wp:oh * wp + wo]
+                for ow in range(wo):
+                    d[ow] = np.int8(s[ow])
+    return out
+
+
+@njit(**_MOVE)
 def im2col_cl(xp, kh, kw, wp, ho):
     """Padded channels-last planes -> cols (N*Ho*Wp, kh*kw*C) int8, columns ordered (i, j, c).
 
