@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from rounds import interleaved, machine_load, ratios, spread, time_block  # noqa: E402
 
 from chipsim import kernels as K  # noqa: E402
-from chipsim.quant import signed_max, unsigned_max  # noqa: E402
+from chipsim.quant import signed_max  # noqa: E402
 
 KS, STRIDE, PAD = 3, 1, 1
 TARGET = 2.0          # issue 25: the 4-bit conv kernels at >= 2.0x torch on every layer of the default model
@@ -101,30 +101,48 @@ def gemm_peaks(calls=5, tries=3):
 def layer_gemm_rate(bits, n, c, h, w, o, rng, calls=5, tries=3):
     """GOP/s of the three int8 GEMMs of a layer's step alone, on operands laid out as the int8 unit
     lays them out (``chipsim.kernels.conv``), best of ``tries`` blocks."""
+    from chipsim.kernels.conv import CL_MIN_CHANNELS
     from chipsim.kernels.int8 import int8_gemm, to_int8
-    from chipsim.kernels.layout_int8 import im2col_cl, nchw_to_grid_cl, pad_planes_cl
-    amax, wmax = unsigned_max(bits), signed_max(bits)
-    x = rng.integers(0, amax + 1, (n, c, h, w)).astype(np.float32)
+    from chipsim.kernels.layout import _im2col_grid
+    from chipsim.kernels.layout_int8 import im2col_cl, nchw_to_grid_cl, nchw_to_grid_i8, pad_planes_cl, pad_planes_i8
+    amax, wmax = signed_max(bits), signed_max(bits)
+    x = rng.integers(-amax, amax + 1, (n, c, h, w)).astype(np.float32)
     wt = rng.integers(-wmax, wmax + 1, (o, c, KS, KS)).astype(np.float32)
     gy = rng.integers(-wmax, wmax + 1, (n, o, h, w)).astype(np.float32)
     wp = w + PAD
-    cols = im2col_cl(pad_planes_cl(x, PAD, PAD, wp, KS - 1), KS, KS, wp, h)
-    g8 = nchw_to_grid_cl(gy, wp)
-    w_fwd = to_int8(wt.transpose(2, 3, 1, 0).reshape(-1, o))
-    w_gi = to_int8(wt.transpose(0, 2, 3, 1).reshape(o, -1))
+    if c < CL_MIN_CHANNELS:                        # the NCHW grid (see chipsim.kernels.conv)
+        cols = _im2col_grid(pad_planes_i8(x, PAD, PAD, wp, KS - 1), n, c, KS, KS, wp, h)
+        g8 = nchw_to_grid_i8(gy, wp)
+        w2 = to_int8(wt.reshape(o, -1))
+        w2t = to_int8(wt.reshape(o, -1).T)
 
-    def gemms():
-        int8_gemm(cols, w_fwd, (amax, wmax))
-        int8_gemm(g8.T, cols, (amax, wmax), k_eff=n * h * w)
-        int8_gemm(g8, w_gi, (wmax, wmax))
+        def gemms():
+            int8_gemm(w2, cols, (amax, wmax))
+            int8_gemm(g8, cols.T, (amax, wmax), k_eff=n * h * w)
+            int8_gemm(w2t, g8, (wmax, wmax))
+    else:
+        cols = im2col_cl(pad_planes_cl(x, PAD, PAD, wp, KS - 1), KS, KS, wp, h)
+        g8 = nchw_to_grid_cl(gy, wp)
+        w_fwd = to_int8(wt.transpose(2, 3, 1, 0).reshape(-1, o))
+        w_gi = to_int8(wt.transpose(0, 2, 3, 1).reshape(o, -1))
+
+        def gemms():
+            int8_gemm(cols, w_fwd, (amax, wmax))
+            int8_gemm(g8.T, cols, (amax, wmax), k_eff=n * h * w)
+            int8_gemm(g8, w_gi, (wmax, wmax))
     ops = 3 * 2 * n * o * h * w * c * KS * KS
     return max(ops / time_block(gemms, calls).wall / 1e9 for _ in range(tries))
 
 
 def ours_step(bits, n, c, h, w, o, rng, unit="int8"):
-    """Closure running fwd + grad_w + grad_in at ``bits`` on random codes, on ``unit`` (int8 | float)."""
-    amax, wmax, gmax = unsigned_max(bits), signed_max(bits), signed_max(bits)
-    x = rng.integers(0, amax + 1, (n, c, h, w)).astype(np.float32)
+    """Closure running fwd + grad_w + grad_in at ``bits`` on random codes, on ``unit`` (int8 | float).
+
+    The conv's input is the block's batch-normalised activation, quantized to *signed*
+    ``activation_bits`` codes (``chipsim.engine.block``: its ``int_bound`` is ``signed_max``), so
+    the codes here are signed too (at 8 bits: |code| <= 127, which fits int8).
+    """
+    amax, wmax, gmax = signed_max(bits), signed_max(bits), signed_max(bits)
+    x = rng.integers(-amax, amax + 1, (n, c, h, w)).astype(np.float32)
     wt = rng.integers(-wmax, wmax + 1, (o, c, KS, KS)).astype(np.float32)
     gy = rng.integers(-gmax, gmax + 1, (n, o, h, w)).astype(np.float32)
     scale = np.full(o, 1.0 / (amax * wmax), np.float32)   # per-output-channel rescale, as the engine's
@@ -180,8 +198,9 @@ def main(argv=None):
         for impl, bits, unit in IMPLS[1:]:
             sides[name, impl] = step = ours_step(bits, n, c, h, w, o, rng, unit)
             step()                          # the numba JIT, and the paths taken
-            paths[name, impl] = unit + ":" + "/".join(K.LAST_PATH[f] for f in (
-                "conv2d_forward", "conv2d_grad_weight", "conv2d_grad_input"))
+            fs = ("conv2d_forward", "conv2d_grad_weight", "conv2d_grad_input")
+            units = sorted({K.LAST_UNIT[f] for f in fs})
+            paths[name, impl] = "+".join(units) + ":" + "/".join(K.LAST_PATH[f] for f in fs)
     load_before = machine_load()
     t = interleaved(sides, args.rounds, args.calls, pause=0.1)
     print(f"machine: {load_before} before, {machine_load()} after; {args.rounds} rounds of {args.calls} calls")
