@@ -111,8 +111,8 @@ def layer_gemm_rate(bits, n, c, h, w, o, rng, calls=5, tries=3):
     gy = rng.integers(-wmax, wmax + 1, (n, o, h, w)).astype(np.float32)
     wp = w + PAD
     if c < CL_MIN_CHANNELS:                        # the NCHW grid (see chipsim.kernels.conv)
-        cols = _im2col_grid(pad_planes_i8(x, PAD, PAD, wp, KS - 1), n, c, KS, KS, wp, h)
-        g8 = nchw_to_grid_i8(gy, wp)
+        cols = _im2col_grid(pad_planes_i8(x, PAD, PAD, wp, KS - 1)[0], n, c, KS, KS, wp, h)
+        g8 = nchw_to_grid_i8(gy, wp)[0]
         w2 = to_int8(wt.reshape(o, -1))
         w2t = to_int8(wt.reshape(o, -1).T)
 
@@ -121,8 +121,8 @@ def layer_gemm_rate(bits, n, c, h, w, o, rng, calls=5, tries=3):
             int8_gemm(g8, cols.T, (amax, wmax), k_eff=n * h * w)
             int8_gemm(w2t, g8, (wmax, wmax))
     else:
-        cols = im2col_cl(pad_planes_cl(x, PAD, PAD, wp, KS - 1), KS, KS, wp, h)
-        g8 = nchw_to_grid_cl(gy, wp)
+        cols = im2col_cl(pad_planes_cl(x, PAD, PAD, wp, KS - 1)[0], KS, KS, wp, h)
+        g8 = nchw_to_grid_cl(gy, wp)[0]
         w_fwd = to_int8(wt.transpose(2, 3, 1, 0).reshape(-1, o))
         w_gi = to_int8(wt.transpose(0, 2, 3, 1).reshape(o, -1))
 

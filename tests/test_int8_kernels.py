@@ -291,3 +291,39 @@ def test_cuda_unit_matches_cpu():
         set_kernels(old)
     for a, b in zip(cpu, gpu):
         assert np.array_equal(a, b)
+
+
+# ---------------------------------------------------------------- NaN (a diverged run) and bound order
+@pytest.mark.parametrize("c", [2, 12])
+@pytest.mark.parametrize("where", ["x", "w", "gy"])
+def test_nan_operands_give_the_float_paths_nans(c, where):
+    """int8 has no NaN: a NaN code (a corrupted or diverged tensor) sends the product to the float
+    path, so the int8 unit returns exactly what the float path returns, NaNs included."""
+    rng = np.random.default_rng(c)
+    x, wt, gy = _codes(rng, (3, c, 6, 6), 7), _codes(rng, (4, c, 3, 3), 7), _codes(rng, (3, 4, 6, 6), 127)
+    {"x": x, "w": wt, "gy": gy}[where].reshape(-1)[5] = np.nan
+    got = {}
+    for unit in ("float", "int8"):
+        old = set_kernels(unit)
+        try:
+            got[unit] = (K.conv2d_forward(x, wt, 1, 1, int_bound=(7, 7)),
+                         K.conv2d_grad_weight(x, gy, (3, 3), 1, 1, int_bound=(7, 127)),
+                         K.conv2d_grad_input(gy, wt, x.shape, 1, 1, int_bound=(127, 7)),
+                         K.dense_forward(x.reshape(3, -1), wt.reshape(4, -1)[:, :1].repeat(x[0].size, 1) * 0 + 1,
+                                         int_bound=(7, 7)))
+        finally:
+            set_kernels(old)
+    assert any(np.isnan(a).any() for a in got["float"])
+    for a, b in zip(got["float"], got["int8"]):
+        assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
+
+
+def test_digit_split_does_not_trust_the_bounds_order(int8_unit):
+    """The weight gradients pass ``int_bound`` as (x, gy) for the product gy^T @ x: with x at 255
+    (two digits) and gy at 127 the digits must follow each operand, not the order of the bounds."""
+    rng = np.random.default_rng(11)
+    x, g = rng.integers(0, 256, (50, 30)).astype(np.float32), _codes(rng, (50, 7), 127)
+    x[0, 0], g[0, 0] = 255, -127
+    gw = K.dense_grad_weight(x, g, int_bound=(255, 127))
+    assert K.LAST_UNIT["dense_grad_weight"] == "int8-digits"
+    _same(gw, g.astype(np.int64).T @ x.astype(np.int64), np.float32)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..work import bits_of_bound, costed
 from .exact import _RESULT_DTYPE, _f32, _matmul, accumulation_path, blas_threads, int8_unit
-from .int8 import int8_gemm, int32_chunk, to_int8
+from .int8 import has_nan, int8_gemm, int32_chunk, to_int8
 from .layout_int8 import (col2im_grid_cl, grid_cl_to_nchw_into, grid_cl_to_nchw_scaled_into, im2col_cl,
                           nchw_to_grid_cl, nchw_to_grid_i8, pad_planes_cl, pad_planes_i8)
 
@@ -77,7 +77,9 @@ def conv2d_forward(x, w, stride=1, padding=0, int_bound=None, keep_cols=False, o
     (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
     ho, wo = _out_size(h, kh, sh, ph), _out_size(wd, kw, sw, pw)
     if sh == sw == 1 and not keep_cols and int8_unit(int_bound):
-        return _forward_int8(x, w, ph, pw, ho, wo, int_bound, out_scale)
+        y = _forward_int8(x, w, ph, pw, ho, wo, int_bound, out_scale)
+        if y is not None:
+            return y
     w2 = w.reshape(o, c * kh * kw)
     if sh == sw == 1:
         wp = _grid_pitch(wd, kw, pw)
@@ -129,7 +131,9 @@ def conv2d_grad_weight(x, gy, kernel_hw, stride=1, padding=0, int_bound=None, co
     if (ho, wo) != (_out_size(h, kh, sh, ph), _out_size(wd, kw, sw, pw)):
         raise ValueError("gy spatial shape does not match x/kernel/stride")
     if sh == sw == 1 and cols is None and int8_unit(int_bound):
-        return _grad_weight_int8(x, gy, kh, kw, ph, pw, int_bound)
+        gw = _grad_weight_int8(x, gy, kh, kw, ph, pw, int_bound)
+        if gw is not None:
+            return gw
     if sh == sw == 1:
         wp = _grid_pitch(wd, kw, pw)
         if cols is None:
@@ -166,7 +170,9 @@ def conv2d_grad_input(gy, w, x_shape, stride=1, padding=0, int_bound=None):
     (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
     k_eff = o * (-(-kh // sh)) * (-(-kw // sw))
     if sh == sw == 1 and int8_unit(int_bound) and k_eff <= int32_chunk(int_bound):
-        return _grad_input_int8(gy, w, (n, c, h, wd), ph, pw, int_bound, k_eff)
+        gx = _grad_input_int8(gy, w, (n, c, h, wd), ph, pw, int_bound, k_eff)
+        if gx is not None:
+            return gx
     wt = w.reshape(o, c * kh * kw).T
     if sh == sw == 1:
         wp = _grid_pitch(wd, kw, pw)
@@ -191,18 +197,28 @@ def _record(name, K, int_bound):
     return path
 
 
+# Each int8 product returns None when an operand holds a NaN (a diverged run; int8 has no NaN): the
+# public function then runs the float path, which carries the NaN on exactly as before. Weights
+# are checked with ``has_nan`` (small); activations and errors while they are converted.
+
+def _weights_int8(w2d):
+    return None if has_nan(w2d) else to_int8(w2d)
+
+
 def _forward_int8(x, w, ph, pw, ho, wo, int_bound, out_scale):
     """Forward on the int8 unit: pad + im2col straight to int8 channels-last, one GEMM
     ``cols (N*Ho*Wp, kh*kw*C) @ w (kh*kw*C, O)``, then back to NCHW (rescaled if asked)."""
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
-    path = _record("conv2d_forward", c * kh * kw, int_bound)
     wp = _grid_pitch(wd, kw, pw)
     if c < CL_MIN_CHANNELS:
-        return _forward_int8_nchw(x, w, ph, pw, ho, wo, wp, int_bound, out_scale, path)
-    cols = im2col_cl(pad_planes_cl(x, ph, pw, wp, kw - 1), kh, kw, wp, ho)
-    w8 = to_int8(w.transpose(2, 3, 1, 0).reshape(kh * kw * c, o))      # rows ordered (i, j, c)
-    acc = int8_gemm(cols, w8, int_bound)
+        return _forward_int8_nchw(x, w, ph, pw, ho, wo, wp, int_bound, out_scale)
+    w8 = _weights_int8(w.transpose(2, 3, 1, 0).reshape(kh * kw * c, o))      # rows ordered (i, j, c)
+    xp, bad = pad_planes_cl(x, ph, pw, wp, kw - 1)
+    if w8 is None or bad:
+        return None
+    acc = int8_gemm(im2col_cl(xp, kh, kw, wp, ho), w8, int_bound)
+    path = _record("conv2d_forward", c * kh * kw, int_bound)
     if out_scale is None:
         y = np.empty((n, o, ho, wo), _RESULT_DTYPE[path])
         grid_cl_to_nchw_into(acc, y, ho, wp, wo)
@@ -213,14 +229,18 @@ def _forward_int8(x, w, ph, pw, ho, wo, int_bound, out_scale):
     return y
 
 
-def _forward_int8_nchw(x, w, ph, pw, ho, wo, wp, int_bound, out_scale, path):
+def _forward_int8_nchw(x, w, ph, pw, ho, wo, wp, int_bound, out_scale):
     """The int8 forward on the NCHW grid: int8 pad + memcpy im2col, ``w (O, K) @ cols (K, T)``, the
     float path's copy back to NCHW (its float32 product of an exact integer below 2**24 and a
     float32 scale rounds as the float path's does)."""
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
-    cols = _im2col_grid(pad_planes_i8(x, ph, pw, wp, kw - 1), n, c, kh, kw, wp, ho)
-    acc = int8_gemm(to_int8(w.reshape(o, c * kh * kw)), cols, int_bound)
+    w8 = _weights_int8(w.reshape(o, c * kh * kw))
+    xp, bad = pad_planes_i8(x, ph, pw, wp, kw - 1)
+    if w8 is None or bad:
+        return None
+    acc = int8_gemm(w8, _im2col_grid(xp, n, c, kh, kw, wp, ho), int_bound)
+    path = _record("conv2d_forward", c * kh * kw, int_bound)
     if out_scale is None:
         y = np.empty((n, o, ho, wo), _RESULT_DTYPE[path])
         _grid_to_nchw_into(acc, y, ho, wp, wo)
@@ -236,15 +256,21 @@ def _grad_weight_int8(x, gy, kh, kw, ph, pw, int_bound):
     n, c, h, wd = x.shape
     o, ho, wo = gy.shape[1:]
     k_eff = n * ho * wo
-    path = _record("conv2d_grad_weight", k_eff, int_bound)
     wp = _grid_pitch(wd, kw, pw)
     if c < CL_MIN_CHANNELS:            # NCHW grid: g (O, T) @ cols^T, cols (K, T) read transposed
-        cols = _im2col_grid(pad_planes_i8(x, ph, pw, wp, kw - 1), n, c, kh, kw, wp, ho)
-        acc = int8_gemm(nchw_to_grid_i8(gy, wp), cols.T, int_bound, k_eff=k_eff)
+        xp, bad_x = pad_planes_i8(x, ph, pw, wp, kw - 1)
+        g8, bad_g = nchw_to_grid_i8(gy, wp)
+        if bad_x or bad_g:
+            return None
+        acc = int8_gemm(g8, _im2col_grid(xp, n, c, kh, kw, wp, ho).T, int_bound, k_eff=k_eff)
+        path = _record("conv2d_grad_weight", k_eff, int_bound)
         return np.ascontiguousarray(acc.reshape(o, c, kh, kw), dtype=_RESULT_DTYPE[path])
-    cols = im2col_cl(pad_planes_cl(x, ph, pw, wp, kw - 1), kh, kw, wp, ho)
-    g8 = nchw_to_grid_cl(gy, wp)
-    acc = int8_gemm(g8.T, cols, int_bound, k_eff=k_eff)               # (O, kh*kw*C)
+    xp, bad_x = pad_planes_cl(x, ph, pw, wp, kw - 1)
+    g8, bad_g = nchw_to_grid_cl(gy, wp)
+    if bad_x or bad_g:
+        return None
+    acc = int8_gemm(g8.T, im2col_cl(xp, kh, kw, wp, ho), int_bound, k_eff=k_eff)    # (O, kh*kw*C)
+    path = _record("conv2d_grad_weight", k_eff, int_bound)
     gw = acc.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
     return np.ascontiguousarray(gw, dtype=_RESULT_DTYPE[path])
 
@@ -255,15 +281,22 @@ def _grad_input_int8(gy, w, x_shape, ph, pw, int_bound, k_eff):
     n, c, h, wd = x_shape
     o, _, kh, kw = w.shape
     ho = gy.shape[2]
-    path = _record("conv2d_grad_input", k_eff, int_bound)
     wp = _grid_pitch(wd, kw, pw)
     if c < CL_MIN_CHANNELS:            # NCHW grid: w^T (K, O) @ g (O, T), the float path's col2im in int32
-        gcols = int8_gemm(to_int8(w.reshape(o, c * kh * kw).T), nchw_to_grid_i8(gy, wp), int_bound)
+        w8 = _weights_int8(w.reshape(o, c * kh * kw).T)
+        g8, bad = nchw_to_grid_i8(gy, wp)
+        if w8 is None or bad:
+            return None
+        gcols = int8_gemm(w8, g8, int_bound)
+        path = _record("conv2d_grad_input", k_eff, int_bound)
         dx = _col2im_grid(gcols, n, c, h, wd, kh, kw, ph, pw, wp, ho)
         return dx.astype(_RESULT_DTYPE[path])
-    g8 = nchw_to_grid_cl(gy, wp)
-    w8 = to_int8(w.transpose(0, 2, 3, 1).reshape(o, kh * kw * c))      # columns ordered (i, j, c)
+    w8 = _weights_int8(w.transpose(0, 2, 3, 1).reshape(o, kh * kw * c))      # columns ordered (i, j, c)
+    g8, bad = nchw_to_grid_cl(gy, wp)
+    if w8 is None or bad:
+        return None
     gcols = int8_gemm(g8, w8, int_bound)
+    path = _record("conv2d_grad_input", k_eff, int_bound)
     out = np.empty((n, c, h, wd), _RESULT_DTYPE[path])
     col2im_grid_cl(gcols, out, c, kh, kw, ph, pw, wp, ho)
     return out

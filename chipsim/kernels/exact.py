@@ -135,8 +135,10 @@ def _matmul(a, b, int_bound, name, k_eff=None):
     path = accumulation_path(K if k_eff is None else k_eff, *int_bound)
     LAST_PATH[name] = path
     if int_bound is not None and split_fits(int_bound) and use_int8():
-        LAST_UNIT[name] = "int8" if fits_int8(int_bound) else "int8-digits"
-        return as_path_dtype(matmul_int8(a, b, int_bound, k_eff), path)
+        acc = matmul_int8(a, b, int_bound, k_eff)
+        if acc is not None:                         # None: a NaN operand, which only the float path carries
+            LAST_UNIT[name] = "int8" if fits_int8(int_bound) else "int8-digits"
+            return as_path_dtype(acc, path)
     LAST_UNIT[name] = "float"
     if path == "fp32":
         return np.matmul(a, b)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from numba import njit
 
 INT32_EXACT = 2 ** 31
 INT8_MAX = 127
@@ -254,22 +255,38 @@ def split_fits(int_bound) -> bool:
 
 
 def _digit_bounds(d: int, max_abs) -> list:
-    return [64] * (d - 1) + [min(INT8_MAX, int(np.ceil(max_abs)))] if d > 1 else [int(np.ceil(max_abs))]
+    return [64] * (d - 1) + [min(INT8_MAX, int(np.ceil(max_abs)))] if d > 1 else [max(1, int(np.ceil(max_abs)))]
 
 
-def _split_gemm(a, b, int_bound, k_eff):
+def _split_gemm(a, b, k_eff):
     """Exact ``a @ b`` for codes wider than int8: the sum over digit pairs of
     ``128**(i+j) * (a_i @ b_j)``, each an exact int8 GEMM, added in int64 (exact below 2**63, which
-    ``exact.accumulation_path`` guarantees for the whole product)."""
-    da, db = digits_needed(int_bound[0]), digits_needed(int_bound[1])
+    ``exact.accumulation_path`` guarantees for the whole product).
+
+    The digits are sized from each operand's own largest magnitude, measured here: a caller's
+    ``int_bound`` bounds the pair but need not list the bounds in the operands' order (the weight
+    gradients pass (x, gy) for a product gy^T @ x), and only the product of the two is symmetric.
+    """
+    ma, mb = int(np.abs(a).max(initial=0)), int(np.abs(b).max(initial=0))
+    da, db = digits_needed(ma), digits_needed(mb)
     ad, bd = split_digits(a, da), split_digits(b, db)
-    ba, bb = _digit_bounds(da, int_bound[0]), _digit_bounds(db, int_bound[1])
+    ba, bb = _digit_bounds(da, ma), _digit_bounds(db, mb)
     acc = None
     for i, (ai, mi) in enumerate(zip(ad, ba)):
         for j, (bj, mj) in enumerate(zip(bd, bb)):
             part = int8_gemm(ai, bj, (mi, mj), k_eff).astype(np.int64) << (7 * (i + j))
             acc = part if acc is None else acc + part
     return acc
+
+
+@njit(cache=True)
+def has_nan(a):
+    """Whether a 2-D array (any layout, any dtype) holds a NaN; integer arrays never do."""
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            if a[i, j] != a[i, j]:
+                return True
+    return False
 
 
 def to_int8(a) -> np.ndarray:
@@ -279,17 +296,20 @@ def to_int8(a) -> np.ndarray:
 
 def matmul_int8(a, b, int_bound, k_eff=None) -> np.ndarray:
     """Exact ``a (M,K) @ b (K,N)`` for integer codes that fit int8 (or, split into int8 digits, at most
-    MAX_DIGIT_PRODUCTS GEMMs: :func:`split_fits`), any layout in.
+    MAX_DIGIT_PRODUCTS GEMMs: :func:`split_fits`), any layout in. None if an operand holds a NaN
+    (a diverged run): int8 has no NaN, so the caller takes the float path, which carries it on.
 
     oneDNN's int8 GEMM is fast when the long dimension is M and N is narrow (measured here: a
     32 x 144 x 13440 product 13x slower than its transpose), so when M < N the transposed
     product ``(b^T a^T)^T`` is taken; the int8 copies made anyway are made in that layout.
     """
     a, b = np.asarray(a), np.asarray(b)
+    if has_nan(a) or has_nan(b):
+        return None
     if not fits_int8(int_bound):
         if a.shape[0] >= b.shape[1]:
-            return _split_gemm(a, b, int_bound, k_eff)
-        return np.ascontiguousarray(_split_gemm(b.T, a.T, int_bound[::-1], k_eff).T)
+            return _split_gemm(a, b, k_eff)
+        return np.ascontiguousarray(_split_gemm(b.T, a.T, k_eff).T)
     if a.shape[0] >= b.shape[1]:
         return int8_gemm(to_int8(a), to_int8(b), int_bound, k_eff)
     # C-contiguous out, as np.matmul's: a later float reduction over it (a bias gradient, BN's
