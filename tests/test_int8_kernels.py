@@ -244,6 +244,14 @@ def test_kernel_path_follows_the_cpu(monkeypatch):
     assert I8.kernel_path() == "int8-generic (torch._int_mm)"
 
 
+def test_no_working_int_mm_keeps_the_float_path(monkeypatch):
+    """A torch whose ``_int_mm`` is missing or fails its probe (CUDA-only builds) gives no int8 unit,
+    even when asked for."""
+    monkeypatch.setitem(I8._STATE, "int_mm", None)
+    monkeypatch.setitem(I8._STATE, "choice", "int8")
+    assert I8.kernel_path() == "float32-blas" and not I8.use_int8()
+
+
 def test_kernel_path_is_exported():
     from chipsim.kernels.exact import kernel_path
     assert kernel_path() in ("float32-blas",) or kernel_path().startswith("int8-")

@@ -111,11 +111,22 @@ def cpu_dot_flags() -> tuple:
 
 
 def _torch_int_mm():
-    try:
-        import torch
-    except ImportError:        # pragma: no cover - torch is a dependency
-        return None
-    return getattr(torch, "_int_mm", None)
+    """torch's ``_int_mm`` if it runs on this CPU and returns exact sums, else None (older torch
+    builds have it for CUDA only). Probed once per process on a small product whose exact result is
+    known: 17 rows of 32 products of 127 * -127 = -516128 each."""
+    if "int_mm" not in _STATE:
+        fn = None
+        try:
+            import torch
+            f = getattr(torch, "_int_mm", None)
+            if f is not None:
+                got = f(torch.full((17, 32), 127, dtype=torch.int8), torch.full((32, 8), -127, dtype=torch.int8))
+                if got.dtype == torch.int32 and bool((got == -516128).all()):
+                    fn = f
+        except Exception:          # noqa: BLE001 - any failure means: no int8 unit here
+            fn = None
+        _STATE["int_mm"] = fn
+    return _STATE["int_mm"]
 
 
 def use_int8() -> bool:
