@@ -1,26 +1,32 @@
-"""Throughput of the quantized conv kernels against torch float32 on CPU.
+"""Throughput of the quantized conv kernels against torch float32 on CPU, and of the GEMM units.
 
-Run: ``python benchmarks/kernels.py [--rounds 15] [--calls 8]``
+Run: ``python benchmarks/kernels.py [--rounds 15] [--calls 8] [--threads 2]``
 
 For each conv layer of the default model (batch 64, 3x3, pad 1) it times one
 training step of the layer, forward + grad_w + grad_input:
 
-* ours at 4 and 8 bits (integer codes, ``int_bound`` set, so the exact
-  accumulation path is used; the path taken is printed), called as the
-  engine's ``QuantBlock`` calls them: the forward rescales its accumulator
-  on the way out (``out_scale``) and keeps no im2col columns, so grad_w
-  redoes im2col (on every row here; the engine's DF rows that get no error
-  skip it),
+* ours at 4 bits on the int8 unit (``chipsim.kernels.int8``, torch._int_mm),
+  at 4 bits forced onto the float path (``set_kernels("float")``: exact
+  float32 BLAS GEMMs), and at 8 bits on the int8 unit; integer codes,
+  ``int_bound`` set, the path taken printed; called as the engine's
+  ``QuantBlock`` calls them: the forward rescales its accumulator on the way
+  out (``out_scale``) and keeps no im2col columns, so grad_w redoes im2col,
 * torch float32 ``F.conv2d`` forward + autograd backward (both grads).
 
 Every round times a short block of calls of every (layer, implementation),
 back to back (``benchmarks/rounds.py``), so a round's ratio ours/torch
 compares two sides that saw the same load. Per layer it prints the median
-milliseconds, GFLOP/s (3 GEMM-equivalents of 2*N*O*P*C*k*k flops each), the
-median ratio (speed, >1 = faster) with its spread and the ratio of process
-CPU times; then how many rounds reached the target (4-bit >= 0.8x torch on
-every layer in the same round) in one summary line. The measured numpy
-sgemm rate at 1024^3 is printed as the machine's float32 ceiling.
+milliseconds, GOP/s (3 GEMM-equivalents of 2*N*O*P*C*k*k ops each) and that
+rate as a fraction of the peak of the unit the kernel uses, the median ratio
+(speed, >1 = faster) with its spread and the ratio of process CPU times;
+then how many rounds reached the target (4-bit on the int8 unit >= 2.0x
+torch on every layer in the same round).
+
+Peaks: before the rounds, the best rate of int8 ``torch._int_mm`` and of
+float32 ``torch.mm`` over a few large shapes (the machine's int8 and float32
+GEMM ceilings at this thread count), and the rate of the int8 GEMMs alone
+inside each layer's step (its three products on the engine's operands), as a
+fraction of the int8 peak (target >= 50%).
 """
 from __future__ import annotations
 
@@ -37,10 +43,12 @@ sys.path.insert(0, os.path.dirname(__file__))
 from rounds import interleaved, machine_load, ratios, spread, time_block  # noqa: E402
 
 from chipsim import kernels as K  # noqa: E402
-from chipsim.quant import signed_max, unsigned_max  # noqa: E402
+from chipsim.quant import signed_max  # noqa: E402
 
 KS, STRIDE, PAD = 3, 1, 1
-TARGET = 0.8          # issue 17: the 4-bit conv kernels at >= 0.8x torch on every layer of the default model
+TARGET = 2.0          # issue 25: the 4-bit conv kernels at >= 2.0x torch on every layer of the default model
+GEMM_TARGET = 0.5     # issue 25: the int8 GEMMs at >= 50% of the measured int8 peak
+PEAK_SHAPES = [(1024, 1024, 1024), (4096, 288, 64), (2048, 576, 128), (12544, 144, 32)]
 
 
 def default_model_layers(batch: int = 64):
@@ -68,20 +76,85 @@ def sgemm_rate(n=1024, calls=5):
     return 2 * n ** 3 / time_block(lambda: np.dot(a, a), calls).wall / 1e9
 
 
-def ours_step(bits, n, c, h, w, o, rng):
-    """Closure running fwd + grad_w + grad_in at ``bits`` on random codes."""
-    amax, wmax, gmax = unsigned_max(bits), signed_max(bits), signed_max(bits)
-    x = rng.integers(0, amax + 1, (n, c, h, w)).astype(np.float32)
+def gemm_peaks(calls=5, tries=3):
+    """(int8 GOP/s, float32 GFLOP/s, per-shape text): the best rate of the int8 unit's GEMM (torch._int_mm,
+    called as the engine calls it: ``chipsim.kernels.int8._mm``, on its thread count) and of float32
+    GEMMs (torch.mm and numpy's BLAS, on their thread counts) over PEAK_SHAPES, best of ``tries``
+    blocks each (a peak is what the unit can do, so the best block)."""
+    from chipsim.kernels.int8 import _mm
+    rates, text = {"int8": 0.0, "f32": 0.0}, []
+    for m, k, n in PEAK_SHAPES:
+        a8 = torch.randint(-127, 128, (m, k), dtype=torch.int8)
+        b8 = torch.randint(-127, 128, (k, n), dtype=torch.int8)
+        af, bf = a8.float(), b8.float()
+        an, bn = af.numpy(), bf.numpy()
+        assert np.array_equal(_mm(a8.numpy(), b8.numpy()), a8.numpy().astype(np.int64) @ b8.numpy().astype(np.int64))
+        r8 = max(2 * m * k * n / time_block(lambda: _mm(a8.numpy(), b8.numpy()), calls).wall / 1e9
+                 for _ in range(tries))
+        rf = max(2 * m * k * n / min(time_block(lambda: torch.mm(af, bf), calls).wall,
+                                     time_block(lambda: np.matmul(an, bn), calls).wall) / 1e9 for _ in range(tries))
+        rates["int8"], rates["f32"] = max(rates["int8"], r8), max(rates["f32"], rf)
+        text.append(f"{m}x{k}x{n}: int8 {r8:.0f} GOP/s, f32 {rf:.0f} GFLOP/s ({r8 / rf:.1f}x)")
+    return rates["int8"], rates["f32"], text
+
+
+def layer_gemm_rate(bits, n, c, h, w, o, rng, calls=5, tries=3):
+    """GOP/s of the three int8 GEMMs of a layer's step alone, on operands laid out as the int8 unit
+    lays them out (``chipsim.kernels.conv``), best of ``tries`` blocks."""
+    from chipsim.kernels.conv import CL_MIN_CHANNELS
+    from chipsim.kernels.int8 import int8_gemm, to_int8
+    from chipsim.kernels.layout import _im2col_grid
+    from chipsim.kernels.layout_int8 import im2col_cl, nchw_to_grid_cl, nchw_to_grid_i8, pad_planes_cl, pad_planes_i8
+    amax, wmax = signed_max(bits), signed_max(bits)
+    x = rng.integers(-amax, amax + 1, (n, c, h, w)).astype(np.float32)
+    wt = rng.integers(-wmax, wmax + 1, (o, c, KS, KS)).astype(np.float32)
+    gy = rng.integers(-wmax, wmax + 1, (n, o, h, w)).astype(np.float32)
+    wp = w + PAD
+    if c < CL_MIN_CHANNELS:                        # the NCHW grid (see chipsim.kernels.conv)
+        cols = _im2col_grid(pad_planes_i8(x, PAD, PAD, wp, KS - 1)[0], n, c, KS, KS, wp, h)
+        g8 = nchw_to_grid_i8(gy, wp)[0]
+        w2 = to_int8(wt.reshape(o, -1))
+        w2t = to_int8(wt.reshape(o, -1).T)
+
+        def gemms():
+            int8_gemm(w2, cols, (amax, wmax))
+            int8_gemm(g8, cols.T, (amax, wmax), k_eff=n * h * w)
+            int8_gemm(w2t, g8, (wmax, wmax))
+    else:
+        cols = im2col_cl(pad_planes_cl(x, PAD, PAD, wp, KS - 1)[0], KS, KS, wp, h)
+        g8 = nchw_to_grid_cl(gy, wp)[0]
+        w_fwd = to_int8(wt.transpose(2, 3, 1, 0).reshape(-1, o))
+        w_gi = to_int8(wt.transpose(0, 2, 3, 1).reshape(o, -1))
+
+        def gemms():
+            int8_gemm(cols, w_fwd, (amax, wmax))
+            int8_gemm(g8.T, cols, (amax, wmax), k_eff=n * h * w)
+            int8_gemm(g8, w_gi, (wmax, wmax))
+    ops = 3 * 2 * n * o * h * w * c * KS * KS
+    return max(ops / time_block(gemms, calls).wall / 1e9 for _ in range(tries))
+
+
+def ours_step(bits, n, c, h, w, o, rng, unit="int8"):
+    """Closure running fwd + grad_w + grad_in at ``bits`` on random codes, on ``unit`` (int8 | float).
+
+    The conv's input is the block's batch-normalised activation, quantized to *signed*
+    ``activation_bits`` codes (``chipsim.engine.layers.block``: its ``int_bound`` is ``signed_max``), so
+    the codes here are signed too (at 8 bits: |code| <= 127, which fits int8).
+    """
+    amax, wmax, gmax = signed_max(bits), signed_max(bits), signed_max(bits)
+    x = rng.integers(-amax, amax + 1, (n, c, h, w)).astype(np.float32)
     wt = rng.integers(-wmax, wmax + 1, (o, c, KS, KS)).astype(np.float32)
     gy = rng.integers(-gmax, gmax + 1, (n, o, h, w)).astype(np.float32)
     scale = np.full(o, 1.0 / (amax * wmax), np.float32)   # per-output-channel rescale, as the engine's
 
     def step():
+        old = K.set_kernels(unit)
         # as chipsim.engine.layers.block.QuantBlock calls them (no kept columns; grad_w redoes im2col)
         K.conv2d_forward(x, wt, STRIDE, PAD, int_bound=(amax, wmax), out_scale=scale)
         K.conv2d_grad_weight(x, gy, (KS, KS), STRIDE, PAD, int_bound=(amax, gmax))
         K.conv2d_grad_input(gy, wt, x.shape, STRIDE, PAD,
                             int_bound=(gmax, wmax))
+        K.set_kernels(old)
     return step
 
 
@@ -100,50 +173,65 @@ def torch_step(n, c, h, w, o, rng):
     return step
 
 
+IMPLS = (("torch f32", None, None), ("ours 4b int8", 4, "int8"), ("ours 4b float", 4, "float"),
+         ("ours 8b int8", 8, "int8"))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
     ap.add_argument("--calls", type=int, default=8,
                     help="timed calls per implementation and layer per round, after one untimed call (default 8)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads, both sides (default 2)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    print(f"numpy sgemm 1024^3: {sgemm_rate():.1f} GFLOP/s   "
-          f"(torch threads {torch.get_num_threads()}, "
+    from chipsim.kernels.int8 import GEMM_THREADS
+    print(f"GEMM unit: {K.kernel_path()}; numpy sgemm 1024^3: {sgemm_rate():.1f} GFLOP/s   "
+          f"(torch threads {torch.get_num_threads()}, int8 GEMM threads {GEMM_THREADS or 'torch'}, "
           f"numba threads {K.numba_threads()})")
+    peak8, peak32, text = gemm_peaks()
+    print(f"GEMM peaks (torch, best over shapes): int8 {peak8:.0f} GOP/s, float32 {peak32:.0f} GFLOP/s; " + "; ".join(text))
     sides, paths = {}, {}
     for name, n, c, h, w, o in LAYERS:
         sides[name, "torch f32"] = torch_step(n, c, h, w, o, rng)
-        for bits in (4, 8):
-            sides[name, f"ours {bits}b"] = step = ours_step(bits, n, c, h, w, o, rng)
+        for impl, bits, unit in IMPLS[1:]:
+            sides[name, impl] = step = ours_step(bits, n, c, h, w, o, rng, unit)
             step()                          # the numba JIT, and the paths taken
-            paths[name, bits] = "/".join(K.LAST_PATH[f] for f in (
-                "conv2d_forward", "conv2d_grad_weight", "conv2d_grad_input"))
+            fs = ("conv2d_forward", "conv2d_grad_weight", "conv2d_grad_input")
+            units = sorted({K.LAST_UNIT[f] for f in fs})
+            paths[name, impl] = "+".join(units) + ":" + "/".join(K.LAST_PATH[f] for f in fs)
     load_before = machine_load()
     t = interleaved(sides, args.rounds, args.calls, pause=0.1)
     print(f"machine: {load_before} before, {machine_load()} after; {args.rounds} rounds of {args.calls} calls")
-    hdr = (f"{'layer':<22}{'impl':<10}{'paths fwd/gw/gi':<20}{'ms':>8}{'GFLOP/s':>9}"
+    hdr = (f"{'layer':<22}{'impl':<14}{'unit:paths fwd/gw/gi':<24}{'ms':>8}{'GOP/s':>8}{'of peak':>8}"
            f"{'vs torch: median (IQR, range)':>32}{'CPU time':>10}")
     print(hdr)
     print("-" * len(hdr))
-    per_round_min = [float("inf")] * args.rounds      # the slowest layer's 4-bit ratio in each round
-    summary = []
+    per_round_min = [float("inf")] * args.rounds      # the slowest layer's 4-bit int8 ratio in each round
+    summary, gemm_summary = [], []
     for name, n, c, h, w, o in LAYERS:
         flops = 3 * 2 * n * o * h * w * c * KS * KS
         ref = t[name, "torch f32"]
-        for impl in ("torch f32", "ours 4b", "ours 8b"):
+        for impl, bits, unit in IMPLS:
             blocks = t[name, impl]
             ms = spread([b.wall for b in blocks]).median
             wall, cpu = spread(ratios(ref, blocks), TARGET), spread(ratios(ref, blocks, "cpu"))
-            p = "-" if impl == "torch f32" else paths[name, int(impl[5])]
+            p = "-" if bits is None else paths[name, impl]
+            peak = peak8 if unit == "int8" else peak32
             vs = f"{wall.median:.2f} ({wall.q1:.2f}-{wall.q3:.2f}, {wall.lo:.2f}-{wall.hi:.2f})"
-            print(f"{name:<22}{impl:<10}{p:<20}{ms * 1e3:8.2f}{flops / ms / 1e9:9.1f}{vs:>32}{cpu.median:10.2f}")
-            if impl == "ours 4b":
+            print(f"{name:<22}{impl:<14}{p:<24}{ms * 1e3:8.2f}{flops / ms / 1e9:8.1f}"
+                  f"{100 * flops / ms / 1e9 / peak:7.0f}%{vs:>32}{cpu.median:10.2f}")
+            if impl == "ours 4b int8":
                 per_round_min = [min(m, r) for m, r in zip(per_round_min, ratios(ref, blocks))]
                 summary.append(f"{name.split()[0]} {wall.median:.2f}x (IQR {wall.q1:.2f}-{wall.q3:.2f}, "
-                               f"CPU {cpu.median:.2f}x)")
+                               f"{wall.hits}/{wall.n} rounds >= {TARGET:.1f}x, CPU {cpu.median:.2f}x)")
+        rate = layer_gemm_rate(4, n, c, h, w, o, rng)
+        gemm_summary.append(f"{name.split()[0]} {rate:.0f} GOP/s = {100 * rate / peak8:.0f}%")
     hits = sum(r >= TARGET for r in per_round_min)
-    print("summary: kernels 4-bit/torch " + ", ".join(summary) + f"; {hits}/{args.rounds} rounds >= "
+    print("int8 GEMMs alone inside each 4-bit layer step, vs the int8 peak: " + ", ".join(gemm_summary)
+          + f" (target >= {100 * GEMM_TARGET:.0f}%)")
+    print("summary: kernels 4-bit int8/torch " + ", ".join(summary) + f"; {hits}/{args.rounds} rounds >= "
           f"{TARGET:.1f}x on every layer; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     return 0
 

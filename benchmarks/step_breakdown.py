@@ -36,7 +36,8 @@ def _targets():
     from chipsim.engine.networks import network
     from chipsim.engine.training import optim
     from chipsim.kernels import exact
-    funcs = [(GEMM, exact, "_matmul")]
+    from chipsim.kernels import int8
+    funcs = [(GEMM, exact, "_matmul"), (GEMM, int8, "int8_gemm")]
     funcs += [(MOVE, K, n) for n in ("conv2d_forward", "conv2d_grad_weight", "conv2d_grad_input",
                                      "dense_forward", "dense_grad_weight", "dense_grad_input")]
     funcs += [(BN, K, n) for n in ("batchnorm_train_forward", "batchnorm_eval_forward", "batchnorm_backward",

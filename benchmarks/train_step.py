@@ -1,23 +1,33 @@
-"""DF-R training-step throughput: chipsim's 4-bit integer engine vs the same rule in torch float32.
+"""Training-step throughput: chipsim's 4-bit integer engine vs the same rule in torch float32 (DF-R, BP, CwC).
 
-Same model (models/cnn_small.yaml), same batch (the preset's
-``training.batch_size``, 32 samples, each as 1 positive + 9 negatives), same
-rule: DF loss at every block, DF-R random feedback into the block below, BN
-backward as the config's ``learning.bn_backward``. The torch side is written
-from the rule's definition, not from chipsim's code: the step here, and the
-block of ``tests/torch_reference.py`` (the one the rule tests check the
-engine's gradients against; a custom Function carries the random feedback).
-Autograd runs the backward pass on every row; with ``fixed-stats``
-chipsim runs it only on the rows DF's loss gives an error (the positive and
-the hardest negatives), and the output says how many that was.
+Same model (models/cnn_small.yaml; CwC on models/cwc_mnist.yaml, whose
+channels split into the 10 classes' groups), same batch (the preset's
+``training.batch_size``, 32 samples), same rule:
 
-Both use 2 threads. After a warm-up the two sides are timed in many short
-rounds (``benchmarks/rounds.py``): each round runs a block of steps of each
-side, back to back, so the throughput ratio of a round compares two sides
-that saw the same load. The output gives the median ratio with its spread,
-the ratio of process CPU times next to it, and how many rounds reached the
-target (1.0x), then where one engine step spends its time
-(``benchmarks/step_breakdown.py``), and ends with one summary line.
+* DF-R: each sample as 1 positive + 9 negatives; DF loss at every block,
+  DF-R random feedback into the block below, BN backward as the config's
+  ``learning.bn_backward``. Autograd runs the backward pass on every row;
+  with ``fixed-stats`` chipsim runs it only on the rows DF's loss gives an
+  error (the positive and the hardest negatives), and the output says how
+  many that was.
+* BP: the blocks, a linear head (no bias) on the last block's output, softmax
+  cross-entropy, the error back through every block.
+* CwC: greedy; each block's channels form 10 groups, the group means of the
+  squared outputs are the class scores of a softmax cross-entropy.
+
+The torch sides are written from the rules' definitions, not from chipsim's
+code: the block of ``tests/torch_reference.py`` (the one the rule tests check
+the engine's gradients against; a custom Function carries DF-R's random
+feedback), Adam over every weight.
+
+Both use the same torch threads (2 unless ``--threads``). After a warm-up all
+sides are timed in many short rounds (``benchmarks/rounds.py``): each round
+runs a block of steps of each side, back to back, so the throughput ratio of
+a round compares two sides that saw the same load. The output gives, per
+rule, the median ratio with its spread, the ratio of process CPU times next
+to it, and how many rounds reached the target (issue 25: DF-R >= 2.5x, BP >=
+1.5x; CwC has none), then where one engine DF-R step spends its time
+(``benchmarks/step_breakdown.py``), and ends with one summary line per rule.
 
     python benchmarks/train_step.py [--rounds 20] [--steps 2] [--set learning.bn_backward=batch-stats]
 """
@@ -43,7 +53,8 @@ from rounds import interleaved, machine_load, ratios, spread  # noqa: E402
 from step_breakdown import breakdown, print_breakdown  # noqa: E402
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
-TARGET = 1.0          # issue 17: one DF-R step at >= 1.0x torch float32's throughput
+TARGETS = {"df-r": 2.5, "bp": 1.5, "cwc": None}     # issue 25: throughput over torch float32's
+MODELS = {"df-r": "cnn_small.yaml", "bp": "cnn_small.yaml", "cwc": "cwc_mnist.yaml"}
 
 
 class TorchDFR:
@@ -92,11 +103,105 @@ class TorchDFR:
         self.opt.step()
 
 
+class TorchBP:
+    """BP on float32 torch tensors: the blocks, a linear head on the last block's output, cross-entropy."""
+
+    def __init__(self, model, in_ch, num_classes, hw, hw_size):
+        g = torch.Generator().manual_seed(0)
+        self.specs = model.blocks
+        self.ws = _weights(model, in_ch, hw_size, g)
+        feat = _out_features(model, in_ch, hw_size)
+        self.head = ((torch.rand((num_classes, feat), generator=g) * 2 - 1) / feat ** 0.5).requires_grad_()
+        self.opt = torch.optim.Adam(self.ws + [self.head], lr=hw.training.lr)
+        self.fixed_stats = hw.learning.bn_backward == "fixed-stats"
+
+    def step(self, x, labels, negatives=None):
+        self.opt.zero_grad(set_to_none=True)
+        a = x
+        for spec, w in zip(self.specs, self.ws):
+            a = torch_block(a, w, spec, fixed_stats=self.fixed_stats)
+        loss = torch.nn.functional.cross_entropy(a.reshape(a.shape[0], -1) @ self.head.t(), labels)
+        loss.backward()
+        self.opt.step()
+
+
+class TorchCwC:
+    """CwC on float32 torch tensors: greedy blocks, each scored by its channel groups' mean squares."""
+
+    def __init__(self, model, in_ch, num_classes, hw, hw_size):
+        g = torch.Generator().manual_seed(0)
+        self.specs = model.blocks
+        self.ws = _weights(model, in_ch, hw_size, g)
+        self.j = num_classes
+        self.opt = torch.optim.Adam(self.ws, lr=hw.training.lr)
+        self.fixed_stats = hw.learning.bn_backward == "fixed-stats"
+
+    def step(self, x, labels, negatives=None):
+        self.opt.zero_grad(set_to_none=True)
+        a = x
+        for spec, w in zip(self.specs, self.ws):
+            out = torch_block(a.detach(), w, spec, fixed_stats=self.fixed_stats)
+            scores = out.reshape(out.shape[0], self.j, -1).pow(2).mean(2)   # groups of consecutive channels
+            torch.nn.functional.cross_entropy(scores, labels).backward()
+            a = out
+        self.opt.step()
+
+
+def _weights(model, in_ch, hw_size, g):
+    ws, c, h = [], in_ch, hw_size
+    for s in model.blocks:
+        if s.type == "conv":
+            shape = (s.channels, c, s.kernel, s.kernel)
+            h = (h + 2 * s.padding - s.kernel) // s.stride + 1
+            c, h = s.channels, (h // s.pool if s.pool else h)
+        else:
+            shape = (s.units, c * h * h if h else c)
+            c, h = s.units, 0
+        fan = int(np.prod(shape[1:]))
+        ws.append(((torch.rand(shape, generator=g) * 2 - 1) * (6 / fan) ** 0.5).requires_grad_())
+    return ws
+
+
+def _out_features(model, in_ch, hw_size):
+    c, h = in_ch, hw_size
+    for s in model.blocks:
+        if s.type == "conv":
+            h = (h + 2 * s.padding - s.kernel) // s.stride + 1
+            c, h = s.channels, (h // s.pool if s.pool else h)
+        else:
+            c, h = s.units, 0
+    return c * h * h if h else c
+
+
 def _rows_backpropagated(trainer, x, y, rows):
     """Rows each block's weight gradient ran on, read off the trace of one more (untimed) step."""
     trainer.train_step(x, y, record=True)
     tr = trainer.trace
     return [round(tr.macs("grad_w", l) * rows / tr.macs("fwd", l)) for l in range(len(trainer.net.blocks))]
+
+
+def _sides(rule, args, d, n_batches=16):
+    """(engine step, torch step, cfg) closures for ``rule``, each cycling over the same batches."""
+    cfg = load_config(os.path.join(REPO, "hwconfigs", "44core_4bit.yaml"),
+                      [f"workload.rule={rule}", f"workload.model={os.path.join(REPO, 'models', MODELS[rule])}"]
+                      + args.set)
+    bs = cfg.hw.training.batch_size
+    xs = [d.x_train[i * bs:(i + 1) * bs] for i in range(n_batches)]
+    ys = [d.y_train[i * bs:(i + 1) * bs] for i in range(n_batches)]
+    ours = Trainer(cfg.hw, cfg.model, d)
+    ref = {"df-r": TorchDFR, "bp": TorchBP, "cwc": TorchCwC}[rule](cfg.model, 1, 10, cfg.hw, 28)
+    rng = np.random.default_rng(0)
+    batches = [(torch.from_numpy(x), torch.from_numpy(y).long(),
+                torch.from_numpy(sample_negatives(y, 9, 10, rng)).long()) for x, y in zip(xs, ys)]
+    next_ours, next_ref = itertools.cycle(range(n_batches)), itertools.cycle(range(n_batches))
+
+    def step_ours():
+        i = next(next_ours)
+        ours.train_step(xs[i], ys[i])
+
+    def step_ref():
+        ref.step(*batches[next(next_ref)])
+    return step_ours, step_ref, cfg, ours, (xs[0], ys[0])
 
 
 def main():
@@ -106,59 +211,58 @@ def main():
                     help="timed steps per side per round, after one untimed step (default 2)")
     ap.add_argument("--profile-steps", type=int, default=5,
                     help="engine steps the time breakdown is averaged over (default 5)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads, both sides (default 2)")
+    ap.add_argument("--rules", default="df-r,bp,cwc", help="comma-separated subset of df-r,bp,cwc")
     ap.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                     help="override a key of hwconfigs/44core_4bit.yaml, e.g. learning.bn_backward=batch-stats")
     args = ap.parse_args()
-    torch.set_num_threads(2)
-    cfg = load_config(os.path.join(REPO, "hwconfigs", "44core_4bit.yaml"), args.set)
+    torch.set_num_threads(args.threads)
+    from chipsim.kernels import kernel_path
     d = load_dataset("mnist5k")
-    bs = cfg.hw.training.batch_size
-    n_batches = 16
-    xs = [d.x_train[i * bs:(i + 1) * bs] for i in range(n_batches)]
-    ys = [d.y_train[i * bs:(i + 1) * bs] for i in range(n_batches)]
-
-    ours = Trainer(cfg.hw, cfg.model, d)
-    ref = TorchDFR(cfg.model, 1, 10, cfg.hw, 28)
-    rng = np.random.default_rng(0)
-    batches = [(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(sample_negatives(y, 9, 10, rng)))
-               for x, y in zip(xs, ys)]
-    next_ours, next_ref = itertools.cycle(range(n_batches)), itertools.cycle(range(n_batches))
-
-    def step_ours():
-        i = next(next_ours)
-        ours.train_step(xs[i], ys[i])
-
-    def step_ref():
-        ref.step(*batches[next(next_ref)])
-
-    for _ in range(2):                      # warm-up: numba JIT, BLAS and OpenMP thread pools
-        step_ours()
-        step_ref()
+    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    sides, made = {}, {}
+    for rule in rules:
+        step_ours, step_ref, cfg, ours, first = _sides(rule, args, d)
+        for _ in range(2):                      # warm-up: numba JIT, BLAS and OpenMP thread pools
+            step_ours()
+            step_ref()
+        sides[rule, "chipsim"], sides[rule, "torch"] = step_ours, step_ref
+        made[rule] = (cfg, ours, first, step_ours)
     load_before = machine_load()
-    t = interleaved({"chipsim": step_ours, "torch": step_ref}, args.rounds, args.steps)
+    t = interleaved(sides, args.rounds, args.steps)
     load_after = machine_load()
-    wall = spread(ratios(t["torch"], t["chipsim"]), TARGET)
-    cpu = spread(ratios(t["torch"], t["chipsim"], "cpu"), TARGET)
-
-    rows = bs * 10
-    print(f"model {cfg.model.name}, batch {bs} samples x 10 label variants = {rows} rows, DF-R, "
-          f"bn_backward {cfg.hw.learning.bn_backward}; {args.rounds} rounds of {args.steps} steps per side")
-    kept = _rows_backpropagated(ours, xs[0], ys[0], rows)
-    print("rows back-propagated per block (chipsim): " + ", ".join(str(k) for k in kept) + f" of {rows}; torch: all")
+    print(f"GEMM unit: {kernel_path()}; torch threads {torch.get_num_threads()}; {args.rounds} rounds of "
+          f"{args.steps} steps per side, every rule's sides in every round")
     print(f"machine: {load_before} before, {load_after} after")
-    print(f"{'implementation':<34}{'s/step (median, IQR)':>26}{'samples/s':>11}{'CPU s/step':>12}")
-    for name, label in (("chipsim", "chipsim 4-bit integer (W4 A4 G8)"), ("torch", "torch float32 autograd")):
-        w = spread([b.wall for b in t[name]])
-        c = spread([b.cpu for b in t[name]])
-        print(f"{label:<34}{w.median:>10.3f} ({w.q1:.3f}-{w.q3:.3f}){bs / w.median:>11.1f}{c.median:>12.3f}")
-    print(f"throughput ratio chipsim / torch, wall time: {wall.text()}")
-    print(f"throughput ratio chipsim / torch, CPU time:  {cpu.text()}")
-
-    parts = breakdown(step_ours, args.profile_steps)
-    print_breakdown(parts, f"one chipsim DF-R step, mean of {args.profile_steps} (timing wrappers, exclusive times):")
-    print(f"summary: train_step chipsim/torch throughput {wall.median:.2f}x median (IQR {wall.q1:.2f}-{wall.q3:.2f}), "
-          f"CPU-time ratio {cpu.median:.2f}x; {wall.hits}/{wall.n} rounds >= {TARGET:.1f}x "
-          f"(CPU time: {cpu.hits}/{cpu.n}); load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    summary = []
+    for rule in rules:
+        cfg, ours, first, step_ours = made[rule]
+        target = TARGETS[rule]
+        bs = cfg.hw.training.batch_size
+        wall = spread(ratios(t[rule, "torch"], t[rule, "chipsim"]), target)
+        cpu = spread(ratios(t[rule, "torch"], t[rule, "chipsim"], "cpu"), target)
+        print(f"\n{rule}: model {cfg.model.name}, batch {bs} samples, bn_backward {cfg.hw.learning.bn_backward}")
+        if rule == "df-r":
+            rows = bs * 10
+            kept = _rows_backpropagated(ours, *first, rows)
+            print(f"  {rows} rows (x 10 label variants); rows back-propagated per block (chipsim): "
+                  + ", ".join(str(k) for k in kept) + f" of {rows}; torch: all")
+        print(f"  {'implementation':<34}{'s/step (median, IQR)':>26}{'samples/s':>11}{'CPU s/step':>12}")
+        for name, label in (("chipsim", "chipsim 4-bit integer (W4 A4 G8)"), ("torch", "torch float32 autograd")):
+            w = spread([b.wall for b in t[rule, name]])
+            c = spread([b.cpu for b in t[rule, name]])
+            print(f"  {label:<34}{w.median:>10.3f} ({w.q1:.3f}-{w.q3:.3f}){bs / w.median:>11.1f}{c.median:>12.3f}")
+        print(f"  throughput ratio chipsim / torch, wall time: {wall.text()}")
+        print(f"  throughput ratio chipsim / torch, CPU time:  {cpu.text()}")
+        met = "no target" if target is None else (f"{wall.hits}/{wall.n} rounds >= {target:.1f}x "
+                                                  f"(CPU time: {cpu.hits}/{cpu.n})")
+        summary.append(f"{rule} {wall.median:.2f}x (IQR {wall.q1:.2f}-{wall.q3:.2f}, CPU {cpu.median:.2f}x; {met})")
+    if "df-r" in made:
+        parts = breakdown(made["df-r"][3], args.profile_steps)
+        print_breakdown(parts, f"\none chipsim DF-R step, mean of {args.profile_steps} (timing wrappers, "
+                               "exclusive times):")
+    print("summary: train_step chipsim/torch throughput " + "; ".join(summary)
+          + f"; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -256,6 +256,8 @@ def run(config, overrides=(), out_dir: str | None = None, progress: bool = True,
         with ctx as out:
             doing = (f"resuming {ckpt} after epoch {state['epoch']}: " if resume else "training ")
             _say(progress, f"chipsim run: {doing}{describe(cfg)}; {_writing(out)}")
+            from .kernels.int8 import kernel_path
+            _say(progress, f"exact GEMMs on {kernel_path()} (CHIPSIM_KERNELS=auto|int8|float; same bits on each)")
             from .chip import simulate          # heavy imports (numba, matplotlib) only once the inputs are checked
             from .data import load_dataset
             from .report import write_run

@@ -51,6 +51,7 @@ def test_cli_run_writes_a_complete_run_directory(tmp_path, tiny):
     first = proc.stdout.splitlines()[0]
     assert first.startswith("chipsim run: training df-r on tiny (3 blocks), mnist5k (train_limit 128")
     assert f"writing {out}{os.sep}" in first
+    assert proc.stdout.splitlines()[1].startswith("exact GEMMs on ")     # the unit the weighted sums use
     names = sorted(os.listdir(out))
     for f in ("summary.json", "report.md", "per_core.csv", "per_layer.csv", "sram_heatmap.png",
               "link_traffic.png", "gantt.png", "training.png", "checkpoint.npz"):

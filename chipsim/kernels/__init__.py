@@ -6,6 +6,7 @@ cores or configs.  Layout is NCHW, arrays are float32 unless stated.
 The package is cut along what each kernel does:
 
 * ``exact``: the exact GEMM dispatch every weighted sum goes through;
+* ``int8``: the int8 dot-product unit it uses where the CPU has one (``kernel_path()`` names it);
 * ``conv`` and ``dense``: the weighted sums (forward, grad-weight, grad-input);
 * ``norm``: batch norm;
 * ``elementwise``: ReLU, max-pool, goodness;
@@ -25,8 +26,8 @@ from .conv import _nchw_to_grid, conv2d_forward, conv2d_grad_input, conv2d_grad_
 from .dense import dense_forward, dense_grad_input, dense_grad_weight  # noqa: E402
 from .elementwise import (decode, goodness, goodness_backward, maxpool2d_backward, maxpool2d_forward,  # noqa: E402
                           numba_threads, relu_backward, relu_forward)
-from .exact import (LAST_PATH, MIN_CHUNK, PARALLEL, _chunked_fp64, _fp32_chunk,  # noqa: E402
-                    accumulation_path)
+from .exact import (LAST_PATH, LAST_UNIT, MIN_CHUNK, PARALLEL, _chunked_fp64, _fp32_chunk,  # noqa: E402
+                    accumulation_path, kernel_path, set_kernels)
 from .norm import (BNCache, batchnorm_backward, batchnorm_backward_fixed_stats,  # noqa: E402
                    batchnorm_eval_forward, batchnorm_train_forward, batchnorm_update_running)
 from .attention import (attn_scores, attn_scores_grad_key, attn_scores_grad_query, attn_values,  # noqa: E402
@@ -38,7 +39,7 @@ from .tokens import (bias_add, bias_grad, patch_embed_forward, patch_embed_grad_
                      token_l2_normalize, token_mean, token_mean_backward)
 
 __all__ = [
-    "LAST_PATH", "accumulation_path",
+    "LAST_PATH", "LAST_UNIT", "accumulation_path", "kernel_path", "set_kernels",
     "conv2d_forward", "conv2d_grad_weight", "conv2d_grad_input",
     "dense_forward", "dense_grad_weight", "dense_grad_input",
     "BNCache", "batchnorm_train_forward", "batchnorm_eval_forward",

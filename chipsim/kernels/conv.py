@@ -2,13 +2,28 @@
 
 The three products of a conv layer (forward, weight gradient, input gradient), each costed with
 the multiply-accumulates its math does (``chipsim.trace.work``), never the GEMM's padding.
+
+Two units compute them, with the same exact result (``chipsim.kernels.exact``): a stride-1 conv
+whose codes fit int8 runs on the int8 unit when the process uses it (:func:`kernel_path`), with
+its data movement in int8 channels-last (``layout_int8``); everything else takes the float path
+through ``layout``'s NCHW grid.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..trace.work import bits_of_bound, costed
-from .exact import _f32, _matmul, blas_threads
+from .exact import _RESULT_DTYPE, _f32, _matmul, accumulation_path, blas_threads, int8_unit
+from .int8 import has_nan, int8_gemm, int32_chunk, to_int8
+from .layout_int8 import (col2im_grid_cl, grid_cl_to_nchw_into, grid_cl_to_nchw_scaled_into, im2col_cl,
+                          nchw_to_grid_cl, nchw_to_grid_i8, pad_planes_cl, pad_planes_i8)
+
+# Below this many input channels the int8 products keep the NCHW grid (im2col rows of whole
+# memcpy runs, GEMMs with the pixels as the long inner dimension): channels-last runs of kw*C
+# bytes are too short to copy well. Measured at the engine's 320 rows, forward: conv 2->16 @28x28
+# 10.9 -> 5.4 ms; at 16 and 32 channels channels-last was as fast or faster (6.5 vs 6.3 ms, 2.3 vs
+# 2.9 ms).
+CL_MIN_CHANNELS = 8
 from .layout import (_col2im, _col2im_grid, _grid_pitch, _grid_to_nchw_into, _grid_to_nchw_scaled_into,  # noqa: F401
                      _im2col, _im2col_grid, _im2col_grid_into, _nchw_to_grid, _nop_to_onp, _onp_to_nop,
                      _out_size, _pad_planes, _pair)
@@ -61,6 +76,10 @@ def conv2d_forward(x, w, stride=1, padding=0, int_bound=None, keep_cols=False, o
         raise ValueError(f"channel mismatch: x has {c}, w has {c2}")
     (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
     ho, wo = _out_size(h, kh, sh, ph), _out_size(wd, kw, sw, pw)
+    if sh == sw == 1 and not keep_cols and int8_unit(int_bound):
+        y = _forward_int8(x, w, ph, pw, ho, wo, int_bound, out_scale)
+        if y is not None:
+            return y
     w2 = w.reshape(o, c * kh * kw)
     if sh == sw == 1:
         wp = _grid_pitch(wd, kw, pw)
@@ -111,6 +130,10 @@ def conv2d_grad_weight(x, gy, kernel_hw, stride=1, padding=0, int_bound=None, co
     (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
     if (ho, wo) != (_out_size(h, kh, sh, ph), _out_size(wd, kw, sw, pw)):
         raise ValueError("gy spatial shape does not match x/kernel/stride")
+    if sh == sw == 1 and cols is None and int8_unit(int_bound):
+        gw = _grad_weight_int8(x, gy, kh, kw, ph, pw, int_bound)
+        if gw is not None:
+            return gw
     if sh == sw == 1:
         wp = _grid_pitch(wd, kw, pw)
         if cols is None:
@@ -146,6 +169,10 @@ def conv2d_grad_input(gy, w, x_shape, stride=1, padding=0, int_bound=None):
     ho, wo = gy.shape[2:]
     (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
     k_eff = o * (-(-kh // sh)) * (-(-kw // sw))
+    if sh == sw == 1 and int8_unit(int_bound) and k_eff <= int32_chunk(int_bound):
+        gx = _grad_input_int8(gy, w, (n, c, h, wd), ph, pw, int_bound, k_eff)
+        if gx is not None:
+            return gx
     wt = w.reshape(o, c * kh * kw).T
     if sh == sw == 1:
         wp = _grid_pitch(wd, kw, pw)
@@ -157,3 +184,119 @@ def conv2d_grad_input(gy, w, x_shape, stride=1, padding=0, int_bound=None):
     gcols = _matmul(wt, g, int_bound, "conv2d_grad_input", k_eff=k_eff)
     return _col2im(np.ascontiguousarray(gcols), n, c, h, wd, kh, kw,
                    sh, sw, ph, pw, ho, wo)
+
+
+# --------------------------------------------------------------------------
+# the int8 unit (stride 1): channels-last grid, exact int32 sums
+# --------------------------------------------------------------------------
+def _record(name, K, int_bound):
+    """LAST_PATH keeps naming the float path's accumulator (the result's dtype), LAST_UNIT the unit."""
+    from .exact import LAST_PATH, LAST_UNIT
+    path = accumulation_path(K, *int_bound)
+    LAST_PATH[name], LAST_UNIT[name] = path, "int8"
+    return path
+
+
+# Each int8 product returns None when an operand holds a NaN (a diverged run; int8 has no NaN): the
+# public function then runs the float path, which carries the NaN on exactly as before. Weights
+# are checked with ``has_nan`` (small); activations and errors while they are converted.
+
+def _weights_int8(w2d):
+    return None if has_nan(w2d) else to_int8(w2d)
+
+
+def _forward_int8(x, w, ph, pw, ho, wo, int_bound, out_scale):
+    """Forward on the int8 unit: pad + im2col straight to int8 channels-last, one GEMM
+    ``cols (N*Ho*Wp, kh*kw*C) @ w (kh*kw*C, O)``, then back to NCHW (rescaled if asked)."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    wp = _grid_pitch(wd, kw, pw)
+    if c < CL_MIN_CHANNELS:
+        return _forward_int8_nchw(x, w, ph, pw, ho, wo, wp, int_bound, out_scale)
+    w8 = _weights_int8(w.transpose(2, 3, 1, 0).reshape(kh * kw * c, o))      # rows ordered (i, j, c)
+    xp, bad = pad_planes_cl(x, ph, pw, wp, kw - 1)
+    if w8 is None or bad:
+        return None
+    acc = int8_gemm(im2col_cl(xp, kh, kw, wp, ho), w8, int_bound)
+    path = _record("conv2d_forward", c * kh * kw, int_bound)
+    if out_scale is None:
+        y = np.empty((n, o, ho, wo), _RESULT_DTYPE[path])
+        grid_cl_to_nchw_into(acc, y, ho, wp, wo)
+    else:
+        y = np.empty((n, o, ho, wo), np.float32)
+        grid_cl_to_nchw_scaled_into(acc, np.ascontiguousarray(out_scale, np.float32).reshape(o), y,
+                                    ho, wp, wo, path != "fp32")
+    return y
+
+
+def _forward_int8_nchw(x, w, ph, pw, ho, wo, wp, int_bound, out_scale):
+    """The int8 forward on the NCHW grid: int8 pad + memcpy im2col, ``w (O, K) @ cols (K, T)``, the
+    float path's copy back to NCHW (its float32 product of an exact integer below 2**24 and a
+    float32 scale rounds as the float path's does)."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    w8 = _weights_int8(w.reshape(o, c * kh * kw))
+    xp, bad = pad_planes_i8(x, ph, pw, wp, kw - 1)
+    if w8 is None or bad:
+        return None
+    acc = int8_gemm(w8, _im2col_grid(xp, n, c, kh, kw, wp, ho), int_bound)
+    path = _record("conv2d_forward", c * kh * kw, int_bound)
+    if out_scale is None:
+        y = np.empty((n, o, ho, wo), _RESULT_DTYPE[path])
+        _grid_to_nchw_into(acc, y, ho, wp, wo)
+    else:
+        y = np.empty((n, o, ho, wo), np.float32)
+        _grid_to_nchw_scaled_into(acc, np.ascontiguousarray(out_scale, np.float32).reshape(o), y, ho, wp, wo)
+    return y
+
+
+def _grad_weight_int8(x, gy, kh, kw, ph, pw, int_bound):
+    """dL/dw on the int8 unit: ``g^T (O, N*Ho*Wp) @ cols (N*Ho*Wp, kh*kw*C)``, reduction over every
+    output pixel (chunked into int32-safe pieces, summed in int64, when the bound needs it)."""
+    n, c, h, wd = x.shape
+    o, ho, wo = gy.shape[1:]
+    k_eff = n * ho * wo
+    wp = _grid_pitch(wd, kw, pw)
+    if c < CL_MIN_CHANNELS:            # NCHW grid: g (O, T) @ cols^T, cols (K, T) read transposed
+        xp, bad_x = pad_planes_i8(x, ph, pw, wp, kw - 1)
+        g8, bad_g = nchw_to_grid_i8(gy, wp)
+        if bad_x or bad_g:
+            return None
+        acc = int8_gemm(g8, _im2col_grid(xp, n, c, kh, kw, wp, ho).T, int_bound, k_eff=k_eff)
+        path = _record("conv2d_grad_weight", k_eff, int_bound)
+        return np.ascontiguousarray(acc.reshape(o, c, kh, kw), dtype=_RESULT_DTYPE[path])
+    xp, bad_x = pad_planes_cl(x, ph, pw, wp, kw - 1)
+    g8, bad_g = nchw_to_grid_cl(gy, wp)
+    if bad_x or bad_g:
+        return None
+    acc = int8_gemm(g8.T, im2col_cl(xp, kh, kw, wp, ho), int_bound, k_eff=k_eff)    # (O, kh*kw*C)
+    path = _record("conv2d_grad_weight", k_eff, int_bound)
+    gw = acc.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(gw, dtype=_RESULT_DTYPE[path])
+
+
+def _grad_input_int8(gy, w, x_shape, ph, pw, int_bound, k_eff):
+    """dL/dx on the int8 unit: ``g (N*Ho*Wp, O) @ w (O, kh*kw*C)``, then an int32 col2im (exact:
+    the caller checked ``k_eff*ma*mb < 2**31``)."""
+    n, c, h, wd = x_shape
+    o, _, kh, kw = w.shape
+    ho = gy.shape[2]
+    wp = _grid_pitch(wd, kw, pw)
+    if c < CL_MIN_CHANNELS:            # NCHW grid: w^T (K, O) @ g (O, T), the float path's col2im in int32
+        w8 = _weights_int8(w.reshape(o, c * kh * kw).T)
+        g8, bad = nchw_to_grid_i8(gy, wp)
+        if w8 is None or bad:
+            return None
+        gcols = int8_gemm(w8, g8, int_bound)
+        path = _record("conv2d_grad_input", k_eff, int_bound)
+        dx = _col2im_grid(gcols, n, c, h, wd, kh, kw, ph, pw, wp, ho)
+        return dx.astype(_RESULT_DTYPE[path])
+    w8 = _weights_int8(w.transpose(0, 2, 3, 1).reshape(o, kh * kw * c))      # columns ordered (i, j, c)
+    g8, bad = nchw_to_grid_cl(gy, wp)
+    if w8 is None or bad:
+        return None
+    gcols = int8_gemm(g8, w8, int_bound)
+    path = _record("conv2d_grad_input", k_eff, int_bound)
+    out = np.empty((n, c, h, wd), _RESULT_DTYPE[path])
+    col2im_grid_cl(gcols, out, c, kh, kw, ph, pw, wp, ho)
+    return out

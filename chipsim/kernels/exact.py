@@ -25,6 +25,17 @@ cheapest format for which that proof holds:
 The chosen path of the last call of each public function is recorded in
 :data:`LAST_PATH` (``"float"`` when ``int_bound`` is None).
 
+Integer unit
+------------
+Where the CPU has int8 dot-product instructions and both operands' codes fit
+int8 (``max_abs <= 127``), the same exact sums run as int8 x int8 -> int32
+GEMMs instead (``chipsim.kernels.int8``); wider codes (8-bit unsigned up to
+255, 16-bit) are split into balanced base-128 int8 digits when that takes at
+most four int8 GEMMs (``"int8-digits"``); the exact integer result is then
+returned in the dtype the path above names, so callers see the same bits
+whichever unit ran. :data:`LAST_UNIT` records ``"int8"`` or ``"float"`` per
+function, and :func:`kernel_path` names the unit this process uses.
+
 Data movement (im2col, col2im, layout transposes, pooling, batch-norm
 reductions, the int64 GEMM) is in ``@njit(cache=True)`` numba kernels written
 with ``prange`` where each iteration owns its slice of the output, so results
@@ -46,7 +57,11 @@ import os
 import numpy as np
 from numba import njit, prange
 
+from .int8 import fits_int8, kernel_path, matmul_int8, set_kernels, split_fits, use_int8  # noqa: F401
+
 LAST_PATH: dict[str, str] = {}
+LAST_UNIT: dict[str, str] = {}     # "int8", "int8-digits" or "float": the unit of each function's last call
+_RESULT_DTYPE = {"fp32": np.float32, "fp64": np.float64, "int64": np.int64}
 FP32_EXACT = 2 ** 24
 FP64_EXACT = 2 ** 53
 INT64_EXACT = 2 ** 63
@@ -87,6 +102,17 @@ def accumulation_path(K, max_abs_a, max_abs_b) -> str:
     return "int64"
 
 
+def int8_unit(int_bound) -> bool:
+    """This exact product runs on the int8 unit: it is chosen for the process and the codes fit int8."""
+    return int_bound is not None and fits_int8(int_bound) and use_int8()
+
+
+def as_path_dtype(acc, path: str):
+    """An exact integer accumulator in the dtype the float path ``path`` returns (a no-op when it
+    already is): the values are the same integers, so the bits are the ones the float path gives."""
+    return acc.astype(_RESULT_DTYPE[path], copy=False)
+
+
 def _fp32_chunk(max_abs_a, max_abs_b) -> int:
     """Largest kc with kc*ma*mb < 2**24 (0 if even one product is too big)."""
     prod = int(np.ceil(max_abs_a)) * int(np.ceil(max_abs_b))
@@ -103,11 +129,17 @@ def _matmul(a, b, int_bound, name, k_eff=None):
     needs the nonzero count, since adding an exact zero never rounds.
     """
     if int_bound is None:
-        LAST_PATH[name] = "float"
+        LAST_PATH[name] = LAST_UNIT[name] = "float"
         return np.matmul(a, b)
     K = a.shape[1]
     path = accumulation_path(K if k_eff is None else k_eff, *int_bound)
     LAST_PATH[name] = path
+    if int_bound is not None and split_fits(int_bound) and use_int8():
+        acc = matmul_int8(a, b, int_bound, k_eff)
+        if acc is not None:                         # None: a NaN operand, which only the float path carries
+            LAST_UNIT[name] = "int8" if fits_int8(int_bound) else "int8-digits"
+            return as_path_dtype(acc, path)
+    LAST_UNIT[name] = "float"
     if path == "fp32":
         return np.matmul(a, b)
     if path == "int64":
