@@ -77,14 +77,16 @@ def threads() -> dict:
 
 
 def kernel_paths() -> dict:
-    """Which kernels computed the numbers: the exact-GEMM dispatch's path (``kernels.exact.kernel_path()``
-    where the installed chipsim has one, e.g. an int8 path; otherwise the float path this version has),
-    the paths its last calls took, and whether the numba data-movement kernels ran parallel."""
-    out = {"gemm": None, "last_paths": {}, "numba_parallel": None}
+    """Which kernels computed the numbers: the unit the exact GEMMs run on (``kernels.exact.kernel_path()``:
+    the int8 unit or the float path), the paths its last calls took, and whether the numba data-movement
+    kernels ran parallel."""
+    from .kernels import exact
     try:
-        from .kernels import exact
-    except Exception:                            # noqa: BLE001
-        return out
+        gemm = exact.kernel_path()
+    except Exception as exc:                     # noqa: BLE001  (a provenance record never fails a run)
+        gemm = f"unknown ({type(exc).__name__})"
+    return {"gemm": gemm, "last_paths": dict(sorted(getattr(exact, "LAST_PATH", {}).items())),
+            "numba_parallel": bool(getattr(exact, "PARALLEL", False))}
     hook = getattr(exact, "kernel_path", None)
     if callable(hook):
         try:

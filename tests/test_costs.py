@@ -349,7 +349,9 @@ def test_df_loss_constant_matches_the_kernels_arithmetic():
 INLINE_LOGGING = ("quantize_signed", "quantize_unsigned", "ClippedScale.quantize", "FixedPoint.apply",
                   "QuantStore.load", "mhsa.quantize_probs", "contrastive.contrastive_loss")
 # public functions of chipsim.kernels that execute no work of their own: addressing and configuration
-NOT_KERNELS = {"accumulation_path", "numba_threads", "_fp32_chunk", "_chunked_fp64", "_nchw_to_grid", "patchify"}
+# the unit's choice (kernel_path, set_kernels) and addressing only: no arithmetic of the step
+NOT_KERNELS = {"accumulation_path", "numba_threads", "_fp32_chunk", "_chunked_fp64", "_nchw_to_grid", "patchify",
+               "kernel_path", "set_kernels"}
 
 
 def _kernel_functions():

@@ -24,7 +24,11 @@ def test_collect_names_version_commit_date_libraries_cpu_threads_and_kernels():
     assert p["date"].endswith("+00:00") and p["date"][:2] == "20"
     assert p["cpu"] and p["threads"]["cpu_count"] >= 1 and p["threads"]["numba"] >= 1
     assert any(b["api"] == "blas" for b in p["threads"]["blas"])
-    assert "float BLAS" in p["kernels"]["gemm"]
+    from chipsim.kernels import exact
+    # the unit this process's GEMMs use: the float path or an int8 unit named by the CPU feature it relies on
+    assert p["kernels"]["gemm"] == exact.kernel_path()
+    assert p["kernels"]["gemm"] == "float32-blas" or p["kernels"]["gemm"].startswith(
+        ("int8-amx ", "int8-vnni ", "int8-dotprod ", "int8-generic ", "int8-cuda "))
     json.dumps(p)                                 # plain data, as summary.json needs
     text = "\n".join(provenance.markdown(p))
     assert "## Provenance" in text and p["chipsim"] in text and p["cpu"] in text
@@ -36,12 +40,12 @@ def test_outside_a_git_checkout_the_commit_is_null(tmp_path):
 
 def test_an_int8_kernel_path_is_read_from_its_hook(monkeypatch):
     from chipsim.kernels import exact
-    monkeypatch.setattr(exact, "kernel_path", lambda: "int8 VNNI", raising=False)
+    monkeypatch.setattr(exact, "kernel_path", lambda: "int8 VNNI")
     assert provenance.kernel_paths()["gemm"] == "int8 VNNI"
 
     def broken():
         raise RuntimeError("no cpu flags")
-    monkeypatch.setattr(exact, "kernel_path", broken, raising=False)
+    monkeypatch.setattr(exact, "kernel_path", broken)
     assert provenance.kernel_paths()["gemm"] == "unknown (RuntimeError)"      # never fails a run
 
 
