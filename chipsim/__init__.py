@@ -5,6 +5,6 @@ layer over the function of the same name here.
 """
 __version__ = "0.1.0"
 
-from .api import compare, map, reproduce, run, sweep, validate  # noqa: E402,A004  (public API; see chipsim/api.py)
+from .api import compare, explore, map, reproduce, run, sweep, validate  # noqa: E402,A004  (public API; see chipsim/api.py)
 
-__all__ = ["compare", "map", "reproduce", "run", "sweep", "validate", "__version__"]
+__all__ = ["compare", "explore", "map", "reproduce", "run", "sweep", "validate", "__version__"]

@@ -22,7 +22,7 @@ from .config import HwConfig, LoadedConfig, load_config
 from .modelspec import Block, ModelSpec
 from .schema import reference
 
-__all__ = ["validate", "config_reference", "run", "map", "compare", "sweep", "reproduce"]
+__all__ = ["validate", "config_reference", "run", "map", "compare", "sweep", "reproduce", "explore"]
 
 #: ``--set key=value`` strings, or a mapping ``{"training.epochs": 2, ...}`` of the same keys to values
 Overrides = Union[Iterable[str], Mapping[str, object]]
@@ -204,3 +204,20 @@ def reproduce(out_dir: str = "reports", quick: bool = False, jobs: int | None = 
     ``cluster``: as for :func:`compare`, opened once for every experiment."""
     from .experiments.reproduce import reproduce as _reproduce
     return _reproduce(out_dir=out_dir, quick=quick, jobs=jobs, progress=progress, cluster=cluster)
+
+
+def explore(config, space, objectives=("accuracy", "train_energy", "peak_sram"), sampler: str = "nsga2",
+            trials: int = 24, overrides: Overrides = (), out_dir: str | None = None, jobs: int | None = None,
+            progress: bool = True, cluster=None, *, model: str | None = None, **options):
+    """Search the keys of a space file for the Pareto front of ``objectives`` (Optuna; NSGA-II by default,
+    with random search at the same budget as its baseline). See ``chipsim.experiments.explore``.
+
+    ``chipsim.explore("hwconfigs/44core_4bit.yaml", "spaces/rules_bits.yaml", trials=16, train_limit=500,
+    epochs=1)`` is ``chipsim explore hwconfigs/44core_4bit.yaml --space spaces/rules_bits.yaml --trials 16
+    --train-limit 500 --epochs 1``. ``options``: ``search_seeds``, ``baseline``, ``population``,
+    ``train_limit``, ``test_limit``, ``epochs``, ``seeds``, ``noise`` ("shot:3"), ``prune_margin``,
+    ``reeval_seeds``, ``storage`` (an RDB URL), ``evaluate`` (a cheap stand-in for a trial, for tests).
+    """
+    from .experiments.explore import explore as _explore
+    return _explore(_load(config, overrides, None, model), os.fspath(space), objectives, sampler, trials,
+                    out_dir=out_dir, jobs=jobs, progress=progress, cluster=cluster, **options)

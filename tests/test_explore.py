@@ -1,0 +1,183 @@
+"""``chipsim explore``: the search finds the exact front, survives a kill, records violations; hypervolume.
+
+Every search here uses a cheap stand-in for a trial (``explore_helpers``: objective values computed from
+the settings), so no training runs; one test maps a real configuration that does not fit.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+import chipsim
+from chipsim.cli import main
+from chipsim.errors import ConfigError
+from chipsim.experiments.explore.pareto import hypervolume
+
+import explore_helpers as helpers
+
+REPO = Path(__file__).resolve().parents[1]
+PRESET = str(REPO / "hwconfigs" / "44core_4bit.yaml")
+SPACE = ("workload.rule: {choices: [bp, df-r]}\n"
+         "precision.weight_bits: {choices: [2, 4, 8]}\n"
+         "precision.activation_bits: [2, 4]\n")
+
+
+@pytest.fixture
+def space(tmp_path):
+    p = tmp_path / "space.yaml"
+    p.write_text(SPACE)
+    return str(p)
+
+
+def _enumerated_front() -> set:
+    """The front by brute force over every setting, independently of chipsim's Pareto code."""
+    pts = {}
+    for rule, w, a in itertools.product(helpers.RULES, helpers.WEIGHT_BITS, helpers.ACT_BITS):
+        v = helpers.cheap_values(rule, w, a)
+        if v is not None:
+            pts[(rule, w, a)] = (-v["accuracy"], v["train_energy"], v["peak_sram"])
+    front = set()
+    for k, v in pts.items():
+        beaten = any(all(x <= y for x, y in zip(u, v)) and u != v for u in pts.values())
+        if not beaten:
+            front.add(k)
+    return front
+
+
+def _settings(row) -> tuple:
+    p = row["params"]
+    return p["workload.rule"], p["precision.weight_bits"], p["precision.activation_bits"]
+
+
+def test_hypervolume_against_hand_computed_literals():
+    # 2-D staircase (1,3), (2,2), (3,1) under reference (4,4): strips 3*1 + 2*1 + 1*1 = 6
+    assert hypervolume([(1, 3), (2, 2), (3, 1)], (4, 4)) == pytest.approx(6.0)
+    # a dominated point (3,3) and one outside the reference (5,0) add nothing
+    assert hypervolume([(1, 3), (2, 2), (3, 1), (3, 3), (5, 0)], (4, 4)) == pytest.approx(6.0)
+    # 3-D: boxes [0,2]x[0,2]x[1,2] (4) and [1,2]x[1,2]x[0,2] (2) overlap in [1,2]^3 (1): 4 + 2 - 1 = 5
+    assert hypervolume([(0, 0, 1), (1, 1, 0)], (2, 2, 2)) == pytest.approx(5.0)
+    assert hypervolume([], (1, 1)) == 0.0
+
+
+def test_search_finds_the_enumerated_front_and_records_the_violation(space, tmp_path):
+    out = tmp_path / "ex"
+    table = chipsim.explore(PRESET, space, trials=60, out_dir=str(out), jobs=1, progress=False,
+                            baseline=False, reeval_seeds=0, evaluate=helpers.cheap_evaluate)
+    assert {_settings(r) for r in table["front"]} == _enumerated_front()
+    # BP at W8/A4 is infeasible: a COMPLETE trial with a violated constraint, never on the front
+    bad = [r for r in table["rows"] if r["status"] == "infeasible"]
+    assert bad and all(_settings(r) == ("bp", 8, 4) for r in bad)
+    study = optuna.load_study(study_name="nsga2-seed0", storage=f"sqlite:///{out / 'study.db'}")
+    frozen = [t for t in study.trials if t.user_attrs["result"]["status"] == "infeasible"]
+    assert frozen and all(t.user_attrs["constraint"] == [1.0] for t in frozen)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in frozen)
+    assert "mapping: does not fit" in frozen[0].user_attrs["result"]["violation"]
+    ok = [t for t in study.trials if t.user_attrs["result"]["status"] == "ok"]
+    assert all(t.user_attrs["constraint"] == [0.0] for t in ok)
+    assert len(study.trials) == 60
+    md = (out / "explore.md").read_text()
+    assert f"{len(bad)} infeasible" in md and "optuna-dashboard sqlite:///" in md
+    for name in ("front.png", "hypervolume.png", "pareto.csv", "explore.json"):
+        assert (out / name).exists()
+    # each Pareto row carries the exact command that reproduces it
+    row = (out / "pareto.csv").read_text().splitlines()[1]
+    assert "chipsim run hwconfigs/44core_4bit.yaml --set workload.rule=" in row
+
+
+KILLER = """
+import sys
+import chipsim, explore_helpers
+chipsim.explore(sys.argv[1], sys.argv[2], sampler="random", trials=8, out_dir=sys.argv[3], jobs=1,
+                progress=False, baseline=False, reeval_seeds=0, evaluate=explore_helpers.killing_evaluate)
+"""
+
+
+def test_a_search_killed_mid_trial_resumes_with_no_trial_lost_or_repeated(space, tmp_path):
+    out = tmp_path / "ex"
+    calls = tmp_path / "calls.txt"
+    env = dict(os.environ, EXPLORE_CALLS=str(calls), EXPLORE_KILL_AT="4",
+               PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
+    proc = subprocess.run([sys.executable, "-c", KILLER, PRESET, space, str(out)], env=env, cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr              # SIGKILLed inside its 4th evaluation
+    before = calls.read_text().split()
+    assert len(before) == 4
+    storage = f"sqlite:///{out / 'study.db'}"
+    study = optuna.load_study(study_name="random-seed0", storage=storage)
+    running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert len(running) == 1                                  # the trial cut off
+    cut = running[0]
+
+    proc = subprocess.run([sys.executable, "-c", KILLER, PRESET, space, str(out)], env=env, cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    study = optuna.load_study(study_name="random-seed0", storage=storage)
+    states = collections.Counter(t.state for t in study.trials)
+    assert states[optuna.trial.TrialState.COMPLETE] == 8      # exactly --trials, none lost
+    assert states[optuna.trial.TrialState.FAIL] == 1          # the cut-off trial, marked as such
+    assert states[optuna.trial.TrialState.RUNNING] == 0
+    failed = next(t for t in study.trials if t.state == optuna.trial.TrialState.FAIL)
+    assert failed.number == cut.number
+    retry = [t for t in study.trials if t.user_attrs.get("retry_of") == cut.number]
+    assert len(retry) == 1 and retry[0].params == cut.params and retry[0].state == optuna.trial.TrialState.COMPLETE
+    # no evaluation repeated: only the cut-off one ran twice; those finished before the kill came from the log
+    counts = collections.Counter(calls.read_text().split())
+    assert counts[before[-1]] == 2
+    assert all(n == 1 for k, n in counts.items() if k != before[-1])
+
+
+def test_a_configuration_that_does_not_map_is_a_violation_not_a_crash(tmp_path):
+    from chipsim.experiments.explore.objectives import evaluate_point
+    model = tmp_path / "tiny.yaml"
+    model.write_text("name: tiny\nblocks:\n  - {type: conv, channels: 8, pool: 2}\n  - {type: dense, units: 16}\n")
+    point = {"key": "k", "params": {}, "config": PRESET, "seeds": [0], "objectives": ["peak_sram", "train_energy"],
+             "overrides": [f"workload.model={model}", "training.batch_size=8", "chip.core.sram_kib=1"],
+             "prune_margin": 0.1, "front": [], "threads": 1}
+    res = evaluate_point(point)
+    assert res["status"] == "infeasible" and res["violation"].startswith("mapping: ")
+    point["overrides"][-1] = "chip.core.sram_kib=256"
+    res = evaluate_point(point)
+    assert res["status"] == "ok" and 0 < res["values"]["peak_sram"] <= 256
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("precision.weight_bits: {choices: []}\n", "precision.weight_bits.choices: give a non-empty list"),
+    ("workload.rule: {choices: [bp, xyz]}\n", "workload.rule: value 'xyz' is refused by the config"),
+    ("precision.nonsense: [1, 2]\n", "precision.nonsense: value 1 is refused by the config"),
+    ("chip.core.sram_kib: {low: 64, high: 32}\n", "low (64) must be below high (32)"),
+    ("chip.core.sram_kib: {low: 64, high: 512, lg: true}\n", "unknown field 'lg'; allowed: choices, high, log"),
+    ("training.lr: {low: 0, high: 0.1, log: true}\n", "log scale needs low > 0"),
+    ("[1, 2]\n", "a space file is a mapping of config keys"),
+])
+def test_a_bad_space_file_is_one_line_naming_file_and_key(tmp_path, capsys, text, expected):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    # (a cheap search if the file were wrongly accepted: no training, one mapping)
+    code = main(["explore", PRESET, "--space", str(p), "--out", str(tmp_path / "o"), "--quiet", "--trials", "1",
+                 "--no-baseline", "--objectives", "peak_sram", "--jobs", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith(f"chipsim: error: {p}: ") and expected in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_directory_resumes_only_its_own_search(space, tmp_path):
+    out = str(tmp_path / "ex")
+    chipsim.explore(PRESET, space, sampler="random", trials=3, out_dir=out, jobs=1, progress=False,
+                    baseline=False, reeval_seeds=0, evaluate=helpers.cheap_evaluate)
+    with pytest.raises(ConfigError, match="holds a search with other objectives"):
+        chipsim.explore(PRESET, space, objectives=["accuracy", "latency"], sampler="random", trials=3, out_dir=out,
+                        jobs=1, progress=False, baseline=False, reeval_seeds=0, evaluate=helpers.cheap_evaluate)
+    # more trials continue the same study: 3 finished ones kept, 2 added
+    table = chipsim.explore(PRESET, space, sampler="random", trials=5, out_dir=out, jobs=1, progress=False,
+                            baseline=False, reeval_seeds=0, evaluate=helpers.cheap_evaluate)
+    assert [r["number"] for r in table["rows"]] == [0, 1, 2, 3, 4]
+    assert json.loads((tmp_path / "ex" / "explore-settings.json").read_text())["trials"] == 5
