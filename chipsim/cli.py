@@ -298,7 +298,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
     print(f"\n{c['finished']} trials: {c['ok']} feasible, {c['infeasible']} infeasible, {c['pruned']} pruned; "
           f"{len(table['front'])} on the Pareto front")
     print(f"report: {os.path.join(table['out_dir'], 'explore.md')}")
-    print(f"dashboard: optuna-dashboard {table['storage']}")
+    from .experiments.explore.report import shown_storage
+    print(f"dashboard: optuna-dashboard {shown_storage(table['storage'])}")
     return EXIT_OK
 
 

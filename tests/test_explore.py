@@ -181,3 +181,31 @@ def test_a_directory_resumes_only_its_own_search(space, tmp_path):
                             baseline=False, reeval_seeds=0, evaluate=helpers.cheap_evaluate)
     assert [r["number"] for r in table["rows"]] == [0, 1, 2, 3, 4]
     assert json.loads((tmp_path / "ex" / "explore-settings.json").read_text())["trials"] == 5
+
+
+def test_a_trial_is_hopeless_only_when_even_its_optimistic_accuracy_is_dominated():
+    from chipsim.experiments.explore.objectives import _hopeless
+    # front point: error 0.1 (accuracy 90%) at 5 µJ/sample. The trial costs 10 µJ/sample.
+    point = {"objectives": ["accuracy", "train_energy"], "prune_margin": 0.1, "front": [[0.1, 5.0]]}
+    assert _hopeless(0.5, {"train_energy": 10.0}, point)       # 50% + 10 = 60% < 90% and dearer: stop
+    assert not _hopeless(0.85, {"train_energy": 10.0}, point)  # 85% + 10 = 95% > 90%: it may reach the front
+    assert not _hopeless(0.5, {"train_energy": 4.0}, point)    # cheaper than the front point: keep it
+
+
+def _row(rule, acc, energy, sram, w=4):
+    return {"status": "ok", "params": {"workload.rule": rule, "precision.weight_bits": w},
+            "values": {"accuracy": acc, "train_energy": energy, "peak_sram": sram}, "key": f"{rule}{acc}"}
+
+
+def test_the_bp_sentence_says_what_bp_costs_at_equal_accuracy_or_that_no_local_rule_got_there():
+    from chipsim.experiments.explore.report import bp_sentence
+    table = {"objectives": ["accuracy", "train_energy", "peak_sram"], "rows": [
+        _row("bp", 0.90, 10.0, 200.0), _row("df-r", 0.895, 4.0, 100.0), _row("ff", 0.95, 8.0, 120.0),
+        _row("df-o", 0.70, 1.0, 50.0)]}
+    s = bp_sentence(table)
+    # within 1 point of BP's 90.0%: df-r (89.5%, 4 µJ) and ff (95%, 8 µJ); the cheaper is df-r: 10/4 = 2.50x
+    assert "the cheapest local rule is df-r at W4 (89.5%)" in s
+    assert "2.50x the train energy (10 vs 4 µJ/sample)" in s and "2.00x the peak sram (200 vs 100 KiB)" in s
+    table["rows"] = [_row("bp", 0.90, 10.0, 200.0), _row("df-o", 0.70, 1.0, 50.0)]
+    assert bp_sentence(table) == ("No local rule came within 1 point of BP's best accuracy (90.0%, W4); the most "
+                                  "accurate local rule, df-o at W4, reached 70.0%, 20.0 points below.")

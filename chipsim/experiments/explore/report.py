@@ -272,7 +272,8 @@ def markdown(table: dict, ref: list, curves: dict) -> str:
     lines += ["", "## What the front says", ""] + [f"- {s}" for s in budget_sentences(table) + [bp_sentence(table)]
                                                     if s]
     lines += ["", "![front](front.png)", "",
-              f"Open the study: `optuna-dashboard {table['storage']}`."]
+              f"Open the study: `optuna-dashboard {shown_storage(table['storage'])}` (studies "
+              f"{', '.join(st['study'] for st in table['studies'])})."]
     return "\n".join(lines) + "\n"
 
 
@@ -305,6 +306,14 @@ def plot_front(table: dict, path: str) -> None:
     axes[0][0].legend(fontsize=8, title="rule (front: outlined)")
     fig.suptitle("Feasible trials and the Pareto set, coloured by rule", fontsize=10)
     plots.save(fig, path)
+
+
+def shown_storage(url: str) -> str:
+    """A SQLite URL with its path as a reader should see it (relative below the working directory)."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and os.path.isabs(url[len(prefix):]):
+        return prefix + rundir.display_path(url[len(prefix):])
+    return url
 
 
 def _show(o, v):
