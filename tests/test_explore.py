@@ -209,3 +209,16 @@ def test_the_bp_sentence_says_what_bp_costs_at_equal_accuracy_or_that_no_local_r
     table["rows"] = [_row("bp", 0.90, 10.0, 200.0), _row("df-o", 0.70, 1.0, 50.0)]
     assert bp_sentence(table) == ("No local rule came within 1 point of BP's best accuracy (90.0%, W4); the most "
                                   "accurate local rule, df-o at W4, reached 70.0%, 20.0 points below.")
+
+
+def test_a_shared_storage_url_holds_the_study_and_a_nan_objective_is_a_violation(space, tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    table = chipsim.explore(PRESET, space, objectives=["accuracy", "inference_energy"], sampler="random", trials=3,
+                            out_dir=str(tmp_path / "ex"), jobs=1, progress=False, baseline=False, reeval_seeds=0,
+                            storage=url, evaluate=helpers.cheap_evaluate)
+    assert not (tmp_path / "ex" / "study.db").exists()
+    study = optuna.load_study(study_name="random-seed0", storage=url)
+    assert len(study.trials) == 3
+    # the stand-in gives no inference energy: every trial is a violation saying so, none a FAIL asked again
+    assert [r["status"] for r in table["rows"]] == ["infeasible"] * 3
+    assert table["rows"][0]["violation"] == "objective inference_energy is not a finite number"

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+import warnings
 
 from ... import rundir
 from ...config import LoadedConfig, load_config
@@ -192,7 +193,9 @@ def _run_study(ctx: dict, sampler_name: str, seed: int) -> dict:
         front = [_min_vector(r["values"], objectives) for r in pareto_rows(_rows(study, name), objectives)]
         batch = []
         for _ in range(n):
-            trial = study.ask(dists)
+            with warnings.catch_warnings():       # "heartbeat is supposed to be used with Study.optimize":
+                warnings.filterwarnings("ignore", message="Heartbeat")   # here the Heartbeat class beats
+                trial = study.ask(dists)
             params = {k: trial.params[k] for k in ctx["space"].keys}
             key = search.point_key(params, ctx["scale"])
             batch.append((trial, _point(ctx, key, params, ctx["scale"]["seeds"], front)))
@@ -231,6 +234,11 @@ def _tell(study, trial, res: dict, objectives: list, key: str) -> None:
     constraint (> 0: infeasible), then its values or state."""
     from optuna.trial import TrialState
     status = res.get("status", "ok")
+    if status == "ok":
+        bad = [o for o in objectives if not math.isfinite(float(res["values"].get(o, math.nan)))]
+        if bad:              # Optuna would fail the trial, and the search would ask again forever
+            res = dict(res, status="infeasible", violation=f"objective {bad[0]} is not a finite number")
+            status = "infeasible"
     result = {k: v for k, v in res.items() if k not in ("key", "point") and _plain(v)}
     result["key"] = key
     trial.set_user_attr("result", result)

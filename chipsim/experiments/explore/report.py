@@ -303,7 +303,8 @@ def plot_front(table: dict, path: str) -> None:
         ax.set_xlabel(f"{b} ({OBJECTIVES[b].unit})" if OBJECTIVES[b].unit else b)
         ax.set_ylabel("accuracy (%)" if a == "accuracy" else f"{a} ({OBJECTIVES[a].unit})")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8, title="rule (front: outlined)")
+    if table["front"]:
+        axes[0][0].legend(fontsize=8, title="rule (front: outlined)")
     fig.suptitle("Feasible trials and the Pareto set, coloured by rule", fontsize=10)
     plots.save(fig, path)
 

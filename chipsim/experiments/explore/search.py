@@ -78,12 +78,23 @@ def constraint_of(trial) -> list:
 
 
 def make_storage(url: str, shared: bool):
+    """Optuna's RDB storage; a shared one has heartbeats, so a trial whose machine died is failed and retried
+    (``RetryHeartbeatStaleTrialCallback`` from Optuna 4.9, ``RetryFailedTrialCallback`` before)."""
+    import warnings
+
     import optuna
     if not shared:
         return optuna.storages.RDBStorage(url)
-    return optuna.storages.RDBStorage(
-        url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+            retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)}
+        else:
+            retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=3)}
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, **retry)
+        except Exception as exc:                       # an unreachable server, a malformed URL
+            raise ConfigError(f"--storage {url}: cannot open: {str(exc).splitlines()[0]}") from None
 
 
 def open_study(storage, name: str, sampler, directions: list):
@@ -105,7 +116,10 @@ def recover_orphans(study, shared: bool) -> int:
     import optuna
     from optuna.trial import TrialState
     if shared:
-        return len(optuna.storages.fail_stale_trials(study) or [])   # the callback enqueues the retries
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return len(optuna.storages.fail_stale_trials(study) or [])   # the callback enqueues the retries
     trials = study.get_trials(deepcopy=False)
     queued = {t.user_attrs.get("retry_of") for t in trials if t.state == TrialState.WAITING}
     n = 0
