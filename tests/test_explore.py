@@ -198,7 +198,7 @@ def _row(rule, acc, energy, sram, w=4):
 
 
 def test_the_bp_sentence_says_what_bp_costs_at_equal_accuracy_or_that_no_local_rule_got_there():
-    from chipsim.experiments.explore.report import bp_sentence
+    from chipsim.experiments.explore.report import bp_sentence, efficiency_sentences
     table = {"objectives": ["accuracy", "train_energy", "peak_sram"], "rows": [
         _row("bp", 0.90, 10.0, 200.0), _row("df-r", 0.895, 4.0, 100.0), _row("ff", 0.95, 8.0, 120.0),
         _row("df-o", 0.70, 1.0, 50.0)]}
@@ -206,6 +206,11 @@ def test_the_bp_sentence_says_what_bp_costs_at_equal_accuracy_or_that_no_local_r
     # within 1 point of BP's 90.0%: df-r (89.5%, 4 µJ) and ff (95%, 8 µJ); the cheaper is df-r: 10/4 = 2.50x
     assert "the cheapest local rule is df-r at W4 (89.5%)" in s
     assert "2.50x the train energy (10 vs 4 µJ/sample)" in s and "2.00x the peak sram (200 vs 100 KiB)" in s
+    # per µJ: df-o 0.70/1 = 70 points beats BP's 0.90/10 = 9 (7.78x); per KiB: df-o 0.70/50 = 1.4 vs 0.45
+    eff = efficiency_sentences(table)
+    assert eff[0] == ("Per µJ/sample of training energy, df-o at W4 beats BP: 70 accuracy points against BP's best 9 "
+                      "(7.78x).")
+    assert eff[1].startswith("Per KiB of peak SRAM per core, df-o at W4 beats BP: 1.4 accuracy points")
     table["rows"] = [_row("bp", 0.90, 10.0, 200.0), _row("df-o", 0.70, 1.0, 50.0)]
     assert bp_sentence(table) == ("No local rule came within 1 point of BP's best accuracy (90.0%, W4); the most "
                                   "accurate local rule, df-o at W4, reached 70.0%, 20.0 points below.")

@@ -225,6 +225,32 @@ def bp_sentence(table: dict) -> str:
             f"({100 * c['values']['accuracy']:.1f}%); BP costs " + "; ".join(parts) + ".")
 
 
+def efficiency_sentences(table: dict) -> list:
+    """Where, if anywhere, a local rule beats BP on accuracy per µJ of training and per KiB of peak SRAM."""
+    ok = [r for r in table["rows"] if r["status"] == "ok" and "accuracy" in r["values"]]
+    out = []
+    for cost, per in (("train_energy", "µJ/sample of training energy"), ("peak_sram", "KiB of peak SRAM per core")):
+        best = {}
+        for r in ok:
+            if r["values"].get(cost):
+                eff = r["values"]["accuracy"] / r["values"][cost]
+                rule = _rule(r, table)
+                if eff > best.get(rule, (0.0, None))[0]:
+                    best[rule] = (eff, r)
+        if "bp" not in best or len(best) < 2:
+            continue
+        top_rule, (top, r) = max(best.items(), key=lambda kv: kv[1][0])
+        bp_eff = best["bp"][0]
+        if top_rule == "bp":
+            local_rule, (local, _) = max(((k, v) for k, v in best.items() if k != "bp"), key=lambda kv: kv[1][0])
+            out.append(f"Per {per}, no local rule beats BP: BP's best is {100 * bp_eff:.3g} accuracy points, the best "
+                       f"local rule's ({local_rule}) {100 * local:.3g}.")
+        else:
+            out.append(f"Per {per}, {top_rule} at {_widths(r)} beats BP: {100 * top:.3g} accuracy points against BP's "
+                       f"best {100 * bp_eff:.3g} ({top / bp_eff:.2f}x).")
+    return out
+
+
 def markdown(table: dict, ref: list, curves: dict) -> str:
     c = counts(table)
     sc = table["scale"]
@@ -270,6 +296,7 @@ def markdown(table: dict, ref: list, curves: dict) -> str:
                       f"moved by {100 * np.mean(shifts):.1f} points on average (at most {100 * max(shifts):.1f}) from "
                       "the search's value."]
     lines += ["", "## What the front says", ""] + [f"- {s}" for s in budget_sentences(table) + [bp_sentence(table)]
+                                                    + efficiency_sentences(table)
                                                     if s]
     lines += ["", "![front](front.png)", "",
               f"Open the study: `optuna-dashboard {shown_storage(table['storage'])}` (studies "
