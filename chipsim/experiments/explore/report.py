@@ -155,6 +155,13 @@ def hv_sentences(table: dict, ref: list, curves: dict) -> list:
     for name, per in finals.items():
         out.append(f"Final hypervolume of {name} after {table['trials']} trials: mean {np.mean(list(per.values())):.4g} "
                    f"over search seed(s) {', '.join(map(str, per))} ({', '.join(f'{v:.4g}' for v in per.values())}).")
+    distinct = {}
+    for st in table["studies"]:
+        keys = {r["key"] for r in table["rows"] if r["study"] == st["study"]}
+        distinct.setdefault(st["sampler"], []).append(len(keys))
+    out.append("Distinct settings evaluated per study (a sampler may propose a setting again; its evaluation is "
+               "then read from the log, but the trial counts): "
+               + "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in distinct.items()) + ".")
     s = table["sampler"]
     if s != "random" and "random" in finals:
         seeds = sorted(set(finals[s]) & set(finals["random"]))
@@ -182,12 +189,16 @@ def budget_sentences(table: dict) -> list:
         budgets = sorted({round(r["values"]["peak_sram"], 1) for r in front if "peak_sram" in r["values"]})
         pick = lambda b: [r for r in front if r["values"].get("peak_sram", 0) <= b + 1e-9]  # noqa: E731
         what = "Within {b} KiB of SRAM per core"
+    previous = None
     for b in budgets:
         got = pick(b)
         if not got:
             out.append(what.format(b=b) + ", no point of the front fits.")
             continue
         best = max(got, key=lambda r: r["values"]["accuracy"])
+        if best is previous:                 # a larger budget that buys nothing more: said once, below
+            continue
+        previous = best
         energy = best["values"].get("train_energy")
         out.append(what.format(b=b) + f", the most accurate point on the front is {_rule(best, table)} at "
                    f"{_widths(best)}: {100 * best['values']['accuracy']:.1f}%"
