@@ -192,12 +192,10 @@ def _run_study(ctx: dict, sampler_name: str, seed: int) -> dict:
         n = min(ctx["jobs"], ctx["trials"] - done)
         front = [_min_vector(r["values"], objectives) for r in pareto_rows(_rows(study, name), objectives)]
         batch = []
+        seen = {r["key"] for r in _rows(study, name)}
         for _ in range(n):
-            with warnings.catch_warnings():       # "heartbeat is supposed to be used with Study.optimize":
-                warnings.filterwarnings("ignore", message="Heartbeat")   # here the Heartbeat class beats
-                trial = study.ask(dists)
-            params = {k: trial.params[k] for k in ctx["space"].keys}
-            key = search.point_key(params, ctx["scale"])
+            trial, params, key = _ask_new(study, dists, ctx, seen)
+            seen.add(key)
             batch.append((trial, _point(ctx, key, params, ctx["scale"]["seeds"], front)))
         unique = list({p["key"]: p for _, p in batch}.values())
         beat = search.Heartbeat(ctx["store"], [t._trial_id for t, _ in batch]) if ctx["shared"] \
@@ -210,8 +208,37 @@ def _run_study(ctx: dict, sampler_name: str, seed: int) -> dict:
             if ctx["progress"]:
                 print(f"{name} trial {trial.number}: {_one_line(point['params'], res, objectives)}", flush=True)
     rows = _rows(study, name)
-    failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
-    return {"study": name, "sampler": sampler_name, "search_seed": seed, "rows": rows, "failed_retried": failed}
+    fails = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    repeats = sum(bool(t.user_attrs.get("repeat")) for t in fails)
+    return {"study": name, "sampler": sampler_name, "search_seed": seed, "rows": rows,
+            "failed_retried": len(fails) - repeats, "repeats_refused": repeats}
+
+
+REASKS = 20          # asks for one trial before a setting the study has already evaluated is accepted
+
+
+def _ask_new(study, dists, ctx, seen: set):
+    """Ask for a trial whose setting this study has not evaluated yet.
+
+    Samplers propose settings again (NSGA-II's children of similar parents, random draws in a small space);
+    a repeat would spend a trial of the budget on nothing new. It is told FAIL with ``repeat`` set (a failed
+    trial is one no sampler learns from) and another is asked, up to ``REASKS`` times; once every setting of
+    a finite space has been evaluated, repeats are accepted (their evaluation comes from the log).
+    """
+    from optuna.trial import TrialState
+    size = ctx["space"].size()
+    for attempt in range(REASKS):
+        with warnings.catch_warnings():       # "heartbeat is supposed to be used with Study.optimize":
+            warnings.filterwarnings("ignore", message="Heartbeat")   # here the Heartbeat class beats
+            trial = study.ask(dists)
+        params = {k: trial.params[k] for k in ctx["space"].keys}
+        key = search.point_key(params, ctx["scale"])
+        exhausted = size is not None and len(seen) >= size
+        if key not in seen or exhausted or attempt == REASKS - 1:
+            return trial, params, key
+        trial.set_user_attr("repeat", True)
+        study.tell(trial, state=TrialState.FAIL)
+    raise AssertionError("unreachable")
 
 
 def _point(ctx, key, params, seeds, front) -> dict:

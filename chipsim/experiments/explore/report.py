@@ -159,9 +159,13 @@ def hv_sentences(table: dict, ref: list, curves: dict) -> list:
     for st in table["studies"]:
         keys = {r["key"] for r in table["rows"] if r["study"] == st["study"]}
         distinct.setdefault(st["sampler"], []).append(len(keys))
-    out.append("Distinct settings evaluated per study (a sampler may propose a setting again; its evaluation is "
-               "then read from the log, but the trial counts): "
-               + "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in distinct.items()) + ".")
+    refused = {}
+    for st in table["studies"]:
+        refused.setdefault(st["sampler"], []).append(st.get("repeats_refused", 0))
+    out.append("Distinct settings evaluated per study: "
+               + "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in distinct.items())
+               + ". Settings a sampler proposed again were refused and asked anew (they would spend a trial on "
+               "nothing new): " + "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in refused.items()) + ".")
     s = table["sampler"]
     if s != "random" and "random" in finals:
         seeds = sorted(set(finals[s]) & set(finals["random"]))
