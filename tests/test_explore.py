@@ -69,7 +69,7 @@ def test_hypervolume_against_hand_computed_literals():
 
 def test_search_finds_the_enumerated_front_and_records_the_violation(space, tmp_path):
     out = tmp_path / "ex"
-    table = chipsim.explore(PRESET, space, trials=60, out_dir=str(out), jobs=1, progress=False,
+    table = chipsim.explore(PRESET, space, trials=16, out_dir=str(out), jobs=1, progress=False,
                             baseline=False, reeval_seeds=0, evaluate=helpers.cheap_evaluate)
     assert {_settings(r) for r in table["front"]} == _enumerated_front()
     # BP at W8/A4 is infeasible: a COMPLETE trial with a violated constraint, never on the front
@@ -84,7 +84,7 @@ def test_search_finds_the_enumerated_front_and_records_the_violation(space, tmp_
     ok = [t for t in done if t.user_attrs["result"]["status"] == "ok"]
     assert all(t.user_attrs["constraint"] == [0.0] for t in ok)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == 60
+    assert len(complete) == 16
     # a setting is evaluated again only once all 12 have been: the first 12 finished trials are distinct
     assert len({tuple(sorted(t.params.items())) for t in complete[:12]}) == 12
     md = (out / "explore.md").read_text()
