@@ -34,6 +34,6 @@ def _ignore_ctrl_c_in_a_spawned_worker() -> None:
 
 _ignore_ctrl_c_in_a_spawned_worker()
 
-from .api import compare, map, reproduce, run, sweep, table, validate  # noqa: E402,A004  (public API; see chipsim/api.py)
+from .api import compare, explore, map, reproduce, run, sweep, table, validate  # noqa: E402,A004  (public API; see chipsim/api.py)
 
-__all__ = ["compare", "map", "reproduce", "run", "sweep", "table", "validate", "__version__"]
+__all__ = ["compare", "explore", "map", "reproduce", "run", "sweep", "table", "validate", "__version__"]

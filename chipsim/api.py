@@ -24,7 +24,7 @@ from .errors import ConfigError
 from .modelspec import Block, ModelSpec
 from .schema import reference
 
-__all__ = ["validate", "config_reference", "run", "map", "compare", "sweep", "table", "reproduce"]
+__all__ = ["validate", "config_reference", "run", "map", "compare", "sweep", "table", "reproduce", "explore"]
 
 #: ``--set key=value`` strings, or a mapping ``{"training.epochs": 2, ...}`` of the same keys to values
 Overrides = Union[Iterable[str], Mapping[str, object]]
@@ -263,3 +263,23 @@ def _cluster(cluster):
     from .experiments.cluster import check_cluster
     check_cluster(cluster)
     return cluster
+
+
+def explore(config, space, objectives=("accuracy", "train_energy", "peak_sram"), sampler: str = "nsga2",
+            trials: int = 24, overrides: Overrides = (), out_dir: str | None = None, jobs: int | None = None,
+            progress: bool = True, cluster=None, *, model: str | None = None, **options):
+    """Search the keys of a space file for the Pareto front of ``objectives`` (Optuna; NSGA-II by default,
+    with random search at the same budget as its baseline). See ``chipsim.experiments.explore``.
+
+    ``chipsim.explore("hwconfigs/44core_4bit.yaml", "spaces/rules_bits.yaml", trials=16, train_limit=500,
+    epochs=1)`` is ``chipsim explore hwconfigs/44core_4bit.yaml --space spaces/rules_bits.yaml --trials 16
+    --train-limit 500 --epochs 1``. ``options``: ``search_seeds``, ``baseline``, ``population``,
+    ``train_limit``, ``test_limit``, ``epochs``, ``seeds``, ``noise`` ("shot:3"), ``prune_margin``,
+    ``reeval_seeds``, ``storage`` (an RDB URL), ``evaluate`` (a cheap stand-in for a trial, for tests).
+    """
+    from .experiments.explore import explore as _explore
+    return _explore(_load(config, overrides, None, model), a.path(space, "space"),
+                    objectives if isinstance(objectives, str) else a.values(objectives, "objectives"),
+                    sampler, a.integer(trials, "trials", False), out_dir=a.path(out_dir, "out_dir", True),
+                    jobs=a.integer(jobs, "jobs"), progress=a.flag(progress, "progress"), cluster=_cluster(cluster),
+                    **options)

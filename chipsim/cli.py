@@ -285,6 +285,61 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _configure_explore(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", metavar="HWCONFIG", help="chip + workload file: the base every trial changes")
+    p.add_argument("--space", required=True, metavar="SPACE.yaml",
+                   help="config keys to search, with their choices or ranges (see spaces/ and docs/explore.md)")
+    p.add_argument("--objectives", default="accuracy,train_energy,peak_sram",
+                   help="comma-separated: accuracy, train_energy, inference_energy, latency, peak_sram, "
+                        "total_sram, sram_used (default: accuracy,train_energy,peak_sram)")
+    p.add_argument("--noise", default=None, metavar="KIND:LEVEL",
+                   help="measure accuracy under test-time noise, e.g. shot:3 (shot, impulse, read, stuck; 1-5)")
+    p.add_argument("--sampler", default="nsga2", choices=("nsga2", "tpe", "random", "grid"),
+                   help="search algorithm (default: nsga2; grid: every point of a small finite space); random search at the same budget is run beside it as "
+                        "the baseline unless --no-baseline")
+    p.add_argument("--no-baseline", action="store_true", help="do not run random search beside the sampler")
+    p.add_argument("--trials", type=int, default=24, help="finished trials per study (default: 24)")
+    p.add_argument("--search-seeds", default="0", help="sampler seeds: one study per seed and sampler (default: 0)")
+    p.add_argument("--population", type=int, default=None,
+                   help="NSGA-II population (default: trials/4, between 4 and 50)")
+    p.add_argument("--train-limit", type=int, default=None, help="training samples per trial (default: the config's)")
+    p.add_argument("--test-limit", type=int, default=None, help="test samples per trial (default: the config's)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per trial (default: the config's)")
+    p.add_argument("--seeds", default="0", help="training seeds per trial; accuracy is their mean (default: 0)")
+    p.add_argument("--prune-margin", type=float, default=0.1,
+                   help="stop a trial after its first epoch if its accuracy plus this (0.1 = 10 points) is still "
+                        "dominated by the front (default: 0.1)")
+    p.add_argument("--reeval-seeds", type=int, default=3,
+                   help="re-train each Pareto point on this many seeds (default: 3; 0: skip)")
+    p.add_argument("--storage", metavar="URL", default=None,
+                   help="Optuna storage shared by several machines, e.g. postgresql://host/db (default: "
+                        "sqlite:///OUT/study.db)")
+    p.add_argument("--jobs", type=int, default=None, help="trials evaluated in parallel, >= 1 (default: all cores)")
+    add_cluster_option(p)
+    add_set_option(p)
+    add_out_option(p, "reports/runs/<config>-explore-<timestamp>/; rerun with the same --out to resume")
+    p.add_argument("--quiet", action="store_true", help="no start line or per-trial lines")
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    from . import api
+    table = api.explore(args.config, args.space, _csv_list(args.objectives, "--objectives", what="objectives"),
+                        args.sampler, args.trials, args.overrides, out_dir=args.out, jobs=args.jobs,
+                        progress=not args.quiet, cluster=args.cluster, noise=args.noise,
+                        baseline=not args.no_baseline,
+                        search_seeds=_csv_list(args.search_seeds, "--search-seeds", int, "integers"),
+                        population=args.population, train_limit=args.train_limit, test_limit=args.test_limit,
+                        epochs=args.epochs, seeds=_csv_list(args.seeds, "--seeds", int, "integers"),
+                        prune_margin=args.prune_margin, reeval_seeds=args.reeval_seeds, storage=args.storage)
+    c = table["counts"]
+    print(f"\n{c['finished']} trials: {c['ok']} feasible, {c['infeasible']} infeasible, {c['pruned']} pruned; "
+          f"{len(table['front'])} on the Pareto front")
+    print(f"report: {os.path.join(table['out_dir'], 'explore.md')}")
+    from .experiments.explore.report import shown_storage
+    print(f"dashboard: optuna-dashboard {shown_storage(table['storage'])}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class Command:
@@ -311,6 +366,10 @@ COMMANDS: list[Command] = [
     Command("table", "train several rules over several seeds on one model and chip: accuracy (mean ± sd) "
             "beside SRAM, latency and energy", _configure_table, cmd_table,
             example="chipsim table hwconfigs/44core_4bit.yaml --rules bp,df-o,df-r --seeds 0,1,2"),
+    Command("explore", "search rule, bit widths, dataflow and chip for the Pareto front of accuracy, energy, "
+            "latency and SRAM (Optuna)", _configure_explore, cmd_explore,
+            example="chipsim explore hwconfigs/44core_4bit.yaml --space spaces/rules_bits.yaml --trials 16 "
+                    "--train-limit 500 --epochs 1"),
     Command("reproduce", "regenerate every table and figure under reports/, beside the paper's numbers",
             _configure_reproduce, cmd_reproduce, example="chipsim reproduce --quick"),
     Command("validate", "check an hwconfig (and its model file) and print it fully resolved",

@@ -1,0 +1,365 @@
+"""``chipsim explore``: search learning rule, precision, dataflow and chip for the Pareto front.
+
+One function, :func:`explore`, checks every input, claims the output directory, runs the studies (the
+chosen sampler and, as its baseline, random search at the same budget, once per search seed), re-evaluates
+the Pareto points on fresh training seeds and writes the report (``report.py``). Evaluation of a trial is
+``objectives.evaluate_point``; a cheap function of the same shape may be given instead (tests).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import time
+import warnings
+
+from ... import rundir
+from ...config import LoadedConfig, load_config
+from ...errors import ConfigError, OutputError
+from ...report import write_json
+from .. import args as check
+from ..cluster import check_cluster
+from ..jobs import RESULTS_NAME, run_points, threads_per_job
+from . import search
+from .objectives import OBJECTIVES, evaluate_point, parse_noise, parse_objectives
+from .pareto import front_indices
+from .space import load_space, overrides as param_overrides
+
+SETTINGS_NAME = "explore-settings.json"
+STUDY_DB = "study.db"
+LOCK_NAME = ".explore.lock"
+DEFAULT_OBJECTIVES = ("accuracy", "train_energy", "peak_sram")
+
+
+def _scale_overrides(train_limit, test_limit, epochs) -> list:
+    out = []
+    if train_limit is not None:
+        out.append(f"workload.train_limit={train_limit}")
+    if test_limit is not None:
+        out.append(f"workload.test_limit={test_limit}")
+    if epochs is not None:
+        out.append(f"training.epochs={epochs}")
+    return out
+
+
+@contextlib.contextmanager
+def _locked(out_dir: str):
+    """One search at a time per output directory (so RUNNING trials found at start are orphans)."""
+    fh = open(os.path.join(out_dir, LOCK_NAME), "a")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise OutputError(f"--out {out_dir}: another chipsim explore is running on this directory; wait for "
+                              "it, or give another --out") from None
+        yield
+    finally:
+        fh.close()
+
+
+def _check_settings(out_dir: str, settings: dict) -> None:
+    """A directory resumes only the search it holds: same config, space, objectives and scale."""
+    path = os.path.join(out_dir, SETTINGS_NAME)
+    if not os.path.exists(path):
+        write_json(path, settings)
+        return
+    try:
+        with open(path, encoding="utf-8") as fh:
+            old = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"{path}: cannot read the search's settings: {exc}") from None
+    fixed = ("config", "base_overrides", "space", "objectives", "scale", "noise", "sampler", "population",
+             "storage")
+    diff = [k for k in fixed if old.get(k) != settings.get(k)]
+    if diff:
+        raise ConfigError(f"--out {out_dir}: holds a search with other {', '.join(diff)}; resume it with the same "
+                          "settings (--trials may grow) or give a new --out")
+    write_json(path, dict(settings, trials=max(old.get("trials", 0), settings["trials"])))
+
+
+def explore(config, space, objectives=DEFAULT_OBJECTIVES, sampler: str = "nsga2", trials: int = 24,
+            search_seeds=(0,), baseline: bool = True, population: int | None = None, train_limit=None,
+            test_limit=None, epochs=None, seeds=(0,), noise=None, prune_margin: float = 0.1,
+            reeval_seeds: int = 3, storage: str | None = None, overrides=(), out_dir: str | None = None,
+            jobs: int | None = None, progress: bool = True, cluster=None, evaluate=None) -> dict:
+    """Search ``space`` on ``config`` for the Pareto front of ``objectives``; returns the result table.
+
+    ``evaluate(point) -> dict`` replaces the trial evaluation (``objectives.evaluate_point``), e.g. by a
+    cheap function in tests; it must be a module-level function when ``jobs`` > 1.
+    """
+    import optuna
+    check_cluster(cluster)
+    cfg = config if isinstance(config, LoadedConfig) else load_config(os.fspath(config), tuple(overrides))
+    objectives = parse_objectives(objectives)
+    if sampler not in search.SAMPLERS:
+        raise ConfigError(f"--sampler {sampler!r}: allowed: {', '.join(search.SAMPLERS)}")
+    trials = check.positive_int(trials, "--trials", "trials per study", allow_none=False)
+    search_seeds = check.integers(search_seeds, "--search-seeds", 0, "seed")
+    seeds = check.integers(seeds, "--seeds", 0, "seed")
+    for name, v in (("--search-seeds", search_seeds), ("--seeds", seeds)):
+        if len(set(v)) != len(v):
+            raise ConfigError(f"{name}: a seed is given twice; give each once")
+    check.positive_int(train_limit, "--train-limit", "training samples")
+    check.positive_int(test_limit, "--test-limit", "test samples")
+    check.positive_int(epochs, "--epochs", "epochs per trial")
+    reeval_seeds = check.integers([reeval_seeds], "--reeval-seeds", 0, "count")[0]
+    prune_margin = check.finite_nonnegative(prune_margin, "--prune-margin")
+    population = population or max(4, min(50, trials // 4))
+    check.positive_int(population, "--population", "NSGA-II population")
+    noise = parse_noise(noise) if isinstance(noise, (str, type(None))) else tuple(noise)
+    if noise and "accuracy" not in objectives:
+        raise ConfigError("--noise: applies to the accuracy objective; add accuracy to --objectives")
+    jobs = check.jobs(jobs) or os.cpu_count() or 1
+    base = list(cfg.overrides) + _scale_overrides(train_limit, test_limit, epochs)
+    load_config(cfg.path, tuple(base))
+    the_space = load_space(space, cfg.path, tuple(base))
+    if sampler == "grid":
+        size = the_space.size()
+        if size is None:
+            raise ConfigError(f"--sampler grid: {the_space.path} has a continuous range; grid search needs choices "
+                              "or integer ranges")
+        trials = min(trials, size)
+    evaluate = evaluate or evaluate_point
+    directions = [OBJECTIVES[o].direction for o in objectives]
+    scale_cfg = load_config(cfg.path, tuple(base)).hw
+    scale = {"train_limit": scale_cfg.workload.train_limit, "test_limit": scale_cfg.workload.test_limit,
+             "epochs": scale_cfg.training.epochs, "seeds": list(seeds), "dataset": scale_cfg.workload.dataset}
+    samplers = [sampler] + (["random"] if baseline and sampler != "random" else [])
+
+    with rundir.claimed(out_dir, cfg.name, "explore", reusable_marker=SETTINGS_NAME) as out:
+        shared = storage is not None
+        url = storage or f"sqlite:///{os.path.abspath(os.path.join(out, STUDY_DB))}"
+        settings = {"config": cfg.path, "base_overrides": base, "space": {"path": the_space.path,
+                    "params": the_space.describe()}, "objectives": objectives, "scale": scale,
+                    "noise": list(noise) if noise else None, "sampler": sampler, "population": population,
+                    "storage": storage, "trials": trials, "search_seeds": search_seeds, "baseline": baseline,
+                    "prune_margin": prune_margin}
+        with _locked(out):
+            _check_settings(out, settings)
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            store = search.make_storage(url, shared)
+            t0 = time.perf_counter()
+            ctx = dict(cfg=cfg, base=base, space=the_space, objectives=objectives, scale=scale, noise=noise,
+                       prune_margin=prune_margin, jobs=jobs, cluster=cluster, evaluate=evaluate, out=out,
+                       progress=progress, trials=trials, shared=shared, store=store, population=population,
+                       directions=directions)
+            if progress:
+                print(f"chipsim explore: {the_space.describe()}; objectives {', '.join(objectives)}; "
+                      f"{trials} trials x {', '.join(samplers)} x search seeds {', '.join(map(str, search_seeds))}; "
+                      f"scale: train_limit {scale['train_limit'] or 'all'}, {scale['epochs']} epoch(s), training "
+                      f"seeds {', '.join(map(str, seeds))}; study {url}; writing {out}{os.sep}", flush=True)
+            studies = []
+            try:
+                for s in search_seeds:
+                    for name in samplers:
+                        studies.append(_run_study(ctx, name, s))
+            except KeyboardInterrupt as exc:
+                exc.resume_hint = f"every finished trial is in {url}; rerun the same command with --out {out} to " \
+                                  "continue (a trial cut off is retried with the same settings)"
+                raise
+            search_seconds = time.perf_counter() - t0
+            rows = [r for st in studies for r in st["rows"]]
+            front = pareto_rows(rows, objectives)
+            reeval = _reevaluate(ctx, front, reeval_seeds) if "accuracy" in objectives and reeval_seeds else {}
+            from .report import write_report
+            table = {"config": cfg.path, "base_overrides": base, "space": settings["space"], "objectives": objectives,
+                     "directions": directions, "scale": scale, "noise": settings["noise"], "sampler": sampler,
+                     "samplers": samplers, "search_seeds": search_seeds, "trials": trials,
+                     "population": population, "storage": url, "prune_margin": prune_margin,
+                     "studies": [{k: v for k, v in st.items() if k != "rows"} for st in studies],
+                     "rows": rows, "front": front, "reeval": reeval, "reeval_seeds": reeval_seeds,
+                     "search_seconds": search_seconds, "wall_seconds": time.perf_counter() - t0}
+            write_report(table, out)
+    table["out_dir"] = out
+    return table
+
+
+def _run_study(ctx: dict, sampler_name: str, seed: int) -> dict:
+    import optuna
+    from optuna.trial import TrialState
+    name = f"{sampler_name}-seed{seed}"
+    sampler = search.make_sampler(sampler_name, seed, ctx["population"])
+    study = search.open_study(ctx["store"], name, sampler, ctx["directions"])
+    recovered = search.recover_orphans(study, ctx["shared"])
+    if recovered and ctx["progress"]:
+        print(f"{name}: {recovered} trial(s) cut off by an earlier stop are retried with the same settings",
+              flush=True)
+    dists = ctx["space"].distributions()
+    objectives = ctx["objectives"]
+    while (done := search.finished(study)) < ctx["trials"]:
+        n = min(ctx["jobs"], ctx["trials"] - done)
+        front = [_min_vector(r["values"], objectives) for r in pareto_rows(_rows(study, name), objectives)]
+        batch = []
+        seen = {r["key"] for r in _rows(study, name)}
+        for _ in range(n):
+            trial, params, key = _ask_new(study, dists, ctx, seen)
+            seen.add(key)
+            batch.append((trial, _point(ctx, key, params, ctx["scale"]["seeds"], front)))
+        unique = list({p["key"]: p for _, p in batch}.values())
+        beat = search.Heartbeat(ctx["store"], [t._trial_id for t, _ in batch]) if ctx["shared"] \
+            else contextlib.nullcontext()
+        with beat:
+            results = _evaluate(ctx, unique, name)
+        for trial, point in batch:
+            res = results[point["key"]]
+            _tell(study, trial, res, objectives, point["key"])
+            if ctx["progress"]:
+                print(f"{name} trial {trial.number}: {_one_line(point['params'], res, objectives)}", flush=True)
+    rows = _rows(study, name)
+    fails = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    repeats = sum(bool(t.user_attrs.get("repeat")) for t in fails)
+    return {"study": name, "sampler": sampler_name, "search_seed": seed, "rows": rows,
+            "failed_retried": len(fails) - repeats, "repeats_refused": repeats}
+
+
+REASKS = 20          # asks for one trial before a setting the study has already evaluated is accepted
+
+
+def _ask_new(study, dists, ctx, seen: set):
+    """Ask for a trial whose setting this study has not evaluated yet.
+
+    Samplers propose settings again (NSGA-II's children of similar parents, random draws in a small space);
+    a repeat would spend a trial of the budget on nothing new. It is told FAIL with ``repeat`` set (a failed
+    trial is one no sampler learns from) and another is asked, up to ``REASKS`` times; once every setting of
+    a finite space has been evaluated, repeats are accepted (their evaluation comes from the log).
+    """
+    from optuna.trial import TrialState
+    size = ctx["space"].size()
+    for attempt in range(REASKS):
+        with warnings.catch_warnings():       # "heartbeat is supposed to be used with Study.optimize":
+            warnings.filterwarnings("ignore", message="Heartbeat")   # here the Heartbeat class beats
+            trial = study.ask(dists)
+        params = {k: trial.params[k] for k in ctx["space"].keys}
+        key = search.point_key(params, ctx["scale"])
+        exhausted = size is not None and len(seen) >= size
+        if key not in seen or exhausted or attempt == REASKS - 1:
+            return trial, params, key
+        trial.set_user_attr("repeat", True)
+        study.tell(trial, state=TrialState.FAIL)
+    raise AssertionError("unreachable")
+
+
+def _point(ctx, key, params, seeds, front) -> dict:
+    return {"key": key, "params": params, "config": ctx["cfg"].path,
+            "overrides": ctx["base"] + param_overrides(params, ctx["cfg"].hw), "objectives": ctx["objectives"],
+            "seeds": list(seeds), "noise": list(ctx["noise"]) if ctx["noise"] else None,
+            "prune_margin": ctx["prune_margin"], "front": front, "threads": threads_per_job(ctx["jobs"])}
+
+
+def _evaluate(ctx, points, desc) -> dict:
+    try:
+        return run_points(ctx["evaluate"], points, ctx["out"], jobs=ctx["jobs"], progress=False, desc=desc,
+                          cluster=ctx["cluster"])
+    except OSError as exc:
+        raise OutputError(f"{ctx['out']}: cannot write {RESULTS_NAME}: {exc.strerror or exc}") from None
+
+
+def _tell(study, trial, res: dict, objectives: list, key: str) -> None:
+    """Record one evaluation: its result in one user attribute (each write is a storage commit), its
+    constraint (> 0: infeasible), then its values or state."""
+    from optuna.trial import TrialState
+    status = res.get("status", "ok")
+    if status == "ok":
+        bad = [o for o in objectives if not math.isfinite(float(res["values"].get(o, math.nan)))]
+        if bad:              # Optuna would fail the trial, and the search would ask again forever
+            res = dict(res, status="infeasible", violation=f"objective {bad[0]} is not a finite number")
+            status = "infeasible"
+    result = {k: v for k, v in res.items() if k not in ("key", "point") and _plain(v)}
+    result["key"] = key
+    trial.set_user_attr("result", result)
+    violation = 1.0 if status == "infeasible" else 0.0
+    trial.set_user_attr("constraint", [violation])
+    if search.native_constraints():
+        trial.set_constraint("violation", violation)
+    if status == "pruned":
+        study.tell(trial, state=TrialState.PRUNED)
+    elif status == "infeasible":
+        # worst values, so no sampler mistakes it for a good point; the constraint says it is infeasible
+        study.tell(trial, [0.0 if OBJECTIVES[o].direction == "maximize" else math.inf for o in objectives])
+    else:
+        study.tell(trial, [float(res["values"][o]) for o in objectives])
+
+
+def _plain(v) -> bool:
+    try:
+        json.dumps(v, allow_nan=True)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _one_line(params, res, objectives) -> str:
+    settings = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in params.items())
+    if res.get("status") == "infeasible":
+        return f"{settings}: infeasible ({str(res.get('violation', ''))[:120]})"
+    if res.get("status") == "pruned":
+        return f"{settings}: pruned after epoch 1 (accuracy {100 * res.get('epoch1_accuracy', 0):.1f}%)"
+    vals = res.get("values", {})
+    return settings + ": " + ", ".join(f"{o} {_fmt(o, vals.get(o))}" for o in objectives)
+
+
+def _fmt(name, v) -> str:
+    if v is None:
+        return "-"
+    if name == "accuracy":
+        return f"{100 * v:.1f}%"
+    return f"{v:.4g} {OBJECTIVES[name].unit}"
+
+
+def _rows(study, name: str) -> list:
+    """Every finished trial of a study as plain data (COMPLETE and PRUNED; FAIL ones were retried)."""
+    from optuna.trial import TrialState
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        res = t.user_attrs.get("result", {})
+        status = res.get("status", "ok") if t.state == TrialState.COMPLETE else "pruned"
+        out.append({"study": name, "number": t.number, "params": dict(t.params), "status": status,
+                    "values": dict(res.get("values") or {}),      # every objective measured, chosen or not
+                    "violation": res.get("violation"), "key": res.get("key"),
+                    "retry_of": t.user_attrs.get("retry_of"), "seconds": res.get("seconds"),
+                    "saved_seconds": res.get("saved_seconds", 0.0), "epoch_seconds": res.get("epoch_seconds"),
+                    "epoch1_accuracy": res.get("epoch1_accuracy"),
+                    "accuracy_per_seed": res.get("accuracy_per_seed")})
+    return sorted(out, key=lambda r: r["number"])
+
+
+def _min_vector(values: dict, objectives: list) -> list:
+    return [OBJECTIVES[o].to_min(values[o]) for o in objectives]
+
+
+def pareto_rows(rows: list, objectives: list) -> list:
+    """The feasible finished trials on the Pareto front, one per distinct setting."""
+    ok, seen = [], set()
+    for r in rows:
+        if r["status"] == "ok" and r["key"] not in seen and all(o in r["values"] for o in objectives):
+            seen.add(r["key"])
+            ok.append(r)
+    vecs = [_min_vector(r["values"], objectives) for r in ok]
+    return [ok[i] for i in front_indices(vecs)]
+
+
+def _reevaluate(ctx: dict, front: list, n: int) -> dict:
+    """key -> {"accuracy": [one per seed], "seeds": [...]}: each Pareto point trained again on ``n`` seeds."""
+    seeds = list(range(n))
+    points, owner = [], {}
+    for r in front:
+        for s in seeds:
+            scale = dict(ctx["scale"], seeds=[s])
+            key = search.point_key(r["params"], scale)
+            owner[key] = (r["key"], s)
+            if key not in {p["key"] for p in points}:
+                points.append(_point(ctx, key, r["params"], [s], []))
+    if ctx["progress"] and points:
+        print(f"re-evaluating {len(front)} Pareto point(s) on training seeds {', '.join(map(str, seeds))} "
+              f"({len(points)} trainings)", flush=True)
+    results = _evaluate(ctx, points, "re-evaluation")
+    out = {}
+    for key, (front_key, s) in owner.items():
+        res = results[key]
+        acc = res.get("values", {}).get("accuracy") if res.get("status") == "ok" else None
+        out.setdefault(front_key, {"seeds": [], "accuracy": []})
+        out[front_key]["seeds"].append(s)
+        out[front_key]["accuracy"].append(acc)
+    return out
