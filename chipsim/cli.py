@@ -443,9 +443,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = _utf8_arguments(sys.argv[1:] if argv is None else list(argv))
         args = parser.parse_args(argv)
         rc = args.run(args)
+        if as_program:
+            terminal.finished()
         sys.stdout.flush()
         return rc
     except ChipsimError as exc:
+        if as_program:
+            terminal.finished()
         terminal.flush_stdout()
         print(f"chipsim: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR

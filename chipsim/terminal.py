@@ -86,6 +86,14 @@ def flush_stdout() -> None:
         silence_stdout()
 
 
+def finished() -> None:
+    """The command's work is done and its files are written: from here a Ctrl-C has nothing left to stop.
+    Ignored, so one that lands while the interpreter shuts down (numba's and torch's finalizers) cannot turn
+    a finished command's exit status into -2 (killed by SIGINT)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def exit_now(code: int) -> None:
     """End the program with ``code`` now. After a handled Ctrl-C: one that landed inside an extension's own
     Python call during an import leaves CPython marked "ended by an unhandled KeyboardInterrupt", and the

@@ -204,9 +204,11 @@ def verdicts(table) -> list:
             if v < 1:
                 below_bp.append(_cond(row, ds, d, mode))
         best, n_max = best_memory(table, rule), max(table["negatives"])
-        best_txt = "; ".join(f"{d} blocks: {v:.2f}x ({c})" for d, (v, c) in sorted(best.items()))
-        best_txt += f"; at N = {n_max}: " + "; ".join(f"{d} blocks: {v:.2f}x ({c})" for d, (v, c)
-                                                     in sorted(best_memory(table, rule, n_max).items()))
+        at_n_max = best_memory(table, rule, n_max)
+        best_txt = "; ".join(f"{d} blocks: {v:.2f}x ({c})" for d, (v, c) in sorted(best.items())) or "none measured"
+        if at_n_max:
+            best_txt += f"; at N = {n_max}: " + "; ".join(f"{d} blocks: {v:.2f}x ({c})" for d, (v, c)
+                                                         in sorted(at_n_max.items()))
         target_txt = " and ".join(f"<= {t:.2f} at {d} blocks" for d, t in targets.items()) or "the paper's ratios"
         claim = f"{rule.upper()} memory ({target_txt}): "
         if holds:
