@@ -8,6 +8,8 @@ The package is cut along what touches files:
 
 * ``hwconfig``: the schema, as frozen dataclasses with their specs and
   cross-field validation, and ``check_model`` (a model against a config);
+* ``chip_schema``: the chip's sections of that schema (``Chip``, ``Mesh``,
+  ``Core``, ``Noc``, ``OffChip`` ...), re-exported by ``hwconfig``;
 * ``files``: reading a YAML hwconfig, ``--set`` overrides, the shipped presets
   (``PRESET_DIR``, ``MODEL_DIR``) and ``load_config``.
 
