@@ -24,7 +24,7 @@ from importlib import metadata
 
 import numpy as np
 
-from . import checkpoint, labels, provenance, rundir
+from . import checkpoint, labels, provenance, rundir, terminal
 from .config import DATASET_SHAPES, LoadedConfig, load_config
 from .errors import CheckpointError, OutputError, interrupt_of
 from .schema import to_plain
@@ -256,17 +256,19 @@ def run(config, overrides=(), out_dir: str | None = None, progress: bool = True,
         with ctx as out:
             doing = (f"resuming {ckpt} after epoch {state['epoch']}: " if resume else "training ")
             _say(progress, f"chipsim run: {doing}{describe(cfg)}; {_writing(out)}")
-            from .kernels.int8 import kernel_path
-            _say(progress, f"exact GEMMs on {kernel_path()} (CHIPSIM_KERNELS=auto|int8|float; same bits on each)")
-            from .chip import simulate          # heavy imports (numba, matplotlib) only once the inputs are checked
-            from .data import load_dataset
-            from .report import write_run
+            with terminal.interrupts_deferred():     # a Ctrl-C inside torch's import would abort the interpreter
+                from .kernels.int8 import kernel_path
+                unit = kernel_path()
+                from .chip import simulate      # heavy imports (numba, matplotlib) only once the inputs are checked
+                from .data import load_dataset
+                from .engine.training.trainer import Trainer
+                from .report import write_run
+            _say(progress, f"exact GEMMs on {unit} (CHIPSIM_KERNELS=auto|int8|float; same bits on each)")
             data = load_dataset(wl.dataset, root=wl.data_root, download=wl.download, train_limit=wl.train_limit,
                                 test_limit=wl.test_limit, seed=hw.training.seed)
             # an unmappable config fails here, in seconds, not after every epoch has trained
             _say(progress, f"checking that one step maps onto {hw.chip.name} ...")
             simulate(trace_one_step(cfg), hw)
-            from .engine.training.trainer import Trainer
             trainer = Trainer(hw, cfg.model, data, grad_noise=grad_noise)
             if resume:
                 trainer.restore(state, ckpt)

@@ -9,6 +9,7 @@ uses ``silence_stdout`` / ``flush_stdout`` when writing to stdout fails.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -84,6 +85,29 @@ def flush_stdout() -> None:
         sys.stdout.flush()
     except OSError:
         silence_stdout()
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold a Ctrl-C until the block ends, then raise it as KeyboardInterrupt.
+
+    Why: importing torch runs Python callbacks from C++ (pybind11); a KeyboardInterrupt raised inside one
+    cannot cross the C++ frames and ends the interpreter with ``terminate called ... KeyboardInterrupt``
+    (status -6), with no resume hint. Deferred to the block's end, the same Ctrl-C reaches the command's
+    handler. Only the main thread can hold signals; elsewhere the block runs as it is."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def finished() -> None:

@@ -122,12 +122,23 @@ def measure_peak(model, rule: str, batch: int, negatives: int, optimizer: str = 
         raise ConfigError(f"negatives: {negatives} wrong labels per sample; allowed: 1..{num_classes - 1}")
     blocks = _blocks(model)
     args = (blocks, rule, batch, n, optimizer, momentum, tuple(dataset_shape), num_classes, seed, dtype)
-    measure = _measure_cuda if device == "cuda" else _measure_cpu
-    peak, resident, dev, how = measure(args, rule, variant, hp)
+    if device == "cuda":
+        peak, resident, dev, how = _measure_cuda(args, rule, variant, hp)
+        threads = torch.get_num_threads()
+    else:
+        # one intra-op thread, whatever the process uses: a parallel kernel's workspace moves the peak (by
+        # about 45 KB between 1 and 2 threads), and the figure must not depend on which executor ran it
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            peak, resident, dev, how = _measure_cpu(args, rule, variant, hp)
+        finally:
+            torch.set_num_threads(before)
+        threads = 1
     return MeasuredPeak(bytes=int(peak), resident_bytes=int(resident), torch_version=torch.__version__,
                         device=dev, how=how, rule=rule, variant=variant,
                         optimizer="sgd+momentum" if optimizer == "sgd" and momentum else optimizer, batch=batch,
-                        negatives=n, rows=batch * (n + 1), threads=torch.get_num_threads())
+                        negatives=n, rows=batch * (n + 1), threads=threads)
 
 
 def _prime(net, opt) -> None:
