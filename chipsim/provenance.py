@@ -37,7 +37,10 @@ def git_commit(path: str | None = None) -> dict:
         if commit.returncode != 0:
             return out
         out["commit"] = commit.stdout.strip() or None
-        status = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+        # --no-optional-locks: a plain `git status` refreshes the index under .git/index.lock, and a
+        # chipsim process killed meanwhile (a SIGKILLed sweep worker) would leave the user's repository locked
+        status = subprocess.run(["git", "--no-optional-locks", "-C", root, "status", "--porcelain",
+                                 "--untracked-files=no"],
                                 capture_output=True, text=True, timeout=5)
         out["dirty"] = bool(status.stdout.strip()) if status.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):

@@ -6,6 +6,8 @@ largest magnitude with the signs that make the sums largest, reductions at and o
 limit. They run on whatever CPU runs the tests: with ``set_kernels("int8")`` torch's ``_int_mm``
 computes even where the CPU lacks dot-product instructions (slower, same integers).
 """
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -335,3 +337,13 @@ def test_digit_split_does_not_trust_the_bounds_order(int8_unit):
     gw = K.dense_grad_weight(x, g, int_bound=(255, 127))
     assert K.LAST_UNIT["dense_grad_weight"] == "int8-digits"
     _same(gw, g.astype(np.int64).T @ x.astype(np.int64), np.float32)
+
+
+def test_a_junk_thread_count_for_the_int8_gemms_is_a_note_not_a_traceback():
+    import subprocess
+    import sys
+    env = dict(os.environ, CHIPSIM_INT8_THREADS="two")
+    p = subprocess.run([sys.executable, "-c", "import chipsim.kernels.int8 as m; print(m.GEMM_THREADS)"],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 0 and p.stdout.strip() == "1"
+    assert p.stderr.strip() == "chipsim: note: CHIPSIM_INT8_THREADS='two' is not a count >= 0; using 1"

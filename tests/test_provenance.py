@@ -58,3 +58,19 @@ def test_map_writes_provenance_into_summary_and_report(tmp_path):
     assert s["provenance"]["command"] == "map" and s["provenance"]["chipsim"]
     assert s["provenance"]["kernels"]["last_paths"]           # the one engine step used the GEMM dispatch
     assert "## Provenance" in (out / "report.md").read_text()
+
+
+def test_the_dirty_check_takes_no_lock_on_the_users_repository(monkeypatch):
+    """A plain `git status` refreshes the index under .git/index.lock; a chipsim process killed meanwhile
+    (a SIGKILLed worker, or the call's own timeout under load) would leave the repository locked."""
+    calls = []
+    real = subprocess.run
+
+    def spy(argv, *a, **kw):
+        calls.append(list(argv))
+        return real(argv, *a, **kw)
+    monkeypatch.setattr(subprocess, "run", spy)
+    provenance.git_commit(str(REPO))
+    status = [c for c in calls if "status" in c]
+    assert not status or all("--no-optional-locks" in c for c in status)
+    assert all(c[:2] != ["git", "status"] for c in calls)

@@ -56,7 +56,21 @@ _STATE = {"choice": None, "cpu": None, "device": None}
 # cores are shared, waits for a descheduled thread. Measured on the 2-core VM under load (load
 # average 4.7): a 13440 x 144 x 32 int8 GEMM took 16.0 ms median on 2 threads, 0.43 ms on 1.
 # Set CHIPSIM_INT8_THREADS=0 to use torch's own setting, or N for N threads, on a quiet machine.
-GEMM_THREADS = int(os.environ.get("CHIPSIM_INT8_THREADS", "1"))
+def _gemm_threads(text: str) -> int:
+    """CHIPSIM_INT8_THREADS as a count >= 0; anything else is the default, 1, with a note on stderr (an
+    environment variable is no place for a traceback)."""
+    try:
+        n = int(text)
+        if n >= 0:
+            return n
+    except ValueError:
+        pass
+    import sys
+    print(f"chipsim: note: CHIPSIM_INT8_THREADS={text!r} is not a count >= 0; using 1", file=sys.stderr)
+    return 1
+
+
+GEMM_THREADS = _gemm_threads(os.environ.get("CHIPSIM_INT8_THREADS", "1"))
 
 
 def _device() -> str:
