@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 
-from .. import labels, provenance
+from .. import labels, provenance, rundir
 from ..config import load_config
 from ..report import atomic_write, write_json
 from .compare import PAPER_RATIO, _point
@@ -271,7 +271,8 @@ def measured_verdicts(measured_dir) -> list:
         return []
     with open(path) as f:
         m = json.load(f)
-    return [f"{v} (widened grid: `{os.path.join(measured_dir, 'measured.md')}`)" for v in m["verdicts"]]
+    where = rundir.display_path(os.path.join(measured_dir, "measured.md"))   # relative: no machine's layout
+    return [f"{v} (widened grid: `{where}`)" for v in m["verdicts"]]
 
 
 def _fmt(v):

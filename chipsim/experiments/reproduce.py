@@ -96,8 +96,8 @@ def reproduce(config: str | None = None, compare_config: str | None = None, out_
 
 
 #: what a reproduce directory holds: its README and one folder per experiment
-_OWN_ENTRIES = ("README.md", "summary.json", "ladder", "accuracy", "rules", "compare", "compare_n1", "compare_recompute", "dataflow", "noise",
-                "bits", "negatives", "vit")
+_OWN_ENTRIES = ("README.md", "summary.json", "ladder", "explore", "accuracy", "rules", "compare", "compare_n1",
+                "compare_recompute", "dataflow", "noise", "bits", "negatives", "vit")   # explore: chipsim explore's
 
 
 def _is_reproduce_dir(path: str, entries: list) -> bool:
@@ -182,7 +182,7 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, 
 def _logged_points(out_dir: str) -> set:
     """(experiment, key) of every point logged in ``out_dir/*/points.jsonl``: what a rerun reuses."""
     out = set()
-    names = sorted(os.listdir(out_dir))
+    names = sorted(n for n in os.listdir(out_dir) if n != "explore")    # chipsim explore's log, not ours
     ladder_dir = os.path.join(out_dir, "ladder")
     if os.path.isdir(ladder_dir):                      # the ladder keeps one folder per rung
         names += [os.path.join("ladder", n) for n in sorted(os.listdir(ladder_dir))]
