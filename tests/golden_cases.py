@@ -77,14 +77,9 @@ def trace_totals(trace) -> dict:
             (("ops", ops), ("macs", macs), ("work", work), ("buffers", buffers), ("sent", sent))}
 
 
-def run_case(model_stem: str, rule: str, dataset: str) -> dict:
-    """Two training steps (the first traced) and the chip's cost of that trace."""
-    from chipsim.chip import simulate
-    from chipsim.config import load_config
+def two_steps(cfg) -> tuple:
+    """(trainer, the first step's trace, SHA-256 of the trainer's state after a second step)."""
     from chipsim.runner import _one_step
-    cfg = load_config(str(PRESET), (f"workload.model={REPO / 'models' / (model_stem + '.yaml')}",
-                                    f"workload.dataset={dataset}", f"workload.rule={rule}",
-                                    f"training.batch_size={BATCH}"))
     tr = _one_step(cfg)
     trace = tr.trace
     tr.train_step(tr.data.x_train, tr.data.y_train)
@@ -92,10 +87,21 @@ def run_case(model_stem: str, rule: str, dataset: str) -> dict:
     state.pop("trace"), state.pop("history")
     h = hashlib.sha256()
     _digest(state, h)
+    return tr, trace, h.hexdigest()
+
+
+def run_case(model_stem: str, rule: str, dataset: str) -> dict:
+    """Two training steps (the first traced) and the chip's cost of that trace."""
+    from chipsim.chip import simulate
+    from chipsim.config import load_config
+    cfg = load_config(str(PRESET), (f"workload.model={REPO / 'models' / (model_stem + '.yaml')}",
+                                    f"workload.dataset={dataset}", f"workload.rule={rule}",
+                                    f"training.batch_size={BATCH}"))
+    tr, trace, digest = two_steps(cfg)
     chip = simulate(trace, cfg.hw)
     cost = {"energy_pj": round(float(chip.energy.total_pj), 3), "latency_cycles": round(float(chip.latency_cycles), 3),
             "peak_bytes": int(chip.ledger.peak_bytes), "cores_used": int(chip.mapping.cores_used)}
-    return {"trace": trace_totals(trace), "cost": cost, "state": h.hexdigest()}
+    return {"trace": trace_totals(trace), "cost": cost, "state": digest}
 
 
 def as_json(obj) -> str:

@@ -8,11 +8,10 @@ with ``set_kernels("int8")``: the digest of everything the trainer holds and the
 must match bit for bit. Exact arithmetic does not depend on which unit sums it, so any difference
 is a bug (a dtype, a layout, a rounding that the int path does differently).
 """
-import hashlib
 
 import pytest
 
-from golden_cases import REPO, _digest, trace_totals
+from golden_cases import REPO, trace_totals, two_steps
 
 from chipsim.config import RULES
 from chipsim.kernels import LAST_UNIT, set_kernels
@@ -24,17 +23,10 @@ RULES_HERE = [r for r in RULES if r != "cff"]          # CFF runs only on a ViT
 
 def _two_steps(preset: str, rule: str) -> tuple:
     from chipsim.config import load_config
-    from chipsim.runner import _one_step
     cfg = load_config(str(REPO / "hwconfigs" / preset), (f"workload.model={MODEL_OF.get(rule, DEFAULT_MODEL)}", f"workload.rule={rule}",
                                                           "training.batch_size=6"))
-    tr = _one_step(cfg)
-    trace = tr.trace
-    tr.train_step(tr.data.x_train, tr.data.y_train)
-    state = tr.state()
-    state.pop("trace"), state.pop("history")
-    h = hashlib.sha256()
-    _digest(state, h)
-    return h.hexdigest(), trace_totals(trace)
+    _, trace, digest = two_steps(cfg)
+    return digest, trace_totals(trace)
 
 
 @pytest.mark.parametrize("preset", ["44core_4bit.yaml", "44core_8bit.yaml"])
