@@ -138,7 +138,7 @@ def test_reproduce_quick_writes_every_section(tmp_path):
     res = reproduce(out_dir=str(tmp_path), quick=True, jobs=2, progress=False)
     text = (tmp_path / "README.md").read_text()
     for heading in ("## 1. Accuracy", "## 2. Memory", "## 2b. Which dataflow", "## 3. Robustness", "## 4. Bit width",
-                    "## 5. Number of", "## The rule table"):
+                    "## 5. Number of", "## The rule table", "## 8. The design-space search"):
         assert heading in text
 
     # a smoke test judges nothing (issue 26): every claim is stated with its numbers, none with a verdict
@@ -147,11 +147,13 @@ def test_reproduce_quick_writes_every_section(tmp_path):
         line = next(line for line in text.splitlines() if line.startswith(claim))
         assert "**Not judged at this scale**" in line, line
     assert "Most accurate: not judged at this scale" in text
+    assert "Not judged at this scale: a smoke test of the search" in text     # the search, too
     assert text.count("**Not judged at this scale**") >= 5
     assert "| sequential-recompute | immediate | 9 |" in text            # the verdict table's rows
     for f in ("accuracy/accuracy.png", "compare/compare.md", "noise/sweep.md", "bits/accuracy_vs_bits.png",
               "negatives/accuracy_vs_negatives.png", "rules/rules.json", "dataflow/dataflow.md",
-              "compare/ratio_whole_batch.png", "compare_recompute/memory_by_category_whole_batch.png"):
+              "compare/ratio_whole_batch.png", "compare_recompute/memory_by_category_whole_batch.png",
+              "explore/explore.md", "explore/study.db", "explore/pareto.csv"):
         assert (tmp_path / f).exists(), f
     # the opening sentence says how much was computed: all of it now, none of it on a rerun
     n = sum(len(p.read_text().splitlines()) for p in tmp_path.glob(f"*/{RESULTS_NAME}"))

@@ -49,16 +49,23 @@ class Plan:
     dataflow_negatives: tuple = (1, 3, 9)
     vit: bool = True                                    # the vision-transformer table (``vit_table``)
     ladder_epochs: tuple = ()                           # the budget ladder's rungs (``ladder``)
+    explore: dict | None = None                         # the design-space search (``explore``), its options
 
 
 PLANS = {
     # the committed reports/: every training on all 4,000 mnist5k images, 3 epochs, 3 seeds
     "full": Plan("full", epochs=3, train_limit=None, test_limit=None, depths=(5, 8, 11, 15, 20, 25),
                  levels=(0, 1, 2, 3, 4, 5), bits=(32, 8, 4, 2), negatives=(1, 3, 9, "avg"), seeds=(0, 1, 2),
-                 ladder_epochs=(3, 10, 30)),
+                 ladder_epochs=(3, 10, 30),
+                 # rules x bits x negatives x dataflow on the default chip: 2 samplers x 3 search seeds x 12
+                 # trials of 500 images for one epoch, the front retrained on 3 seeds (about 11 min on 2 cores)
+                 explore=dict(space="rules_bits_dataflow.yaml", trials=12, population=4, search_seeds=(0, 1, 2),
+                              train_limit=500, test_limit=300, epochs=1, reeval_seeds=3)),
     "quick": Plan("quick", epochs=1, train_limit=400, test_limit=200, depths=(3, 5), levels=(0, 3, 5), bits=(32, 4),
                   negatives=(1, "avg"), seeds=(0,), rule_variants=("ff", "symba", "df greedy", "df-o", "df-r", "bp", "cwc + head"),
-                  dataflow_datasets=("mnist",), dataflow_depths=(4,), dataflow_negatives=(1, 9), vit=False),
+                  dataflow_datasets=("mnist",), dataflow_depths=(4,), dataflow_negatives=(1, 9), vit=False,
+                  explore=dict(space="rules_bits_dataflow.yaml", trials=2, population=2, search_seeds=(0,),
+                               baseline=False, train_limit=200, test_limit=100, epochs=1, reeval_seeds=0)),
 }
 
 
@@ -119,7 +126,7 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, 
     if progress:
         print(f"chipsim reproduce{' --quick' if quick else ''}: every rule over seeds "
               f"{', '.join(map(str, plan.seeds))}, memory and latency vs depth, the dataflow design space, noise, "
-              f"bit widths, negatives{' and the vision transformer' if plan.vit else ''}, at the {plan.name} scale; "
+              f"bit widths, negatives{', the vision transformer' if plan.vit else ''}{' and the design-space search' if plan.explore else ''}, at the {plan.name} scale; "
               f"writing {out_dir}{os.sep}", flush=True)
     # 1 and 6. every rule of the FF family on the chip (the ranking of section 1 is its first rows)
     results["rules"] = rule_table.rule_table(config, plan.seeds, scale, os.path.join(out_dir, "rules"), jobs,
@@ -169,6 +176,10 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, 
     if plan.vit:
         results["vit"] = vit_table.vit_table(config, plan.seeds, scale, os.path.join(out_dir, "vit"), jobs,
                                              progress, cluster)
+    # 8. the design-space search: rule x precision x negatives x dataflow for the Pareto front
+    if plan.explore:
+        results["explore"] = _explore(config, plan.explore, os.path.join(out_dir, "explore"), jobs, progress,
+                                      cluster)
     results["seconds"] = time.perf_counter() - t0
     logged = _logged_points(out_dir)
     results["points"], results["reused_points"] = len(logged), len(logged & logged_before)
@@ -177,6 +188,24 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, 
         "plan", "config", "seconds", "points", "reused_points", "provenance")})
     atomic_write(os.path.join(out_dir, "README.md"), markdown(results, plan, _compute_minutes(results)))
     return results
+
+
+#: the shipped search spaces (``spaces/`` beside ``hwconfigs/``)
+SPACE_DIR = os.path.join(os.path.dirname(PRESET_DIR), "spaces")
+
+
+def _explore(config: str, options: dict, out: str, jobs, progress, cluster) -> dict:
+    """The plan's exploration (``chipsim explore`` with the shipped space ``options["space"]``), into ``out``:
+    a rerun with the same settings resumes its study (every finished trial is kept), and one with other
+    settings is refused, as ``chipsim explore`` refuses it."""
+    from .explore import explore
+    opts = dict(options)
+    space = os.path.join(SPACE_DIR, opts.pop("space"))
+    table = explore(config, space, objectives=("accuracy", "train_energy", "peak_sram"), out_dir=out, jobs=jobs,
+                    progress=progress, cluster=cluster, **opts)
+    # the trials' own compute (the front's retraining on fresh seeds is not logged per point: its wall time)
+    table["compute_seconds"] = sum(r.get("seconds") or 0.0 for r in table["rows"])
+    return table
 
 
 def _logged_points(out_dir: str) -> set:
@@ -203,6 +232,8 @@ def _compute_minutes(res: dict) -> float:
         total += sum(p.get("seconds", 0.0) for p in res[k]["points"])
     if "vit" in res:
         total += sum(r["train_seconds_mean"] * len(res["vit"]["seeds"]) for r in res["vit"]["rows"])
+    if "explore" in res:
+        total += res["explore"].get("compute_seconds", 0.0)
     for e, rows in (res.get("ladder") or {}).get("rungs", {}).items():
         if e != res["plan"]["epochs"]:                 # the plan's own rung is the rule table, counted above
             total += sum(s for r in rows for s in r.get("train_seconds", []))

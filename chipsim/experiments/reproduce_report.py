@@ -10,6 +10,8 @@ favourable ones.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .. import provenance
@@ -79,9 +81,32 @@ def markdown(res: dict, plan, compute_minutes: float) -> str:
     lines += rule_table.markdown(res["rules"], scale)
     if "vit" in res:
         lines += vit_table.markdown(res["vit"], scale)
+    if "explore" in res:
+        lines += _explore_section(res["explore"], scale)
     if res.get("provenance"):
         lines += provenance.markdown(res["provenance"])
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- 8. the design-space search
+def _explore_section(table: dict, scale: Scale) -> list:
+    """The committed exploration in a paragraph: its scale and counts, and -- where the scale can carry
+    them -- its computed answers on BP against the local rules; the front and the plots are in explore/."""
+    from .explore import report as xr
+    c = xr.counts(table)
+    sc = table["scale"]
+    lines = ["## 8. The design-space search", "",
+             f"`chipsim explore` on `{os.path.basename(table['config'])}` over `{os.path.basename(table['space']['path'])}`"
+             f" ({', '.join(table['samplers'])}; {table['trials']} trials per study, search seeds "
+             f"{', '.join(map(str, table['search_seeds']))}; each trial trains on {sc['train_limit'] or 'all'} images "
+             f"for {sc['epochs']} epoch(s)): {c['finished']} trials, {c['ok']} feasible, {c['infeasible']} constraint "
+             f"violations, {len(table['front'])} points on the Pareto front of "
+             f"{', '.join(table['objectives'])}. Table, plots and the command that reproduces each point: "
+             "[explore/explore.md](explore/explore.md).", ""]
+    if not scale.judge:
+        return lines + ["Not judged at this scale: a smoke test of the search, not an answer.", ""]
+    said = [s for s in [xr.bp_sentence(table)] + xr.efficiency_sentences(table) if s]
+    return lines + [f"- {s}" for s in said] + [""]
 
 
 # ----------------------------------------------------------------------------- 1. accuracy

@@ -291,7 +291,8 @@ def _plain(v) -> bool:
 
 
 def _one_line(params, res, objectives) -> str:
-    settings = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in params.items())
+    leaves = [k.rsplit(".", 1)[-1] for k in params]      # a key by its last part, unless two keys share it
+    settings = " ".join(f"{leaf if leaves.count(leaf) == 1 else k}={v}" for (k, v), leaf in zip(params.items(), leaves))
     if res.get("status") == "infeasible":
         return f"{settings}: infeasible ({str(res.get('violation', ''))[:120]})"
     if res.get("status") == "pruned":
