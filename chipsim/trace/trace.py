@@ -86,7 +86,7 @@ KINDS = ("fwd", "goodness", "loss", "grad_x", "grad_w", "feedback", "update", "s
 # the op kind that only moves data: it executes no kernel (a select marks liveness; it executes at most the
 # compares that decided it, under mapping.negatives: sequential)
 NO_WORK = ("send",)
-TAGS = ("activation", "error", "goodness", "label")
+TAGS = ("activation", "error", "goodness", "label", "reduce")
 SCOPES = ("persistent", "step", "sample")
 SPLITS = ("units", "replicated", "reduce")
 
