@@ -32,7 +32,7 @@ import bisect
 import json
 
 from .atomic import atomic_file
-from .chip.noc import Links, reduce_flow, route_ids, send_flows
+from .chip.noc import Links, reduce_flow, reductions_after, reductions_before, route_ids, send_flows
 
 CORES_PID, LINKS_PID = 1, 2
 NAME = "schedule.perfetto.json"
@@ -45,6 +45,10 @@ def _transfers(chip) -> list:
     out = []
     for o in tr.ops:
         insts = [0] if o.scope == "step" else range(sch.n_inst)
+        for b in reductions_before(o, tr, mp):
+            root, srcs = reduce_flow(b.layer, mp)
+            ids = sorted(set().union(*(route_ids(spec.cols, s, root) for s in srcs)))
+            out.append((float(sch.start[o.id, 0]), float(b.nbytes), "reduce", srcs[0], (root,), ids, o.id, 0))
         if o.kind == "send":
             for sc, dsts in send_flows(o, tr, mp):
                 cores = tuple(d for d, _ in dsts)
@@ -53,9 +57,7 @@ def _transfers(chip) -> list:
                     nb = o.nbytes if o.scope == "step" else o.nbytes / S * sch.groups[i]
                     out.append((float(sch.start[o.id, i]), nb * dsts[0][1], o.tag or "untagged", sc, cores, ids,
                                 o.id, i))
-        for b in (tr.buffers[x] for x in o.writes):
-            if b.split != "reduce" or len(mp.slices_of(b.layer)) <= 1 or not (b.scope == "sample" or o.scope == "step"):
-                continue
+        for b in reductions_after(o, tr, mp):
             root, srcs = reduce_flow(b.layer, mp)
             ids = sorted(set().union(*(route_ids(spec.cols, s, root) for s in srcs)))
             for i in insts:

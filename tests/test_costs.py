@@ -205,8 +205,11 @@ def test_every_kind_of_work_in_a_step_counted_by_hand():
                       "conv_grad_weight": (4, 8), "dense_grad_weight": (4, 8),
                       "conv_grad_input": (8, 4), "dense_grad_input": (8, 4)}
     assert all(w.bits == (32,) for o in t.ops for w in o.work if w.unit == work.VECTOR)   # float32 vector work
-    # only normalising the input (every slice holds it whole) and finishing an input error are replicated
-    repl = {w.kind for o in t.ops for w in o.work if w.split == "replicated"}
+    # only normalising the input (every slice holds it whole) and finishing an input error are replicated,
+    # and the label embedding's update: every slice of block 0 holds and updates the whole table (issue 23)
+    emb = next(o for o in t.ops if o.name == "label_embedding_update")
+    assert emb.work and {w.split for w in emb.work} == {"replicated"}
+    repl = {w.kind for o in t.ops if o is not emb for w in o.work if w.split == "replicated"}
     assert repl == {"bn_forward", "bn_running_stats", "quantize_scale", "quantize", "dequantize", "bn_backward"}
 
 

@@ -96,7 +96,9 @@ def test_df_o_trace_matches_hand_counts():
     assert b["gradients"] == grad_acc + 3 * 4 * 8 + errors        # + dL/dgoodness per block
     assert b["noc_buffers"] == 2 * 64 + 8 * 64 // 2 + 8 * 24 // 2  # sensor 8-bit image + received inputs
     assert t.sent_bytes("activation") == 128 + 256 + 96
-    assert t.sent_bytes("error") == 512 + 192
+    # + each block's dL/dgoodness (8 rows x float32), sent from its slice 0 to its other slices (issue 23,
+    # defect 5; unsplit it moves nothing on the NoC)
+    assert t.sent_bytes("error") == 512 + 192 + 3 * 8 * 4
 
 
 def test_wider_goodness_keeps_a_wider_copy_and_squares_it_at_that_width():

@@ -76,6 +76,9 @@ class Work(NamedTuple):
     red_bytes: np.ndarray   # ... the buffer's bytes over the step ...
     red_sample: np.ndarray  # ... and whether they are per sample (scaled by the instance's samples)
     red_tag: int            # the tag table row of "reduce"
+    pre_ptr: np.ndarray     # CSR per op: reductions a step send waits for before it sends (noc.reductions_before)
+    pre_flow: np.ndarray
+    pre_bytes: np.ndarray   # ... the buffer's bytes (once per step)
 
 
 @njit(cache=True)
@@ -199,9 +202,13 @@ def run(g, w, net):
                 nb = w.send_bytes[d] if g.is_step[d] else w.send_bytes[d] / max(g.samples, 1) * g.groups[i]
                 start[d, i] = t
                 gate[d, i] = GATE_DATA if pred_op[d, i] >= 0 else GATE_START
-                t_done = t
+                t_sent = t
+                for k in range(w.pre_ptr[d], w.pre_ptr[d + 1]):     # the partials reach slice 0 first
+                    t_sent = max(t_sent, link_send(net, w.pre_flow[k], w.red_tag, t, w.pre_bytes[k]))
+                t_done = t_sent
                 for k in range(w.send_ptr[d], w.send_ptr[d + 1]):
-                    t_done = max(t_done, link_send(net, w.send_flow[k], w.send_tag[d], t, nb * w.send_frac[k]))
+                    t_done = max(t_done, link_send(net, w.send_flow[k], w.send_tag[d], t_sent,
+                                                   nb * w.send_frac[k]))
                 finish(d, i, t_done)
             else:
                 L = g.layer[d]

@@ -18,6 +18,16 @@ Rules (from the trace's ``split`` of the buffers a send reads and writes):
   their full-size partial to slice 0 (tag ``reduce``), summed on the way
   (in-network / chain reduction: every link of the union of their XY routes
   carries one partial's bytes once; arrival after the farthest slice's hops).
+  A step-scope ``reduce`` buffer that sample-scope ops accumulate into (the
+  label embedding's gradient) is complete only after the last sample: it is
+  reduced once, just before the step-scope send that reads it
+  (``reductions_before``).
+* the sensor (a send that reads no buffer) sends from the input port's router
+  (``chip.noc.input_port``, ``ChipSpec.input_core``), split or not: a first
+  layer on that core, unsplit, receives it over 0 hops.
+* a send from a layer to itself (``dst_layer == layer``: the loss gradient,
+  the reduced embedding gradient) is slice 0 multicasting its copy to the
+  layer's other slices; unsplit it moves nothing.
 
 Link model: a transfer (unicast or multicast) reserves every link it uses for
 ``bytes / link_bytes_per_cycle`` cycles, starting when all of them are free
@@ -51,7 +61,12 @@ def send_flows(op, trace, mapping) -> list:
     src_sl = mapping.slices_of(op.layer)
     dst_layer = op.dst_layer if op.dst_layer is not None else (dst_buf.layer if dst_buf else op.layer)
     dst_sl = mapping.slices_of(dst_layer)
-    if src_buf is None or src_buf.split == "units":
+    if is_local_multicast(op):
+        others = [(d.core, 1.0) for d in src_sl[1:]]
+        return [(src_sl[0].core, others)] if others else []
+    if src_buf is None:                      # the sensor: from the input port
+        sources = [(mapping.spec.input_core, 1.0)]
+    elif src_buf.split == "units":
         sources = [(s.core, s.fraction) for s in src_sl]
     else:
         sources = [(src_sl[0].core, 1.0)]
@@ -65,6 +80,34 @@ def send_flows(op, trace, mapping) -> list:
         else:
             out.append((sc, [(dst_sl[0].core, sf)]))
     return out
+
+
+def is_local_multicast(op) -> bool:
+    """A send from a layer to its own slices (slice 0 to the others), e.g. the loss gradient."""
+    return op.kind == "send" and bool(op.reads) and op.dst_layer == op.layer
+
+
+def reductions_after(op, trace, mapping) -> list:
+    """The reduce buffers summed onto slice 0 after ``op`` writes them: on a split layer, a sample-scope
+    partial after every write, a step-scope one after a step-scope (non-send) op's write."""
+    if is_local_multicast(op):
+        return []
+    out = []
+    for b in (trace.buffers[x] for x in op.writes):
+        if (b.split == "reduce" and len(mapping.slices_of(b.layer)) > 1
+                and (b.scope == "sample" or op.scope == "step")):
+            out.append(b)
+    return out
+
+
+def reductions_before(op, trace, mapping) -> list:
+    """The step-scope reduce buffers summed onto slice 0 just before ``op`` sends them: partials that
+    sample-scope ops accumulated over the step (the label embedding's gradient), which a step-scope
+    send from the layer to its own slices then multicasts back."""
+    if op.scope != "step" or not is_local_multicast(op):
+        return []
+    b = trace.buffers[op.reads[0]]
+    return [b] if b.split == "reduce" and b.scope == "step" and len(mapping.slices_of(b.layer)) > 1 else []
 
 
 def reduce_flow(layer, mapping):

@@ -26,6 +26,8 @@ replicas), at its layer's peak, and must fit ``capacity_mib``.
 """
 from __future__ import annotations
 
+from .noc import is_local_multicast
+
 #: categories the mapper may place off-chip, coldest first: the update alone touches the first two;
 #: kept activations and accumulators are touched by every sample, so they come later, and receive buffers
 #: last (then every activation a layer receives is written to and read back from the off-chip memory).
@@ -57,12 +59,19 @@ def moved(op, buf, n_inst: int) -> float:
 
 
 def read_copies(op, buf, mapping) -> int:
-    """Copies of ``buf`` an op reads: one for a units-split buffer or a send's source, else one per slice."""
+    """Copies of ``buf`` an op reads: one for a units-split buffer or a send's source, else one per slice.
+    A send from a layer to its own other slices (``noc.is_local_multicast``) reads slice 0's copy, and
+    nothing on an unsplit layer (it moves nothing)."""
+    if is_local_multicast(op):
+        return 1 if len(mapping.slices_of(op.layer)) > 1 else 0
     return 1 if (buf.split == "units" or op.kind == "send") else len(mapping.slices_of(buf.layer))
 
 
 def write_copies(op, buf, mapping) -> int:
-    """Copies of ``buf`` an op writes: one per slice for replicated buffers and reduced partials."""
+    """Copies of ``buf`` an op writes: one per slice for replicated buffers and reduced partials; a send
+    from a layer to its own slices writes one per slice other than slice 0."""
+    if is_local_multicast(op):
+        return len(mapping.slices_of(op.layer)) - 1
     return len(mapping.slices_of(buf.layer)) if buf.split == "replicated" or (
         buf.split == "reduce" and op.kind != "send") else 1
 

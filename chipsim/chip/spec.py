@@ -52,6 +52,7 @@ class ChipSpec:
     leakage_given: bool = False
     area_given: bool = False
     power_gating: str = "none"            # "none": every core draws static power; "idle-cores": used cores only
+    input_port: tuple = (0, 0)            # (row, col) of the router where the sensor's image enters
     # the off-chip tier (offchip_bytes 0: none)
     offchip_bytes: float = 0.0
     offchip_bytes_per_cycle: float = 0.0  # the interface's bandwidth at clock_mhz
@@ -81,6 +82,7 @@ class ChipSpec:
                    leakage_given=getattr(core, "leakage_uw", None) is not None,
                    area_given=getattr(core, "area_mm2", None) is not None,
                    power_gating=getattr(chip, "power_gating", "none"),
+                   input_port=_input_port(getattr(noc, "input_port", (0, 0))),
                    **_offchip(getattr(chip, "offchip", None), float(chip.clock_mhz)))
 
     # ---------------------------------------------------------------- static power, area, off-chip
@@ -129,6 +131,11 @@ class ChipSpec:
             cols = range(self.cols) if r % 2 == 0 else range(self.cols - 1, -1, -1)
             out.extend(self.core_at(r, c) for c in cols)
         return out
+
+    @property
+    def input_core(self) -> int:
+        """The core whose router the sensor's image enters by (``chip.noc.input_port``)."""
+        return self.core_at(*self.input_port)
 
     def hops(self, a: int, b: int) -> int:
         (ra, ca), (rb, cb) = self.coord(a), self.coord(b)
@@ -190,6 +197,12 @@ def _offchip(off, clock_mhz: float) -> dict:
 
 
 @lru_cache(maxsize=1 << 16)
+def _input_port(xy) -> tuple:
+    """(row, col) of ``chip.noc.input_port``, which the config gives as [x, y] = [column, row]."""
+    x, y = (int(v) for v in xy)
+    return (y, x)
+
+
 def _route(cols: int, a: int, b: int) -> tuple:
     ra, ca = divmod(a, cols)
     rb, cb = divmod(b, cols)

@@ -41,7 +41,9 @@ Model:
   ahead of them as soon as it is ready (``immediate``).
 * ``send`` ops use no core cycles; their transfers go through ``noc.Links``.
   An op that writes a ``reduce`` buffer on a split layer is done only once
-  the partials have reached the first slice.
+  the partials have reached the first slice; a step-scope send of a
+  step-scope ``reduce`` buffer (``noc.reductions_before``) starts its
+  transfers only once the reduction has reached the first slice.
 * An op that reads or writes a buffer of an off-chip category stalls its
   slices for those bytes over the shared interface plus its latency
   (``chipsim.chip.offchip``), and the step lasts at least as long as the
@@ -62,7 +64,7 @@ from functools import cached_property
 import numpy as np
 
 from .eventloop import GATES, Graph, Work, run
-from .noc import Links, reduce_flow, send_flows
+from .noc import Links, reduce_flow, reductions_after, reductions_before, send_flows
 from .offchip import offchip_cycles, step_offchip_bytes
 
 PIPELINE_SLACK = 1   # instances a layer may run ahead of a layer it feeds (one receive buffer)
@@ -304,16 +306,16 @@ def busy_by_kind(trace, spec, mapping, n_inst: int) -> dict:
 def _work(trace, mapping, links, cyc) -> Work:
     """Per op on this mapping: slowest slice's cycles, send flows, reductions (flows registered in ``links``)."""
     ops = trace.ops
-    plans, red = [], []
+    plans, red, pre = [], [], []
     for o in ops:
         plans.append([(links.flow(sc, tuple(d for d, _ in dsts)), dsts[0][1])
                       for sc, dsts in send_flows(o, trace, mapping)] if o.kind == "send" else [])
-        rb = [trace.buffers[b] for b in o.writes if trace.buffers[b].split == "reduce"]
-        rb = [b for b in rb if len(mapping.slices_of(b.layer)) > 1
-              and (b.scope == "sample" or o.scope == "step")]
-        red.append([(b, links.gather(*reduce_flow(b.layer, mapping))) for b in rb])
+        red.append([(b, links.gather(*reduce_flow(b.layer, mapping))) for b in reductions_after(o, trace, mapping)])
+        pre.append([(b, links.gather(*reduce_flow(b.layer, mapping)))
+                    for b in reductions_before(o, trace, mapping)])
     send_ptr, send_flow = _csr([[f for f, _ in p] for p in plans])
     red_ptr, red_flow = _csr([[f for _, f in r] for r in red])
+    pre_ptr, pre_flow = _csr([[f for _, f in r] for r in pre])
     return Work(cycles=np.array([c[0].max() if c is not None else 0.0 for c in cyc]),
                 fixed=np.array([c[1].max() if c is not None else 0.0 for c in cyc]),
                 send_bytes=np.array([float(o.nbytes) if o.kind == "send" else 0.0 for o in ops]),
@@ -324,7 +326,8 @@ def _work(trace, mapping, links, cyc) -> Work:
                 red_ptr=red_ptr, red_flow=red_flow,
                 red_bytes=np.array([float(b.nbytes) for r in red for b, _ in r]),
                 red_sample=np.array([b.scope == "sample" for r in red for b, _ in r], dtype=np.bool_),
-                red_tag=links.tag_id("reduce"))
+                red_tag=links.tag_id("reduce"), pre_ptr=pre_ptr, pre_flow=pre_flow,
+                pre_bytes=np.array([float(b.nbytes) for r in pre for b, _ in r]))
 
 
 def _critical_path(start, end, gate, pred_op, pred_inst, is_step) -> list:

@@ -3,7 +3,7 @@ they describe the hardware alone, while ``hwconfig`` holds the run settings and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from ..schema import spec
 
@@ -74,6 +74,9 @@ class Noc:
                                        min_exclusive=True, max=1e9)
     hop_latency_cycles: float = spec(doc="router + link latency per hop", unit="cycles", min=0, max=1e9)
     energy_pj: NocEnergy = spec(doc="per-byte energy of the network-on-chip")
+    input_port: Tuple[int, ...] = spec((0, 0), doc="[x, y]: the mesh router (column x, row y) where the sensor's "
+                                       "image enters the chip; every sample's image is a transfer from there to "
+                                       "every slice of the first layer", unit="[column, row]")
     # chip.noc.routing was a key read nowhere (the NoC always routes XY): old files that carry it load with
     # a note (chipsim.config.ignored.RETIRED)
 
@@ -123,6 +126,11 @@ class Chip:
 
     def _validate(self, key, where):
         n = self.mesh.rows * self.mesh.cols
+        port = self.noc.input_port
+        if len(port) != 2 or not (0 <= port[0] < self.mesh.cols and 0 <= port[1] < self.mesh.rows):
+            raise where.error(f"{key}.noc.input_port", f"{list(port)} is not a router of the "
+                              f"{self.mesh.rows} x {self.mesh.cols} mesh; give [x, y] with x (column) in "
+                              f"0..{self.mesh.cols - 1} and y (row) in 0..{self.mesh.rows - 1}")
         if self.cores is not None and self.cores != n:
             raise where.error(f"{key}.cores", f"{self.cores} cores but mesh is {self.mesh.rows} x "
                               f"{self.mesh.cols} = {n}; make them agree")

@@ -40,7 +40,10 @@ Format (version 3), small on purpose:
   samples) or ``step`` (once per step, e.g. the optimizer update). ``reads``
   and ``writes`` are buffer ids: dependencies and liveness both come from them.
   A ``send`` op moves ``nbytes`` from ``layer`` to ``dst_layer`` (tag in
-  ``tag``); it reads the source buffer and writes the received copy.
+  ``tag``); it reads the source buffer and writes the received copy. A send
+  that reads nothing is the sensor's image (it enters at the chip's input
+  port); a send from a layer to itself (``dst_layer == layer``) is its slice 0
+  multicasting a buffer to its other slices (``chipsim.chip.noc``).
   A ``select`` op marks the rows of a layer's kept buffers that stay live
   (the others got no error): it reads the full buffers, ending their
   lifetime, and writes the smaller ones. The kept rows stay where they are,
@@ -86,7 +89,7 @@ KINDS = ("fwd", "goodness", "loss", "grad_x", "grad_w", "feedback", "update", "s
 # the op kind that only moves data: it executes no kernel (a select marks liveness; it executes at most the
 # compares that decided it, under mapping.negatives: sequential)
 NO_WORK = ("send",)
-TAGS = ("activation", "error", "goodness", "label")
+TAGS = ("activation", "error", "goodness", "label", "reduce")
 SCOPES = ("persistent", "step", "sample")
 SPLITS = ("units", "replicated", "reduce")
 

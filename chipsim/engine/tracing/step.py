@@ -80,8 +80,10 @@ class StepTracer:
                 par["emb_opt"] = rec.buffer(entry, "label_embedding_optimizer", "optimizer_state",
                                             optimizer.state_bytes("emb"), "persistent", "replicated",
                                             optimizer.state_values("emb"), Role.OPTIMIZER_STATE)
+                # each slice of a split first layer accumulates a partial (the error through its own output
+                # channels): reduced onto slice 0 and sent back before the update (embedding_update)
                 par["emb_gacc"] = rec.buffer(entry, "embedding_grad_acc", "gradients", accumulators["emb"].nbytes,
-                                             "step", "replicated", size, Role.GRADIENT_ACC)
+                                             "step", "reduce", size, Role.GRADIENT_ACC)
 
     def _op(self, layer, kind, name, **kw) -> int:
         """Record an op with the work the kernels logged since the last record."""
@@ -105,6 +107,8 @@ class StepTracer:
         return [par[k] for k in ("weights", "weights_shared", "emb") if k in par]
 
     def sensor_input(self, x):
+        """The sensor's image (8-bit codes) arrives at the first layer: a send that reads no buffer, which
+        the chip model routes from the mesh's input port (``chip.noc.input_port``) to every slice."""
         if not self.on:
             return
         entry = self._entry(0)
@@ -168,6 +172,15 @@ class StepTracer:
                                      Role.LOSS_GRAD)
         # the goodness of every row: one buffer, or one per pass of a sequential step
         self._op(l, "loss", "loss", reads=tuple(src) if isinstance(src, list) else (src,), writes=(self.dg[l],))
+        self.share_loss_grad(l, "sample")
+
+    def share_loss_grad(self, l, scope: str):
+        """The loss ran once, on slice 0 of a split layer (its goodness partials were reduced there): its
+        gradient goes to the layer's other slices before any slice's backward reads it -- a send from the
+        layer to itself, which ``chip.noc`` multicasts from slice 0 (unsplit: it moves nothing)."""
+        nb = self.rec.trace.buffers[self.dg[l]].nbytes
+        self.rec.op(l, "send", "loss gradient to the layer's slices", scope=scope, reads=(self.dg[l],),
+                    writes=(self.dg[l],), dst_layer=l, nbytes=nb, tag="error")
 
     def batch_loss(self, blk, dfeats):
         """A loss over the whole batch (CFF's contrastive loss, ``dfeats`` its error at what it read): one op
@@ -180,6 +193,7 @@ class StepTracer:
         self.dg[l] = self.rec.buffer(l, "loss_grad", "gradients", 4 * np.size(dfeats), "step", "replicated",
                                      np.size(dfeats), Role.LOSS_GRAD)
         self._op(l, "loss", "batch loss", scope="step", reads=(src,), writes=(self.dg[l],))
+        self.share_loss_grad(l, "step")
 
     def goodness_rows(self, blk, kept):
         """Block ``blk``'s own loss has picked the rows it gives an error: the wider copy of the output
@@ -339,5 +353,10 @@ class StepTracer:
         if not self.on:
             return
         par = self.params[0]
+        # the slices' partial gradients are reduced onto slice 0 (chip.noc.reductions_before) and the sum is
+        # multicast back, so that every slice updates its copy of the table (a send from the layer to itself)
+        nb = self.rec.trace.buffers[par["emb_gacc"]].nbytes
+        self.rec.op(0, "send", "label embedding gradient to the layer's slices", scope="step",
+                    reads=(par["emb_gacc"],), writes=(par["emb_gacc"],), dst_layer=0, nbytes=nb, tag="reduce")
         self._op(0, "update", "label_embedding_update", scope="step",
                  reads=(par["emb_gacc"], par["emb_opt"], par["emb"]), writes=(par["emb"], par["emb_opt"]))

@@ -69,7 +69,8 @@ def apply_gradients(net, grads, lr, opt, acc, precision, rng, tracer, grad_noise
     for layer, g in grads.get("extra", ()):        # layers outside the network, e.g. a one-pass head
         _update_layer(layer, g, lr, opt, acc, precision, rng, tracer, None, None)
     if grads["embedding"] is not None:
-        _update("emb", grads["embedding"], lr, net.embedding, opt, acc, precision, rng)
+        with split("replicated"):          # every slice of a split first layer holds, and updates, the table
+            _update("emb", grads["embedding"], lr, net.embedding, opt, acc, precision, rng)
         tracer.embedding_update()
 
 
