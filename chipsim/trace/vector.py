@@ -112,12 +112,14 @@ def vector_round(x, bits: int):
 
 
 def _round_out(out, bits):
-    """Round the float32 arrays of a kernel's result, through tuples and named tuples (a cache)."""
+    """Round the float32 arrays of a kernel's result, through tuples, named tuples and dicts (a cache)."""
     if isinstance(out, tuple):
         items = [_round_out(v, bits) for v in out]
         return type(out)._make(items) if hasattr(out, "_fields") else tuple(items)
     if isinstance(out, list):
         return [_round_out(v, bits) for v in out]
+    if isinstance(out, dict):
+        return {k: _round_out(v, bits) for k, v in out.items()}
     return vector_round(out, bits)
 
 
