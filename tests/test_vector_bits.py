@@ -193,3 +193,22 @@ def test_vector_bits_config_errors(tmp_path):
         load_config(PRESET, ("precision.vector_bits=8",))
     with pytest.raises(ChipsimError, match=r"chip\.core\.(vector_ops_per_cycle|energy_pj\.vector_op).*16 bits"):
         load_config(PRESET, ("precision.vector_bits=16", "chip.core.vector_ops_per_cycle={8: 64}"))
+
+
+def test_a_transformer_step_at_16_bits(monkeypatch):
+    """The transformer's own vector kernels (layer norm, softmax, GELU) go through the same cast point."""
+    probs = []
+    softmax = K.softmax
+
+    def spy(s):
+        p = softmax(s)
+        probs.append(p)
+        return p
+
+    monkeypatch.setattr(K, "softmax", spy)
+    _, tr, data = _trainer(16, "bp", "vit_tiny.yaml")
+    tr.train_step(data.x_train, data.y_train, record=True)
+    vec = [w for o in tr.trace.ops for w in o.work if w.unit == work.VECTOR]
+    assert {"layernorm", "softmax", "gelu"} <= {w.kind for w in vec}
+    assert {w.bits for w in vec} == {(16,)}
+    assert probs and all(is_bf16(p) for p in probs)
