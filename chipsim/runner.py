@@ -67,7 +67,7 @@ def describe(cfg: LoadedConfig) -> str:
     return (f"{wl.rule} on {cfg.model.name} ({cfg.model.depth} blocks), {wl.dataset} (train_limit "
             f"{_limit(wl.train_limit)}, test_limit {_limit(wl.test_limit)}), {tr.epochs} epoch(s) of batch "
             f"{tr.batch_size}{negatives}, W{p.weight_bits}/A{p.activation_bits}/G{p.gradient_bits}/"
-            f"U{p.update_bits}, seed {tr.seed}, chip {hw.chip.name} ({hw.chip.mesh.rows}x{hw.chip.mesh.cols} "
+            f"U{p.update_bits}{'' if p.vector_bits == 32 else f'/V{p.vector_bits}'}, seed {tr.seed}, chip {hw.chip.name} ({hw.chip.mesh.rows}x{hw.chip.mesh.cols} "
             f"cores){over}")
 
 
