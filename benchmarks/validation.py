@@ -6,9 +6,10 @@ the 3,400 and is scored on the 600. The test set never chooses anything.
 Run: ``python benchmarks/validation.py HWCONFIG [--set k=v ...] [--seeds 0,1]`` -- prints one line per
 seed with the final validation accuracy (and the one-pass head's, when the rule trains one).
 
-``python benchmarks/validation.py HWCONFIG --table [--seeds 0,1] [--jobs 2]`` trains every row of
-:data:`TABLE` under DF-O and DF-R and each seed, one BLAS thread per job (so the 32-bit rows do not
-depend on ``--jobs``), and prints the Markdown table that docs/defaults.md quotes.
+``python benchmarks/validation.py HWCONFIG --table [--seeds 0,1] [--jobs 2] [--rules df-o,df-r,bp]``
+trains every row of :data:`TABLE` under DF-O and DF-R (or ``--rules``) and each seed, one BLAS thread
+per job (so the 32-bit rows do not depend on ``--jobs``), and prints the Markdown table that
+docs/defaults.md quotes.
 """
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ TABLE = (
      ("precision.optimizer_bits=32", "precision.accumulator_bits=32")),
     ("optimizer state at 8 bits", ("precision.optimizer_bits=8",)),
     ("accumulators at 8 bits", ("precision.accumulator_bits=8",)),
+    ("vector unit at 16 bits (bfloat16: batch norm, quantisation scaling, losses, optimizer)",
+     ("precision.vector_bits=16",)),
 )
 TABLE_RULES = ("df-o", "df-r")
 
@@ -70,10 +73,10 @@ def _one_thread() -> None:
     limit_threads(1)
 
 
-def table(config: str, jobs: int, seeds: list) -> str:
-    """Every row of TABLE under each of TABLE_RULES and seed, as a Markdown table: the mean validation
+def table(config: str, jobs: int, seeds: list, rules: tuple = TABLE_RULES) -> str:
+    """Every row of TABLE under each of ``rules`` and seed, as a Markdown table: the mean validation
     accuracy (%) over the seeds, with each seed's in brackets."""
-    cells = [(i, rule, seed) for i in range(len(TABLE)) for rule in TABLE_RULES for seed in seeds]
+    cells = [(i, rule, seed) for i in range(len(TABLE)) for rule in rules for seed in seeds]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread) as ex:
         futures = {c: ex.submit(score, config, TABLE[c[0]][1] + (f"workload.rule={c[1]}",), c[2]) for c in cells}
@@ -87,11 +90,11 @@ def table(config: str, jobs: int, seeds: list) -> str:
         each = f" ({' / '.join(f'{v:.1f}' for v in vals)})" if len(vals) > 1 else ""
         return f"{np.mean(vals):.1f}{each}"
 
-    lines = ["| setting | " + " | ".join(r.upper() for r in TABLE_RULES) + " |",
-             "|---|" + "---|" * len(TABLE_RULES)]
+    lines = ["| setting | " + " | ".join(r.upper() for r in rules) + " |",
+             "|---|" + "---|" * len(rules)]
     for i, (name, overrides) in enumerate(TABLE):
         sets = " ".join(f"`{o}`" for o in overrides) or "none"
-        lines.append(f"| {name} ({sets}) | " + " | ".join(cell(i, r) for r in TABLE_RULES) + " |")
+        lines.append(f"| {name} ({sets}) | " + " | ".join(cell(i, r) for r in rules) + " |")
     lines.append(f"\n{len(cells)} trainings, seeds {', '.join(map(str, seeds))} (mean, then each seed), "
                  f"{(time.perf_counter() - t0) / 60:.0f} min with {jobs} jobs.")
     return "\n".join(lines)
@@ -103,12 +106,15 @@ def main(argv=None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--seeds", default="0")
     p.add_argument("--table", action="store_true", help="train every row of TABLE under DF-O and DF-R")
+    p.add_argument("--rules", default=",".join(TABLE_RULES), help="--table: the rules, comma-separated "
+                   "(e.g. df-o,df-r,bp)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="--table: trainings in parallel")
     a = p.parse_args(argv)
     if a.table:
         if a.overrides:
             p.error("--table trains the preset's own rows; --set does not combine with it")
-        print(table(a.config, max(1, a.jobs), [int(x) for x in a.seeds.split(",")]))
+        print(table(a.config, max(1, a.jobs), [int(x) for x in a.seeds.split(",")],
+                    tuple(r for r in a.rules.split(",") if r)))
         return 0
     data = validation_split()
     for seed in (int(s) for s in a.seeds.split(",")):

@@ -67,7 +67,7 @@ def describe(cfg: LoadedConfig) -> str:
     return (f"{wl.rule} on {cfg.model.name} ({cfg.model.depth} blocks), {wl.dataset} (train_limit "
             f"{_limit(wl.train_limit)}, test_limit {_limit(wl.test_limit)}), {tr.epochs} epoch(s) of batch "
             f"{tr.batch_size}{negatives}, W{p.weight_bits}/A{p.activation_bits}/G{p.gradient_bits}/"
-            f"U{p.update_bits}, seed {tr.seed}, chip {hw.chip.name} ({hw.chip.mesh.rows}x{hw.chip.mesh.cols} "
+            f"U{p.update_bits}{'' if p.vector_bits == 32 else f'/V{p.vector_bits}'}, seed {tr.seed}, chip {hw.chip.name} ({hw.chip.mesh.rows}x{hw.chip.mesh.cols} "
             f"cores){over}")
 
 
@@ -135,6 +135,7 @@ def cost_inference(trainer, x_one, hw, mapping) -> dict:
     """
     from .chip import simulate_on
     from .engine.tracing.inference import trace_inference
+    from .trace.vector import vector_width
     objective = None if trainer.is_bp else trainer.rule.objective
     decodes = getattr(objective, "decodes", True)
     modes = {"one-pass head" if trainer.is_bp else "decode": None} if decodes else {}
@@ -142,7 +143,8 @@ def cost_inference(trainer, x_one, hw, mapping) -> dict:
         modes["one-pass head"] = trainer.head
     out = {}
     for name, head in modes.items():
-        trace = trace_inference(trainer.net, x_one, objective, hw.learning.decode_last_k, head)
+        with vector_width(hw.precision.vector_bits):
+            trace = trace_inference(trainer.net, x_one, objective, hw.learning.decode_last_k, head)
         rep = simulate_on(trace, hw, mapping)
         # rows one input becomes: C label variants under goodness decoding, else the input itself
         passes = len(objective.inference_rows(trainer.net, x_one)) if objective is not None and head is None else 1

@@ -52,6 +52,10 @@ class Precision:
                               "activation_bits the sent output itself is squared; local rules on conv and dense models only (bp "
                               "squares nothing; a vit model's token mean is taken at 32 bits)",
                               unit="bits", choices=ALLOWED_BITS)
+    vector_bits: int = spec(32, doc="bits of the vector unit's arithmetic (batch norm, quantisation scaling, "
+                            "losses, the optimizer, activation functions): 32 = float32, 16 = bfloat16 (float32's "
+                            "range, 8-bit significand; docs/precision.md); its work is costed at this width",
+                            unit="bits", choices=(16, 32))
     rounding: str = spec("stochastic", doc="rounding of gradients and updates",
                          choices=("stochastic", "nearest"))
     scale: str = spec("float", doc="quantization scales: any float, or powers of two (shift-only hardware)",
@@ -256,14 +260,15 @@ class HwConfig:
                 if not any(b >= bits for b in table):
                     raise where.error(path, f"has no entry for {bits} bits or wider (precision.{bits_key}); "
                                       f"add `{bits}: <{what}>`")
-        # the engine's vector work (normalisation, quantisation, losses, optimizer) runs on float32 operands
+        # the engine's vector work (normalisation, quantisation, losses, optimizer) runs at precision.vector_bits
+        vbits = self.precision.vector_bits
         for table, path, what in ((self.chip.core.vector_ops_per_cycle, "chip.core.vector_ops_per_cycle",
                                    "operations per cycle"),
                                   (self.chip.core.energy_pj.vector_op, "chip.core.energy_pj.vector_op",
                                    "pJ per operation")):
-            if not any(b >= 32 for b in table):
-                raise where.error(path, f"has no entry for 32 bits (the engine's vector work is float32); "
-                                  f"add `32: <{what}>`")
+            if not any(b >= vbits for b in table):
+                raise where.error(path, f"has no entry for {vbits} bits or wider (precision.vector_bits: the "
+                                  f"engine's vector work runs at {vbits} bits); add `{vbits}: <{what}>`")
         if self.mapping.negatives != "parallel" and self.strategy != "bp" and self.loss != "cwc":
             why = None
             if self.loss != "df" or self.learning.negative_reduce != "max":

@@ -29,8 +29,9 @@ is reduced). The engine says which, around the calls, with :func:`split`.
 
 Widths are what the engine really computed on: the bound a weighted sum
 proved exact (``int_bound``, see ``chipsim.kernels.exact``) gives its operand
-widths; a float32 operand is 32 bits; a kernel fed quantized values says so
-with its ``bits`` argument. :data:`KINDS` is the one table that maps each
+widths; a float operand is 32 bits, or on the vector unit the width
+``precision.vector_bits`` makes it compute at (``chipsim.trace.vector``); a
+kernel fed quantized values says so with its ``bits`` argument. :data:`KINDS` is the one table that maps each
 kind to the unit of a core that executes it; ``chipsim.chip`` prices the
 units and never needs to know a rule.
 """
@@ -42,6 +43,8 @@ import math
 from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import NamedTuple
+
+from . import vector
 
 MAC, VECTOR = "mac", "vector"
 
@@ -184,11 +187,19 @@ def split(how: str):
         _SPLIT = prev
 
 
-def record(kind: str, kernel: str, count: int, bits=(32,), per_instance: bool = False) -> None:
-    """Log work that is not one wrapped function call (an engine step written inline)."""
+def record(kind: str, kernel: str, count: int, bits=None, per_instance: bool = False) -> None:
+    """Log work that is not one wrapped function call (an engine step written inline); ``bits`` None: the
+    engine's float width (:func:`float_bits`)."""
     if _ACTIVE is not None and count:
         assert kind in KINDS, kind
+        bits = (float_bits(kind),) if bits is None else bits
         _ACTIVE.items.append(Work(kind, kernel, int(count), tuple(int(b) for b in bits), _SPLIT, per_instance))
+
+
+def float_bits(kind: str) -> int:
+    """Width of a float operand of ``kind``: the vector unit's active width (``precision.vector_bits``,
+    :mod:`chipsim.trace.vector`) for vector work, 32 (float32) on the MAC array."""
+    return vector.width() if KINDS[kind][0] == VECTOR else 32
 
 
 def bits_of_bound(int_bound) -> tuple:
@@ -204,9 +215,12 @@ def costed(kind: str, count, bits=None, per_instance: bool = False):
 
     ``count(a, out)`` and ``bits(a, out)`` receive the call's arguments as
     attributes of ``a`` (defaults applied) and its return value ``out``.
-    ``bits`` defaults to 32: the engine's float32 operands.
+    ``bits`` defaults to the engine's float width (:func:`float_bits`): 32, or the vector unit's width
+    for vector work while ``precision.vector_bits`` is below 32 -- and then a vector kernel runs at that
+    width (:func:`chipsim.trace.vector.run_at_width`: its float inputs and results rounded to it).
     """
     assert kind in KINDS, kind
+    is_vector = KINDS[kind][0] == VECTOR
 
     def deco(fn):
         sig = inspect.signature(fn)
@@ -215,7 +229,10 @@ def costed(kind: str, count, bits=None, per_instance: bool = False):
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            out = fn(*args, **kwargs)
+            if is_vector and vector._WIDTH != 32:
+                out = vector.run_at_width(fn, kind, args, kwargs)
+            else:
+                out = fn(*args, **kwargs)
             log = _ACTIVE
             if log is not None:
                 bound = sig.bind(*args, **kwargs)
@@ -224,7 +241,7 @@ def costed(kind: str, count, bits=None, per_instance: bool = False):
                 n = int(count(a, out))
                 if n == 0:                    # an identity (e.g. 32-bit quantisation): nothing executed
                     return out
-                w = bits(a, out) if bits is not None else 32
+                w = bits(a, out) if bits is not None else float_bits(kind)
                 w = tuple(int(b) for b in (w if isinstance(w, tuple) else (w,)))
                 log.items.append(Work(kind, name, n, w, _SPLIT, per_instance))
             return out

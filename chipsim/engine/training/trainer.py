@@ -21,6 +21,7 @@ from ...errors import CheckpointError, ConfigError
 from ...modelspec import check_fits_host
 from ...quant import QuantStore
 from ...trace import Trace, TraceRecorder
+from ...trace.vector import vector_width
 from ...trace.work import open_log
 from ..tracing.inference import evaluate
 from ..networks.network import Network
@@ -141,6 +142,11 @@ class Trainer:
 
     # ------------------------------------------------------------- one step
     def train_step(self, x, y, record: bool = False):
+        """One step of the rule on the batch ``(x, y)``, its vector work at ``precision.vector_bits``."""
+        with vector_width(self.hw.precision.vector_bits):
+            return self._train_step(x, y, record)
+
+    def _train_step(self, x, y, record: bool):
         hw = self.hw
         rec = TraceRecorder(samples=x.shape[0], enabled=record)
         sequential = self.rule is not None and self.rule.negatives != "parallel"
@@ -216,6 +222,10 @@ class Trainer:
 
         A vit model's linear probe (stage 2) is first fit on the frozen encoder of the current epoch; a rule
         that does not decode by itself (CFF) is then judged by the probe alone."""
+        with vector_width(self.hw.precision.vector_bits):
+            return self._evaluate(x, y)
+
+    def _evaluate(self, x, y) -> dict:
         objective = None if self.is_bp else self.rule.objective
         if not isinstance(self.head, LinearProbe):
             return evaluate(self.net, objective, x, y, self.hw.learning.decode_last_k, self.head)
