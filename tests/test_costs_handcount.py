@@ -34,6 +34,22 @@ has two cases: ``today`` checks what issue 23 does not change (passes on main be
 ``issue23`` checks the values after the fixes (``AFTER_23_*``, each derived from the spec's semantics);
 the ``issue23`` cases fail until the fixes are merged. Today's value of each is kept in a comment, so the
 gap each fix adds can be read off.
+
+What the spec leaves open, and what these values assume:
+* defect 7 fixes the bytes an error send carries (gradient_bits; partials of a split layer at 32 bits).
+  Here no split layer sends an error (layers 1 and 2 are unsplit, and their sends are already sized at
+  8 bits), so no byte changes. Where the quantisation work lands is not pinned ("the sender quantises,
+  the receiver uses the codes"); the values below assume no work moves. If the merge adds the sender's
+  quantisation (scale search 1 + stochastic rounding 5 per value sent), expect: DF-R quantize_scale +56
+  and quantize_stochastic +280 (L1's feedback +32/+160, i.e. +24 cycles on the critical path; L2's
+  +24/+120), +168 pJ; BP +28/+140 (the head's input gradient +12/+60, +9 cycles; L1's +16/+80, +12
+  cycles; both on the critical path), +84 pJ; plus whatever the receivers stop or start doing.
+* the two new intra-layer multicasts (defects 4 and 5) write one copy, on the receiving slice 1 (the
+  rule ``chipsim.chip.energy`` states for a send). A send that writes the replicated loss gradient
+  counts slice 0's copy too, +16 B written (DF-R 5729 B, 24268 pJ instead of 5713 B, 24260 pJ).
+* defect 4's reduction of the embedding accumulator is delivered with the op that writes it (the
+  existing reduce machinery: "after each write"), so the layer-0 update, which waits for that op (it
+  read W_0 before the update overwrites it), starts when the reduced sum has arrived.
 """
 import os
 from collections import Counter
