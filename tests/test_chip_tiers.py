@@ -247,3 +247,33 @@ def test_compare_costs_each_rule_at_its_searched_layout_and_says_so(tmp_path):
                                                "mapping.strategy=fit"), width=8,
                 out_dir=str(tmp_path / "fit"), jobs=1, progress=False)
     assert f["settings"]["mapping"] == "fit"
+
+
+def test_compare_and_the_verdict_table_give_the_ratios_under_each_strategy(tmp_path):
+    from chipsim.experiments.compare import compare
+    from chipsim.experiments.reproduce import PLANS
+    from chipsim.experiments.reproduce_report import _memory_section, scale_of
+    big = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "hwconfigs" / "176core_512k.yaml")
+    t = compare(big, ("bp", "df-r"), (3,), overrides=("learning.negatives=1", "training.batch_size=4"), width=8,
+                out_dir=str(tmp_path / "c"), jobs=1, progress=False)
+    rows = {r["rule"]: r for r in t["rows"]}
+    for r in rows.values():
+        st = r["strategies"]
+        assert set(st) == {"fit", "balanced", "search"} and all(v["fits"] for v in st.values())
+        # the table's own strategy (search) is the streaming figure itself
+        assert st["search"]["latency_us"] == r["streaming"]["latency_us"]
+        assert st["search"]["energy_per_sample_pj"] == r["streaming"]["energy_per_sample_pj"]
+        assert st["search"]["layouts"] >= 1 and st["fit"]["cores_used"] <= st["balanced"]["cores_used"]
+    sr = t["strategy_ratios"]
+    for s in ("fit", "balanced", "search"):
+        for metric in ("latency_us", "energy_per_sample_pj"):
+            want = rows["df-r"]["strategies"][s][metric] / rows["bp"]["strategies"][s][metric]
+            assert sr[f"{s}:{metric}:df-r"][3] == pytest.approx(want)
+    cell = " / ".join(f"{sr[f'{s}:latency_us:df-r'][3]:.2f}" for s in ("fit", "balanced", "search"))
+    assert f"| 3 | df-r | {cell} |" in (tmp_path / "c" / "compare.md").read_text()
+    # the committed verdict table (reproduce's section 2) carries the same cells, and names its command
+    plan = PLANS["quick"]
+    res = {"compare": t, "compare_n1": t}
+    text = "\n".join(_memory_section(res, plan, scale_of(plan)))
+    assert "step latency (fit / balanced / search)" in text and "`chipsim reproduce`" in text
+    assert f"| {cell} |" in text
