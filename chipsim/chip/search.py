@@ -16,11 +16,11 @@ choice for the whole mapping); and the walk the slices are laid along
 step is -- schedule, ledger, energy with static power -- and one that overflows
 a core is discarded. When the space has at most ``mapping.search_layouts``
 layouts it is enumerated; otherwise the search starts from the best of fit,
-balanced and points between them (every slice, row walk), and moves one
-coordinate at a time -- the other shared-work choice, the other walk, then one
-layer's count (halfway to a bound, or by one), the busiest layer's first --
-taking the first move that improves the objective, until no move does or the
-budget (``search_layouts``, ``search_seconds``) is spent. The mapping records
+balanced and points between them (every slice, row walk), then that start
+with the other shared-work choice and the other walk, and moves one coordinate
+at a time -- one layer's count (halfway to a bound, or by one), the busiest
+layer's first, then the other shared-work choice, the other walk -- taking the
+first move that improves the objective, until no move does or the budget (``search_layouts``, ``search_seconds``) is spent. The mapping records
 how many layouts it costed, how long it took and whether the enumeration was
 exhaustive. A layout is ``(counts, shared-work index, placement index)``; ties
 go to the smaller, so index 0 (today's every-slice, row walk) wins a tie.
@@ -81,14 +81,18 @@ class Costed:
         return v
 
 
-def _moves(key, lo, hi, best):
-    """Neighbouring layouts of ``key``: the other shared-work choice (where a layer is split), the other
-    walk, then by layer, the busiest first (its slices' busiest core): halfway to its balanced count, one
-    more slice, halfway back to its fit count, one fewer."""
+def _toggles(key):
+    """The layouts of ``key`` with the other shared-work choice (where a layer is split) and the other walk."""
     cur, sw, pl = list(key[0]), key[1], key[2]
     if any(n > 1 for n in cur):
         yield cur, 1 - sw, pl
     yield cur, sw, 1 - pl
+
+
+def _moves(key, lo, hi, best):
+    """Neighbouring layouts of ``key``: by layer, the busiest first (its slices' busiest core): halfway to its
+    balanced count, one more slice, halfway back to its fit count, one fewer; then ``_toggles``."""
+    cur, sw, pl = list(key[0]), key[1], key[2]
     m, sched, _ = best
     busy = sched.busy
     order = sorted(range(len(cur)), key=lambda p: -max(busy.get(s.core, 0.0)
@@ -97,6 +101,7 @@ def _moves(key, lo, hi, best):
         for n in dict.fromkeys(((cur[p] + hi[p] + 1) // 2, cur[p] + 1, (cur[p] + lo[p]) // 2, cur[p] - 1)):
             if lo[p] <= n <= hi[p] and n != cur[p]:
                 yield cur[:p] + [n] + cur[p + 1:], sw, pl
+    yield from _toggles(key)
 
 
 def search(trace, hw, spec, fitted, balanced_counts, evaluate):
@@ -121,6 +126,10 @@ def search(trace, hw, spec, fitted, balanced_counts, evaluate):
             if c.spent:
                 break
             c.cost(([l + round(a * (h - l)) for l, h in zip(lo, hi)], 0, 0))
+        for key in list(_toggles(c.best[1])):   # the best start where its replicated work runs, and walked
+            if c.spent:                         # the other way, before its counts move
+                break
+            c.cost(key)
         while not c.spent:
             cur_v, cur = c.best[0], c.best[1]
             for key in _moves(cur, lo, hi, c.best[2]):
