@@ -10,7 +10,7 @@ a boustrophedon (snake) walk of the mesh, so consecutive slices -- and the last
 slice of layer l and the first of layer l+1 -- are one hop apart. ``row-snake``
 walks along the rows (every strategy's layout); ``column-snake`` along the
 columns, which packs the used cores into a block a few columns wide instead of
-a band a few rows high (``mapping.strategy: search`` tries both).
+a band a few rows high (``chipsim.chip.placement``; ``mapping.strategy: search`` tries both).
 Where a split layer's replicated work runs (``Mapping.shared_work``): on every
 slice, or once and multicast (``chipsim.chip.replicas``; search tries both).
 
@@ -39,12 +39,12 @@ from ..errors import MappingError
 from .ledger import build_ledger
 from .advice import advice
 from .offchip import OFFLOAD_ORDER, describe
+from .placement import PLACEMENTS, walk
 from .replicas import SHARED_WORK
 from .spec import ChipSpec
 from .timing import schedule
 
 KIB = 1024.0
-PLACEMENTS = ("row-snake", "column-snake")    # the first is every strategy's layout but search's choice
 
 
 @dataclass(frozen=True)
@@ -102,17 +102,6 @@ def split_units(units: int, n: int) -> list:
         out.append((lo, hi))
         lo = hi
     return out
-
-
-def walk(spec: ChipSpec, placement: str = PLACEMENTS[0]) -> list:
-    """Cores in the order ``placement`` lays slices along: a boustrophedon along the rows or the columns
-    (consecutive entries one hop apart either way)."""
-    if placement == "row-snake":
-        return spec.snake_order()
-    if placement == "column-snake":
-        return [spec.core_at(r, c) for c in range(spec.cols)
-                for r in (range(spec.rows) if c % 2 == 0 else range(spec.rows - 1, -1, -1))]
-    raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
 
 
 def place(layers, counts, spec: ChipSpec, strategy: str = "fit", placement: str = PLACEMENTS[0],

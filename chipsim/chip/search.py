@@ -12,7 +12,7 @@ The space, three dimensions: for each layer, a number of slices between its
 (normalisation and quantisation of the input every slice holds) runs -- on
 every slice, or once on the first and multicast (``chipsim.chip.replicas``; one
 choice for the whole mapping); and the walk the slices are laid along
-(``mapping.PLACEMENTS``: row or column boustrophedon). A layout is costed as a
+(``chipsim.chip.placement``: row or column boustrophedon). A layout is costed as a
 step is -- schedule, ledger, energy with static power -- and one that overflows
 a core is discarded. When the space has at most ``mapping.search_layouts``
 layouts it is enumerated; otherwise the search starts from the best of fit,
@@ -32,7 +32,7 @@ import math
 import time
 
 from .energy import step_energy
-from .mapping import PLACEMENTS
+from .placement import PLACEMENTS
 from .replicas import SHARED_WORK
 
 OBJECTIVES = ("latency", "energy", "edp")
