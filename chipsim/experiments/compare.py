@@ -99,7 +99,7 @@ def _point(p: dict) -> dict:
 
 def by_strategy(trace, hw, chip=None) -> dict:
     """The step's cost under each ``mapping.strategy`` (``STRATEGIES``), on the same trace: strategy ->
-    {fits, latency_us, energy_per_sample_pj, cores_used[, layouts, search_seconds]}. ``chip``: the report
+    {fits, latency_us, energy_per_sample_pj, cores_used[, layouts, placement, shared_work]}. ``chip``: the report
     already made under ``hw``'s own strategy (reused, not costed again)."""
     from ..chip import simulate
     out = {}
@@ -115,8 +115,8 @@ def by_strategy(trace, hw, chip=None) -> dict:
         out[s] = {"fits": True, "latency_us": rep.latency_us, "cores_used": rep.mapping.cores_used,
                   "energy_per_sample_pj": rep.energy.per_sample()["total_pj"]}
         if rep.mapping.search:
-            out[s].update(layouts=rep.mapping.search["layouts"], search_seconds=rep.mapping.search["seconds"],
-                          placement=rep.mapping.placement, shared_work=rep.mapping.shared_work)
+            out[s].update(layouts=rep.mapping.search["layouts"], placement=rep.mapping.placement,
+                          shared_work=rep.mapping.shared_work)   # its seconds are in chip_seconds (wall clock)
     return out
 
 
