@@ -117,8 +117,11 @@ def mapping_words(mapping: dict) -> str:
         return f"mapping.strategy {mapping['strategy']}"
     how = ("all of them" if s["exhaustive"] else
            f"stopped by mapping.search_{s['stopped_by']}" if s.get("stopped_by") else "a local optimum")
+    where = (f"; {s['placement']} placement, a split layer's replicated work on "
+             f"{'the first slice, multicast' if s['shared_work'] == 'once' else 'every slice'}"
+             if "placement" in s else "")
     return (f"mapping.strategy search, objective {s['objective']}: best of {s['layouts']} layouts in "
-            f"{s['seconds']:.1f} s, {how}")
+            f"{s['seconds']:.1f} s, {how}{where}")
 
 
 def energy_words(chip: dict) -> str:

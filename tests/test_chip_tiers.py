@@ -133,27 +133,94 @@ def _objective(kind, rep):
     return {"latency": lat, "energy": en, "edp": lat * en}[kind]
 
 
-@pytest.mark.parametrize("kind", ["latency", "energy", "edp"])
-def test_search_finds_the_best_layout_of_an_exhaustive_enumeration(kind):
-    # dense3 on a 2x3 mesh: fit is [1, 1, 1]; balanced gives the 3 idle cores to the heaviest layers
+def norm3_trace():
+    """dense3 (``test_chip``) with a normalisation in every forward: each layer normalises the whole input it
+    received (64 vector ops, replicated: every slice holds the input whole) into a copy every slice keeps
+    (``z``, replicated, 8 B per sample), then does its units' weighted sums -- the shape of the engine's
+    BN -> quantise -> conv block, small enough to enumerate every layout of."""
+    from chipsim.trace.work import Work
+    r = TraceRecorder(samples=2)
+    for l, units in enumerate((4, 4, 2)):
+        r.layer(l, f"d{l}", units, "dense")
+    w = [r.buffer(l, f"w{l}", "weights", 16, "persistent", "units") for l in range(3)]
+    x = [r.buffer(l, f"x{l}", "act_update", 16 if l == 0 else 8, "sample", "replicated") for l in range(3)]
+    z = [r.buffer(l, f"z{l}", "act_update", 16, "sample", "replicated") for l in range(3)]
+    y = [r.buffer(l, f"y{l}", "act_update", 8, "sample", "units") for l in range(3)]
+    acc = r.buffer(1, "acc1", "gradients", 16, "step", "units")
+    norm = (Work("bn_forward", "bn", 64, (32,), "replicated"),)
+    r.op(0, "fwd", "fwd0", 64, (4, 4), reads=(x[0], w[0]), writes=(z[0], y[0]), work=norm)
+    r.send(0, 1, "send0", y[0], x[1], 8, "activation")
+    r.op(1, "fwd", "fwd1", 64, (4, 4), reads=(x[1], w[1]), writes=(z[1], y[1]), work=norm)
+    r.send(1, 2, "send1", y[1], x[2], 8, "activation")
+    r.op(1, "grad_w", "grad_w1", 32, (8, 4), reads=(y[1], z[1], acc), writes=(acc,))
+    r.op(1, "update", "update1", 16, (16, 16), "step", reads=(acc,), writes=(w[1],))
+    r.op(2, "fwd", "fwd2", 32, (4, 4), reads=(x[2], w[2]), writes=(z[2], y[2]), work=norm)
+    return r.trace
+
+
+def test_replicated_work_once_is_paid_once_and_multicast():
+    # norm3 on [1, 2, 1] slices: layer 1's forward normalises 64 ops x 0.5 pJ = 32 pJ per slice doing it
+    tr = norm3_trace()
+    hw = hwconfig(rows=2, cols=3, sram_kib=1)
+    spec = ChipSpec.from_hw(hw)
+    every = simulate_on(tr, hw, place(tr.layers, [1, 2, 1], spec))
+    once = simulate_on(tr, hw, place(tr.layers, [1, 2, 1], spec, shared_work="once"))
+    assert every.mapping.once == frozenset() and once.mapping.once == {2}     # fwd1: the only split layer's op
+    assert every.energy.by_op["bn_forward"] == 3 * 32 + 32                     # layer 1 on both slices
+    assert once.energy.by_op["bn_forward"] == 3 * 32                           # once on each layer
+    # the multicast: z1 (16 B over the step) from layer 1's first slice to its second, one hop (row walk:
+    # cores 1 and 2): 16 byte-hops more than on every slice
+    assert once.byte_hops - every.byte_hops == 16
+    # and slice 1 no longer normalises: 64 ops / 8 per cycle = 8 cycles per step less on its core
+    core = once.mapping.slices_of(1)[1].core
+    assert every.busy()[core] - once.busy()[core] == pytest.approx(8)
+
+
+def test_column_walk_lays_slices_down_the_columns():
+    spec = ChipSpec.from_hw(hwconfig(rows=2, cols=3))
+    m = place(dense3_trace().layers, [2, 2, 2], spec, placement="column-snake")
+    # 2x3 mesh, cores 0 1 2 / 3 4 5: column 0 down (0, 3), column 1 up (4, 1), column 2 down (2, 5)
+    assert [[s.core for s in m.slices_of(l)] for l in range(3)] == [[0, 3], [4, 1], [2, 5]]
+
+
+# (objective, SRAM KiB, the dimension that decides the best layout). At 1 KiB nothing must split (fit is
+# [1, 1, 1]); at 0.04 KiB (41 B) layer 1 must split in two, so the energy objective cannot escape a split
+# layer's replicated normalisation by not splitting, and the search should do it once.
+@pytest.mark.parametrize("kind, sram_kib, decisive", [("latency", 1, "placement"), ("edp", 1, "placement"),
+                                                       ("energy", 1, None), ("energy", 0.04, "shared_work")])
+def test_search_finds_the_best_layout_of_an_exhaustive_enumeration(kind, sram_kib, decisive):
     sets = LEAK + (f"mapping.objective={kind}",)
-    hw = hwconfig(rows=2, cols=3, sram_kib=1, strategy="search", sets=sets)
-    tr = dense3_trace()
+    hw = hwconfig(rows=2, cols=3, sram_kib=sram_kib, strategy="search", sets=sets)
+    tr = norm3_trace()
     rep = simulate(tr, hw)
     s = rep.mapping.search
     lo, hi = s["fit_counts"], s["balanced_counts"]
-    assert lo == [1, 1, 1] and sum(hi) == 6
-    # the test's own enumeration: every layout between fit and balanced, costed on its own mapping
+    assert lo == ([1, 1, 1] if sram_kib == 1 else [1, 2, 1]) and sum(hi) == 6   # balanced: the 6 cores
+    # the test's own enumeration: every layout between fit and balanced, each where the replicated work runs
+    # (every slice, or once where a layer is split) and each walk, costed on its own mapping
     spec = ChipSpec.from_hw(hw)
-    best = math.inf
+    costs, tried = {}, 0
     for counts in itertools.product(*(range(a, b + 1) for a, b in zip(lo, hi))):
-        r = simulate_on(tr, hw, place(tr.layers, list(counts), spec))
-        if r.ledger.overflowing():
-            continue
-        best = min(best, _objective(kind, r))
-    assert s["exhaustive"] and s["layouts"] == math.prod(b - a + 1 for a, b in zip(lo, hi))
-    assert _objective(kind, rep) == pytest.approx(best)
+        for shared in (("every-slice", "once") if max(counts) > 1 else ("every-slice",)):
+            for walk in ("row-snake", "column-snake"):
+                tried += 1
+                r = simulate_on(tr, hw, place(tr.layers, list(counts), spec, placement=walk, shared_work=shared))
+                if not r.ledger.overflowing():
+                    costs[counts, shared, walk] = _objective(kind, r)
+    assert s["exhaustive"] and s["layouts"] == tried == s["space"]
+    assert _objective(kind, rep) == pytest.approx(min(costs.values()))
+    best = min(costs, key=costs.get)
+    assert costs[tuple(s["counts"]), s["shared_work"], s["placement"]] == pytest.approx(costs[best])
+    assert (rep.mapping.shared_work, rep.mapping.placement) == (s["shared_work"], s["placement"])
     assert rep.mapping.strategy == "search" and s["seconds"] >= 0
+    # the new dimensions matter here: today's layouts alone (every slice, row walk) would miss the best
+    today = min(v for (c, sh, w), v in costs.items() if sh == "every-slice" and w == "row-snake")
+    if decisive == "placement":
+        assert rep.mapping.placement == "column-snake" and costs[best] < today
+    elif decisive == "shared_work":
+        assert rep.mapping.shared_work == "once" and costs[best] < today
+    else:
+        assert costs[best] == today
 
 
 def test_search_within_a_small_budget_is_no_worse_than_fit_or_balanced():
@@ -180,3 +247,33 @@ def test_compare_costs_each_rule_at_its_searched_layout_and_says_so(tmp_path):
                                                "mapping.strategy=fit"), width=8,
                 out_dir=str(tmp_path / "fit"), jobs=1, progress=False)
     assert f["settings"]["mapping"] == "fit"
+
+
+def test_compare_and_the_verdict_table_give_the_ratios_under_each_strategy(tmp_path):
+    from chipsim.experiments.compare import compare
+    from chipsim.experiments.reproduce import PLANS
+    from chipsim.experiments.reproduce_report import _memory_section, scale_of
+    big = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "hwconfigs" / "176core_512k.yaml")
+    t = compare(big, ("bp", "df-r"), (3,), overrides=("learning.negatives=1", "training.batch_size=4"), width=8,
+                out_dir=str(tmp_path / "c"), jobs=1, progress=False)
+    rows = {r["rule"]: r for r in t["rows"]}
+    for r in rows.values():
+        st = r["strategies"]
+        assert set(st) == {"fit", "balanced", "search"} and all(v["fits"] for v in st.values())
+        # the table's own strategy (search) is the streaming figure itself
+        assert st["search"]["latency_us"] == r["streaming"]["latency_us"]
+        assert st["search"]["energy_per_sample_pj"] == r["streaming"]["energy_per_sample_pj"]
+        assert st["search"]["layouts"] >= 1 and st["fit"]["cores_used"] <= st["balanced"]["cores_used"]
+    sr = t["strategy_ratios"]
+    for s in ("fit", "balanced", "search"):
+        for metric in ("latency_us", "energy_per_sample_pj"):
+            want = rows["df-r"]["strategies"][s][metric] / rows["bp"]["strategies"][s][metric]
+            assert sr[f"{s}:{metric}:df-r"][3] == pytest.approx(want)
+    cell = " / ".join(f"{sr[f'{s}:latency_us:df-r'][3]:.2f}" for s in ("fit", "balanced", "search"))
+    assert f"| 3 | df-r | {cell} |" in (tmp_path / "c" / "compare.md").read_text()
+    # the committed verdict table (reproduce's section 2) carries the same cells, and names its command
+    plan = PLANS["quick"]
+    res = {"compare": t, "compare_n1": t}
+    text = "\n".join(_memory_section(res, plan, scale_of(plan)))
+    assert "step latency (fit / balanced / search)" in text and "`chipsim reproduce`" in text
+    assert f"| {cell} |" in text

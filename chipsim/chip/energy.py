@@ -7,7 +7,8 @@ pays for it without a per-rule term.
 * Work: each ``chipsim.trace.work.Work`` item of an op costs ``count * pJ(unit, bits)``
   (the MAC array's or the vector unit's table; the widest operand picks the
   entry, next wider if the exact width is missing), once for ``units`` work
-  and once per slice for ``replicated`` work; a ``per_instance`` item of a
+  and once per slice for ``replicated`` work (once when the mapping runs it
+  on the first slice only, ``chipsim.chip.replicas``); a ``per_instance`` item of a
   sample-scope op is paid once per micro-batch instance. ``by_op`` sums the
   work by kind, plus the SRAM and NoC terms, so it adds up to the total.
 * SRAM: each op reads every buffer it reads and writes every buffer it writes,
@@ -36,6 +37,7 @@ from dataclasses import asdict, dataclass
 
 from ..trace.work import MAC, VECTOR
 from .offchip import moved, op_offchip_bytes, read_copies, write_copies
+from .replicas import copies
 
 
 @dataclass
@@ -101,8 +103,9 @@ def step_energy(trace, spec, mapping, links, n_inst: int, latency_cycles: float 
     off = mapping.offchip
     for o in trace.ops:
         n_sl = len(mapping.slices_of(o.layer))
+        once = o.id in mapping.once
         for w in o.work:
-            pj = spec.work_energy(w) * (n_sl if w.split == "replicated" else 1)
+            pj = spec.work_energy(w) * copies(w, n_sl, once)
             if w.per_instance and o.scope != "step":
                 pj *= n_inst
             unit_pj[w.unit] += pj

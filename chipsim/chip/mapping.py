@@ -5,9 +5,14 @@ then exactly its layer's buffers, an SRAM overflow names one layer, and a
 layer's slices run in lock-step without competing with another layer for the
 core. The price is that a model needs at least as many cores as layers.
 
-Placement: slices are laid out layer after layer along a boustrophedon (snake)
-walk of the mesh, so consecutive slices -- and the last slice of layer l and
-the first of layer l+1 -- are one hop apart.
+Placement (``Mapping.placement``): slices are laid out layer after layer along
+a boustrophedon (snake) walk of the mesh, so consecutive slices -- and the last
+slice of layer l and the first of layer l+1 -- are one hop apart. ``row-snake``
+walks along the rows (every strategy's layout); ``column-snake`` along the
+columns, which packs the used cores into a block a few columns wide instead of
+a band a few rows high (``chipsim.chip.placement``; ``mapping.strategy: search`` tries both).
+Where a split layer's replicated work runs (``Mapping.shared_work``): on every
+slice, or once and multicast (``chipsim.chip.replicas``; search tries both).
 
 Strategies (``mapping.strategy``):
 * ``fit``: start with one slice per layer; schedule, build the ledger, and give
@@ -34,6 +39,8 @@ from ..errors import MappingError
 from .ledger import build_ledger
 from .advice import advice
 from .offchip import OFFLOAD_ORDER, describe
+from .placement import PLACEMENTS, walk
+from .replicas import SHARED_WORK
 from .spec import ChipSpec
 from .timing import schedule
 
@@ -66,6 +73,9 @@ class Mapping:
     offchip: frozenset = frozenset()  # (layer index, category) pairs held off-chip (chipsim.chip.offchip)
     search: dict | None = None       # mapping.strategy search: layouts tried, seconds, objective, best value
     offchip_stall: dict = field(default_factory=dict)   # op id -> off-chip stall cycles (set by timing.schedule)
+    placement: str = PLACEMENTS[0]   # the walk of the mesh the slices were laid along (PLACEMENTS)
+    shared_work: str = SHARED_WORK[0]   # where a split layer's replicated work runs (chipsim.chip.replicas)
+    once: frozenset = frozenset()    # ops whose replicated work runs once (set by timing.schedule)
 
     def __post_init__(self):
         self.layer_pos = {l.index: p for p, l in enumerate(self.layers)}
@@ -94,9 +104,10 @@ def split_units(units: int, n: int) -> list:
     return out
 
 
-def place(layers, counts, spec: ChipSpec, strategy: str = "fit") -> Mapping:
-    """Lay the slices out along the snake order, layer after layer."""
-    order = spec.snake_order()
+def place(layers, counts, spec: ChipSpec, strategy: str = "fit", placement: str = PLACEMENTS[0],
+          shared_work: str = SHARED_WORK[0]) -> Mapping:
+    """Lay the slices out along the ``placement`` walk, layer after layer."""
+    order = walk(spec, placement)
     if sum(counts) > len(order):
         raise ValueError("more slices than cores")
     slices, k = {}, 0
@@ -107,11 +118,13 @@ def place(layers, counts, spec: ChipSpec, strategy: str = "fit") -> Mapping:
             k += 1
             sl.append(Slice(layer.index, i, lo, hi, layer.units, c, spec.coord(c)))
         slices[layer.index] = sl
-    return Mapping(spec=spec, layers=list(layers), slices=slices, strategy=strategy)
+    return Mapping(spec=spec, layers=list(layers), slices=slices, strategy=strategy, placement=placement,
+                   shared_work=shared_work)
 
 
-def _evaluate(trace, hw, spec, counts, strategy, offchip=frozenset()):
-    m = place(trace.layers, counts, spec, strategy)
+def _evaluate(trace, hw, spec, counts, strategy, offchip=frozenset(), placement=PLACEMENTS[0],
+              shared_work=SHARED_WORK[0]):
+    m = place(trace.layers, counts, spec, strategy, placement, shared_work)
     m.offchip = frozenset(offchip)
     sched = schedule(trace, spec, m, hw.mapping.micro_batch, hw.training.update)
     return m, sched, build_ledger(trace, m, spec.sram_bytes, sched)

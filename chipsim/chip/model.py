@@ -160,6 +160,8 @@ class ChipReport:
             "mapping": {"strategy": self.mapping.strategy, "cores_used": self.mapping.cores_used,
                         "iterations": self.mapping.iterations, "notes": self.mapping.notes,
                         "offchip": [list(p) for p in sorted(self.mapping.offchip)], "search": self.mapping.search,
+                        "placement": self.mapping.placement, "shared_work": self.mapping.shared_work,
+                        "shared_work_once_ops": len(self.mapping.once),
                         "activation_hops_per_sample": self.activation_hops(),
                         "layers": [{"layer": l.index, "name": l.name, "units": l.units,
                                     "slices": [{"core": s.core, "coord": list(s.coord), "units": [s.lo, s.hi]}
@@ -213,7 +215,7 @@ def simulate_on(trace, hw, mapping: Mapping) -> ChipReport:
     spec = mapping.spec
     sub = Mapping(spec=spec, layers=list(trace.layers), slices={l.index: mapping.slices_of(l.index)
                                                                  for l in trace.layers}, strategy=mapping.strategy,
-                  offchip=mapping.offchip)
+                  offchip=mapping.offchip, placement=mapping.placement, shared_work=mapping.shared_work)
     sched = schedule(trace, spec, sub, hw.mapping.micro_batch, hw.training.update)
     led = build_ledger(trace, sub, spec.sram_bytes, sched)
     en = step_energy(trace, spec, sub, sched.links, sched.n_inst, sched.latency)

@@ -7,16 +7,23 @@ every slice, while an unsplit bottleneck stretches the step and, with static
 power, every core's leakage). A verdict between rules must compare each at
 its best layout, so the mapper looks for it.
 
-The space: for each layer, a number of slices between its ``fit`` count and
-its ``balanced`` count (placement stays the snake walk of ``mapping.place``).
-A layout is costed as a step is -- schedule, ledger, energy with static power
--- and one that overflows a core is discarded. When the space has at most
-``mapping.search_layouts`` layouts it is enumerated; otherwise the search
-starts from the best of fit, balanced and points between them, and moves one
-layer's count at a time (halfway to a bound, or by one), the busiest layer's
-first, taking the first move that improves the objective, until no move does
-or the budget (``search_layouts``, ``search_seconds``) is spent. The mapping records how many layouts it costed,
-how long it took and whether the enumeration was exhaustive.
+The space, three dimensions: for each layer, a number of slices between its
+``fit`` count and its ``balanced`` count; where a split layer's replicated work
+(normalisation and quantisation of the input every slice holds) runs -- on
+every slice, or once on the first and multicast (``chipsim.chip.replicas``; one
+choice for the whole mapping); and the walk the slices are laid along
+(``chipsim.chip.placement``: row or column boustrophedon). A layout is costed as a
+step is -- schedule, ledger, energy with static power -- and one that overflows
+a core is discarded. When the space has at most ``mapping.search_layouts``
+layouts it is enumerated; otherwise the search starts from the best of fit,
+balanced and points between them (every slice, row walk), then that start
+with the other shared-work choice and the other walk, and moves one coordinate
+at a time -- one layer's count (halfway to a bound, or by one), the busiest
+layer's first, then the other shared-work choice, the other walk -- taking the
+first move that improves the objective, until no move does or the budget (``search_layouts``, ``search_seconds``) is spent. The mapping records
+how many layouts it costed, how long it took and whether the enumeration was
+exhaustive. A layout is ``(counts, shared-work index, placement index)``; ties
+go to the smaller, so index 0 (today's every-slice, row walk) wins a tie.
 """
 from __future__ import annotations
 
@@ -25,6 +32,8 @@ import math
 import time
 
 from .energy import step_energy
+from .placement import PLACEMENTS
+from .replicas import SHARED_WORK
 
 OBJECTIVES = ("latency", "energy", "edp")
 
@@ -41,7 +50,7 @@ def objective(kind: str, latency_cycles: float, energy_pj: float) -> float:
 
 
 class Costed:
-    """Costs layouts (slices per layer) once each, within the budget."""
+    """Costs layouts ((slices per layer), shared-work index, placement index) once each, within the budget."""
 
     def __init__(self, trace, hw, spec, offchip, kind, max_layouts, seconds, evaluate):
         self.trace, self.hw, self.spec, self.offchip, self.kind = trace, hw, spec, offchip, kind
@@ -54,12 +63,13 @@ class Costed:
     def spent(self) -> bool:
         return len(self.seen) >= self.max_layouts or time.perf_counter() >= self.deadline
 
-    def cost(self, counts, result=None) -> float:
-        counts = tuple(counts)
-        if counts in self.seen:
-            return self.seen[counts]
-        m, sched, led = result or self.evaluate(self.trace, self.hw, self.spec, list(counts), "search",
-                                                self.offchip)
+    def cost(self, key, result=None) -> float:
+        counts, sw, pl = key
+        key = counts = (tuple(counts), sw, pl)
+        if key in self.seen:
+            return self.seen[key]
+        m, sched, led = result or self.evaluate(self.trace, self.hw, self.spec, list(key[0]), "search",
+                                                self.offchip, PLACEMENTS[pl], SHARED_WORK[sw])
         if led.overflowing():
             self.seen[counts] = math.inf
             return math.inf
@@ -71,9 +81,18 @@ class Costed:
         return v
 
 
-def _moves(cur, lo, hi, best):
-    """Neighbouring layouts of ``cur``, the busiest layer's first (its slices' busiest core): for each layer,
-    halfway to its balanced count, one more slice, halfway back to its fit count, one fewer."""
+def _toggles(key):
+    """The layouts of ``key`` with the other shared-work choice (where a layer is split) and the other walk."""
+    cur, sw, pl = list(key[0]), key[1], key[2]
+    if any(n > 1 for n in cur):
+        yield cur, 1 - sw, pl
+    yield cur, sw, 1 - pl
+
+
+def _moves(key, lo, hi, best):
+    """Neighbouring layouts of ``key``: by layer, the busiest first (its slices' busiest core): halfway to its
+    balanced count, one more slice, halfway back to its fit count, one fewer; then ``_toggles``."""
+    cur, sw, pl = list(key[0]), key[1], key[2]
     m, sched, _ = best
     busy = sched.busy
     order = sorted(range(len(cur)), key=lambda p: -max(busy.get(s.core, 0.0)
@@ -81,7 +100,8 @@ def _moves(cur, lo, hi, best):
     for p in order:
         for n in dict.fromkeys(((cur[p] + hi[p] + 1) // 2, cur[p] + 1, (cur[p] + lo[p]) // 2, cur[p] - 1)):
             if lo[p] <= n <= hi[p] and n != cur[p]:
-                yield cur[:p] + [n] + cur[p + 1:]
+                yield cur[:p] + [n] + cur[p + 1:], sw, pl
+    yield from _toggles(key)
 
 
 def search(trace, hw, spec, fitted, balanced_counts, evaluate):
@@ -92,28 +112,32 @@ def search(trace, hw, spec, fitted, balanced_counts, evaluate):
     lo, hi = list(m0.counts), [max(a, b) for a, b in zip(m0.counts, balanced_counts)]
     cfg = hw.mapping
     c = Costed(trace, hw, spec, m0.offchip, cfg.objective, cfg.search_layouts, cfg.search_seconds, evaluate)
-    c.cost(lo, fitted)
-    size = math.prod(h - l + 1 for l, h in zip(lo, hi))
+    c.cost((lo, 0, 0), fitted)
+    size = space_size(lo, hi)
     exhaustive = size <= cfg.search_layouts
     if exhaustive:
-        for counts in itertools.product(*(range(l, h + 1) for l, h in zip(lo, hi))):
+        for key in layouts(lo, hi):
             if c.spent:
                 break
-            c.cost(counts)
+            c.cost(key)
         exhaustive = len(c.seen) >= size
     else:
         for a in (1.0, 0.5, 0.25, 0.75):
             if c.spent:
                 break
-            c.cost([l + round(a * (h - l)) for l, h in zip(lo, hi)])
+            c.cost(([l + round(a * (h - l)) for l, h in zip(lo, hi)], 0, 0))
+        for key in list(_toggles(c.best[1])):   # the best start where its replicated work runs, and walked
+            if c.spent:                         # the other way, before its counts move
+                break
+            c.cost(key)
         while not c.spent:
-            cur_v, cur = c.best[0], list(c.best[1])
-            for counts in _moves(cur, lo, hi, c.best[2]):
-                if c.spent or c.cost(counts) < cur_v:
+            cur_v, cur = c.best[0], c.best[1]
+            for key in _moves(cur, lo, hi, c.best[2]):
+                if c.spent or c.cost(key) < cur_v:
                     break                       # first improvement: re-rank the layers from the new best
             if c.best[0] >= cur_v:
                 break                           # no move improves: a local optimum
-    v, counts, (m, sched, led) = c.best
+    v, (counts, sw, pl), (m, sched, led) = c.best
     m.strategy = "search"
     m.iterations = m0.iterations + len(c.seen) - 1
     m.notes = list(m0.notes)
@@ -121,5 +145,22 @@ def search(trace, hw, spec, fitted, balanced_counts, evaluate):
                 "exhaustive": exhaustive, "seconds": time.perf_counter() - t0,
                 "stopped_by": None if exhaustive or not c.spent else
                 ("layouts" if len(c.seen) >= cfg.search_layouts else "seconds"),
-                "fit_counts": lo, "balanced_counts": hi}
+                "fit_counts": lo, "balanced_counts": hi, "counts": list(counts),
+                "shared_work": SHARED_WORK[sw], "placement": PLACEMENTS[pl]}
     return m, sched, led
+
+
+def layouts(lo, hi):
+    """Every layout between the bounds: counts x shared work x placement; ``once`` only where some layer is
+    split (elsewhere it is the every-slice layout again)."""
+    for pl in range(len(PLACEMENTS)):
+        for counts in itertools.product(*(range(l, h + 1) for l, h in zip(lo, hi))):
+            for sw in range(len(SHARED_WORK) if any(n > 1 for n in counts) else 1):
+                yield counts, sw, pl
+
+
+def space_size(lo, hi) -> int:
+    """How many layouts ``layouts`` yields."""
+    n = math.prod(h - l + 1 for l, h in zip(lo, hi))
+    unsplit = 1 if all(l == 1 for l in lo) else 0     # the one all-ones count vector has no once variant
+    return (n * len(SHARED_WORK) - unsplit * (len(SHARED_WORK) - 1)) * len(PLACEMENTS)

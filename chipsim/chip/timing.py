@@ -66,6 +66,7 @@ import numpy as np
 from .eventloop import GATES, Graph, Work, run
 from .noc import Links, reduce_flow, reductions_after, reductions_before, send_flows
 from .offchip import offchip_cycles, step_offchip_bytes
+from .replicas import multicast_buffers, once_ops, share
 
 PIPELINE_SLACK = 1   # instances a layer may run ahead of a layer it feeds (one receive buffer)
 UPDATES = ("batch", "immediate")
@@ -156,6 +157,7 @@ def schedule(trace, spec, mapping, micro_batch: int = 1, update: str = "batch", 
         raise ValueError(f"update must be one of {', '.join(UPDATES)}, got {update!r}")
     g = _graph(trace, mapping, groups, step_prio=0 if update == "immediate" else n_inst)
     mapping.offchip_stall = offchip_cycles(trace, spec, mapping, n_inst) if offchip_time else {}
+    mapping.once = once_ops(trace, mapping)
     cyc = [op_cycles(o, trace.samples, spec, mapping) for o in trace.ops]
     links = Links(spec)
     start, end, cend, pred_op, pred_inst, gate, task_ids, task_start = run(
@@ -262,13 +264,6 @@ def _graph(trace, mapping, groups, step_prio=None) -> Graph:
                  n_inst if step_prio is None else int(step_prio))
 
 
-def _share(w, slices) -> np.ndarray:
-    """Fraction of a work item's count each slice does: its units' share, or all of it (replicated)."""
-    if w.split == "replicated":
-        return np.ones(len(slices))
-    return np.array([s.fraction for s in slices])
-
-
 def op_cycles(op, samples, spec, mapping):
     """(per-sample cycles, per-instance cycles) of ``op`` on each slice of its layer, or None if it
     computes nothing. A step op's whole work is 'per sample' with one sample (it runs once)."""
@@ -277,8 +272,9 @@ def op_cycles(op, samples, spec, mapping):
     sl = mapping.slices_of(op.layer)
     per, fixed = np.zeros(len(sl)), np.zeros(len(sl))
     div = 1 if op.scope == "step" else max(samples, 1)
+    once = op.id in mapping.once
     for w in op.work:
-        c = spec.work_cycles(w) * _share(w, sl)
+        c = spec.work_cycles(w) * share(w, sl, once)
         if w.per_instance and op.scope != "step":
             fixed += c
         else:
@@ -296,7 +292,7 @@ def busy_by_kind(trace, spec, mapping, n_inst: int) -> dict:
     for o in trace.ops:
         sl = mapping.slices_of(o.layer)
         for w in o.work:
-            c = spec.work_cycles(w) * float(_share(w, sl).sum())
+            c = spec.work_cycles(w) * float(share(w, sl, o.id in mapping.once).sum())
             if w.per_instance and o.scope != "step":
                 c *= n_inst
             out[w.kind] = out.get(w.kind, 0.0) + c
@@ -311,6 +307,10 @@ def _work(trace, mapping, links, cyc) -> Work:
         plans.append([(links.flow(sc, tuple(d for d, _ in dsts)), dsts[0][1])
                       for sc, dsts in send_flows(o, trace, mapping)] if o.kind == "send" else [])
         red.append([(b, links.gather(*reduce_flow(b.layer, mapping))) for b in reductions_after(o, trace, mapping)])
+        if o.id in mapping.once:                # replicated work done on slice 0: its output multicast to the rest
+            sl = mapping.slices_of(o.layer)
+            red[-1] += [(b, links.flow(sl[0].core, tuple(s.core for s in sl[1:])))
+                        for b in multicast_buffers(o, trace) if b.scope == "sample" or o.scope == "step"]
         pre.append([(b, links.gather(*reduce_flow(b.layer, mapping)))
                     for b in reductions_before(o, trace, mapping)])
     send_ptr, send_flow = _csr([[f for f, _ in p] for p in plans])

@@ -199,7 +199,8 @@ class Learning:
 class Mapping:
     strategy: str = spec("fit", doc="fit = split layers only as far as SRAM needs; balanced = also give every idle "
                          "core to the layer with the most MACs per slice; search = try layouts between the two (slices "
-                         "per layer) and keep the best by mapping.objective, within SRAM and "
+                         "per layer, a split layer's replicated work on every slice or once and multicast, a row "
+                         "or column walk of the mesh) and keep the best by mapping.objective, within SRAM and "
                          "mapping.search_seconds", choices=("fit", "balanced", "search"))
     objective: str = spec("edp", doc="what mapping.strategy: search minimises: latency = step latency, energy = "
                           "energy per step (static included), edp = their product", choices=("latency", "energy",

@@ -13,7 +13,9 @@ cannot hold the model. Nothing here knows a rule's memory formula: the ratios
 come out of the traces. The dataflow (``mapping.negatives``,
 ``training.update``) is whatever the config and ``--set`` say.
 The ratios to BP and the table's markdown and plots are in ``compare_report``
-(re-exported here).
+(re-exported here). Every point is also costed under each mapping strategy
+(``fit``, ``balanced``, ``search``: the same trace, no engine rerun), so the
+table shows how far the mapping moves a verdict (``strategy_ratios``).
 """
 from __future__ import annotations
 
@@ -31,8 +33,8 @@ from . import args as check
 from .. import labels
 from .cluster import check_cluster
 from .compare_report import (BASELINE, MODES, PAPER_RATIO, RATIO_METRICS, RATIO_NAMES,  # noqa: F401
-                             _measured_label, _settings_line, _title_settings, markdown, plot, ratio_lines,
-                             ratio_name, ratios)
+                             STRATEGIES, _measured_label, _settings_line, _title_settings, markdown, plot,
+                             ratio_lines, ratio_name, ratios, strategy_ratios)
 from .jobs import RESULTS_NAME, limit_threads, number, run_points, threads_per_job
 from .keys import point_key
 
@@ -90,7 +92,31 @@ def _point(p: dict) -> dict:
                         "lock_wait_us": sum(lock.values()), "lock_wait_by_layer_us": lock,
                         "layers": len(trace.layers),
                         "sample_latency_us": one.latency_us, "backward_us": _backward_time_us(one)}
+    out["strategies"] = by_strategy(trace, hw, chip)
     out["chip_seconds"] = time.perf_counter() - t1
+    return out
+
+
+def by_strategy(trace, hw, chip=None) -> dict:
+    """The step's cost under each ``mapping.strategy`` (``STRATEGIES``), on the same trace: strategy ->
+    {fits, latency_us, energy_per_sample_pj, cores_used[, layouts, placement, shared_work]}. ``chip``: the report
+    already made under ``hw``'s own strategy (reused, not costed again)."""
+    from ..chip import simulate
+    out = {}
+    for s in STRATEGIES:
+        if chip is not None and s == hw.mapping.strategy:
+            rep = chip
+        else:
+            try:
+                rep = simulate(trace, dataclasses.replace(hw, mapping=dataclasses.replace(hw.mapping, strategy=s)))
+            except MappingError as exc:
+                out[s] = {"fits": False, "error": str(exc)}
+                continue
+        out[s] = {"fits": True, "latency_us": rep.latency_us, "cores_used": rep.mapping.cores_used,
+                  "energy_per_sample_pj": rep.energy.per_sample()["total_pj"]}
+        if rep.mapping.search:
+            out[s].update(layouts=rep.mapping.search["layouts"], placement=rep.mapping.placement,
+                          shared_work=rep.mapping.shared_work)   # its seconds are in chip_seconds (wall clock)
     return out
 
 
@@ -233,7 +259,8 @@ def compare(config, rules=DEFAULT_RULES, depths=DEFAULT_DEPTHS, overrides=(), wi
                  "update": cfg.hw.training.update, "batch_size": cfg.hw.training.batch_size,
                  "settings": _settings(cfg, None if own_model else f"cnn_family(depth, width={width}, "
                                                                    f"pools={tuple(pools)})"),
-                 "rows": rows, "ratios": ratios(rows, rules, depths), "provenance": provenance.collect("compare")}
+                 "rows": rows, "ratios": ratios(rows, rules, depths),
+                 "strategy_ratios": strategy_ratios(rows, rules, depths), "provenance": provenance.collect("compare")}
         write_json(os.path.join(out_dir, "compare.json"), table)
         atomic_write(os.path.join(out_dir, "compare.md"), markdown(table))
         plot(table, out_dir)

@@ -26,6 +26,8 @@ MODES = ("streaming", "whole-batch", "pytorch", "measured", "measured-ckpt")
 PAPER_RATIO = {11: 0.40, 25: 0.60}    # DF's memory / BP's, Wu et al. 2024 Fig. 4A ("< ~40%", "~60%")
 
 RATIO_METRICS = ("total_peak_bytes", "latency_us", "sample_latency_us", "backward_us", "energy_per_sample_pj")
+STRATEGIES = ("fit", "balanced", "search")           # mapping.strategy: each point is costed under each
+STRATEGY_METRICS = ("latency_us", "energy_per_sample_pj")
 
 
 def ratios(rows, rules, depths) -> dict:
@@ -46,6 +48,56 @@ def ratios(rows, rules, depths) -> dict:
             if vals:
                 out[f"{mode}:{metric}:{rule}"] = vals
     return out
+
+
+def strategy_ratios(rows, rules, depths) -> dict:
+    """Rule/BP ratios per depth with both rules mapped by the same strategy: ``strategy:metric:rule`` ->
+    {depth: ratio}, for each of ``STRATEGIES`` and ``STRATEGY_METRICS`` (from each point's ``strategies``;
+    a point logged before they were recorded, or one that does not fit, has none)."""
+    by = {(r["depth"], r["rule"]): r for r in rows}
+    out = {}
+    for s in STRATEGIES:
+        for metric in STRATEGY_METRICS:
+            for rule in rules:
+                if rule == BASELINE:
+                    continue
+                vals = {}
+                for d in depths:
+                    a = by.get((d, rule), {}).get("strategies", {}).get(s, {})
+                    b = by.get((d, BASELINE), {}).get("strategies", {}).get(s, {})
+                    if a.get("fits") and b.get("fits") and b.get(metric):
+                        vals[d] = a[metric] / b[metric]
+                if vals:
+                    out[f"{s}:{metric}:{rule}"] = vals
+    return out
+
+
+def strategy_cell(sr: dict, metric: str, rule: str, depth) -> str:
+    """``1.37 / 5.95 / 1.20``: the rule/BP ratio at ``depth`` under fit / balanced / search ('n/a' where
+    missing)."""
+    def one(s):
+        vals = sr.get(f"{s}:{metric}:{rule}", {})
+        v = vals.get(depth, vals.get(str(depth)))
+        return f"{v:.2f}" if v is not None else "n/a"
+    return " / ".join(one(s) for s in STRATEGIES)
+
+
+def strategy_lines(table: dict) -> list:
+    """Markdown: each rule's latency and energy ratio to BP under every strategy, side by side."""
+    sr = table.get("strategy_ratios") or {}
+    rules = [r for r in table["rules"] if r != BASELINE]
+    if not sr or not rules:
+        return []
+    lines = ["", "## The ratios under each mapping strategy", "",
+             f"Each point's trace costed again under `mapping.strategy` {', '.join(STRATEGIES)} (both rules "
+             "mapped the same way; `search` with the table's objective): how far the mapping moves a verdict. "
+             "Cells are fit / balanced / search.", "",
+             "| depth | rule | step latency / BP | energy per sample / BP |", "|---|---|---|---|"]
+    for d in table["depths"]:
+        for rule in rules:
+            lines.append(f"| {d} | {rule} | {strategy_cell(sr, 'latency_us', rule, d)} | "
+                         f"{strategy_cell(sr, 'energy_per_sample_pj', rule, d)} |")
+    return lines
 
 
 def ratio_name(key: str) -> str:
@@ -120,6 +172,7 @@ def markdown(table: dict) -> str:
     for k, vals in table["ratios"].items():
         if vals:
             lines.append(f"- {ratio_name(k)}: " + ", ".join(f"depth {d}: {v:.2f}" for d, v in vals.items()))
+    lines += strategy_lines(table)
     if table.get("provenance"):
         lines += [""] + provenance.markdown(table["provenance"])
     return "\n".join(lines) + "\n"

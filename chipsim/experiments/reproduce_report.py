@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import provenance
 from . import ladder, rule_table, vit_table
+from .compare_report import strategy_cell
 from .dataflow import markdown as dataflow_markdown
 from .sweep import drops
 from .verdicts import Gap, Scale, gap_words, verdict
@@ -152,14 +153,21 @@ def _dominant(row_mode: dict) -> str:
 
 def _memory_section(res, plan, scale: Scale) -> list:
     r9, r1 = res["compare"]["ratios"], res["compare_n1"]["ratios"]
+    sr = res["compare"].get("strategy_ratios") or {}      # the same points costed under fit, balanced, search
+    st = res["compare"].get("settings", {}).get("mapping", "fit")
+    by_strategy = ("fit / balanced / search" if sr else f"mapping {st}")
     lines = ["## 2. Memory and latency as depth grows (Fig. 4A-B)", "",
              f"Depth family `cnn_family(depth)` on `{res['compare']['chip']}`; one real engine step per point; "
              "see [compare/compare.md](compare/compare.md) and [compare_n1/compare.md](compare_n1/compare.md). "
              "Streaming = what the chip's cores hold (sum of core peaks); whole-batch = every tensor of the batch "
              "in one pool (the paper's GPU-style measure); PyTorch-style = that pool in float32 with gradients, "
-             "Adam moments and autograd's saved tensors.", "",
+             "Adam moments and autograd's saved tensors. Memory and backward phase are at "
+             f"`mapping.strategy` {st}; step latency and energy per sample are given under each strategy "
+             "(fit / balanced / search: the same trace mapped each way, both rules alike), because the mapping "
+             "moves them: compare maps each rule at its own best layout (search) by default. Regenerate with "
+             "`chipsim reproduce` (this table: `chipsim compare hwconfigs/176core_512k.yaml`).", "",
              "| depth | DF-R/BP streaming | whole-batch | PyTorch-style | same at N = 1 (streaming / whole-batch) "
-             "| step latency | backward phase | energy / sample | paper (memory) |",
+             f"| step latency ({by_strategy}) | backward phase | energy / sample ({by_strategy}) | paper (memory) |",
              "|---|---|---|---|---|---|---|---|---|"]
 
     def g(r, k, d):
@@ -169,8 +177,10 @@ def _memory_section(res, plan, scale: Scale) -> list:
     for d in plan.depths:
         lines.append(f"| {d} | {g(r9, 'streaming:total_peak_bytes:df-r', d)} | {g(r9, 'whole-batch:total_peak_bytes:df-r', d)} "
                      f"| {g(r9, 'pytorch:total_peak_bytes:df-r', d)} | {g(r1, 'streaming:total_peak_bytes:df-r', d)} / "
-                     f"{g(r1, 'whole-batch:total_peak_bytes:df-r', d)} | {g(r9, 'streaming:latency_us:df-r', d)} | "
-                     f"{g(r9, 'streaming:backward_us:df-r', d)} | {g(r9, 'streaming:energy_per_sample_pj:df-r', d)} | "
+                     f"{g(r1, 'whole-batch:total_peak_bytes:df-r', d)} | "
+                     f"{strategy_cell(sr, 'latency_us', 'df-r', d) if sr else g(r9, 'streaming:latency_us:df-r', d)} | "
+                     f"{g(r9, 'streaming:backward_us:df-r', d)} | "
+                     f"{strategy_cell(sr, 'energy_per_sample_pj', 'df-r', d) if sr else g(r9, 'streaming:energy_per_sample_pj:df-r', d)} | "
                      f"{ {11: '< 0.40', 25: '≈ 0.60'}.get(d, '') } |")
     by = {(r["depth"], r["rule"]): r for r in res["compare"]["rows"]}
     deep = max(plan.depths)
