@@ -125,15 +125,22 @@ def _dominant(row_mode: dict) -> str:
     return ", ".join(f"{c} {100 * v / total:.0f}%" for c, v in top)
 
 
+def _measured_words(table: dict) -> str:
+    """``measured, torch X.Y, cpu`` of a compare table, or why it has no measured figure."""
+    from .compare_report import _measured_label
+    return _measured_label(table) if table.get("rows") else "not measured"
+
+
 def _memory_section(res, plan, scale: Scale) -> list:
     r9, r1 = res["compare"]["ratios"], res["compare_n1"]["ratios"]
     lines = ["## 2. Memory and latency as depth grows (Fig. 4A-B)", "",
              f"Depth family `cnn_family(depth)` on `{res['compare']['chip']}`; one real engine step per point; "
              "see [compare/compare.md](compare/compare.md) and [compare_n1/compare.md](compare_n1/compare.md). "
              "Streaming = what the chip's cores hold (sum of core peaks); whole-batch = every tensor of the batch "
-             "in one pool (the paper's GPU-style measure); PyTorch-style = that pool in float32 with gradients, "
-             "Adam moments and autograd's saved tensors.", "",
-             "| depth | DF-R/BP streaming | whole-batch | PyTorch-style | same at N = 1 (streaming / whole-batch) "
+             "in one pool (the paper's GPU-style measure); measured = one real PyTorch training step's peak "
+             f"allocator bytes ({_measured_words(res['compare'])}; `chipsim.framework`, the paper's own kind of "
+             "measurement).", "",
+             "| depth | DF-R/BP streaming | whole-batch | measured framework | same at N = 1 (streaming / whole-batch) "
              "| step latency | backward phase | energy / sample | paper (memory) |",
              "|---|---|---|---|---|---|---|---|---|"]
 
@@ -143,7 +150,7 @@ def _memory_section(res, plan, scale: Scale) -> list:
 
     for d in plan.depths:
         lines.append(f"| {d} | {g(r9, 'streaming:total_peak_bytes:df-r', d)} | {g(r9, 'whole-batch:total_peak_bytes:df-r', d)} "
-                     f"| {g(r9, 'pytorch:total_peak_bytes:df-r', d)} | {g(r1, 'streaming:total_peak_bytes:df-r', d)} / "
+                     f"| {g(r9, 'measured:total_peak_bytes:df-r', d)} | {g(r1, 'streaming:total_peak_bytes:df-r', d)} / "
                      f"{g(r1, 'whole-batch:total_peak_bytes:df-r', d)} | {g(r9, 'streaming:latency_us:df-r', d)} | "
                      f"{g(r9, 'streaming:backward_us:df-r', d)} | {g(r9, 'streaming:energy_per_sample_pj:df-r', d)} | "
                      f"{ {11: '< 0.40', 25: '≈ 0.60'}.get(d, '') } |")
@@ -233,7 +240,7 @@ def _dataflow_section(res) -> list:
                   + ", ".join(f"{d} blocks {v:.2f}" for d, v in sorted(deep.items())) + "."]
     lines += ["", "![ratio, whole-batch](compare/ratio_whole_batch.png) "
               "![ratio, whole-batch, sequential-recompute](compare_recompute/ratio_whole_batch.png) "
-              "![ratio, pytorch](compare_recompute/ratio_pytorch.png)", "",
+              "![ratio, measured framework](compare/ratio_measured.png)", "",
               "![memory by category, whole-batch](compare/memory_by_category_whole_batch.png)", "",
               "![memory by category, whole-batch, sequential-recompute]"
               "(compare_recompute/memory_by_category_whole_batch.png)", ""]
