@@ -164,7 +164,9 @@ def test_framework_memory_of_a_vit_is_absent_with_its_reason(cff):
     from chipsim.report import headline
     cfg, tr = cff
     fw = measure_point(cfg.hw, cfg.model)
-    assert fw == {"fits": False, "error": NOT_MEASURED.format(what="vit blocks")}
+    assert fw == {"fits": False, "error": NOT_MEASURED.format(what="rule 'cff'")}
+    bp = load_config(CONFIG, VIT + ("workload.rule=bp",))                # a rule it runs, on blocks it does not
+    assert measure_point(bp.hw, bp.model) == {"fits": False, "error": NOT_MEASURED.format(what="vit blocks")}
     summary = {"chip": simulate(tr.trace, cfg.hw).to_dict(), "framework": fw,
                "config": {"mapping": {"memory_mode": "pytorch"}}}
     assert "pytorch" not in summary["chip"]["pool"]                # no float32 pool modelled from the trace
