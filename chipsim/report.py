@@ -107,9 +107,10 @@ def framework_words(fw: dict | None) -> str:
         return fw["error"]
     when = ("measured earlier in this process" if fw.get("reused")
             else f"measured in {fw['seconds']:.1f} s" if fw.get("seconds") is not None else "measured")
+    on = "" if fw["device"] == "cpu" else f" on {fw['device']}"
     return (f"{fw['total_peak_bytes'] / 1024:.1f} KiB ({fw['label']}): peak allocator bytes of one PyTorch "
-            f"training step ({fw['rule']} {fw['variant']}, {fw['rows']} rows, {fw['optimizer']}; {fw['how']} on "
-            f"{fw['device']}, torch {fw['torch_version']}), {when}")
+            f"training step ({fw['rule']} {fw['variant']}, {fw['rows']} rows, {fw['optimizer']}; {fw['how']}{on}), "
+            f"{when}")
 
 
 def _memory_rows(summary: dict) -> dict:

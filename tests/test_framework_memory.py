@@ -231,7 +231,7 @@ def test_map_under_pytorch_memory_mode_reports_the_measured_step():
     # the headline's memory is the measurement, labelled with torch version and device; no modelled pool
     assert rows[0][0] == "memory (pytorch, mapping.memory_mode)"
     assert rows[0][1].startswith(f"{direct.bytes / 1024:.1f} KiB ({direct.label()}): peak allocator bytes")
-    assert f"torch {direct.torch_version}" in rows[0][1] and "measured" in rows[0][1]
+    assert f"(df-r conscious, {4 * 2} rows, adam; torch.profiler memory events), measured " in rows[0][1]
     assert "pytorch" not in r.summary["chip"]["pool"]
     # the same point again in this process: the figure is reused, and the headline says so
     again = api.map(cfg, sets + ("mapping.memory_mode=pytorch",), write=False, progress=False).summary["framework"]
