@@ -52,10 +52,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .experiments.compare import _measured_label, ratio_lines
     print()
     errors = sorted({r["measured"]["error"] for r in table["rows"] if not r.get("measured", {"fits": True})["fits"]})
-    print("measured KiB: one PyTorch training step's peak allocator bytes, "
+    print("measured KiB: one PyTorch training step's peak allocator bytes ("
           + (_measured_label(table) if any(r.get("measured", {}).get("fits") for r in table["rows"])
-             else "not measured (--device none)" if not errors else "none measured")
-          + "".join(f"; -: {e}" for e in errors))
+             else "not measured: --device none" if not errors else "none measured")
+          + ")" + "".join(f"; -: {e}" for e in errors))
     for line in ratio_lines(table):
         print(line)
     return EXIT_OK
