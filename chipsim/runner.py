@@ -169,7 +169,7 @@ def framework_memory(cfg: LoadedConfig, device: str = "cpu", progress: bool = Fa
         return None
     from .framework.point import measure_point
     _say(progress, "measuring one PyTorch training step's peak allocator bytes (mapping.memory_mode: pytorch)")
-    return measure_point(cfg.hw, cfg.model, device)
+    return measure_point(cfg.hw, cfg.model, device, timing=True)
 
 
 def map(config, overrides=(), out_dir: str | None = None, write: bool = True,  # noqa: A001
