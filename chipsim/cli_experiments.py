@@ -43,15 +43,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
         rows.append({"depth": r["depth"], "rule": r["rule"], "cores": m.get("cores_used", "no fit"),
                      "SRAM KiB": round(m["total_peak_bytes"] / 1024) if m.get("fits") else "-",
                      "whole-batch KiB": round(wb["total_peak_bytes"] / 1024) if wb.get("fits") else "-",
-                     "pytorch KiB": round(r["pytorch"]["total_peak_bytes"] / 1024) if r["pytorch"].get("fits") else "-",
                      "measured KiB": round(r["measured"]["total_peak_bytes"] / 1024)
                      if r.get("measured", {}).get("fits") else "-",
                      "step us": round(m["latency_us"]) if m.get("fits") else "-",
                      "backward us": round(m["backward_us"]) if m.get("fits") else "-",
                      "uJ/sample": round(m["energy_per_sample_pj"] / 1e6, 2) if m.get("fits") else "-"})
     _print_table(rows, list(rows[0]))
-    from .experiments.compare import ratio_lines
+    from .experiments.compare import _measured_label, ratio_lines
     print()
+    errors = sorted({r["measured"]["error"] for r in table["rows"] if not r.get("measured", {"fits": True})["fits"]})
+    print("measured KiB: one PyTorch training step's peak allocator bytes ("
+          + (_measured_label(table) if any(r.get("measured", {}).get("fits") for r in table["rows"])
+             else "not measured: --device none" if not errors else "none measured")
+          + ")" + "".join(f"; -: {e}" for e in errors))
     for line in ratio_lines(table):
         print(line)
     return EXIT_OK

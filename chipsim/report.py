@@ -17,7 +17,6 @@ import numpy as np
 
 from . import perfetto, plots
 from .atomic import atomic_file, staged_dir
-from .chip.pool import PYTORCH_UNSIZED
 from .trace import CATEGORIES
 
 
@@ -94,20 +93,34 @@ def _md_table(rows: list, columns: list) -> str:
     return head + "".join("| " + " | ".join(str(r.get(c, "")) for c in columns) + " |\n" for r in rows)
 
 
-def _pytorch_pool(chip: dict) -> str:
-    """The float32 pool's peak, or why there is none (see chipsim.chip.pool.pytorch)."""
-    pool = chip["pool"]["pytorch"]
-    return PYTORCH_UNSIZED if pool is None else f"{pool['peak_bytes'] / 1024:.1f} KiB"
+#: the framework row when ``mapping.memory_mode`` is not ``pytorch`` (no PyTorch step was run)
+FRAMEWORK_NOT_ASKED = ("not measured: set mapping.memory_mode: pytorch to measure one PyTorch training step "
+                       "of this rule and model (chipsim.framework)")
 
 
-def _memory_rows(chip: dict) -> dict:
+def framework_words(fw: dict | None) -> str:
+    """The measured framework peak of ``summary["framework"]`` (``runner.framework_memory``) with what it was
+    measured on and how long it took, or the one-line reason there is none. Never a modelled stand-in."""
+    if fw is None:
+        return FRAMEWORK_NOT_ASKED
+    if not fw.get("fits"):
+        return fw["error"]
+    when = ("measured earlier in this process" if fw.get("reused")
+            else f"measured in {fw['seconds']:.1f} s" if fw.get("seconds") is not None else "measured")
+    on = "" if fw["device"] == "cpu" else f" on {fw['device']}"
+    return (f"{fw['total_peak_bytes'] / 1024:.1f} KiB ({fw['label']}): peak allocator bytes of one PyTorch "
+            f"training step ({fw['rule']} {fw['variant']}, {fw['rows']} rows, {fw['optimizer']}; {fw['how']}{on}), "
+            f"{when}")
+
+
+def _memory_rows(summary: dict) -> dict:
     """The three memory measures, by ``mapping.memory_mode`` value: (label, value)."""
-    led, pt = chip["ledger"], chip["pool"]["pytorch"]
+    chip = summary["chip"]
+    led = chip["ledger"]
     return {"streaming": ("peak SRAM (sum over cores)", f"{led['total_peak_bytes'] / 1024:.1f} KiB"),
             "whole-batch": ("whole-batch memory (one pool)",
                             f"{chip['pool']['whole_batch']['peak_bytes'] / 1024:.1f} KiB, chip-independent"),
-            "pytorch": ("pytorch-mode memory (float32 pool)",
-                        _pytorch_pool(chip) + (", as a framework on a GPU holds it" if pt else ""))}
+            "pytorch": ("framework memory (PyTorch)", framework_words(summary.get("framework")))}
 
 
 def mapping_words(mapping: dict) -> str:
@@ -166,7 +179,7 @@ def headline(summary: dict) -> list:
     chip = summary["chip"]
     led, tim, en = chip["ledger"], chip["timing"], chip["energy"]
     mode = ((summary.get("config") or {}).get("mapping") or {}).get("memory_mode", "streaming")
-    memory = _memory_rows(chip)
+    memory = _memory_rows(summary)
     out = []
     if summary.get("training"):
         t = summary["training"]
@@ -174,12 +187,6 @@ def headline(summary: dict) -> list:
                                      f"({t['train_seconds']:.0f} s on this CPU)"))
     label, value = memory[mode]
     out.append((f"memory ({mode}, mapping.memory_mode)", f"{value}; {label}"))
-    fw = summary.get("framework")
-    if fw:                                   # measured, under memory_mode: pytorch (runner.framework_memory)
-        out.append((f"framework memory ({fw['label']})" if fw.get("fits") else "framework memory (measured)",
-                    f"{fw['total_peak_bytes'] / 1024:.1f} KiB, peak allocator bytes of one PyTorch training step "
-                    f"({fw['rule']} {fw['variant']}, {fw['rows']} rows, {fw['optimizer']})" if fw.get("fits")
-                    else fw["error"]))
     rest = [
         ("cores used", f"{chip['mapping']['cores_used']} of {chip['chip']['rows'] * chip['chip']['cols']} "
                        f"({mapping_words(chip['mapping'])})"),
@@ -308,8 +315,8 @@ def markdown(summary: dict, chip, layer_rows: list, history: list | None) -> str
                          if v], ["category", "KiB"]), "",
               f"Micro-batch {cd['micro_batch']}. Chip-independent whole-batch demand (every tensor of the batch "
               f"in one pool, the GPU-style measure): {cd['pool']['whole_batch']['peak_bytes'] / 1024:.1f} KiB; "
-              f"the same pool in float32, as a framework holds it (`mapping.memory_mode: pytorch`): "
-              f"{_pytorch_pool(cd)}.", "",
+              f"framework memory (`mapping.memory_mode: pytorch`): {framework_words(summary.get('framework'))}.",
+              "",
               "## Work per layer and sample", "", _md_table(layer_rows, list(layer_rows[0].keys())), "",
               "## Timing", "",
               f"One step of {cd['samples']} samples takes {cd['timing']['latency_cycles']:.0f} cycles "

@@ -163,14 +163,15 @@ def _writing(out) -> str:
     return f"writing {out}{os.sep}" if out else "writing no files"
 
 
-def framework_memory(cfg: LoadedConfig, device: str = "cpu") -> dict | None:
+def framework_memory(cfg: LoadedConfig, device: str = "cpu", progress: bool = False) -> dict | None:
     """Under ``mapping.memory_mode: pytorch``: one training step of the same rule, model, batch, N and optimizer
-    measured in PyTorch (``chipsim.framework``: peak allocator bytes, labelled with torch version and device);
-    None otherwise, so the other modes cost no extra step."""
+    measured in PyTorch (``chipsim.framework``: peak allocator bytes, labelled with torch version and device,
+    once per such point in a process); None otherwise, so the other modes cost no extra step."""
     if cfg.hw.mapping.memory_mode != "pytorch":
         return None
     from .framework.point import measure_point
-    return measure_point(cfg.hw, cfg.model, device)
+    _say(progress, "measuring one PyTorch training step's peak allocator bytes (mapping.memory_mode: pytorch)")
+    return measure_point(cfg.hw, cfg.model, device, timing=True)
 
 
 def map(config, overrides=(), out_dir: str | None = None, write: bool = True,  # noqa: A001
@@ -191,7 +192,7 @@ def map(config, overrides=(), out_dir: str | None = None, write: bool = True,  #
                        inference=cost_inference(trainer, trainer.data.x_test[:1], cfg.hw, chip.mapping),
                        scale_note="mapping only: one engine step on synthetic input of the dataset's shape; "
                                   "no training.")
-        summary["framework"] = framework_memory(cfg)
+        summary["framework"] = framework_memory(cfg, progress=progress)
         files = write_run(out, summary, chip, None) if write else {}
     return RunResult(summary, chip, out, files)
 
@@ -295,7 +296,7 @@ def run(config, overrides=(), out_dir: str | None = None, progress: bool = True,
                 scale_note=(f"trained on {len(data.y_train)} samples of {wl.dataset} for {len(history)} epoch(s) "
                             f"on a CPU, tested on {len(data.y_test)}; chip figures are for one step of "
                             f"{hw.training.batch_size} samples on the modelled {hw.chip.name} chip."))
-            summary["framework"] = framework_memory(cfg)
+            summary["framework"] = framework_memory(cfg, progress=progress)
             try:
                 files = write_run(out, summary, chip, history) if out else {}
             except OutputError as exc:

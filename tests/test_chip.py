@@ -151,6 +151,41 @@ def test_dense3_whole_batch_pool_by_hand():
     assert rep.pool == pool and rep.to_dict()["pool"]["whole_batch"]["peak_bytes"] == 80
 
 
+def test_whole_batch_pool_of_an_engine_step_by_hand():
+    """The pool of a step the real engine executed and traced: BP on one dense block of 4 units (784
+    inputs) and its 10-unit head, batch 2, on 44core_4bit (W4/A4/G8/U16, optimizer and accumulator 16 bits,
+    float32 scales). Each size below is derived from the model and the widths; the pool counts what the
+    trace declares (scope, category, bytes), never a buffer's name -- renaming every buffer changes nothing."""
+    import dataclasses
+    from chipsim.config import load_config
+    from chipsim.modelspec import Block, ModelSpec
+    from chipsim.runner import trace_one_step
+    cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "hwconfigs", "44core_4bit.yaml"),
+                      ("workload.rule=bp", "training.batch_size=2"))
+    cfg = dataclasses.replace(cfg, model=ModelSpec(name="one", blocks=(Block(type="dense", units=4),)))
+    trace = trace_one_step(cfg)
+    pool = whole_batch(trace)
+    # persistent: block 0 (784 x 4 = 3136 weights): 4-bit codes 1568 + one float32 scale per unit 4 x 4 = 1584;
+    #   16-bit master 6272; Adam's two 16-bit moments 12544 + a float32 scale each 8 = 12552; BN running mean
+    #   and variance of its 784 inputs in float32 2 x 784 x 4 = 6272.
+    #   head (4 x 10 = 40 weights): 20 + 10 x 4 = 60; master 80; moments 160 + 8 = 168.
+    #   1584 + 6272 + 12552 + 6272 + 60 + 80 + 168 = 26988
+    # per step, whole batch, live from first to last toucher (ops: 0 sensor send, 1 fwd0, 2 send, 3 fwd1,
+    #   4 loss, 5 grad_w1, 6 grad_x1, 7 error send, 8 grad_w0, 9 update0, 10 update1):
+    #   sensor input 2 x 784 x 8 bit = 1568 [0,1]; block 0 keeps its input 2 x 784 x 4 bit = 784 [1,8] and its
+    #   ReLU mask 2 x 4 x 1 bit = 1 [1,8]; its output 2 x 4 x 4 bit = 4 [1,2], the head's copy 4 [2,3] and kept
+    #   input 4 [3,5]; the head's float32 logits 2 x 10 x 4 = 80 [3,4] and loss gradient 80 [4,6]; the head's
+    #   16-bit gradient accumulator 80 + 4 = 84 [5,10]; the error 2 x 4 x 8 bit = 8 sent [6,7] and received
+    #   [7,8]; block 0's accumulator 6272 + 4 = 6276 [8,9].
+    #   live at op 8 (BP's last backward op): 784 + 1 + 84 + 8 + 6276 = 7153, the largest (op 1: 2357, op 9: 6360)
+    assert (pool.peak_bytes, pool.peak_op, pool.persistent_bytes) == (26988 + 7153, 8, 26988)
+    assert {c: v for c, v in pool.at_peak.items() if v} == {
+        "weights": 1584 + 60, "master_weights": 6272 + 80, "optimizer_state": 12552 + 168, "bn_params": 6272,
+        "act_backward": 784 + 1, "gradients": 84 + 8 + 6276}
+    renamed = dataclasses.replace(trace, buffers=[dataclasses.replace(b, name=f"b{b.id}") for b in trace.buffers])
+    assert whole_batch(renamed) == pool
+
+
 # ----------------------------------------------------------------------------- liveness: deferred vs immediate readers
 def chain_trace(depth, samples, backprop):
     """``depth`` dense blocks with the same ops and buffers in two dataflows: ``backprop=True`` reads each

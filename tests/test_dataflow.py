@@ -1,5 +1,5 @@
 """The dataflow knobs: mapping.negatives (sequential, sequential-recompute), training.update (immediate),
-and the pools they are measured by (select liveness, pytorch mode).
+and the pool they are measured by (select liveness).
 
 Network of the hand counts (as test_trace's, but without BN and at 32 bits, so that every row's forward is
 its own and an independent torch forward gives each block's goodness): input 1x8x8 plus the label channel
@@ -15,8 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from chipsim.chip import pytorch, simulate, whole_batch
-from chipsim.chip.pool import torch_bytes
+from chipsim.chip import simulate, whole_batch
 from chipsim.chip.timing import lock_waits
 from chipsim.config import Learning, Precision, load_config
 from chipsim.errors import ConfigError
@@ -250,37 +249,6 @@ def _select_trace():
 def test_a_select_never_counts_old_and_new_rows_together():
     pool = whole_batch(_select_trace())
     assert pool.peak_bytes == 100 and pool.peak_op == 0
-
-
-def test_pytorch_mode_by_hand():
-    """float32 everywhere: one master copy (the low-bit copy is not counted), Adam's moments, BN saving its
-    input and its output, the ReLU output, int64 pool indices; a received copy is the sender's tensor."""
-    r = TraceRecorder(samples=1)
-    r.layer(0, "c0", 4, "conv")
-    r.buffer(0, "weights", "weights", 5, "persistent", elements=10)
-    r.buffer(0, "master", "master_weights", 20, "persistent", elements=10)
-    r.buffer(0, "optimizer", "optimizer_state", 40, "persistent", elements=20)
-    r.buffer(0, "bn_stats", "bn_params", 8, "persistent", "replicated", elements=2)
-    # the pool reads each buffer's declared role, never its name (the names here say nothing to it)
-    img = r.buffer(0, "b1", "noc_buffers", 4, "sample", "replicated", elements=4, role=Role.SENSOR)
-    zq = r.buffer(0, "b2", "act_update", 4, "sample", "replicated", elements=8, role=Role.KEPT_INPUT)
-    mask = r.buffer(0, "b3", "act_update", 2, elements=16, role=Role.MASK)
-    idx = r.buffer(0, "b4", "act_update", 1, elements=4, role=Role.POOL_INDEX)
-    out = r.buffer(0, "b5", "act_update", 2, elements=4, role=Role.OUTPUT)
-    recv = r.buffer(0, "b6", "noc_buffers", 2, "sample", "replicated", elements=4, role=Role.RECEIVED)
-    r.op(0, "send", "sensor input", writes=(img,), dst_layer=0, nbytes=4, tag="activation")
-    r.op(0, "fwd", "fwd", 10, (4, 4), reads=(img,), writes=(zq, mask, idx, out))
-    r.op(0, "send", "loop", reads=(out,), writes=(recv,), dst_layer=0, nbytes=2, tag="activation")
-    r.op(0, "grad_w", "gw", 10, (4, 4), reads=(zq, mask, idx, recv))
-    pool = pytorch(r.trace)
-    persistent = 4 * 10 + 4 * 20 + 4 * 2                      # master, Adam m and v, BN running stats
-    assert pool.persistent_bytes == persistent
-    # sensor 4 x 4 B, BN in + out 2 x 8 x 4 B, ReLU output 16 x 4 B, indices 4 x 8 B; output and copy: 0
-    assert pool.peak_bytes == persistent + 16 + 64 + 64 + 32
-    assert torch_bytes(r.trace)[recv] == 0
-    # a copy held past the op that consumed it (an input kept for recomputing) is a tensor of its own
-    r.op(0, "recompute", "again", 10, (4, 4), reads=(recv,))
-    assert torch_bytes(r.trace)[recv] == 4 * 4
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ def _row(neg, upd, n, **ratios):
     for k, v in ratios.items():
         rule, depth, mode, *metric = k.split("_")
         rule = {"dfr": "df-r", "dfo": "df-o"}[rule]
-        mode = {"stream": "streaming", "batch": "whole-batch", "torch": "pytorch"}[mode]
+        mode = {"stream": "streaming", "batch": "whole-batch", "measured": "measured"}[mode]
         metric = {"": "total_peak_bytes", "bwd": "backward_us", "lat": "latency_us"}["".join(metric)]
         out[f"mnist|{depth}|{mode}:{metric}|{rule}"] = v
     return {"negatives_mode": neg, "update": upd, "n": n, "ratio": out}

@@ -226,9 +226,22 @@ def test_map_under_pytorch_memory_mode_reports_the_measured_step():
     direct = measure_peak(_model_of(cfg), "df-r", 4, 1,
                           "adam", (1, 28, 28))
     assert fw["total_peak_bytes"] == direct.bytes
-    rows = dict(headline(r.summary))
-    assert rows[f"framework memory ({direct.label()})"].startswith(f"{direct.bytes / 1024:.1f} KiB")
-    assert api.map(cfg, sets, write=False, progress=False).summary["framework"] is None    # streaming: no step
+    assert fw["label"] == direct.label() and fw["torch_version"] == direct.torch_version and fw["device"] == "cpu"
+    rows = headline(r.summary)
+    # the headline's memory is the measurement, labelled with torch version and device; no modelled pool
+    assert rows[0][0] == "memory (pytorch, mapping.memory_mode)"
+    assert rows[0][1].startswith(f"{direct.bytes / 1024:.1f} KiB ({direct.label()}): peak allocator bytes")
+    assert f"(df-r conscious, {4 * 2} rows, adam; torch.profiler memory events), measured " in rows[0][1]
+    assert "pytorch" not in r.summary["chip"]["pool"]
+    # the same point again in this process: the figure is reused, and the headline says so
+    again = api.map(cfg, sets + ("mapping.memory_mode=pytorch",), write=False, progress=False).summary["framework"]
+    assert again["reused"] and again["total_peak_bytes"] == direct.bytes
+    assert headline({**r.summary, "framework": again})[0][1].endswith("measured earlier in this process; "
+                                                                       "framework memory (PyTorch)")
+    streaming = api.map(cfg, sets, write=False, progress=False).summary
+    assert streaming["framework"] is None                                                 # streaming: no step
+    assert dict(headline(streaming))["framework memory (PyTorch)"].startswith("not measured: set mapping.memory_mode: "
+                                                                              "pytorch")
 
 
 def _model_of(cfg):

@@ -156,37 +156,24 @@ def _cli(*args):
                           timeout=600, env=env)
 
 
-def test_pytorch_pool_sizes_every_vit_tensor(cff):
-    """Every buffer of the vit trace records its value count (and a declared role), so the float32 pool
-    has a figure; its persistent part is the hand count of the model's parameters in float32, Adam's two
-    moments and the probe's BN statistics. A trace with an unsized tensor (hand-built) still gets no
-    figure, and summary.json and the report say why."""
-    from chipsim.chip import pytorch, whole_batch
-    from chipsim.chip.pool import PYTORCH_UNSIZED
-    from chipsim.report import _pytorch_pool
-    from chipsim.trace import TraceRecorder
+def test_framework_memory_of_a_vit_is_absent_with_its_reason(cff):
+    """chipsim.framework runs conv and dense blocks only: a vit's framework figure is absent, with one line
+    saying why -- never a modelled stand-in -- in summary.json's ``framework`` and in the headline that
+    ``mapping.memory_mode: pytorch`` puts first."""
+    from chipsim.framework.point import NOT_MEASURED, measure_point
+    from chipsim.report import headline
     cfg, tr = cff
-    trace = tr.trace
-    assert all(b.elements for b in trace.buffers if b.nbytes)
-    pool = pytorch(trace)
-    # per encoder layer (E = 64, M = 256): LN1 2E = 128, W_qkv 3E*E + 3E = 12480, W_proj E*E + E = 4160,
-    # LN2 128, FC1 E*M + M = 16640, FC2 M*E + E = 16448: 49984; x 4 layers = 199936; the patch embedding
-    # (28x28 into T = 16 patches of 7x7, one channel) 49*E + E = 3200 and the position embedding T*E = 1024:
-    # 204160; the probe's weights E*10 = 640 -> 204800 parameters; Adam keeps two moments per parameter;
-    # the probe's BN running mean and variance 2*E = 128
-    params = 204800
-    assert pool.persistent_bytes == 4 * (params + 2 * params + 128)
-    assert pool.peak_bytes > whole_batch(trace).peak_bytes          # float32 is wider than every stored code
-    summary = {"chip": simulate(trace, cfg.hw).to_dict()}
-    assert summary["chip"]["pool"]["pytorch"]["peak_bytes"] == pool.peak_bytes
-    r = TraceRecorder(samples=1)
-    r.layer(0, "c0", 4, "conv")
-    b = r.buffer(0, "unsized", "act_update", 8)
-    r.op(0, "fwd", "fwd", 10, (4, 4), writes=(b,))
-    assert pytorch(r.trace) is None and whole_batch(r.trace).peak_bytes == 8
-    summary = {"chip": simulate(r.trace, cfg.hw).to_dict()}
-    assert summary["chip"]["pool"]["pytorch"] is None
-    assert _pytorch_pool(summary["chip"]) == PYTORCH_UNSIZED
+    fw = measure_point(cfg.hw, cfg.model)
+    assert fw == {"fits": False, "error": NOT_MEASURED.format(what="rule 'cff'")}
+    bp = load_config(CONFIG, VIT + ("workload.rule=bp",))                # a rule it runs, on blocks it does not
+    assert measure_point(bp.hw, bp.model) == {"fits": False, "error": NOT_MEASURED.format(what="vit blocks")}
+    summary = {"chip": simulate(tr.trace, cfg.hw).to_dict(), "framework": fw,
+               "config": {"mapping": {"memory_mode": "pytorch"}}}
+    assert "pytorch" not in summary["chip"]["pool"]                # no float32 pool modelled from the trace
+    label, value = headline(summary)[0]
+    assert label == "memory (pytorch, mapping.memory_mode)"
+    assert value == fw["error"] + "; framework memory (PyTorch)" and "\n" not in value
+    assert not any(ch.isdigit() for ch in value.split(";")[0])     # a reason, no figure
 
 
 def test_map_and_compare_own_model_on_vit(tmp_path):

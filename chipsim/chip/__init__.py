@@ -10,14 +10,13 @@ Public entry points::
     simulate(trace, hw) -> ChipReport     # chipsim.chip.model
     simulate_on(trace, hw, mapping)       # ... on a given mapping (an inference on the training cores)
     whole_batch(trace) -> PoolMemory      # chipsim.chip.pool: the chip-independent memory demand
-    pytorch(trace) -> PoolMemory          # ... as a float32 framework on a GPU holds it
     map_trace(trace, hw) -> Mapping       # chipsim.chip.mapping
     ChipSpec.from_hw(hw)                  # chipsim.chip.spec
 """
 from .spec import ChipSpec
 from .mapping import Mapping, Slice, map_trace, split_units
 from .model import ChipReport, simulate, simulate_on
-from .pool import PoolMemory, pytorch, whole_batch
+from .pool import PoolMemory, whole_batch
 
 __all__ = ["ChipSpec", "Mapping", "Slice", "map_trace", "split_units", "ChipReport", "simulate", "simulate_on",
-           "PoolMemory", "pytorch", "whole_batch"]
+           "PoolMemory", "whole_batch"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .energy import Energy, step_energy
 from .ledger import Ledger, build_ledger
-from .pool import PoolMemory, pytorch, whole_batch
+from .pool import PoolMemory, whole_batch
 from .mapping import Mapping, fit
 from .noc import send_plan
 from .offchip import categories, describe
@@ -31,7 +31,6 @@ class ChipReport:
     energy: Energy
     micro_batch: int
     pool: PoolMemory         # the chip-independent whole-batch demand of the same trace
-    pool_pytorch: PoolMemory | None = None   # ... as a float32 framework holds it (None: unsized tensors)
     latency_without_offchip: float | None = None   # cycles of the same step if off-chip accesses took no time
 
     # ------------------------------------------------------------ timing
@@ -186,7 +185,7 @@ class ChipReport:
                        "gantt_rows": len(gantt)},
             "energy": self.energy.to_dict(),
             "offchip": self.offchip_dict(),
-            "pool": {"whole_batch": self.pool.to_dict(), "pytorch": self.pool_pytorch.to_dict() if self.pool_pytorch else None},
+            "pool": {"whole_batch": self.pool.to_dict()},
         }
 
 
@@ -197,7 +196,7 @@ def simulate(trace, hw, spec: ChipSpec | None = None) -> ChipReport:
     en = step_energy(trace, spec, mapping, sched.links, sched.n_inst, sched.latency)
     return ChipReport(spec=spec, trace=trace, mapping=mapping, ledger=led, schedule=sched, energy=en,
                       micro_batch=hw.mapping.micro_batch, pool=whole_batch(trace),
-                      pool_pytorch=pytorch(trace), latency_without_offchip=_free(trace, hw, spec, mapping))
+                      latency_without_offchip=_free(trace, hw, spec, mapping))
 
 
 def _free(trace, hw, spec, mapping):
@@ -221,4 +220,4 @@ def simulate_on(trace, hw, mapping: Mapping) -> ChipReport:
     en = step_energy(trace, spec, sub, sched.links, sched.n_inst, sched.latency)
     return ChipReport(spec=spec, trace=trace, mapping=sub, ledger=led, schedule=sched, energy=en,
                       micro_batch=hw.mapping.micro_batch, pool=whole_batch(trace),
-                      pool_pytorch=pytorch(trace), latency_without_offchip=_free(trace, hw, spec, sub))
+                      latency_without_offchip=_free(trace, hw, spec, sub))

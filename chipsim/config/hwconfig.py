@@ -217,10 +217,12 @@ class Mapping:
                             "and compare prints first among its ratios: streaming = what the "
                             "chip's cores hold while samples stream through them (the per-core ledger, which every "
                             "mapping must fit); whole-batch = every tensor of the batch in one memory pool, "
-                            "chip-independent, at the chip's widths (the paper's GPU-style measurement); pytorch = "
-                            "the same pool as a framework on a GPU holds it: float32 parameters, gradients and Adam "
-                            "moments, and the tensors autograd saves (chipsim.chip.pool states the assumptions); "
-                            "all three are always computed",
+                            "chip-independent, at the chip's widths (the paper's GPU-style measure); pytorch = "
+                            "the peak allocator bytes of one real PyTorch training step of the same rule, model, "
+                            "batch, N and optimizer, measured (chipsim.framework; torch.profiler on CPU), labelled "
+                            "with the torch version and device; not available for vit models. streaming and "
+                            "whole-batch are always computed; run and map measure the pytorch figure only under "
+                            "this mode (it runs a PyTorch step), compare at every point (unless --device none)",
                             choices=("streaming", "whole-batch", "pytorch"))
     negatives: str = spec("parallel", doc="how a block takes a sample's N+1 label variants (local goodness "
                           "rules): parallel = all rows together, every row kept until the losses above have said "

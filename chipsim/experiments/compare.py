@@ -3,13 +3,14 @@
 For every (depth, rule) point, the engine executes one real training step of
 a member of the depth family (``modelspec.cnn_family``; its input shape is the
 dataset's, ``workload.dataset``; width and pool positions are options) and the
-chip model costs its trace three ways: ``streaming`` (samples stream through
+chip model costs its trace two ways: ``streaming`` (samples stream through
 the cores -- what the modelled chip needs; also step latency, backward phase,
-NoC and energy), ``whole-batch`` (every tensor of the batch in one memory
-pool, at the chip's widths) and ``pytorch`` (the same pool as a float32
-framework on a GPU holds it, the paper's own measurement), both from
-``chipsim.chip.pool``, which needs no chip and exists even where the chip
-cannot hold the model. Nothing here knows a rule's memory formula: the ratios
+NoC and energy) and ``whole-batch`` (every tensor of the batch in one memory
+pool, at the chip's widths; ``chipsim.chip.pool``, which needs no chip and
+exists even where the chip cannot hold the model). The framework figure (the
+paper's own kind of measurement) is ``measured``: one real PyTorch training
+step of the same rule and model (``chipsim.framework``), and ``measured-ckpt``
+for BP with activation checkpointing. Nothing here knows a rule's memory formula: the ratios
 come out of the traces. The dataflow (``mapping.negatives``,
 ``training.update``) is whatever the config and ``--set`` say.
 The ratios to BP and the table's markdown and plots are in ``compare_report``
@@ -47,7 +48,6 @@ FAMILY_RULES = ("bp", "ff", "symba", "df", "df-o", "df-r", "cwc")
 def _point(p: dict) -> dict:
     """One (depth, rule) point; runs in a worker process."""
     from ..chip import simulate, whole_batch
-    from ..chip.pool import PYTORCH_UNSIZED, pytorch
     from ..chip.timing import lock_waits
     from ..runner import trace_one_step
     limit_threads(p["threads"])
@@ -63,11 +63,10 @@ def _point(p: dict) -> dict:
            "macs": trace.macs(), "recompute_macs": trace.macs("recompute"),
            "activation_bytes_per_sample": sum(b.nbytes for b in trace.buffers
                                               if b.category in ("act_update", "act_backward")) / trace.samples}
-    # the GPU-style measures: every tensor of the batch in ONE memory pool, peak over program order; they
-    # do not depend on the chip, so they exist even where the chip cannot hold the model
-    for mode, pool in (("whole-batch", whole_batch(trace)), ("pytorch", pytorch(trace))):
-        out[mode] = ({"fits": True, "total_peak_bytes": pool.peak_bytes, "by_category": pool.at_peak} if pool
-                     else {"fits": False, "error": PYTORCH_UNSIZED})
+    # the GPU-style measure: every tensor of the batch in ONE memory pool, peak over program order; it does
+    # not depend on the chip, so it exists even where the chip cannot hold the model
+    pool = whole_batch(trace)
+    out["whole-batch"] = {"fits": True, "total_peak_bytes": pool.peak_bytes, "by_category": pool.at_peak}
     if p.get("measure_device"):                  # the framework figure, measured (chipsim.framework)
         from ..framework.point import measure_point
         out["measured"] = measure_point(hw, cfg.model, p["measure_device"])
@@ -131,7 +130,7 @@ def check_result(p: dict, r: dict) -> None:
         raise ValueError(f"it is logged for depth {r['depth']!r}, rule {r['rule']!r}")
     for k in ("engine_seconds", "macs", "activation_bytes_per_sample", "chip_seconds"):
         number(r[k], 0)
-    for mode in ("whole-batch", "pytorch", "streaming"):
+    for mode in ("whole-batch", "streaming"):
         m = r[mode]
         if not isinstance(m["fits"], bool):
             raise TypeError(f"{mode}.fits is not true/false")

@@ -13,7 +13,6 @@ RATIO_NAMES = {
     ("streaming", "total_peak_bytes"): "SRAM, sum of core peaks (streaming)",
     ("streaming", "peak_core_bytes"): "SRAM of the fullest core (streaming)",
     ("whole-batch", "total_peak_bytes"): "whole-batch memory demand (one pool, each tensor once)",
-    ("pytorch", "total_peak_bytes"): "PyTorch-style memory (float32 parameters, gradients, Adam, saved tensors)",
     ("measured", "total_peak_bytes"): "framework peak, measured in PyTorch (one step's allocator bytes)",
     ("measured-ckpt", "total_peak_bytes"): "framework peak, measured, against BP with activation checkpointing",
     ("streaming", "latency_us"): "step latency",
@@ -22,7 +21,9 @@ RATIO_NAMES = {
     ("streaming", "noc_bytes"): "NoC traffic per step",
     ("streaming", "energy_per_sample_pj"): "energy per sample",
 }
-MODES = ("streaming", "whole-batch", "pytorch", "measured", "measured-ckpt")
+MODES = ("streaming", "whole-batch", "measured", "measured-ckpt")
+#: ``mapping.memory_mode`` value -> the mode of the table whose ratio the console prints first
+FIRST_MODE = {"pytorch": "measured"}
 PAPER_RATIO = {11: 0.40, 25: 0.60}    # DF's memory / BP's, Wu et al. 2024 Fig. 4A ("< ~40%", "~60%")
 
 RATIO_METRICS = ("total_peak_bytes", "latency_us", "sample_latency_us", "backward_us", "energy_per_sample_pj")
@@ -110,7 +111,8 @@ def ratio_lines(table: dict) -> list:
     """One line per (metric, rule) with every depth's ratio: what the console prints. The memory of
     ``mapping.memory_mode`` (the headline figure) comes first."""
     out = []
-    first = f"{table.get('settings', {}).get('memory_mode', 'streaming')}:total_peak_bytes:"
+    mode = table.get("settings", {}).get("memory_mode", "streaming")
+    first = f"{FIRST_MODE.get(mode, mode)}:total_peak_bytes:"
     for key, vals in sorted(table["ratios"].items(), key=lambda kv: not kv[0].startswith(first)):
         if vals:
             out.append(f"{ratio_name(key)}: " + ", ".join(f"{v:.2f} at {d} blocks" for d, v in vals.items()))
@@ -143,28 +145,26 @@ def markdown(table: dict) -> str:
                 f"one training step of {table['batch_size']} samples executed by the engine per point. {flow}", ""]
     lines = what + [_settings_line(table), "",
              "Streaming = samples stream through the cores (what the chip needs); whole-batch = every "
-             "tensor of the batch held in one shared memory, peak over time, at the chip's widths; pytorch = the "
-             "same pool in float32, as chip/pool.py models a framework by rules on buffer names (a model, not a "
-             "measurement: see the measured columns). "
+             "tensor of the batch held in one shared memory, peak over time, at the chip's widths. "
              "Backward phase = for one sample alone, time from its last forward op to its last update op. "
              f"Measured = one training step of the same rule, model, batch, N and optimizer in PyTorch "
              f"(`chipsim.framework`), peak allocator bytes over the step ({_measured_label(table)}); "
-             "ckpt = BP with one activation checkpoint per block.", "",
+             "ckpt = BP with one activation checkpoint per block. The measured figure is the one "
+             "`mapping.memory_mode: pytorch` names; a rule or model the framework does not implement shows -.", "",
              "| depth | rule | cores | total peak SRAM, streaming (KiB) | worst core (KiB) | whole-batch demand (KiB) "
-             "| pytorch mode (KiB) | step latency (µs) | one sample (µs) | its backward phase (µs) | NoC (KiB/step) "
+             "| step latency (µs) | one sample (µs) | its backward phase (µs) | NoC (KiB/step) "
              "| energy/sample (µJ) | recomputed MACs | measured (KiB) | measured, BP ckpt (KiB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table["rows"]:
-        m, wb, pt = r["streaming"], r["whole-batch"], r.get("pytorch", {})
-        pt_kib = f"{pt['total_peak_bytes'] / 1024:.0f}" if pt.get("fits") else "-"
+        m, wb = r["streaming"], r["whole-batch"]
         ms = " | ".join(f"{x['total_peak_bytes'] / 1024:.0f}" if x.get("fits") else "-"
                         for x in (r.get("measured", {}), r.get("measured-ckpt", {}) if r["rule"] == BASELINE else {}))
         if not m.get("fits"):
             lines.append(f"| {r['depth']} | {r['rule']} | does not fit: {m['error'][:80]}... | | | "
-                         f"{wb['total_peak_bytes'] / 1024:.0f} | {pt_kib} | | | | | | | {ms} |")
+                         f"{wb['total_peak_bytes'] / 1024:.0f} | | | | | | | {ms} |")
             continue
         lines.append(f"| {r['depth']} | {r['rule']} | {m['cores_used']} | {m['total_peak_bytes'] / 1024:.0f} | "
-                     f"{m['peak_core_bytes'] / 1024:.0f} | {wb['total_peak_bytes'] / 1024:.0f} | {pt_kib} | "
+                     f"{m['peak_core_bytes'] / 1024:.0f} | {wb['total_peak_bytes'] / 1024:.0f} | "
                      f"{m['latency_us']:.0f} | {m['sample_latency_us']:.0f} | {m['backward_us']:.0f} | "
                      f"{m['noc_bytes'] / 1024:.0f} | {m['energy_per_sample_pj'] / 1e6:.2f} | "
                      f"{r.get('recompute_macs', 0):,} | {ms} |")
@@ -198,7 +198,6 @@ def plot(table: dict, out_dir: str) -> None:
     for mode, metric, label, fname in (
             ("streaming", "total_peak_bytes", "peak SRAM, sum over cores (KiB)", "memory_streaming"),
             ("whole-batch", "total_peak_bytes", "whole-batch memory demand (KiB)", "memory_whole_batch"),
-            ("pytorch", "total_peak_bytes", "pytorch-mode memory (KiB, float32)", "memory_pytorch"),
             ("measured", "total_peak_bytes", f"framework peak (KiB, {_measured_label(table)})", "memory_measured"),
             ("streaming", "latency_us", "training step latency (µs)", "latency_step"),
             ("streaming", "backward_us", "one sample's backward phase (µs)", "latency_backward")):
@@ -217,8 +216,7 @@ def plot(table: dict, out_dir: str) -> None:
             title += "\nDF-R/BP: " + ", ".join(f"{d}:{v:.2f}" for d, v in ratio.items())
         plots.lines(series, "number of blocks", label, os.path.join(out_dir, f"{fname}.png"), title,
                     xticks=table["depths"], y_from_zero=True)
-    for mode, fname in (("streaming", "streaming"), ("whole-batch", "whole_batch"), ("pytorch", "pytorch"),
-                        ("measured", "measured"), ("measured-ckpt", "measured_vs_checkpointed_bp")):
+    for mode, fname in (("streaming", "streaming"), ("whole-batch", "whole_batch"), ("measured", "measured"), ("measured-ckpt", "measured_vs_checkpointed_bp")):
         panels = {rule: {d: {c: v / 1024 for c, v in by[(d, rule)][mode]["by_category"].items()}
                          for d in table["depths"] if by.get((d, rule), {}).get(mode, {}).get("by_category")}
                   for rule in table["rules"]}

@@ -30,7 +30,6 @@ RULES = ("df-r", "df-o")
 SHAPES = {"mnist": "MNIST 1x28x28", "cifar10": "CIFAR-10 3x32x32"}
 # (mode, metric, column label); memory columns first, the parallelism ones after
 METRICS = (("streaming", "total_peak_bytes", "SRAM, streaming"), ("whole-batch", "total_peak_bytes", "whole-batch"),
-           ("pytorch", "total_peak_bytes", "pytorch mode"),
            ("measured", "total_peak_bytes", "measured framework"),
            ("measured-ckpt", "total_peak_bytes", "measured vs BP ckpt"), ("streaming", "latency_us", "step latency"),
            ("streaming", "backward_us", "backward phase"), ("streaming", "energy_per_sample_pj", "energy/sample"))

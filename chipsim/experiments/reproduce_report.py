@@ -151,6 +151,12 @@ def _dominant(row_mode: dict) -> str:
     return ", ".join(f"{c} {100 * v / total:.0f}%" for c, v in top)
 
 
+def _measured_words(table: dict) -> str:
+    """``measured, torch X.Y, cpu`` of a compare table, or why it has no measured figure."""
+    from .compare_report import _measured_label
+    return _measured_label(table) if table.get("rows") else "not measured"
+
+
 def _memory_section(res, plan, scale: Scale) -> list:
     r9, r1 = res["compare"]["ratios"], res["compare_n1"]["ratios"]
     sr = res["compare"].get("strategy_ratios") or {}      # the same points costed under fit, balanced, search
@@ -160,13 +166,14 @@ def _memory_section(res, plan, scale: Scale) -> list:
              f"Depth family `cnn_family(depth)` on `{res['compare']['chip']}`; one real engine step per point; "
              "see [compare/compare.md](compare/compare.md) and [compare_n1/compare.md](compare_n1/compare.md). "
              "Streaming = what the chip's cores hold (sum of core peaks); whole-batch = every tensor of the batch "
-             "in one pool (the paper's GPU-style measure); PyTorch-style = that pool in float32 with gradients, "
-             "Adam moments and autograd's saved tensors. Memory and backward phase are at "
+             "in one pool (the paper's GPU-style measure); measured = one real PyTorch training step's peak "
+             f"allocator bytes ({_measured_words(res['compare'])}; `chipsim.framework`, the paper's own kind of "
+             "measurement). Memory and backward phase are at "
              f"`mapping.strategy` {st}; step latency and energy per sample are given under each strategy "
              "(fit / balanced / search: the same trace mapped each way, both rules alike), because the mapping "
              "moves them: compare maps each rule at its own best layout (search) by default. Regenerate with "
              "`chipsim reproduce` (this table: `chipsim compare hwconfigs/176core_512k.yaml`).", "",
-             "| depth | DF-R/BP streaming | whole-batch | PyTorch-style | same at N = 1 (streaming / whole-batch) "
+             "| depth | DF-R/BP streaming | whole-batch | measured framework | same at N = 1 (streaming / whole-batch) "
              f"| step latency ({by_strategy}) | backward phase | energy / sample ({by_strategy}) | paper (memory) |",
              "|---|---|---|---|---|---|---|---|---|"]
 
@@ -176,7 +183,7 @@ def _memory_section(res, plan, scale: Scale) -> list:
 
     for d in plan.depths:
         lines.append(f"| {d} | {g(r9, 'streaming:total_peak_bytes:df-r', d)} | {g(r9, 'whole-batch:total_peak_bytes:df-r', d)} "
-                     f"| {g(r9, 'pytorch:total_peak_bytes:df-r', d)} | {g(r1, 'streaming:total_peak_bytes:df-r', d)} / "
+                     f"| {g(r9, 'measured:total_peak_bytes:df-r', d)} | {g(r1, 'streaming:total_peak_bytes:df-r', d)} / "
                      f"{g(r1, 'whole-batch:total_peak_bytes:df-r', d)} | "
                      f"{strategy_cell(sr, 'latency_us', 'df-r', d) if sr else g(r9, 'streaming:latency_us:df-r', d)} | "
                      f"{g(r9, 'streaming:backward_us:df-r', d)} | "
@@ -268,7 +275,7 @@ def _dataflow_section(res) -> list:
                   + ", ".join(f"{d} blocks {v:.2f}" for d, v in sorted(deep.items())) + "."]
     lines += ["", "![ratio, whole-batch](compare/ratio_whole_batch.png) "
               "![ratio, whole-batch, sequential-recompute](compare_recompute/ratio_whole_batch.png) "
-              "![ratio, pytorch](compare_recompute/ratio_pytorch.png)", "",
+              "![ratio, measured framework](compare/ratio_measured.png)", "",
               "![memory by category, whole-batch](compare/memory_by_category_whole_batch.png)", "",
               "![memory by category, whole-batch, sequential-recompute]"
               "(compare_recompute/memory_by_category_whole_batch.png)", ""]

@@ -3,16 +3,15 @@
 A buffer's *category* (``chipsim.trace.CATEGORIES``) is the line of the
 memory budget it is charged to: who needs it (weights, the activations a block
 keeps for its own update or for BP's backward, gradients, NoC staging). Its
-*role* is what tensor it is. The chip reads roles wherever the answer depends
-on the tensor rather than on the budget line -- the float32 pool
-(``chipsim.chip.pool.pytorch``) sizes a kept input as autograd saves it, a pool
-index as int64, a low-bit compute copy of the weights as nothing -- so a
-tracer may name its buffers as it likes (names are for people: reports,
-timelines) and no name is ever matched.
+*role* is what tensor it is, declared by the tracer that made it, so that
+whatever needs to know the tensor rather than the budget line reads the role
+and a tracer may name its buffers as it likes (names are for people: reports,
+timelines); no name is ever matched. (The float32 "framework" pool that once
+sized buffers by role is gone: framework memory is measured in PyTorch,
+``chipsim.framework``.)
 
 Roles are part of the trace format (``chipsim.trace.TRACE_VERSION``): a
-tracer that adds a tensor picks one of these, or adds a role here and says in
-``chipsim.chip.pool`` how a framework would hold it.
+tracer that adds a tensor picks one of these, or adds a role here.
 """
 from __future__ import annotations
 
