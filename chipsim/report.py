@@ -201,6 +201,11 @@ def headline(summary: dict) -> list:
         out.append((f"inference of one sample ({mode})",
                     f"{inf['latency_us']:.1f} µs, {inf['energy_pj'] / 1e6:.3f} µJ "
                     f"({inf['passes']} pass{'es' if inf['passes'] > 1 else ''})"))
+    if summary.get("probe"):
+        pr = summary["probe"]
+        out.append(("probe phase (stage 2, after every epoch)",
+                    f"{pr['per_epoch_latency_us'] / 1e3:.2f} ms, {pr['per_epoch_energy_pj'] / 1e6:.1f} µJ per epoch "
+                    f"(encoding {pr['images']} images, {pr['head_epochs']} probe passes)"))
     return out
 
 
