@@ -355,11 +355,12 @@ def probe_section(summary: dict) -> list:
     pr, cd, t = summary["probe"], summary["chip"], summary.get("training") or {}
     epochs = t.get("epochs") or 0
     steps = t["steps"] / epochs if epochs else None
-    rows = [{"part": f"encode {pr['images']} training images ({pr['encode_batches_per_epoch']} batches of "
+    nb = pr["encode_batches_per_epoch"]
+    rows = [{"part": f"encode {pr['images']} training images ({nb} batch{'es' if nb != 1 else ''} of "
                      f"{pr['encode']['samples']})", "latency (µs)": f"{pr['encode']['per_epoch_latency_us']:.1f}",
              "energy (µJ)": f"{pr['encode']['per_epoch_energy_pj'] / 1e6:.2f}"},
             {"part": f"train the probe: {pr['head_epochs']} passes, {pr['probe_steps_per_epoch']} steps of "
-                     f"{pr['train']['samples']}", "latency (µs)": f"{pr['train']['per_epoch_latency_us']:.1f}",
+                     f"{pr['train']['samples']} in all", "latency (µs)": f"{pr['train']['per_epoch_latency_us']:.1f}",
              "energy (µJ)": f"{pr['train']['per_epoch_energy_pj'] / 1e6:.2f}"},
             {"part": "probe phase, per epoch", "latency (µs)": f"{pr['per_epoch_latency_us']:.1f}",
              "energy (µJ)": f"{pr['per_epoch_energy_pj'] / 1e6:.2f}"}]
