@@ -316,12 +316,14 @@ class StepTracer:
         cut = len(items) if sent is None or sent.cut is None or bits == 32 else sent.cut
         partial = rec.buffer(l, "grad_input_partial" if bits != 32 else "error_out", "gradients",
                              nbytes_of(n, 32), "sample", "reduce", n, Role.ERROR)
-        rec.op(l, "feedback" if use_feedback else "grad_x", "feedback" if use_feedback else "grad_input",
-               reads=reads, writes=(partial,), work=items[:cut])
+        kind = "feedback" if use_feedback else "grad_x"
+        rec.op(l, kind, "feedback" if use_feedback else "grad_input", reads=reads, writes=(partial,),
+               work=items[:cut])
         err = partial
         if bits != 32:                               # the sender quantises the summed error before it goes down
             err = rec.buffer(l, "error_out", "gradients", nbytes_of(n, bits), "sample", "replicated", n,
                              Role.ERROR)
+            # kind grad_x under DF-R too: it reads no weights (a feedback op is the product through B)
             rec.op(l, "grad_x", "quantize error", reads=(partial,), writes=(err,), work=items[cut:])
         nb = nbytes_of(n, bits)
         recv = rec.buffer(below.index, "error_in", "gradients", nb, "sample", below.error_in_split, n, Role.ERROR)
