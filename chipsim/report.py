@@ -211,6 +211,11 @@ def headline(summary: dict) -> list:
         out.append((f"inference of one sample ({mode})",
                     f"{inf['latency_us']:.1f} µs, {inf['energy_pj'] / 1e6:.3f} µJ "
                     f"({inf['passes']} pass{'es' if inf['passes'] > 1 else ''})"))
+    if summary.get("probe"):
+        pr = summary["probe"]
+        out.append(("probe phase (stage 2, after every epoch)",
+                    f"{pr['per_epoch_latency_us'] / 1e3:.2f} ms, {pr['per_epoch_energy_pj'] / 1e6:.1f} µJ per epoch "
+                    f"(encoding {pr['images']} images, {pr['head_epochs']} probe passes)"))
     return out
 
 
@@ -346,7 +351,40 @@ def markdown(summary: dict, chip, layer_rows: list, history: list | None) -> str
                                   "energy (µJ)": f"{inf['energy_pj'] / 1e6:.4f}"}
                                  for mode, inf in summary["inference"].items()],
                                 ["mode", "passes", "latency (µs)", "energy (µJ)"]), ""]
+    if summary.get("probe"):
+        lines += probe_section(summary)
     if summary.get("provenance"):
         from .provenance import markdown as provenance_markdown
         lines += provenance_markdown(summary["provenance"])
     return "\n".join(lines)
+
+
+def probe_section(summary: dict) -> list:
+    """The probe phase (a linear probe's second stage, refit after every epoch): its cost per epoch beside
+    the training's (``runner.cost_probe``)."""
+    pr, cd, t = summary["probe"], summary["chip"], summary.get("training") or {}
+    epochs = t.get("epochs") or 0
+    steps = t["steps"] / epochs if epochs else None
+    nb = pr["encode_batches_per_epoch"]
+    rows = [{"part": f"encode {pr['images']} training images ({nb} batch{'es' if nb != 1 else ''} of "
+                     f"{pr['encode']['samples']})", "latency (µs)": f"{pr['encode']['per_epoch_latency_us']:.1f}",
+             "energy (µJ)": f"{pr['encode']['per_epoch_energy_pj'] / 1e6:.2f}"},
+            {"part": f"train the probe: {pr['head_epochs']} passes, {pr['probe_steps_per_epoch']} steps of "
+                     f"{pr['train']['samples']} in all", "latency (µs)": f"{pr['train']['per_epoch_latency_us']:.1f}",
+             "energy (µJ)": f"{pr['train']['per_epoch_energy_pj'] / 1e6:.2f}"},
+            {"part": "probe phase, per epoch", "latency (µs)": f"{pr['per_epoch_latency_us']:.1f}",
+             "energy (µJ)": f"{pr['per_epoch_energy_pj'] / 1e6:.2f}"}]
+    lines = ["## Probe phase (stage 2, after every epoch)", "",
+             "The frozen encoder encodes the training set, then the linear probe trains on those features; "
+             "the engine ran one batch of each, the chip costed it on the training mapping, and an epoch's "
+             "figures are those times their counts.", "",
+             _md_table(rows, ["part", "latency (µs)", "energy (µJ)"]), ""]
+    if steps:
+        train_e = steps * cd["energy"]["total_pj"]
+        train_l = steps * cd["timing"]["latency_us"]
+        lines += [f"Stage 1 takes {steps:.0f} steps an epoch: {train_e / 1e6:.2f} µJ and {train_l:.1f} µs. The probe "
+                  f"phase adds {100 * pr['per_epoch_energy_pj'] / train_e:.1f}% to that energy and "
+                  f"{100 * pr['per_epoch_latency_us'] / train_l:.1f}% to that latency.", ""]
+    lines += [f"The encoded features of the whole training set ({pr['feature_bytes'] / 1024:.1f} KiB, float32) "
+              "are held between the two parts; the SRAM ledger above does not include them.", ""]
+    return lines

@@ -15,6 +15,7 @@ training, the chip costing of the real first step, and the files.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import shlex
@@ -154,6 +155,37 @@ def cost_inference(trainer, x_one, hw, mapping) -> dict:
     return out
 
 
+def cost_probe(trainer, x_train, y_train, hw, mapping) -> dict | None:
+    """Cost CFF's second stage (the linear probe, refit after every epoch) on the training mapping: the
+    phase "probe" (``engine.tracing.probe``). None for a run without a linear probe.
+
+    Per epoch the trainer encodes all M training images and trains the probe for ``head_epochs`` passes
+    of ceil(M / PROBE_BATCH) steps; the engine executes one encoding batch and one probe step under a work
+    log, the chip costs each, and the epoch's figures are those times their counts (batches run one after
+    another: latencies add)."""
+    from .engine.training.probe import PROBE_BATCH, LinearProbe
+    if not isinstance(trainer.head, LinearProbe):
+        return None
+    from .chip import simulate_on
+    from .engine.tracing.probe import PHASE, trace_probe
+    enc, step = trace_probe(trainer.head, x_train, y_train)
+    m = int(len(y_train))
+    batches = math.ceil(m / enc.samples)
+    steps = trainer.head.epochs * math.ceil(m / PROBE_BATCH)
+    out = {"phase": PHASE, "images": m, "head_epochs": trainer.head.epochs, "batch": PROBE_BATCH,
+           "encode_batches_per_epoch": batches, "probe_steps_per_epoch": steps,
+           "feature_bytes": 4 * m * int(np.prod(trainer.head.layer.in_shape))}
+    for name, trace, count in (("encode", enc, batches), ("train", step, steps)):
+        rep = simulate_on(trace, hw, mapping)
+        out[name] = {"samples": trace.samples, "latency_us": rep.latency_us, "energy_pj": rep.energy.total_pj,
+                     "energy": rep.energy.to_dict(), "per_epoch_latency_us": count * rep.latency_us,
+                     "per_epoch_energy_pj": count * rep.energy.total_pj,
+                     "busy_cycles_by_op": dict(sorted(rep.schedule.busy_by_kind.items(), key=lambda kv: -kv[1]))}
+    out["per_epoch_latency_us"] = out["encode"]["per_epoch_latency_us"] + out["train"]["per_epoch_latency_us"]
+    out["per_epoch_energy_pj"] = out["encode"]["per_epoch_energy_pj"] + out["train"]["per_epoch_energy_pj"]
+    return out
+
+
 def _say(progress: bool, text: str) -> None:
     if progress:
         print(text, flush=True)
@@ -281,6 +313,7 @@ def run(config, overrides=(), out_dir: str | None = None, progress: bool = True,
             t0 = time.perf_counter()
             chip = simulate(result.trace, hw)
             inference = cost_inference(trainer, data.x_test[:1], hw, chip.mapping)
+            probe = cost_probe(trainer, data.x_train, data.y_train, hw, chip.mapping)
             sim_seconds = time.perf_counter() - t0
             history = [h.__dict__ for h in result.history]
             summary = _base_summary(cfg, "run")
@@ -292,7 +325,7 @@ def run(config, overrides=(), out_dir: str | None = None, progress: bool = True,
                           "resumed_after_epoch": state["epoch"] if resume else None, "history": history,
                           "train_samples": int(len(data.y_train)), "test_samples": int(len(data.y_test)),
                           "negatives": trainer.negatives if not trainer.is_bp else None},
-                chip=chip.to_dict(), inference=inference, accounting_seconds=sim_seconds,
+                chip=chip.to_dict(), inference=inference, probe=probe, accounting_seconds=sim_seconds,
                 scale_note=(f"trained on {len(data.y_train)} samples of {wl.dataset} for {len(history)} epoch(s) "
                             f"on a CPU, tested on {len(data.y_test)}; chip figures are for one step of "
                             f"{hw.training.batch_size} samples on the modelled {hw.chip.name} chip."))

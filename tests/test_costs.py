@@ -159,6 +159,11 @@ def hand_counts():
         add("conv_grad_input" if upper == 1 else "dense_grad_input", macs[upper])
         add("dequantize", inp[upper])                            # rescale of the input error
         add("bn_backward", BN_BACKWARD_OPS * inp[upper])
+        # the sender quantises the error it sends (8-bit codes, stochastic); the block below's weight
+        # gradient reads those codes back (issue 23, defect 7)
+        add("quantize_scale", inp[upper])
+        add("quantize_stochastic", sr * inp[upper])
+        add("dequantize", inp[upper])
     # weight gradients: blocks 0 and 1 sum their own loss's error with the one from above
     for l in range(3):
         add("goodness_backward", out[l])

@@ -15,6 +15,7 @@ from chipsim.chip import simulate
 from chipsim.config import Precision, load_config
 from chipsim.engine.layers import registry
 from chipsim.engine.layers.protocol import Layer, ParamGroup, TracePart
+from chipsim.engine.layers.sent_error import send_float
 from chipsim.engine.networks.network import Network
 from chipsim.engine.rules.compose import bp_step
 from chipsim.engine.tracing.inference import trace_inference
@@ -71,6 +72,9 @@ class ScaleLayer:
     def grad_input(self, gy, cache, rng, use_feedback: bool = False):
         work.record("scale_grad_input", "scale_grad_input", gy.size)
         return gy * self.s
+
+    def send_error(self, gx, rng):
+        return send_float(gx)
 
     def select(self, cache, rows):
         return {k: v[rows] if v.size else v for k, v in cache.items()}

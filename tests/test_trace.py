@@ -93,6 +93,7 @@ def test_df_o_trace_matches_hand_counts():
     # accumulators at accumulator_bits = 16 (2 bytes a value) with a float32 scale each, incl. the embedding
     grad_acc = 2 * (72 + 216 + 120 + 4 * 64) + 4 * 4
     errors = 2 * (8 * 64 + 8 * 24)                                # 8-bit error out + error in, 2 links
+    errors += 4 * (8 * 64 + 8 * 24)       # + the float32 grad-input each sender computes, then quantises
     assert b["gradients"] == grad_acc + 3 * 4 * 8 + errors        # + dL/dgoodness per block
     assert b["noc_buffers"] == 2 * 64 + 8 * 64 // 2 + 8 * 24 // 2  # sensor 8-bit image + received inputs
     assert t.sent_bytes("activation") == 128 + 256 + 96

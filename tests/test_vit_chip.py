@@ -206,6 +206,9 @@ def test_chipsim_run_cff_on_vit_tiny_reaches_the_bar(tmp_path):
     by_op = s["chip"]["energy"]["by_op"]
     assert {"attn_scores", "attn_values", "softmax", "layernorm"} <= set(by_op)
     assert list(s["inference"]) == ["one-pass head"] and s["inference"]["one-pass head"]["passes"] == 1
+    # stage 2 is costed as its phase: 4,000 images encoded in ceil(4000 / 64) = 63 batches, reported
+    assert s["probe"]["phase"] == "probe" and s["probe"]["encode_batches_per_epoch"] == 63
+    assert s["probe"]["per_epoch_energy_pj"] > 0 and "## Probe phase" in (out / "report.md").read_text()
 
 
 def test_vit_table_at_smoke_scale(tmp_path):
@@ -224,6 +227,12 @@ def test_vit_table_at_smoke_scale(tmp_path):
     assert set(rows["ff"]["inference"]) == {"decode", "one-pass head"} and rows["ff"]["head_accuracy_mean"] is not None
     assert list(rows["cff"]["inference"]) == ["one-pass head"]
     assert rows["ff"]["inference"]["decode"]["passes"] == 10
+    # an epoch's cost adds the probe phase (stage 2) of every rule with a linear probe (issue 23, defect 8)
+    assert rows["cff"]["probe_epoch_energy_pj"] > 0 and rows["ff"]["probe_epoch_energy_pj"] > 0
+    assert rows["bp"]["probe_epoch_energy_pj"] == 0
+    for r in rows.values():
+        assert r["energy_epoch_pj"] == pytest.approx(r["steps_per_epoch"] * r["energy_step_pj"]
+                                                     + r["probe_epoch_energy_pj"])
     text = "\n".join(markdown(table))
     assert "CFF above FF" in text and "CFF close to BP" in text and "converges faster" in text
     assert f"{100 * rows['bp']['accuracy_mean']:.1f}%" in text

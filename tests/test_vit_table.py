@@ -92,3 +92,21 @@ def test_close_to_bp_threshold_either_side(gap):
     """-3.0 printed (0.0299, 0.0304) is within 3 points; -3.5 is not."""
     c = _claims(_rows({"cff": 0.70, "cff+m": 0.60, "ff": 0.60, "bp": 0.70 + gap}))
     assert (FAILS in c["close_to_bp"]) == (gap > 0.035)
+
+
+def test_the_per_epoch_comparison_adds_each_rules_probe_phase():
+    """Issue 23, defect 8: an epoch is its training steps plus the probe phase after it (CFF's second stage)."""
+    from chipsim.experiments.vit_table import per_epoch
+    rows = _rows({"cff": 0.7, "cff+m": 0.7, "ff": 0.6, "bp": 0.7})
+    probe = {"cff": 3e6, "cff+m": 3e6, "ff": 1e6, "bp": 0.0}
+    for v, r in rows.items():
+        r.update(steps_per_epoch=10, probe_epoch_energy_pj=probe[v], probe_epoch_latency_us=probe[v] / 1e5)
+        r.update(per_epoch(r))
+    # 10 steps x 1 µJ = 10 µJ; cff + 3 µJ of probe = 13 µJ, ff 11 µJ, bp 10 µJ; latency 100 µs + 30 / 10 / 0
+    assert rows["cff"]["energy_epoch_pj"] == 13e6 and rows["bp"]["energy_epoch_pj"] == 10e6
+    assert rows["cff"]["latency_epoch_us"] == 130.0
+    chip = _claims(rows)["chip"]
+    assert ("Per epoch (its training steps and, for a rule with a linear probe, the probe phase after it: "
+            "encoding the training set and training the probe): latency cff 1.30x, cff+m 1.30x, ff 1.10x; "
+            "energy cff 1.30x, cff+m 1.30x, ff 1.10x; the probe phase is cff 23%, cff+m 23%, ff 9% of that "
+            "energy.") in chip

@@ -54,6 +54,10 @@ def _point(p: dict) -> dict:
             "whole_batch_bytes": chip["pool"]["whole_batch"]["peak_bytes"], "cores": chip["mapping"]["cores_used"],
             "latency_us": chip["timing"]["latency_us"], "energy_step_pj": chip["energy"]["total_pj"],
             "energy_per_sample_pj": chip["energy"]["per_sample"]["total_pj"],
+            "steps_per_epoch": t["steps"] / max(t["epochs"], 1),
+            # stage 2 (a linear probe refit after every epoch: CFF's, and FF's beside its decoding), per epoch
+            "probe_epoch_energy_pj": (s.get("probe") or {}).get("per_epoch_energy_pj", 0.0),
+            "probe_epoch_latency_us": (s.get("probe") or {}).get("per_epoch_latency_us", 0.0),
             "inference": {m: {"latency_us": v["latency_us"], "energy_pj": v["energy_pj"], "passes": v["passes"]}
                           for m, v in s["inference"].items()}}
 
@@ -87,17 +91,32 @@ def vit_table(config: str, seeds, scale: list, out_dir: str, jobs: int, progress
                      "train_seconds_mean": float(np.mean([r["train_seconds"] for r in runs])),
                      **{k: first[k] for k in ("peak_core_bytes", "total_peak_bytes", "whole_batch_bytes", "cores",
                                                "latency_us", "energy_step_pj", "energy_per_sample_pj",
-                                               "inference")}})
+                                               "inference", "steps_per_epoch", "probe_epoch_energy_pj",
+                                               "probe_epoch_latency_us")},
+                     **per_epoch(first)})
     table = {"seeds": list(seeds), "scale": list(scale), "model": MODEL, "rows": rows,
              "provenance": provenance.collect("vit")}
     write_json(os.path.join(out_dir, "vit.json"), table)
     return table
 
 
+def per_epoch(r: dict) -> dict:
+    """An epoch's chip cost: its training steps, plus the probe phase (stage 2) the rule runs after it."""
+    return {"energy_epoch_pj": r["steps_per_epoch"] * r["energy_step_pj"] + r["probe_epoch_energy_pj"],
+            "latency_epoch_us": r["steps_per_epoch"] * r["latency_us"] + r["probe_epoch_latency_us"]}
+
+
 def epochs_to_converge(curve) -> int:
     """The first epoch (1-based) whose accuracy is within CONVERGED_POINTS of the last epoch's."""
     curve = list(curve)
     return next(i + 1 for i, a in enumerate(curve) if a >= curve[-1] - CONVERGED_POINTS / 100)
+
+
+def _epoch_mj(r: dict) -> str:
+    """An epoch's energy (training steps and probe phase; mJ), '-' for a row written before it was kept."""
+    if "energy_epoch_pj" not in r:
+        return "-"
+    return f"{r['energy_epoch_pj'] / 1e9:.2f} (probe {r['probe_epoch_energy_pj'] / 1e9:.2f})"
 
 
 def _pct(x) -> str:
@@ -119,8 +138,8 @@ def markdown(table: dict, scale: Scale | None = None) -> list:
              "units); inference: one test sample on the training mapping. The paper's column is CIFAR-10 "
              "ViT[128 4 5] with random crops, on GPUs.", "",
              "| rule | accuracy (%) | after each epoch (%) | paper (%) | head (%) | SRAM, sum over cores (KiB) "
-             "| worst core (KiB) | cores | step latency (µs) | energy / step (µJ) | inference: latency (µs) / energy "
-             "(µJ) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| worst core (KiB) | cores | step latency (µs) | energy / step (µJ) | energy / epoch, probe phase included (mJ) "
+             "| inference: latency (µs) / energy (µJ) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table["rows"]:
         inf = "; ".join(f"{m} ({v['passes']} pass{'es' if v['passes'] > 1 else ''}) {v['latency_us']:.0f} / "
                         f"{v['energy_pj'] / 1e6:.2f}" for m, v in r["inference"].items())
@@ -128,7 +147,7 @@ def markdown(table: dict, scale: Scale | None = None) -> list:
         lines.append(f"| {r['variant']} | {_pct(r['accuracy_mean'])} ± {_pct(r['accuracy_std'])} | "
                      f"{', '.join(_pct(a) for a in r['per_epoch_mean'])} | {r['paper']} | {head} | "
                      f"{r['total_peak_bytes'] / 1024:.0f} | {r['peak_core_bytes'] / 1024:.0f} | {r['cores']} | "
-                     f"{r['latency_us']:.0f} | {r['energy_step_pj'] / 1e6:.1f} | {inf} |")
+                     f"{r['latency_us']:.0f} | {r['energy_step_pj'] / 1e6:.1f} | {_epoch_mj(r)} | {inf} |")
     lines += [""] + findings(rows, scale, n) + [""]
     return lines
 
@@ -171,8 +190,23 @@ def findings(rows: dict, scale: Scale, seeds: int) -> list:
            "- **On the chip.** Against BP, per step: " + "; ".join(
                f"{what} " + ", ".join(f"{r['variant']} {r[key] / bp[key]:.2f}x" for r in (cff, cffm, ff))
                for what, key in (("SRAM (sum over cores)", "total_peak_bytes"), ("latency", "latency_us"),
-                                 ("energy", "energy_step_pj"))) +
-           ". CFF's loss couples the batch, so each layer runs its forward twice (mapping.batch_loss: recompute) "
+                                 ("energy", "energy_step_pj"))) + "." + _per_epoch_sentence(rows) +
+           " CFF's loss couples the batch, so each layer runs its forward twice (mapping.batch_loss: recompute) "
            "rather than hold the batch's activations; one CFF inference is one pass and the probe, where FF's "
            f"goodness decoding takes {ff['inference'].get('decode', {}).get('passes', '?')} passes."]
     return out
+
+
+def _per_epoch_sentence(rows: dict) -> str:
+    """Per epoch, against BP: the training steps plus each rule's probe phase (empty for rows without it)."""
+    names = ("cff", "cff+m", "ff", "bp")
+    if not all("energy_epoch_pj" in rows[k] for k in names):
+        return ""
+    bp = rows["bp"]
+    parts = "; ".join(f"{what} " + ", ".join(f"{k} {rows[k][key] / bp[key]:.2f}x" for k in names[:3])
+                      for what, key in (("latency", "latency_epoch_us"), ("energy", "energy_epoch_pj")))
+    probe = ", ".join(f"{k} {100 * rows[k]['probe_epoch_energy_pj'] / rows[k]['energy_epoch_pj']:.0f}%"
+                      for k in names[:3])
+    return (f" Per epoch (its training steps and, for a rule with a linear probe, the probe phase after it: "
+            f"encoding the training set and training the probe): {parts}; the probe phase is {probe} of that "
+            "energy.")

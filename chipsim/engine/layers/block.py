@@ -38,6 +38,7 @@ from ...trace import nbytes_of
 from ...trace.work import record, split
 from .feedback import feedback_weights
 from .protocol import ParamGroup, TracePart
+from .sent_error import send_quantized
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
@@ -248,6 +249,13 @@ class QuantBlock:
             else:
                 gx = K.batchnorm_backward_fixed_stats(gz, cache["bnc"])
         return gx.reshape((gx.shape[0],) + self.in_shape)
+
+    def send_error(self, gx, rng):
+        """The error at the block input as it goes down the NoC: quantised here, by the sender, to signed
+        ``gradient_bits`` codes (stochastic or nearest, seeded), so what travels is what the trace sizes.
+        On a split block this runs once the slices' float32 partials are summed (``StepTracer.
+        block_error_down``); the block below computes with these codes times their scale."""
+        return send_quantized(gx, lambda g: self.quantize_error(g, rng), self.prec.gradient_bits)
 
     def select(self, cache, rows):
         """The cache cut down to ``rows`` (indices into its batch axis).

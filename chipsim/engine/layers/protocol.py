@@ -83,6 +83,10 @@ class Layer(Protocol):
     def grad_input(self, gy, cache, rng, use_feedback: bool = False):
         """The error at the layer's input (through W, or DF-R's fixed feedback when ``use_feedback``)."""
 
+    def send_error(self, gx, rng):
+        """The error at its input as it goes down the NoC (a ``layers.sent_error.SentError``): quantised by
+        this layer, the sender, or the float32 it holds; the trace sizes the send at that width."""
+
     def select(self, cache, rows):
         """Keep only ``rows`` of what the cache holds for the backward (the rows an error reaches)."""
 

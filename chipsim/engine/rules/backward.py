@@ -64,7 +64,9 @@ def union_rows(parts):
 
 
 def sum_errors(parts, keep, n_rows, out_shape):
-    """The error at a block's output: the sum of what each loss sent, placed on the kept rows."""
+    """The error at a block's output: the sum of what each loss sent, placed on the kept rows. A part is
+    an array, or a callable giving one (a loss's error, computed on demand, or a ``SentError``: what a
+    block above sent, its codes read back as values here, by the receiver)."""
     if len(parts) == 1:
         _, r, e = parts[0]
         return e() if callable(e) else e
@@ -106,22 +108,24 @@ class LocalBackward:
             return
         self.parts[l].append((l, res.rows, res.error))
         reach = self.plan.reaches(l)
-        err, n_rows = None, self.rows.n if res.rows is None else len(res.rows)
+        n_rows = self.rows.n if res.rows is None else len(res.rows)
         top = None
         if reach[0] < l:
             top = self.kept[l].rows(self.blocks[l], res.rows, loss=l)
         if self.gradient_first and self.plan.finish_after(l) == l:
             self.finish(l)                           # W_l's gradient is complete: take it first
+        sent = None
         for j in range(l, reach[0], -1):            # the loss's error, down to the lowest block it reaches
             upper, below = self.blocks[j], self.blocks[j - 1]
-            if err is None:
-                err = res.error()
+            # block j computes with what arrived: its own loss's error, or the codes block j+1 sent
+            err = res.error() if sent is None else sent()
             sub = top if j == l else self.kept[j].rows(upper, res.rows, loss=l)
             gy = upper.backward_pre(err, sub)
             gx = upper.grad_input(gy, sub, self.rng, use_feedback=self.plan.uses_feedback)
-            self.tracer.error_down(upper, below, n_rows, use_feedback=self.plan.uses_feedback, loss=l)
-            err = gx.reshape((len(gx),) + below.out_shape)
-            self.parts[j - 1].append((l, res.rows, err))
+            # the sender quantises (a conv/dense block: to gradient_bits) before the error goes down
+            sent = upper.send_error(gx.reshape((len(gx),) + below.out_shape), self.rng)
+            self.tracer.error_down(upper, below, n_rows, use_feedback=self.plan.uses_feedback, loss=l, sent=sent)
+            self.parts[j - 1].append((l, res.rows, sent))
 
     def finish_ready(self, l):
         """After loss ``l``: take the weight gradient of every block that has all its errors."""

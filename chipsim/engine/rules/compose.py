@@ -152,8 +152,10 @@ def bp_step(net, x, labels, step, rng, tracer) -> StepResult:
         tracer.grad_weight(layer, [last])
         if i > 0:
             below = layers[i - 1]
-            g = layer.grad_input(gyi, caches[i], rng).reshape((rows,) + below.out_shape)
-            tracer.error_down(layer, below, rows, use_feedback=False, loss=last)
+            # the sender quantises (a conv/dense block: to gradient_bits) before the error goes down
+            sent = layer.send_error(layer.grad_input(gyi, caches[i], rng).reshape((rows,) + below.out_shape), rng)
+            tracer.error_down(layer, below, rows, use_feedback=False, loss=last, sent=sent)
+            g = sent()                                  # the layer below computes with what arrived
         caches[i] = None
     tracer.close()
     return StepResult(loss, dict(blocks=grads, embedding=None))

@@ -65,6 +65,7 @@ class StepTracer:
         self.params = {}   # layer -> dict of persistent buffer ids
         self.neutral_in, self.neutral_out = {}, {}     # the head's neutral pass: received / produced buffers
         self.layer_state = {}  # layer -> what a layer's own recording keeps between its forward and backward
+        self.sending = None    # the error the layer being recorded sends down (set by error_down)
         if not self.on:
             return
         for blk in list(net.layers()) + list(extra_layers):      # extra: a local rule's one-pass head
@@ -296,23 +297,49 @@ class StepTracer:
         return (self.deciders(l, losses) + [k[n] for n in ("mask", "argmax") if n in k] + squared
                 + ([k["zq"]] if need_input else []))
 
-    def error_down(self, blk, below, rows, use_feedback: bool, loss: int):
+    def error_down(self, blk, below, rows, use_feedback: bool, loss: int, sent=None):
         """Loss ``loss``'s error from layer ``blk`` into the layer below, as the layer records it
-        (``trace_error_down``): a one-part block by :meth:`block_error_down`."""
+        (``trace_error_down``): a one-part block by :meth:`block_error_down`. ``sent``: what the layer
+        sends (a ``layers.sent_error.SentError``: its width, and where its quantisation's work begins)."""
         if self.on:
+            self.sending = sent
             blk.trace_error_down(self, below, rows, use_feedback, loss)
+            self.sending = None
 
     def block_error_down(self, blk, below, rows, use_feedback: bool, loss: int):
-        """A one-part block's error into the block below (grad-input via W, or DF-R's B), and its send."""
-        rec, l, p = self.rec, blk.index, self.p
+        """A one-part block's error into the block below (grad-input via W, or DF-R's B), and its send.
+
+        Widths are those the engine used (issue 23, defect 7): the grad-input op writes float32 values
+        (on a split layer each slice's full-size partial, summed onto slice 0 at 32 bits); the sender then
+        quantises the sum (:meth:`QuantBlock.send_error`, an op of its own on the reduced error, which
+        slice 0 holds and sends) and the send carries those codes, at ``gradient_bits``. An error sent as
+        float32 (``gradient_bits: 32``) is sent as the grad-input op wrote it.
+
+        The quantised error is declared ``replicated``, the split whose send leaves from slice 0 alone;
+        on a split layer the ledger therefore also charges the other slices a copy of its codes, which
+        they do not hold (the trace has no "slice 0 only" split).
+        """
+        rec, l = self.rec, blk.index
         par = self.params[l]
+        sent = self.sending
+        bits = 32 if sent is None else sent.bits
         link = [par["fb"]] if use_feedback and "fb" in par else [] if use_feedback else [par["weights"]]
         reads = self._error_sources(l, [loss], weight_grad=False) + link + ([par["bn"]] if "bn" in par else [])
         n = rows * int(np.prod(below.out_shape))
-        nb = nbytes_of(n, p.gradient_bits)
-        err = rec.buffer(l, "error_out", "gradients", nb, "sample", "reduce", n, Role.ERROR)
-        self._op(l, "feedback" if use_feedback else "grad_x", "feedback" if use_feedback else "grad_input",
-                 reads=reads, writes=(err,))
+        items = self.log.take()
+        cut = len(items) if sent is None or sent.cut is None or bits == 32 else sent.cut
+        partial = rec.buffer(l, "grad_input_partial" if bits != 32 else "error_out", "gradients",
+                             nbytes_of(n, 32), "sample", "reduce", n, Role.ERROR)
+        kind = "feedback" if use_feedback else "grad_x"
+        rec.op(l, kind, "feedback" if use_feedback else "grad_input", reads=reads, writes=(partial,),
+               work=items[:cut])
+        err = partial
+        if bits != 32:                               # the sender quantises the summed error before it goes down
+            err = rec.buffer(l, "error_out", "gradients", nbytes_of(n, bits), "sample", "replicated", n,
+                             Role.ERROR)
+            # kind grad_x under DF-R too: it reads no weights (a feedback op is the product through B)
+            rec.op(l, "grad_x", "quantize error", reads=(partial,), writes=(err,), work=items[cut:])
+        nb = nbytes_of(n, bits)
         recv = rec.buffer(below.index, "error_in", "gradients", nb, "sample", below.error_in_split, n, Role.ERROR)
         rec.send(l, below.index, "error", err, recv, nb, "error")
         self.err_in[(below.index, loss)] = recv

@@ -29,6 +29,7 @@ import math
 
 import numpy as np
 
+from ...trace.work import logged
 from ..rules.losses import cross_entropy
 from .optim import make_optimizer
 from .schedules import cosine_lr
@@ -65,11 +66,9 @@ class LinearProbe:
 
     def fit(self, x, y, step=None) -> None:
         """Train the probe from its seeded start on the features of ``x`` for ``epochs`` passes."""
-        p = self.prec
         self.layer.load(copy.deepcopy(self._start))   # load keeps the BN statistics' arrays, which training updates
         f, y = self.features(x), np.asarray(y)
-        opt = make_optimizer("adam", 0.0, p.optimizer_bits, p.rounding, p.scale)
-        opt.register(KEY, self.layer.w_shape)
+        opt = self.new_optimizer()
         rng = np.random.default_rng([self.seed, 8])
         n = len(y)
         steps = math.ceil(n / PROBE_BATCH)
@@ -79,15 +78,32 @@ class LinearProbe:
             order, losses = rng.permutation(n), []
             for s in range(steps):
                 idx = order[s * PROBE_BATCH:(s + 1) * PROBE_BATCH]
-                z, cache = self.logits(f[idx], train=True)
-                loss, g = cross_entropy(z, y[idx])
-                gw = self.layer.grad_weight(self.layer.backward_pre(g, cache), cache, rng)
-                self.layer.master.apply(opt.delta(KEY, gw, cosine_lr(PROBE_LR, e * steps + s, total), rng),
-                                        p.rounding, rng)
-                self.layer.requantize()
-                losses.append(loss)
+                losses.append(self.step(f[idx], y[idx], opt, cosine_lr(PROBE_LR, e * steps + s, total), rng))
             self.curve.append(float(np.mean(losses)))
         self.fitted = step
+
+    def new_optimizer(self, key: str = KEY):
+        """The probe's optimizer (Adam on the chip's ``optimizer_bits``), its state registered under ``key``."""
+        p = self.prec
+        opt = make_optimizer("adam", 0.0, p.optimizer_bits, p.rounding, p.scale)
+        opt.register(key, self.layer.w_shape)
+        return opt
+
+    def step(self, features, labels, opt, lr, rng, key: str = KEY, marks=None) -> float:
+        """One probe training step on a batch of token means: forward, cross-entropy, weight gradient,
+        Adam update of the master weights, requantised compute copy. Returns the loss. ``marks`` (a list):
+        the work log's position after each of the four (``tracing.probe`` puts each on its own op)."""
+        mark = (lambda: marks.append(logged())) if marks is not None else (lambda: None)
+        z, cache = self.logits(features, train=True)
+        mark()
+        loss, g = cross_entropy(z, labels)
+        mark()
+        gw = self.layer.grad_weight(self.layer.backward_pre(g, cache), cache, rng)
+        mark()
+        self.layer.master.apply(opt.delta(key, gw, lr, rng), self.prec.rounding, rng)
+        self.layer.requantize()
+        mark()
+        return loss
 
     def logits(self, features, train: bool = False):
         """Class scores of token means (M, E) and the head's cache."""

@@ -75,6 +75,7 @@ from ....trace import nbytes_of
 from ....trace.work import logged, split
 from ..block import QuantBlock
 from ..protocol import ParamGroup, TracePart
+from ..sent_error import send_float
 from . import tracing
 from .transformer import EmbedEncoderLayer
 
@@ -221,6 +222,11 @@ class TransformerBlock:
             raise ValueError(f"block {self.index}: its input error comes with its weight gradient "
                              "(grad_weight first, with sends_error)")
         return gx
+
+    def send_error(self, gx, rng):
+        """The error at the input as it goes down: the float32 the layer holds (not quantised before it is
+        sent, so the trace sizes it at 32 bits)."""
+        return send_float(gx)
 
     def select(self, cache, rows):
         raise ValueError("a transformer layer keeps every row (TransformerNetwork.bn_backward)")

@@ -26,7 +26,8 @@ Per transformer layer and sample:
   writes its gradient accumulators, FC1's input-error partial, the error at
   ``z``) -> send it to every head slice -> ``attention backward`` (its
   accumulators, Q/K/V's input-error partial and, under BP, the error at the
-  layer input, which ``error_down`` then sends to the layer below);
+  layer input, which ``error_down`` then sends to the layer below); the
+  partials and the errors sent are float32, as the engine holds them;
 * update: one ``update`` op per sub-layer.
 
 Which buffers are split by units and which are replicated on a split
@@ -87,7 +88,9 @@ def record_grad_weight(tracer, blk, losses) -> None:
     a, m = blk.parts
     items, (cut,) = tracer.log.take(), blk.work_cuts
     n = st["stream"]
-    nb = nbytes_of(n, tracer.p.gradient_bits)
+    # the backward's partials and the errors it sends are the float32 the engine holds (it quantises an
+    # error only where it multiplies it, not before it sends it): 32 bits, like the forward's partials
+    nb = nbytes_of(n, 32)
     k = tracer.kept[l]
     squared = [k["gsrc"]] if "g" in k and l in losses else []      # a goodness gradient reads the token mean
     again = st.pop("again", None)
