@@ -4,10 +4,12 @@ Kept apart from the rules so the step code reads as the algorithm. Each
 method is called right after the engine has run the work it records:
 
 * the *work* of an op (kernel calls, their counts and widths) is not computed
-  here at all -- the kernels log it themselves into the step's
+  here -- the kernels log it themselves into the step's
   ``chipsim.trace.work.WorkLog``, and each method attaches what was logged since the
   previous record to the op it writes; :meth:`close` checks that nothing was
-  left unattributed;
+  left unattributed. One exception, :meth:`accumulation`: each sample's
+  rescale-and-add into a gradient accumulator, which a streaming chip does per
+  sample and the engine does once, in a batched product;
 * the *buffers* are sized from the arrays the engine actually holds
   (``stored_bytes``, ``param_bytes``, the optimizer's and the accumulators'
   ``QuantStore`` s), at the widths it holds them.
