@@ -82,37 +82,30 @@ MASTER_STOCHASTIC_OPS = MASTER_OPS + 2
 # BN backward, batch statistics: sum(gy) (1) and sum(gy * xhat) (2), then k * (m*gy - sg - xhat*sgx): m*gy,
 # subtract sg, xhat*sgx, subtract, multiply by k (5) -- kernels/norm.py batchnorm_backward
 BN_BACKWARD_OPS = 8
-# The four below are the chip model's values (pinned, so a change is seen); a count of what the kernel
-# computes gives a different number -- a finding, reported, each pinned by an xfail test below
-# (test_*_constant_matches_the_kernels_arithmetic), which fails until the model's constant or the
-# kernel changes:
-# BN forward, batch statistics. Modelled 6 ("sum, sum of squares; subtract, scale; scale, shift"); the
-# kernel's statistics are two-pass (norm._bn_stats4): add x (1); subtract the mean, square and accumulate
-# (3); normalise: subtract, multiply by inv_std (2); affine: multiply by gamma, add beta (2): 8.
-BN_TRAIN_OPS = 6
-BN_TRAIN_KERNEL_OPS = 8
-# BN running statistics, per channel. Modelled 6 ("two EMAs ... and the unbiased-variance factor");
-# norm.batchnorm_update_running: mean += momentum * (mean_b - mean): subtract, multiply, add (3);
-# var += momentum * (var_b * factor - var): multiply by the factor, subtract, multiply, add (4): 7.
-BN_RUNNING_OPS = 6
-BN_RUNNING_KERNEL_OPS = 7
-# Adam, per weight. Modelled 12 ("m, v updates (3 + 4), sqrt, bias corrections, divide, add eps, scale by
-# lr", which itself adds up to 12 only if both bias corrections count as one op); optim._adam from its
-# second step on: m = b1*m + (1-b1)*g (3); v = b2*s*s + (1-b2)*g*g with s the stored sqrt(v) (5);
-# sqrt(v) to store (1); mhat = m / c1 (1); vhat = v / c2 (1); sqrt(vhat) (1); + eps (1); mhat / that (1);
-# times -lr (1): 15. (Its first step, the one this file's hand count traces, skips the stored terms: 10.)
-ADAM_OPS = 12
-ADAM_KERNEL_OPS = 15
-# DF's loss, per goodness value (positive and negatives alike). Modelled 6 ("max over negatives
-# (compare), hinge (subtract, add, max), lambda term, gradient"); losses.df_loss (reduce max) does, per
-# negative value: the argmax compare (1), dhard * (active + lam) / b's multiply (1); per sample: hinge =
-# margin + hard - gp (2), active = hinge > 0 (1), max(hinge, 0) + lam * hard (3), the mean's add (1),
-# dgp = -active / b (1), active + lam (1), / b (1): 2 per negative + 10 per sample, i.e. 16 per sample at
-# N = 3 where the model charges 6 x 4 = 24 (and at N = 9: 28 against 60).
-DF_OPS = 6
+# The four below were findings of issue 23 (the chip model's constants differed from a count of the
+# kernel's arithmetic: 6, 6, 12 and 6 per goodness value); the kernels now log these counts:
+# BN forward, batch statistics. The kernel's statistics are two-pass (norm._bn_stats4): add x (1); subtract
+# the mean, square and accumulate (3); normalise: subtract, multiply by inv_std (2); affine: multiply by
+# gamma, add beta (2): 8.
+BN_TRAIN_OPS = 8
+# BN running statistics, per channel. norm.batchnorm_update_running: mean += momentum * (mean_b - mean):
+# subtract, multiply, add (3); var += momentum * (var_b * factor - var): multiply by the factor, subtract,
+# multiply, add (4): 7.
+BN_RUNNING_OPS = 7
+# Adam, per weight, every step (the first included: it reads the zeroed stored moments like any other):
+# m = b1*m + (1-b1)*g (3); v = b2*s*s + (1-b2)*g*g with s the stored sqrt(v) (5); sqrt(v) to store (1);
+# mhat = m / c1 (1); vhat = v / c2 (1); sqrt(vhat) (1); + eps (1); mhat / that (1); times -lr (1): 15.
+ADAM_OPS = 15
+# DF's loss (losses.df_loss, reduce max), per negative value: the argmax compare (1), dhard * (active +
+# lam) / b's multiply (1); per sample: hinge = margin + hard - gp (2), active = hinge > 0 (1),
+# max(hinge, 0) + lam * hard (3), the mean's add (1), dgp = -active / b (1), active + lam (1), / b (1):
+# 2 per negative + 10 per sample, i.e. 16 per sample at N = 3 (the model charged 6 x 4 = 24).
+# A sample's weight gradient streamed into its accumulator: rescale (1 multiply) and add (1), per
+# accumulator value and sample (issue 23, defect 3).
+ACCUMULATE_OPS = 2
 
 
-def df_kernel_ops(samples: int, negatives: int) -> int:
+def df_ops(samples: int, negatives: int) -> int:
     return samples * (2 * negatives + 10)
 
 
@@ -145,7 +138,7 @@ def hand_counts():
         add("dequantize", pre[l])                                # integer accumulator x scales
         add("relu", pre[l])
         add("goodness", out[l])
-        add("loss", DF_OPS * R)
+        add("loss", df_ops(2, 3))                                # 2 samples, 3 negatives: 32
     add("maxpool", out[0] * 4)                                   # 2x2 window: 4 compares per output
     # DF-O: loss 1 into block 0 through W1^T, loss 2 into block 1 through W2^T; plus the label embedding's
     # grad-input through W0. Each: pool/ReLU backward, error x weight scale, quantize (stochastic), product,
@@ -175,7 +168,7 @@ def hand_counts():
         add("quantize_scale", pre[l])
         add("quantize_stochastic", sr * pre[l])
         add("conv_grad_weight" if l < 2 else "dense_grad_weight", macs[l])
-        add("dequantize", numel[l])
+        add("accumulate", ACCUMULATE_OPS * numel[l] * 2)         # each of the 2 samples, rescaled and added
     # block 0's error into its input for the label embedding (same chain as an error down)
     add("dequantize", pre[0] + inp[0])
     add("quantize_scale", pre[0])
@@ -183,9 +176,12 @@ def hand_counts():
     add("conv_grad_input", macs[0])
     add("bn_backward", BN_BACKWARD_OPS * inp[0])
     add("embedding_grad_scatter", R * 64)
-    # updates (Adam, first step): moments stored at 16 bits (m signed, sqrt(v) unsigned), master weights,
-    # the compute copy requantised; the accumulator is float32 (nothing to quantise)
+    add("accumulate", ACCUMULATE_OPS * emb * 2)
+    # updates (Adam, a steady-state step even at step 1): moments loaded (dequantised, 1 per value each) and
+    # stored at 16 bits (m signed, sqrt(v) unsigned), master weights, the compute copy requantised; the
+    # accumulator is float32 (nothing to quantise)
     for n, requant in [(k, True) for k in numel] + [(emb, False)]:
+        add("dequantize", 2 * n)
         add("quantize_scale", 2 * n)
         add("quantize_stochastic", 2 * sr * n)
         add("update_optimizer", ADAM_OPS * n)
@@ -210,12 +206,14 @@ def test_every_kind_of_work_in_a_step_counted_by_hand():
                       "conv_grad_weight": (4, 8), "dense_grad_weight": (4, 8),
                       "conv_grad_input": (8, 4), "dense_grad_input": (8, 4)}
     assert all(w.bits == (32,) for o in t.ops for w in o.work if w.unit == work.VECTOR)   # float32 vector work
-    # only normalising the input (every slice holds it whole) and finishing an input error are replicated,
-    # and the label embedding's update: every slice of block 0 holds and updates the whole table (issue 23)
+    # only normalising the input (every slice holds it whole), finishing an input error and accumulating
+    # into the label embedding's gradient (every slice of block 0 holds a whole partial) are replicated, and
+    # the label embedding's update: every slice of block 0 holds and updates the whole table (issue 23)
     emb = next(o for o in t.ops if o.name == "label_embedding_update")
     assert emb.work and {w.split for w in emb.work} == {"replicated"}
     repl = {w.kind for o in t.ops if o is not emb for w in o.work if w.split == "replicated"}
-    assert repl == {"bn_forward", "bn_running_stats", "quantize_scale", "quantize", "dequantize", "bn_backward"}
+    assert repl == {"bn_forward", "bn_running_stats", "quantize_scale", "quantize", "dequantize", "bn_backward",
+                    "accumulate"}
 
 
 def toy_chip(rows=2, cols=2, sram_kib=64.0):
@@ -304,50 +302,39 @@ def test_the_constants_that_agree_with_the_kernels_are_what_they_log():
     assert _logged(fp.apply, 1e-3 * w, "nearest") == {"update_master": MASTER_OPS * w.size}
 
 
-def test_the_modelled_constants_are_what_the_kernels_log():
-    """The four constants whose kernel count differs (above): the model's values, as the kernels log them."""
+def test_bn_train_constant_matches_the_kernels_arithmetic():
+    """Issue 23: the kernel logs the 8 operations per element its two-pass statistics and affine compute."""
     x, g, b = _bn_inputs()
     assert _logged(K.batchnorm_train_forward, x, g, b) == {"bn_forward": BN_TRAIN_OPS * x.size}
+
+
+def test_bn_running_constant_matches_the_kernels_arithmetic():
+    """Issue 23: 7 operations per channel for the two running estimates."""
+    x, g, b = _bn_inputs()
     _, cache = K.batchnorm_train_forward(x, g, b)
     rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
     assert _logged(K.batchnorm_update_running, rm, rv, cache, 0.1, 100) == {"bn_running_stats": BN_RUNNING_OPS * 3}
-    gp, gn = np.ones(2, np.float32), np.zeros((2, 3), np.float32)
-    assert _logged(losses.df_loss, gp, gn, 1.0, 0.01) == {"loss": DF_OPS * 8}
-    opt = optim.make_optimizer("adam", 0.0, 32)
+
+
+@pytest.mark.parametrize("bits", [32, 8])
+def test_adam_constant_matches_the_kernels_arithmetic(bits):
+    """Issue 23: 15 operations per weight, on the first step as on any later one; at 8 bits both stored
+    moments are loaded (dequantised: 1 per value each) on each step, the first included (defect 1)."""
+    opt = optim.make_optimizer("adam", 0.0, bits)
     opt.register("w", (5,))
-    assert _logged(opt.delta, "w", np.ones(5, np.float32), 1e-3) == {"update_optimizer": ADAM_OPS * 5}
+    loads = {} if bits == 32 else {"dequantize": 2 * 5}
+    for step in (1, 2):
+        logged = _logged(opt.delta, "w", np.ones(5, np.float32), 1e-3)
+        assert {k: v for k, v in logged.items() if k in ("update_optimizer", "dequantize")} == \
+            {"update_optimizer": ADAM_OPS * 5, **loads}, step
 
 
-FINDING = "finding: the chip model's constant differs from a count of the kernel's arithmetic (see the comment above)"
-
-
-@pytest.mark.xfail(strict=True, reason=FINDING)
-def test_bn_train_constant_matches_the_kernels_arithmetic():
-    x, g, b = _bn_inputs()
-    assert _logged(K.batchnorm_train_forward, x, g, b) == {"bn_forward": BN_TRAIN_KERNEL_OPS * x.size}
-
-
-@pytest.mark.xfail(strict=True, reason=FINDING)
-def test_bn_running_constant_matches_the_kernels_arithmetic():
-    x, g, b = _bn_inputs()
-    _, cache = K.batchnorm_train_forward(x, g, b)
-    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
-    assert _logged(K.batchnorm_update_running, rm, rv, cache, 0.1, 100) == {
-        "bn_running_stats": BN_RUNNING_KERNEL_OPS * 3}
-
-
-@pytest.mark.xfail(strict=True, reason=FINDING)
-def test_adam_constant_matches_the_kernels_arithmetic():
-    opt = optim.make_optimizer("adam", 0.0, 32)
-    opt.register("w", (5,))
-    opt.delta("w", np.ones(5, np.float32), 1e-3)                       # past the first step
-    assert _logged(opt.delta, "w", np.ones(5, np.float32), 1e-3) == {"update_optimizer": ADAM_KERNEL_OPS * 5}
-
-
-@pytest.mark.xfail(strict=True, reason=FINDING)
 def test_df_loss_constant_matches_the_kernels_arithmetic():
+    """Issue 23: 2 per negative and 10 per sample, not 6 per goodness value."""
     gp, gn = np.ones(2, np.float32), np.zeros((2, 3), np.float32)
-    assert _logged(losses.df_loss, gp, gn, 1.0, 0.01) == {"loss": df_kernel_ops(2, 3)}
+    assert _logged(losses.df_loss, gp, gn, 1.0, 0.01) == {"loss": df_ops(2, 3)}           # 32
+    gp, gn = np.ones(4, np.float32), np.zeros((4, 9), np.float32)
+    assert _logged(losses.df_loss, gp, gn, 1.0, 0.01) == {"loss": 4 * 28}                 # 4 x (18 + 10)
 
 
 # ----------------------------------------------------------------------------- instrumentation

@@ -10,10 +10,14 @@ from ..trace.work import costed
 from .exact import _MOVE, _f32
 
 # vector operations per element, as the kernels below compute them (the chip prices each one)
-BN_TRAIN_OPS = 6      # statistics: sum, sum of squares; normalise: subtract, scale; affine: scale, shift
+# training forward, two-pass statistics (_bn_stats): add x (1); subtract the mean, square and accumulate (3);
+# normalise: subtract, multiply by inv_std (2); affine: multiply by gamma, add beta (2)
+BN_TRAIN_OPS = 8
 BN_EVAL_OPS = 2       # one fused scale and shift per element
 BN_BACKWARD_OPS = 8   # two reductions (3 ops) and the closed form (5 ops)
-BN_RUNNING_OPS = 6    # per channel: two EMAs of (old, new) and the unbiased-variance factor
+# per channel (batchnorm_update_running): mean += momentum * (mean_b - mean): subtract, multiply, add (3);
+# var += momentum * (var_b * factor - var): multiply by the unbiased factor, subtract, multiply, add (4)
+BN_RUNNING_OPS = 7
 
 
 class BNCache(NamedTuple):

@@ -86,6 +86,7 @@ KINDS = {
     "quantize_weights": (VECTOR, "weight requantisation from the master copy (per-channel scale)"),
     "dequantize": (VECTOR, "integer accumulator or stored codes times their scale"),
     "loss": (VECTOR, "per-block loss and its gradient"),
+    "accumulate": (VECTOR, "a sample's weight gradient rescaled and added into its accumulator"),
     "update_optimizer": (VECTOR, "optimizer arithmetic (momentum / Adam moments)"),
     "update_master": (VECTOR, "fixed-point master-weight update with rounding"),
     "embedding_grad_scatter": (VECTOR, "label-embedding gradient: scatter-add of rows by label"),

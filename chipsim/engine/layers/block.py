@@ -223,7 +223,9 @@ class QuantBlock:
                                        int_bound=bound)
         else:
             acc = K.dense_grad_weight(cache["zq"], gq, int_bound=bound)
-        return _rescale(acc, cache["zs"] * gs, "QuantBlock.grad_weight")
+        # the step's sum, rescaled once here; a streaming chip rescales and adds each sample's product into
+        # the accumulator, which the tracer costs per sample (StepTracer.accumulation), so not logged here
+        return (acc * (cache["zs"] * gs)).astype(np.float32)
 
     def grad_input(self, gy, cache, rng, use_feedback: bool = False):
         """Error at the block *input* (before BN), through W (true) or the random feedback B."""

@@ -22,7 +22,11 @@ from ...trace.work import costed
 # vector operations per goodness value (per logit for cross-entropy), loss and gradient together
 FF_OPS = 8        # softplus (exp, log1p, add) and sigmoid (exp, add, divide), subtract, scale
 SYMBA_OPS = 8     # the same on the gap g+ - g-
-DF_OPS = 6        # max over negatives (compare), hinge (subtract, add, max), lambda term, gradient
+# DF, per negative goodness: the hardest-negative compare (1), dhard * (active + lam) / b's multiply (1);
+# per sample: hinge = margin + hard - gp (2), active = hinge > 0 (1), max(hinge, 0) + lam * hard (3), the
+# mean's add (1), dgp = -active / b (1), active + lam (1), / b (1)
+DF_OPS_PER_NEGATIVE = 2
+DF_OPS_PER_SAMPLE = 10
 CE_OPS = 6        # max, subtract, exp, sum, divide, log; gradient (subtract one)
 
 
@@ -65,7 +69,12 @@ def symba_loss(gp, gn, alpha: float):
     return float(loss.mean()), (-s.sum(axis=1)).astype(np.float32), s.astype(np.float32)
 
 
-@costed("loss", count=lambda a, out: DF_OPS * _n_values(a, out))
+def _df_ops(a, out) -> int:
+    b, n = np.shape(a.gn)
+    return b * (DF_OPS_PER_NEGATIVE * n + DF_OPS_PER_SAMPLE)
+
+
+@costed("loss", count=_df_ops)
 def df_loss(gp, gn, margin: float, lam: float, reduce: str = "max"):
     """DF N-pair margin loss (Wu et al. 2024, Eq. 7).
 

@@ -4,10 +4,12 @@ Kept apart from the rules so the step code reads as the algorithm. Each
 method is called right after the engine has run the work it records:
 
 * the *work* of an op (kernel calls, their counts and widths) is not computed
-  here at all -- the kernels log it themselves into the step's
+  here -- the kernels log it themselves into the step's
   ``chipsim.trace.work.WorkLog``, and each method attaches what was logged since the
   previous record to the op it writes; :meth:`close` checks that nothing was
-  left unattributed;
+  left unattributed. One exception, :meth:`accumulation`: each sample's
+  rescale-and-add into a gradient accumulator, which a streaming chip does per
+  sample and the engine does once, in a batched product;
 * the *buffers* are sized from the arrays the engine actually holds
   (``stored_bytes``, ``param_bytes``, the optimizer's and the accumulators'
   ``QuantStore`` s), at the widths it holds them.
@@ -31,9 +33,13 @@ import numpy as np
 from ...trace import TraceRecorder, nbytes_of
 from ...trace.roles import Role
 from .params import register_layer
-from ...trace.work import WorkLog
+from ...trace.work import Work, WorkLog
 
 SENSOR_BITS = 8
+#: vector operations per accumulator value per sample: rescale the sample's integer gradient (1 multiply),
+#: add it into the accumulator (1 add)
+ACCUMULATE_OPS = 2
+ACCUMULATE_BITS = 32           # the engine sums the gradient in float32 (QuantStore quantises it once, at the update)
 #: the role of each tensor a block's forward keeps, by its key in ``stored_bytes``
 KEPT_ROLES = {"zq": Role.KEPT_INPUT, "mask": Role.MASK, "out": Role.OUTPUT, "argmax": Role.POOL_INDEX,
               "gsrc": Role.GOODNESS_INPUT}
@@ -89,6 +95,20 @@ class StepTracer:
     def _op(self, layer, kind, name, **kw) -> int:
         """Record an op with the work the kernels logged since the last record."""
         return self.rec.op(layer, kind, name, work=self.log.take(), **kw)
+
+    def accumulation(self, *gacc) -> tuple:
+        """The work of streaming each sample's gradient into the accumulators ``gacc`` (buffer ids).
+
+        Why the tracer adds it: the engine sums a step's weight gradient over its rows inside one batched
+        product and rescales the sum once, but a chip that streams samples rescales each sample's product
+        and adds it into the accumulator, a read-modify-write per sample. So every accumulator costs
+        ``ACCUMULATE_OPS`` x its values x the step's samples (``accumulate``), in the op that writes it.
+        An accumulator every slice holds whole is accumulated by every slice.
+        """
+        buffers = [self.rec.trace.buffers[bid] for bid in gacc]
+        return tuple(Work("accumulate", "accumulate", ACCUMULATE_OPS * b.elements * self.rec.trace.samples,
+                          (ACCUMULATE_BITS,), "units" if b.split == "units" else "replicated")
+                     for b in buffers if b.elements)
 
     def close(self) -> None:
         """End of the step: every kernel call must belong to some op."""
@@ -352,9 +372,10 @@ class StepTracer:
 
     def block_grad_weight(self, blk, losses):
         """A one-part block's weight-gradient op."""
-        l = blk.index
-        self._op(l, "grad_w", "grad_weight", reads=self._error_sources(l, losses, weight_grad=True),
-                 writes=(self.params[l]["gacc"],))
+        l, gacc = blk.index, self.params[blk.index]["gacc"]
+        # accumulating is read-modify-write: the op reads the accumulator it adds each sample into
+        self.rec.op(l, "grad_w", "grad_weight", work=self.log.take() + self.accumulation(gacc),
+                    reads=self._error_sources(l, losses, weight_grad=True) + [gacc], writes=(gacc,))
 
     def embedding_grad(self, blk, losses):
         """The label embedding's gradient: the error through block 0 into its label channel."""
@@ -363,7 +384,8 @@ class StepTracer:
         par = self.params[0]
         reads = self._error_sources(0, losses, weight_grad=False) + [par["weights"]] + \
             ([par["bn"]] if "bn" in par else [])
-        self._op(0, "grad_x", "label_embedding_grad", reads=reads, writes=(par["emb_gacc"],))
+        self.rec.op(0, "grad_x", "label_embedding_grad", work=self.log.take() + self.accumulation(par["emb_gacc"]),
+                    reads=reads + [par["emb_gacc"]], writes=(par["emb_gacc"],))
 
     def update(self, part):
         """The optimizer step of one trace part's tensors (once per step; ``part``: a layer, or one part of

@@ -23,7 +23,10 @@ from ...trace.work import costed
 
 SGD_MOMENTUM_OPS = 3     # buf = momentum * buf + g; delta = -lr * buf
 SGD_OPS = 1              # delta = -lr * g
-ADAM_OPS = 12            # m, v updates (3 + 4), sqrt, bias corrections, divide, add eps, scale by lr
+# Adam per weight, as _adam computes it: m = b1*m + (1-b1)*g (3); v = b2*s*s + (1-b2)*g*g from the stored
+# s = sqrt(v) (5); sqrt(v) to store (1); mhat = m / c1 (1); vhat = v / c2 (1); sqrt(vhat) (1); + eps (1);
+# mhat / that (1); times -lr (1)
+ADAM_OPS = 15
 
 
 class _Optimizer:
@@ -113,13 +116,12 @@ def _adam(opt, key, grad, lr, rng):
     opt.t[key] = t
     st = opt.stores[key]
     g = grad.astype(np.float32)
-    if t == 1:                                   # nothing stored yet: the moments start at zero
-        m = (1 - opt.b1) * g
-        v = (1 - opt.b2) * g * g
-    else:
-        s = st["sqrt_v"].load()
-        m = opt.b1 * st["m"].load() + (1 - opt.b1) * g
-        v = opt.b2 * s * s + (1 - opt.b2) * g * g
+    # Every step, the first included, reads the stored moments, as a core in its steady state does: the
+    # stores start at exact zero, so step 1's moments are (1 - b1) g and (1 - b2) g^2 bit for bit, and
+    # its loads (and their dequantisation) are costed like any later step's.
+    s = st["sqrt_v"].load()
+    m = opt.b1 * st["m"].load() + (1 - opt.b1) * g
+    v = opt.b2 * s * s + (1 - opt.b2) * g * g
     st["m"].store(m, rng)
     st["sqrt_v"].store(np.sqrt(v), rng)
     mhat = m / (1 - opt.b1 ** t)

@@ -139,8 +139,9 @@ class QuantLinear:
         with whole(self.whole_error):
             gq, gs = self.quantize_error(gy, rng)
         bound = int_bound(code_bound(self.in_bits), code_bound(p.gradient_bits))
-        gw = rescale(self._grad_weight_product(cache["xq"], gq, bound), cache["xs"] * gs, "QuantLinear.grad_weight",
-                     bound is not None)
+        # rescaled once for the step's sum; the per-sample rescale-and-add into the accumulator is costed by
+        # the tracer (StepTracer.accumulation), so it is not logged here
+        gw = (self._grad_weight_product(cache["xq"], gq, bound) * (cache["xs"] * gs)).astype(np.float32)
         grads = {"w": gw, "b": K.bias_grad(gy)}
         if not input_grad:
             return grads, None

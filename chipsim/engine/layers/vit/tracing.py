@@ -103,8 +103,10 @@ def record_grad_weight(tracer, blk, losses) -> None:
     par = tracer.params[m.index]
     partial = rec.buffer(m.index, "fc1_grad_partial", "gradients", nb, "sample", "reduce", n, Role.ERROR)
     gz = rec.buffer(m.index, "error_out", "gradients", nb, "sample", "units", n, Role.ERROR)
-    rec.op(m.index, "grad_w", "mlp backward" + (" (recompute)" if again else ""), work=items[:cut],
-           reads=tracer.deciders(l, losses) + squared + reads_m + tracer.weight_reads(m.index),
+    gacc = (par["gacc"], par["gacc_shared"])       # read and written: each sample's gradient is added in
+    rec.op(m.index, "grad_w", "mlp backward" + (" (recompute)" if again else ""),
+           work=items[:cut] + tracer.accumulation(*gacc),
+           reads=tracer.deciders(l, losses) + squared + reads_m + tracer.weight_reads(m.index) + list(gacc),
            writes=tuple(temp_m) + (par["gacc"], par["gacc_shared"], partial, gz))
     gz_in = rec.buffer(a.index, "error_in", "gradients", nb, "sample", "replicated", n, Role.ERROR)
     rec.send(m.index, a.index, "error", gz, gz_in, nb, "error")
@@ -114,8 +116,10 @@ def record_grad_weight(tracer, blk, losses) -> None:
     if blk.sends_error:
         st["err_out"] = rec.buffer(a.index, "error_out", "gradients", nb, "sample", "units", n, Role.ERROR)
         writes.append(st["err_out"])
-    rec.op(a.index, "grad_w", "attention backward" + (" (recompute)" if again else ""), work=items[cut:],
-           reads=[gz_in] + reads_a + tracer.weight_reads(a.index), writes=tuple(writes))
+    gacc = (par["gacc"], par["gacc_shared"])
+    rec.op(a.index, "grad_w", "attention backward" + (" (recompute)" if again else ""),
+           work=items[cut:] + tracer.accumulation(*gacc),
+           reads=[gz_in] + reads_a + tracer.weight_reads(a.index) + list(gacc), writes=tuple(writes))
 
 
 def record_error_down(tracer, blk, below, loss: int) -> None:
