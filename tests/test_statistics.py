@@ -36,11 +36,11 @@ def test_running_bn_matches_a_plain_loop_and_ignores_later_rows():
     rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
     y, cache, seen = batchnorm_stream_forward(x, np.ones(c), np.zeros(c), rm, rv, 0, 0.25)
     assert seen == n
-    # independent reference: row t (1-based) is folded with weight a = max(1/t, 0.25) into an EW mean and the
+    # independent reference: row t (1-based) is folded with weight a = max(1/(t+1), 0.25) into an EW mean and the
     # mixture variance (1-a)(var + a d^2) + a v, then normalised with the estimate it just updated
     m, v = np.zeros(c), np.ones(c)
     for t in range(1, n + 1):
-        a = max(1.0 / t, 0.25)
+        a = max(1.0 / (t + 1), 0.25)
         row = x[t - 1].reshape(c, -1).astype(np.float64)
         mu, var_in = row.mean(1), row.var(1)
         d = mu - m
@@ -50,7 +50,7 @@ def test_running_bn_matches_a_plain_loop_and_ignores_later_rows():
         np.testing.assert_allclose(y[t - 1].reshape(c, -1), ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(rm, m, rtol=1e-6)
     np.testing.assert_allclose(rv, v, rtol=1e-6)
-    # the first row alone: its output is its own normalisation (a = 1), whatever follows it
+    # rows 0-2 come out the same whatever follows them
     x2 = x.copy()
     x2[3:] *= -5.0
     y2, _, _ = batchnorm_stream_forward(x2, np.ones(c), np.zeros(c), np.zeros(c, np.float32),

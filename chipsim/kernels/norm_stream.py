@@ -9,8 +9,10 @@ normalised). These two forms need no such barrier:
   running estimates, then is normalised with them. Row ``i``'s output therefore depends on rows ``<= i``
   only. The estimate is an exponentially weighted mean and variance (the mixture variance: the row's own
   spread over its spatial positions plus its mean's distance from the estimate) with weight
-  ``max(1 / t, momentum)`` for the ``t``-th row ever seen: a cumulative average while few rows have been
-  seen, then an EMA whose horizon is ``1 / momentum`` rows.
+  ``max(1 / (t + 1), momentum)`` for the ``t``-th row ever seen: a cumulative average that counts the
+  starting estimate (mean 0, variance 1) as one row while few rows have been seen, then an EMA whose
+  horizon is ``1 / momentum`` rows. (Counting the start keeps the first rows' variance away from 0: a
+  dense layer's first row alone has none, and dividing by ``sqrt(eps)`` made training diverge.)
 * :func:`batchnorm_micro_forward` (``micro-batch``): statistics over each group of ``group`` consecutive
   rows (the samples a core processes together), as ``norm.batchnorm_train_forward`` computes them over a
   batch.
@@ -45,7 +47,7 @@ def _stream_rows(x, gamma, beta, rmean, rvar, seen, momentum, eps, y, mean_rows,
     n, c, s = x.shape
     for b in range(n):
         seen += 1
-        a = max(1.0 / seen, momentum)
+        a = max(1.0 / (seen + 1), momentum)
         for ci in range(c):
             row = x[b, ci]
             mu = 0.0
