@@ -40,7 +40,7 @@ from ...trace import nbytes_of
 from ...trace.work import record, split
 from .feedback import feedback_weights
 from .protocol import ParamGroup, TracePart
-from .statistics import group_rows
+from .statistics import BN_LEARN, group_rows
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
@@ -147,26 +147,9 @@ class QuantBlock:
         return g
 
     def _bn_learn(self, x):
-        """BN in training on rows that set the statistics, as ``mapping.statistics`` says."""
-        if self.statistics == "batch":
-            z, bnc = K.batchnorm_train_forward(x, self.gamma, self.beta, BN_EPS)
-            K.batchnorm_update_running(self.running_mean, self.running_var, bnc, BN_MOMENTUM,
-                                       x.size // x.shape[1])
-            return z, bnc
-        if self.statistics == "running":           # horizon: one batch's rows
-            z, bnc, self.bn_seen = norm_stream.batchnorm_stream_forward(
-                x, self.gamma, self.beta, self.running_mean, self.running_var, self.bn_seen,
-                1.0 / x.shape[0], BN_EPS)
-            return z, bnc
-        g = self._set_groups()
-        z, bnc = norm_stream.batchnorm_micro_forward(x, self.gamma, self.beta, g, BN_EPS)
-        # the eval statistics: each micro-batch folds in, together moving them as far as one batch would
-        mom = 1.0 - (1.0 - BN_MOMENTUM) ** (g / x.shape[0])
-        per = x.size // x.shape[0] // x.shape[1]
-        for r0 in range(0, x.shape[0], g):
-            K.batchnorm_update_running(self.running_mean, self.running_var, bnc._replace(
-                mean=bnc.mean[r0], var=bnc.var[r0]), mom, min(g, x.shape[0] - r0) * per)
-        return z, bnc
+        """BN in training on rows that set the statistics, as ``mapping.statistics`` says
+        (``statistics.BN_LEARN``); updates the eval statistics as that mode does."""
+        return BN_LEARN[self.statistics](self, x, BN_MOMENTUM, BN_EPS)
 
     # ------------------------------------------------------------ parameters
     @property
