@@ -437,7 +437,9 @@ def test_every_kernel_call_of_a_step_is_in_the_trace(overrides, monkeypatch):
 # ----------------------------------------------------------------------------- stored widths
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_optimizer_bits_change_the_stored_arrays_and_the_ledger_alike(optimizer):
-    base = ("training.batch_size=4", f"training.optimizer={optimizer}", "training.momentum=0.9")
+    # running: the same mapping at 8 and 32 bits (batch's barriers make the 8-bit one split layers differently)
+    base = ("training.batch_size=4", f"training.optimizer={optimizer}", "training.momentum=0.9",
+            "mapping.statistics=running")
     path = os.path.join(ROOT, "hwconfigs", "44core_4bit.yaml")
     data = _Synthetic("mnist5k", (1, 28, 28, 10), 4, 0)
     got = {}
@@ -508,11 +510,12 @@ def test_seeded_feedback_reads_no_weights_and_pays_its_regeneration():
 @pytest.mark.slow
 def test_cifar_shaped_cnn10_at_batch_128_maps_on_the_176_core_chip():
     """The sensor feeds layer 0 only as fast as it admits samples, so its receive buffers hold a few
-    images, not the whole batch (before: 369 KiB of images on core 0 and a refused mapping)."""
+    images, not the whole batch (before: 369 KiB of images on core 0 and a refused mapping). A claim about a
+    chip that streams (mapping.statistics: running): under batch, layer 0's BN barrier holds every image."""
     from chipsim.runner import trace_one_step
     cfg = load_config(os.path.join(ROOT, "hwconfigs", "176core_512k.yaml"),
                       ("workload.model=" + os.path.join(ROOT, "models", "cnn10.yaml"), "workload.dataset=cifar10",
-                       "training.batch_size=128", "workload.rule=df-r"))
+                       "training.batch_size=128", "workload.rule=df-r", "mapping.statistics=running"))
     t = trace_one_step(cfg)
     rep = simulate(t, cfg.hw)
     image = 3 * 32 * 32                                          # bytes of one 8-bit sensor image

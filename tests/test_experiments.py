@@ -47,7 +47,7 @@ def test_sweep_runs_and_resumes(tmp_path):
     model = tmp_path / "tiny.yaml"
     model.write_text(TINY)
     over = (f"workload.model={model}", "workload.train_limit=64", "workload.test_limit=40", "training.epochs=1",
-            "training.batch_size=32")
+            "training.batch_size=16")
     out = tmp_path / "sw"
     t = sweep(SMALL, ("bp", "df-o"), noise=("impulse", "mismatch"), levels=(0, 5), overrides=over,
               out_dir=str(out), jobs=1, progress=False)
@@ -72,7 +72,7 @@ def test_sweep_rerun_with_another_config_recomputes_and_the_same_config_reuses(t
     """The stale-sweep bug: a rerun into the same --out with another train_limit reused the old points."""
     model = tmp_path / "tiny.yaml"
     model.write_text(TINY)
-    base = (f"workload.model={model}", "workload.test_limit=40", "training.epochs=1", "training.batch_size=32")
+    base = (f"workload.model={model}", "workload.test_limit=40", "training.epochs=1", "training.batch_size=16")
     out = str(tmp_path / "sw")
     first = sweep(SMALL, ("bp",), bits=(4,), overrides=base + ("workload.train_limit=64",), out_dir=out, jobs=1,
                   progress=False)
@@ -168,7 +168,7 @@ def test_compare_on_the_configs_own_model_prints_the_ratios(tmp_path, capsys):
     model.write_text(TINY)
     out = tmp_path / "own"
     assert cli.main(["compare", SMALL, "--own-model", "--rules", "bp,df-r", "--jobs", "1", "--out", str(out),
-                     "--set", f"workload.model={model}"]) == 0
+                     "--set", f"workload.model={model}", "--set", "training.batch_size=16"]) == 0
     printed = capsys.readouterr().out
     table = json.loads((out / "compare.json").read_text())
     assert table["model"] == "tiny" and table["depths"] == [2]

@@ -76,7 +76,8 @@ def _tiny_map_summary(tmp_path):
     import chipsim
     model = tmp_path / "tiny.yaml"
     model.write_text(TINY)
-    return chipsim.map(PRESET, {"workload.model": str(model)}, write=False, progress=False)
+    return chipsim.map(PRESET, {"workload.model": str(model), "training.batch_size": 16}, write=False,
+                       progress=False)   # 32: the barriers of mapping.statistics batch overfill SRAM
 
 
 def test_a_full_disk_while_writing_a_run_leaves_the_previous_files_untouched(tmp_path, monkeypatch):
@@ -129,7 +130,8 @@ def test_two_runs_started_at_once_get_two_directories(tmp_path):
     model = tmp_path / "tiny.yaml"
     model.write_text(TINY)
     time.sleep(1 - time.time() % 1 + 0.02)     # both start early in the same second: their stamps collide
-    procs = [subprocess.Popen([sys.executable, "-m", "chipsim.cli", "map", PRESET, "--model", str(model)],
+    procs = [subprocess.Popen([sys.executable, "-m", "chipsim.cli", "map", PRESET, "--model", str(model),
+                              "--set", "training.batch_size=16"],
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]

@@ -52,7 +52,8 @@ def test_an_int8_kernel_path_is_read_from_its_hook(monkeypatch):
 def test_map_writes_provenance_into_summary_and_report(tmp_path):
     from chipsim.runner import map as chip_map
     out = tmp_path / "m"
-    chip_map(SMALL, ("workload.model=" + str(REPO / "models" / "cnn_small.yaml"),), out_dir=str(out),
+    chip_map(SMALL, ("workload.model=" + str(REPO / "models" / "cnn_small.yaml"), "training.batch_size=8"),
+             out_dir=str(out),
              progress=False)
     s = json.loads((out / "summary.json").read_text())
     assert s["provenance"]["command"] == "map" and s["provenance"]["chipsim"]

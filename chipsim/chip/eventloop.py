@@ -60,6 +60,8 @@ class Graph(NamedTuple):
     pass_ptr: np.ndarray    # ... and starting instance i of a pass's consumer lets instance i of the
     pass_credit: np.ndarray  # producer of the next pass on that link start (sequential negatives)
     step_prio: int          # ready-queue priority of step ops: n_inst (after every sample op) or 0 (first)
+    all_ptr: np.ndarray     # barrier dependents of a sample writer: every instance of theirs waits for
+    all_: np.ndarray        # every instance of the writer (trace Op.barrier)
 
 
 class Work(NamedTuple):
@@ -230,6 +232,9 @@ def run(g, w, net):
                 release(g.same[k], i, t, op, i, False)
             for k in range(g.step_ptr[op], g.step_ptr[op + 1]):
                 release(g.step[k], 0, t, op, i, False)
+            for k in range(g.all_ptr[op], g.all_ptr[op + 1]):
+                for j in range(n_inst):
+                    release(g.all_[k], j, t, op, i, False)
 
     def dispatch(L, t):
         """Layer L may be free at t: start its highest-priority ready instance on all its slices;

@@ -28,6 +28,13 @@ Model:
   stream within an instance (a sample's label variants under
   ``mapping.negatives: sequential``) share a receive buffer the same way: the
   producer of transfer i starts once the consumer of transfer i - 1 has.
+* A barrier op (``Op.barrier``: it computes a value over the whole batch,
+  ``mapping.statistics: batch``) is a sample-scope op each of whose instances
+  waits for *every* instance of the sample-scope ops it depends on: no sample
+  passes it before all have reached it. Its layer then receives the whole
+  batch, so it grants its feeders no flow-control credit (they run ahead
+  freely) and the ledger sees every sample's input live until the barrier
+  opens (holding, not recomputing: the inputs are kept in SRAM).
 * A layer's slices run its ops in lock-step (SPMD): an op instance starts when
   its inputs are ready and all the layer's slices are free; slice i is busy for
   the sum over the op's work items (``chipsim.trace.work``) of
@@ -220,14 +227,20 @@ def _graph(trace, mapping, groups, step_prio=None) -> Graph:
     dep_same = [[] for _ in range(n_ops)]    # dependents that wait for the same instance
     dep_step = [[] for _ in range(n_ops)]    # step dependents of a sample writer (count n_inst)
     dep_bcast = [[] for _ in range(n_ops)]   # sample dependents of a step writer (all instances)
+    dep_all = [[] for _ in range(n_ops)]     # barrier dependents of a sample writer (wait for all instances)
+    barrier = [o.scope == "sample" and getattr(o, "barrier", False) for o in ops]
     rem = np.zeros((n_ops, n_inst), dtype=np.int64)
     for d, ws in enumerate(deps):
         if is_step[d]:
             rem[d, 0] = sum(1 if is_step[w] else n_inst for w in ws)
+        elif barrier[d]:
+            rem[d, :] = sum(1 if is_step[w] else n_inst for w in ws)
         else:
             rem[d, :] = len(ws)
         for w in ws:
-            if is_step[w] == is_step[d]:
+            if barrier[d] and not is_step[w]:
+                dep_all[w].append(d)
+            elif is_step[w] == is_step[d]:
                 dep_same[w].append(d)
             elif is_step[d]:
                 dep_step[w].append(d)
@@ -247,7 +260,7 @@ def _graph(trace, mapping, groups, step_prio=None) -> Graph:
         if o.kind == "send" and o.tag == "activation" and o.dst_layer is not None:
             u = o.id if not o.reads else entry.get(o.layer)     # the sensor input gates itself
             dn = entry.get(o.dst_layer)
-            if u is not None and dn is not None and (dn, u) not in gated and dn != u:
+            if u is not None and dn is not None and (dn, u) not in gated and dn != u and not barrier[dn]:
                 gated.add((dn, u))
                 credits[dn].append(u)
                 rem[u, PIPELINE_SLACK:] += 1
@@ -261,7 +274,7 @@ def _graph(trace, mapping, groups, step_prio=None) -> Graph:
     return Graph(trace.samples, np.asarray(groups, dtype=float), PIPELINE_SLACK, np.array(is_step, dtype=np.bool_),
                  is_send, layer, np.bincount(layer, compute, minlength=len(mapping.layers)).astype(np.int64), rem,
                  *_csr(dep_same), *_csr(dep_step), *_csr(dep_bcast), *_csr(credits), *_csr(pass_credits),
-                 n_inst if step_prio is None else int(step_prio))
+                 n_inst if step_prio is None else int(step_prio), *_csr(dep_all))
 
 
 def op_cycles(op, samples, spec, mapping):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from ..errors import ConfigError
 from ..modelspec import ModelSpec, check_fits_host
 from ..schema import spec
 from .chip_schema import ALLOWED_BITS, Chip, Core, CoreEnergy, Mesh, Noc, NocEnergy, OffChip  # noqa: F401
@@ -213,6 +214,16 @@ class Mapping:
                                  "layout it is costing); should it bind, the result depends on the machine's "
                                  "speed and the report says so", unit="s", min=0, min_exclusive=True, max=3600)
     micro_batch: int = spec(1, doc="samples a core processes together", unit="samples", min=1)
+    statistics: str = spec("batch", doc="where BN's statistics and the activation and error quantisation scales "
+                           "come from, in the engine and in the chip's schedule alike: batch = over the whole "
+                           "batch, so every sample of the step reaches each such value before any goes on (a "
+                           "barrier in the schedule; the layer holds the batch's inputs meanwhile); running = BN "
+                           "from running estimates updated sample by sample in stream order, scales from running "
+                           "estimates latched for the step and updated as samples stream (no barrier); "
+                           "micro-batch = BN over the mapping.micro_batch samples a core processes together, "
+                           "scales latched and updated once per micro-batch; running and micro-batch need "
+                           "learning.bn_backward fixed-stats and mapping.negatives parallel, conv and dense "
+                           "models only", choices=("batch", "running", "micro-batch"))
     memory_mode: str = spec("streaming", doc="the memory figure run's headline (console, report.md) shows first "
                             "and compare prints first among its ratios: streaming = what the "
                             "chip's cores hold while samples stream through them (the per-core ledger, which every "
@@ -284,6 +295,15 @@ class HwConfig:
                        "row must be kept; use learning.bn_backward fixed-stats, or mapping.negatives parallel")
             if why:
                 raise where.error("mapping.negatives", f"{self.mapping.negatives}: {why}")
+        if self.mapping.statistics != "batch":
+            if self.learning.bn_backward != "fixed-stats":
+                raise where.error("mapping.statistics", f"{self.mapping.statistics} needs learning.bn_backward "
+                                  "fixed-stats (the gradient through batch statistics couples the batch); "
+                                  "allowed with batch-stats: batch")
+            if self.mapping.negatives != "parallel" and self.strategy != "bp" and self.loss != "cwc":
+                raise where.error("mapping.statistics", f"{self.mapping.statistics} needs mapping.negatives "
+                                  "parallel (sequential passes take the positive pass's batch statistics); "
+                                  "allowed with sequential negatives: batch")
         if self.strategy == "greedy" and (self.learning.span or 1) > 1:
             raise where.error("learning.span", f"{self.learning.span} needs a link to send errors down, but the "
                               f"strategy is greedy (span 1); set learning.strategy (or workload.rule) to df-o "
@@ -336,5 +356,8 @@ def check_model(hw: HwConfig, model: ModelSpec, source: str):
     """Refuse a model that cannot run on the dataset's input, or whose arrays could not fit this machine;
     returns its block shapes. ``source`` names the model in the message (its file)."""
     c, h, w, classes = DATASET_SHAPES[hw.workload.dataset]
+    if model.is_transformer and hw.mapping.statistics != "batch":
+        raise ConfigError(f"mapping.statistics: {hw.mapping.statistics} applies to conv and dense models; "
+                          f"{source} is a vit model; allowed: batch")
     return check_fits_host(model, (c, h, w), classes, hw.training.batch_size, hw.learning.negatives,
                            with_label=hw.strategy != "bp", source=source)

@@ -54,6 +54,15 @@ Format (version 3), small on purpose:
   a loss above asks for those rows: its ``work`` is what that forward
   executed, its ``reads`` what it was recomputed from, so the memory saved
   and the compute spent sit side by side in the trace.
+  ``barrier`` (sample-scope ops only) says the op computed a value over the
+  whole batch (``mapping.statistics: batch``: BN's batch statistics, an
+  activation's or an error's quantisation scale): no sample's instance of it
+  may start before every sample has reached it, so the chip's schedule makes
+  each instance wait for every instance of the ops it depends on, and the
+  layer holds the batch's inputs meanwhile (their liveness says so). Under
+  ``running`` or ``micro-batch`` no op is a barrier (a micro-batch's samples
+  already run together as one instance). The recorder sets it from the work
+  the op executed (``BATCH_COUPLED`` kinds) when the step asks it to.
 """
 from __future__ import annotations
 
@@ -90,6 +99,9 @@ KINDS = ("fwd", "goodness", "loss", "grad_x", "grad_w", "feedback", "update", "s
 # compares that decided it, under mapping.negatives: sequential)
 NO_WORK = ("send",)
 TAGS = ("activation", "error", "goodness", "label", "reduce")
+#: work kinds that compute a value over the whole batch under mapping.statistics: batch (the batch's BN
+#: statistics; a quantisation scale picked from the batch): an op that executed one is a barrier
+BATCH_COUPLED = ("bn_forward", "quantize_scale")
 SCOPES = ("persistent", "step", "sample")
 SPLITS = ("units", "replicated", "reduce")
 
@@ -128,6 +140,7 @@ class Op:
     dst_layer: Optional[int] = None
     nbytes: int = 0
     tag: Optional[str] = None
+    barrier: bool = False     # every sample reaches it before any goes on (mapping.statistics: batch)
 
     @property
     def macs(self) -> int:
@@ -183,7 +196,8 @@ class Trace:
         ops = [o if o.scope != "sample" else Op(o.id, o.layer, o.kind, o.name,
                                                 tuple(w if w.per_instance else w._replace(count=-(-w.count // s))
                                                       for w in o.work),
-                                                o.scope, o.reads, o.writes, o.dst_layer, -(-o.nbytes // s), o.tag)
+                                                o.scope, o.reads, o.writes, o.dst_layer, -(-o.nbytes // s), o.tag,
+                                                o.barrier)
                for o in self.ops]
         return Trace(samples=1, layers=list(self.layers), buffers=bufs, ops=ops, version=self.version)
 
@@ -218,9 +232,12 @@ class TraceRecorder:
     trace is not needed (every step after the first identical one) pay nothing.
     """
 
-    def __init__(self, samples: int, enabled: bool = True):
+    def __init__(self, samples: int, enabled: bool = True, barriers: bool = False):
+        """``barriers``: mark every sample-scope op that executed ``BATCH_COUPLED`` work a barrier
+        (``mapping.statistics: batch``)."""
         self.trace = Trace(samples=samples)
         self.enabled = enabled
+        self.barriers = barriers
 
     def layer(self, index: int, name: str, units: int, kind: str) -> None:
         if self.enabled:
@@ -252,8 +269,9 @@ class TraceRecorder:
             work += (Work("mac", name, int(macs), tuple(int(b) for b in bits)),)
         assert not (work and kind in NO_WORK), (kind, work)
         oid = len(self.trace.ops)
+        barrier = self.barriers and scope == "sample" and any(w.kind in BATCH_COUPLED for w in work)
         self.trace.ops.append(Op(oid, layer, kind, name, work, scope, tuple(reads), tuple(writes), dst_layer,
-                                 int(nbytes), tag))
+                                 int(nbytes), tag, barrier))
         return oid
 
     def send(self, src_layer: int, dst_layer: int, name: str, src_buffer: int, dst_buffer: int,

@@ -33,12 +33,15 @@ import math
 import numpy as np
 
 from ... import kernels as K
+from ...kernels import norm_stream
 from ...quant import ClippedScale, FixedPoint, quantize_signed, quantize_weights, signed_max
+from ...quant.streaming import StreamErrorScale, StreamScale
 from ...trace import nbytes_of
 from ...trace.work import record, split
 from .feedback import feedback_weights
 from .protocol import ParamGroup, TracePart
 from .sent_error import send_quantized
+from .statistics import BN_LEARN, group_rows
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
@@ -115,9 +118,39 @@ class QuantBlock:
         # None: goodness squares the sent output itself, or (``goodness=False``, BP's blocks) is never taken
         self.good_scale = (ClippedScale(self.goodness_bits, signed=False, scale_mode=precision.scale)
                            if self.goodness_bits > precision.activation_bits and goodness and not head else None)
+        self.statistics = "batch"                     # mapping.statistics (use_statistics)
+        self.micro_batch = 1
+        self.bn_seen = 0                              # running: rows folded into the running BN statistics
+        self.err_scales = None                        # running / micro-batch: (grad_weight's, grad_input's)
         self.feedback = None                          # DF-R: (codes, scales) when kept in SRAM
         self.feedback_seed = None                     # DF-R: the seed they are (re)generated from
         self.requantize()
+
+    def use_statistics(self, mode: str, micro_batch: int = 1):
+        """``mapping.statistics``: ``batch`` (the batch's BN statistics and scales), ``running`` or
+        ``micro-batch`` (``statistics`` module): swaps the scales for streaming ones, latched per step."""
+        self.statistics, self.micro_batch = mode, max(1, int(micro_batch))
+        if mode == "batch":
+            return
+        p = self.prec
+
+        def stream(old):
+            return None if old is None else StreamScale(old.bits, old.signed, old.momentum, old.scale_mode)
+        self.z_scale, self.out_scale, self.good_scale = (stream(self.z_scale), stream(self.out_scale),
+                                                         stream(self.good_scale))
+        self.err_scales = tuple(StreamErrorScale(p.gradient_bits, p.rounding, p.scale) for _ in range(2))
+
+    def _set_groups(self):
+        g = group_rows(self.statistics, self.micro_batch)
+        for sc in (self.z_scale, self.out_scale, self.good_scale) + tuple(self.err_scales or ()):
+            if sc is not None:
+                sc.group = g
+        return g
+
+    def _bn_learn(self, x):
+        """BN in training on rows that set the statistics, as ``mapping.statistics`` says
+        (``statistics.BN_LEARN``); updates the eval statistics as that mode does."""
+        return BN_LEARN[self.statistics](self, x, BN_MOMENTUM, BN_EPS)
 
     # ------------------------------------------------------------ parameters
     @property
@@ -155,12 +188,12 @@ class QuantBlock:
         p = self.prec
         learn = train and stats_from is None          # this batch sets the statistics and scales
         x = a_in.reshape(a_in.shape[0], -1) if self.kind == "dense" else a_in
+        if self.statistics != "batch":
+            self._set_groups()
         with split("replicated"):        # every slice of a split layer holds, and normalises, the whole input
             if self.use_bn:
                 if learn:
-                    z, bnc = K.batchnorm_train_forward(x, self.gamma, self.beta, BN_EPS)
-                    K.batchnorm_update_running(self.running_mean, self.running_var, bnc, BN_MOMENTUM,
-                                               x.size // x.shape[1])
+                    z, bnc = self._bn_learn(x)
                 else:
                     ref = stats_from["bnc"] if train else None
                     z = K.batchnorm_eval_forward(x, self.gamma, self.beta,
@@ -209,8 +242,12 @@ class QuantBlock:
             g = K.maxpool2d_backward(g, cache["argmax"], cache["r_shape"])
         return K.relu_backward(g, cache["y"])
 
-    def quantize_error(self, gy, rng):
-        """Quantize an error tensor to gradient_bits (stochastic or nearest, seeded)."""
+    def quantize_error(self, gy, rng, which: int = 0):
+        """Quantize an error tensor to gradient_bits (stochastic or nearest, seeded): over the batch, or at
+        the latched streaming scale (``which``: 0 the weight gradient's, 1 the error sent down)."""
+        if self.err_scales is not None:
+            self._set_groups()
+            return self.err_scales[which].quantize(gy, rng)
         return quantize_signed(gy, self.prec.gradient_bits, self.prec.rounding, rng, self.prec.scale)
 
     def grad_weight(self, gy, cache, rng):
@@ -234,7 +271,7 @@ class QuantBlock:
         # fold the per-output-channel weight scale into the error so one
         # integer product serves all channels: sum_o (wq_o * s_o) g_o = sum_o wq_o (s_o g_o)
         shape = (1, -1, 1, 1) if self.kind == "conv" else (1, -1)
-        hq, hs = self.quantize_error(_rescale(gy, ws.reshape(shape), "QuantBlock.grad_input"), rng)
+        hq, hs = self.quantize_error(_rescale(gy, ws.reshape(shape), "QuantBlock.grad_input"), rng, which=1)
         bound = _int_bound(p.gradient_bits, p.weight_bits)
         if self.kind == "conv":
             acc = K.conv2d_grad_input(hq, wq, cache["zq"].shape, self.spec.stride, self.spec.padding,
@@ -246,6 +283,8 @@ class QuantBlock:
             gz = _rescale(acc, hs, "QuantBlock.grad_input")
             if not self.use_bn:
                 gx = gz
+            elif isinstance(cache["bnc"], norm_stream.RowBNCache):
+                gx = norm_stream.batchnorm_backward_rows(gz, cache["bnc"])
             elif self.bn_backward == "batch-stats":
                 gx = K.batchnorm_backward(gz, cache["bnc"])[0]
             else:
@@ -274,6 +313,8 @@ class QuantBlock:
         if self.bn_backward != "fixed-stats":
             raise ValueError("rows can be dropped only with learning.bn_backward = fixed-stats")
         bnc = cache["bnc"]._replace(xhat=None) if cache["bnc"] is not None else None
+        if isinstance(bnc, norm_stream.RowBNCache):
+            bnc = norm_stream.select_rows(bnc, rows)
         return dict(zq=cache["zq"][rows], zs=cache["zs"], bnc=bnc, y=cache["y"][rows],
                     argmax=None if cache["argmax"] is None else cache["argmax"][rows],
                     r_shape=(len(rows),) + tuple(cache["r_shape"][1:]), out=cache["out"][rows])
@@ -344,11 +385,14 @@ class QuantBlock:
     # ------------------------------------------------------------ checkpoint
     def state(self):
         """Plain data (``chipsim.checkpoint``): arrays, floats, tuples."""
-        return dict(master=self.master.to_state(),
-                    running_mean=self.running_mean.copy(), running_var=self.running_var.copy(),
-                    z_scale=self.z_scale.running, out_scale=self.out_scale.running,
-                    good_scale=None if self.good_scale is None else self.good_scale.running,
-                    feedback_seed=self.feedback_seed, feedback_stored=self.feedback is not None)
+        out = dict(master=self.master.to_state(),
+                   running_mean=self.running_mean.copy(), running_var=self.running_var.copy(),
+                   z_scale=self.z_scale.running, out_scale=self.out_scale.running,
+                   good_scale=None if self.good_scale is None else self.good_scale.running,
+                   feedback_seed=self.feedback_seed, feedback_stored=self.feedback is not None)
+        if self.statistics != "batch":               # the streaming estimates (batch keeps none of its own)
+            out.update(bn_seen=self.bn_seen, err_scales=tuple(e.running for e in self.err_scales))
+        return out
 
     def load(self, s):
         self.master = FixedPoint.from_state(s["master"])
@@ -356,6 +400,10 @@ class QuantBlock:
         self.z_scale.running, self.out_scale.running = s["z_scale"], s["out_scale"]
         if self.good_scale is not None:
             self.good_scale.running = s["good_scale"]
+        self.bn_seen = s.get("bn_seen", 0)
+        if self.err_scales is not None and s.get("err_scales") is not None:
+            for e, r in zip(self.err_scales, s["err_scales"]):
+                e.running = r
         if s["feedback_seed"] is not None:
             self.set_feedback(s["feedback_seed"], s["feedback_stored"])
         self.requantize()

@@ -28,6 +28,7 @@ from ..networks.network import Network
 from .optim import make_optimizer
 from ..rules.rows import sample_negatives  # noqa: F401  (used by benchmarks)
 from ..layers.head import OnePassHead
+from ..layers.statistics import rows_per_sample
 from ..rules.losses import check_cwc_divisible
 from ..rules.compose import bp_step, compose, head_step, local_step
 from .schedules import learning_rate
@@ -124,6 +125,10 @@ class Trainer:
         elif not self.is_bp and hw.learning.inference == "head":
             self.head = OnePassHead(self.net, hw.learning.head_last_k, hw.precision, hw.training.seed)
         self.extra = [self.head.layer] if self.head is not None else []
+        if hw.mapping.statistics != "batch":        # mapping.statistics: conv and dense blocks (config checks)
+            for layer in list(self.net.blocks) + ([self.net.head] if self.net.head is not None else []) + self.extra:
+                if hasattr(layer, "use_statistics"):
+                    layer.use_statistics(hw.mapping.statistics, hw.mapping.micro_batch)
         self.opt, self.acc = training_state(self.net, hw.precision, hw.training.optimizer, hw.training.momentum,
                                             self.extra)
         seed = hw.training.seed
@@ -148,7 +153,7 @@ class Trainer:
 
     def _train_step(self, x, y, record: bool):
         hw = self.hw
-        rec = TraceRecorder(samples=x.shape[0], enabled=record)
+        rec = TraceRecorder(samples=x.shape[0], enabled=record, barriers=hw.mapping.statistics == "batch")
         sequential = self.rule is not None and self.rule.negatives != "parallel"
         tracer = (PassTracer if sequential else StepTracer)(rec, self.net, self.opt, self.acc, self.is_bp,
                                                                     self.extra)
@@ -157,10 +162,11 @@ class Trainer:
                 res = bp_step(self.net, x, y, self.step, self.rng_round, tracer)
             else:
                 rows = self.rule.rows.make(self.net, x, y, self.rng_data)
-                res = local_step(self.net, self.rule, rows, self.step, self.rng_round, tracer)
-                if self.head is not None and getattr(self.head, "alongside", True):
-                    _, g = head_step(self.net, self.head, rows, res.outputs, self.rng_round, tracer)
-                    res.grads["extra"] = [(self.head.layer, g)]
+                with rows_per_sample(rows.reps):     # mapping.statistics: micro-batch groups whole samples
+                    res = local_step(self.net, self.rule, rows, self.step, self.rng_round, tracer)
+                    if self.head is not None and getattr(self.head, "alongside", True):
+                        _, g = head_step(self.net, self.head, rows, res.outputs, self.rng_round, tracer)
+                        res.grads["extra"] = [(self.head.layer, g)]
             lr = learning_rate(hw.training, self.step, self.steps_per_epoch)
             apply_gradients(self.net, res.grads, lr, self.opt, self.acc, hw.precision, self.rng_round, tracer,
                             self.grad_noise, self.rng_noise)

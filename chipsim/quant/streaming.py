@@ -1,0 +1,92 @@
+"""Quantisation scales a streaming chip can use: latched for the step, updated as samples stream.
+
+Why: under ``mapping.statistics: batch`` an activation's scale (``ClippedScale``, folding the batch's
+clipping threshold in before quantizing) and an error's scale (``quantize_signed``: the batch's max|x|)
+are known only once every sample of the step has reached the layer -- a barrier. Here a step's rows share
+the scale the running estimate had when the step began (so a core's integer products over the step's
+rows still share one scale, as its accumulators need), and the estimate is then updated in stream order:
+row by row (``running``) or once per group of rows a core processes together (``micro-batch``); the new
+value takes effect from the next step. Nothing a row is quantized with depends on a later row. The very
+first use, with no estimate yet, starts it from the first group alone (the first group is first anyway).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..trace.work import record
+from .codes import (ROUND_OPS, SCALE_SEARCH_OPS, _finish_scale, _quantize_flat, _round_kind, _round_ops,
+                    check_bits, signed_max)
+from .stores import ClippedScale, _divide_round_clip
+
+
+def _groups(n: int, group: int):
+    g = max(1, int(group))
+    return [(r0, min(n, r0 + g)) for r0 in range(0, n, g)]
+
+
+def _fold(running, values, momentum_per_batch: float):
+    """EMA of ``values`` in order, each weighted so that a whole batch moves the estimate as one batch
+    update with ``momentum_per_batch`` would (``m ** (1 / len(values))`` per value)."""
+    mu = momentum_per_batch ** (1.0 / max(len(values), 1))
+    for v in values:
+        running = float(v) if running is None else mu * running + (1 - mu) * float(v)
+    return running
+
+
+class StreamScale(ClippedScale):
+    """A ``ClippedScale`` whose step uses the latched estimate; ``group`` rows fold in at a time."""
+
+    def __init__(self, bits, signed, momentum=0.9, scale_mode="float", group: int = 1):
+        super().__init__(bits, signed, momentum, scale_mode)
+        self.group = max(1, int(group))
+
+    def quantize(self, x, update: bool):
+        if self.bits == 32:
+            return x, np.float32(1.0)
+        record("quantize", "StreamScale.quantize", ROUND_OPS * np.size(x))
+        groups = _groups(x.shape[0], self.group)
+        if update:
+            record("quantize_scale", "StreamScale.threshold", SCALE_SEARCH_OPS * np.size(x))
+            ts = [self.threshold(x[r0:r1]) for r0, r1 in groups]
+            if self.running is None:                  # first use: the first group's own threshold
+                self.running = ts[0]
+            scale = self.scale                         # latched before the step's rows update it
+            self.running = _fold(self.running, ts, self.momentum)
+        else:
+            scale = self.scale
+        lo = -self.qmax if self.signed else 0
+        return _divide_round_clip(x, scale, lo, self.qmax), scale
+
+
+class StreamErrorScale:
+    """The error counterpart of ``quantize_signed``: symmetric signed codes at a latched scale (a running
+    max|x| per group of rows), rounding as ``quantize_signed``; values beyond the scale saturate."""
+
+    def __init__(self, bits, rounding="nearest", scale_mode="float", momentum=0.9, group: int = 1):
+        self.bits = check_bits(bits)
+        self.rounding, self.scale_mode, self.momentum = rounding, scale_mode, float(momentum)
+        self.group = max(1, int(group))
+        self.running = None
+
+    def quantize(self, x, rng):
+        x = np.asarray(x, dtype=np.float32)
+        if self.bits == 32:
+            return x.copy(), np.float32(1.0)
+        qmax = signed_max(self.bits)
+        flat = np.ascontiguousarray(x).reshape(-1)
+        record("quantize_scale", "StreamErrorScale", x.size)            # each group's max |x|
+        record(_round_kind(self.rounding), "StreamErrorScale", _round_ops(self.rounding) * x.size)
+        rows = x.reshape(x.shape[0], -1) if x.ndim else flat.reshape(1, -1)
+        maxes = [float(np.abs(rows[r0:r1]).max()) if r1 > r0 and rows.shape[1] else 0.0
+                 for r0, r1 in _groups(rows.shape[0], self.group)]
+        if self.running is None or self.running <= 0:
+            self.running = maxes[0] if maxes else 0.0
+        scale = np.float32(_finish_scale(self.running, qmax, self.scale_mode))
+        self.running = _fold(self.running, maxes, self.momentum)
+        if self.rounding == "stochastic" and rng is None:
+            raise ValueError("stochastic rounding needs a numpy Generator `rng`")
+        seed = int(rng.integers(0, 2 ** 63)) if self.rounding == "stochastic" else 0
+        out = np.empty(x.shape, dtype=np.float32)
+        _quantize_flat(flat, 1.0 / np.float64(scale), -float(qmax), float(qmax), self.rounding == "stochastic",
+                       seed, out.reshape(-1))
+        return out, scale
