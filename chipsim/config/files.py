@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..modelspec import ModelSpec, load_model
 from ..safe_yaml import YamlSyntaxError, clip, parse
 from ..schema import Where, build, field_names, read_yaml_file, to_plain
-from .hwconfig import HwConfig, check_model
+from .hwconfig import HwConfig, check_model, resolve_statistics
 from .ignored import notes as ignored_notes
 from .ignored import retire
 
@@ -151,6 +151,7 @@ def load_config(path: str, overrides=()) -> LoadedConfig:
     said = retire(data, path)
     hw = build(HwConfig, data, "", where)
     model = load_model(hw.workload.model, origin=f"{path}: workload.model")
+    hw = resolve_statistics(hw, model)            # mapping.statistics: auto, now that the model is known
     check_model(hw, model, hw.workload.model)
     said += ignored_notes(data, hw, model, path, overrides)
     return LoadedConfig(path=path, hw=hw, model=model, overrides=tuple(overrides), notes=tuple(said))

@@ -13,6 +13,8 @@ users' YAML files and scripts write them, so extend but never rename.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -214,7 +216,7 @@ class Mapping:
                                  "layout it is costing); should it bind, the result depends on the machine's "
                                  "speed and the report says so", unit="s", min=0, min_exclusive=True, max=3600)
     micro_batch: int = spec(1, doc="samples a core processes together", unit="samples", min=1)
-    statistics: str = spec("batch", doc="where BN's statistics and the activation and error quantisation scales "
+    statistics: str = spec("auto", doc="where BN's statistics and the activation and error quantisation scales "
                            "come from, in the engine and in the chip's schedule alike: batch = over the whole "
                            "batch, so every sample of the step reaches each such value before any goes on (a "
                            "barrier in the schedule; the layer holds the batch's inputs meanwhile); running = BN "
@@ -223,7 +225,11 @@ class Mapping:
                            "micro-batch = BN over the mapping.micro_batch samples a core processes together, "
                            "scales latched and updated once per micro-batch; running and micro-batch need "
                            "learning.bn_backward fixed-stats and mapping.negatives parallel, conv and dense "
-                           "models only", choices=("batch", "running", "micro-batch"))
+                           "models only; auto (the default) = running wherever the engine streams (what a chip "
+                           "streaming samples can run, with no barrier), else batch with its barrier (vit "
+                           "models, sequential negatives, learning.bn_backward batch-stats); the run's "
+                           "settings name the value it resolved to",
+                           choices=("auto", "batch", "running", "micro-batch"))
     memory_mode: str = spec("streaming", doc="the memory figure run's headline (console, report.md) shows first "
                             "and compare prints first among its ratios: streaming = what the "
                             "chip's cores hold while samples stream through them (the per-core ledger, which every "
@@ -295,7 +301,7 @@ class HwConfig:
                        "row must be kept; use learning.bn_backward fixed-stats, or mapping.negatives parallel")
             if why:
                 raise where.error("mapping.negatives", f"{self.mapping.negatives}: {why}")
-        if self.mapping.statistics != "batch":
+        if self.mapping.statistics not in ("batch", "auto"):
             if self.learning.bn_backward != "fixed-stats":
                 raise where.error("mapping.statistics", f"{self.mapping.statistics} needs learning.bn_backward "
                                   "fixed-stats (the gradient through batch statistics couples the batch); "
@@ -350,6 +356,22 @@ def _fmt(v) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_fmt(x) for x in v) + "]"
     return f"{v:g}"
+
+
+def streaming_statistics_apply(hw: HwConfig, model: ModelSpec) -> bool:
+    """Whether the engine can take BN's statistics and the quantisation scales as samples stream
+    (``mapping.statistics`` running or micro-batch) for this model and these options."""
+    sequential = hw.mapping.negatives != "parallel" and hw.strategy != "bp" and hw.loss != "cwc"
+    return not model.is_transformer and hw.learning.bn_backward == "fixed-stats" and not sequential
+
+
+def resolve_statistics(hw: HwConfig, model: ModelSpec) -> HwConfig:
+    """``hw`` with ``mapping.statistics: auto`` resolved: running where the engine streams (what a chip that
+    streams samples can run), else batch, whose barrier the schedule then costs. Other values unchanged."""
+    if hw.mapping.statistics != "auto":
+        return hw
+    mode = "running" if streaming_statistics_apply(hw, model) else "batch"
+    return dataclasses.replace(hw, mapping=dataclasses.replace(hw.mapping, statistics=mode))
 
 
 def check_model(hw: HwConfig, model: ModelSpec, source: str):

@@ -17,6 +17,7 @@ import numpy as np
 
 from ... import checkpoint
 from ... import progress as point_progress
+from ...config.hwconfig import resolve_statistics
 from ...errors import CheckpointError, ConfigError
 from ...modelspec import check_fits_host
 from ...quant import QuantStore
@@ -101,6 +102,7 @@ class Trainer:
     """Owns the network, optimizer and RNG streams of one training run."""
 
     def __init__(self, hw, model, dataset, grad_noise=None):
+        hw = resolve_statistics(hw, model)        # mapping.statistics auto, for a config not from load_config
         self.hw, self.model, self.data = hw, model, dataset
         c = dataset.num_classes
         self.negatives = hw.learning.negatives if hw.learning.negatives is not None else c - 1
