@@ -31,8 +31,11 @@ runs once, persistent and step buffers are touched once per op, and each layer's
 cycles can be added by hand. ``mapping.statistics: running`` (pinned): activation and error scales come
 from running estimates latched for the step (``chipsim.quant.streaming``), the chip streams with no
 barrier; their work per value is the batch-scale kernels' (a scale search 1, the rounding as below).
+The last tests take ``mapping.statistics: batch`` (scales from the whole batch: a barrier at every op that
+picked one): in one micro-batch instance it changes nothing; with ``micro_batch: 1`` (BP) every instance's
+cycles are counted with the barriers.
 
-The semantics these counts follow (issue 23's fixes as merged; /work/spec23.md, with the deviations the
+The semantics these counts follow (issue 23's fixes as merged, with the deviations from its agreed spec that the
 merged code documents):
 * the optimizer step is a steady-state one: every step loads both stored moments (a ``dequantize`` per
   value) and stores them back; Adam is 15 vector ops per weight (the kernel's count).
@@ -68,7 +71,7 @@ from chipsim.runner import _Synthetic
 RULES = ("bp", "df-r")
 
 
-def toy_chip_yaml(rule: str, statistics: str = "running") -> str:
+def toy_chip_yaml(rule: str, statistics: str = "running", micro_batch: int = 2) -> str:
     return f"""chip:
   name: toy
   mesh: {{rows: 2, cols: 2}}
@@ -91,7 +94,7 @@ precision: {{weight_bits: 4, activation_bits: 4, gradient_bits: 8, update_bits: 
 workload: {{model: model.yaml, rule: {rule}, dataset: mnist5k}}
 learning: {{negatives: 1}}
 training: {{epochs: 1, batch_size: 2, optimizer: adam, lr: 0.001, seed: 0}}
-mapping: {{strategy: balanced, micro_batch: 2, memory_mode: streaming, statistics: {statistics}}}
+mapping: {{strategy: balanced, micro_batch: {micro_batch}, memory_mode: streaming, statistics: {statistics}}}
 """
 
 
@@ -100,20 +103,22 @@ def model_yaml(rule: str) -> str:
     return "name: hand3\nblocks:\n" + "".join(f"  - {{type: dense, units: {u}, norm: none}}\n" for u in blocks)
 
 
+def run_step(d, rule: str, statistics: str = "running", micro_batch: int = 2):
+    """(trace, chip report) of one traced training step of the toy, its files written to directory ``d``."""
+    (d / "model.yaml").write_text(model_yaml(rule))
+    (d / "chip.yaml").write_text(toy_chip_yaml(rule, statistics, micro_batch))
+    cfg = load_config(os.fspath(d / "chip.yaml"))
+    assert cfg.hw.mapping.statistics == statistics
+    data = _Synthetic("mnist5k", (1, 4, 4, 4), 2, 0)          # 2 samples, 1x4x4, 4 classes
+    tr = Trainer(cfg.hw, cfg.model, data)
+    tr.train_step(data.x_train, data.y_train, record=True)
+    return tr.trace, simulate(tr.trace, cfg.hw)
+
+
 @pytest.fixture(scope="module")
 def steps(tmp_path_factory):
-    """rule -> (trace, chip report) of one traced training step."""
-    out = {}
-    for rule in RULES:
-        d = tmp_path_factory.mktemp(rule.replace("-", ""))
-        (d / "model.yaml").write_text(model_yaml(rule))
-        (d / "chip.yaml").write_text(toy_chip_yaml(rule))
-        cfg = load_config(os.fspath(d / "chip.yaml"))
-        data = _Synthetic("mnist5k", (1, 4, 4, 4), 2, 0)          # 2 samples, 1x4x4, 4 classes
-        tr = Trainer(cfg.hw, cfg.model, data)
-        tr.train_step(data.x_train, data.y_train, record=True)
-        out[rule] = (tr.trace, simulate(tr.trace, cfg.hw))
-    return out
+    """rule -> (trace, chip report) of one traced training step (statistics running, one micro-batch)."""
+    return {rule: run_step(tmp_path_factory.mktemp(rule.replace("-", "")), rule) for rule in RULES}
 
 
 def _filled(got: dict, expected: dict) -> dict:
@@ -545,3 +550,72 @@ def test_the_picojoules(steps, rule):
     assert _filled(got, ENERGY[rule]) == _filled(ENERGY[rule], got)
     assert e.static_pj == 0.0 and e.sram_read_pj == e.sram_read_bytes * 0.25
     assert e.sram_write_pj == e.sram_write_bytes * 0.5
+
+
+# ----------------------------------------------------------------------------------------- statistics: batch
+# ``mapping.statistics: batch``: the engine picks activation and error scales from the whole batch, so every
+# sample-scope op that executed such a scale search (work kind quantize_scale: every forward, weight
+# gradient, input gradient / feedback and quantize error op; not the loss, the goodness or the sends) is a
+# barrier: each of its instances waits for every instance of the ops it reads from, and its layer grants
+# its feeders no flow-control credit. With ``micro_batch: 2`` the step is one instance holding the whole
+# batch, so every barrier is met as it is reached: the same schedule, cycles and picojoules as above.
+BARRIERS = {
+    "df-r": {("forward", 0), ("forward", 1), ("forward", 2), ("feedback", 1), ("feedback", 2),
+             ("quantize error", 1), ("quantize error", 2), ("grad_weight", 0), ("grad_weight", 1),
+             ("grad_weight", 2), ("label_embedding_grad", 0)},
+    "bp": {("forward", 0), ("forward", 1), ("forward", 2), ("grad_weight", 0), ("grad_weight", 1),
+           ("grad_weight", 2), ("grad_input", 1), ("grad_input", 2), ("quantize error", 1), ("quantize error", 2)},
+}
+# BP with ``micro_batch: 1`` under ``batch``: two instances (one sample each); a sample-scope op's work per
+# instance is half its count (cycles half those of OP_CYCLES), a send carries one sample's bytes. A core
+# runs the oldest sample first, then program order; a step op after every sample op ready on its core.
+#   sensor: 16 B a sample over 0->1: sample 0 0-8 (+1 hop: 9), sample 1 8-16 (+1: 17) (no credit: L0's
+#     forward is a barrier)
+#   L0 forward (barrier: both images) 59/2 = 29.5: 17-46.5, 46.5-76
+#   activations 4 B a sample, 2 B halves: core 0's over 0->1->3 1 + 2, core 1's waits for 1->3, 1 + 1:
+#     46.5-49.5, 76-79
+#   L1 forward (barrier) 44.5/2 = 22.25: 79-101.25, 101.25-123.5; activations 3 B: 1.5 + 1: 101.25-103.75,
+#     123.5-126
+#   head forward (barrier) 20.5/2 = 10.25: 126-136.25; sample 0's loss 6/2 = 3 first (older): 136.25-139.25;
+#     forward 139.25-149.5, loss 149.5-152.5; the loss gradients to itself take 0 (139.25, 152.5)
+#   head weight gradient (barrier: both loss gradients) 42/2 = 21: 152.5-173.5; sample 0's input gradient
+#     (barrier, older) 32.5/2 = 16.25: 173.5-189.75; sample 1's: 189.75-210.75, 210.75-227
+#   quantize error (barrier: both input gradients) 9/2 = 4.5: 227-231.5, 231.5-236; error 6 B 3 + 1:
+#     231.5-235.5, 236-240; the head's update (120) after them: 236-356
+#   L1 weight gradient (barrier: both errors) 84/2 = 42: 240-282; input gradient 60.5/2 = 30.25: 282-312.25;
+#     sample 1's: 312.25-354.25, 354.25-384.5; quantize error 12/2 = 6: 384.5-390.5, 390.5-396.5; error 8 B,
+#     4 B halves, 4 B over 3->2->0 2 + 2: 390.5-394.5, 396.5-400.5; L1 update 240: 396.5-636.5
+#   L0 weight gradient (barrier) 104/2 = 52: 400.5-452.5, 452.5-504.5; L0 update 320: 504.5-824.5
+# Latency 824.5 (833 with the batch in one micro-batch instance, above).
+BATCH_BP_MB1 = {
+    ("sensor input", 0): [(0, 9), (0, 17)], ("forward", 0): [(17, 46.5), (46.5, 76)],
+    ("activation", 0): [(46.5, 49.5), (76, 79)], ("forward", 1): [(79, 101.25), (101.25, 123.5)],
+    ("activation", 1): [(101.25, 103.75), (123.5, 126)], ("forward", 2): [(126, 136.25), (139.25, 149.5)],
+    ("loss", 2): [(136.25, 139.25), (149.5, 152.5)],
+    ("loss gradient to the layer's slices", 2): [(139.25, 139.25), (152.5, 152.5)],
+    ("grad_weight", 2): [(152.5, 173.5), (189.75, 210.75)], ("grad_input", 2): [(173.5, 189.75), (210.75, 227)],
+    ("quantize error", 2): [(227, 231.5), (231.5, 236)], ("error", 2): [(231.5, 235.5), (236, 240)],
+    ("grad_weight", 1): [(240, 282), (312.25, 354.25)], ("grad_input", 1): [(282, 312.25), (354.25, 384.5)],
+    ("quantize error", 1): [(384.5, 390.5), (390.5, 396.5)], ("error", 1): [(390.5, 394.5), (396.5, 400.5)],
+    ("grad_weight", 0): [(400.5, 452.5), (452.5, 504.5)],
+    ("optimizer_update", 2): [(236, 356)], ("optimizer_update", 1): [(396.5, 636.5)],
+    ("optimizer_update", 0): [(504.5, 824.5)],
+}
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_batch_statistics_in_one_micro_batch_change_nothing(tmp_path, rule):
+    trace, rep = run_step(tmp_path, rule, statistics="batch")
+    assert {(o.name, o.layer) for o in trace.ops if o.barrier} == BARRIERS[rule]
+    s = rep.schedule
+    path = [(trace.ops[d].name, trace.ops[d].layer, end) for d, _, _, end, _ in s.critical_path]
+    assert (s.n_inst, s.latency, path) == (1, LATENCY[rule], PATH[rule])
+    assert rep.energy.total_pj == ENERGY[rule]["total_pj"]
+
+
+def test_batch_statistics_barriers_sample_by_sample(tmp_path):
+    trace, rep = run_step(tmp_path, "bp", statistics="batch", micro_batch=1)
+    s = rep.schedule
+    got = {(o.name, o.layer): [(float(s.start[o.id, i]), float(s.cend[o.id, i]))
+                               for i in range(1 if o.scope == "step" else s.n_inst)] for o in trace.ops}
+    assert (s.n_inst, got, s.latency) == (2, BATCH_BP_MB1, 824.5)
