@@ -196,9 +196,11 @@ class StepTracer:
         self.share_loss_grad(l, "sample")
 
     def share_loss_grad(self, l, scope: str):
-        """The loss ran once, on slice 0 of a split layer (its goodness partials were reduced there): its
-        gradient goes to the layer's other slices before any slice's backward reads it -- a send from the
-        layer to itself, which ``chip.noc`` multicasts from slice 0 (unsplit: it moves nothing)."""
+        """The loss's gradient is slice 0's on a split layer (its goodness partials were reduced there): it
+        goes to the layer's other slices before any slice's backward reads it -- a send from the layer to
+        itself, which ``chip.noc`` multicasts from slice 0 (unsplit: it moves nothing). The trace has no
+        "slice 0 only" split, so the loss op itself stays a ``units`` op whose work the slices share and
+        whose ``replicated`` output every slice is charged for writing; only the transfer is slice 0's."""
         nb = self.rec.trace.buffers[self.dg[l]].nbytes
         self.rec.op(l, "send", "loss gradient to the layer's slices", scope=scope, reads=(self.dg[l],),
                     writes=(self.dg[l],), dst_layer=l, nbytes=nb, tag="error")
