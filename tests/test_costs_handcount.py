@@ -35,8 +35,8 @@ The last tests take ``mapping.statistics: batch`` (scales from the whole batch: 
 picked one): in one micro-batch instance it changes nothing; with ``micro_batch: 1`` (BP) every instance's
 cycles are counted with the barriers.
 
-The semantics these counts follow (issue 23's fixes as merged, with the deviations from its agreed spec that the
-merged code documents):
+The semantics these counts follow (issue 23's fixes as merged, with the deviations from its agreed spec
+that the merged code documents):
 * the optimizer step is a steady-state one: every step loads both stored moments (a ``dequantize`` per
   value) and stores them back; Adam is 15 vector ops per weight (the kernel's count).
 * accumulating is a per-sample read-modify-write: a weight-gradient op (and the label embedding's
@@ -59,7 +59,6 @@ merged code documents):
 * the sensor image is a multicast from the input port to every slice of layer 0, costed like any send.
 """
 import os
-from collections import Counter
 
 import pytest
 
@@ -407,7 +406,8 @@ def test_every_transfer_its_bytes_and_hops(steps, rule):
 #   L2 weight gradient (16 + 16 + 16 + 80 + 96)/8 + 96/2 = 28 + 48 = 76
 #   L1 weight gradient (24 + 48 + 24 + 24 + 24 + 120 + 192)/8 + 192/2 = 57 + 96 = 153
 #   updates: L0 (2*256 loads + 2*256 scale + 10*256 stochastic + 15*256 + 6*256 + 5*256)/2/8 = 10240/16 =
-#     640; L1 (96 + 96 + 480 + 720 + 288 + 240)/8 = 240; L2 (48 + 48 + 240 + 360 + 144 + 120)/8 = 120; embedding, replicated, no requantisation: (128 + 128 + 640 + 960 + 384)/8 = 280
+#     640; L1 (96 + 96 + 480 + 720 + 288 + 240)/8 = 240; L2 (48 + 48 + 240 + 360 + 144 + 120)/8 = 120;
+#     embedding, replicated, no requantisation: (128 + 128 + 640 + 960 + 384)/8 = 280
 #   the embedding gradient to the slices: first the partial reduced over 1->0, 256 B: 128 + 1; then the
 #     sum multicast over 0->1: 128 + 1: 258
 # BP:
@@ -432,7 +432,8 @@ OP_CYCLES = {
              ("optimizer_update", 2): 120, ("label embedding gradient to the layer's slices", 0): 258,
              ("label_embedding_update", 0): 280},
     "bp": {("sensor input", 0): 17, ("forward", 0): 59, ("activation", 0): 5, ("forward", 1): 44.5,
-           ("activation", 1): 4, ("forward", 2): 20.5, ("loss", 2): 6, ("loss gradient to the layer's slices", 2): 0,
+           ("activation", 1): 4, ("forward", 2): 20.5, ("loss", 2): 6,
+           ("loss gradient to the layer's slices", 2): 0,
            ("grad_weight", 2): 42, ("grad_input", 2): 32.5, ("quantize error", 2): 9, ("error", 2): 7,
            ("grad_weight", 1): 84, ("grad_input", 1): 60.5, ("quantize error", 1): 12, ("error", 1): 6,
            ("grad_weight", 0): 104, ("optimizer_update", 0): 320, ("optimizer_update", 1): 240,
@@ -459,7 +460,8 @@ PATH = {
     "df-r": [("sensor input", 0, 17), ("forward", 0, 249), ("activation", 0, 258), ("forward", 1, 362),
              ("goodness", 1, 374), ("loss", 1, 377), ("loss gradient to the layer's slices", 1, 377),
              ("feedback", 1, 504), ("quantize error", 1, 528), ("error", 1, 538), ("grad_weight", 0, 880),
-             ("label_embedding_grad", 0, 1202), ("optimizer_update", 0, 1842), ("label_embedding_update", 0, 2122)],
+             ("label_embedding_grad", 0, 1202), ("optimizer_update", 0, 1842),
+             ("label_embedding_update", 0, 2122)],
     "bp": [("sensor input", 0, 17), ("forward", 0, 76), ("activation", 0, 81), ("forward", 1, 125.5),
            ("activation", 1, 129.5), ("forward", 2, 150), ("loss", 2, 156),
            ("loss gradient to the layer's slices", 2, 156), ("grad_weight", 2, 198), ("grad_input", 2, 230.5),
