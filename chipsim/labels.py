@@ -31,7 +31,7 @@ def settings(cfg, model: str | None = None, scale: str = "", precision: str | No
             "dataflow": f"negatives {hw.mapping.negatives}, {hw.training.update} update",
             "mapping": f"{hw.mapping.strategy}" + (f", objective {hw.mapping.objective}"
                                                    if hw.mapping.strategy == "search" else "")
-                       + f", micro-batch {hw.mapping.micro_batch}",
+                       + f", micro-batch {hw.mapping.micro_batch}, statistics {hw.mapping.statistics}",
             "precision": precision or precision_words(hw.precision), "scale": scale}
 
 

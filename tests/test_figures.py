@@ -123,7 +123,8 @@ def test_run_figures_and_report_name_every_setting(tmp_path, monkeypatch):
         assert "batch 8" in seen[name] and "no training" in seen[name]
     report = (tmp_path / "m" / "report.md").read_text()
     assert "Every figure and table below: chip 44core_4bit (4x11 cores), model cnn_small, N = 9 negatives, " \
-           "batch 8, dataflow negatives parallel, batch update, mapping fit, micro-batch 1, W4/A4/G8/U16" in report
+           "batch 8, dataflow negatives parallel, batch update, mapping fit, micro-batch 1, statistics running, " \
+           "W4/A4/G8/U16" in report
 
 
 def test_dataflow_table_names_its_settings():

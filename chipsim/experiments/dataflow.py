@@ -41,6 +41,10 @@ def _key(ds, depth, rule, neg, upd, n, base: str):
     return f"{label}-{base}"
 
 
+#: the grid's mapping.statistics (see ``points``)
+STATISTICS = "mapping.statistics=batch"
+
+
 def points(config, datasets, depths, negatives, jobs, device: str | None = None):
     """Every engine step of the grid: the local rules under each dataflow and N, BP under each update.
 
@@ -54,7 +58,9 @@ def points(config, datasets, depths, negatives, jobs, device: str | None = None)
                 pts += [(r, neg, upd, n, ds, d) for neg in NEGATIVES_MODES for n in negatives for r in RULES]
     out, base = [], digest(resolved(load_config(config))) + (f"-measured-{device}" if device else "")
     for rule, neg, upd, n, ds, d in pts:
-        sets = [f"workload.dataset={ds}", f"training.update={upd}"]
+        # like with like: sequential dataflows take the positive pass's batch statistics, so every point of
+        # the grid, BP's included, runs on the batch's statistics and pays the schedule's barrier for them
+        sets = [f"workload.dataset={ds}", f"training.update={upd}", STATISTICS]
         if rule != "bp":
             sets += [f"mapping.negatives={neg}", f"learning.negatives={n}"]
         out.append({"key": _key(ds, d, rule, neg, upd, n, base), "base": base, "depth": d, "rule": rule, "width": 32,
@@ -78,7 +84,8 @@ def dataflow(config: str = "hwconfigs/176core_512k.yaml", out_dir: str = "report
     pts = points(cfg.path, datasets, depths, negatives, jobs, device)
     res = run_points(_point, pts, out_dir, jobs=jobs, progress=progress, desc="dataflow", cluster=cluster)
     rows = table_rows(pts, res, datasets, depths, negatives)
-    words = labels.settings(cfg, model="cnn_family(depth, width=32)", scale="one engine step per point, no training")
+    words = labels.settings(load_config(cfg.path, (STATISTICS,)), model="cnn_family(depth, width=32)",
+                            scale="one engine step per point, no training")
     words.update(negatives="per row", dataflow="per row (mapping.negatives x training.update)")
     table = {"config": cfg.path, "chip": cfg.hw.chip.name, "batch_size": cfg.hw.training.batch_size,
              "settings": words,

@@ -149,7 +149,10 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, 
                                     cluster=cluster)
     # 2b. ... with the dataflow that cuts the whole-batch memory most, and the design space at 11 and 25 blocks
     results["compare_recompute"] = compare(compare_config, ("bp", "df-o", "df-r"), plan.depths,
-                                           overrides=("mapping.negatives=sequential-recompute",),
+                                           # like with like: sequential negatives take the batch's
+                                           # statistics, so BP does too (auto would give it running)
+                                           overrides=("mapping.negatives=sequential-recompute",
+                                                      "mapping.statistics=batch"),
                                            out_dir=os.path.join(out_dir, "compare_recompute"), jobs=jobs,
                                            progress=progress, cluster=cluster)
     results["dataflow"] = dataflow(compare_config, os.path.join(out_dir, "dataflow"), plan.dataflow_datasets,
