@@ -58,8 +58,9 @@ def _sends(trace):
 
 @pytest.mark.parametrize("rule", ["df-o", "bp"])
 def test_a_dense_block_sends_gradient_bits_codes_and_the_trace_sizes_them(monkeypatch, rule):
+    # the batch's statistics: the scale is max|gx| / 7 over the step's error (running latches an estimate)
     trace, seen = _step(monkeypatch, f"workload.model={DENSE}", f"workload.rule={rule}",
-                        "precision.gradient_bits=4")
+                        "precision.gradient_bits=4", "mapping.statistics=batch")
     assert seen and len(seen) == len(_sends(trace))
     for (blk, below, gx, sent), send in zip(seen, _sends(trace)):
         # what the engine hands to the send: 4-bit signed codes (integers in [-7, 7]) and one scale

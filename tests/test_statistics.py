@@ -145,7 +145,7 @@ def test_block_backward_uses_each_rows_statistics():
 
 
 # ------------------------------------------------------------------ config
-@pytest.mark.parametrize("bad, why", [("mapping.statistics=stream", "allowed: batch, running, micro-batch"),
+@pytest.mark.parametrize("bad, why", [("mapping.statistics=stream", "allowed: auto, batch, running, micro-batch"),
                                       ("mapping.statistics=running", "fixed-stats")])
 def test_bad_statistics_is_one_clear_line(bad, why, capsys):
     extra = ["--set", "learning.bn_backward=batch-stats"] if "running" in bad else []

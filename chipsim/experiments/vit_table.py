@@ -31,12 +31,6 @@ MODEL = os.path.join(MODEL_DIR, "vit_tiny.yaml")
 CFF_M_MARGINS = "[0.4, 0.3, 0.2, 0.1]"      # the paper's margins: m0 = 0.4 falling linearly to 0.1 (Sec. 4.1)
 CONVERGED_POINTS = 1.0                       # "converged": within this many points of the run's last accuracy
 
-#: an LPDDR4X-class off-chip tier (the refusal's own advice): a ViT's quantisation scales are taken over the
-#: batch (mapping.statistics resolves to batch for vit models), so the schedule's barrier holds the batch's
-#: activations and errors, which 256 KiB per core cannot
-OFFCHIP = ["chip.offchip.capacity_mib=2048", "chip.offchip.bandwidth_gb_s=17.0", "chip.offchip.latency_ns=100",
-           "chip.offchip.energy_pj_per_byte=40.0"]
-
 # (name, overrides, paper's CIFAR-10 ViT[128 4 5] accuracy (random crop), where it is from)
 VARIANTS = (
     ("cff", ["workload.rule=cff"], 78.70, "CFF paper Table 1"),
@@ -71,7 +65,7 @@ def _point(p: dict) -> dict:
 def vit_table(config: str, seeds, scale: list, out_dir: str, jobs: int, progress: bool = True,
               cluster=None) -> dict:
     """Run every variant over ``seeds`` at ``scale`` (overrides: epochs, limits); write vit.json."""
-    base = [f"workload.model={MODEL}"] + OFFCHIP + list(scale)
+    base = [f"workload.model={MODEL}"] + list(scale)
     points = []
     for name, over, _, _ in VARIANTS:
         for seed in seeds:
@@ -140,8 +134,8 @@ def markdown(table: dict, scale: Scale | None = None) -> list:
              "mean ± standard deviation over seeds. CFF and "
              "CFF+M are judged by their linear probe on the frozen encoder (stage 2); FF by goodness under each "
              "label patch, its probe in the head column; BP by its head. Chip figures: one training step of the "
-             "default 44-core 4-bit chip with an LPDDR4X-class off-chip tier (2 GiB, 17 GB/s, 100 ns, 40 pJ/B; "
-             "the batch statistics' barrier holds more than its SRAM) (a layer is two sub-layers: attention split by heads, MLP by hidden "
+             "default 44-core 4-bit chip (a ViT's quantisation scales are taken over the batch, and the barrier that "
+             "costs holds more than its SRAM: the gradients go to its LPDDR4X-class off-chip tier) (a layer is two sub-layers: attention split by heads, MLP by hidden "
              "units); inference: one test sample on the training mapping. The paper's column is CIFAR-10 "
              "ViT[128 4 5] with random crops, on GPUs.", "",
              "| rule | accuracy (%) | after each epoch (%) | paper (%) | head (%) | SRAM, sum over cores (KiB) "
