@@ -42,6 +42,9 @@ def _targets():
                                      "dense_forward", "dense_grad_weight", "dense_grad_input")]
     funcs += [(BN, K, n) for n in ("batchnorm_train_forward", "batchnorm_eval_forward", "batchnorm_backward",
                                    "batchnorm_backward_fixed_stats")]
+    from chipsim.kernels import norm_stream          # mapping.statistics running / micro-batch
+    funcs += [(BN, norm_stream, n) for n in ("batchnorm_stream_forward", "batchnorm_micro_forward",
+                                             "batchnorm_backward_rows")]
     funcs += [(OTHER, K, n) for n in ("relu_forward", "relu_backward", "maxpool2d_forward", "maxpool2d_backward",
                                       "goodness", "goodness_backward")]
     funcs += [(OTHER, losses, "goodness_loss")]

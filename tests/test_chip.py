@@ -171,14 +171,17 @@ def test_whole_batch_pool_of_an_engine_step_by_hand():
     #   head (4 x 10 = 40 weights): 20 + 10 x 4 = 60; master 80; moments 160 + 8 = 168.
     #   1584 + 6272 + 12552 + 6272 + 60 + 80 + 168 = 26988
     # per step, whole batch, live from first to last toucher (ops: 0 sensor send, 1 fwd0, 2 send, 3 fwd1,
-    #   4 loss, 5 grad_w1, 6 grad_x1, 7 error send, 8 grad_w0, 9 update0, 10 update1):
-    #   sensor input 2 x 784 x 8 bit = 1568 [0,1]; block 0 keeps its input 2 x 784 x 4 bit = 784 [1,8] and its
-    #   ReLU mask 2 x 4 x 1 bit = 1 [1,8]; its output 2 x 4 x 4 bit = 4 [1,2], the head's copy 4 [2,3] and kept
-    #   input 4 [3,5]; the head's float32 logits 2 x 10 x 4 = 80 [3,4] and loss gradient 80 [4,6]; the head's
-    #   16-bit gradient accumulator 80 + 4 = 84 [5,10]; the error 2 x 4 x 8 bit = 8 sent [6,7] and received
-    #   [7,8]; block 0's accumulator 6272 + 4 = 6276 [8,9].
-    #   live at op 8 (BP's last backward op): 784 + 1 + 84 + 8 + 6276 = 7153, the largest (op 1: 2357, op 9: 6360)
-    assert (pool.peak_bytes, pool.peak_op, pool.persistent_bytes) == (26988 + 7153, 8, 26988)
+    #   4 loss, 5 the loss gradient to the head's own slices, 6 grad_w1, 7 grad_x1, 8 quantize error, 9 error
+    #   send, 10 grad_w0, 11 update0, 12 update1):
+    #   sensor input 2 x 784 x 8 bit = 1568 [0,1]; block 0 keeps its input 2 x 784 x 4 bit = 784 [1,10] and its
+    #   ReLU mask 2 x 4 x 1 bit = 1 [1,10]; its output 2 x 4 x 4 bit = 4 [1,2], the head's copy 4 [2,3] and kept
+    #   input 4 [3,7]; the head's float32 logits 2 x 10 x 4 = 80 [3,4] and loss gradient 80 [4,7]; the head's
+    #   16-bit gradient accumulator 80 + 4 = 84 [6,12]; the error's float32 partial 2 x 4 x 4 = 32 [7,8], its
+    #   8-bit codes 2 x 4 x 8 bit = 8 sent [8,9] and received [9,10]; block 0's accumulator 6272 + 4 = 6276
+    #   [10,11].
+    #   live at op 10 (BP's last backward op): 784 + 1 + 84 + 8 + 6276 = 7153, the largest (op 1: 2357, op 11:
+    #   6360)
+    assert (pool.peak_bytes, pool.peak_op, pool.persistent_bytes) == (26988 + 7153, 10, 26988)
     assert {c: v for c, v in pool.at_peak.items() if v} == {
         "weights": 1584 + 60, "master_weights": 6272 + 80, "optimizer_state": 12552 + 168, "bn_params": 6272,
         "act_backward": 784 + 1, "gradients": 84 + 8 + 6276}

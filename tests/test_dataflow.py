@@ -224,14 +224,15 @@ def test_update_lock_under_immediate_updates():
 
 def test_sequential_passes_share_one_receive_buffer_and_hold_fewer_rows_on_chip():
     """Pass-major on the chip: block 0 starts a sample's pass k only once block 1 has started its pass k-1
-    (one receive buffer), so each core holds a few rows; its activations take less SRAM than parallel's."""
-    t, chip = _chip("df-r", "mapping.negatives=sequential")
+    (one receive buffer), so each core holds a few rows; its activations take less SRAM than parallel's,
+    both on the batch's statistics (sequential passes need them; like with like)."""
+    t, chip = _chip("df-r", "mapping.negatives=sequential", "mapping.statistics=batch")
     s = chip.schedule
     fwd = {(o.layer, int(o.name.split()[-1])): o.id for o in t.ops if o.kind == "fwd"}
     passes = 1 + max(k for _, k in fwd)
     for k in range(1, passes):
         assert np.all(s.start[fwd[(0, k)]] >= s.start[fwd[(1, k - 1)]])
-    _, par = _chip("df-r")
+    _, par = _chip("df-r", "mapping.statistics=batch")
     act = lambda c: c.ledger.totals()["act_update"] + c.ledger.totals()["noc_buffers"]   # noqa: E731
     assert act(chip) < 0.7 * act(par)
 
@@ -259,7 +260,9 @@ def at_11_blocks():
     points, and DF-R's whole-batch memory ratio to BP under each dataflow."""
     from chipsim.experiments.compare import _point
     base = {"depth": 11, "width": 32, "own_model": False, "config": "hwconfigs/176core_512k.yaml", "threads": 2}
-    run = {(rule, neg): _point({**base, "rule": rule, "overrides": [f"mapping.negatives={neg}"]})
+    # every point on the batch's statistics, as the dataflow grid runs them (sequential negatives need them)
+    run = {(rule, neg): _point({**base, "rule": rule, "overrides": [f"mapping.negatives={neg}",
+                                                                    "mapping.statistics=batch"]})
            for rule, neg in (("bp", "parallel"), ("df-r", "parallel"), ("df-r", "sequential"),
                              ("df-r", "sequential-recompute"))}
     ratio = {neg: run[("df-r", neg)]["whole-batch"]["total_peak_bytes"] /
@@ -285,10 +288,20 @@ def test_recompute_cuts_df_rs_whole_batch_ratio_at_11_blocks(at_11_blocks):
     """At 11 blocks sequential-recompute cuts DF-R's whole-batch memory ratio to BP against parallel (by
     how much: the strict xfail above). Pass-major sequential does not (measured reason: every block holds
     its few rows until the last pass, all at once, while parallel holds ten rows of only two blocks at a
-    time), but it is the one that cuts the chip's activations."""
+    time); nor does it cut the chip's activations any more (the strict xfail below)."""
     run, ratio = at_11_blocks
     assert ratio["sequential-recompute"] < 0.8 * ratio["parallel"]
     assert ratio["sequential"] > 0.7 * ratio["parallel"]
+    assert run[("df-r", "sequential-recompute")]["recompute_macs"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="finding (issue 23, mapping.statistics): on the batch's statistics, which "
+                   "sequential negatives need, the schedule's barrier makes every pass of the batch wait at each "
+                   "batch-coupled value, so pass-major sequential holds 16.1 MB of activations on chip at 11 "
+                   "blocks against parallel's 1.4 MB (it held under 0.6x parallel's before the barrier was costed)")
+def test_sequential_cuts_df_rs_chip_activations_at_11_blocks(at_11_blocks):
+    """Pass-major sequential was the dataflow that cut the chip's activations (under 0.6x parallel's)."""
+    run, _ = at_11_blocks
     act = {neg: run[("df-r", neg)]["streaming"]["by_category"]["act_update"] for _, neg in run if _ == "df-r"}
     assert act["sequential"] < 0.6 * act["parallel"]
-    assert run[("df-r", "sequential-recompute")]["recompute_macs"] > 0

@@ -113,13 +113,17 @@ def test_split_transformer_layer_by_heads(cff):
     assert two.tag_bytes().get("reduce", 0) > 0 and one.tag_bytes().get("reduce", 0) == 0
 
 
-def test_a_small_sram_splits_and_too_small_says_why(cff):
+def test_a_small_sram_splits_and_too_small_says_why(cff, tmp_path):
     cfg, tr = cff
     small = load_config(CONFIG, VIT + ("workload.rule=cff", f"training.batch_size={B}", "chip.core.sram_kib=160"))
     chip = simulate(tr.trace, small.hw)
     n = {layer.name: len(chip.mapping.slices_of(layer.index)) for layer in tr.trace.layers}
     assert 1 < n["attn0"] <= H and n["mlp0"] > 1 and chip.ledger.peak_bytes <= 160 * 1024
-    tiny = load_config(CONFIG, VIT + ("workload.rule=cff", f"training.batch_size={B}", "chip.core.sram_kib=64"))
+    # the preset without its off-chip tier, so that nothing can spill out of SRAM
+    text = open(CONFIG).read()
+    no_tier = tmp_path / "no_offchip.yaml"
+    no_tier.write_text(text[:text.index("  offchip:")] + text[text.index("precision:"):])
+    tiny = load_config(str(no_tier), VIT + ("workload.rule=cff", f"training.batch_size={B}", "chip.core.sram_kib=64"))
     with pytest.raises(MappingError, match="attn0.*4 units.*splitting cannot help"):
         simulate(tr.trace, tiny.hw)
 
