@@ -91,7 +91,8 @@ def _point(p: dict) -> dict:
                         "lock_wait_us": sum(lock.values()), "lock_wait_by_layer_us": lock,
                         "layers": len(trace.layers),
                         "sample_latency_us": one.latency_us, "backward_us": _backward_time_us(one)}
-    out["strategies"] = by_strategy(trace, hw, chip)
+    if p.get("strategies", True):        # the verdict table's ratios under each strategy (compare's points)
+        out["strategies"] = by_strategy(trace, hw, chip)
     out["chip_seconds"] = time.perf_counter() - t1
     return out
 

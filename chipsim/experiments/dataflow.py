@@ -66,7 +66,8 @@ def points(config, datasets, depths, negatives, jobs, device: str | None = None)
         out.append({"key": _key(ds, d, rule, neg, upd, n, base), "base": base, "depth": d, "rule": rule, "width": 32,
                     "own_model": False, "measure_device": device if (neg, upd) == ("parallel", "batch") else None,
                     "config": config, "overrides": sets, "threads": threads_per_job(jobs), "dataset": ds,
-                    "negatives_mode": neg, "update": upd, "n": n})
+                    "negatives_mode": neg, "update": upd, "n": n,
+                    "strategies": False})        # the grid compares dataflows at one mapping, not mappings
     return out
 
 
