@@ -13,6 +13,7 @@ written elsewhere.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -80,7 +81,7 @@ def _limits(train, test) -> list:
 
 def reproduce(config: str | None = None, compare_config: str | None = None, out_dir: str = "reports",
               quick: bool = False, jobs: int | None = None, progress: bool = True, cluster=None,
-              ladder: bool = True) -> dict:
+              ladder: bool = True, vit: bool = True, explore: bool = True) -> dict:
     """Run every experiment of the plan and write ``out_dir/README.md`` plus one folder per experiment.
 
     ``ladder=False`` leaves out the budget ladder (the ranked rules retrained at 10 and 30 epochs, hours
@@ -99,7 +100,7 @@ def reproduce(config: str | None = None, compare_config: str | None = None, out_
     # one executor for every experiment: a cluster given, or the local one of --jobs workers (none for 1)
     pool = open_cluster(cluster, jobs) if cluster is not None or jobs > 1 else contextlib.nullcontext(None)
     with rundir.owned(out_dir), pool as client:
-        return _reproduce(config, compare_config, out_dir, quick, jobs, progress, client, ladder)
+        return _reproduce(config, compare_config, out_dir, quick, jobs, progress, client, ladder, vit, explore)
 
 
 #: what a reproduce directory holds: its README and one folder per experiment
@@ -115,11 +116,15 @@ def _is_reproduce_dir(path: str, entries: list) -> bool:
     return "README.md" not in entries or any(os.path.isfile(os.path.join(path, e, RESULTS_NAME)) for e in entries)
 
 
-def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, ladder=True) -> dict:
+def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, ladder=True, vit=True,
+               explore=True) -> dict:
     plan = PLANS["quick" if quick else "full"]
+    left_out = [name for name, keep, has in (("vit", vit, plan.vit), ("explore", explore, plan.explore))
+                if has and not keep]
+    plan = dataclasses.replace(plan, vit=plan.vit and vit, explore=plan.explore if explore else None)
     t0 = time.perf_counter()
     cfg = load_config(config)
-    results = {"plan": plan.__dict__, "config": cfg.path}
+    results = {"plan": plan.__dict__, "config": cfg.path, "left_out": left_out}
     logged_before = _logged_points(out_dir)
 
     scale = _limits(plan.train_limit, plan.test_limit) + [f"training.epochs={plan.epochs}"]

@@ -84,6 +84,10 @@ def markdown(res: dict, plan, compute_minutes: float) -> str:
         lines += vit_table.markdown(res["vit"], scale)
     if "explore" in res:
         lines += _explore_section(res["explore"], scale)
+    words = {"vit": "the vision-transformer table (`vit/`)", "explore": "the design-space search (`explore/`)"}
+    for name in res.get("left_out", ()):
+        lines += [f"**Not run this time** (`--no-{name}`): {words[name]}; a folder of that name here is from an "
+                  "earlier run and its own README says when it was made.", ""]
     if res.get("provenance"):
         lines += provenance.markdown(res["provenance"])
     return "\n".join(lines) + "\n"
