@@ -249,14 +249,14 @@ def table(config, rules=("bp", "df-o", "df-r"), seeds=(0, 1, 2), overrides: Over
 
 
 def reproduce(out_dir: str = "reports", quick: bool = False, jobs: int | None = None, progress: bool = True,
-              cluster=None, ladder: bool = True, vit: bool = True, explore: bool = True):
+              cluster=None, ladder: bool = True, skip=()):
     """Regenerate every table and figure of the paper's evaluation. See ``chipsim.experiments.reproduce``.
-    ``cluster``: as for :func:`compare`, opened once for every experiment. ``ladder``, ``vit``,
-    ``explore``: False leaves that part out (the report says so)."""
+    ``cluster``: as for :func:`compare`, opened once for every experiment. ``ladder=False`` or ``skip``
+    (names among noise, bits, negatives, vit, explore) leave those parts out; the report says so."""
     from .experiments.reproduce import reproduce as _reproduce
     return _reproduce(out_dir=a.path(out_dir, "out_dir"), quick=a.flag(quick, "quick"), jobs=a.integer(jobs, "jobs"),
                       progress=a.flag(progress, "progress"), cluster=_cluster(cluster), ladder=a.flag(ladder, "ladder"),
-                      vit=a.flag(vit, "vit"), explore=a.flag(explore, "explore"))
+                      skip=tuple(a.values(skip, "skip")) if skip else ())
 
 
 def _cluster(cluster):

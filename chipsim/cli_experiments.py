@@ -131,10 +131,8 @@ def _configure_reproduce(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="minutes-long smoke version (what CI runs)")
     p.add_argument("--no-ladder", action="store_true", help="leave out the budget ladder (the ranked rules "
                    "retrained at 10 and 30 epochs, hours at the full scale); the report says it was not run")
-    p.add_argument("--no-vit", action="store_true", help="leave out the vision-transformer table; the report "
-                   "says it was not run")
-    p.add_argument("--no-explore", action="store_true", help="leave out the design-space search; the report "
-                   "says it was not run")
+    p.add_argument("--skip", default="", metavar="PARTS", help="leave out these parts, comma-separated: noise, "
+                   "bits, negatives, vit, explore (the report names what it left out)")
     p.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
     add_cluster_option(p)
     add_out_option(p, "reports/ (or a temp-like reports/runs/quick-<timestamp>/ with --quick)")
@@ -146,7 +144,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise ChipsimError(f"--jobs {args.jobs}: must be >= 1 (or leave it out to use every core)")
     out = args.out or (rundir.new_default("quick") if args.quick else "reports")
     api.reproduce(out_dir=out, quick=args.quick, jobs=args.jobs, cluster=args.cluster, ladder=not args.no_ladder,
-                  vit=not args.no_vit, explore=not args.no_explore)
+                  skip=tuple(x.strip() for x in args.skip.split(",") if x.strip()))
     print(f"report: {os.path.join(out, 'README.md')}")
     return EXIT_OK
 

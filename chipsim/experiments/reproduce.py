@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from .. import rundir
 from ..atomic import make_dirs
+from ..errors import ConfigError
 from ..config import PRESET_DIR, load_config
 from .. import labels, provenance
 from ..report import atomic_write, write_json
@@ -81,7 +82,7 @@ def _limits(train, test) -> list:
 
 def reproduce(config: str | None = None, compare_config: str | None = None, out_dir: str = "reports",
               quick: bool = False, jobs: int | None = None, progress: bool = True, cluster=None,
-              ladder: bool = True, vit: bool = True, explore: bool = True) -> dict:
+              ladder: bool = True, skip=()) -> dict:
     """Run every experiment of the plan and write ``out_dir/README.md`` plus one folder per experiment.
 
     ``ladder=False`` leaves out the budget ladder (the ranked rules retrained at 10 and 30 epochs, hours
@@ -94,13 +95,16 @@ def reproduce(config: str | None = None, compare_config: str | None = None, out_
     config = config or os.path.join(PRESET_DIR, "44core_4bit.yaml")
     compare_config = compare_config or os.path.join(PRESET_DIR, "176core_512k.yaml")
     jobs = check.jobs(jobs) or os.cpu_count() or 1
+    bad = [s for s in skip if s not in SKIPPABLE]
+    if bad:
+        raise ConfigError(f"--skip {','.join(bad)}: allowed: {', '.join(SKIPPABLE)}")
     out_dir = os.fspath(out_dir)
     # never into a directory another command wrote (its README.md is not ours to replace); held while it runs
     rundir.claim(out_dir, "reproduce", is_ours=_is_reproduce_dir)
     # one executor for every experiment: a cluster given, or the local one of --jobs workers (none for 1)
     pool = open_cluster(cluster, jobs) if cluster is not None or jobs > 1 else contextlib.nullcontext(None)
     with rundir.owned(out_dir), pool as client:
-        return _reproduce(config, compare_config, out_dir, quick, jobs, progress, client, ladder, vit, explore)
+        return _reproduce(config, compare_config, out_dir, quick, jobs, progress, client, ladder, skip)
 
 
 #: what a reproduce directory holds: its README and one folder per experiment
@@ -116,12 +120,15 @@ def _is_reproduce_dir(path: str, entries: list) -> bool:
     return "README.md" not in entries or any(os.path.isfile(os.path.join(path, e, RESULTS_NAME)) for e in entries)
 
 
-def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, ladder=True, vit=True,
-               explore=True) -> dict:
+#: the parts ``--skip`` may leave out (the rule table, compare and the dataflow grid are what the rest reads)
+SKIPPABLE = ("noise", "bits", "negatives", "vit", "explore")
+
+
+def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, ladder=True, skip=()) -> dict:
     plan = PLANS["quick" if quick else "full"]
-    left_out = [name for name, keep, has in (("vit", vit, plan.vit), ("explore", explore, plan.explore))
-                if has and not keep]
-    plan = dataclasses.replace(plan, vit=plan.vit and vit, explore=plan.explore if explore else None)
+    left_out = [s for s in SKIPPABLE if s in skip and (s not in ("vit", "explore") or getattr(plan, s))]
+    plan = dataclasses.replace(plan, vit=plan.vit and "vit" not in skip,
+                               explore=None if "explore" in skip else plan.explore)
     t0 = time.perf_counter()
     cfg = load_config(config)
     results = {"plan": plan.__dict__, "config": cfg.path, "left_out": left_out}
@@ -165,14 +172,19 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, 
                                    cluster=cluster, judge=plan.name != "quick", device="cpu",
                                    measured_dir=os.path.join(out_dir, "dataflow", "measured"))
     # 3. robustness (Fig. 4C-E and beyond), 4. bit widths (Fig. S3), 5. negatives (Table 2): the same scale
-    results["noise"] = sweep(config, ("bp", "df-o"), noise=("shot", "impulse", "mismatch", "read", "stuck"),
-                             levels=plan.levels, seeds=plan.seeds, overrides=scale,
-                             out_dir=os.path.join(out_dir, "noise"), jobs=jobs, progress=progress, cluster=cluster)
-    results["bits"] = sweep(config, ("df-o", "bp"), bits=plan.bits, seeds=plan.seeds, overrides=scale,
-                            out_dir=os.path.join(out_dir, "bits"), jobs=jobs, progress=progress, cluster=cluster)
-    results["negatives"] = sweep(config, ("df-o",), negatives=plan.negatives, seeds=plan.seeds, overrides=scale,
-                                 out_dir=os.path.join(out_dir, "negatives"), jobs=jobs, progress=progress,
+    if "noise" not in skip:
+        results["noise"] = sweep(config, ("bp", "df-o"), noise=("shot", "impulse", "mismatch", "read", "stuck"),
+                                 levels=plan.levels, seeds=plan.seeds, overrides=scale,
+                                 out_dir=os.path.join(out_dir, "noise"), jobs=jobs, progress=progress,
                                  cluster=cluster)
+    if "bits" not in skip:
+        results["bits"] = sweep(config, ("df-o", "bp"), bits=plan.bits, seeds=plan.seeds, overrides=scale,
+                                out_dir=os.path.join(out_dir, "bits"), jobs=jobs, progress=progress,
+                                cluster=cluster)
+    if "negatives" not in skip:
+        results["negatives"] = sweep(config, ("df-o",), negatives=plan.negatives, seeds=plan.seeds,
+                                     overrides=scale, out_dir=os.path.join(out_dir, "negatives"), jobs=jobs,
+                                     progress=progress, cluster=cluster)
     # 1b. the budget ladder: the ranked rules at 3, 10 and 30 epochs (the plan's own budget reused)
     if ladder and plan.ladder_epochs:
         from .ladder import ladder as budget_ladder
@@ -237,7 +249,7 @@ def _compute_minutes(res: dict) -> float:
         total += sum(r.get("engine_seconds", 0.0) + r.get("chip_seconds", 0.0) for r in res[k]["rows"])
     total += res["dataflow"]["compute_seconds"]
     for k in ("noise", "bits", "negatives"):
-        total += sum(p.get("seconds", 0.0) for p in res[k]["points"])
+        total += sum(p.get("seconds", 0.0) for p in res[k]["points"]) if k in res else 0.0
     if "vit" in res:
         total += sum(r["train_seconds_mean"] * len(res["vit"]["seeds"]) for r in res["vit"]["rows"])
     if "explore" in res:

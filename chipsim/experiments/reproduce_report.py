@@ -76,18 +76,23 @@ def markdown(res: dict, plan, compute_minutes: float) -> str:
         lines += ladder.markdown(res.get("ladder"), scale)
     lines += _memory_section(res, plan, scale)
     lines += _dataflow_section(res)
-    lines += _noise_section(res, scale)
-    lines += _bits_section(res, scale)
-    lines += _negatives_section(res, scale)
+    lines += _noise_section(res, scale) if "noise" in res else []
+    lines += _bits_section(res, scale) if "bits" in res else []
+    lines += _negatives_section(res, scale) if "negatives" in res else []
     lines += rule_table.markdown(res["rules"], scale)
     if "vit" in res:
         lines += vit_table.markdown(res["vit"], scale)
     if "explore" in res:
         lines += _explore_section(res["explore"], scale)
-    words = {"vit": "the vision-transformer table (`vit/`)", "explore": "the design-space search (`explore/`)"}
-    for name in res.get("left_out", ()):
-        lines += [f"**Not run this time** (`--no-{name}`): {words[name]}; a folder of that name here is from an "
-                  "earlier run and its own README says when it was made.", ""]
+    words = {"noise": "section 3, robustness to noise (`noise/`)", "bits": "section 4, bit widths (`bits/`)",
+             "negatives": "section 5, the number of negatives (`negatives/`)",
+             "vit": "the vision-transformer table (`vit/`)", "explore": "section 8, the design-space search "
+             "(`explore/`)"}
+    if res.get("left_out"):
+        lines += ["## Not run this time", "",
+                  f"`--skip {','.join(res['left_out'])}` left out: " + "; ".join(words[n] for n in res["left_out"])
+                  + ". A folder of that name here is from an earlier run and its own README says when it was "
+                  "made; `chipsim reproduce` without `--skip` regenerates it.", ""]
     if res.get("provenance"):
         lines += provenance.markdown(res["provenance"])
     return "\n".join(lines) + "\n"
