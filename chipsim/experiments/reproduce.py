@@ -132,7 +132,7 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, 
     t0 = time.perf_counter()
     cfg = load_config(config)
     results = {"plan": plan.__dict__, "config": cfg.path, "left_out": left_out}
-    logged_before = _logged_points(out_dir)
+    logged_before = _logged_points(out_dir, left_out)
 
     scale = _limits(plan.train_limit, plan.test_limit) + [f"training.epochs={plan.epochs}"]
     if progress:
@@ -201,7 +201,7 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, 
         results["explore"] = _explore(config, plan.explore, os.path.join(out_dir, "explore"), jobs, progress,
                                       cluster)
     results["seconds"] = time.perf_counter() - t0
-    logged = _logged_points(out_dir)
+    logged = _logged_points(out_dir, left_out)
     results["points"], results["reused_points"] = len(logged), len(logged & logged_before)
     results["provenance"] = provenance.collect("reproduce" + (" --quick" if quick else ""))
     write_json(os.path.join(out_dir, "summary.json"), {k: v for k, v in results.items() if k in (
@@ -228,10 +228,11 @@ def _explore(config: str, options: dict, out: str, jobs, progress, cluster) -> d
     return table
 
 
-def _logged_points(out_dir: str) -> set:
-    """(experiment, key) of every point logged in ``out_dir/*/points.jsonl``: what a rerun reuses."""
+def _logged_points(out_dir: str, skipped=()) -> set:
+    """(experiment, key) of every point logged in ``out_dir/*/points.jsonl``: what a rerun reuses (but not
+    the logs of parts ``--skip`` left out, which this invocation neither ran nor read)."""
     out = set()
-    names = sorted(n for n in os.listdir(out_dir) if n != "explore")    # chipsim explore's log, not ours
+    names = sorted(n for n in os.listdir(out_dir) if n != "explore" and n not in skipped)   # explore: its study
     ladder_dir = os.path.join(out_dir, "ladder")
     if os.path.isdir(ladder_dir):                      # the ladder keeps one folder per rung
         names += [os.path.join("ladder", n) for n in sorted(os.listdir(ladder_dir))]
