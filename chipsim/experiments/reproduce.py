@@ -136,10 +136,13 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, 
 
     scale = _limits(plan.train_limit, plan.test_limit) + [f"training.epochs={plan.epochs}"]
     if progress:
-        print(f"chipsim reproduce{' --quick' if quick else ''}: every rule over seeds "
-              f"{', '.join(map(str, plan.seeds))}, memory and latency vs depth, the dataflow design space, noise, "
-              f"bit widths, negatives{', the vision transformer' if plan.vit else ''}{' and the design-space search' if plan.explore else ''}, at the {plan.name} scale; "
-              f"writing {out_dir}{os.sep}", flush=True)
+        parts = [f"every rule over seeds {', '.join(map(str, plan.seeds))}", "memory and latency vs depth",
+                 "the dataflow design space"]
+        parts += [words for name, words in (("noise", "noise"), ("bits", "bit widths"), ("negatives", "negatives"))
+                  if name not in skip]
+        parts += (["the vision transformer"] if plan.vit else []) + (["the design-space search"] if plan.explore else [])
+        print(f"chipsim reproduce{' --quick' if quick else ''}: {', '.join(parts)}, at the {plan.name} scale"
+              f"{'; leaving out ' + ', '.join(left_out) if left_out else ''}; writing {out_dir}{os.sep}", flush=True)
     # 1 and 6. every rule of the FF family on the chip (the ranking of section 1 is its first rows)
     results["rules"] = rule_table.rule_table(config, plan.seeds, scale, os.path.join(out_dir, "rules"), jobs,
                                              progress, plan.rule_variants, cluster)
