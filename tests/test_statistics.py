@@ -86,6 +86,22 @@ def test_streaming_error_scale_is_latched_and_ignores_later_rows():
     assert b.running > a.running              # ... and the later rows moved the estimate for the next step
 
 
+def test_streaming_error_scale_holds_the_peak_so_the_rows_with_the_largest_errors_do_not_saturate():
+    # SymBa's and FF's per-sample errors are a sigmoid of each sample's margin: a few rows carry errors
+    # 100x the rest. A running mean of per-row maxima sat near the typical row and saturated those rows.
+    g = np.ones((8, 4), np.float32)
+    g[3] = 100.0                              # one row with a 100x error, 4 rows before the step ends
+    est = StreamErrorScale(8, "nearest")
+    est.quantize(g, None)
+    # peak hold: the first row starts it at 1; row 3 raises it to 100; the 4 rows after it decay it by
+    # 0.9 ** (1/8) each: 100 * 0.9 ** 0.5 = 94.868...
+    assert est.running == pytest.approx(94.868, abs=1e-3)
+    nxt = np.full((2, 4), 90.0, np.float32)   # the next step's large row: under the held peak, not clipped
+    q, scale = est.quantize(nxt, None)
+    # scale = 94.868 / 127 = 0.74699; 90 / 0.74699 = 120.48 -> code 120 -> 89.64
+    assert q.max() * scale == pytest.approx(89.64, abs=0.01)
+
+
 # ------------------------------------------------------------------ a block under each mode
 def _block(mode, micro_batch=1):
     blk = QuantBlock(0, Block(type="dense", units=5), (12,), Precision(), np.random.default_rng(0))

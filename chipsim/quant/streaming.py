@@ -33,6 +33,18 @@ def _fold(running, values, momentum_per_batch: float):
     return running
 
 
+def _hold_peak(running, values, decay_per_batch: float):
+    """A decaying peak hold over ``values`` in order: each value first lets the held peak decay by
+    ``decay_per_batch ** (1 / len(values))`` (a whole batch's values decay it by ``decay_per_batch``), then
+    raises it to the value if larger. One multiply and one compare per value: what a streaming core's
+    error path can keep. It tracks the largest recent value, as the batch's max|x| does, where an average
+    of per-row maxima sits below the rows with the largest errors and saturates them."""
+    mu = decay_per_batch ** (1.0 / max(len(values), 1))
+    for v in values:
+        running = float(v) if running is None else max(mu * running, float(v))
+    return running
+
+
 class StreamScale(ClippedScale):
     """A ``ClippedScale`` whose step uses the latched estimate; ``group`` rows fold in at a time."""
 
@@ -59,8 +71,14 @@ class StreamScale(ClippedScale):
 
 
 class StreamErrorScale:
-    """The error counterpart of ``quantize_signed``: symmetric signed codes at a latched scale (a running
-    max|x| per group of rows), rounding as ``quantize_signed``; values beyond the scale saturate."""
+    """The error counterpart of ``quantize_signed``: symmetric signed codes at a latched scale, rounding as
+    ``quantize_signed``; values beyond the scale saturate.
+
+    The scale is a decaying peak hold of each group's max|x| (:func:`_hold_peak`), not their running mean:
+    a local rule's per-sample errors differ by orders of magnitude (SymBa's and FF's are a sigmoid of each
+    sample's margin), and a mean of per-row maxima saturated exactly the few rows that carry the gradient.
+    Measured on SymBa (2,000 images, 2 epochs, seed 0): 54.4/59.7% per epoch with the mean against
+    87.4/89.9% on the batch's scales; ``docs/defaults.md`` has the table with the peak hold."""
 
     def __init__(self, bits, rounding="nearest", scale_mode="float", momentum=0.9, group: int = 1):
         self.bits = check_bits(bits)
@@ -82,7 +100,7 @@ class StreamErrorScale:
         if self.running is None or self.running <= 0:
             self.running = maxes[0] if maxes else 0.0
         scale = np.float32(_finish_scale(self.running, qmax, self.scale_mode))
-        self.running = _fold(self.running, maxes, self.momentum)
+        self.running = _hold_peak(self.running, maxes, self.momentum)
         if self.rounding == "stochastic" and rng is None:
             raise ValueError("stochastic rounding needs a numpy Generator `rng`")
         seed = int(rng.integers(0, 2 ** 63)) if self.rounding == "stochastic" else 0
