@@ -117,27 +117,32 @@ def table(config: str, jobs: int, seeds: list, rows=TABLE, rules=TABLE_RULES, ex
     return "\n".join(lines)
 
 
+def _rules(given, default) -> tuple:
+    return default if given is None else tuple(r for r in given.split(",") if r)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("config")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--seeds", default="0")
     p.add_argument("--table", action="store_true", help="train every row of TABLE under DF-O and DF-R")
-    p.add_argument("--rules", default=",".join(TABLE_RULES), help="--table: the rules, comma-separated "
-                   "(e.g. df-o,df-r,bp)")
+    p.add_argument("--rules", default=None, help="--table and --statistics: the rules, comma-separated "
+                   f"(e.g. df-o,df-r,bp; default {','.join(TABLE_RULES)} with --table, "
+                   f"{','.join(STATISTICS_RULES)} with --statistics)")
     p.add_argument("--statistics", action="store_true", help="train every row of STATISTICS_TABLE "
-                   "(mapping.statistics) under DF-O, DF-R and BP; --set applies to every cell")
+                   "(mapping.statistics) under DF-O, DF-R and BP (or --rules); --set applies to every cell")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="--table: trainings in parallel")
     a = p.parse_args(argv)
     if a.table:
         if a.overrides:
             p.error("--table trains the preset's own rows; --set does not combine with it")
         print(table(a.config, max(1, a.jobs), [int(x) for x in a.seeds.split(",")],
-                    rules=tuple(r for r in a.rules.split(",") if r)))
+                    rules=_rules(a.rules, TABLE_RULES)))
         return 0
     if a.statistics:
         print(table(a.config, max(1, a.jobs), [int(x) for x in a.seeds.split(",")], STATISTICS_TABLE,
-                    STATISTICS_RULES, tuple(a.overrides)))
+                    _rules(a.rules, STATISTICS_RULES), tuple(a.overrides)))
         return 0
     data = validation_split()
     for seed in (int(s) for s in a.seeds.split(",")):

@@ -35,13 +35,12 @@ import numpy as np
 from ... import kernels as K
 from ...kernels import norm_stream
 from ...quant import ClippedScale, FixedPoint, quantize_signed, quantize_weights, signed_max
-from ...quant.streaming import StreamErrorScale, StreamScale
 from ...trace import nbytes_of
 from ...trace.work import record, split
 from .feedback import feedback_weights
 from .protocol import ParamGroup, TracePart
 from .sent_error import send_quantized
-from .statistics import BN_LEARN, group_rows
+from .statistics import BN_LEARN, set_groups, use_mode
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
@@ -128,24 +127,8 @@ class QuantBlock:
 
     def use_statistics(self, mode: str, micro_batch: int = 1):
         """``mapping.statistics``: ``batch`` (the batch's BN statistics and scales), ``running`` or
-        ``micro-batch`` (``statistics`` module): swaps the scales for streaming ones, latched per step."""
-        self.statistics, self.micro_batch = mode, max(1, int(micro_batch))
-        if mode == "batch":
-            return
-        p = self.prec
-
-        def stream(old):
-            return None if old is None else StreamScale(old.bits, old.signed, old.momentum, old.scale_mode)
-        self.z_scale, self.out_scale, self.good_scale = (stream(self.z_scale), stream(self.out_scale),
-                                                         stream(self.good_scale))
-        self.err_scales = tuple(StreamErrorScale(p.gradient_bits, p.rounding, p.scale) for _ in range(2))
-
-    def _set_groups(self):
-        g = group_rows(self.statistics, self.micro_batch)
-        for sc in (self.z_scale, self.out_scale, self.good_scale) + tuple(self.err_scales or ()):
-            if sc is not None:
-                sc.group = g
-        return g
+        ``micro-batch``: swaps the scales for streaming ones, latched per step (``statistics.use``)."""
+        use_mode(self, mode, micro_batch)
 
     def _bn_learn(self, x):
         """BN in training on rows that set the statistics, as ``mapping.statistics`` says
@@ -189,7 +172,7 @@ class QuantBlock:
         learn = train and stats_from is None          # this batch sets the statistics and scales
         x = a_in.reshape(a_in.shape[0], -1) if self.kind == "dense" else a_in
         if self.statistics != "batch":
-            self._set_groups()
+            set_groups(self)
         with split("replicated"):        # every slice of a split layer holds, and normalises, the whole input
             if self.use_bn:
                 if learn:
@@ -246,7 +229,7 @@ class QuantBlock:
         """Quantize an error tensor to gradient_bits (stochastic or nearest, seeded): over the batch, or at
         the latched streaming scale (``which``: 0 the weight gradient's, 1 the error sent down)."""
         if self.err_scales is not None:
-            self._set_groups()
+            set_groups(self)
             return self.err_scales[which].quantize(gy, rng)
         return quantize_signed(gy, self.prec.gradient_bits, self.prec.rounding, rng, self.prec.scale)
 

@@ -14,6 +14,7 @@ from contextvars import ContextVar
 
 from ... import kernels as K
 from ...kernels import norm_stream
+from ...quant.streaming import StreamErrorScale, StreamScale
 
 STATISTICS = ("batch", "running", "micro-batch")
 
@@ -38,6 +39,31 @@ def group_rows(mode: str, micro_batch: int) -> int:
     if mode == "micro-batch":
         return max(1, int(micro_batch)) * _ROWS_PER_SAMPLE.get()
     return 0
+
+
+def use_mode(blk, mode: str, micro_batch: int = 1) -> None:
+    """Put block ``blk`` under ``mode``: under ``running`` and ``micro-batch`` its activation scales
+    become streaming ones (``quant.streaming.StreamScale``, keeping their bits, sign, momentum and scale
+    mode) and its two error quantisers (the weight gradient's, the error sent down) streaming error
+    scales; under ``batch`` it keeps the batch's."""
+    blk.statistics, blk.micro_batch = mode, max(1, int(micro_batch))
+    if mode == "batch":
+        return
+    p = blk.prec
+
+    def stream(old):
+        return None if old is None else StreamScale(old.bits, old.signed, old.momentum, old.scale_mode)
+    blk.z_scale, blk.out_scale, blk.good_scale = stream(blk.z_scale), stream(blk.out_scale), stream(blk.good_scale)
+    blk.err_scales = tuple(StreamErrorScale(p.gradient_bits, p.rounding, p.scale) for _ in range(2))
+
+
+def set_groups(blk) -> int:
+    """Before a block's scales quantize: how many rows fold in together now (:func:`group_rows`)."""
+    g = group_rows(blk.statistics, blk.micro_batch)
+    for sc in (blk.z_scale, blk.out_scale, blk.good_scale) + tuple(blk.err_scales or ()):
+        if sc is not None:
+            sc.group = g
+    return g
 
 
 # ---------------------------------------------------------------- BN in training, one function per mode

@@ -27,7 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...trace.roles import Role
-from .step import KEPT_ROLES, StepTracer, stored_elements
+from .kept import KEPT_ROLES, stored_elements
+from .step import StepTracer
 
 _EMPTY = np.zeros(0, np.float32)
 # RowStore part -> the kept tensors (StepTracer keys) it holds

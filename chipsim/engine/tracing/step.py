@@ -32,6 +32,8 @@ import numpy as np
 
 from ...trace import TraceRecorder, nbytes_of
 from ...trace.roles import Role
+from .head_records import HeadRecords
+from .kept import KEPT_ROLES, stored_elements
 from .params import register_layer
 from ...trace.work import Work, WorkLog
 
@@ -40,23 +42,10 @@ SENSOR_BITS = 8
 #: add it into the accumulator (1 add)
 ACCUMULATE_OPS = 2
 ACCUMULATE_BITS = 32           # the engine sums the gradient in float32 (QuantStore quantises it once, at the update)
-#: the role of each tensor a block's forward keeps, by its key in ``stored_bytes``
-KEPT_ROLES = {"zq": Role.KEPT_INPUT, "mask": Role.MASK, "out": Role.OUTPUT, "argmax": Role.POOL_INDEX,
-              "gsrc": Role.GOODNESS_INPUT}
+class StepTracer(HeadRecords):
+    """Records one training step's ops and buffers as the engine runs them (see the module doc); the
+    one-pass head's records are :class:`HeadRecords`'."""
 
-
-def stored_elements(cache) -> dict:
-    """Values of each tensor a block's forward keeps (``QuantBlock.stored_bytes`` gives their bytes):
-    the input codes, the ReLU mask (one per pre-activation value), the output, pool index, goodness copy."""
-    out = dict(zq=cache["zq"].size, mask=cache["y"].size, out=cache["out"].size)
-    if cache.get("argmax") is not None:
-        out["argmax"] = cache["argmax"].size
-    if cache.get("gsrc") is not None:
-        out["gsrc"] = cache["gsrc"].size
-    return out
-
-
-class StepTracer:
     def __init__(self, rec: TraceRecorder, net, optimizer, accumulators: dict, rule_is_bp: bool, extra_layers=()):
         self.rec = rec
         self.on = rec.enabled
@@ -254,54 +243,6 @@ class StepTracer:
         rec.op(l, "select", "drop error-free rows", reads=tuple(old[k] for k in kept if k in old)
                + tuple(self.deciders(l, losses)), writes=tuple(new[k] for k in kept if k in new))
         self.kept[l] = new
-
-    # ---------------------------------------------------------------- one-pass head (local rules)
-    def neutral_forward(self, blk, out_values, next_layer):
-        """A forward under the neutral label (eval-mode BN) for the head's features, ``out_values`` its
-        output; sent on to block ``next_layer`` when given."""
-        if not self.on:
-            return
-        rec, l = self.rec, blk.index
-        par = self.params[l]
-        src = self.neutral_in.get(l, self.inp.get(l))          # block 0 reads the sensor's image
-        nb = nbytes_of(np.size(out_values), self.p.activation_bits)
-        out = rec.buffer(l, "neutral_output", self.act_cat, nb, elements=np.size(out_values),
-                         role=Role.ACTIVATION)
-        self._op(l, "fwd", "neutral forward", reads=[src, par["weights"]] + [par[k] for k in ("bn", "emb")
-                                                                               if k in par], writes=(out,))
-        self.neutral_out[l] = out
-        if next_layer is not None:
-            recv = rec.buffer(next_layer, "neutral_input", "noc_buffers", nb, "sample", "replicated",
-                              np.size(out_values), Role.RECEIVED)
-            rec.send(l, next_layer, "neutral activation", out, recv, nb, "activation")
-            self.neutral_in[next_layer] = recv
-
-    def head_features(self, head, from_training: bool):
-        """The head's input arrives from its feature blocks: their training outputs (rules without a
-        label) or their neutral-pass outputs."""
-        if not self.on:
-            return
-        self.inp_head = []
-        for j in head.blocks:
-            src = self.kept[j]["out"] if from_training else self.neutral_out[j]
-            sent = self.rec.trace.buffers[src]
-            recv = self.rec.buffer(head.layer.index, "features_in", "noc_buffers", sent.nbytes, "sample",
-                                   "replicated", sent.elements, Role.RECEIVED)
-            nb = sent.nbytes
-            self.rec.send(j, head.layer.index, "features", src, recv, nb, "activation")
-            self.inp_head.append(recv)
-
-    def head_forward(self, head, cache):
-        """The head's forward on the features it received (its loss and weight gradient follow through
-        :meth:`loss` and :meth:`grad_weight`, as for any layer)."""
-        if not self.on:
-            return
-        rec, l = self.rec, head.layer.index
-        sb, ne = head.layer.stored_bytes(cache), stored_elements(cache)
-        zq = rec.buffer(l, "kept_input", self.act_cat, sb["zq"], "sample", "replicated", ne["zq"], Role.KEPT_INPUT)
-        out = rec.buffer(l, "output", self.act_cat, sb["out"], elements=ne["out"], role=Role.OUTPUT)
-        self._op(l, "fwd", "forward", reads=self.inp_head + [self.params[l]["weights"]], writes=(zq, out))
-        self.kept[l] = dict(zq=zq, out=out)
 
     # ---------------------------------------------------------------- backward
     def deciders(self, l, losses):
