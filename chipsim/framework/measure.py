@@ -28,12 +28,29 @@ from ..errors import ConfigError
 from .losses import LossParams
 from .nets import TorchNet
 from .steps import RULES, train_step, variants
+from .vit import TorchViT
 
 #: optimizer name -> constructor(parameters, momentum); chipsim's ``training.optimizer`` / ``training.momentum``
 OPTIMIZERS = {"adam": lambda p, momentum: torch.optim.Adam(p, lr=1e-3),
               "sgd": lambda p, momentum: torch.optim.SGD(p, lr=0.01, momentum=momentum)}
 STEP_RANGE = "chipsim.framework.measured_step"
 DEVICES = ("cpu", "cuda")
+_CONV_RULES = tuple(r for r in RULES if RULES[r].views == 1)
+#: block kind -> (the net that builds it, the rules it runs: as the engine, CFF on vit only, and a vit
+#: trains each block on its own loss (span 1) or by BP; ``engine/networks/vit.check_rule_model``)
+NETS = {"conv": (TorchNet, _CONV_RULES), "dense": (TorchNet, _CONV_RULES),
+        "vit": (TorchViT, ("bp", "ff", "symba", "df", "cff"))}
+
+
+def net_for(blocks, rule: str):
+    """The net class of ``blocks``' kind, or a ConfigError naming what is allowed."""
+    kind = blocks[0].type
+    if kind not in NETS:
+        raise ConfigError(f"model: {kind} blocks have no framework implementation; allowed: {', '.join(NETS)}")
+    cls, rules = NETS[kind]
+    if rule not in rules:
+        raise ConfigError(f"rule: {rule!r} does not run on {kind} blocks; allowed: {', '.join(rules)}")
+    return cls
 
 
 @dataclass(frozen=True)
@@ -49,7 +66,7 @@ class MeasuredPeak:
     optimizer: str             # "adam", "sgd" (momentum 0: no state) or "sgd+momentum"
     batch: int
     negatives: int             # N wrong labels per sample (0: the rule has none)
-    rows: int                  # rows a block sees: batch x (N + 1), or batch
+    rows: int                  # rows a block sees: batch x (N + 1), batch x views (CFF), or batch
     threads: int               # torch intra-op threads (CPU)
 
     @property
@@ -86,10 +103,11 @@ def _blocks(model):
 def _build(blocks, rule, batch, negatives, optimizer, momentum, shape, num_classes, seed, dtype, device):
     r = RULES[rule]
     gen = torch.Generator().manual_seed(seed + 1)
-    net = TorchNet(blocks, shape, num_classes, with_label=r.with_label, feedback=r.feedback,
-                   with_head=r.span == 0, seed=seed, dtype=dtype).to(device)
+    net = net_for(blocks, rule)(blocks, shape, num_classes, with_label=r.with_label, feedback=r.feedback,
+                                with_head=r.span == 0, seed=seed, dtype=dtype).to(device)
     opt = OPTIMIZERS[optimizer](net.parameters(), momentum)
-    x = torch.rand((batch,) + tuple(shape), generator=gen, dtype=dtype).to(device)
+    # the batch as the loader delivers it: B images, or B x views (CFF's two views of each sample)
+    x = torch.rand((batch * r.views,) + tuple(shape), generator=gen, dtype=dtype).to(device)
     labels = torch.randint(0, num_classes, (batch,), generator=gen).to(device)
     # N distinct wrong labels per sample: label + 1..N (mod classes), shifted by a random offset
     shift = torch.randint(0, num_classes - negatives, (batch, 1), generator=gen) if negatives < num_classes - 1 else 0
@@ -121,6 +139,7 @@ def measure_peak(model, rule: str, batch: int, negatives: int, optimizer: str = 
     if RULES[rule].with_label and not 1 <= n <= num_classes - 1:
         raise ConfigError(f"negatives: {negatives} wrong labels per sample; allowed: 1..{num_classes - 1}")
     blocks = _blocks(model)
+    net_for(blocks, rule)
     args = (blocks, rule, batch, n, optimizer, momentum, tuple(dataset_shape), num_classes, seed, dtype)
     if device == "cuda":
         peak, resident, dev, how = _measure_cuda(args, rule, variant, hp)
@@ -138,7 +157,7 @@ def measure_peak(model, rule: str, batch: int, negatives: int, optimizer: str = 
     return MeasuredPeak(bytes=int(peak), resident_bytes=int(resident), torch_version=torch.__version__,
                         device=dev, how=how, rule=rule, variant=variant,
                         optimizer="sgd+momentum" if optimizer == "sgd" and momentum else optimizer, batch=batch,
-                        negatives=n, rows=batch * (n + 1), threads=threads)
+                        negatives=n, rows=batch * RULES[rule].views * (n + 1), threads=threads)
 
 
 def _prime(net, opt) -> None:

@@ -122,3 +122,13 @@ class TorchNet(torch.nn.Module):
     def rows(self, x, labels):
         """The input rows: ``x`` (R, C, H, W) with the label embedding of ``labels`` (R,) as one more channel."""
         return torch.cat([x, self.embedding[labels].unsqueeze(1)], 1)
+
+    @staticmethod
+    def readout(out):
+        """What a block's loss reads: its whole output (``vit.TorchViT`` reads the token mean)."""
+        return out
+
+    @staticmethod
+    def head_input(a):
+        """What BP's head reads: the last block's output, flattened."""
+        return a.flatten(1)

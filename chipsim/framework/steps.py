@@ -1,7 +1,8 @@
 """One training step of every rule, as a PyTorch practitioner would write it, in two variants each.
 
 A rule is a row of :data:`RULES` (its objective, how many blocks one loss reaches, whether the input
-carries the label, whether errors cross blocks through a fixed random B); a variant is a row of
+carries the label, whether errors cross blocks through a fixed random B, how many views of a sample the
+batch holds); a variant is a row of
 :data:`VARIANTS`. The step is ``zero_grad(set_to_none=True)``, the rule's forward and backward, then
 ``optimizer.step()``.
 
@@ -21,7 +22,12 @@ carries the label, whether errors cross blocks through a fixed random B); a vari
 
 Every loss whose group starts at block 0 reaches the label embedding through W_0 (as the engine's
 routing). Negatives are N distinct wrong labels per sample, given with the batch; the N + 1 rows of a
-sample are all formed in the step (``mapping.negatives: parallel``).
+sample are all formed in the step (``mapping.negatives: parallel``). CFF's two views of a sample come as
+two rows of the batch (the data loader makes them, ``vit.py``), each with the sample's label.
+
+The steps drive conv/dense nets (``nets.TorchNet``) and vision transformers (``vit.TorchViT``) alike:
+a loss reads ``net.readout(out)`` (a conv block's output, a transformer block's token mean) and BP's head
+``net.head_input(a)``; which rules a kind of net runs is ``measure.NETS``.
 """
 from __future__ import annotations
 
@@ -41,6 +47,7 @@ class Rule:
     span: int                     # blocks one loss reaches (0: BP, every block)
     with_label: bool              # the input carries the label (positive and negative rows)
     feedback: bool                # errors cross into the block below through a fixed random B (DF-R)
+    views: int = 1                # rows per sample delivered by the loader (CFF: two augmented views)
 
 
 RULES = {
@@ -51,6 +58,7 @@ RULES = {
     "df-o": Rule("df", 2, True, False),
     "df-r": Rule("df", 2, True, True),
     "cwc": Rule("cwc", 1, False, False),
+    "cff": Rule("contrastive", 1, False, False, views=2),
 }
 #: variants per kind of rule; the first is the default
 VARIANTS = {"bp": ("plain", "checkpointed"), "local": ("conscious", "naive")}
@@ -64,12 +72,15 @@ def _bp(net, x, labels, checkpointed: bool):
     a = x
     for blk in net.blocks:
         a = checkpoint(blk, a, use_reentrant=False) if checkpointed else blk(a)
-    loss = F.cross_entropy(a.flatten(1) @ net.head.t(), labels)
+    loss = F.cross_entropy(net.head_input(a) @ net.head.t(), labels)
     loss.backward()
 
 
 def _input_rows(net, rule, x, labels, negatives):
-    """(rows, row labels, rows per sample): the positive and N negative rows with the label channel."""
+    """(rows, labels, rows per sample): the positive and N negative rows with the label channel; for a rule
+    with views, the loader's rows and each row's label."""
+    if rule.views > 1:
+        return x, labels.repeat_interleave(rule.views), 1
     if not rule.with_label:
         return x, labels, 1
     reps = negatives.shape[1] + 1
@@ -89,7 +100,7 @@ def _local_conscious(net, rule, a0, labels, reps, hp):
             if rule.span == 2:
                 inp.requires_grad_()
         out = blk(inp)
-        loss = objective(out, labels, reps, hp, net.num_classes)
+        loss = objective(net.readout(out), labels, reps, hp, net.num_classes)
         loss.backward(retain_graph=rule.span == 2 and l < last)
         if rule.span == 2 and l > 0:
             below.backward(inp.grad)    # loss l's error through block l-1; frees block l-1's graph
@@ -106,7 +117,7 @@ def _local_naive(net, rule, a0, labels, reps, hp):
     for l, blk in enumerate(net.blocks):
         inp = a0 if l == 0 else outputs[-1].detach().requires_grad_(rule.span == 2)
         out = blk(inp)
-        total = total + objective(out, labels, reps, hp, net.num_classes)
+        total = total + objective(net.readout(out), labels, reps, hp, net.num_classes)
         inputs.append(inp)
         outputs.append(out)
     total.backward(retain_graph=rule.span == 2)
