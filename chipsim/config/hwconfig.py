@@ -237,7 +237,7 @@ class Mapping:
                             "chip-independent, at the chip's widths (the paper's GPU-style measure); pytorch = "
                             "the peak allocator bytes of one real PyTorch training step of the same rule, model, "
                             "batch, N and optimizer, measured (chipsim.framework; torch.profiler on CPU), labelled "
-                            "with the torch version and device; not available for vit models. streaming and "
+                            "with the torch version and device (vit models: rules cff, ff, symba, df, bp). streaming and "
                             "whole-batch are always computed; run and map measure the pytorch figure only under "
                             "this mode (it runs a PyTorch step), compare at every point (unless --device none)",
                             choices=("streaming", "whole-batch", "pytorch"))
