@@ -1,6 +1,6 @@
-"""chipsim.framework on vision transformers: the torch blocks against the engine's at 32 bits, the
-variants of each rule's step (same weights, the memory-conscious one peaking lower), CFF's loss against
-the engine's hand-written gradient, and the measured figure of vit_tiny through measure_point."""
+"""chipsim.framework on vision transformers: the torch blocks against the engine's at 32 bits, each rule's
+whole step against the engine's gradients, the variants of each step (same weights, the memory-conscious one
+peaking lower), CFF's loss against the engine's hand-written gradient, and vit_tiny through measure_point."""
 from pathlib import Path
 
 import numpy as np
@@ -185,3 +185,59 @@ def test_measure_point_measures_vit_tiny(rule):
     per_block = 2 * 128 + (64 * 192 + 192) + (64 * 64 + 64) + (64 * 256 + 256) + (256 * 64 + 64)
     assert per_block == 49984
     assert fw["resident_bytes"] > 4 * (4 * per_block + 49 * 64 + 64 + 16 * 64)
+
+
+def _engine_step(engine, run):
+    from chipsim.engine.tracing.step import StepTracer
+    from chipsim.engine.training.trainer import training_state
+    from chipsim.trace import TraceRecorder
+    opt, acc = training_state(engine, engine.prec)
+    return run(StepTracer(TraceRecorder(samples=6, enabled=False), engine, opt, acc,
+                          rule_is_bp=engine.head is not None))
+
+
+@pytest.mark.parametrize("rule, variant", [("cff", "conscious"), ("cff", "naive"), ("ff", "conscious"),
+                                           ("ff", "naive"), ("bp", "plain"), ("bp", "checkpointed")])
+def test_the_framework_step_has_the_engine_s_gradients_at_32_bits(rule, variant):
+    """The whole step -- rows, per-block losses (CFF's contrastive loss on both views; FF's goodness on the
+    label-patched rows) or BP's head -- on the engine's weights: every tensor's gradient equals the one the
+    engine's rule composition computes in float32 (``rules.compose.local_step`` / ``bp_step``)."""
+    from chipsim.config import Learning
+    from chipsim.engine.rules.compose import LocalRule, bp_step, local_step
+    from chipsim.engine.rules.objectives import ContrastiveObjective, GoodnessObjective
+    from chipsim.engine.rules.routing import Routing
+    from chipsim.engine.rules.rows import LabelledRows, TwoViews
+    engine = _engine(with_label=rule == "ff", with_head=rule == "bp")
+    net = TorchViT(TWO.blocks, (1, 8, 8), CLASSES, with_label=rule == "ff", feedback=False, with_head=rule == "bp",
+                   seed=7)
+    _copy_engine_weights(net, engine)
+    rng = np.random.default_rng(1)
+    x = rng.random((6, 1, 8, 8), dtype=np.float32)
+    y = np.array([0, 1, 2, 0, 1, 3])
+    negatives = np.stack([(y + 1) % CLASSES, (y + 2) % CLASSES], 1)
+    hp = LossParams(ff_theta=0.5, temperature=0.2, contrastive_margin=0.3)
+    if rule == "cff":
+        lr = LocalRule(TwoViews(2), ContrastiveObjective(0.2, (0.3, 0.3)), Routing(depth=2))
+        rows = lr.rows.make(engine, x, y, np.random.default_rng(5))
+        res = _engine_step(engine, lambda tr: local_step(engine, lr, rows, 0, np.random.default_rng(6), tr))
+        batch = torch.from_numpy(rows.a0)                  # the loader's two views of each sample, as rows
+    elif rule == "ff":
+        lr = LocalRule(LabelledRows(2), GoodnessObjective("ff", Learning(ff_theta=0.5)), Routing(depth=2))
+        rows = LabelledRows.with_negatives(engine, x, y, negatives)
+        res = _engine_step(engine, lambda tr: local_step(engine, lr, rows, 0, np.random.default_rng(6), tr))
+        batch = torch.from_numpy(x)
+    else:
+        res = _engine_step(engine, lambda tr: bp_step(engine, x, y, 0, np.random.default_rng(6), tr))
+        batch = torch.from_numpy(x)
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)        # the update leaves the gradients to compare
+    train_step(net, opt, rule, variant, batch, torch.from_numpy(y), torch.from_numpy(negatives), hp)
+    params = dict(net.named_parameters())
+    for i, grads in enumerate(res.grads["blocks"][:2]):
+        assert len(grads) == 15 - 3 * i
+        for name, g in grads.items():
+            t = params[f"blocks.{i}.{_NAMES[name]}"].grad.reshape(g.shape).numpy()
+            assert np.abs(t).max() > 0, (i, name)
+            np.testing.assert_allclose(t, g, rtol=2e-4, atol=2e-5 * max(1.0, float(np.abs(g).max())),
+                                       err_msg=f"block {i} {name}")
+    if rule == "bp":
+        np.testing.assert_allclose(net.head.grad.numpy(), res.grads["blocks"][2], rtol=2e-4, atol=2e-5)
