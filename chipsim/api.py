@@ -249,14 +249,16 @@ def table(config, rules=("bp", "df-o", "df-r"), seeds=(0, 1, 2), overrides: Over
 
 
 def reproduce(out_dir: str = "reports", quick: bool = False, jobs: int | None = None, progress: bool = True,
-              cluster=None, ladder: bool = True, skip=()):
+              cluster=None, ladder: bool = True, skip=(), ladder_epochs=None):
     """Regenerate every table and figure of the paper's evaluation. See ``chipsim.experiments.reproduce``.
     ``cluster``: as for :func:`compare`, opened once for every experiment. ``ladder=False`` or ``skip``
     (names among noise, bits, negatives, vit, explore) leave those parts out; the report says so."""
     from .experiments.reproduce import reproduce as _reproduce
     return _reproduce(out_dir=a.path(out_dir, "out_dir"), quick=a.flag(quick, "quick"), jobs=a.integer(jobs, "jobs"),
                       progress=a.flag(progress, "progress"), cluster=_cluster(cluster), ladder=a.flag(ladder, "ladder"),
-                      skip=tuple(a.values(skip, "skip")) if skip else ())
+                      skip=tuple(a.values(skip, "skip")) if skip else (),
+                      ladder_epochs=None if ladder_epochs is None else tuple(
+                          a.integer(e, "ladder_epochs") for e in a.values(ladder_epochs, "ladder_epochs")))
 
 
 def _cluster(cluster):

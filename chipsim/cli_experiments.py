@@ -131,11 +131,24 @@ def _configure_reproduce(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="minutes-long smoke version (what CI runs)")
     p.add_argument("--no-ladder", action="store_true", help="leave out the budget ladder (the ranked rules "
                    "retrained at 10 and 30 epochs, hours at the full scale); the report says it was not run")
+    p.add_argument("--ladder-epochs", default=None, metavar="E,E,...", help="the budget ladder's rungs "
+                   "(default 3,10,30; e.g. 3,10 leaves out the longest), the report names the rungs left out")
     p.add_argument("--skip", default="", metavar="PARTS", help="leave out these parts, comma-separated: noise, "
                    "bits, negatives, vit, explore (the report names what it left out)")
     p.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
     add_cluster_option(p)
     add_out_option(p, "reports/ (or a temp-like reports/runs/quick-<timestamp>/ with --quick)")
+
+
+def _epochs(text: str) -> tuple:
+    """``--ladder-epochs 3,10``: positive integers, comma-separated."""
+    try:
+        out = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        out = ()
+    if not out or min(out) < 1:
+        raise ChipsimError(f"--ladder-epochs {text!r}: give epochs >= 1, comma-separated (e.g. 3,10)")
+    return out
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -144,7 +157,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise ChipsimError(f"--jobs {args.jobs}: must be >= 1 (or leave it out to use every core)")
     out = args.out or (rundir.new_default("quick") if args.quick else "reports")
     api.reproduce(out_dir=out, quick=args.quick, jobs=args.jobs, cluster=args.cluster, ladder=not args.no_ladder,
-                  skip=tuple(x.strip() for x in args.skip.split(",") if x.strip()))
+                  skip=tuple(x.strip() for x in args.skip.split(",") if x.strip()),
+                  ladder_epochs=None if args.ladder_epochs is None else _epochs(args.ladder_epochs))
     print(f"report: {os.path.join(out, 'README.md')}")
     return EXIT_OK
 

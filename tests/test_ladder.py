@@ -61,3 +61,26 @@ def test_a_swap_counts_only_where_both_orders_are_clear():
 def test_full_plan_has_the_ladder_and_quick_does_not():
     assert PLANS["full"].ladder_epochs == (3, 10, 30) and PLANS["full"].epochs in PLANS["full"].ladder_epochs
     assert PLANS["quick"].ladder_epochs == ()
+
+
+def test_a_ladder_without_its_longest_rung_says_so():
+    t = {"epochs": [3, 10], "seeds": [0, 1, 2],
+         "rungs": {3: [_row("bp", [0.9] * 3, 0.01)], 10: [_row("bp", [0.95] * 3, 0.01)]}}
+    text = "\n".join(ladder.markdown(t, FULL, planned=(3, 10), left_out=(30,)))
+    # the heading keeps the plan's rungs; the missing one is named, with the command that ran the others
+    assert "## 1b. The ranking at 3, 10 and 30 epochs" in text
+    assert "**Not run: the 30-epoch rung**" in text and "--ladder-epochs 3,10" in text
+    assert "| 3 epochs | 10 epochs |" in text and "30 epochs |" not in text
+
+
+def test_ladder_epochs_on_the_command_line_are_checked(tmp_path):
+    import subprocess
+    import sys
+    for argv, words in ((["--ladder-epochs", "0"], "--ladder-epochs '0'"),
+                        (["--ladder-epochs", "3,x"], "--ladder-epochs '3,x'"),
+                        (["--ladder-epochs", "3,10", "--no-ladder"], "contradict")):
+        out = subprocess.run([sys.executable, "-m", "chipsim.cli", "reproduce", "--out", str(tmp_path / "r"), *argv],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2, (argv, out.stderr[-1000:])
+        assert words in out.stderr and "Traceback" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr

@@ -69,13 +69,24 @@ def swaps(table, scale: Scale) -> list:
     return out
 
 
-def markdown(table: dict | None, scale: Scale) -> list:
-    """Section 1b of reports/README.md."""
-    lines = ["## 1b. The ranking at 3, 10 and 30 epochs (the budget ladder)", ""]
+def _and(xs) -> str:
+    xs = [str(x) for x in xs]
+    return xs[0] if len(xs) == 1 else f"{', '.join(xs[:-1])} and {xs[-1]}"
+
+
+def markdown(table: dict | None, scale: Scale, planned=(3, 10, 30), left_out=()) -> list:
+    """Section 1b of reports/README.md: the rungs run (``table``), and those of the plan (``planned``) that
+    this invocation left out (``left_out``, ``chipsim reproduce --ladder-epochs``)."""
+    rungs = sorted(set(planned) | set(left_out))
+    lines = [f"## 1b. The ranking at {_and(rungs)} epochs (the budget ladder)", ""]
     if not table:
         return lines + ["Not run in this invocation (`chipsim reproduce --no-ladder`, or the quick scale): the "
                         "ranking above is judged at one training budget only.", ""]
     epochs = table["epochs"]
+    if left_out:
+        lines += [f"**Not run: the {_and(left_out)}-epoch rung{'s' if len(left_out) > 1 else ''}** "
+                  f"(`chipsim reproduce --ladder-epochs {','.join(map(str, epochs))}`, for lack of time); the "
+                  f"ranking below is judged at {_and(epochs)} epochs only.", ""]
     names = [r["variant"] for r in _rung(table, epochs[0])]
     lines += [f"The ranked rules over seeds {', '.join(map(str, table['seeds']))} at each budget (mean ± sample sd, "
               "%); everything else as in section 1. A pair counts as swapping only where it is clearly ordered "

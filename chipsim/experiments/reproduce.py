@@ -82,11 +82,12 @@ def _limits(train, test) -> list:
 
 def reproduce(config: str | None = None, compare_config: str | None = None, out_dir: str = "reports",
               quick: bool = False, jobs: int | None = None, progress: bool = True, cluster=None,
-              ladder: bool = True, skip=()) -> dict:
+              ladder: bool = True, skip=(), ladder_epochs=None) -> dict:
     """Run every experiment of the plan and write ``out_dir/README.md`` plus one folder per experiment.
 
     ``ladder=False`` leaves out the budget ladder (the ranked rules retrained at 10 and 30 epochs, hours
-    at the full scale): the report then says it was not run.
+    at the full scale): the report then says it was not run. ``ladder_epochs`` runs these rungs instead of
+    the plan's (3, 10 and 30 at the full scale); the report names the plan's rungs it left out.
 
     ``config`` / ``compare_config`` default to the shipped presets ``44core_4bit`` and ``176core_512k``
     (found beside the package, whatever the working directory). ``cluster``: run every experiment's
@@ -95,6 +96,13 @@ def reproduce(config: str | None = None, compare_config: str | None = None, out_
     config = config or os.path.join(PRESET_DIR, "44core_4bit.yaml")
     compare_config = compare_config or os.path.join(PRESET_DIR, "176core_512k.yaml")
     jobs = check.jobs(jobs) or os.cpu_count() or 1
+    if ladder_epochs is not None:
+        ladder_epochs = tuple(sorted({int(e) for e in ladder_epochs}))
+        if not ladder_epochs or ladder_epochs[0] < 1:
+            raise ConfigError(f"--ladder-epochs {','.join(map(str, ladder_epochs))}: give epochs >= 1, "
+                              "comma-separated (e.g. 3,10)")
+        if not ladder:
+            raise ConfigError("--ladder-epochs and --no-ladder contradict each other: give one of them")
     bad = [s for s in skip if s not in SKIPPABLE]
     if bad:
         raise ConfigError(f"--skip {','.join(bad)}: allowed: {', '.join(SKIPPABLE)}")
@@ -104,7 +112,8 @@ def reproduce(config: str | None = None, compare_config: str | None = None, out_
     # one executor for every experiment: a cluster given, or the local one of --jobs workers (none for 1)
     pool = open_cluster(cluster, jobs) if cluster is not None or jobs > 1 else contextlib.nullcontext(None)
     with rundir.owned(out_dir), pool as client:
-        return _reproduce(config, compare_config, out_dir, quick, jobs, progress, client, ladder, skip)
+        return _reproduce(config, compare_config, out_dir, quick, jobs, progress, client, ladder, skip,
+                          ladder_epochs)
 
 
 #: what a reproduce directory holds: its README and one folder per experiment
@@ -124,14 +133,19 @@ def _is_reproduce_dir(path: str, entries: list) -> bool:
 SKIPPABLE = ("noise", "bits", "negatives", "vit", "explore")
 
 
-def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, ladder=True, skip=()) -> dict:
+def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, ladder=True, skip=(),
+               ladder_epochs=None) -> dict:
     plan = PLANS["quick" if quick else "full"]
+    rungs_left_out = []
+    if ladder_epochs is not None:                    # other rungs than the plan's: the report names the missing
+        rungs_left_out = [e for e in plan.ladder_epochs if e not in ladder_epochs]
+        plan = dataclasses.replace(plan, ladder_epochs=tuple(ladder_epochs))
     left_out = [s for s in SKIPPABLE if s in skip and (s not in ("vit", "explore") or getattr(plan, s))]
     plan = dataclasses.replace(plan, vit=plan.vit and "vit" not in skip,
                                explore=None if "explore" in skip else plan.explore)
     t0 = time.perf_counter()
     cfg = load_config(config)
-    results = {"plan": plan.__dict__, "config": cfg.path, "left_out": left_out}
+    results = {"plan": plan.__dict__, "config": cfg.path, "left_out": left_out, "rungs_left_out": rungs_left_out}
     logged_before = _logged_points(out_dir, left_out)
 
     scale = _limits(plan.train_limit, plan.test_limit) + [f"training.epochs={plan.epochs}"]

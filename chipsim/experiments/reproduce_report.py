@@ -73,7 +73,7 @@ def markdown(res: dict, plan, compute_minutes: float) -> str:
                   "cannot tell the rules apart; run `chipsim reproduce` (without `--quick`) for verdicts.", ""]
     lines += _accuracy_section(res, scale)
     if plan.ladder_epochs:
-        lines += ladder.markdown(res.get("ladder"), scale)
+        lines += ladder.markdown(res.get("ladder"), scale, plan.ladder_epochs, res.get("rungs_left_out", ()))
     lines += _memory_section(res, plan, scale)
     lines += _dataflow_section(res)
     lines += _noise_section(res, scale) if "noise" in res else []
