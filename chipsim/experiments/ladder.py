@@ -85,7 +85,7 @@ def markdown(table: dict | None, scale: Scale, planned=(3, 10, 30), left_out=())
     epochs = table["epochs"]
     if left_out:
         lines += [f"**Not run: the {_and(left_out)}-epoch rung{'s' if len(left_out) > 1 else ''}** "
-                  f"(`chipsim reproduce --ladder-epochs {','.join(map(str, epochs))}`, for lack of time); the "
+                  f"(this reproduction ran `chipsim reproduce --ladder-epochs {','.join(map(str, epochs))}`); the "
                   f"ranking below is judged at {_and(epochs)} epochs only.", ""]
     names = [r["variant"] for r in _rung(table, epochs[0])]
     lines += [f"The ranked rules over seeds {', '.join(map(str, table['seeds']))} at each budget (mean ± sample sd, "
