@@ -58,3 +58,40 @@ def test_a_run_measures_resumes_and_writes_its_table(tmp_path, monkeypatch):
     again = measured.run(str(tmp_path), **kw)                    # resumes: nothing measured twice
     assert (tmp_path / "points.jsonl").read_text().splitlines() == lines
     assert [r["bytes"] for r in again["rows"]] == [json.loads(x)["bytes"] for x in lines]
+
+
+def test_reproduce_reruns_the_committed_grids_without_measuring_again(tmp_path):
+    """``chipsim reproduce`` runs the measured grids of its full plan (``Plan.measured``) into
+    reports/dataflow/: with the committed points in place, its options name exactly the committed grid, so a
+    rerun measures nothing and the table is rebuilt from those points."""
+    import shutil
+    from pathlib import Path
+
+    from chipsim.experiments.reproduce import PLANS
+    reports = Path(__file__).resolve().parents[1] / "reports" / "dataflow"
+    assert [name for name, _ in PLANS["full"].measured] == ["measured", "measured_naive"]
+    for name, options in PLANS["full"].measured:
+        committed = json.loads((reports / name / "measured.json").read_text())
+        shutil.copy(reports / name / "points.jsonl", tmp_path / f"{name}.jsonl")
+        out = tmp_path / name
+        out.mkdir()
+        shutil.copy(reports / name / "points.jsonl", out / "points.jsonl")
+        t = measured.run(str(out), progress=False, **options)
+        assert (out / "points.jsonl").read_bytes() == (tmp_path / f"{name}.jsonl").read_bytes()   # none new
+        assert len(t["rows"]) == t["grid_points"] == committed["grid_points"]
+        assert t["verdicts"] == committed["verdicts"]
+
+
+def test_a_points_log_that_is_a_symlink_is_refused(tmp_path):
+    import pytest
+
+    from chipsim.errors import ChipsimError
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    elsewhere.write_text("")
+    out = tmp_path / "grid"
+    out.mkdir()
+    (out / "points.jsonl").symlink_to(elsewhere)
+    with pytest.raises(ChipsimError, match="points.jsonl"):
+        measured.run(str(out), depths=(3,), shapes=("early",), negatives=(1,), optimizers=("sgd",), batch=2,
+                     progress=False)
+    assert elsewhere.read_text() == ""

@@ -10,7 +10,8 @@ condition under which DF-R/BP is below the paper's figure, each ratio with its t
 
     python -m chipsim.experiments.measured --out reports/dataflow/measured [--depths 11,25] [--device cpu]
 
-Resumable: each measurement is one line of ``points.jsonl`` in ``--out``.
+Resumable: each measurement is one line of ``points.jsonl`` in ``--out`` (read back as data, like every
+results log: ``jobs.load_done``). ``chipsim reproduce`` runs the committed grids (``Plan.measured``).
 """
 from __future__ import annotations
 
@@ -87,17 +88,13 @@ def run(out_dir, depths=(11, 25), shapes=tuple(SHAPES), widths=None, negatives=(
     ``budget_s``: stop starting new measurements after this many seconds; the table then holds the
     points measured so far (this run's and earlier runs') and says how many of the grid's are missing."""
     from ..framework.measure import for_dataset, measure_peak
+    from ..safe_files import open_append
+    from .jobs import RESULTS_NAME, load_done
     widths = {s: 32 for s in SHAPES} | dict(widths or {})
     shape_in, classes = for_dataset(dataset)
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "points.jsonl")
-    done = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                if line.strip():
-                    r = json.loads(line)
-                    done[r["key"]] = r
+    path = os.path.join(out_dir, RESULTS_NAME)
+    done = load_done(path)          # a log from whoever wrote the directory: read as data, within bounds
     pts = points(depths, shapes, widths, negatives, optimizers, variants)
     t0 = time.perf_counter()
     for i, p in enumerate(pts):
@@ -110,7 +107,7 @@ def run(out_dir, depths=(11, 25), shapes=tuple(SHAPES), widths=None, negatives=(
         m = measure_peak(family(p["depth"], p["shape"], p["width"]), p["rule"], batch, max(p["n"], 1), p["optimizer"],
                          shape_in, variant=p["variant"], device=device, num_classes=classes)
         done[k] = {"key": k, **m.to_dict(), **p, "optimizer_used": m.optimizer, "seconds": time.perf_counter() - t}
-        with open(path, "a") as f:
+        with open_append(path, "results log") as f:
             f.write(json.dumps(done[k]) + "\n")
         if progress:
             print(f"[{i + 1}/{len(pts)}] {k}: {m.mib:.2f} MiB ({done[k]['seconds']:.1f} s)", flush=True)

@@ -52,6 +52,8 @@ class Plan:
     vit: bool = True                                    # the vision-transformer table (``vit_table``)
     ladder_epochs: tuple = ()                           # the budget ladder's rungs (``ladder``)
     explore: dict | None = None                         # the design-space search (``explore``), its options
+    # DF's memory claim on measured PyTorch peaks (``measured``): (folder under dataflow/, its grid's options)
+    measured: tuple = ()
 
 
 PLANS = {
@@ -59,6 +61,11 @@ PLANS = {
     "full": Plan("full", epochs=3, train_limit=None, test_limit=None, depths=(5, 8, 11, 15, 20, 25),
                  levels=(0, 1, 2, 3, 4, 5), bits=(32, 8, 4, 2), negatives=(1, 3, 9, "avg"), seeds=(0, 1, 2),
                  ladder_epochs=(3, 10, 30),
+                 # the widened condition grid (128 measurements; narrow late/none families keep a 25-block
+                 # step's peak small enough for this machine), and naive against memory-conscious local rules
+                 measured=(("measured", dict(widths={"late": 8, "none": 8})),
+                           ("measured_naive", dict(shapes=("early",), negatives=(1, 9), optimizers=("adam",),
+                                                   variants=("conscious", "naive")))),
                  # rules x bits x negatives x dataflow on the default chip (270 settings): 2 samplers x 3 search
                  # seeds x 48 trials of 500 images for one epoch, the front retrained on 3 seeds (about 10 min on
                  # 2 cores). 12 trials of a population of 4 left NSGA-II three generations, no more than a random
@@ -186,6 +193,10 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, 
                                                       "mapping.statistics=batch"),
                                            out_dir=os.path.join(out_dir, "compare_recompute"), jobs=jobs,
                                            progress=progress, cluster=cluster)
+    # 2c. ... and on the peaks measured in PyTorch over the widened grid, whose verdicts join the table's
+    for name, options in plan.measured:
+        from .measured import run as measured_grid
+        measured_grid(os.path.join(out_dir, "dataflow", name), progress=progress, **options)
     results["dataflow"] = dataflow(compare_config, os.path.join(out_dir, "dataflow"), plan.dataflow_datasets,
                                    plan.dataflow_depths, plan.dataflow_negatives, jobs=jobs, progress=progress,
                                    cluster=cluster, judge=plan.name != "quick", device="cpu",
