@@ -189,6 +189,28 @@ def test_a_directory_resumes_only_its_own_search(space, tmp_path):
     assert json.loads((tmp_path / "ex" / "explore-settings.json").read_text())["trials"] == 5
 
 
+def test_a_search_resumes_from_a_copy_of_its_config_elsewhere_but_not_from_another_config(space, tmp_path):
+    """A clone of the repository elsewhere resumes the committed search: the config and the space are the
+    same by what they say, not by where their files are. A config that says something else is refused."""
+    import shutil
+    out = str(tmp_path / "ex")
+    first = chipsim.explore(PRESET, space, sampler="random", trials=3, out_dir=out, jobs=1, progress=False,
+                            baseline=False, reeval_seeds=0, evaluate=helpers.cheap_evaluate)
+    clone = tmp_path / "clone"
+    shutil.copytree(REPO / "hwconfigs", clone / "hwconfigs")
+    shutil.copytree(REPO / "models", clone / "models")
+    shutil.copy(space, tmp_path / "space_copy.yaml")
+    again = chipsim.explore(str(clone / "hwconfigs" / "44core_4bit.yaml"), str(tmp_path / "space_copy.yaml"),
+                            sampler="random", trials=3, out_dir=out, jobs=1, progress=False, baseline=False,
+                            reeval_seeds=0, evaluate=helpers.cheap_evaluate)
+    assert [r["params"] for r in again["rows"]] == [r["params"] for r in first["rows"]]
+    other = clone / "hwconfigs" / "44core_4bit.yaml"
+    other.write_text(other.read_text().replace("batch_size: 32", "batch_size: 16"))
+    with pytest.raises(ConfigError, match="holds a search with other config"):
+        chipsim.explore(str(other), space, sampler="random", trials=3, out_dir=out, jobs=1, progress=False,
+                        baseline=False, reeval_seeds=0, evaluate=helpers.cheap_evaluate)
+
+
 def test_a_trial_is_hopeless_only_when_even_its_optimistic_accuracy_is_dominated():
     from chipsim.experiments.explore.objectives import _hopeless
     # front point: error 0.1 (accuracy 90%) at 5 µJ/sample. The trial costs 10 µJ/sample.

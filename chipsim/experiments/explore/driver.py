@@ -19,9 +19,11 @@ from ... import rundir
 from ...config import LoadedConfig, load_config
 from ...errors import ConfigError, OutputError
 from ...report import write_json
+from ...safe_files import read_bytes
 from .. import args as check
 from ..cluster import check_cluster
 from ..jobs import RESULTS_NAME, run_points, threads_per_job
+from ..keys import digest, resolved
 from . import search
 from .objectives import OBJECTIVES, evaluate_point, parse_noise, parse_objectives
 from .pareto import front_indices
@@ -31,6 +33,7 @@ SETTINGS_NAME = "explore-settings.json"
 STUDY_DB = "study.db"
 LOCK_NAME = ".explore.lock"
 DEFAULT_OBJECTIVES = ("accuracy", "train_energy", "peak_sram")
+MAX_SETTINGS_BYTES = 1 << 20
 
 
 def _scale_overrides(train_limit, test_limit, epochs) -> list:
@@ -59,20 +62,26 @@ def _locked(out_dir: str):
         fh.close()
 
 
+#: what a resumed search must share with the one in the directory. The config and the space by what they
+#: say (the resolved config's digest, the space's parameters), not where their files are: a clone of the
+#: repository elsewhere resumes the committed search
+SAME_SEARCH = ("config_digest", "base_overrides", "space_params", "objectives", "scale", "noise", "sampler",
+               "population", "storage")
+
+
 def _check_settings(out_dir: str, settings: dict) -> None:
     """A directory resumes only the search it holds: same config, space, objectives and scale."""
     path = os.path.join(out_dir, SETTINGS_NAME)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         write_json(path, settings)
         return
     try:
-        with open(path, encoding="utf-8") as fh:
-            old = json.load(fh)
-    except (OSError, ValueError) as exc:
+        old = json.loads(read_bytes(path, "search settings", MAX_SETTINGS_BYTES, OutputError).decode("utf-8"))
+        if not isinstance(old, dict):
+            raise ValueError("not a JSON object")
+    except (UnicodeDecodeError, ValueError) as exc:
         raise OutputError(f"{path}: cannot read the search's settings: {exc}") from None
-    fixed = ("config", "base_overrides", "space", "objectives", "scale", "noise", "sampler", "population",
-             "storage")
-    diff = [k for k in fixed if old.get(k) != settings.get(k)]
+    diff = [k.replace("_digest", "").replace("_params", "") for k in SAME_SEARCH if old.get(k) != settings.get(k)]
     if diff:
         raise ConfigError(f"--out {out_dir}: holds a search with other {', '.join(diff)}; resume it with the same "
                           "settings (--trials may grow) or give a new --out")
@@ -131,8 +140,9 @@ def explore(config, space, objectives=DEFAULT_OBJECTIVES, sampler: str = "nsga2"
     with rundir.claimed(out_dir, cfg.name, "explore", reusable_marker=SETTINGS_NAME) as out:
         shared = storage is not None
         url = storage or f"sqlite:///{os.path.abspath(os.path.join(out, STUDY_DB))}"
-        settings = {"config": cfg.path, "base_overrides": base, "space": {"path": the_space.path,
-                    "params": the_space.describe()}, "objectives": objectives, "scale": scale,
+        settings = {"config": cfg.path, "config_digest": digest(resolved(cfg)), "base_overrides": base,
+                    "space": {"path": the_space.path, "params": the_space.describe()},
+                    "space_params": the_space.describe(), "objectives": objectives, "scale": scale,
                     "noise": list(noise) if noise else None, "sampler": sampler, "population": population,
                     "storage": storage, "trials": trials, "search_seeds": search_seeds, "baseline": baseline,
                     "prune_margin": prune_margin}
