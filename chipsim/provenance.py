@@ -27,8 +27,15 @@ def _version(package: str) -> str | None:
         return None
 
 
+#: what determines a result: the code, the presets, the models and the search spaces. Results written into
+#: the checkout (``chipsim reproduce --out reports``) are not among them, so writing them does not make the
+#: record of what produced them say "with uncommitted changes"
+RESULT_SOURCES = ("chipsim", "hwconfigs", "models", "spaces", "pyproject.toml")
+
+
 def git_commit(path: str | None = None) -> dict:
-    """{"commit", "dirty"} of the checkout chipsim runs from; both None outside a git checkout."""
+    """{"commit", "dirty"} of the checkout chipsim runs from; both None outside a git checkout. ``dirty``:
+    the files that determine a result (:data:`RESULT_SOURCES`) differ from the commit."""
     root = path or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = {"commit": None, "dirty": None}
     try:
@@ -40,7 +47,7 @@ def git_commit(path: str | None = None) -> dict:
         # --no-optional-locks: a plain `git status` refreshes the index under .git/index.lock, and a
         # chipsim process killed meanwhile (a SIGKILLed sweep worker) would leave the user's repository locked
         status = subprocess.run(["git", "--no-optional-locks", "-C", root, "status", "--porcelain",
-                                 "--untracked-files=no"],
+                                 "--untracked-files=no", "--", *RESULT_SOURCES],
                                 capture_output=True, text=True, timeout=5)
         out["dirty"] = bool(status.stdout.strip()) if status.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):

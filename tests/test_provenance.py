@@ -75,3 +75,20 @@ def test_the_dirty_check_takes_no_lock_on_the_users_repository(monkeypatch):
     status = [c for c in calls if "status" in c]
     assert not status or all("--no-optional-locks" in c for c in status)
     assert all(c[:2] != ["git", "status"] for c in calls)
+
+
+def test_results_written_into_the_checkout_do_not_make_it_dirty(tmp_path):
+    """A reproduction written into reports/ (tracked files) is not a change to what produced it; a change to
+    the code is."""
+    repo = tmp_path / "repo"
+    (repo / "chipsim").mkdir(parents=True)
+    (repo / "reports").mkdir()
+    (repo / "chipsim" / "x.py").write_text("a = 1\n")
+    (repo / "reports" / "r.md").write_text("old\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    for argv in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "init"]):
+        subprocess.run(git + argv, check=True, capture_output=True)
+    (repo / "reports" / "r.md").write_text("new\n")
+    assert provenance.git_commit(str(repo))["dirty"] is False
+    (repo / "chipsim" / "x.py").write_text("a = 2\n")
+    assert provenance.git_commit(str(repo))["dirty"] is True
