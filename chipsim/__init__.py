@@ -12,10 +12,9 @@ def _ignore_ctrl_c_in_a_spawned_worker() -> None:
     From here on it ignores SIGINT (it started with SIGINT blocked, ``experiments.cluster.
     children_start_deaf_to_ctrl_c``, so one that came while its interpreter started is dropped now): a
     Ctrl-C at the terminal reaches the whole process group, and the parent alone answers it (the resume
-    hint, exit 130) instead of each worker printing a traceback of its own. And it dies with its parent
-    (Linux: ``PR_SET_PDEATHSIG``, SIGKILL when the thread that spawned it ends -- a LocalCluster's event
-    loop, a pool's owner), even while it is still starting and reading its task from the parent, which
-    would otherwise end in an EOFError traceback when the parent is gone.
+    hint, exit 130) instead of each worker printing a traceback of its own. And it dies with its parent (Linux: ``PR_SET_PDEATHSIG``, SIGKILL when the thread that spawned it
+    ends -- a LocalCluster's event loop, a pool's owner), even while it is still starting and reading its
+    task from the parent, which would otherwise end in an EOFError traceback when the parent is gone.
     """
     import sys
     process = sys.modules.get("multiprocessing.process")
