@@ -9,10 +9,9 @@ __version__ = "0.1.0"
 def _ignore_ctrl_c_in_a_spawned_worker() -> None:
     """A worker process that ``--jobs N`` spawns imports chipsim first (as its parent's main module).
 
-    From here on it ignores SIGINT (it started with SIGINT blocked, ``experiments.cluster.
-    children_start_deaf_to_ctrl_c``, so one that came while its interpreter started is dropped now): a
-    Ctrl-C at the terminal reaches the whole process group, and the parent alone answers it (the resume
-    hint, exit 130) instead of each worker printing a traceback of its own. And it dies with its parent (Linux: ``PR_SET_PDEATHSIG``, SIGKILL when the thread that spawned it
+    From here on it ignores SIGINT: a Ctrl-C at the terminal reaches the whole process group, and the
+    parent alone answers it (the resume hint, exit 130) instead of each worker printing a traceback of its
+    own. And it dies with its parent (Linux: ``PR_SET_PDEATHSIG``, SIGKILL when the thread that spawned it
     ends -- a LocalCluster's event loop, a pool's owner), even while it is still starting and reading its
     task from the parent, which would otherwise end in an EOFError traceback when the parent is gone.
     """
@@ -23,8 +22,6 @@ def _ignore_ctrl_c_in_a_spawned_worker() -> None:
     import os
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):     # started with SIGINT blocked (experiments.cluster): a Ctrl-C
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})    # pending since is discarded here
     if sys.platform.startswith("linux"):
         import ctypes
         try:

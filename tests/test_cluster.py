@@ -238,38 +238,3 @@ def test_progress_notes_travel_from_local_workers_and_from_this_process(tmp_path
     assert cluster_mod.run_in_process(notes, {"key": "c", "notes": 2}, lambda k, t: here.append((k, t)))["pid"] \
         == os.getpid()
     assert here == [("c", "epoch 1/2"), ("c", "epoch 2/2")]
-
-
-_MASK_PROBE = r"""
-import signal, subprocess, sys, threading
-from chipsim.experiments.cluster import children_start_deaf_to_ctrl_c
-
-CHILD = "import signal; print(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))"
-seen = {}
-
-def spawner():
-    # a first multiprocessing spawn from this thread starts the resource tracker, which unblocks SIGINT in
-    # the thread that started it unless it was running before
-    import multiprocessing as mp
-    p = mp.get_context("spawn").Process(target=print, args=("",))
-    p.start()
-    p.join()
-    seen["thread"] = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    seen["child"] = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True).stdout.strip()
-
-with children_start_deaf_to_ctrl_c():
-    t = threading.Thread(target=spawner)
-    t.start()
-t.join()
-print(seen["thread"], seen["child"], signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
-"""
-
-
-def test_processes_spawned_by_the_cluster_threads_start_with_ctrl_c_blocked():
-    """A Ctrl-C that reaches a worker still starting its interpreter (before chipsim sets it to ignored)
-    must not kill it with a traceback: threads started while a local cluster starts block SIGINT, and keep
-    it blocked past their first multiprocessing spawn, so the processes they spawn start with it blocked;
-    the thread that started the cluster gets its own mask back. A fresh interpreter: no resource tracker yet."""
-    out = subprocess.run([sys.executable, "-c", _MASK_PROBE], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split()[-3:] == ["True", "True", "False"], out.stdout

@@ -111,19 +111,14 @@ def open_cluster(cluster, jobs: int | None = None):
         # threads. A nanny sets these (to 1 by default) before its worker starts: start at the points' cap.
         threads = threads_per_job(jobs)
         blas = {v: threads for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(dask.config.set({
-                "distributed.nanny.pre-spawn-environ": blas,
-                # a point is minutes of numba code: no GIL warnings, no work stealing mid-point
-                "distributed.admin.tick.limit": "1h", "distributed.scheduler.work-stealing": False}))
-            with children_start_deaf_to_ctrl_c():
-                local = stack.enter_context(LocalCluster(
-                    n_workers=jobs, threads_per_worker=1, processes=True,
-                    # the scheduler serves HTTP (health, metrics) in any case: on a free port. Worker logs
-                    # stay quiet: a point's own error reaches this process as its exception; what a worker
-                    # logs as its parent goes away (a Ctrl-C, a kill) is noise on the terminal
-                    dashboard_address=":0", silence_logs=logging.CRITICAL))
-            client = stack.enter_context(Client(local))
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": blas,
+                              # a point is minutes of numba code: no GIL warnings, no work stealing mid-point
+                              "distributed.admin.tick.limit": "1h", "distributed.scheduler.work-stealing": False}), \
+                LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
+                             # the scheduler serves HTTP (health, metrics) in any case: on a free port. Worker
+                             # logs stay quiet: a point's own error reaches this process as its exception; what a
+                             # worker logs as its parent goes away (a Ctrl-C, a kill) is noise on the terminal
+                             dashboard_address=":0", silence_logs=logging.CRITICAL) as local, Client(local) as client:
             client.chipsim_parent = os.getpid()          # its workers are this process's children
             yield client
         return
@@ -139,33 +134,6 @@ def open_cluster(cluster, jobs: int | None = None):
             raise ConfigError(f"--cluster {cluster}: no worker joined the scheduler within {WORKER_WAIT_S} s; "
                               f"start one with `dask worker {cluster}`") from None
         yield client
-
-
-@contextlib.contextmanager
-def children_start_deaf_to_ctrl_c():
-    """Within the block, this thread (and every thread it starts) blocks SIGINT, so the processes they
-    spawn start with SIGINT blocked: a signal mask survives fork and exec.
-
-    Why: a terminal's Ctrl-C reaches the whole process group. A worker ignores SIGINT once it has imported
-    chipsim (``chipsim._ignore_ctrl_c_in_a_spawned_worker``), but one that is still starting its
-    interpreter would die of it with a KeyboardInterrupt traceback of its own. Started with SIGINT blocked,
-    it keeps the signal pending until chipsim sets it to ignored and unblocks it, which discards it. This
-    thread's own mask is restored on leaving, so a Ctrl-C pressed meanwhile is delivered then: the parent
-    still answers it (resume hint, exit 130). The LocalCluster's event loop thread, started inside the
-    block, keeps the mask; it and the threads it starts spawn (and respawn) the workers.
-    """
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    # multiprocessing's resource tracker, started on a process's first spawn, blocks SIGINT around its own
-    # start and then *unblocks* it in the starting thread: start it now, before the mask is set
-    from multiprocessing import resource_tracker
-    resource_tracker.ensure_running()
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 _ONE_POINT_AT_A_TIME = threading.Lock()
