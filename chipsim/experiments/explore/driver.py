@@ -65,8 +65,9 @@ def _locked(out_dir: str):
 #: what a resumed search must share with the one in the directory. The config and the space by what they
 #: say (the resolved config's digest, the space's parameters), not where their files are: a clone of the
 #: repository elsewhere resumes the committed search
-SAME_SEARCH = ("config_digest", "base_overrides", "space_params", "objectives", "scale", "noise", "sampler",
-               "population", "storage")
+SAME_SEARCH = {"config": lambda s: s.get("config_digest"), "space": lambda s: (s.get("space") or {}).get("params"),
+               **{k: (lambda s, k=k: s.get(k)) for k in ("base_overrides", "objectives", "scale", "noise", "sampler",
+                                                        "population", "storage")}}
 
 
 def _check_settings(out_dir: str, settings: dict) -> None:
@@ -81,7 +82,7 @@ def _check_settings(out_dir: str, settings: dict) -> None:
             raise ValueError("not a JSON object")
     except (UnicodeDecodeError, ValueError) as exc:
         raise OutputError(f"{path}: cannot read the search's settings: {exc}") from None
-    diff = [k.replace("_digest", "").replace("_params", "") for k in SAME_SEARCH if old.get(k) != settings.get(k)]
+    diff = [k for k, value in SAME_SEARCH.items() if value(old) != value(settings)]
     if diff:
         raise ConfigError(f"--out {out_dir}: holds a search with other {', '.join(diff)}; resume it with the same "
                           "settings (--trials may grow) or give a new --out")
@@ -142,7 +143,7 @@ def explore(config, space, objectives=DEFAULT_OBJECTIVES, sampler: str = "nsga2"
         url = storage or f"sqlite:///{os.path.abspath(os.path.join(out, STUDY_DB))}"
         settings = {"config": cfg.path, "config_digest": digest(resolved(cfg)), "base_overrides": base,
                     "space": {"path": the_space.path, "params": the_space.describe()},
-                    "space_params": the_space.describe(), "objectives": objectives, "scale": scale,
+                    "objectives": objectives, "scale": scale,
                     "noise": list(noise) if noise else None, "sampler": sampler, "population": population,
                     "storage": storage, "trials": trials, "search_seeds": search_seeds, "baseline": baseline,
                     "prune_margin": prune_margin}
