@@ -194,8 +194,8 @@ def _reproduce(config, compare_config, out_dir, quick, jobs, progress, cluster, 
                                            out_dir=os.path.join(out_dir, "compare_recompute"), jobs=jobs,
                                            progress=progress, cluster=cluster)
     # 2c. ... and on the peaks measured in PyTorch over the widened grid, whose verdicts join the table's
+    from .measured import run as measured_grid
     for name, options in plan.measured:
-        from .measured import run as measured_grid
         measured_grid(os.path.join(out_dir, "dataflow", name), progress=progress, **options)
     results["dataflow"] = dataflow(compare_config, os.path.join(out_dir, "dataflow"), plan.dataflow_datasets,
                                    plan.dataflow_depths, plan.dataflow_negatives, jobs=jobs, progress=progress,
