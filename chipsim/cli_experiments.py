@@ -173,13 +173,15 @@ def _configure_explore(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise", default=None, metavar="KIND:LEVEL",
                    help="measure accuracy under test-time noise, e.g. shot:3 (shot, impulse, read, stuck; 1-5)")
     p.add_argument("--sampler", default="nsga2", choices=("nsga2", "tpe", "random", "grid"),
-                   help="search algorithm (default: nsga2; grid: every point of a small finite space); random search at the same budget is run beside it as "
-                        "the baseline unless --no-baseline")
+                   help="search algorithm (default: nsga2; tpe: multivariate, constraint-aware; grid: every point "
+                        "of a small finite space); random search at the same budget is run beside it as the "
+                        "baseline unless --no-baseline")
     p.add_argument("--no-baseline", action="store_true", help="do not run random search beside the sampler")
     p.add_argument("--trials", type=int, default=24, help="finished trials per study (default: 24)")
     p.add_argument("--search-seeds", default="0", help="sampler seeds: one study per seed and sampler (default: 0)")
     p.add_argument("--population", type=int, default=None,
-                   help="NSGA-II population (default: trials/4, between 4 and 50)")
+                   help="the search's random start: TPE's startup trials, NSGA-II's population (default: "
+                        "trials/4, between 4 and 50)")
     p.add_argument("--train-limit", type=int, default=None, help="training samples per trial (default: the config's)")
     p.add_argument("--test-limit", type=int, default=None, help="test samples per trial (default: the config's)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per trial (default: the config's)")

@@ -140,6 +140,40 @@ def test_a_search_killed_mid_trial_resumes_with_no_trial_lost_or_repeated(space,
     assert all(n == 1 for k, n in counts.items() if k != before[-1])
 
 
+def test_studies_take_turns_so_a_studys_trials_do_not_depend_on_jobs(space, tmp_path):
+    # two studies (TPE and its random baseline) on two workers: each batch takes one trial from each study,
+    # so TPE sees every earlier result of its own study before it proposes, exactly as with one worker
+    def sequences(jobs):
+        table = chipsim.explore(PRESET, space, sampler="tpe", trials=8, out_dir=str(tmp_path / f"j{jobs}"),
+                                jobs=jobs, progress=False, reeval_seeds=0, evaluate=helpers.cheap_evaluate)
+        out = collections.defaultdict(list)
+        for r in table["rows"]:
+            out[r["study"]].append(_settings(r))
+        return dict(out)
+    one, two = sequences(1), sequences(2)
+    assert set(one) == {"tpe-seed0", "random-seed0"}
+    assert all(len(v) == 8 for v in one.values())
+    assert two == one
+
+
+def test_settings_that_differ_only_in_keys_their_rule_ignores_are_one_trial():
+    from chipsim.config import load_config
+    from chipsim.experiments.explore.studies import trial_key
+    ctx = {"cfg": load_config(PRESET), "base": []}
+    scale = {"train_limit": 500}
+
+    def key(rule, negatives, dataflow):
+        return trial_key(ctx, {"workload.rule": rule, "learning.negatives": negatives,
+                               "mapping.negatives": dataflow}, scale)
+    # BP makes no label variants: the negatives and their dataflow are never read, so one configuration
+    assert key("bp", 1, "parallel") == key("bp", 9, "sequential-recompute")
+    # DF-O reads both
+    assert key("df-o", 1, "parallel") != key("df-o", 9, "parallel")
+    assert key("df-o", 9, "parallel") != key("df-o", 9, "sequential-recompute")
+    # the scale is part of the identity
+    assert trial_key(ctx, {"workload.rule": "bp"}, scale) != trial_key(ctx, {"workload.rule": "bp"}, {})
+
+
 def test_a_configuration_that_does_not_map_is_a_violation_not_a_crash(tmp_path):
     from chipsim.experiments.explore.objectives import evaluate_point
     model = tmp_path / "tiny.yaml"

@@ -166,3 +166,9 @@ def notes(data: dict, hw, model, path: str, overrides=()) -> list[str]:
     return [f"note: {'--set ' + row.key if row.key in set_keys else path}: {row.key} is set but ignored: "
             f"{row.why.format(**ctx)}"
             for row in IGNORED if _is_set(data, row.key) and not row.used(hw, model)]
+
+
+def ignored_keys(hw, model) -> set:
+    """The table's keys that ``hw`` with ``model`` never reads, set or not (``chipsim explore`` drops them from
+    a trial's identity: settings that differ only there are one configuration)."""
+    return {row.key for row in IGNORED if not row.used(hw, model)}

@@ -10,10 +10,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import math
 import os
 import time
-import warnings
 
 from ... import rundir
 from ...config import LoadedConfig, load_config
@@ -22,12 +20,10 @@ from ...report import write_json
 from ...safe_files import read_bytes
 from .. import args as check
 from ..cluster import check_cluster
-from ..jobs import RESULTS_NAME, run_points, threads_per_job
 from ..keys import digest, resolved
-from . import search
+from . import search, studies
 from .objectives import OBJECTIVES, evaluate_point, parse_noise, parse_objectives
-from .pareto import front_indices
-from .space import load_space, overrides as param_overrides
+from .space import load_space
 
 SETTINGS_NAME = "explore-settings.json"
 STUDY_DB = "study.db"
@@ -89,7 +85,7 @@ def _check_settings(out_dir: str, settings: dict) -> None:
     write_json(path, dict(settings, trials=max(old.get("trials", 0), settings["trials"])))
 
 
-def explore(config, space, objectives=DEFAULT_OBJECTIVES, sampler: str = "nsga2", trials: int = 24,
+def explore(config, space, objectives=DEFAULT_OBJECTIVES, sampler: str = search.DEFAULT_SAMPLER, trials: int = 24,
             search_seeds=(0,), baseline: bool = True, population: int | None = None, train_limit=None,
             test_limit=None, epochs=None, seeds=(0,), noise=None, prune_margin: float = 0.1,
             reeval_seeds: int = 3, storage: str | None = None, overrides=(), out_dir: str | None = None,
@@ -116,8 +112,8 @@ def explore(config, space, objectives=DEFAULT_OBJECTIVES, sampler: str = "nsga2"
     check.positive_int(epochs, "--epochs", "epochs per trial")
     reeval_seeds = check.integers([reeval_seeds], "--reeval-seeds", 0, "count")[0]
     prune_margin = check.finite_nonnegative(prune_margin, "--prune-margin")
-    population = population or max(4, min(50, trials // 4))
-    check.positive_int(population, "--population", "NSGA-II population")
+    population = population or search.default_population(trials)
+    check.positive_int(population, "--population", "random start of the search")
     noise = parse_noise(noise) if isinstance(noise, (str, type(None))) else tuple(noise)
     if noise and "accuracy" not in objectives:
         raise ConfigError("--noise: applies to the accuracy objective; add accuracy to --objectives")
@@ -161,195 +157,29 @@ def explore(config, space, objectives=DEFAULT_OBJECTIVES, sampler: str = "nsga2"
                       f"{trials} trials x {', '.join(samplers)} x search seeds {', '.join(map(str, search_seeds))}; "
                       f"scale: train_limit {scale['train_limit'] or 'all'}, {scale['epochs']} epoch(s), training "
                       f"seeds {', '.join(map(str, seeds))}; study {url}; writing {out}{os.sep}", flush=True)
-            studies = []
             try:
-                for s in search_seeds:
-                    for name in samplers:
-                        studies.append(_run_study(ctx, name, s))
+                runs = [studies.open_study(ctx, name, s) for s in search_seeds for name in samplers]
+                studies.run_studies(ctx, runs)
             except KeyboardInterrupt as exc:
                 exc.resume_hint = f"every finished trial is in {url}; rerun the same command with --out {out} to " \
                                   "continue (a trial cut off is retried with the same settings)"
                 raise
+            results = [studies.study_result(run) for run in runs]
             search_seconds = time.perf_counter() - t0
-            rows = [r for st in studies for r in st["rows"]]
-            front = pareto_rows(rows, objectives)
+            rows = [r for st in results for r in st["rows"]]
+            front = studies.pareto_rows(rows, objectives)
             reeval = _reevaluate(ctx, front, reeval_seeds) if "accuracy" in objectives and reeval_seeds else {}
             from .report import write_report
             table = {"config": cfg.path, "base_overrides": base, "space": settings["space"], "objectives": objectives,
                      "directions": directions, "scale": scale, "noise": settings["noise"], "sampler": sampler,
                      "samplers": samplers, "search_seeds": search_seeds, "trials": trials,
                      "population": population, "storage": url, "prune_margin": prune_margin,
-                     "studies": [{k: v for k, v in st.items() if k != "rows"} for st in studies],
+                     "studies": [{k: v for k, v in st.items() if k != "rows"} for st in results],
                      "rows": rows, "front": front, "reeval": reeval, "reeval_seeds": reeval_seeds,
                      "search_seconds": search_seconds, "wall_seconds": time.perf_counter() - t0}
             write_report(table, out)
     table["out_dir"] = out
     return table
-
-
-def _run_study(ctx: dict, sampler_name: str, seed: int) -> dict:
-    import optuna
-    from optuna.trial import TrialState
-    name = f"{sampler_name}-seed{seed}"
-    sampler = search.make_sampler(sampler_name, seed, ctx["population"])
-    study = search.open_study(ctx["store"], name, sampler, ctx["directions"])
-    recovered = search.recover_orphans(study, ctx["shared"])
-    if recovered and ctx["progress"]:
-        print(f"{name}: {recovered} trial(s) cut off by an earlier stop are retried with the same settings",
-              flush=True)
-    dists = ctx["space"].distributions()
-    objectives = ctx["objectives"]
-    while (done := search.finished(study)) < ctx["trials"]:
-        n = min(ctx["jobs"], ctx["trials"] - done)
-        front = [_min_vector(r["values"], objectives) for r in pareto_rows(_rows(study, name), objectives)]
-        batch = []
-        seen = {r["key"] for r in _rows(study, name)}
-        for _ in range(n):
-            trial, params, key = _ask_new(study, dists, ctx, seen)
-            seen.add(key)
-            batch.append((trial, _point(ctx, key, params, ctx["scale"]["seeds"], front)))
-        unique = list({p["key"]: p for _, p in batch}.values())
-        beat = search.Heartbeat(ctx["store"], [t._trial_id for t, _ in batch]) if ctx["shared"] \
-            else contextlib.nullcontext()
-        with beat:
-            results = _evaluate(ctx, unique, name)
-        for trial, point in batch:
-            res = results[point["key"]]
-            _tell(study, trial, res, objectives, point["key"])
-            if ctx["progress"]:
-                print(f"{name} trial {trial.number}: {_one_line(point['params'], res, objectives)}", flush=True)
-    rows = _rows(study, name)
-    fails = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-    repeats = sum(bool(t.user_attrs.get("repeat")) for t in fails)
-    return {"study": name, "sampler": sampler_name, "search_seed": seed, "rows": rows,
-            "failed_retried": len(fails) - repeats, "repeats_refused": repeats}
-
-
-REASKS = 20          # asks for one trial before a setting the study has already evaluated is accepted
-
-
-def _ask_new(study, dists, ctx, seen: set):
-    """Ask for a trial whose setting this study has not evaluated yet.
-
-    Samplers propose settings again (NSGA-II's children of similar parents, random draws in a small space);
-    a repeat would spend a trial of the budget on nothing new. It is told FAIL with ``repeat`` set (a failed
-    trial is one no sampler learns from) and another is asked, up to ``REASKS`` times; once every setting of
-    a finite space has been evaluated, repeats are accepted (their evaluation comes from the log).
-    """
-    from optuna.trial import TrialState
-    size = ctx["space"].size()
-    for attempt in range(REASKS):
-        with warnings.catch_warnings():       # "heartbeat is supposed to be used with Study.optimize":
-            warnings.filterwarnings("ignore", message="Heartbeat")   # here the Heartbeat class beats
-            trial = study.ask(dists)
-        params = {k: trial.params[k] for k in ctx["space"].keys}
-        key = search.point_key(params, ctx["scale"])
-        exhausted = size is not None and len(seen) >= size
-        if key not in seen or exhausted or attempt == REASKS - 1:
-            return trial, params, key
-        trial.set_user_attr("repeat", True)
-        study.tell(trial, state=TrialState.FAIL)
-    raise AssertionError("unreachable")
-
-
-def _point(ctx, key, params, seeds, front) -> dict:
-    return {"key": key, "params": params, "config": ctx["cfg"].path,
-            "overrides": ctx["base"] + param_overrides(params, ctx["cfg"].hw), "objectives": ctx["objectives"],
-            "seeds": list(seeds), "noise": list(ctx["noise"]) if ctx["noise"] else None,
-            "prune_margin": ctx["prune_margin"], "front": front, "threads": threads_per_job(ctx["jobs"])}
-
-
-def _evaluate(ctx, points, desc) -> dict:
-    try:
-        return run_points(ctx["evaluate"], points, ctx["out"], jobs=ctx["jobs"], progress=False, desc=desc,
-                          cluster=ctx["cluster"])
-    except OSError as exc:
-        raise OutputError(f"{ctx['out']}: cannot write {RESULTS_NAME}: {exc.strerror or exc}") from None
-
-
-def _tell(study, trial, res: dict, objectives: list, key: str) -> None:
-    """Record one evaluation: its result in one user attribute (each write is a storage commit), its
-    constraint (> 0: infeasible), then its values or state."""
-    from optuna.trial import TrialState
-    status = res.get("status", "ok")
-    if status == "ok":
-        bad = [o for o in objectives if not math.isfinite(float(res["values"].get(o, math.nan)))]
-        if bad:              # Optuna would fail the trial, and the search would ask again forever
-            res = dict(res, status="infeasible", violation=f"objective {bad[0]} is not a finite number")
-            status = "infeasible"
-    result = {k: v for k, v in res.items() if k not in ("key", "point") and _plain(v)}
-    result["key"] = key
-    trial.set_user_attr("result", result)
-    violation = 1.0 if status == "infeasible" else 0.0
-    trial.set_user_attr("constraint", [violation])
-    if search.native_constraints():
-        trial.set_constraint("violation", violation)
-    if status == "pruned":
-        study.tell(trial, state=TrialState.PRUNED)
-    elif status == "infeasible":
-        # worst values, so no sampler mistakes it for a good point; the constraint says it is infeasible
-        study.tell(trial, [0.0 if OBJECTIVES[o].direction == "maximize" else math.inf for o in objectives])
-    else:
-        study.tell(trial, [float(res["values"][o]) for o in objectives])
-
-
-def _plain(v) -> bool:
-    try:
-        json.dumps(v, allow_nan=True)
-        return True
-    except (TypeError, ValueError):
-        return False
-
-
-def _one_line(params, res, objectives) -> str:
-    leaves = [k.rsplit(".", 1)[-1] for k in params]      # a key by its last part, unless two keys share it
-    settings = " ".join(f"{leaf if leaves.count(leaf) == 1 else k}={v}" for (k, v), leaf in zip(params.items(), leaves))
-    if res.get("status") == "infeasible":
-        return f"{settings}: infeasible ({str(res.get('violation', ''))[:120]})"
-    if res.get("status") == "pruned":
-        return f"{settings}: pruned after epoch 1 (accuracy {100 * res.get('epoch1_accuracy', 0):.1f}%)"
-    vals = res.get("values", {})
-    return settings + ": " + ", ".join(f"{o} {_fmt(o, vals.get(o))}" for o in objectives)
-
-
-def _fmt(name, v) -> str:
-    if v is None:
-        return "-"
-    if name == "accuracy":
-        return f"{100 * v:.1f}%"
-    return f"{v:.4g} {OBJECTIVES[name].unit}"
-
-
-def _rows(study, name: str) -> list:
-    """Every finished trial of a study as plain data (COMPLETE and PRUNED; FAIL ones were retried)."""
-    from optuna.trial import TrialState
-    out = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        res = t.user_attrs.get("result", {})
-        status = res.get("status", "ok") if t.state == TrialState.COMPLETE else "pruned"
-        out.append({"study": name, "number": t.number, "params": dict(t.params), "status": status,
-                    "values": dict(res.get("values") or {}),      # every objective measured, chosen or not
-                    "violation": res.get("violation"), "key": res.get("key"),
-                    "retry_of": t.user_attrs.get("retry_of"), "seconds": res.get("seconds"),
-                    "saved_seconds": res.get("saved_seconds", 0.0), "epoch_seconds": res.get("epoch_seconds"),
-                    "epoch1_accuracy": res.get("epoch1_accuracy"),
-                    "accuracy_per_seed": res.get("accuracy_per_seed")})
-    return sorted(out, key=lambda r: r["number"])
-
-
-def _min_vector(values: dict, objectives: list) -> list:
-    return [OBJECTIVES[o].to_min(values[o]) for o in objectives]
-
-
-def pareto_rows(rows: list, objectives: list) -> list:
-    """The feasible finished trials on the Pareto front, one per distinct setting."""
-    ok, seen = [], set()
-    for r in rows:
-        if r["status"] == "ok" and r["key"] not in seen and all(o in r["values"] for o in objectives):
-            seen.add(r["key"])
-            ok.append(r)
-    vecs = [_min_vector(r["values"], objectives) for r in ok]
-    return [ok[i] for i in front_indices(vecs)]
 
 
 def _reevaluate(ctx: dict, front: list, n: int) -> dict:
@@ -359,14 +189,14 @@ def _reevaluate(ctx: dict, front: list, n: int) -> dict:
     for r in front:
         for s in seeds:
             scale = dict(ctx["scale"], seeds=[s])
-            key = search.point_key(r["params"], scale)
+            key = studies.trial_key(ctx, r["params"], scale)
             owner[key] = (r["key"], s)
             if key not in {p["key"] for p in points}:
-                points.append(_point(ctx, key, r["params"], [s], []))
+                points.append(studies.point_of(ctx, key, r["params"], [s], []))
     if ctx["progress"] and points:
         print(f"re-evaluating {len(front)} Pareto point(s) on training seeds {', '.join(map(str, seeds))} "
               f"({len(points)} trainings)", flush=True)
-    results = _evaluate(ctx, points, "re-evaluation")
+    results = studies.evaluate(ctx, points, "re-evaluation")
     out = {}
     for key, (front_key, s) in owner.items():
         res = results[key]

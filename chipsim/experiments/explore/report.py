@@ -16,6 +16,7 @@ from ... import rundir
 from ...report import atomic_write, write_json
 from .objectives import OBJECTIVES
 from .pareto import hypervolume
+from .search import REASKS
 
 #: one colour per rule (the coordinator may unify this with chipsim/styles.py)
 RULE_COLORS = {"bp": "#C44E52", "ff": "#4C72B0", "symba": "#8172B2", "df": "#55A868", "df-o": "#DD8452",
@@ -143,6 +144,15 @@ def pruning_sentence(table: dict) -> str:
             "trials would have taken.")
 
 
+def time_sentence(table: dict) -> str:
+    """Wall time of this invocation beside the compute of the evaluations it used: a resumed or regenerated
+    search reuses logged evaluations, and its wall time alone would understate what the search cost."""
+    compute = sum({r["key"]: r.get("seconds") or 0.0 for r in table["rows"]}.values())
+    return (f"The distinct evaluations took {compute:.0f} s of training and costing as logged (one process "
+            f"each); this invocation ran {table['search_seconds']:.0f} s for the search and "
+            f"{table['wall_seconds']:.0f} s in all, reusing what was logged.")
+
+
 def hv_sentences(table: dict, ref: list, curves: dict) -> list:
     ref_text = ", ".join(f"{'error' if o == 'accuracy' else o} {r:.4g}"
                          + ("" if o == "accuracy" else f" {OBJECTIVES[o].unit}") for o, r in zip(table["objectives"], ref))
@@ -159,13 +169,17 @@ def hv_sentences(table: dict, ref: list, curves: dict) -> list:
     for st in table["studies"]:
         keys = {r["key"] for r in table["rows"] if r["study"] == st["study"]}
         distinct.setdefault(st["sampler"], []).append(len(keys))
-    refused = {}
+    refused, drawn = {}, {}
     for st in table["studies"]:
         refused.setdefault(st["sampler"], []).append(st.get("repeats_refused", 0))
-    out.append("Distinct settings evaluated per study: "
+        drawn.setdefault(st["sampler"], []).append(st.get("drawn_unseen", 0))
+    out.append("Distinct configurations evaluated per study (settings that differ only in keys their rule "
+               "ignores, such as BP's negatives, are one configuration): "
                + "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in distinct.items())
-               + ". Settings a sampler proposed again were refused and asked anew (they would spend a trial on "
-               "nothing new): " + "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in refused.items()) + ".")
+               + ". Configurations a sampler proposed again were refused and asked anew (they would spend a "
+               "trial on nothing new): " + "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in refused.items())
+               + f"; after {REASKS} refusals in a row an unseen configuration was drawn at random: "
+               + "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in drawn.items()) + ".")
     s = table["sampler"]
     if s != "random" and "random" in finals:
         seeds = sorted(set(finals[s]) & set(finals["random"]))
@@ -280,8 +294,9 @@ def markdown(table: dict, ref: list, curves: dict) -> str:
              + ". Costs are for one training step on the modelled chip, from one traced engine step.", "",
              f"Objectives: {', '.join(f'{o} ({OBJECTIVES[o].direction}, {OBJECTIVES[o].doc})' for o in objs)}.", "",
              f"Search: {', '.join(table['samplers'])}, {table['trials']} trials per study, search seed(s) "
-             f"{', '.join(map(str, table['search_seeds']))} (NSGA-II population {table['population']}); wall time "
-             f"{table['search_seconds']:.0f} s for the search, {table['wall_seconds']:.0f} s in all.", "",
+             f"{', '.join(map(str, table['search_seeds']))}, a random start of {table['population']} trials (TPE's "
+             f"startup, NSGA-II's population); the studies take turns, one trial each per batch. "
+             + time_sentence(table), "",
              f"{c['finished']} finished trials ({c['distinct']} distinct settings): {c['ok']} feasible, "
              f"{c['infeasible']} infeasible (constraint violations: the configuration did not map or was refused), "
              f"{c['pruned']} pruned; {c['retried']} trial(s) cut off by a stop were retried with the same settings.",

@@ -27,8 +27,18 @@ import threading
 from ...errors import ConfigError
 
 SAMPLERS = ("nsga2", "tpe", "random", "grid")
+DEFAULT_SAMPLER = "nsga2"
 HEARTBEAT_S = 20
 GRACE_S = 90
+REASKS = 20          # asks for one trial before an unseen configuration is drawn at random (studies.ask_new)
+
+
+def default_population(trials: int) -> int:
+    """The random start of a search: NSGA-II's population, TPE's startup trials; a quarter of the budget,
+    4 to 50. (Replayed on the committed space, 100 search seeds, 48 trials: NSGA-II's mean final
+    hypervolume was the same at a population of 8 and of 12, 3427 and 3425; ``benchmarks/samplers.py
+    --population 8``.)"""
+    return max(4, min(50, trials // 4))
 
 
 def native_constraints() -> bool:
@@ -39,13 +49,23 @@ def native_constraints() -> bool:
 
 
 def make_sampler(name: str, seed: int, population: int):
+    """Optuna's sampler ``name``, constraint-aware where it can be.
+
+    NSGA-II is the default. Replayed against every setting of the committed space (each evaluated once;
+    ``benchmarks/samplers.py``, 100 search seeds, 48 trials, a random start of 12), with a trial identified
+    by the settings its rule reads (``studies.trial_key``), NSGA-II's final hypervolume was 3425 on average
+    against random search's 3316 (paired difference +109, standard error 35; at least random's on 58 of
+    100 seeds); multivariate TPE's was 3364 (+48, standard error 35; 54 of 100). Before trials were
+    identified that way, NSGA-II matched random search (49 of 100 seeds) and spent its budget on BP settings
+    that differ only in the negatives BP ignores.
+    """
     import optuna
     cf = None if native_constraints() else constraint_of
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=population, seed=seed, constraints_func=cf)
-    if name == "tpe":
+    if name == "tpe":             # constant_liar: trials of one study evaluated together do not all land alike
         return optuna.samplers.TPESampler(seed=seed, constraints_func=cf, multivariate=True,
-                                          n_startup_trials=max(4, population))
+                                          n_startup_trials=population, constant_liar=True)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":                                  # every point of a small finite space, once
