@@ -26,3 +26,11 @@ def notes(p: dict) -> dict:
         progress.note(f"epoch {i + 1}/{p['notes']}", force=True)
         time.sleep(0.2)
     return {"value": p["notes"], "pid": os.getpid()}
+
+
+def blocked_signals(p: dict) -> dict:
+    """The signals this worker process's thread blocks (Linux: /proc's SigBlk mask), and its pid."""
+    import threading
+    with open(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/status") as fh:
+        mask = next(int(line.split()[1], 16) for line in fh if line.startswith("SigBlk"))
+    return {"blocked": [s for s in range(1, 65) if mask >> (s - 1) & 1], "pid": os.getpid()}

@@ -202,6 +202,23 @@ def test_compare_on_a_local_cluster_equals_in_process(tmp_path):
     assert len(here) == 2 and here == lc
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the signal mask from /proc")
+def test_local_workers_start_with_sigint_blocked_and_this_process_keeps_it(tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group: a worker still importing when it lands printed a
+    KeyboardInterrupt traceback. Workers start with SIGINT blocked (inherited from the thread that starts
+    the cluster); this process's main thread must keep it, or a Ctrl-C would be lost."""
+    import threading
+    sys.path.insert(0, str(Path(__file__).parent))
+    import cluster_points
+    points = [{"key": "a"}, {"key": "b"}]
+    res = run_points(cluster_points.blocked_signals, points, str(tmp_path / "out"), jobs=2, progress=False,
+                     cluster="local")
+    assert {res[k]["pid"] for k in ("a", "b")} != {os.getpid()}
+    assert all(int(signal.SIGINT) in res[k]["blocked"] for k in ("a", "b"))
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    assert threading.current_thread() is threading.main_thread()
+
+
 def test_bad_cluster_input_is_one_line(tmp_path, capsys, monkeypatch):
     base = ["sweep", SMALL, "--bits", "4", "--rules", "bp", "--out", str(tmp_path)]
     assert cli.main(base + ["--cluster", "my laptop"]) == 2
