@@ -25,6 +25,8 @@ search; the committed one was made with
         --out benchmarks/data/grid-rules_bits_dataflow
 
 at the committed exploration's scale, so its trials are the ones ``reports/explore/`` looked up.
+``benchmarks/data/grid-rules_bits`` holds the same for the shipped rules x bits space
+(``spaces/rules_bits.yaml``, 120 settings); each data folder's README gives its command.
 """
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -23,16 +25,21 @@ def _ctx(grid):
     g = grid["table"]
     config = str(REPO / "hwconfigs" / "44core_4bit.yaml")
     base = list(g["base_overrides"])
-    return {"space": load_space(str(REPO / "spaces" / "rules_bits_dataflow.yaml"), config, tuple(base)),
-            "scale": g["scale"], "cfg": load_config(config, tuple(base)), "base": base}
+    space = str(REPO / "spaces" / Path(g["space"]["path"]).name)
+    return {"space": load_space(space, config, tuple(base)), "scale": g["scale"],
+            "cfg": load_config(config, tuple(base)), "base": base}
 
 
-def test_the_grid_holds_every_setting_of_the_space_once():
-    grid = samplers.load_grid(samplers.DEFAULT_GRID)
+@pytest.mark.parametrize("name, size", [
+    ("grid-rules_bits_dataflow", 5 * 3 * 2 * 3 * 3),          # rules x weight x activation x N x dataflow
+    ("grid-rules_bits", 5 * 4 * 3 * 2),                        # rules x weight x activation x gradient bits
+])
+def test_a_grid_holds_every_setting_of_its_space_once(name, size):
+    grid = samplers.load_grid(str(REPO / "benchmarks" / "data" / name))
     space = _ctx(grid)["space"]
     every = {json.dumps(dict(zip(space.keys, combo)), sort_keys=True)
              for combo in itertools.product(*(p.values() for p in space.params))}
-    assert len(every) == 5 * 3 * 2 * 3 * 3                    # rules x weight x activation x N x dataflow
+    assert len(every) == size
     assert set(grid["rows"]) == every
     assert len(grid["table"]["rows"]) == len(every)
 
