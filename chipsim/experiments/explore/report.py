@@ -150,7 +150,8 @@ def time_sentence(table: dict) -> str:
     compute = sum({r["key"]: r.get("seconds") or 0.0 for r in table["rows"]}.values())
     return (f"The distinct evaluations took {compute:.0f} s of training and costing as logged (one process "
             f"each); this invocation ran {table['search_seconds']:.0f} s for the search and "
-            f"{table['wall_seconds']:.0f} s in all, reusing what was logged.")
+            f"{table['wall_seconds']:.0f} s in all (less than the compute where evaluations ran in parallel or "
+            "came from the log).")
 
 
 def hv_sentences(table: dict, ref: list, curves: dict) -> list:
