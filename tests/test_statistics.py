@@ -117,6 +117,28 @@ def _outputs(mode, x, micro_batch=1, reps=1):
     return out, cache
 
 
+@pytest.mark.parametrize("bits, signed, group", [(4, False, 1), (4, True, 1), (8, False, 4), (2, True, 3),
+                                                  (4, False, 5)])
+def test_stream_scale_thresholds_in_one_pass_equal_one_call_per_group(bits, signed, group):
+    # the one-pass thresholds (every group the same size) against the per-group reference they replace,
+    # bit for bit: 12 rows of (3, 5, 7), heavy-tailed values with an outlier row; group 5 does not divide
+    # 12 rows, so it takes the per-group path itself, and must still agree
+    from chipsim.quant.streaming import StreamScale
+    rng = np.random.default_rng(7)
+    x = (rng.standard_t(2, size=(12, 3, 5, 7)) * 0.3).astype(np.float32)
+    x[5] *= 40.0
+    scale = StreamScale(bits, signed, group=group)
+    groups = [(r0, min(12, r0 + group)) for r0 in range(0, 12, group)]
+    got, want = scale._thresholds(x, groups), [scale.threshold(x[r0:r1]) for r0, r1 in groups]
+    assert got == want and [type(v) for v in got] == [type(v) for v in want]
+    # the error scale's per-group max |x| (one pass), through its peak hold, against one slice per group
+    from chipsim.quant.streaming import _hold_peak
+    err = StreamErrorScale(8, group=group)
+    err.quantize(x, None)                 # first use: starts from the first group's max, then holds the peak
+    maxes = [float(np.abs(x[r0:r1]).max()) for r0, r1 in groups]
+    assert err.running == _hold_peak(maxes[0], maxes, err.momentum)
+
+
 def test_block_running_output_of_a_row_does_not_depend_on_later_rows():
     x = np.random.default_rng(2).normal(size=(10, 12)).astype(np.float32)
     x2 = x.copy()
