@@ -11,11 +11,12 @@ one trial at a time as each study runs when the studies take turns; only the stu
 than in a database, and a lookup replaces the training. So what it measures is what the committed search
 does, about a hundred times faster.
 
-Run: ``python benchmarks/samplers.py [--grid DIR] [--samplers tpe,nsga2] [--seeds 100] [--trials 48]``.
+Run: ``python benchmarks/samplers.py [--grid DIR] [--samplers nsga2,tpe] [--seeds 100] [--trials 48]``.
 It prints one line per sampler: the final hypervolume's mean, median and spread over the search seeds, the
 fraction of the grid's own hypervolume it reached, its difference from random search's on the same search
-seed (mean and standard error), and on how many seeds it reached at least random search's. The reference point is the grid's: error 1 for accuracy, each cost's worst
-feasible value plus 10 % of its range.
+seed (mean and standard error), and on how many seeds it reached at least random search's. The reference
+point is explore's own (``report.reference_point``) over the whole grid: error 1 for accuracy, each cost's
+worst feasible value plus 10 % of its range.
 
 ``--grid`` (default ``benchmarks/data/grid-rules_bits_dataflow``) is an explore output directory of a grid
 search; the committed one was made with
@@ -43,6 +44,7 @@ import tqdm  # noqa: E402
 
 from chipsim.experiments.explore.objectives import OBJECTIVES  # noqa: E402
 from chipsim.experiments.explore.pareto import hypervolume  # noqa: E402
+from chipsim.experiments.explore.report import reference_point  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_GRID = os.path.join(HERE, "data", "grid-rules_bits_dataflow")
@@ -78,18 +80,6 @@ def replay(sampler: str, seed: int, trials: int, population: int, ctx: dict, row
     return out
 
 
-def reference(rows: dict, objectives: list) -> list:
-    ok = [r for r in rows.values() if r["status"] == "ok"]
-    ref = []
-    for o in objectives:
-        if o == "accuracy":
-            ref.append(1.0)
-            continue
-        col = [r["values"][o] for r in ok]
-        ref.append(max(col) + 0.1 * (max(col) - min(col)))
-    return ref
-
-
 def final_hypervolume(results: list, ref: list, objectives: list) -> float:
     pts = [[OBJECTIVES[o].to_min(r["values"][o]) for o in objectives] for r in results if r["status"] == "ok"]
     return hypervolume(pts, ref)
@@ -106,7 +96,7 @@ def main() -> int:
     grid = load_grid(args.grid)
     g = grid["table"]
     objectives = g["objectives"]
-    ref = reference(grid["rows"], objectives)
+    ref = reference_point({"rows": list(grid["rows"].values()), "objectives": objectives})
     whole = hypervolume([[OBJECTIVES[o].to_min(r["values"][o]) for o in objectives]
                          for r in grid["rows"].values() if r["status"] == "ok"], ref)
     import optuna

@@ -56,5 +56,5 @@ def test_a_replayed_study_finishes_its_trials_and_bp_settings_are_six_configurat
     # its dataflow: 3 weight widths x 2 activation widths)
     bp = {trial_key(ctx, json.loads(k), ctx["scale"]) for k in grid["rows"] if '"workload.rule": "bp"' in k}
     assert len(bp) == 6
-    ref = samplers.reference(grid["rows"], objectives)
+    ref = samplers.reference_point({"rows": list(grid["rows"].values()), "objectives": objectives})
     assert samplers.final_hypervolume(results, ref, objectives) > 0

@@ -114,12 +114,13 @@ def open_cluster(cluster, jobs: int | None = None):
         with dask.config.set({"distributed.nanny.pre-spawn-environ": blas,
                               # a point is minutes of numba code: no GIL warnings, no work stealing mid-point
                               "distributed.admin.tick.limit": "1h", "distributed.scheduler.work-stealing": False}):
-            local = without_sigint(lambda: LocalCluster(
-                n_workers=jobs, threads_per_worker=1, processes=True,
-                # the scheduler serves HTTP (health, metrics) in any case: on a free port. Worker logs stay
-                # quiet: a point's own error reaches this process as its exception; what a worker logs as its
-                # parent goes away (a Ctrl-C, a kill) is noise on the terminal
-                dashboard_address=":0", silence_logs=logging.CRITICAL))
+            with children_start_deaf_to_ctrl_c():
+                local = LocalCluster(
+                    n_workers=jobs, threads_per_worker=1, processes=True,
+                    # the scheduler serves HTTP (health, metrics) in any case: on a free port. Worker logs
+                    # stay quiet: a point's own error reaches this process as its exception; what a worker
+                    # logs as its parent goes away (a Ctrl-C, a kill) is noise on the terminal
+                    dashboard_address=":0", silence_logs=logging.CRITICAL)
             with local, Client(local) as client:
                 client.chipsim_parent = os.getpid()          # its workers are this process's children
                 yield client
@@ -138,36 +139,31 @@ def open_cluster(cluster, jobs: int | None = None):
         yield client
 
 
-def without_sigint(start):
-    """``start()`` run in a thread that blocks SIGINT; returns its result (or raises its exception).
+@contextlib.contextmanager
+def children_start_deaf_to_ctrl_c():
+    """Within the block this thread blocks SIGINT, and so does every thread it starts (the LocalCluster's
+    event loop, which keeps the mask after the block) and every process those start: a signal mask is
+    inherited by new threads and survives fork and exec.
 
-    Why: a terminal's Ctrl-C goes to the whole process group. A worker process still importing when it lands
-    prints a ``KeyboardInterrupt`` traceback over chipsim's one-line resume hint. Processes inherit the signal
-    mask of the thread that starts them (across ``exec`` too), and threads that of the thread that creates
-    them: so the cluster's event-loop thread, the nannies it starts and their workers all have SIGINT
-    blocked. Only this process answers Ctrl-C, and it is not lost: the main thread keeps SIGINT (a Ctrl-C
-    during the start interrupts the wait below), and the workers end with this process.
+    Why: a terminal's Ctrl-C goes to the whole process group. A worker process still importing when it
+    lands printed a ``KeyboardInterrupt`` traceback over chipsim's one-line resume hint. The nannies and
+    workers start with SIGINT blocked (and ignore it once chipsim is imported,
+    ``chipsim._ignore_ctrl_c_in_a_spawned_worker``); only this process answers Ctrl-C. It is not lost: this
+    thread's mask is restored on leaving the block, and a Ctrl-C pressed meanwhile is delivered then.
     """
-    box = {}
-
-    def run():
-        # multiprocessing's resource tracker, when it starts, blocks SIGINT around its own spawn and then
-        # *unblocks* it in the calling thread (whatever the mask was): start it first, so that no later start
-        # of it (a Queue made on the cluster's thread) undoes the block
-        from multiprocessing import resource_tracker
-        resource_tracker.ensure_running()
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            box["value"] = start()
-        except BaseException as exc:            # handed to the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, name="chipsim-start-workers", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    # multiprocessing's resource tracker, when it first starts, blocks SIGINT around its own spawn and then
+    # *unblocks* it in the calling thread, whatever the mask was: start it now, so that no later start of it
+    # (a Queue made on the cluster's thread) undoes the block
+    from multiprocessing import resource_tracker
+    resource_tracker.ensure_running()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 _ONE_POINT_AT_A_TIME = threading.Lock()

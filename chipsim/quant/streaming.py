@@ -70,7 +70,6 @@ class StreamScale(ClippedScale):
         lo = -self.qmax if self.signed else 0
         return _divide_round_clip(x, scale, lo, self.qmax), scale
 
-
     def _thresholds(self, x, groups) -> list:
         """``[self.threshold(x[r0:r1]) for r0, r1 in groups]``, in one pass over ``x`` when every group has
         the same number of rows (``running``: one row each): a Python call per row was 4,000 calls a step.
