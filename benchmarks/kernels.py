@@ -5,7 +5,8 @@ Run: ``python benchmarks/kernels.py [--rounds 15] [--calls 8] [--threads 2]``
 For each conv layer of the default model (batch 64, 3x3, pad 1) it times one
 training step of the layer, forward + grad_w + grad_input:
 
-* ours at 4 bits on the int8 unit (``chipsim.kernels.int8``, torch._int_mm),
+* ours at 4 bits on the int8 unit (``chipsim.kernels.int8``: torch._int_mm, and
+  oneDNN's direct conv where it applies, ``chipsim.kernels.conv_direct``),
   at 4 bits forced onto the float path (``set_kernels("float")``: exact
   float32 BLAS GEMMs), and at 8 bits on the int8 unit; integer codes,
   ``int_bound`` set, the path taken printed; called as the engine's
@@ -24,9 +25,11 @@ torch on every layer in the same round).
 
 Peaks: before the rounds, the best rate of int8 ``torch._int_mm`` and of
 float32 ``torch.mm`` over a few large shapes (the machine's int8 and float32
-GEMM ceilings at this thread count), and the rate of the int8 GEMMs alone
-inside each layer's step (its three products on the engine's operands), as a
-fraction of the int8 peak (target >= 50%).
+GEMM ceilings at this thread count), and the rate of the int8 products alone
+inside each layer's step, each on the kernel the engine picks for it (oneDNN's
+direct conv for the forward and input gradient from 8 channels on,
+``torch._int_mm`` otherwise), its operands already converted, as a fraction of
+the int8 peak (target >= 50%).
 """
 from __future__ import annotations
 
@@ -98,10 +101,26 @@ def gemm_peaks(calls=5, tries=3):
     return rates["int8"], rates["f32"], text
 
 
-def layer_gemm_rate(bits, n, c, h, w, o, rng, calls=5, tries=3):
-    """GOP/s of the three int8 GEMMs of a layer's step alone, on operands laid out as the int8 unit
-    lays them out (``chipsim.kernels.conv``), best of ``tries`` blocks."""
-    from chipsim.kernels.conv import CL_MIN_CHANNELS
+def _direct_kernel(x, w, pad):
+    """A closure running oneDNN's direct int8 conv alone (``chipsim.kernels.conv_direct``) on operands
+    already converted and packed: the kernel the engine's forward and input gradient call."""
+    n, c, h, wd = x.shape
+    o = w.shape[0]
+    tx = torch.from_numpy((x.astype(np.int16) + 128).astype(np.uint8)).contiguous(memory_format=torch.channels_last)
+    ones, zp = torch.ones(o), torch.zeros(o, dtype=torch.int64)
+    geo = ([1, 1], [pad, pad], [1, 1])
+    qw = torch.ops.onednn.qconv_prepack(torch.from_numpy(w.astype(np.int8)), ones, 1.0, 128, *geo, 1, list(tx.shape))
+    return lambda: torch.ops.onednn.qconv2d_pointwise(tx, 1.0, 128, qw, ones, zp, None, *geo, 1, 1.0, 0,
+                                                      torch.float32, "none", [], "")
+
+
+def layer_gemm_rates(bits, n, c, h, w, o, rng, calls=5, tries=3):
+    """GOP/s of each int8 product of a layer's step alone (forward, weight gradient, input gradient) and
+    of the three together, each on the kernel the engine picks for it (``chipsim.kernels.conv``): oneDNN's
+    direct conv (forward and input gradient, from DIRECT_MIN_CHANNELS channels on) or ``torch._int_mm``
+    on operands laid out as the int8 unit lays them out; best of ``tries`` blocks. Returns
+    ({product: (rate, kernel)}, rate of the three)."""
+    from chipsim.kernels.conv import CL_MIN_CHANNELS, _direct
     from chipsim.kernels.int8 import int8_gemm, to_int8
     from chipsim.kernels.layout import _im2col_grid
     from chipsim.kernels.layout_int8 import im2col_cl, nchw_to_grid_cl, nchw_to_grid_i8, pad_planes_cl, pad_planes_i8
@@ -113,25 +132,28 @@ def layer_gemm_rate(bits, n, c, h, w, o, rng, calls=5, tries=3):
     if c < CL_MIN_CHANNELS:                        # the NCHW grid (see chipsim.kernels.conv)
         cols = _im2col_grid(pad_planes_i8(x, PAD, PAD, wp, KS - 1)[0], n, c, KS, KS, wp, h)
         g8 = nchw_to_grid_i8(gy, wp)[0]
-        w2 = to_int8(wt.reshape(o, -1))
-        w2t = to_int8(wt.reshape(o, -1).T)
-
-        def gemms():
-            int8_gemm(w2, cols, (amax, wmax))
-            int8_gemm(g8, cols.T, (amax, wmax), k_eff=n * h * w)
-            int8_gemm(w2t, g8, (wmax, wmax))
+        w2, w2t = to_int8(wt.reshape(o, -1)), to_int8(wt.reshape(o, -1).T)
+        gemm = {"fwd": lambda: int8_gemm(w2, cols, (amax, wmax)),
+                "gw": lambda: int8_gemm(g8, cols.T, (amax, wmax), k_eff=n * h * w),
+                "gi": lambda: int8_gemm(w2t, g8, (wmax, wmax))}
     else:
         cols = im2col_cl(pad_planes_cl(x, PAD, PAD, wp, KS - 1)[0], KS, KS, wp, h)
         g8 = nchw_to_grid_cl(gy, wp)[0]
         w_fwd = to_int8(wt.transpose(2, 3, 1, 0).reshape(-1, o))
         w_gi = to_int8(wt.transpose(0, 2, 3, 1).reshape(o, -1))
-
-        def gemms():
-            int8_gemm(cols, w_fwd, (amax, wmax))
-            int8_gemm(g8.T, cols, (amax, wmax), k_eff=n * h * w)
-            int8_gemm(g8, w_gi, (wmax, wmax))
-    ops = 3 * 2 * n * o * h * w * c * KS * KS
-    return max(ops / time_block(gemms, calls).wall / 1e9 for _ in range(tries))
+        gemm = {"fwd": lambda: int8_gemm(cols, w_fwd, (amax, wmax)),
+                "gw": lambda: int8_gemm(g8.T, cols, (amax, wmax), k_eff=n * h * w),
+                "gi": lambda: int8_gemm(g8, w_gi, (wmax, wmax))}
+    run = dict(gemm)
+    kernel = {p: "int_mm" for p in run}
+    if _direct("conv2d_forward", c * KS * KS, (amax, wmax), c):
+        run["fwd"], kernel["fwd"] = _direct_kernel(x, wt, PAD), "direct"
+    if _direct("conv2d_grad_input", o * KS * KS, (wmax, wmax), o):
+        run["gi"] = _direct_kernel(gy, np.ascontiguousarray(wt[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)), KS - 1 - PAD)
+        kernel["gi"] = "direct"
+    ops = 2 * n * o * h * w * c * KS * KS
+    secs = {p: min(time_block(f, calls).wall for _ in range(tries)) for p, f in run.items()}
+    return {p: (ops / secs[p] / 1e9, kernel[p]) for p in run}, 3 * ops / sum(secs.values()) / 1e9
 
 
 def ours_step(bits, n, c, h, w, o, rng, unit="int8"):
@@ -226,11 +248,12 @@ def main(argv=None):
                 per_round_min = [min(m, r) for m, r in zip(per_round_min, ratios(ref, blocks))]
                 summary.append(f"{name.split()[0]} {wall.median:.2f}x (IQR {wall.q1:.2f}-{wall.q3:.2f}, "
                                f"{wall.hits}/{wall.n} rounds >= {TARGET:.1f}x, CPU {cpu.median:.2f}x)")
-        rate = layer_gemm_rate(4, n, c, h, w, o, rng)
-        gemm_summary.append(f"{name.split()[0]} {rate:.0f} GOP/s = {100 * rate / peak8:.0f}%")
+        each, rate = layer_gemm_rates(4, n, c, h, w, o, rng)
+        gemm_summary.append(f"{name.split()[0]} {rate:.0f} GOP/s = {100 * rate / peak8:.0f}% ("
+                            + ", ".join(f"{p} {r:.0f} {k}" for p, (r, k) in each.items()) + ")")
     hits = sum(r >= TARGET for r in per_round_min)
-    print("int8 GEMMs alone inside each 4-bit layer step, vs the int8 peak: " + ", ".join(gemm_summary)
-          + f" (target >= {100 * GEMM_TARGET:.0f}%)")
+    print("int8 products alone inside each 4-bit layer step (the kernels the engine picks, operands ready), "
+          "vs the int8 peak: " + "; ".join(gemm_summary) + f" (target >= {100 * GEMM_TARGET:.0f}%)")
     print("summary: kernels 4-bit int8/torch " + ", ".join(summary) + f"; {hits}/{args.rounds} rounds >= "
           f"{TARGET:.1f}x on every layer; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     return 0

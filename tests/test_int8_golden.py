@@ -3,9 +3,9 @@
 For each rule that applies to the default model (models/cnn_small.yaml; CwC, whose channels must
 split into the classes' groups, on its own models/cwc_mnist.yaml), two real training steps
 at 4 bits (hwconfigs/44core_4bit.yaml) and at 8 bits (44core_8bit.yaml: the 8-bit codes still fit
-int8, the grad-weight reductions take the wide path), once with ``set_kernels("float")`` and once
-with ``set_kernels("int8")``: the digest of everything the trainer holds and the trace's totals
-must match bit for bit. Exact arithmetic does not depend on which unit sums it, so any difference
+int8, the grad-weight reductions take the wide path), once with ``set_kernels("float")`` and twice
+with ``set_kernels("int8")`` (its GEMMs alone, then with oneDNN's direct convs): the digest of
+everything the trainer holds and the trace's totals must match bit for bit. Exact arithmetic does not depend on which unit sums it, so any difference
 is a bug (a dtype, a layout, a rounding that the int path does differently).
 """
 
@@ -31,16 +31,27 @@ def _two_steps(preset: str, rule: str) -> tuple:
 
 @pytest.mark.parametrize("preset", ["44core_4bit.yaml", "44core_8bit.yaml"])
 @pytest.mark.parametrize("rule", RULES_HERE)
-def test_int8_unit_and_float_path_train_the_same_bits(preset, rule):
+def test_int8_unit_and_float_path_train_the_same_bits(preset, rule, monkeypatch):
+    """The float path, then the int8 unit twice: its GEMMs alone (im2col + ``torch._int_mm``), and with
+    oneDNN's direct convs where they apply (``conv_direct``, when present and exact here)."""
+    from chipsim.kernels import conv_direct
     old = set_kernels("float")
     try:
         LAST_UNIT.clear()
         want = _two_steps(preset, rule)
         assert set(LAST_UNIT.values()) == {"float"}
         set_kernels("int8")
+        monkeypatch.setitem(conv_direct._STATE, "on", False)
         LAST_UNIT.clear()
         got = _two_steps(preset, rule)
-        assert "int8" in LAST_UNIT.values()           # the int8 unit did run
+        assert "int8" in LAST_UNIT.values() and "int8-direct" not in LAST_UNIT.values()
+        if conv_direct.available():
+            monkeypatch.setitem(conv_direct._STATE, "on", True)
+            LAST_UNIT.clear()
+            direct = _two_steps(preset, rule)
+            assert "int8-direct" in LAST_UNIT.values()     # the direct conv did run
+            assert direct[1] == want[1], "trace totals differ (direct conv)"
+            assert direct[0] == want[0], "weights, optimizer state or RNG streams differ (direct conv)"
     finally:
         set_kernels(old)
     assert got[1] == want[1], "trace totals differ"

@@ -125,16 +125,21 @@ def test_matmul_int8_any_shape_and_layout(int8_unit, shape):
 # ---------------------------------------------------------------- the kernels on both units
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("bound", [(7, 7, 7), (127, 127, 127)])
-@pytest.mark.parametrize("layout", ["nchw", "channels-last"])
+@pytest.mark.parametrize("layout", ["nchw", "channels-last", "direct"])
 def test_conv_exact_on_each_unit(unit, case, bound, layout, monkeypatch):
     """Forward, grad-weight and grad-input hold the int64 reference's integers on each unit and, on
     the int8 unit, in each of its layouts (the cases have 1-5 channels: under CL_MIN_CHANNELS = 8
-    they take the NCHW grid, with it set to 1 channels-last), every operand at its largest
+    they take the NCHW grid, with it set to 1 channels-last) and through oneDNN's direct conv
+    (``direct``: DIRECT_MIN_CHANNELS set to 1; off in the other two), every operand at its largest
     magnitude somewhere (random signs elsewhere)."""
-    from chipsim.kernels import conv
-    if unit == "float" and layout == "channels-last":
+    from chipsim.kernels import conv, conv_direct
+    if unit == "float" and layout != "nchw":
         pytest.skip("the float path has one layout")
     monkeypatch.setattr(conv, "CL_MIN_CHANNELS", 1 if layout == "channels-last" else 8)
+    monkeypatch.setattr(conv, "DIRECT_MIN_CHANNELS", 1)
+    monkeypatch.setitem(conv_direct._STATE, "on", layout == "direct")
+    if layout == "direct" and not conv_direct.available():
+        pytest.skip("oneDNN's direct int8 conv is not exact or not present here")
     n, c, h, w, o, kh, kw, s, p = case
     ma, mw, mg = bound
     rng = np.random.default_rng(sum(case) + ma)
@@ -151,7 +156,11 @@ def test_conv_exact_on_each_unit(unit, case, bound, layout, monkeypatch):
     _same(K.conv2d_grad_input(gy, wt, x.shape, s, p, int_bound=(mg, mw)), ref_grad_input(gy, wt, x.shape, s, p),
           np.float32)
     if unit == "int8" and s == 1:
-        assert K.LAST_UNIT["conv2d_grad_input"] == "int8"
+        # the input gradient is a conv only while the padding is at most k - 1
+        direct_gi = layout == "direct" and p <= kh - 1 and p <= kw - 1
+        assert K.LAST_UNIT["conv2d_grad_input"] == ("int8-direct" if direct_gi else "int8")
+        assert K.LAST_UNIT["conv2d_grad_weight"] == "int8"
+        assert K.LAST_UNIT["conv2d_forward"] == ("int8-direct" if layout == "direct" else "int8")
 
 
 def test_conv_grad_weight_past_the_int32_bound(unit):
@@ -167,11 +176,15 @@ def test_conv_grad_weight_past_the_int32_bound(unit):
     assert np.array_equal(gw, ref_grad_weight(x, gy, 3, 3, 1, 1).astype(np.float64))
 
 
+@pytest.mark.parametrize("direct", [False, True])
 @pytest.mark.parametrize("c", [6, 12, 120])
-def test_conv_forward_rescale_is_the_float_paths(int8_unit, c):
+def test_conv_forward_rescale_is_the_float_paths(int8_unit, c, direct, monkeypatch):
     """``out_scale`` on the int8 unit rounds like the float path: the same float32 bits. 6 channels
-    take the NCHW grid, 12 channels-last; at 120, K = 1080 and 1080*127*127 = 17419320 > 2**24, so
-    the float path's accumulator is float64 and the rescale is a float64 product."""
+    take the NCHW grid, 12 channels-last or (``direct``) oneDNN's direct conv, whose scale is applied
+    by oneDNN; at 120, K = 1080 and 1080*127*127 = 17419320 > 2**24, so the float path's accumulator
+    is float64, the rescale is a float64 product and the direct conv does not apply."""
+    from chipsim.kernels import conv_direct
+    monkeypatch.setitem(conv_direct._STATE, "on", direct)
     rng = np.random.default_rng(3)
     x, wt = _codes(rng, (4, c, 9, 9), 127), _codes(rng, (5, c, 3, 3), 127)
     scale = rng.random(5).astype(np.float32) * 1e-3
@@ -232,6 +245,8 @@ def test_too_wide_codes_keep_the_float_path(int8_unit):
 
 # ---------------------------------------------------------------- the choice of unit
 def test_kernel_path_follows_the_cpu(monkeypatch):
+    from chipsim.kernels import conv_direct
+    monkeypatch.setitem(conv_direct._STATE, "on", False)
     monkeypatch.setitem(I8._STATE, "choice", "auto")
     monkeypatch.setitem(I8._STATE, "cpu", ())
     assert I8.kernel_path() == "float32-blas" and not I8.use_int8()
@@ -243,6 +258,11 @@ def test_kernel_path_follows_the_cpu(monkeypatch):
     assert I8.kernel_path() == "float32-blas"
     monkeypatch.setitem(I8._STATE, "choice", "int8")
     monkeypatch.setitem(I8._STATE, "cpu", ())
+    assert I8.kernel_path() == "int8-generic (torch._int_mm)"
+    monkeypatch.setitem(conv_direct._STATE, "on", True)
+    monkeypatch.setitem(conv_direct._STATE, "probe", True)
+    assert I8.kernel_path() == "int8-generic (torch._int_mm, oneDNN direct conv)"
+    monkeypatch.setitem(conv_direct._STATE, "probe", False)           # present but not exact here
     assert I8.kernel_path() == "int8-generic (torch._int_mm)"
 
 

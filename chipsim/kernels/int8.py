@@ -37,6 +37,7 @@ CPU has int8 dot-product instructions (read from /proc/cpuinfo) and torch has
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -155,7 +156,8 @@ def use_int8() -> bool:
 
 def kernel_path() -> str:
     """A short name of the GEMM unit the exact weighted sums use in this process, e.g.
-    ``"int8-vnni (torch._int_mm)"`` or ``"float32-blas"`` (printed by ``chipsim run``)."""
+    ``"int8-amx (torch._int_mm, oneDNN direct conv)"``, ``"int8-vnni (torch._int_mm)"`` or
+    ``"float32-blas"`` (printed by ``chipsim run``, kept in every report's provenance)."""
     if not use_int8():
         return "float32-blas"
     if _device() == "cuda":
@@ -163,7 +165,8 @@ def kernel_path() -> str:
     flags = cpu_dot_flags()
     unit = ("amx" if "amx_int8" in flags else "vnni" if any("vnni" in f for f in flags)
             else "dotprod" if flags else "generic")
-    return f"int8-{unit} (torch._int_mm)"
+    from .conv_direct import in_use                 # (imported here: conv_direct imports this module)
+    return f"int8-{unit} (torch._int_mm{', oneDNN direct conv' if in_use() else ''})"
 
 
 def set_device(device: str) -> None:
@@ -189,20 +192,29 @@ def int32_chunk(int_bound) -> int:
     return (INT32_EXACT - 1) // max(prod, 1)
 
 
+@contextlib.contextmanager
+def gemm_threads():
+    """torch's intra-op threads set to :data:`GEMM_THREADS` for the calls inside, then restored."""
+    import torch
+    before = torch.get_num_threads()
+    if GEMM_THREADS <= 0 or GEMM_THREADS == before:
+        yield
+        return
+    torch.set_num_threads(GEMM_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _mm(a8: np.ndarray, b8: np.ndarray) -> np.ndarray:
     """One int8 x int8 -> int32 GEMM through torch (numpy views in and out where possible)."""
     import torch
     ta, tb = torch.from_numpy(a8), torch.from_numpy(b8)
     if _device() == "cuda":
         return _mm_cuda(ta, tb)
-    before = torch.get_num_threads()
-    if GEMM_THREADS <= 0 or GEMM_THREADS == before:
+    with gemm_threads():
         return torch._int_mm(ta, tb).numpy()
-    torch.set_num_threads(GEMM_THREADS)
-    try:
-        return torch._int_mm(ta, tb).numpy()
-    finally:
-        torch.set_num_threads(before)
 
 
 def _mm_cuda(ta, tb) -> np.ndarray:
@@ -306,11 +318,14 @@ def _split_gemm(a, b, k_eff):
 
 @njit(cache=True)
 def has_nan(a):
-    """Whether a 2-D array (any layout, any dtype) holds a NaN; integer arrays never do."""
+    """Whether a 2-D array (any layout, any dtype) holds a NaN; integer arrays never do. A row at a time,
+    without a branch inside it (so the compare vectorises)."""
     for i in range(a.shape[0]):
+        nan = False
         for j in range(a.shape[1]):
-            if a[i, j] != a[i, j]:
-                return True
+            nan |= a[i, j] != a[i, j]
+        if nan:
+            return True
     return False
 
 
