@@ -105,6 +105,28 @@ def test_row_sum_squares_and_goodness_are_numpys_bit_for_bit():
         assert _same(K.goodness(y.astype(np.float64)), ref)     # the numpy fallback agrees
 
 
+def test_vectorised_leaves_round_as_numpys_pairwise_sum():
+    """The 8-lane leaf (``sums._squares8``) must round every partial sum as numpy's scalar leaf does.
+    Values spread over 2**-40 .. 2**40 make nearly every float64 addition round, so an addition done in
+    another order, or fused with its multiply, would show. Every length 1-300 (leaves with and without a
+    tail, trees of one to three levels) and whole rows, against numpy; then an inf and a NaN."""
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal(4000) * np.exp2(rng.uniform(-40, 40, 4000))).astype(np.float32)
+    for n in range(1, 301):
+        got = S._pairwise_sum_squares(x[:n], 0, n)
+        want = np.square(x[:n], dtype=np.float64).sum()
+        assert got == want, n
+    rows = x[:3900].reshape(13, 300)
+    out = np.empty(13)
+    S._row_sum_squares(rows, out)
+    assert _same(out, np.square(rows, dtype=np.float64).sum(axis=1))
+    y = x[:200].copy()
+    y[77] = np.inf
+    assert S._pairwise_sum_squares(y, 0, 200) == np.inf
+    y[5] = np.nan
+    assert np.isnan(S._pairwise_sum_squares(y, 0, 200))
+
+
 @pytest.mark.parametrize("signed", [True, False])
 def test_clipped_scale_divide_round_clip_is_numpys(signed):
     rng = np.random.default_rng(5)
