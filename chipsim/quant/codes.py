@@ -111,6 +111,22 @@ def _floor_plus_uniform(v, seed, out):
         out[i] = np.floor(v[i] + _uniform(base, i))
 
 
+@njit(**_MOVE)
+def _fixed_point_add(q, delta, step, qmax, stochastic, seed, q_out, value):
+    """The master weights' rounded add in one pass (``FixedPoint.apply``), as it was written in numpy:
+    ``dq = round(float64(delta) / step)`` (nearest even, or stochastic: ``floor(x + u_i)`` with the
+    counter-based uniforms of ``quant.codes._uniform``), ``q_out = clip(q + int64(dq), -qmax, qmax)``,
+    and the new value ``float32(float64(q_out) * step)``. ``delta`` is finite (``check_update``)."""
+    base = np.uint64(seed)
+    for i in prange(q.size):
+        x = np.float64(delta[i]) / step
+        r = np.floor(x + _uniform(base, i)) if stochastic else np.rint(x)
+        qi = q[i] + np.int64(r)
+        qi = min(max(qi, -qmax), qmax)
+        q_out[i] = qi
+        value[i] = np.float32(np.float64(qi) * step)
+
+
 def _round(v, rounding, rng):
     """Round ``v`` to integers (nearest-even or unbiased stochastic).
 

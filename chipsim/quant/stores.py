@@ -23,6 +23,7 @@ from .codes import (
     _check_choice,
     _divide_round_clip,
     _finish_scale,
+    _fixed_point_add,
     _mean_square,
     _pow2_ceil,
     _round,
@@ -126,11 +127,25 @@ class FixedPoint:
         self.q = q.astype(np.int64)
 
     @property
+    def q(self) -> np.ndarray:
+        """The int64 codes; setting them drops the cached float32 value."""
+        return self._q
+
+    @q.setter
+    def q(self, codes) -> None:
+        self._q, self._cached = codes, None
+
+    @property
     def value(self) -> np.ndarray:
-        """The weights as float32 (exact: codes times a power of two)."""
+        """The weights as float32 (exact: codes times a power of two), read-only: computed once per
+        change of the codes (a step reads it twice, to requantize and to report), not per read."""
         if self.bits == 32:
             return self._value
-        return (self.q * self.step).astype(np.float32)
+        if getattr(self, "_cached", None) is None:
+            v = (self.q * self.step).astype(np.float32)
+            v.flags.writeable = False
+            self._cached = v
+        return self._cached
 
     def to_state(self) -> dict:
         """Plain data for a checkpoint (``chipsim.checkpoint``): the codes and their grid, exactly."""
@@ -162,6 +177,19 @@ class FixedPoint:
             return self._value
         # q is integer, so rounding delta/step equals rounding the new sum.
         record("update_master", "FixedPoint.apply", (MASTER_OPS + (2 if rounding == "stochastic" else 0)) * delta.size)
+        if delta.shape == self.q.shape and delta.size:
+            # the numpy below in one pass (codes._fixed_point_add), with the value it leaves
+            _check_choice("rounding", rounding, ROUNDINGS)
+            stochastic = rounding == "stochastic"
+            if stochastic and rng is None:
+                raise ValueError("stochastic rounding needs a numpy Generator `rng`")
+            seed = int(rng.integers(0, 2 ** 63)) if stochastic else 0          # as _round draws it
+            q, value = np.empty(self.q.shape, np.int64), np.empty(self.q.shape, np.float32)
+            _fixed_point_add(np.ascontiguousarray(self.q).reshape(-1), np.ascontiguousarray(delta).reshape(-1),
+                             float(self.step), int(self.qmax), stochastic, seed, q.reshape(-1), value.reshape(-1))
+            value.flags.writeable = False
+            self.q, self._cached = q, value
+            return value
         dq = _round(delta.astype(np.float64) / self.step, rounding, rng)
         self.q = np.clip(self.q + dq.astype(np.int64), -self.qmax, self.qmax)
         return self.value

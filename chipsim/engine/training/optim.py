@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...kernels.update import adam_moments, adam_step
 from ...quant import QuantStore
 from ...trace.work import costed
 
@@ -110,17 +111,36 @@ class Adam(_Optimizer):
         self.t = {k: int(v) for k, v in d["t"].items()}
 
 
+def _python_scalars(*xs) -> bool:
+    """Every one is a Python float or int: numpy then computes with it in float32 against a float32 array
+    (a "weak" scalar), which is what the fused kernels do."""
+    return all(type(x) in (float, int) for x in xs)
+
+
 @costed("update_optimizer", count=lambda a, out: ADAM_OPS * a.grad.size)
 def _adam(opt, key, grad, lr, rng):
     t = opt.t[key] + 1
     opt.t[key] = t
     st = opt.stores[key]
-    g = grad.astype(np.float32)
+    g = np.ascontiguousarray(grad, dtype=np.float32)
     # Every step, the first included, reads the stored moments, as a core in its steady state does: the
     # stores start at exact zero, so step 1's moments are (1 - b1) g and (1 - b2) g^2 bit for bit, and
     # its loads (and their dequantisation) are costed like any later step's.
     s = st["sqrt_v"].load()
-    m = opt.b1 * st["m"].load() + (1 - opt.b1) * g
+    m_old = st["m"].load()
+    if _python_scalars(opt.b1, opt.b2, opt.eps, lr) and s.shape == m_old.shape == g.shape:
+        # the expressions below, fused: one pass for the moments, one for the step (kernels.update)
+        m, v, sqrt_v, out = (np.empty(g.shape, np.float32) for _ in range(4))
+        f32 = np.float32
+        adam_moments(g.reshape(-1), np.ascontiguousarray(m_old).reshape(-1), np.ascontiguousarray(s).reshape(-1),
+                     f32(opt.b1), f32(1 - opt.b1), f32(opt.b2), f32(1 - opt.b2), m.reshape(-1), v.reshape(-1),
+                     sqrt_v.reshape(-1))
+        st["m"].store(m, rng)
+        st["sqrt_v"].store(sqrt_v, rng)
+        adam_step(m.reshape(-1), v.reshape(-1), f32(1 - opt.b1 ** t), f32(1 - opt.b2 ** t), f32(-lr), f32(opt.eps),
+                  out.reshape(-1))
+        return out
+    m = opt.b1 * m_old + (1 - opt.b1) * g
     v = opt.b2 * s * s + (1 - opt.b2) * g * g
     st["m"].store(m, rng)
     st["sqrt_v"].store(np.sqrt(v), rng)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import TrainingDiverged
+from ...kernels.update import finite_absmax
 from ...trace.work import split
 
 
@@ -41,17 +42,21 @@ def check_update(key: str, delta, master, lr) -> None:
     weights' width holds (``update_bits``): such a step is not learning but saturation, and a training
     that goes on from it ends at chance with no sign of why (``training.lr=1e30``)."""
     d = np.asarray(delta)
-    if not np.isfinite(d).all():
+    if d.dtype == np.float32 and d.size:
+        finite, big = finite_absmax(np.ascontiguousarray(d).reshape(-1))    # both checks in one pass
+    else:
+        finite, big = bool(np.isfinite(d).all()), float(np.max(np.abs(d))) if d.size else 0.0
+    if not finite:
         raise TrainingDiverged(f"training diverged: the update of {key} is not finite (lr {lr:g}); lower "
                                "training.lr")
+    big = float(big)
     if getattr(master, "bits", 32) == 32 or not d.size:
         limit = float(np.finfo(np.float32).max) / 4
-        if d.size and float(np.max(np.abs(d))) > limit:
-            raise TrainingDiverged(f"training diverged: an update of {key} of {float(np.max(np.abs(d))):.3g} "
+        if d.size and big > limit:
+            raise TrainingDiverged(f"training diverged: an update of {key} of {big:.3g} "
                                    f"nears float32's range (lr {lr:g}); lower training.lr")
         return
     span = 2.0 * master.qmax * master.step
-    big = float(np.max(np.abs(d)))
     if big > span:
         raise TrainingDiverged(f"training diverged: an update of {key} of {big:.3g} exceeds the whole range "
                                f"(±{span / 2:.3g}) of its {master.bits}-bit master weights (precision.update_bits) "
