@@ -41,10 +41,14 @@ class RowBNCache(NamedTuple):
     var: np.ndarray
 
 
-@njit(cache=True)
-def _stream_rows(x, gamma, beta, rmean, rvar, seen, momentum, eps, y, mean_rows, var_rows):
-    """Row by row: fold the row into (rmean, rvar), then normalise it with them. float64 estimates."""
+@njit(cache=True, error_model="numpy")
+def _stream_rows(x, gamma, beta, rmean, rvar, seen, momentum, eps, y, mean_rows, var_rows, inv_rows):
+    """Row by row: fold the row into (rmean, rvar), then normalise it with them. float64 estimates; each
+    row's statistics go out as float32 (``mean_rows``, ``var_rows``, ``inv_rows = 1 / sqrt(var + eps)``)."""
     n, c, s = x.shape
+    if s == 1:                                     # a dense layer's input: see _stream_rows_1
+        return _stream_rows_1(x[:, :, 0], gamma, beta, rmean, rvar, seen, momentum, eps, y[:, :, 0],
+                              mean_rows, var_rows, inv_rows)
     for b in range(n):
         seen += 1
         a = max(1.0 / (seen + 1), momentum)
@@ -64,11 +68,39 @@ def _stream_rows(x, gamma, beta, rmean, rvar, seen, momentum, eps, y, mean_rows,
             rvar[ci] = (1.0 - a) * (rvar[ci] + a * d * d) + a * v
             m, var = rmean[ci], rvar[ci]
             inv = 1.0 / np.sqrt(var + eps)
-            mean_rows[b, ci], var_rows[b, ci] = m, var
+            mean_rows[b, ci], var_rows[b, ci], inv_rows[b, ci] = np.float32(m), np.float32(var), np.float32(inv)
             g, sh = gamma[ci], beta[ci]
             m32, inv32 = np.float32(m), np.float32(inv)
             for k in range(s):
                 y[b, ci, k] = ((row[k] - m32) * inv32) * g + sh
+    return seen
+
+
+@njit(cache=True, error_model="numpy")
+def _stream_rows_1(x, gamma, beta, rmean, rvar, seen, momentum, eps, y, mean_rows, var_rows, inv_rows):
+    """:func:`_stream_rows` for one value per channel (s = 1: a dense layer's N x features): the same
+    operations written without the loops over the row's values, so that the loop over the channels,
+    whose iterations are independent, vectorises (its square root and division dominated the dense
+    block's BN: 1568 channels x 320 rows a DF-R step). ``mu`` and ``v`` are still formed as ``0 + x``,
+    ``/ 1`` and ``0 + d * d``: the same IEEE operations, signed zeros included."""
+    n, c = x.shape
+    for b in range(n):
+        seen += 1
+        a = max(1.0 / (seen + 1), momentum)
+        xb, yb = x[b], y[b]
+        mb, vb, ib = mean_rows[b], var_rows[b], inv_rows[b]
+        for ci in range(c):
+            xv = xb[ci]
+            mu = (0.0 + xv) / 1.0
+            d0 = xv - mu
+            v = (0.0 + d0 * d0) / 1.0
+            d = mu - rmean[ci]
+            m = rmean[ci] + a * d
+            var = (1.0 - a) * (rvar[ci] + a * d * d) + a * v
+            rmean[ci], rvar[ci] = m, var
+            inv = 1.0 / np.sqrt(var + eps)
+            mb[ci], vb[ci], ib[ci] = np.float32(m), np.float32(var), np.float32(inv)
+            yb[ci] = ((xv - np.float32(m)) * np.float32(inv)) * gamma[ci] + beta[ci]
     return seen
 
 
@@ -83,14 +115,12 @@ def batchnorm_stream_forward(x, gamma, beta, running_mean, running_var, seen, mo
     n, c = x.shape[0], x.shape[1]
     rm, rv = running_mean.astype(np.float64), running_var.astype(np.float64)
     y = np.empty_like(x)
-    mean_rows, var_rows = np.empty((n, c)), np.empty((n, c))
+    mean_rows, var_rows, inv = (np.empty((n, c), np.float32) for _ in range(3))
     seen = _stream_rows(_as_ncs(x), np.asarray(gamma, np.float32), np.asarray(beta, np.float32), rm, rv,
-                        int(seen), float(momentum), float(eps), _as_ncs(y), mean_rows, var_rows)
+                        int(seen), float(momentum), float(eps), _as_ncs(y), mean_rows, var_rows, inv)
     running_mean[...] = rm
     running_var[...] = rv
-    inv = (1.0 / np.sqrt(var_rows + eps)).astype(np.float32)
-    return y, RowBNCache(None, inv, np.asarray(gamma, np.float32), mean_rows.astype(np.float32),
-                         var_rows.astype(np.float32)), seen
+    return y, RowBNCache(None, inv, np.asarray(gamma, np.float32), mean_rows, var_rows), seen
 
 
 @costed("bn_forward", count=lambda a, out: BN_TRAIN_OPS * a.x.size)
