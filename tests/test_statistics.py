@@ -59,6 +59,39 @@ def test_running_bn_matches_a_plain_loop_and_ignores_later_rows():
     assert not np.allclose(y2[3:], y[3:])
 
 
+def test_running_bn_of_a_dense_input_is_a_plain_loop_bit_for_bit():
+    """One value per channel (a dense layer's N x features) takes a loop of its own (``_stream_rows_1``,
+    vectorised over the channels). It must do the general loop's IEEE operations exactly; the reference
+    here is that loop in plain Python floats (float64), float32 where the kernel rounds to it. Signed
+    zeros and a tiny eps included."""
+    rng = np.random.default_rng(6)
+    n, c = 9, 37
+    x = (rng.standard_normal((n, c)) * 30).astype(np.float32)
+    x[::2, ::3] = -0.0
+    x[1::2, 1::4] = 0.0
+    gamma, beta = rng.uniform(0.5, 2, c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    rm0, rv0 = rng.standard_normal(c).astype(np.float32), rng.uniform(0.5, 2, c).astype(np.float32)
+    rm, rv = rm0.copy(), rv0.copy()
+    y, cache, seen = batchnorm_stream_forward(x, gamma, beta, rm, rv, 4, 0.125, eps=1e-7)
+    m, v = [float(u) for u in rm0], [float(u) for u in rv0]
+    f32 = np.float32
+    for b in range(n):
+        a = max(1.0 / (4 + b + 1 + 1), 0.125)
+        for ci in range(c):
+            xv = float(x[b, ci])
+            mu = (0.0 + xv) / 1
+            d0 = xv - mu
+            var_in = (0.0 + d0 * d0) / 1
+            d = mu - m[ci]
+            m[ci] = m[ci] + a * d
+            v[ci] = (1.0 - a) * (v[ci] + a * d * d) + a * var_in
+            inv = 1.0 / np.sqrt(v[ci] + 1e-7)
+            want = ((f32(xv) - f32(m[ci])) * f32(inv)) * gamma[ci] + beta[ci]
+            assert y[b, ci].tobytes() == f32(want).tobytes(), (b, ci)
+            assert cache.inv_std[b, ci] == f32(inv) and cache.mean[b, ci] == f32(m[ci]) and cache.var[b, ci] == f32(v[ci])
+    assert seen == 4 + n and rm.tolist() == [float(f32(u)) for u in m] and rv.tolist() == [float(f32(u)) for u in v]
+
+
 def test_micro_batch_bn_is_torch_batch_norm_on_each_group():
     x = _x(n=7)
     c = x.shape[1]
