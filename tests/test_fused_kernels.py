@@ -137,6 +137,8 @@ def test_clipped_scale_divide_round_clip_is_numpys(signed):
         for scale in (np.float32(0.37), np.float32(1e-3), np.float32(3.0)):
             ref = np.clip(np.rint(x / scale), lo, hi).astype(np.float32)
             assert _same(Q._divide_round_clip(x, scale, lo, hi), ref)   # incl. the sign of -0.0, NaN
+            # the values the codes stand for, made in the same pass: codes * scale in float32
+            assert _same(Q._divide_round_clip(x, scale, lo, hi, True), ref * scale)
     s = Q.ClippedScale(4, signed=signed)
     z = rng.standard_normal((32, 3, 5, 5)).astype(np.float32)
     codes, scale = s.quantize(z if signed else np.abs(z), update=True)

@@ -210,13 +210,29 @@ def _divide_round_clip_flat(x, scale, lo, hi, out):
         out[i] = q
 
 
-def _divide_round_clip(x, scale, lo, hi):
-    """``np.clip(np.rint(x / scale), lo, hi).astype(np.float32)``: one pass for a float32 ``x``."""
+@njit(**_MOVE)
+def _divide_round_clip_times_flat(x, scale, lo, hi, out):
+    """:func:`_divide_round_clip_flat`, each code then times ``scale`` (a float32 product): the value the
+    codes stand for, in the same pass."""
+    for i in prange(x.size):
+        q = np.rint(x[i] / scale)
+        if not np.isnan(q):
+            q = q if q >= lo else lo
+            q = q if q <= hi else hi
+        out[i] = q * scale
+
+
+def _divide_round_clip(x, scale, lo, hi, times_scale: bool = False):
+    """``np.clip(np.rint(x / scale), lo, hi).astype(np.float32)``: one pass for a float32 ``x``.
+    ``times_scale``: those codes times ``scale`` instead (``codes * np.float32(scale)``, float32), for a
+    caller that keeps only the values the codes stand for; still one pass."""
     x = np.asarray(x)
     if x.dtype != np.float32 or not x.flags.c_contiguous:
-        return np.clip(np.rint(x / scale), lo, hi).astype(np.float32)
+        codes = np.clip(np.rint(x / scale), lo, hi).astype(np.float32)
+        return codes * np.float32(scale) if times_scale else codes
     out = np.empty(x.shape, np.float32)
-    _divide_round_clip_flat(x.reshape(-1), np.float32(scale), np.float32(lo), np.float32(hi), out.reshape(-1))
+    kernel = _divide_round_clip_times_flat if times_scale else _divide_round_clip_flat
+    kernel(x.reshape(-1), np.float32(scale), np.float32(lo), np.float32(hi), out.reshape(-1))
     return out
 
 

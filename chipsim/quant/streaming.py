@@ -53,7 +53,7 @@ class StreamScale(ClippedScale):
         super().__init__(bits, signed, momentum, scale_mode)
         self.group = max(1, int(group))
 
-    def quantize(self, x, update: bool):
+    def quantize(self, x, update: bool, times_scale: bool = False):
         if self.bits == 32:
             return x, np.float32(1.0)
         record("quantize", "StreamScale.quantize", ROUND_OPS * np.size(x))
@@ -68,7 +68,7 @@ class StreamScale(ClippedScale):
         else:
             scale = self.scale
         lo = -self.qmax if self.signed else 0
-        return _divide_round_clip(x, scale, lo, self.qmax), scale
+        return _divide_round_clip(x, scale, lo, self.qmax, times_scale), scale
 
     def _thresholds(self, x, groups) -> list:
         """``[self.threshold(x[r0:r1]) for r0, r1 in groups]``, in one pass over ``x`` when every group has

@@ -205,13 +205,13 @@ class QuantBlock:
             r_pooled, argmax = K.maxpool2d_forward(y, self.pool, self.pool, relu=True)
         else:
             r_pooled = K.relu_forward(y)
-        aq, s_out = self.out_scale.quantize(r_pooled, update=learn)
-        out = aq * s_out if p.activation_bits != 32 else aq
+        # the values the codes stand for (codes * scale), made as they are quantized: the codes themselves
+        # are not kept (at 32 bits quantize is the identity and returns r_pooled)
+        out, _ = self.out_scale.quantize(r_pooled, update=learn, times_scale=True)
         if self.good_scale is None:
             gsrc = out
         else:
-            gq, gs = self.good_scale.quantize(r_pooled, update=learn)
-            gsrc = gq * gs if self.goodness_bits != 32 else gq
+            gsrc, _ = self.good_scale.quantize(r_pooled, update=learn, times_scale=True)
         cache = dict(zq=zq, zs=zs, bnc=bnc, y=y, argmax=argmax, r_shape=y.shape, out=out, gsrc=gsrc)
         return out, cache
 
