@@ -195,7 +195,7 @@ def goodness_backward(gg, y):
     y = _f32(y)
     d = y[0].size
     gg = np.asarray(gg, dtype=np.float32).reshape((-1,) + (1,) * (y.ndim - 1))
-    return (gg * (np.float32(2.0 / d) * y)).astype(np.float32)
+    return (gg * (np.float32(2.0 / d) * y)).astype(np.float32, copy=False)
 
 
 @costed("decode", count=lambda a, out: np.size(a.scores))

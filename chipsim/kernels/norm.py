@@ -159,7 +159,7 @@ def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps=1e-5):
     scale = np.asarray(gamma, dtype=np.float64) * inv_std
     shift = np.asarray(beta, dtype=np.float64) \
         - np.asarray(running_mean, dtype=np.float64) * scale
-    return (x * _bcast(scale, x.ndim) + _bcast(shift, x.ndim)).astype(np.float32)
+    return (x * _bcast(scale, x.ndim) + _bcast(shift, x.ndim)).astype(np.float32, copy=False)
 
 
 @costed("bn_backward", count=lambda a, out: BN_BACKWARD_OPS * a.gy.size)
@@ -184,7 +184,7 @@ def batchnorm_backward_fixed_stats(gy, cache):
     """gx = gamma * inv_std * gy: the gradient with the batch statistics held
     constant. No reduction over the batch, so each row's error is its own."""
     gy = _f32(gy)
-    return (gy * _bcast(cache.gamma * cache.inv_std, gy.ndim)).astype(np.float32)
+    return (gy * _bcast(cache.gamma * cache.inv_std, gy.ndim)).astype(np.float32, copy=False)
 
 
 @costed("bn_running_stats", count=lambda a, out: BN_RUNNING_OPS * a.running_mean.size)

@@ -151,7 +151,7 @@ def batchnorm_backward_rows(gy, cache):
     """gx = gamma * inv_std[row] * gy: the fixed-statistics gradient with each row's own statistics."""
     gy = _f32(gy)
     k = (cache.inv_std * cache.gamma[None, :]).reshape(cache.inv_std.shape + (1,) * (gy.ndim - 2))
-    return (gy * k).astype(np.float32)
+    return (gy * k).astype(np.float32, copy=False)
 
 
 def select_rows(cache: RowBNCache, rows) -> RowBNCache:

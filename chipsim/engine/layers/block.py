@@ -49,7 +49,7 @@ BN_MOMENTUM = 0.1
 def _rescale(acc, scale, kernel: str):
     """An integer accumulator (or error) times its scale, as float32: one multiply per element on chip."""
     record("dequantize", kernel, np.size(acc))
-    return (acc * scale).astype(np.float32)
+    return (acc * scale).astype(np.float32, copy=False)
 
 
 def _int_bound(a_bits: int, b_bits: int):
@@ -245,7 +245,7 @@ class QuantBlock:
             acc = K.dense_grad_weight(cache["zq"], gq, int_bound=bound)
         # the step's sum, rescaled once here; a streaming chip rescales and adds each sample's product into
         # the accumulator, which the tracer costs per sample (StepTracer.accumulation), so not logged here
-        return (acc * (cache["zs"] * gs)).astype(np.float32)
+        return (acc * (cache["zs"] * gs)).astype(np.float32, copy=False)
 
     def grad_input(self, gy, cache, rng, use_feedback: bool = False):
         """Error at the block *input* (before BN), through W (true) or the random feedback B."""

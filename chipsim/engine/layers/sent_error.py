@@ -38,7 +38,7 @@ class SentError:
         if self.bits == 32:
             return self.codes
         record("dequantize", "SentError.receive", self.codes.size)
-        return (self.codes * self.scale).astype(np.float32)
+        return (self.codes * self.scale).astype(np.float32, copy=False)
 
 
 def send_float(gx) -> SentError:
