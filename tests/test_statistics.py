@@ -162,7 +162,7 @@ def test_stream_scale_thresholds_in_one_pass_equal_one_call_per_group(bits, sign
     x[5] *= 40.0
     scale = StreamScale(bits, signed, group=group)
     groups = [(r0, min(12, r0 + group)) for r0 in range(0, 12, group)]
-    got, want = scale._thresholds(x, groups), [scale.threshold(x[r0:r1]) for r0, r1 in groups]
+    got, want = scale._thresholds(x, group), [scale.threshold(x[r0:r1]) for r0, r1 in groups]
     assert got == want and [type(v) for v in got] == [type(v) for v in want]
     # the error scale's per-group max |x| (one pass), through its peak hold, against one slice per group
     from chipsim.quant.streaming import _hold_peak
@@ -298,3 +298,18 @@ def test_the_barrier_holds_the_batch_in_sram_and_costs_time():
         return max(c.max_by_category["noc_buffers"] for c in chip.ledger.cores.values() if c.layer == 1)
     assert most_held(held) >= whole
     assert most_held(streamed) <= whole * 2 / 6 + 1e-6
+
+
+def test_the_compiled_running_estimate_is_the_python_loop_bit_for_bit():
+    """``streaming._fold`` folds a step's thresholds (one a row) in a compiled loop: it must give the
+    Python loop's float, of the type the estimate had (a checkpoint saves it)."""
+    from chipsim.quant import streaming
+    rng = np.random.default_rng(2)
+    values = list(rng.standard_normal(321) * np.exp2(rng.uniform(-20, 20, 321)))
+    mu = 0.9 ** (1.0 / len(values))
+    for start in (0.7, np.float64(-3.5e-7)):
+        want = start
+        for v in values:
+            want = mu * want + (1 - mu) * float(v)
+        got = streaming._fold(start, values, 0.9)
+        assert got == want and type(got) is type(want)

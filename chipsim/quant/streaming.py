@@ -12,6 +12,7 @@ first use, with no estimate yet, starts it from the first group alone (the first
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from ..trace.work import record
 from .codes import (ROUND_OPS, SCALE_SEARCH_OPS, _finish_scale, _quantize_flat, _round_kind, _round_ops,
@@ -29,8 +30,21 @@ def _fold(running, values, momentum_per_batch: float):
     """EMA of ``values`` in order, each weighted so that a whole batch moves the estimate as one batch
     update with ``momentum_per_batch`` would (``m ** (1 / len(values))`` per value)."""
     mu = momentum_per_batch ** (1.0 / max(len(values), 1))
+    if type(running) in (float, np.float64) and len(values):
+        # the loop below compiled (a step folds some 4,000 values): the same float64 operations in the
+        # same order, and the estimate keeps its type (a checkpoint saves it)
+        return type(running)(_ema(float(running), np.asarray(values, np.float64), mu))
     for v in values:
         running = float(v) if running is None else mu * running + (1 - mu) * float(v)
+    return running
+
+
+@njit(cache=True)
+def _ema(running, values, mu):
+    """:func:`_fold`'s loop: ``running = mu * running + (1 - mu) * v`` for each value in order."""
+    c = 1 - mu
+    for i in range(values.shape[0]):
+        running = mu * running + c * values[i]
     return running
 
 
@@ -57,10 +71,9 @@ class StreamScale(ClippedScale):
         if self.bits == 32:
             return x, np.float32(1.0)
         record("quantize", "StreamScale.quantize", ROUND_OPS * np.size(x))
-        groups = _groups(x.shape[0], self.group)
         if update:
             record("quantize_scale", "StreamScale.threshold", SCALE_SEARCH_OPS * np.size(x))
-            ts = self._thresholds(x, groups)
+            ts = self._thresholds(x, self.group)
             if self.running is None:                  # first use: the first group's own threshold
                 self.running = ts[0]
             scale = self.scale                         # latched before the step's rows update it
@@ -70,17 +83,17 @@ class StreamScale(ClippedScale):
         lo = -self.qmax if self.signed else 0
         return _divide_round_clip(x, scale, lo, self.qmax, times_scale), scale
 
-    def _thresholds(self, x, groups) -> list:
-        """``[self.threshold(x[r0:r1]) for r0, r1 in groups]``, in one pass over ``x`` when every group has
-        the same number of rows (``running``: one row each): a Python call per row was 4,000 calls a step.
-        Bit for bit the same values: each group's float64 sum of squares is added in the same pairwise order
-        (``_row_sum_squares``, as ``_mean_square``), and the square root and products are the same IEEE
-        operations elementwise (``tests/test_statistics.py`` compares the two)."""
+    def _thresholds(self, x, group: int) -> list:
+        """``[self.threshold(x[r0:r1]) for r0, r1 in _groups(len(x), group)]``, in one pass over ``x`` when
+        every group has the same number of rows (``running``: one row each): a Python call per row was 4,000
+        calls a step. Bit for bit the same values: each group's float64 sum of squares is added in the same
+        pairwise order (``_row_sum_squares``, as ``_mean_square``), and the square root and products are the
+        same IEEE operations elementwise (``tests/test_statistics.py`` compares the two)."""
         n = x.shape[0]
-        g = groups[0][1] - groups[0][0] if groups else 1
+        g = min(max(1, int(group)), max(n, 1))
         if (self.bits not in ACIQ_GAUSS_ALPHA or n % g or x.size == 0 or x.dtype != np.float32
                 or not x.flags.c_contiguous):
-            return [self.threshold(x[r0:r1]) for r0, r1 in groups]
+            return [self.threshold(x[r0:r1]) for r0, r1 in _groups(n, group)]
         rows = x.reshape(n // g, -1)
         sums = np.empty(rows.shape[0], np.float64)
         _row_sum_squares(rows, sums)
@@ -88,7 +101,7 @@ class StreamScale(ClippedScale):
         t = ACIQ_GAUSS_ALPHA[self.bits] * (rms if self.signed else rms * np.sqrt(2.0))
         # of the same types too (``threshold`` gives a float when signed, a numpy float64 when not): the
         # first one becomes the saved running estimate, and a checkpoint keeps its type
-        return [float(v) for v in t] if self.signed else list(t)
+        return t.tolist() if self.signed else list(t)
 
 
 class StreamErrorScale:
