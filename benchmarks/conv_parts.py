@@ -1,0 +1,115 @@
+"""Where a 4-bit conv layer's step goes on the int8 unit: each piece of its three products, timed alone.
+
+Run: ``python benchmarks/conv_parts.py [--threads 1] [--batch 64]``
+
+For each conv layer of the default model, on the operands ``benchmarks/kernels.py`` uses (signed 4-bit
+codes as float32 NCHW, as the engine holds them), the pieces the engine's int8 path runs, in order:
+
+* forward and input gradient on oneDNN's direct conv (``chipsim.kernels.conv_direct``): the codes to
+  uint8 channels-last, the weights packed, the convolution, the channels-last result copied back to NCHW;
+  below 8 input channels the forward takes the GEMM path instead and is timed whole;
+* weight gradient (``chipsim.kernels.conv``, channels-last from 8 channels): the padded input, the error
+  laid out as the GEMM's operand, im2col, ``torch._int_mm``;
+
+then each product whole, as the engine calls it. Each figure is the median of 7 blocks of 20 calls. It
+shows what ``kernels.py`` cannot: how much of a layer's time is the integer products and how much the
+conversions between the engine's float32 NCHW codes and the units' int8 channels-last operands.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+from kernels import KS, PAD, default_model_layers  # noqa: E402
+
+from chipsim import kernels as K  # noqa: E402
+from chipsim.kernels import conv, conv_direct  # noqa: E402
+from chipsim.kernels.int8 import int8_gemm  # noqa: E402
+from chipsim.kernels.layout_int8 import im2col_cl, nchw_to_grid_cl, pad_planes_cl  # noqa: E402
+
+
+def ms(fn, calls=20, blocks=7):
+    fn()
+    times = []
+    for _ in range(blocks):
+        t = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - t) / calls)
+    return 1e3 * statistics.median(times)
+
+
+def direct_pieces(x, w, pad):
+    """The direct conv's four pieces on ``x``, ``w`` (as ``conv_direct._qconv`` runs them)."""
+    n, c, h, wd = x.shape
+    o = w.shape[0]
+    xu = np.empty((n, h, wd, c), np.uint8)
+    conv_direct._to_u8_nhwc(x.reshape(n, c, -1), xu.reshape(n, h * wd, c))
+    tx = torch.from_numpy(xu).permute(0, 3, 1, 2)
+    ones, zp, geo = torch.ones(o), torch.zeros(o, dtype=torch.int64), ([1, 1], [pad, pad], [1, 1])
+    w8 = torch.from_numpy(np.ascontiguousarray(w, np.int8))
+    qw = torch.ops.onednn.qconv_prepack(w8, ones, 1.0, 128, *geo, 1, list(tx.shape))
+    y = torch.ops.onednn.qconv2d_pointwise(tx, 1.0, 128, qw, ones, zp, None, *geo, 1, 1.0, 0, torch.float32,
+                                           "none", [], "")
+    yl = y.permute(0, 2, 3, 1).contiguous().numpy()
+    out = np.empty((n, o, y.shape[2] * y.shape[3]), np.float32)
+    return {
+        "to uint8 channels-last": ms(lambda: conv_direct._to_u8_nhwc(x.reshape(n, c, -1), xu.reshape(n, h * wd, c))),
+        "pack weights": ms(lambda: torch.ops.onednn.qconv_prepack(w8, ones, 1.0, 128, *geo, 1, list(tx.shape))),
+        "convolution": ms(lambda: torch.ops.onednn.qconv2d_pointwise(tx, 1.0, 128, qw, ones, zp, None, *geo, 1, 1.0,
+                                                                    0, torch.float32, "none", [], "")),
+        "copy back to NCHW": ms(lambda: conv_direct._nhwc_to_nchw(yl.reshape(n, -1, o), out)),
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--batch", type=int, default=64, help="samples (default 64, as kernels.py)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    print(f"GEMM unit: {K.kernel_path()}; torch threads {torch.get_num_threads()}; batch {args.batch}; "
+          "median ms of 7 blocks of 20 calls")
+    for name, n, c, h, wd, o in default_model_layers(args.batch):
+        x = rng.integers(-7, 8, (n, c, h, wd)).astype(np.float32)
+        w = rng.integers(-7, 8, (o, c, KS, KS)).astype(np.float32)
+        gy = rng.integers(-7, 8, (n, o, h, wd)).astype(np.float32)
+        bound = (7, 7)
+        print(f"\n{name}")
+        if c >= conv.DIRECT_MIN_CHANNELS:
+            for piece, t in direct_pieces(x, w, PAD).items():
+                print(f"  forward      {piece:<24}{t:8.3f}")
+        wp = wd + PAD
+        if c >= conv.CL_MIN_CHANNELS:
+            xp = pad_planes_cl(x, PAD, PAD, wp, KS - 1)[0]
+            g8 = nchw_to_grid_cl(gy, wp)[0]
+            cols = im2col_cl(xp, KS, KS, wp, h)
+            for piece, t in {"pad the input": ms(lambda: pad_planes_cl(x, PAD, PAD, wp, KS - 1)),
+                             "lay out the error": ms(lambda: nchw_to_grid_cl(gy, wp)),
+                             "im2col": ms(lambda: im2col_cl(xp, KS, KS, wp, h)),
+                             "GEMM (torch._int_mm)": ms(lambda: int8_gemm(g8.T, cols, bound, k_eff=n * h * wd))}.items():
+                print(f"  weight grad  {piece:<24}{t:8.3f}")
+        if o >= conv.DIRECT_MIN_CHANNELS:
+            wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+            for piece, t in direct_pieces(gy, wt, KS - 1 - PAD).items():
+                print(f"  input grad   {piece:<24}{t:8.3f}")
+        whole = {"forward": ms(lambda: K.conv2d_forward(x, w, 1, PAD, int_bound=bound, out_scale=np.ones(o, np.float32))),
+                 "weight grad": ms(lambda: K.conv2d_grad_weight(x, gy, (KS, KS), 1, PAD, int_bound=bound)),
+                 "input grad": ms(lambda: K.conv2d_grad_input(gy, w, x.shape, 1, PAD, int_bound=bound))}
+        units = {f: K.LAST_UNIT[f] for f in ("conv2d_forward", "conv2d_grad_weight", "conv2d_grad_input")}
+        print("  whole, as the engine calls them: " + ", ".join(f"{p} {t:.3f}" for p, t in whole.items())
+              + f" (sum {sum(whole.values()):.3f}); units " + "/".join(units.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
