@@ -14,8 +14,9 @@ timed in turns, not one after the other.
   with its IQR, and how many rounds B was the faster.
 * ``run``: ``chipsim run hwconfigs/44core_4bit.yaml`` of each checkout as a whole process, in turns
   (A B, then B A, ...), each into a fresh directory under a temporary folder. Prints each side's median
-  wall time and its training time (``train_seconds`` from the run's ``summary.json``), and the test
-  accuracy, which two checkouts with the same numbers must share.
+  wall time and its training time (``train_seconds`` from the run's ``summary.json``), the test accuracy,
+  and whether the first runs' checkpoints hold the same arrays: two checkouts whose changes keep the
+  numbers must train the same weights.
 """
 from __future__ import annotations
 
@@ -97,12 +98,24 @@ def ab_run(a, b, rounds, overrides):
                 with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as f:
                     training = json.load(f)["training"]
                 out[name].append((wall, training["train_seconds"], training["test_accuracy"]))
+        same = _same_arrays(os.path.join(tmp, "A0", "checkpoint.npz"), os.path.join(tmp, "B0", "checkpoint.npz"))
     for name in ("A", "B"):
         walls, trains, accs = zip(*out[name])
         print(f"{name}: chipsim run {statistics.median(walls):.1f} s median ({min(walls):.1f}-{max(walls):.1f}), "
               f"training {statistics.median(trains):.1f} s, test accuracy {sorted(set(accs))}")
     ratios = [wa / wb for (wa, _, _), (wb, _, _) in zip(out["A"], out["B"])]
     print(f"wall time A/B median {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}), {rounds} rounds")
+    print("the two checkouts' checkpoints hold " + ("the same arrays, bit for bit" if same else "different arrays")
+          + " (the header, which names the code and the time, aside)")
+
+
+def _same_arrays(a, b) -> bool:
+    """Every array of checkpoint ``a`` equals ``b``'s, bit for bit, the header (``__doc__``) aside."""
+    import numpy as np
+    with np.load(a, allow_pickle=False) as x, np.load(b, allow_pickle=False) as y:
+        keys = set(x.files) - {"__doc__"}
+        return keys == set(y.files) - {"__doc__"} and all(
+            x[k].dtype == y[k].dtype and x[k].shape == y[k].shape and x[k].tobytes() == y[k].tobytes() for k in keys)
 
 
 def main(argv=None):
