@@ -146,9 +146,9 @@ def layer_gemm_rates(bits, n, c, h, w, o, rng, calls=5, tries=3):
                 "gi": lambda: int8_gemm(g8, w_gi, (wmax, wmax))}
     run = dict(gemm)
     kernel = {p: "int_mm" for p in run}
-    if _direct("conv2d_forward", c * KS * KS, (amax, wmax), c):
+    if _direct(c * KS * KS, (amax, wmax), c):
         run["fwd"], kernel["fwd"] = _direct_kernel(x, wt, PAD), "direct"
-    if _direct("conv2d_grad_input", o * KS * KS, (wmax, wmax), o):
+    if _direct(o * KS * KS, (wmax, wmax), o):
         run["gi"] = _direct_kernel(gy, np.ascontiguousarray(wt[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)), KS - 1 - PAD)
         kernel["gi"] = "direct"
     ops = 2 * n * o * h * w * c * KS * KS

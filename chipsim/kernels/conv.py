@@ -212,7 +212,7 @@ def _weights_int8(w2d):
     return None if has_nan(w2d) else to_int8(w2d)
 
 
-def _direct(name, k, int_bound, c):
+def _direct(k, int_bound, c):
     """Whether this product runs as oneDNN's direct int8 conv (``conv_direct``): exact at its bound, on the
     CPU, with at least DIRECT_MIN_CHANNELS input channels."""
     return c >= DIRECT_MIN_CHANNELS and _device() == "cpu" and conv_direct.applies(int_bound, k)
@@ -229,7 +229,7 @@ def _forward_int8(x, w, ph, pw, ho, wo, int_bound, out_scale):
     back to NCHW (rescaled if asked)."""
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
-    if _direct("conv2d_forward", c * kh * kw, int_bound, c):
+    if _direct(c * kh * kw, int_bound, c):
         y = conv_direct.forward(x, w, ph, pw, out_scale)
         if y is not None:
             _record_direct("conv2d_forward")
@@ -305,7 +305,7 @@ def _grad_input_int8(gy, w, x_shape, ph, pw, int_bound, k_eff):
     n, c, h, wd = x_shape
     o, _, kh, kw = w.shape
     ho = gy.shape[2]
-    if _direct("conv2d_grad_input", k_eff, int_bound, o):
+    if _direct(k_eff, int_bound, o):
         gx = conv_direct.grad_input(gy, w, x_shape, ph, pw)
         if gx is not None:
             _record_direct("conv2d_grad_input")

@@ -81,8 +81,9 @@ def _stream_rows_1(x, gamma, beta, rmean, rvar, seen, momentum, eps, y, mean_row
     """:func:`_stream_rows` for one value per channel (s = 1: a dense layer's N x features): the same
     operations written without the loops over the row's values, so that the loop over the channels,
     whose iterations are independent, vectorises (its square root and division dominated the dense
-    block's BN: 1568 channels x 320 rows a DF-R step). ``mu`` and ``v`` are still formed as ``0 + x``,
-    ``/ 1`` and ``0 + d * d``: the same IEEE operations, signed zeros included."""
+    block's BN: 1568 channels x 320 rows a DF-R step; 4.5 -> 1.7 ms). ``mu`` and ``v`` are still formed
+    as ``0 + x``, ``/ 1`` and ``0 + d * d``: the same IEEE operations, signed zeros included
+    (``tests/test_statistics.py`` checks it against a plain loop)."""
     n, c = x.shape
     for b in range(n):
         seen += 1
