@@ -299,7 +299,7 @@ def run(config, overrides=(), out_dir: str | None = None, progress: bool = True,
                 from .engine.training.trainer import Trainer
                 from .report import write_run
             _say(progress, f"exact GEMMs on {unit} (CHIPSIM_KERNELS=auto|int8|float, "
-                                  "CHIPSIM_DIRECT_CONV=auto|off; the same bits on each)")
+                           "CHIPSIM_DIRECT_CONV=auto|off; the same bits on each)")
             data = load_dataset(wl.dataset, root=wl.data_root, download=wl.download, train_limit=wl.train_limit,
                                 test_limit=wl.test_limit, seed=hw.training.seed)
             # an unmappable config fails here, in seconds, not after every epoch has trained
