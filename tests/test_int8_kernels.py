@@ -125,17 +125,19 @@ def test_matmul_int8_any_shape_and_layout(int8_unit, shape):
 # ---------------------------------------------------------------- the kernels on both units
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("bound", [(7, 7, 7), (127, 127, 127)])
-@pytest.mark.parametrize("layout", ["nchw", "channels-last", "direct"])
+@pytest.mark.parametrize("layout", ["nchw", "channels-last", "grid-cl", "direct"])
 def test_conv_exact_on_each_unit(unit, case, bound, layout, monkeypatch):
     """Forward, grad-weight and grad-input hold the int64 reference's integers on each unit and, on
     the int8 unit, in each of its layouts (the cases have 1-5 channels: under CL_MIN_CHANNELS = 8
-    they take the NCHW grid, with it set to 1 channels-last) and through oneDNN's direct conv
-    (``direct``: DIRECT_MIN_CHANNELS set to 1; off in the other two), every operand at its largest
-    magnitude somewhere (random signs elsewhere)."""
+    they take the NCHW grid; with it set to 1, channels-last, and for the weight gradient, with
+    GRID_MIN_ROW set to 0, the grid's im2col against a channels-last error, ``grid-cl``) and through
+    oneDNN's direct conv (``direct``: DIRECT_MIN_CHANNELS set to 1; off in the others), every operand at
+    its largest magnitude somewhere (random signs elsewhere)."""
     from chipsim.kernels import conv, conv_direct
     if unit == "float" and layout != "nchw":
         pytest.skip("the float path has one layout")
-    monkeypatch.setattr(conv, "CL_MIN_CHANNELS", 1 if layout == "channels-last" else 8)
+    monkeypatch.setattr(conv, "CL_MIN_CHANNELS", 1 if layout in ("channels-last", "grid-cl") else 8)
+    monkeypatch.setattr(conv, "GRID_MIN_ROW", 0 if layout == "grid-cl" else 1 << 30)
     monkeypatch.setattr(conv, "DIRECT_MIN_CHANNELS", 1)
     monkeypatch.setitem(conv_direct._STATE, "on", layout == "direct")
     if layout == "direct" and not conv_direct.available():
