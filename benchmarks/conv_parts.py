@@ -8,8 +8,8 @@ codes as float32 NCHW, as the engine holds them), the pieces the engine's int8 p
 * forward and input gradient on oneDNN's direct conv (``chipsim.kernels.conv_direct``): the codes to
   uint8 channels-last, the weights packed, the convolution, the channels-last result copied back to NCHW;
   below 8 input channels the forward takes the GEMM path instead and is timed whole;
-* weight gradient (``chipsim.kernels.conv``, channels-last from 8 channels): the padded input, the error
-  laid out as the GEMM's operand, im2col, ``torch._int_mm``;
+* weight gradient (``chipsim.kernels.conv``, from 8 channels): the padded input, im2col (the NCHW grid's
+  on long rows, else channels-last), ``torch._int_mm``, the error laid out as the GEMM's operand;
 
 then each product whole, as the engine calls it. Each figure is the median of 7 blocks of 20 calls. It
 shows what ``kernels.py`` cannot: how much of a layer's time is the integer products and how much the
@@ -33,7 +33,8 @@ from kernels import KS, PAD, default_model_layers  # noqa: E402
 from chipsim import kernels as K  # noqa: E402
 from chipsim.kernels import conv, conv_direct  # noqa: E402
 from chipsim.kernels.int8 import int8_gemm  # noqa: E402
-from chipsim.kernels.layout_int8 import im2col_cl, nchw_to_grid_cl, pad_planes_cl  # noqa: E402
+from chipsim.kernels.layout import _im2col_grid  # noqa: E402
+from chipsim.kernels.layout_int8 import im2col_cl, nchw_to_grid_cl, pad_planes_cl, pad_planes_i8  # noqa: E402
 
 
 def ms(fn, calls=20, blocks=7):
@@ -90,14 +91,22 @@ def main(argv=None):
                 print(f"  forward      {piece:<24}{t:8.3f}")
         wp = wd + PAD
         if c >= conv.CL_MIN_CHANNELS:
-            xp = pad_planes_cl(x, PAD, PAD, wp, KS - 1)[0]
             g8 = nchw_to_grid_cl(gy, wp)[0]
-            cols = im2col_cl(xp, KS, KS, wp, h)
-            for piece, t in {"pad the input": ms(lambda: pad_planes_cl(x, PAD, PAD, wp, KS - 1)),
-                             "lay out the error": ms(lambda: nchw_to_grid_cl(gy, wp)),
-                             "im2col": ms(lambda: im2col_cl(xp, KS, KS, wp, h)),
-                             "GEMM (torch._int_mm)": ms(lambda: int8_gemm(g8.T, cols, bound, k_eff=n * h * wd))}.items():
-                print(f"  weight grad  {piece:<24}{t:8.3f}")
+            if h * wp >= conv.GRID_MIN_ROW:              # the NCHW grid's im2col, the error channels-last
+                xp = pad_planes_i8(x, PAD, PAD, wp, KS - 1)[0]
+                cols = _im2col_grid(xp, n, c, KS, KS, wp, h)
+                pieces = {"pad the input": lambda: pad_planes_i8(x, PAD, PAD, wp, KS - 1),
+                          "im2col (grid)": lambda: _im2col_grid(xp, n, c, KS, KS, wp, h),
+                          "GEMM (torch._int_mm)": lambda: int8_gemm(cols, g8, bound, k_eff=n * h * wd)}
+            else:                                        # both channels-last
+                xp = pad_planes_cl(x, PAD, PAD, wp, KS - 1)[0]
+                cols = im2col_cl(xp, KS, KS, wp, h)
+                pieces = {"pad the input": lambda: pad_planes_cl(x, PAD, PAD, wp, KS - 1),
+                          "im2col (channels-last)": lambda: im2col_cl(xp, KS, KS, wp, h),
+                          "GEMM (torch._int_mm)": lambda: int8_gemm(g8.T, cols, bound, k_eff=n * h * wd)}
+            pieces["lay out the error"] = lambda: nchw_to_grid_cl(gy, wp)
+            for piece, fn in pieces.items():
+                print(f"  weight grad  {piece:<24}{ms(fn):8.3f}")
         if o >= conv.DIRECT_MIN_CHANNELS:
             wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
             for piece, t in direct_pieces(gy, wt, KS - 1 - PAD).items():

@@ -120,7 +120,7 @@ def layer_gemm_rates(bits, n, c, h, w, o, rng, calls=5, tries=3):
     direct conv (forward and input gradient, from DIRECT_MIN_CHANNELS channels on) or ``torch._int_mm``
     on operands laid out as the int8 unit lays them out; best of ``tries`` blocks. Returns
     ({product: (rate, kernel)}, rate of the three)."""
-    from chipsim.kernels.conv import CL_MIN_CHANNELS, _direct
+    from chipsim.kernels.conv import CL_MIN_CHANNELS, GRID_MIN_ROW, _direct
     from chipsim.kernels.int8 import int8_gemm, to_int8
     from chipsim.kernels.layout import _im2col_grid
     from chipsim.kernels.layout_int8 import im2col_cl, nchw_to_grid_cl, nchw_to_grid_i8, pad_planes_cl, pad_planes_i8
@@ -146,6 +146,9 @@ def layer_gemm_rates(bits, n, c, h, w, o, rng, calls=5, tries=3):
                 "gi": lambda: int8_gemm(g8, w_gi, (wmax, wmax))}
     run = dict(gemm)
     kernel = {p: "int_mm" for p in run}
+    if c >= CL_MIN_CHANNELS and h * wp >= GRID_MIN_ROW:          # the weight gradient's grid layout
+        cols_grid = _im2col_grid(pad_planes_i8(x, PAD, PAD, wp, KS - 1)[0], n, c, KS, KS, wp, h)
+        run["gw"] = lambda: int8_gemm(cols_grid, g8, (amax, wmax), k_eff=n * h * w)
     if _direct(c * KS * KS, (amax, wmax), c):
         run["fwd"], kernel["fwd"] = _direct_kernel(x, wt, PAD), "direct"
     if _direct(o * KS * KS, (wmax, wmax), o):
