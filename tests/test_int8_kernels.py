@@ -125,7 +125,8 @@ def test_matmul_int8_any_shape_and_layout(int8_unit, shape):
 # ---------------------------------------------------------------- the kernels on both units
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("bound", [(7, 7, 7), (127, 127, 127)])
-@pytest.mark.parametrize("layout", ["nchw", "channels-last", "grid-cl", "direct"])
+@pytest.mark.parametrize("unit, layout", [("float", "nchw"), ("int8", "nchw"), ("int8", "channels-last"),
+                                          ("int8", "grid-cl"), ("int8", "direct")])
 def test_conv_exact_on_each_unit(unit, case, bound, layout, monkeypatch):
     """Forward, grad-weight and grad-input hold the int64 reference's integers on each unit and, on
     the int8 unit, in each of its layouts (the cases have 1-5 channels: under CL_MIN_CHANNELS = 8
@@ -134,8 +135,7 @@ def test_conv_exact_on_each_unit(unit, case, bound, layout, monkeypatch):
     oneDNN's direct conv (``direct``: DIRECT_MIN_CHANNELS set to 1; off in the others), every operand at
     its largest magnitude somewhere (random signs elsewhere)."""
     from chipsim.kernels import conv, conv_direct
-    if unit == "float" and layout != "nchw":
-        pytest.skip("the float path has one layout")
+    monkeypatch.setitem(I8._STATE, "choice", unit)                # the unit for this test only
     monkeypatch.setattr(conv, "CL_MIN_CHANNELS", 1 if layout in ("channels-last", "grid-cl") else 8)
     monkeypatch.setattr(conv, "GRID_MIN_ROW", 0 if layout == "grid-cl" else 1 << 30)
     monkeypatch.setattr(conv, "DIRECT_MIN_CHANNELS", 1)
