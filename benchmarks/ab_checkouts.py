@@ -30,6 +30,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(__file__))
+from rounds import spread  # noqa: E402
+
 
 def _step_worker(path, rule, conn):
     """Build ``path``'s training step and time blocks of steps on request (None ends it)."""
@@ -48,11 +51,6 @@ def _step_worker(path, rule, conn):
         for _ in range(n):
             step()
         conn.send((time.perf_counter() - t) / n)
-
-
-def _quartiles(xs):
-    q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
-    return q[0], q[2]
 
 
 def ab_step(a, b, rule, rounds, steps):
@@ -74,10 +72,10 @@ def ab_step(a, b, rule, rounds, steps):
         conn.send(None)
         proc.join()
     ratios = [ta / tb for ta, tb in zip(times["A"], times["B"])]
-    q1, q3 = _quartiles(ratios)
+    r = spread(ratios)
     print(f"{rule} step: A {1e3 * statistics.median(times['A']):.1f} ms, B {1e3 * statistics.median(times['B']):.1f} ms; "
-          f"time A/B median {statistics.median(ratios):.3f} (IQR {q1:.3f}-{q3:.3f}); B faster in "
-          f"{sum(r > 1 for r in ratios)} of {rounds} rounds")
+          f"time A/B median {r.median:.3f} (IQR {r.q1:.3f}-{r.q3:.3f}); B faster in "
+          f"{sum(x > 1 for x in ratios)} of {rounds} rounds")
 
 
 def ab_run(a, b, rounds, overrides):

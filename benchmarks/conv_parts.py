@@ -49,24 +49,18 @@ def ms(fn, calls=20, blocks=7):
 
 
 def direct_pieces(x, w, pad):
-    """The direct conv's four pieces on ``x``, ``w`` (as ``conv_direct._qconv`` runs them)."""
-    n, c, h, wd = x.shape
-    o = w.shape[0]
-    xu = np.empty((n, h, wd, c), np.uint8)
-    conv_direct._to_u8_nhwc(x.reshape(n, c, -1), xu.reshape(n, h * wd, c))
-    tx = torch.from_numpy(xu).permute(0, 3, 1, 2)
-    ones, zp, geo = torch.ones(o), torch.zeros(o, dtype=torch.int64), ([1, 1], [pad, pad], [1, 1])
-    w8 = torch.from_numpy(np.ascontiguousarray(w, np.int8))
-    qw = torch.ops.onednn.qconv_prepack(w8, ones, 1.0, 128, *geo, 1, list(tx.shape))
-    y = torch.ops.onednn.qconv2d_pointwise(tx, 1.0, 128, qw, ones, zp, None, *geo, 1, 1.0, 0, torch.float32,
-                                           "none", [], "")
+    """The direct conv's four pieces on ``x``, ``w``, as ``conv_direct._qconv`` runs them."""
+    n, o = x.shape[0], w.shape[0]
+    ones = np.ones(o, np.float32)
+    tx = conv_direct.to_uint8_nhwc(x)
+    packed = conv_direct.pack(w, ones, tx.shape, pad, pad)
+    y = conv_direct.convolve(tx, packed, pad, pad)
     yl = y.permute(0, 2, 3, 1).contiguous().numpy()
     out = np.empty((n, o, y.shape[2] * y.shape[3]), np.float32)
     return {
-        "to uint8 channels-last": ms(lambda: conv_direct._to_u8_nhwc(x.reshape(n, c, -1), xu.reshape(n, h * wd, c))),
-        "pack weights": ms(lambda: torch.ops.onednn.qconv_prepack(w8, ones, 1.0, 128, *geo, 1, list(tx.shape))),
-        "convolution": ms(lambda: torch.ops.onednn.qconv2d_pointwise(tx, 1.0, 128, qw, ones, zp, None, *geo, 1, 1.0,
-                                                                    0, torch.float32, "none", [], "")),
+        "to uint8 channels-last": ms(lambda: conv_direct.to_uint8_nhwc(x)),
+        "pack weights": ms(lambda: conv_direct.pack(w, ones, tx.shape, pad, pad)),
+        "convolution": ms(lambda: conv_direct.convolve(tx, packed, pad, pad)),
         "copy back to NCHW": ms(lambda: conv_direct._nhwc_to_nchw(yl.reshape(n, -1, o), out)),
     }
 

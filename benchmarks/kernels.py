@@ -102,16 +102,12 @@ def gemm_peaks(calls=5, tries=3):
 
 
 def _direct_kernel(x, w, pad):
-    """A closure running oneDNN's direct int8 conv alone (``chipsim.kernels.conv_direct``) on operands
-    already converted and packed: the kernel the engine's forward and input gradient call."""
-    n, c, h, wd = x.shape
-    o = w.shape[0]
-    tx = torch.from_numpy((x.astype(np.int16) + 128).astype(np.uint8)).contiguous(memory_format=torch.channels_last)
-    ones, zp = torch.ones(o), torch.zeros(o, dtype=torch.int64)
-    geo = ([1, 1], [pad, pad], [1, 1])
-    qw = torch.ops.onednn.qconv_prepack(torch.from_numpy(w.astype(np.int8)), ones, 1.0, 128, *geo, 1, list(tx.shape))
-    return lambda: torch.ops.onednn.qconv2d_pointwise(tx, 1.0, 128, qw, ones, zp, None, *geo, 1, 1.0, 0,
-                                                      torch.float32, "none", [], "")
+    """A closure running oneDNN's direct int8 conv alone (``chipsim.kernels.conv_direct.convolve``) on
+    operands already converted and packed: the kernel the engine's forward and input gradient call."""
+    from chipsim.kernels import conv_direct
+    tx = conv_direct.to_uint8_nhwc(x)
+    packed = conv_direct.pack(w, np.ones(w.shape[0], np.float32), tx.shape, pad, pad)
+    return lambda: conv_direct.convolve(tx, packed, pad, pad)
 
 
 def layer_gemm_rates(bits, n, c, h, w, o, rng, calls=5, tries=3):

@@ -196,11 +196,12 @@ def conv2d_grad_input(gy, w, x_shape, stride=1, padding=0, int_bound=None):
 # --------------------------------------------------------------------------
 # the int8 unit (stride 1): channels-last grid, exact int32 sums
 # --------------------------------------------------------------------------
-def _record(name, K, int_bound):
-    """LAST_PATH keeps naming the float path's accumulator (the result's dtype), LAST_UNIT the unit."""
+def _record(name, K, int_bound, unit="int8"):
+    """LAST_PATH keeps naming the float path's accumulator (the result's dtype), LAST_UNIT the unit
+    (``int8``, or ``int8-direct`` for oneDNN's direct conv, whose bound implies the ``fp32`` path)."""
     from .exact import LAST_PATH, LAST_UNIT
     path = accumulation_path(K, *int_bound)
-    LAST_PATH[name], LAST_UNIT[name] = path, "int8"
+    LAST_PATH[name], LAST_UNIT[name] = path, unit
     return path
 
 
@@ -218,11 +219,6 @@ def _direct(k, int_bound, c):
     return c >= DIRECT_MIN_CHANNELS and _device() == "cpu" and conv_direct.applies(int_bound, k)
 
 
-def _record_direct(name):
-    from .exact import LAST_PATH, LAST_UNIT
-    LAST_PATH[name], LAST_UNIT[name] = "fp32", "int8-direct"
-
-
 def _forward_int8(x, w, ph, pw, ho, wo, int_bound, out_scale):
     """Forward on the int8 unit: oneDNN's direct conv where it applies (``conv_direct``); else pad +
     im2col straight to int8 channels-last, one GEMM ``cols (N*Ho*Wp, kh*kw*C) @ w (kh*kw*C, O)``, then
@@ -232,7 +228,7 @@ def _forward_int8(x, w, ph, pw, ho, wo, int_bound, out_scale):
     if _direct(c * kh * kw, int_bound, c):
         y = conv_direct.forward(x, w, ph, pw, out_scale)
         if y is not None:
-            _record_direct("conv2d_forward")
+            _record("conv2d_forward", c * kh * kw, int_bound, "int8-direct")
             return y
     wp = _grid_pitch(wd, kw, pw)
     if c < CL_MIN_CHANNELS:
@@ -326,7 +322,7 @@ def _grad_input_int8(gy, w, x_shape, ph, pw, int_bound, k_eff):
     if _direct(k_eff, int_bound, o):
         gx = conv_direct.grad_input(gy, w, x_shape, ph, pw)
         if gx is not None:
-            _record_direct("conv2d_grad_input")
+            _record("conv2d_grad_input", k_eff, int_bound, "int8-direct")
             return gx
     wp = _grid_pitch(wd, kw, pw)
     if c < CL_MIN_CHANNELS:            # NCHW grid: w^T (K, O) @ g (O, T), the float path's col2im in int32

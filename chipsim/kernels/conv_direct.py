@@ -27,8 +27,8 @@ the kernel flipped in both spatial axes with its in/out channels swapped. The we
 on the GEMM path (``conv._grad_weight_int8``): as a convolution its kernel is the whole error map,
 which oneDNN ran 3x slower than im2col + GEMM here.
 
-``CHIPSIM_DIRECT_CONV=auto|off`` (or :func:`set_direct`) turns it off, for the tests that compare
-the paths and for benchmarks; results are the same bits either way.
+``CHIPSIM_DIRECT_CONV=auto|off`` turns it off (the tests that compare the paths set ``_STATE["on"]``);
+results are the same bits either way.
 """
 from __future__ import annotations
 
@@ -43,13 +43,6 @@ from .int8 import INT8_MAX, gemm_threads
 F32_EXACT = 2 ** 24
 ZERO_POINT = 128            # int8 codes travel as uint8 code + 128
 _STATE: dict = {"on": None, "probe": None}
-
-
-def set_direct(on: bool) -> bool:
-    """Use (True) or skip (False) the direct convolutions where they apply; returns the previous setting."""
-    old = _enabled()
-    _STATE["on"] = bool(on)
-    return old
 
 
 def _enabled() -> bool:
@@ -136,33 +129,52 @@ def _nhwc_to_nchw(y, out):
                 out[b, ci, t] = y[b, t, ci]
 
 
-def _qconv(x, w, ph, pw, scale):
-    """conv(x, w) with padding (ph, pw), stride 1, as float32 NCHW: ``float32(acc) * scale[o]``;
-    None when ``x`` or ``w`` holds a NaN (the caller's float path carries it on)."""
+def to_uint8_nhwc(x):
+    """Integer codes ``x (N, C, H, W)`` as the uint8 channels-last tensor oneDNN takes (an NCHW-shaped torch
+    view of (N, H, W, C) memory, ``code + 128``); None on a NaN."""
     import torch
     n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
-    if np.isnan(w).any():
-        return None
     xu = np.empty((n, h, wd, c), np.uint8)
     if _to_u8_nhwc(np.ascontiguousarray(x, np.float32).reshape(n, c, h * wd), xu.reshape(n, h * wd, c)):
         return None
-    tx = torch.from_numpy(xu).permute(0, 3, 1, 2)          # NCHW shape, channels-last memory
+    return torch.from_numpy(xu).permute(0, 3, 1, 2)
+
+
+def pack(w, scale, x_shape, ph, pw):
+    """oneDNN's packed int8 weights for ``w (O, C, kh, kw)``, per-output-channel ``scale``, inputs of
+    ``x_shape``, stride 1 and padding (ph, pw): what :func:`convolve` takes."""
+    import torch
     ws = torch.from_numpy(np.ascontiguousarray(scale, np.float32))
-    zp = torch.zeros(o, dtype=torch.int64)
-    stride, pad, dil = [1, 1], [int(ph), int(pw)], [1, 1]
+    w8 = torch.from_numpy(np.ascontiguousarray(w, np.int8))
+    return torch.ops.onednn.qconv_prepack(w8, ws, 1.0, ZERO_POINT, [1, 1], [int(ph), int(pw)], [1, 1], 1,
+                                          list(x_shape)), ws
+
+
+def convolve(tx, packed, ph, pw):
+    """The direct conv of :func:`to_uint8_nhwc`'s ``tx`` with :func:`pack`'s weights: a float32 torch
+    tensor, ``float32(acc) * scale[o]``, channels-last."""
+    import torch
+    qw, ws = packed
+    zp = torch.zeros(ws.shape[0], dtype=torch.int64)
+    return torch.ops.onednn.qconv2d_pointwise(tx, 1.0, ZERO_POINT, qw, ws, zp, None, [1, 1], [int(ph), int(pw)],
+                                              [1, 1], 1, 1.0, 0, torch.float32, "none", [], "")
+
+
+def _qconv(x, w, ph, pw, scale):
+    """conv(x, w) with padding (ph, pw), stride 1, as float32 NCHW: ``float32(acc) * scale[o]``;
+    None when ``x`` or ``w`` holds a NaN (the caller's float path carries it on)."""
+    n, o = x.shape[0], w.shape[0]
+    if np.isnan(w).any():
+        return None
+    tx = to_uint8_nhwc(x)
+    if tx is None:
+        return None
     with gemm_threads():
-        qw = torch.ops.onednn.qconv_prepack(torch.from_numpy(np.ascontiguousarray(w, np.int8)), ws, 1.0, 128,
-                                            stride, pad, dil, 1, list(tx.shape))
-        y = torch.ops.onednn.qconv2d_pointwise(tx, 1.0, 128, qw, ws, zp, None, stride, pad, dil, 1,
-                                               1.0, 0, torch.float32, "none", [], "")
+        y = convolve(tx, pack(w, scale, tx.shape, ph, pw), ph, pw)
     ho, wo = y.shape[2], y.shape[3]
     out = np.empty((n, o, ho, wo), np.float32)
-    if y.is_contiguous():                                   # already NCHW (not what oneDNN gives today)
-        out[...] = y.numpy()
-    else:
-        yl = y.permute(0, 2, 3, 1).contiguous().numpy()     # a view when it is channels-last, as it is
-        _nhwc_to_nchw(yl.reshape(n, ho * wo, o), out.reshape(n, o, ho * wo))
+    yl = y.permute(0, 2, 3, 1).contiguous().numpy()         # a view: oneDNN's output is channels-last
+    _nhwc_to_nchw(yl.reshape(n, ho * wo, o), out.reshape(n, o, ho * wo))
     return out
 
 

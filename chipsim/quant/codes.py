@@ -127,6 +127,19 @@ def _fixed_point_add(q, delta, step, qmax, stochastic, seed, q_out, value):
         value[i] = np.float32(np.float64(qi) * step)
 
 
+def _rounding_seed(rounding, rng) -> int:
+    """The seed of one rounding call: 0 for ``nearest``; for ``stochastic`` one 63-bit draw from the
+    caller's seeded ``rng`` (which must be given), from which every uniform of the call derives
+    (:func:`_uniform`). One draw per call, whatever the tensor's size, so the caller's stream advances
+    the same way on every path."""
+    _check_choice("rounding", rounding, ROUNDINGS)
+    if rounding != "stochastic":
+        return 0
+    if rng is None:
+        raise ValueError("stochastic rounding needs a numpy Generator `rng`")
+    return int(rng.integers(0, 2 ** 63))
+
+
 def _round(v, rounding, rng):
     """Round ``v`` to integers (nearest-even or unbiased stochastic).
 
@@ -137,11 +150,10 @@ def _round(v, rounding, rng):
     _check_choice("rounding", rounding, ROUNDINGS)
     if rounding == "nearest":
         return np.rint(v)
-    if rng is None:
-        raise ValueError("stochastic rounding needs a numpy Generator `rng`")
+    seed = _rounding_seed(rounding, rng)
     v = np.ascontiguousarray(v, dtype=np.float64)
     out = np.empty(v.shape, dtype=np.float64)
-    _floor_plus_uniform(v.reshape(-1), int(rng.integers(0, 2 ** 63)), out.reshape(-1))
+    _floor_plus_uniform(v.reshape(-1), seed, out.reshape(-1))
     return out
 
 
@@ -201,25 +213,15 @@ def _mean_square(x) -> float:
 
 
 @njit(**_MOVE)
-def _divide_round_clip_flat(x, scale, lo, hi, out):
+def _divide_round_clip_flat(x, scale, lo, hi, times_scale, out):
+    """``clip(rint(x / scale), lo, hi)`` per element, or (``times_scale``) that code times ``scale``, a
+    float32 product: the value the code stands for, made in the same pass."""
     for i in prange(x.size):
         q = np.rint(x[i] / scale)                 # float32 / float32, as numpy's x / scale
         if not np.isnan(q):                       # as np.clip: NaN kept, and -0.0 kept above lo = 0
             q = q if q >= lo else lo
             q = q if q <= hi else hi
-        out[i] = q
-
-
-@njit(**_MOVE)
-def _divide_round_clip_times_flat(x, scale, lo, hi, out):
-    """:func:`_divide_round_clip_flat`, each code then times ``scale`` (a float32 product): the value the
-    codes stand for, in the same pass."""
-    for i in prange(x.size):
-        q = np.rint(x[i] / scale)
-        if not np.isnan(q):
-            q = q if q >= lo else lo
-            q = q if q <= hi else hi
-        out[i] = q * scale
+        out[i] = q * scale if times_scale else q
 
 
 def _divide_round_clip(x, scale, lo, hi, times_scale: bool = False):
@@ -231,8 +233,8 @@ def _divide_round_clip(x, scale, lo, hi, times_scale: bool = False):
         codes = np.clip(np.rint(x / scale), lo, hi).astype(np.float32)
         return codes * np.float32(scale) if times_scale else codes
     out = np.empty(x.shape, np.float32)
-    kernel = _divide_round_clip_times_flat if times_scale else _divide_round_clip_flat
-    kernel(x.reshape(-1), np.float32(scale), np.float32(lo), np.float32(hi), out.reshape(-1))
+    _divide_round_clip_flat(x.reshape(-1), np.float32(scale), np.float32(lo), np.float32(hi), bool(times_scale),
+                            out.reshape(-1))
     return out
 
 
@@ -268,9 +270,7 @@ def _per_tensor(x, bits, rounding, rng, scale_mode, signed: bool, who: str):
     record("quantize_scale", who, x.size)                          # max |x|: one compare per element
     record(_round_kind(rounding), who, _round_ops(rounding) * x.size)
     scale = np.float32(_finish_scale(float(_absmax(flat)) if x.size else 0.0, qmax, scale_mode))
-    if rounding == "stochastic" and rng is None:
-        raise ValueError("stochastic rounding needs a numpy Generator `rng`")
-    seed = int(rng.integers(0, 2 ** 63)) if rounding == "stochastic" else 0
+    seed = _rounding_seed(rounding, rng)
     out = np.empty(x.shape, dtype=np.float32)
     _quantize_flat(flat, 1.0 / np.float64(scale), -float(qmax) if signed else 0.0, float(qmax),
                    rounding == "stochastic", seed, out.reshape(-1))

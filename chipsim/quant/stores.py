@@ -27,6 +27,7 @@ from .codes import (
     _mean_square,
     _pow2_ceil,
     _round,
+    _rounding_seed,
     check_bits,
     quantize_signed,
     quantize_unsigned,
@@ -180,14 +181,11 @@ class FixedPoint:
         record("update_master", "FixedPoint.apply", (MASTER_OPS + (2 if rounding == "stochastic" else 0)) * delta.size)
         if delta.shape == self.q.shape and delta.size:
             # the numpy below in one pass (codes._fixed_point_add), with the value it leaves
-            _check_choice("rounding", rounding, ROUNDINGS)
-            stochastic = rounding == "stochastic"
-            if stochastic and rng is None:
-                raise ValueError("stochastic rounding needs a numpy Generator `rng`")
-            seed = int(rng.integers(0, 2 ** 63)) if stochastic else 0          # as _round draws it
+            seed = _rounding_seed(rounding, rng)                                 # as _round draws it
             q, value = np.empty(self.q.shape, np.int64), np.empty(self.q.shape, np.float32)
             _fixed_point_add(np.ascontiguousarray(self.q).reshape(-1), np.ascontiguousarray(delta).reshape(-1),
-                             float(self.step), int(self.qmax), stochastic, seed, q.reshape(-1), value.reshape(-1))
+                             float(self.step), int(self.qmax), rounding == "stochastic", seed, q.reshape(-1),
+                             value.reshape(-1))
             value.flags.writeable = False
             self.q, self._cached = q, value
             return value

@@ -16,7 +16,7 @@ from numba import njit
 
 from ..trace.work import record
 from .codes import (ROUND_OPS, SCALE_SEARCH_OPS, _finish_scale, _quantize_flat, _round_kind, _round_ops,
-                    check_bits, signed_max)
+                    _rounding_seed, check_bits, signed_max)
 from ..kernels.sums import _row_sum_squares
 from .stores import ACIQ_GAUSS_ALPHA, ClippedScale, _divide_round_clip
 
@@ -138,9 +138,7 @@ class StreamErrorScale:
             self.running = maxes[0] if maxes else 0.0
         scale = np.float32(_finish_scale(self.running, qmax, self.scale_mode))
         self.running = _hold_peak(self.running, maxes, self.momentum)
-        if self.rounding == "stochastic" and rng is None:
-            raise ValueError("stochastic rounding needs a numpy Generator `rng`")
-        seed = int(rng.integers(0, 2 ** 63)) if self.rounding == "stochastic" else 0
+        seed = _rounding_seed(self.rounding, rng)
         out = np.empty(x.shape, dtype=np.float32)
         _quantize_flat(flat, 1.0 / np.float64(scale), -float(qmax), float(qmax), self.rounding == "stochastic",
                        seed, out.reshape(-1))
