@@ -3,7 +3,8 @@
 Run: ``python benchmarks/conv_parts.py [--threads 1] [--batch 64]``
 
 For each conv layer of the default model, on the operands ``benchmarks/kernels.py`` uses (signed 4-bit
-codes as float32 NCHW, as the engine holds them), the pieces the engine's int8 path runs, in order:
+activation and error codes as int8 NCHW, as the block's quantizers make them for the int8 unit; weight
+codes as float32), the pieces the engine's int8 path runs, in order:
 
 * forward and input gradient on oneDNN's direct conv (``chipsim.kernels.conv_direct``): the codes to
   uint8 channels-last, the weights packed, the convolution, the channels-last result copied back to NCHW;
@@ -13,7 +14,7 @@ codes as float32 NCHW, as the engine holds them), the pieces the engine's int8 p
 
 then each product whole, as the engine calls it. Each figure is the median of 7 blocks of 20 calls. It
 shows what ``kernels.py`` cannot: how much of a layer's time is the integer products and how much the
-conversions between the engine's float32 NCHW codes and the units' int8 channels-last operands.
+conversions between the engine's NCHW codes and the units' channels-last operands.
 """
 from __future__ import annotations
 
@@ -75,9 +76,9 @@ def main(argv=None):
     print(f"GEMM unit: {K.kernel_path()}; torch threads {torch.get_num_threads()}; batch {args.batch}; "
           "median ms of 7 blocks of 20 calls")
     for name, n, c, h, wd, o in default_model_layers(args.batch):
-        x = rng.integers(-7, 8, (n, c, h, wd)).astype(np.float32)
+        x = rng.integers(-7, 8, (n, c, h, wd)).astype(np.int8)
         w = rng.integers(-7, 8, (o, c, KS, KS)).astype(np.float32)
-        gy = rng.integers(-7, 8, (n, o, h, wd)).astype(np.float32)
+        gy = rng.integers(-7, 8, (n, o, h, wd)).astype(np.int8)
         bound = (7, 7)
         print(f"\n{name}")
         if c >= conv.DIRECT_MIN_CHANNELS:

@@ -121,9 +121,9 @@ def layer_gemm_rates(bits, n, c, h, w, o, rng, calls=5, tries=3):
     from chipsim.kernels.layout import _im2col_grid
     from chipsim.kernels.layout_int8 import im2col_cl, nchw_to_grid_cl, nchw_to_grid_i8, pad_planes_cl, pad_planes_i8
     amax, wmax = signed_max(bits), signed_max(bits)
-    x = rng.integers(-amax, amax + 1, (n, c, h, w)).astype(np.float32)
+    x = rng.integers(-amax, amax + 1, (n, c, h, w)).astype(np.int8)          # as the block's quantizers make them
     wt = rng.integers(-wmax, wmax + 1, (o, c, KS, KS)).astype(np.float32)
-    gy = rng.integers(-wmax, wmax + 1, (n, o, h, w)).astype(np.float32)
+    gy = rng.integers(-wmax, wmax + 1, (n, o, h, w)).astype(np.int8)
     wp = w + PAD
     if c < CL_MIN_CHANNELS:                        # the NCHW grid (see chipsim.kernels.conv)
         cols = _im2col_grid(pad_planes_i8(x, PAD, PAD, wp, KS - 1)[0], n, c, KS, KS, wp, h)
@@ -160,12 +160,15 @@ def ours_step(bits, n, c, h, w, o, rng, unit="int8"):
 
     The conv's input is the block's batch-normalised activation, quantized to *signed*
     ``activation_bits`` codes (``chipsim.engine.layers.block``: its ``int_bound`` is ``signed_max``), so
-    the codes here are signed too (at 8 bits: |code| <= 127, which fits int8).
+    the codes here are signed too (at 8 bits: |code| <= 127, which fits int8). On the int8 unit the block
+    asks its quantizers for int8 codes (``as_int8``), so the activations and errors come as int8 there and
+    as float32 on the float unit; the weights' codes are float32 on both.
     """
     amax, wmax, gmax = signed_max(bits), signed_max(bits), signed_max(bits)
-    x = rng.integers(-amax, amax + 1, (n, c, h, w)).astype(np.float32)
+    codes = np.int8 if unit == "int8" else np.float32
+    x = rng.integers(-amax, amax + 1, (n, c, h, w)).astype(codes)
     wt = rng.integers(-wmax, wmax + 1, (o, c, KS, KS)).astype(np.float32)
-    gy = rng.integers(-gmax, gmax + 1, (n, o, h, w)).astype(np.float32)
+    gy = rng.integers(-gmax, gmax + 1, (n, o, h, w)).astype(codes)
     scale = np.full(o, 1.0 / (amax * wmax), np.float32)   # per-output-channel rescale, as the engine's
 
     def step():

@@ -346,7 +346,7 @@ INLINE_LOGGING = ("quantize_signed", "quantize_unsigned", "ClippedScale.quantize
 # public functions of chipsim.kernels that execute no work of their own: addressing and configuration
 # the unit's choice (kernel_path, set_kernels) and addressing only: no arithmetic of the step
 NOT_KERNELS = {"accumulation_path", "numba_threads", "_fp32_chunk", "_chunked_fp64", "_nchw_to_grid", "patchify",
-               "kernel_path", "set_kernels"}
+               "kernel_path", "set_kernels", "use_int8"}
 
 
 def _kernel_functions():

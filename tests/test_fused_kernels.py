@@ -248,3 +248,63 @@ def test_conv_forward_out_scale_with_stride_two_and_floats():
         acc = K.conv2d_forward(x, w, stride, pad)
         y = K.conv2d_forward(x, w, stride, pad, out_scale=scale)
         assert _same(y, (acc * scale.reshape(1, -1, 1, 1)).astype(np.float32))
+
+
+# ---------------------------------------------------------------- int8 codes (``as_int8``)
+def _int8_of(ref):
+    """The int8 codes a float32 code array stands for (its -0.0 becomes 0: int8 has no sign of zero)."""
+    assert np.array_equal(ref, np.rint(ref)) and np.abs(ref).max(initial=0) <= 127
+    return ref.astype(np.int8)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_divide_round_clip_as_int8_gives_the_float_codes(signed):
+    """``as_int8``: the same integers as the float32 codes, as int8, on sizes across the kernel's chunks of
+    I8_CHUNK (4096) elements; a NaN anywhere gives the float32 codes instead (which carry it)."""
+    rng = np.random.default_rng(11)
+    lo, hi = (-7, 7) if signed else (0, 15)
+    for n in (1, 5, 4095, 4096, 4097, 3 * 4096 + 17, 100003):
+        x = _awkward(rng, n)
+        for scale in (np.float32(0.37), np.float32(1e-3)):
+            ref = np.clip(np.rint(x / scale), lo, hi).astype(np.float32)
+            assert _same(Q._divide_round_clip(x, scale, lo, hi, as_int8=True), _int8_of(ref))
+        x[n - 1] = np.nan                       # in the last chunk: every chunk's flag counts
+        ref = np.clip(np.rint(x / np.float32(0.37)), lo, hi).astype(np.float32)
+        assert _same(Q._divide_round_clip(x, np.float32(0.37), lo, hi, as_int8=True), ref)
+    # values (times_scale) and codes that do not fit int8 stay float32
+    x = _awkward(rng, 100)
+    assert Q._divide_round_clip(x, np.float32(0.01), 0, 255, as_int8=True).dtype == np.float32
+    assert Q._divide_round_clip(x, np.float32(0.3), -7, 7, True, as_int8=True).dtype == np.float32
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_quantize_signed_as_int8_gives_the_float_codes(rounding):
+    """Nearest and stochastic: the same codes as int8, from the same one draw of the caller's generator
+    (the uniforms are indexed by the element's position in the whole tensor, across chunks); at 16 bits,
+    or with a NaN, float32 codes."""
+    x = _awkward(np.random.default_rng(12), 3 * 4096 + 5)
+    for bits in (4, 8):
+        want, ws = Q.quantize_signed(x, bits, rounding, np.random.default_rng(3))
+        got, gs = Q.quantize_signed(x, bits, rounding, np.random.default_rng(3), as_int8=True)
+        assert gs == ws and _same(got, _int8_of(want))
+    assert Q.quantize_signed(x, 16, rounding, np.random.default_rng(3), as_int8=True)[0].dtype == np.float32
+    x[4096] = np.nan
+    want = Q.quantize_signed(x, 8, rounding, np.random.default_rng(3))[0]
+    assert _same(Q.quantize_signed(x, 8, rounding, np.random.default_rng(3), as_int8=True)[0], want)
+
+
+def test_streaming_scales_as_int8_give_the_float_codes():
+    """The streaming quantizers (``mapping.statistics: running``) too, and their estimates move alike."""
+    from chipsim.quant.streaming import StreamErrorScale, StreamScale
+    rng = np.random.default_rng(13)
+    z = rng.standard_normal((16, 4, 6, 6)).astype(np.float32)
+    a, b = StreamScale(4, signed=True), StreamScale(4, signed=True)
+    for _ in range(2):
+        want, ws = a.quantize(z, update=True)
+        got, gs = b.quantize(z, update=True, as_int8=True)
+        assert gs == ws and a.running == b.running and _same(got, _int8_of(want))
+    a, b = StreamErrorScale(8, "stochastic"), StreamErrorScale(8, "stochastic")
+    for seed in (1, 2):
+        want, ws = a.quantize(z, np.random.default_rng(seed))
+        got, gs = b.quantize(z, np.random.default_rng(seed), as_int8=True)
+        assert gs == ws and a.running == b.running and _same(got, _int8_of(want))

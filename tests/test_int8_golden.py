@@ -56,3 +56,31 @@ def test_int8_unit_and_float_path_train_the_same_bits(preset, rule, monkeypatch)
         set_kernels(old)
     assert got[1] == want[1], "trace totals differ"
     assert got[0] == want[0], "weights, optimizer state or RNG streams after two steps differ"
+
+
+@pytest.mark.parametrize("unit, bits, want", [("int8", 4, "int8"), ("int8", 16, "float32"),
+                                              ("float", 4, "float32")])
+def test_the_block_hands_the_int8_unit_int8_codes(unit, bits, want):
+    """On the int8 unit a block's quantizers make its conv operands, input codes (kept for the weight
+    gradient too) and error codes, as int8 (no float32 copy of a 4-bit tensor); 16-bit codes, which
+    int8 cannot hold, and the float path keep float32 codes."""
+    import numpy as np
+    from chipsim import kernels as K
+    from chipsim.config import Precision
+    from chipsim.engine.layers.block import QuantBlock
+    from chipsim.modelspec import Block
+    prec = Precision(weight_bits=4, activation_bits=bits, gradient_bits=8 if bits == 4 else 16, update_bits=16,
+                     goodness_bits=bits)
+    old = set_kernels(unit)
+    try:
+        blk = QuantBlock(0, Block(type="conv", channels=4, kernel=3, padding=1), (3, 6, 6), prec,
+                         np.random.default_rng(0))
+        x = np.random.default_rng(1).standard_normal((5, 3, 6, 6)).astype(np.float32)
+        out, cache = blk.forward(x, train=True)
+        assert cache["zq"].dtype == want
+        gy = blk.backward_pre(np.ones_like(out), cache)
+        rng = np.random.default_rng(2)
+        assert blk.quantize_error(gy, rng, as_int8=K.use_int8())[0].dtype == want      # as grad_weight asks
+        assert blk.grad_weight(gy, cache, rng).shape == blk.w_shape
+    finally:
+        set_kernels(old)

@@ -123,17 +123,19 @@ def test_matmul_int8_any_shape_and_layout(int8_unit, shape):
 
 
 # ---------------------------------------------------------------- the kernels on both units
+@pytest.mark.parametrize("codes", [np.float32, np.int8])
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("bound", [(7, 7, 7), (127, 127, 127)])
 @pytest.mark.parametrize("unit, layout", [("float", "nchw"), ("int8", "nchw"), ("int8", "channels-last"),
                                           ("int8", "grid-cl"), ("int8", "direct")])
-def test_conv_exact_on_each_unit(unit, case, bound, layout, monkeypatch):
+def test_conv_exact_on_each_unit(unit, case, bound, layout, codes, monkeypatch):
     """Forward, grad-weight and grad-input hold the int64 reference's integers on each unit and, on
     the int8 unit, in each of its layouts (the cases have 1-5 channels: under CL_MIN_CHANNELS = 8
     they take the NCHW grid; with it set to 1, channels-last, and for the weight gradient, with
     GRID_MIN_ROW set to 0, the grid's im2col against a channels-last error, ``grid-cl``) and through
     oneDNN's direct conv (``direct``: DIRECT_MIN_CHANNELS set to 1; off in the others), every operand at
-    its largest magnitude somewhere (random signs elsewhere)."""
+    its largest magnitude somewhere (random signs elsewhere). The activations and errors come as
+    float32 codes or as the int8 codes the block's quantizers make for the int8 unit (``as_int8``)."""
     from chipsim.kernels import conv, conv_direct
     monkeypatch.setitem(I8._STATE, "choice", unit)                # the unit for this test only
     monkeypatch.setattr(conv, "CL_MIN_CHANNELS", 1 if layout in ("channels-last", "grid-cl") else 8)
@@ -148,11 +150,13 @@ def test_conv_exact_on_each_unit(unit, case, bound, layout, monkeypatch):
     x, wt = _codes(rng, (n, c, h, w), ma), _codes(rng, (o, c, kh, kw), mw)
     x[0, 0] = ma
     wt[0] = mw
+    x = x.astype(codes)
     y = K.conv2d_forward(x, wt, s, p, int_bound=(ma, mw))
     want = ref_conv(x, wt, s, p)
     _same(y, want, np.float32)
     gy = _codes(rng, want.shape, mg)
     gy[0, 0] = mg
+    gy = gy.astype(codes)
     _same(K.conv2d_grad_weight(x, gy, (kh, kw), s, p, int_bound=(ma, mg)), ref_grad_weight(x, gy, kh, kw, s, p),
           np.float32)
     _same(K.conv2d_grad_input(gy, wt, x.shape, s, p, int_bound=(mg, mw)), ref_grad_input(gy, wt, x.shape, s, p),
@@ -196,11 +200,14 @@ def test_conv_forward_rescale_is_the_float_paths(int8_unit, c, direct, monkeypat
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
+@pytest.mark.parametrize("codes", [np.float32, np.int8])
 @pytest.mark.parametrize("k", [1, 9, 300])
-def test_dense_exact_on_each_unit(unit, k):
+def test_dense_exact_on_each_unit(unit, k, codes):
+    """The dense products on each unit, the activations and errors as float32 or int8 codes."""
     rng = np.random.default_rng(k)
     x, w, g = _codes(rng, (33, k), 127), _codes(rng, (10, k), 127), _codes(rng, (33, 10), 127)
     x[0], w[0] = 127, 127
+    x, g = x.astype(codes), g.astype(codes)
     xi, wi, gi = (v.astype(np.int64) for v in (x, w, g))
     _same(K.dense_forward(x, w, int_bound=(127, 127)), xi @ wi.T, np.float32)
     _same(K.dense_grad_weight(x, g, int_bound=(127, 127)), gi.T @ xi, np.float32)

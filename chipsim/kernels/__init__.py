@@ -28,6 +28,7 @@ from .elementwise import (decode, goodness, goodness_backward, maxpool2d_backwar
                           numba_threads, relu_backward, relu_forward)
 from .exact import (LAST_PATH, LAST_UNIT, MIN_CHUNK, PARALLEL, _chunked_fp64, _fp32_chunk,  # noqa: E402
                     accumulation_path, kernel_path, set_kernels)
+from .int8 import use_int8  # noqa: E402
 from .norm import (BNCache, batchnorm_backward, batchnorm_backward_fixed_stats,  # noqa: E402
                    batchnorm_eval_forward, batchnorm_train_forward, batchnorm_update_running)
 from .attention import (attn_scores, attn_scores_grad_key, attn_scores_grad_query, attn_values,  # noqa: E402
@@ -39,7 +40,7 @@ from .tokens import (bias_add, bias_grad, patch_embed_forward, patch_embed_grad_
                      token_l2_normalize, token_mean, token_mean_backward)
 
 __all__ = [
-    "LAST_PATH", "LAST_UNIT", "accumulation_path", "kernel_path", "set_kernels",
+    "LAST_PATH", "LAST_UNIT", "accumulation_path", "kernel_path", "set_kernels", "use_int8",
     "conv2d_forward", "conv2d_grad_weight", "conv2d_grad_input",
     "dense_forward", "dense_grad_weight", "dense_grad_input",
     "BNCache", "batchnorm_train_forward", "batchnorm_eval_forward",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..trace.work import bits_of_bound, costed
-from .exact import _RESULT_DTYPE, _f32, _matmul, accumulation_path, blas_threads, int8_unit
+from .exact import _RESULT_DTYPE, _codes, _f32, _matmul, accumulation_path, blas_threads, int8_unit
 from . import conv_direct
 from .int8 import _device, has_nan, int8_gemm, int32_chunk, to_int8
 from .layout_int8 import (col2im_grid_cl, grid_cl_to_nchw_into, grid_cl_to_nchw_scaled_into, im2col_cl,
@@ -76,7 +76,7 @@ def conv2d_forward(x, w, stride=1, padding=0, int_bound=None, keep_cols=False, o
     is the caller's dequantisation, and the caller records it as such: this
     kernel's work is the convolution's MACs either way.
     """
-    x, w = _f32(x), _f32(w)
+    x, w = _codes(x), _f32(w)
     n, c, h, wd = x.shape
     o, c2, kh, kw = w.shape
     if c2 != c:
@@ -87,6 +87,7 @@ def conv2d_forward(x, w, stride=1, padding=0, int_bound=None, keep_cols=False, o
         y = _forward_int8(x, w, ph, pw, ho, wo, int_bound, out_scale)
         if y is not None:
             return y
+    x = _f32(x)
     w2 = w.reshape(o, c * kh * kw)
     if sh == sw == 1:
         wp = _grid_pitch(wd, kw, pw)
@@ -130,7 +131,7 @@ def conv2d_grad_weight(x, gy, kernel_hw, stride=1, padding=0, int_bound=None, co
     ``cols``: the column matrix from ``conv2d_forward(x, ..., keep_cols=True)``
     on this same ``x`` (not re-checked: the caller owns that promise).
     """
-    x, gy = _f32(x), _f32(gy)
+    x, gy = _codes(x), _codes(gy)
     n, c, h, wd = x.shape
     o, ho, wo = gy.shape[1:]
     kh, kw = _pair(kernel_hw)
@@ -141,6 +142,7 @@ def conv2d_grad_weight(x, gy, kernel_hw, stride=1, padding=0, int_bound=None, co
         gw = _grad_weight_int8(x, gy, kh, kw, ph, pw, int_bound)
         if gw is not None:
             return gw
+    x, gy = _f32(x), _f32(gy)
     if sh == sw == 1:
         wp = _grid_pitch(wd, kw, pw)
         if cols is None:
@@ -170,7 +172,7 @@ def conv2d_grad_input(gy, w, x_shape, stride=1, padding=0, int_bound=None):
     exactness bound uses K = O*ceil(kh/sh)*ceil(kw/sw) (the most products
     that reach one element of dx).
     """
-    gy, w = _f32(gy), _f32(w)
+    gy, w = _codes(gy), _f32(w)
     n, c, h, wd = (int(v) for v in x_shape)
     o, _, kh, kw = w.shape
     ho, wo = gy.shape[2:]
@@ -180,6 +182,7 @@ def conv2d_grad_input(gy, w, x_shape, stride=1, padding=0, int_bound=None):
         gx = _grad_input_int8(gy, w, (n, c, h, wd), ph, pw, int_bound, k_eff)
         if gx is not None:
             return gx
+    gy = _f32(gy)
     wt = w.reshape(o, c * kh * kw).T
     if sh == sw == 1:
         wp = _grid_pitch(wd, kw, pw)

@@ -140,6 +140,7 @@ def _matmul(a, b, int_bound, name, k_eff=None):
             LAST_UNIT[name] = "int8" if fits_int8(int_bound) else "int8-digits"
             return as_path_dtype(acc, path)
     LAST_UNIT[name] = "float"
+    a, b = _float(a), _float(b)
     if path == "fp32":
         return np.matmul(a, b)
     if path == "int64":
@@ -201,4 +202,17 @@ def blas_threads() -> int:
 
 def _f32(a):
     return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _codes(a):
+    """An operand of a weighted sum as the kernels take it: int8 codes as they are (the quantizers make
+    them for the int8 unit: ``quant.codes.I8_CHUNK``), anything else as float32, both C-contiguous."""
+    a = np.asarray(a)
+    return np.ascontiguousarray(a) if a.dtype == np.int8 else np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _float(a):
+    """int8 codes as float32 (the same integers) for a float product; any other operand untouched, so a
+    float32 product keeps the layout it was given (a BLAS call's rounding may depend on it)."""
+    return a.astype(np.float32) if a.dtype == np.int8 else a
 

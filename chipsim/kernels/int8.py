@@ -344,7 +344,7 @@ def matmul_int8(a, b, int_bound, k_eff=None) -> np.ndarray:
     product ``(b^T a^T)^T`` is taken; the int8 copies made anyway are made in that layout.
     """
     a, b = np.asarray(a), np.asarray(b)
-    if has_nan(a) or has_nan(b):
+    if (a.dtype.kind == "f" and has_nan(a)) or (b.dtype.kind == "f" and has_nan(b)):
         return None
     if not fits_int8(int_bound):
         if a.shape[0] >= b.shape[1]:

@@ -32,9 +32,35 @@ from numba import njit, prange
 from .exact import _MOVE
 
 
-@njit(**_MOVE)
 def pad_planes_cl(x, ph, pw, wp, tail):
-    """(N,C,H,W) integer codes (any dtype) -> (int8 zero-padded planes (N, Hp*Wp + tail, C), saw a NaN)."""
+    """(N,C,H,W) integer codes (float32 or int8) -> (int8 zero-padded planes (N, Hp*Wp + tail, C), saw a NaN)."""
+    if x.dtype == np.int8:
+        return _pad_planes_cl_i8(x, ph, pw, wp, tail), False
+    return _pad_planes_cl(x, ph, pw, wp, tail)
+
+
+# From int8 codes the channels-last kernels gather each output row from a 2-D slab ``x[b, :, row, :]``
+# (channels x pixels) instead of indexing the 4-D array per element: measured 2.0-2.7x faster on int8 codes
+# (a 64 x 32 x 14 x 14 error to the grid 0.20 -> 0.075 ms), and 2x slower on float32 codes, whose kernels
+# (which also look for a NaN) keep the per-element form.
+@njit(**_MOVE)
+def _pad_planes_cl_i8(x, ph, pw, wp, tail):
+    n, c, h, w = x.shape
+    out = np.zeros((n, (h + 2 * ph) * wp + tail, c), dtype=np.int8)
+    for b in prange(n):
+        dst = out[b]
+        for hi in range(h):
+            rows = x[b, :, hi, :]
+            base = (hi + ph) * wp + pw
+            for wi in range(w):
+                d = dst[base + wi]
+                for ci in range(c):
+                    d[ci] = rows[ci, wi]
+    return out
+
+
+@njit(**_MOVE)
+def _pad_planes_cl(x, ph, pw, wp, tail):
     n, c, h, w = x.shape
     hp = h + 2 * ph
     out = np.zeros((n, hp * wp + tail, c), dtype=np.int8)
@@ -124,9 +150,33 @@ def im2col_cl(xp, kh, kw, wp, ho):
     return cols
 
 
-@njit(**_MOVE)
 def nchw_to_grid_cl(gy, wp):
-    """(N, O, Ho, Wo) integer codes -> (int8 (N*Ho*Wp, O), zeros in the garbage columns; saw a NaN).
+    """(N, O, Ho, Wo) integer codes (float32 or int8) -> (int8 (N*Ho*Wp, O), zeros in the garbage columns;
+    saw a NaN)."""
+    if gy.dtype == np.int8:
+        return _nchw_to_grid_cl_i8(gy, wp), False
+    return _nchw_to_grid_cl(gy, wp)
+
+
+@njit(**_MOVE)
+def _nchw_to_grid_cl_i8(gy, wp):
+    n, o, ho, wo = gy.shape
+    L = ho * wp
+    out = np.zeros((n * L, o), dtype=np.int8)
+    for b in prange(n):
+        for oh in range(ho):
+            rows = gy[b, :, oh, :]
+            d = out[b * L + oh * wp:b * L + oh * wp + wo]
+            for ow in range(wo):
+                dd = d[ow]
+                for oi in range(o):
+                    dd[oi] = rows[oi, ow]
+    return out
+
+
+@njit(**_MOVE)
+def _nchw_to_grid_cl(gy, wp):
+    """float32 codes to the grid (:func:`nchw_to_grid_cl`).
 
     Walks the output in order (each pixel's O bytes written together) and gathers from the O
     planes: measured 1.3-2x faster than walking the planes, whose writes stride by O bytes.

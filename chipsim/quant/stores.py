@@ -77,9 +77,10 @@ class ClippedScale:
     def scale(self) -> np.float32:
         return np.float32(_finish_scale(self.running or 0.0, self.qmax, self.scale_mode))
 
-    def quantize(self, x, update: bool, times_scale: bool = False):
+    def quantize(self, x, update: bool, times_scale: bool = False, as_int8: bool = False):
         """Optionally fold ``x`` into the threshold, then return ``(codes, scale)``; 32 bits: ``(x, 1.0)``.
-        ``times_scale``: ``(codes * scale, scale)``, the values the codes stand for, made in the same pass."""
+        ``times_scale``: ``(codes * scale, scale)``, the values the codes stand for, made in the same pass.
+        ``as_int8``: the codes as int8 where they fit and ``x`` holds no NaN (``codes._divide_round_clip``)."""
         if self.bits == 32:
             return x, np.float32(1.0)
         record("quantize", "ClippedScale.quantize", ROUND_OPS * np.size(x))
@@ -89,7 +90,7 @@ class ClippedScale:
             self.running = t if self.running is None else self.momentum * self.running + (1 - self.momentum) * t
         scale = self.scale
         lo = -self.qmax if self.signed else 0
-        return _divide_round_clip(x, scale, lo, self.qmax, times_scale), scale
+        return _divide_round_clip(x, scale, lo, self.qmax, times_scale, as_int8), scale
 
 
 class FixedPoint:

@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 
 from ..trace.work import record
-from .codes import (ROUND_OPS, SCALE_SEARCH_OPS, _finish_scale, _quantize_flat, _round_kind, _round_ops,
+from .codes import (ROUND_OPS, SCALE_SEARCH_OPS, _finish_scale, _round_kind, _round_ops, quantize_flat,
                     _rounding_seed, check_bits, signed_max)
 from ..kernels.sums import _row_sum_squares
 from .stores import ACIQ_GAUSS_ALPHA, ClippedScale, _divide_round_clip
@@ -67,7 +67,7 @@ class StreamScale(ClippedScale):
         super().__init__(bits, signed, momentum, scale_mode)
         self.group = max(1, int(group))
 
-    def quantize(self, x, update: bool, times_scale: bool = False):
+    def quantize(self, x, update: bool, times_scale: bool = False, as_int8: bool = False):
         if self.bits == 32:
             return x, np.float32(1.0)
         record("quantize", "StreamScale.quantize", ROUND_OPS * np.size(x))
@@ -81,7 +81,7 @@ class StreamScale(ClippedScale):
         else:
             scale = self.scale
         lo = -self.qmax if self.signed else 0
-        return _divide_round_clip(x, scale, lo, self.qmax, times_scale), scale
+        return _divide_round_clip(x, scale, lo, self.qmax, times_scale, as_int8), scale
 
     def _thresholds(self, x, group: int) -> list:
         """``[self.threshold(x[r0:r1]) for r0, r1 in _groups(len(x), group)]``, in one pass over ``x`` when
@@ -120,7 +120,9 @@ class StreamErrorScale:
         self.group = max(1, int(group))
         self.running = None
 
-    def quantize(self, x, rng):
+    def quantize(self, x, rng, as_int8: bool = False):
+        """``(codes, scale)`` at the latched scale, then the estimate updated; ``as_int8`` as
+        ``quantize_signed``'s."""
         x = np.asarray(x, dtype=np.float32)
         if self.bits == 32:
             return x.copy(), np.float32(1.0)
@@ -139,7 +141,5 @@ class StreamErrorScale:
         scale = np.float32(_finish_scale(self.running, qmax, self.scale_mode))
         self.running = _hold_peak(self.running, maxes, self.momentum)
         seed = _rounding_seed(self.rounding, rng)
-        out = np.empty(x.shape, dtype=np.float32)
-        _quantize_flat(flat, 1.0 / np.float64(scale), -float(qmax), float(qmax), self.rounding == "stochastic",
-                       seed, out.reshape(-1))
-        return out, scale
+        return quantize_flat(flat, x.shape, 1.0 / np.float64(scale), -float(qmax), float(qmax),
+                             self.rounding == "stochastic", seed, as_int8), scale

@@ -185,7 +185,8 @@ class QuantBlock:
                     bnc = None if ref is None else ref._replace(xhat=None)
             else:
                 z, bnc = x.astype(np.float32), None
-            zq, zs = self.z_scale.quantize(z, update=learn)
+            # int8 codes where the int8 unit takes them as they are (no float32 copy of a 4-bit tensor)
+            zq, zs = self.z_scale.quantize(z, update=learn, as_int8=K.use_int8())
         bound = _int_bound(p.activation_bits, p.weight_bits)
         if self.kind == "conv":
             # The accumulator's rescale is done by the kernel as it leaves the GEMM's layout. im2col's
@@ -225,18 +226,20 @@ class QuantBlock:
             g = K.maxpool2d_backward(g, cache["argmax"], cache["r_shape"])
         return K.relu_backward(g, cache["y"])
 
-    def quantize_error(self, gy, rng, which: int = 0):
+    def quantize_error(self, gy, rng, which: int = 0, as_int8: bool = False):
         """Quantize an error tensor to gradient_bits (stochastic or nearest, seeded): over the batch, or at
-        the latched streaming scale (``which``: 0 the weight gradient's, 1 the error sent down)."""
+        the latched streaming scale (``which``: 0 the weight gradient's, 1 the error sent down). ``as_int8``:
+        int8 codes where they fit (for a product on the int8 unit)."""
         if self.err_scales is not None:
             set_groups(self)
-            return self.err_scales[which].quantize(gy, rng)
-        return quantize_signed(gy, self.prec.gradient_bits, self.prec.rounding, rng, self.prec.scale)
+            return self.err_scales[which].quantize(gy, rng, as_int8=as_int8)
+        return quantize_signed(gy, self.prec.gradient_bits, self.prec.rounding, rng, self.prec.scale,
+                               as_int8=as_int8)
 
     def grad_weight(self, gy, cache, rng):
         """dL/dW for the pre-activation error gy, through the exact integer kernel."""
         p = self.prec
-        gq, gs = self.quantize_error(gy, rng)
+        gq, gs = self.quantize_error(gy, rng, as_int8=K.use_int8())
         bound = _int_bound(p.activation_bits, p.gradient_bits)
         if self.kind == "conv":
             acc = K.conv2d_grad_weight(cache["zq"], gq, self.w_shape[2:], self.spec.stride, self.spec.padding,
@@ -254,7 +257,8 @@ class QuantBlock:
         # fold the per-output-channel weight scale into the error so one
         # integer product serves all channels: sum_o (wq_o * s_o) g_o = sum_o wq_o (s_o g_o)
         shape = (1, -1, 1, 1) if self.kind == "conv" else (1, -1)
-        hq, hs = self.quantize_error(_rescale(gy, ws.reshape(shape), "QuantBlock.grad_input"), rng, which=1)
+        hq, hs = self.quantize_error(_rescale(gy, ws.reshape(shape), "QuantBlock.grad_input"), rng, which=1,
+                                     as_int8=K.use_int8())
         bound = _int_bound(p.gradient_bits, p.weight_bits)
         if self.kind == "conv":
             acc = K.conv2d_grad_input(hq, wq, cache["zq"].shape, self.spec.stride, self.spec.padding,
