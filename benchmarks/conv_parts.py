@@ -54,13 +54,13 @@ def direct_pieces(x, w, pad):
     n, o = x.shape[0], w.shape[0]
     ones = np.ones(o, np.float32)
     tx = conv_direct.to_uint8_nhwc(x)
-    packed = conv_direct.pack(w, ones, tx.shape, pad, pad)
+    packed = conv_direct.pack(w, ones, pad, pad)
     y = conv_direct.convolve(tx, packed, pad, pad)
     yl = y.permute(0, 2, 3, 1).contiguous().numpy()
     out = np.empty((n, o, y.shape[2] * y.shape[3]), np.float32)
     return {
         "to uint8 channels-last": ms(lambda: conv_direct.to_uint8_nhwc(x)),
-        "pack weights": ms(lambda: conv_direct.pack(w, ones, tx.shape, pad, pad)),
+        "pack weights": ms(lambda: conv_direct.pack(w, ones, pad, pad)),
         "convolution": ms(lambda: conv_direct.convolve(tx, packed, pad, pad)),
         "copy back to NCHW": ms(lambda: conv_direct._nhwc_to_nchw(yl.reshape(n, -1, o), out)),
     }

@@ -106,7 +106,7 @@ def _direct_kernel(x, w, pad):
     operands already converted and packed: the kernel the engine's forward and input gradient call."""
     from chipsim.kernels import conv_direct
     tx = conv_direct.to_uint8_nhwc(x)
-    packed = conv_direct.pack(w, np.ones(w.shape[0], np.float32), tx.shape, pad, pad)
+    packed = conv_direct.pack(w, np.ones(w.shape[0], np.float32), pad, pad)
     return lambda: conv_direct.convolve(tx, packed, pad, pad)
 
 
