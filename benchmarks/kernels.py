@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-from rounds import interleaved, machine_load, ratios, spread, time_block  # noqa: E402
+from rounds import interleaved, machine_load, pin_torch_threads, ratios, spread, time_block  # noqa: E402
 
 from chipsim import kernels as K  # noqa: E402
 from chipsim.quant import signed_max  # noqa: E402
@@ -105,9 +105,14 @@ def _direct_kernel(x, w, pad):
     """A closure running oneDNN's direct int8 conv alone (``chipsim.kernels.conv_direct.convolve``) on
     operands already converted and packed: the kernel the engine's forward and input gradient call."""
     from chipsim.kernels import conv_direct
+    from chipsim.kernels.int8 import gemm_threads
     tx = conv_direct.to_uint8_nhwc(x)
-    packed = conv_direct.pack(w, np.ones(w.shape[0], np.float32), pad, pad)
-    return lambda: conv_direct.convolve(tx, packed, pad, pad)
+    packed = conv_direct.pack(w, np.ones(w.shape[0], np.float32), tx.shape, pad, pad)
+
+    def run():
+        with gemm_threads():                         # on the engine's thread count (conv_direct._qconv)
+            return conv_direct.convolve(tx, packed, pad, pad)
+    return run
 
 
 def layer_gemm_rates(bits, n, c, h, w, o, rng, calls=5, tries=3):
@@ -182,7 +187,9 @@ def ours_step(bits, n, c, h, w, o, rng, unit="int8"):
     return step
 
 
-def torch_step(n, c, h, w, o, rng):
+def torch_step(n, c, h, w, o, rng, threads=None):
+    """Closure running torch's float32 conv forward and both gradients; ``threads``: the intra-op threads it
+    must run on (checked at every call: see ``rounds.pin_torch_threads``)."""
     x = torch.tensor(rng.standard_normal((n, c, h, w)), dtype=torch.float32,
                      requires_grad=True)
     wt = torch.tensor(rng.standard_normal((o, c, KS, KS)),
@@ -190,6 +197,8 @@ def torch_step(n, c, h, w, o, rng):
     gy = torch.tensor(rng.standard_normal((n, o, h, w)), dtype=torch.float32)
 
     def step():
+        if threads is not None and torch.get_num_threads() != threads:
+            raise RuntimeError(f"torch runs on {torch.get_num_threads()} threads, not {threads}")
         x.grad = None
         wt.grad = None
         y = F.conv2d(x, wt, stride=STRIDE, padding=PAD)
@@ -208,7 +217,7 @@ def main(argv=None):
                     help="timed calls per implementation and layer per round, after one untimed call (default 8)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads, both sides (default 2)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    pin_torch_threads(args.threads)
     rng = np.random.default_rng(0)
     from chipsim.kernels.int8 import GEMM_THREADS
     print(f"GEMM unit: {K.kernel_path()}; numpy sgemm 1024^3: {sgemm_rate():.1f} GFLOP/s   "
@@ -218,7 +227,7 @@ def main(argv=None):
     print(f"GEMM peaks (torch, best over shapes): int8 {peak8:.0f} GOP/s, float32 {peak32:.0f} GFLOP/s; " + "; ".join(text))
     sides, paths = {}, {}
     for name, n, c, h, w, o in LAYERS:
-        sides[name, "torch f32"] = torch_step(n, c, h, w, o, rng)
+        sides[name, "torch f32"] = torch_step(n, c, h, w, o, rng, args.threads)
         for impl, bits, unit in IMPLS[1:]:
             sides[name, impl] = step = ours_step(bits, n, c, h, w, o, rng, unit)
             step()                          # the numba JIT, and the paths taken

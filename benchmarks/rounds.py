@@ -82,3 +82,16 @@ def machine_load() -> str:
     """The load averages, so that a reader can tell a quiet run from a contended one."""
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min) on {os.cpu_count()} cores"
+
+
+def pin_torch_threads(n: int) -> None:
+    """Set torch's intra-op threads to ``n`` for the rest of the run, after numba's threading layer has
+    started. numba starts it on OpenMP, in torch's own libgomp, and sets OpenMP's thread count to its own
+    as it does: measured, ``torch.set_num_threads(1)`` then ``numba.get_num_threads()`` left
+    ``torch.get_num_threads()`` at 2, so a torch side asked for 1 thread ran on 2 (``kernels.py`` printed
+    "torch threads 1" before starting numba's layer, and its torch steps took 1.3 ms instead of 2.3). A side
+    that checks ``torch.get_num_threads()`` as it runs catches any later change."""
+    import numba
+    import torch
+    numba.get_num_threads()
+    torch.set_num_threads(n)

@@ -49,7 +49,7 @@ from chipsim.engine.training.trainer import Trainer, sample_negatives  # noqa: E
 from torch_reference import torch_block  # noqa: E402  (the tests' independent torch block)
 
 sys.path.insert(0, os.path.dirname(__file__))
-from rounds import interleaved, machine_load, ratios, spread  # noqa: E402
+from rounds import interleaved, machine_load, pin_torch_threads, ratios, spread  # noqa: E402
 from step_breakdown import breakdown, print_breakdown  # noqa: E402
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
@@ -199,7 +199,11 @@ def _sides(rule, args, d, n_batches=16):
         i = next(next_ours)
         ours.train_step(xs[i], ys[i])
 
+    threads = getattr(args, "threads", None)
+
     def step_ref():
+        if threads is not None and torch.get_num_threads() != threads:     # see rounds.pin_torch_threads
+            raise RuntimeError(f"torch runs on {torch.get_num_threads()} threads, not {threads}")
         ref.step(*batches[next(next_ref)])
     return step_ours, step_ref, cfg, ours, (xs[0], ys[0])
 
@@ -216,7 +220,7 @@ def main():
     ap.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                     help="override a key of hwconfigs/44core_4bit.yaml, e.g. learning.bn_backward=batch-stats")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    pin_torch_threads(args.threads)
     from chipsim.kernels import kernel_path
     d = load_dataset("mnist5k")
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]

@@ -141,17 +141,16 @@ def to_uint8_nhwc(x):
     return torch.from_numpy(xu).permute(0, 3, 1, 2)
 
 
-def pack(w, scale, ph, pw):
-    """oneDNN's packed int8 weights for ``w (O, C, kh, kw)``, per-output-channel ``scale``, stride 1 and
-    padding (ph, pw): what :func:`convolve` takes. Packed without the input's shape: oneDNN then packs
-    for a default one, in about half the time for small kernels (32 -> 32 channels, 3x3: 0.048 against
-    0.091 ms with the shape given) and the convolution took 0.01 ms longer; same bits (the probe in
-    :func:`available` and the tests run this path)."""
+def pack(w, scale, x_shape, ph, pw):
+    """oneDNN's packed int8 weights for ``w (O, C, kh, kw)``, per-output-channel ``scale``, inputs of
+    ``x_shape``, stride 1 and padding (ph, pw): what :func:`convolve` takes. (Packed without the shape,
+    oneDNN packs in about half the time on small kernels but then convolves more slowly: side by side,
+    the three products of each default conv layer took the same time either way, 0.99-1.01x.)"""
     import torch
     ws = torch.from_numpy(np.ascontiguousarray(scale, np.float32))
     w8 = torch.from_numpy(np.ascontiguousarray(w, np.int8))
     return torch.ops.onednn.qconv_prepack(w8, ws, 1.0, ZERO_POINT, [1, 1], [int(ph), int(pw)], [1, 1], 1,
-                                          None), ws
+                                          list(x_shape)), ws
 
 
 def convolve(tx, packed, ph, pw):
@@ -174,7 +173,7 @@ def _qconv(x, w, ph, pw, scale):
     if tx is None:
         return None
     with gemm_threads():
-        y = convolve(tx, pack(w, scale, ph, pw), ph, pw)
+        y = convolve(tx, pack(w, scale, tx.shape, ph, pw), ph, pw)
     ho, wo = y.shape[2], y.shape[3]
     out = np.empty((n, o, ho, wo), np.float32)
     yl = y.permute(0, 2, 3, 1).contiguous().numpy()         # a view: oneDNN's output is channels-last
