@@ -49,7 +49,10 @@ def _targets():
                                       "goodness", "goodness_backward")]
     funcs += [(OTHER, losses, "goodness_loss")]
     funcs += [(QUANT, quant, n) for n in ("quantize_signed", "quantize_weights", "quantize_activations")]
-    methods = [(QUANT, quant.ClippedScale, "quantize"), (OTHER, quant.FixedPoint, "apply"),
+    from chipsim.quant import streaming              # the scales mapping.statistics running / micro-batch use
+    methods = [(QUANT, quant.ClippedScale, "quantize"), (QUANT, streaming.StreamScale, "quantize"),
+               (QUANT, streaming.StreamErrorScale, "quantize"), (QUANT, quant.QuantStore, "store"),
+               (QUANT, quant.QuantStore, "load"), (OTHER, quant.FixedPoint, "apply"),
                (OTHER, optim.Adam, "delta"), (OTHER, optim.SGD, "delta"),
                (MOVE, block.QuantBlock, "select"), (MOVE, network.Network, "input_with_label")]
     methods += [(BLOCK, block.QuantBlock, n) for n in ("forward", "backward_pre", "grad_weight", "grad_input")]

@@ -260,7 +260,7 @@ def _int8_of(ref):
 @pytest.mark.parametrize("signed", [True, False])
 def test_divide_round_clip_as_int8_gives_the_float_codes(signed):
     """``as_int8``: the same integers as the float32 codes, as int8, on sizes across the kernel's chunks of
-    I8_CHUNK (4096) elements; a NaN anywhere gives the float32 codes instead (which carry it)."""
+    INT_CHUNK (4096) elements; a NaN anywhere gives the float32 codes instead (which carry it)."""
     rng = np.random.default_rng(11)
     lo, hi = (-7, 7) if signed else (0, 15)
     for n in (1, 5, 4095, 4096, 4097, 3 * 4096 + 17, 100003):
@@ -308,3 +308,62 @@ def test_streaming_scales_as_int8_give_the_float_codes():
         want, ws = a.quantize(z, np.random.default_rng(seed))
         got, gs = b.quantize(z, np.random.default_rng(seed), as_int8=True)
         assert gs == ws and a.running == b.running and _same(got, _int8_of(want))
+
+
+def _quantize_weights_numpy(w, bits, scale_mode):
+    """quantize_weights as it was written in numpy (the fused kernels replaced these five passes)."""
+    n_out, qmax = w.shape[0], 2 ** (bits - 1) - 1
+    max_abs = np.abs(w.reshape(n_out, -1)).max(axis=1)
+    scale = Q.codes._finish_scale(max_abs, qmax, scale_mode)
+    w_int = np.clip(np.rint(w / scale.reshape((n_out,) + (1,) * (w.ndim - 1))), -qmax, qmax)
+    return w_int.astype(np.float32), scale
+
+
+@pytest.mark.parametrize("shape", [(16, 2, 3, 3), (256, 1568), (1, 7), (5, 4097)])
+@pytest.mark.parametrize("scale_mode", ["float", "pow2"])
+def test_quantize_weights_is_the_numpy_expression(shape, scale_mode):
+    """The weights' per-channel codes and scales, bit for bit, with -0.0, zeros rows, ties and a NaN row."""
+    rng = np.random.default_rng(sum(shape))
+    w = _awkward(rng, int(np.prod(shape))).reshape(shape)
+    w[0] = 0.0                                            # an all-zero row: scale 1
+    if shape[0] > 2:
+        w[1].reshape(-1)[:3] = (0.5, -1.5, 2.5)           # halves: rint's ties to even
+        w[2].reshape(-1)[1] = np.nan
+    for bits in (2, 4, 8, 16):
+        got, got_s = Q.quantize_weights(w, bits, scale_mode)
+        want, want_s = _quantize_weights_numpy(w, bits, scale_mode)
+        assert _same(got, want) and _same(got_s, want_s)
+
+
+@pytest.mark.parametrize("bits, signed", [(8, True), (8, False), (16, True), (16, False), (4, True)])
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_quant_store_codes_are_the_float_codes_cast(bits, signed, rounding):
+    """A QuantStore's codes, now made in its integer type in one pass, are the float32 codes its quantizer
+    made, cast, as before; and its load is ``codes.astype(float32) * scale``. A NaN keeps the old path."""
+    x = _awkward(np.random.default_rng(bits), 3 * 4096 + 9)
+    x = x if signed else np.abs(x)
+    for bad in (False, True):
+        if bad:
+            x[5000] = np.nan
+        st = Q.QuantStore(x.shape, bits, signed=signed, rounding=rounding)
+        fn = Q.quantize_signed if signed else Q.quantize_unsigned
+        with np.errstate(invalid="ignore"):                  # a NaN cast to an integer, on both sides
+            st.store(x, np.random.default_rng(4))
+            want, want_s = fn(x, bits, rounding, np.random.default_rng(4))
+            want = want.astype(st.codes.dtype)
+        assert st.codes.dtype == {(8, True): np.int8, (8, False): np.uint8, (16, True): np.int16,
+                                  (16, False): np.uint16, (4, True): np.int8}[bits, signed]
+        assert st.scale == want_s and _same(st.codes, want)
+        assert _same(st.load(), st.codes.astype(np.float32) * st.scale)
+
+
+def test_rows_absmax_is_numpys_including_nan_and_inf():
+    """``np.abs(rows).max(axis=1)``: the same float32 values; a row with a NaN gives a NaN, as numpy's."""
+    rng = np.random.default_rng(21)
+    rows = _awkward(rng, 7 * 1001).reshape(7, 1001)
+    rows[1, 5], rows[2, 9], rows[3, 0], rows[4] = np.nan, np.inf, -np.inf, -0.0
+    got, want = Q.codes._rows_absmax(rows), np.abs(rows).max(axis=1)
+    assert got.dtype == np.float32
+    assert np.isnan(got[1]) and np.isnan(want[1])
+    keep = [0, 2, 3, 4, 5, 6]
+    assert _same(got[keep], want[keep])

@@ -12,9 +12,9 @@ columns, one zero gap serving both paddings) but stored channels-last:
   bytes of ``xp``, and the weights are reordered to match;
 * errors ``g (N*Ho*Wp, O)`` int8, zeros in the garbage columns.
 
-Everything is int8 from the first pass on: the float32 codes are read once,
-converted while padding, and the im2col matrix a GEMM streams is a quarter
-of the float one. Pure copies and (col2im) exact int32 adds whose bound the
+Everything is int8 from the first pass on: the codes (int8 as the block's
+quantizers make them for this unit, or float32) are read once, converted while
+padding, and the im2col matrix a GEMM streams is a quarter of the float one. Pure copies and (col2im) exact int32 adds whose bound the
 caller checks; nothing here rounds.
 
 The kernels that convert float codes to int8 also return whether they met a

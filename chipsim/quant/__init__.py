@@ -4,7 +4,10 @@ The simulated chip stores every tensor as small integers plus a scale.  This
 package turns float tensors into those integers ("codes") and back.  Codes are
 kept in float32 arrays holding exact integers, because the kernels in
 :mod:`chipsim.kernels` consume float arrays and can prove (from the code range)
-that a float GEMM over them is exact.
+that a float GEMM over them is exact. Where the int8 unit runs the products
+(``kernels.use_int8()``), the activation and error codes that fit int8 are made
+as int8 instead (``as_int8``), the same integers in the type the unit reads;
+the optimizer's stored state (``QuantStore``) is made in its own integer type.
 
 The package is cut along state:
 

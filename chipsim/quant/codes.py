@@ -15,11 +15,11 @@ import numpy as np
 from numba import njit, prange
 
 from ..kernels.exact import _MOVE
+from ..kernels.int8 import INT8_MAX
 from ..kernels.sums import _pairwise_sum_squares
 from ..trace.work import costed, record
 
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
-INT8_MAX = 127           # the largest code an int8 holds in a symmetric range
 SCALE_MODES = ("float", "pow2")
 ROUNDINGS = ("nearest", "stochastic")
 
@@ -176,12 +176,47 @@ def quantize_weights(w, bits, scale_mode="float"):
         _check_choice("scale_mode", scale_mode, SCALE_MODES)
         return w.copy(), np.ones(n_out, dtype=np.float32)
     qmax = signed_max(bits)
-    max_abs = np.abs(w.reshape(n_out, -1)).max(axis=1) if w.size else \
-        np.zeros(n_out)
-    scale = _finish_scale(max_abs, qmax, scale_mode)
-    bshape = (n_out,) + (1,) * (w.ndim - 1)
-    w_int = np.clip(np.rint(w / scale.reshape(bshape)), -qmax, qmax)
-    return w_int.astype(np.float32), scale
+    if not w.size or not w.flags.c_contiguous:
+        max_abs = np.abs(w.reshape(n_out, -1)).max(axis=1) if w.size else np.zeros(n_out)
+        scale = _finish_scale(max_abs, qmax, scale_mode)
+        bshape = (n_out,) + (1,) * (w.ndim - 1)
+        w_int = np.clip(np.rint(w / scale.reshape(bshape)), -qmax, qmax)
+        return w_int.astype(np.float32), scale
+    # the expressions above in two passes (they took five): the rows' max|w| and the codes
+    rows = w.reshape(n_out, -1)
+    scale = _finish_scale(_rows_absmax(rows), qmax, scale_mode)
+    w_int = np.empty(w.shape, np.float32)
+    _rows_divide_round_clip(rows, scale, np.float32(qmax), w_int.reshape(n_out, -1))
+    return w_int, scale
+
+
+@njit(**_MOVE)
+def _rows_absmax(rows):
+    """``np.abs(rows).max(axis=1)`` (float32): compared as integers, as :func:`_absmax`, but a NaN wins, as
+    in numpy's max (its bit pattern is above every finite value's and inf's once the sign is cleared)."""
+    out = np.empty(rows.shape[0], np.float32)
+    for r in range(rows.shape[0]):
+        b = rows[r].view(np.uint32)
+        m = np.uint32(0)
+        for i in range(b.size):
+            m = max(m, b[i] & np.uint32(0x7FFFFFFF))
+        out[r:r + 1].view(np.uint32)[0] = m
+    return out
+
+
+@njit(**_MOVE)
+def _rows_divide_round_clip(rows, scale, qmax, out):
+    """``np.clip(np.rint(rows / scale[:, None]), -qmax, qmax)`` in float32, row by row (NaN kept, as
+    np.clip keeps it)."""
+    for r in range(rows.shape[0]):
+        s = scale[r]
+        src, dst = rows[r], out[r]
+        for i in range(src.size):
+            q = np.rint(src[i] / s)
+            if not np.isnan(q):
+                q = q if q >= -qmax else -qmax
+                q = q if q <= qmax else qmax
+            dst[i] = q
 
 
 def quantize_activations(x, bits, scale):
@@ -232,7 +267,7 @@ def _divide_round_clip_flat(x, scale, lo, hi, times_scale, out):
 # float kernels' operations and also say whether they met a NaN, which int8 cannot hold: the caller then
 # makes float32 codes instead, which carry it on as before. The flag is kept per chunk of elements, so a
 # parallel build (``exact.PARALLEL``) needs no reduction across threads.
-I8_CHUNK = 4096
+INT_CHUNK = 4096
 
 
 @njit(**_MOVE)
@@ -241,10 +276,10 @@ def _divide_round_clip_i8(x, scale, lo, hi, out):
     slice, and the code stored through int32: so the loop vectorises, 4x faster than indexing the whole
     array with a direct float-to-int8 conversion.)"""
     n = x.size
-    chunks = (n + I8_CHUNK - 1) // I8_CHUNK
+    chunks = (n + INT_CHUNK - 1) // INT_CHUNK
     bad = np.zeros(chunks, np.bool_)
     for c in prange(chunks):
-        xs, os = x[c * I8_CHUNK:min(n, (c + 1) * I8_CHUNK)], out[c * I8_CHUNK:min(n, (c + 1) * I8_CHUNK)]
+        xs, os = x[c * INT_CHUNK:min(n, (c + 1) * INT_CHUNK)], out[c * INT_CHUNK:min(n, (c + 1) * INT_CHUNK)]
         nan = False
         for i in range(xs.size):
             q = np.rint(xs[i] / scale)
@@ -284,7 +319,7 @@ def quantize_signed(x, bits, rounding="nearest", rng=None, scale_mode="float", a
     ``max|x|`` to the top code.  Stochastic rounding keeps small errors alive
     in expectation instead of flushing them to zero, which matters for
     learning with few bits.  ``bits == 32`` returns ``(x as float32, 1.0)``. ``as_int8``: int8 codes
-    where they fit (up to 8 bits) and ``x`` holds no NaN (see :data:`I8_CHUNK`).
+    where they fit (up to 8 bits) and ``x`` holds no NaN (see :data:`INT_CHUNK`).
     """
     return _per_tensor(x, bits, rounding, rng, scale_mode, signed=True, who="quantize_signed", as_int8=as_int8)
 
@@ -295,7 +330,7 @@ def quantize_unsigned(x, bits, rounding="nearest", rng=None, scale_mode="float")
     return _per_tensor(x, bits, rounding, rng, scale_mode, signed=False, who="quantize_unsigned")
 
 
-def _per_tensor(x, bits, rounding, rng, scale_mode, signed: bool, who: str, as_int8: bool = False):
+def _per_tensor(x, bits, rounding, rng, scale_mode, signed: bool, who: str, as_int8: bool = False, dtype=None):
     """The two per-tensor quantizers: one scale from max|x| (one compare per element, logged as
     ``quantize_scale``), then divide-round-clip into the signed or unsigned code range."""
     bits = check_bits(bits)
@@ -311,7 +346,7 @@ def _per_tensor(x, bits, rounding, rng, scale_mode, signed: bool, who: str, as_i
     scale = np.float32(_finish_scale(float(_absmax(flat)) if x.size else 0.0, qmax, scale_mode))
     seed = _rounding_seed(rounding, rng)
     return quantize_flat(flat, x.shape, 1.0 / np.float64(scale), -float(qmax) if signed else 0.0, float(qmax),
-                         rounding == "stochastic", seed, as_int8), scale
+                         rounding == "stochastic", seed, as_int8, dtype), scale
 
 
 @njit(cache=True)
@@ -333,12 +368,16 @@ def _absmax(x):
     return np.array([m], dtype=np.uint32).view(np.float32)[0]
 
 
-def quantize_flat(flat, shape, inv_scale, lo, hi, stochastic: bool, seed: int, as_int8: bool = False):
-    """:func:`_quantize_flat` into new codes of ``shape``: int8 when asked (``as_int8``), they fit and
-    ``flat`` holds no NaN, else float32."""
-    if as_int8 and -INT8_MAX <= lo and hi <= INT8_MAX:
-        out = np.empty(shape, np.int8)
-        if not _quantize_flat_i8(flat, inv_scale, lo, hi, stochastic, np.uint64(seed), out.reshape(-1)):
+def quantize_flat(flat, shape, inv_scale, lo, hi, stochastic: bool, seed: int, as_int8: bool = False,
+                  dtype=None):
+    """:func:`_quantize_flat` into new codes of ``shape``: int8 when asked (``as_int8``) and they fit, or
+    ``dtype``, an integer type the caller has sized to hold ``[lo, hi]`` (a ``QuantStore``'s); float32
+    when neither, or when ``flat`` holds a NaN (which no integer holds)."""
+    if dtype is None and as_int8 and -INT8_MAX <= lo and hi <= INT8_MAX:
+        dtype = np.int8
+    if dtype is not None:
+        out = np.empty(shape, dtype)
+        if not _quantize_flat_int(flat, inv_scale, lo, hi, stochastic, np.uint64(seed), out.reshape(-1)):
             return out
     out = np.empty(shape, dtype=np.float32)
     _quantize_flat(flat, inv_scale, lo, hi, stochastic, seed, out.reshape(-1))
@@ -380,15 +419,16 @@ def _quantize_flat_stochastic(x, inv_scale, lo, hi, base, out):
 
 
 @njit(**_MOVE)
-def _quantize_flat_i8(x, inv_scale, lo, hi, stochastic, base, out):
-    """:func:`_quantize_flat`'s codes, by the same operations, into int8 ``out``; whether a NaN was met
-    (chunks as :func:`_divide_round_clip_i8`'s)."""
+def _quantize_flat_int(x, inv_scale, lo, hi, stochastic, base, out):
+    """:func:`_quantize_flat`'s codes, by the same operations, into integer ``out`` (int8, int16, uint8,
+    uint16: stored through int32, exact for codes in ``[lo, hi]``); whether a NaN was met (chunks as
+    :func:`_divide_round_clip_i8`'s)."""
     n = x.size
-    chunks = (n + I8_CHUNK - 1) // I8_CHUNK
+    chunks = (n + INT_CHUNK - 1) // INT_CHUNK
     bad = np.zeros(chunks, np.bool_)
     for c in prange(chunks):
-        i0 = c * I8_CHUNK
-        xs, os = x[i0:min(n, i0 + I8_CHUNK)], out[i0:min(n, i0 + I8_CHUNK)]
+        i0 = c * INT_CHUNK
+        xs, os = x[i0:min(n, i0 + INT_CHUNK)], out[i0:min(n, i0 + INT_CHUNK)]
         nan = False
         if stochastic:
             for i in range(xs.size):

@@ -25,12 +25,11 @@ from .codes import (
     _finish_scale,
     _fixed_point_add,
     _mean_square,
+    _per_tensor,
     _pow2_ceil,
     _round,
     _rounding_seed,
     check_bits,
-    quantize_signed,
-    quantize_unsigned,
     signed_max,
     unsigned_max,
 )
@@ -232,15 +231,18 @@ class QuantStore:
         if self.bits == 32:
             self.codes = np.asarray(x, dtype=np.float32).copy()
             return
-        quantize = quantize_signed if self.signed else quantize_unsigned
-        q, self.scale = quantize(x, self.bits, self.rounding, rng, self.scale_mode)
-        self.codes = q.astype(self.codes.dtype)
+        # the codes made in the store's integer type (a NaN, which none holds, gives float32 codes, then cast
+        # as before)
+        who = "quantize_signed" if self.signed else "quantize_unsigned"
+        q, self.scale = _per_tensor(x, self.bits, self.rounding, rng, self.scale_mode, self.signed, who,
+                                    dtype=self.codes.dtype)
+        self.codes = q.astype(self.codes.dtype, copy=False)
 
     def load(self) -> np.ndarray:
         if self.bits == 32:
             return self.codes
         record("dequantize", "QuantStore.load", self.codes.size)
-        return self.codes.astype(np.float32) * self.scale
+        return np.multiply(self.codes, self.scale, dtype=np.float32)     # = codes.astype(float32) * scale, one pass
 
     def state(self) -> dict:
         return {"codes": self.codes, "scale": float(self.scale)}

@@ -15,8 +15,8 @@ import numpy as np
 from numba import njit
 
 from ..trace.work import record
-from .codes import (ROUND_OPS, SCALE_SEARCH_OPS, _finish_scale, _round_kind, _round_ops, quantize_flat,
-                    _rounding_seed, check_bits, signed_max)
+from .codes import (ROUND_OPS, SCALE_SEARCH_OPS, _finish_scale, _round_kind, _round_ops, _rows_absmax,
+                    _rounding_seed, check_bits, quantize_flat, signed_max)
 from ..kernels.sums import _row_sum_squares
 from .stores import ACIQ_GAUSS_ALPHA, ClippedScale, _divide_round_clip
 
@@ -132,7 +132,9 @@ class StreamErrorScale:
         record(_round_kind(self.rounding), "StreamErrorScale", _round_ops(self.rounding) * x.size)
         rows = x.reshape(x.shape[0], -1) if x.ndim else flat.reshape(1, -1)
         if rows.shape[1] and rows.shape[0] and rows.shape[0] % self.group == 0:   # one pass; max is exact
-            maxes = [float(v) for v in np.abs(rows.reshape(rows.shape[0] // self.group, -1)).max(axis=1)]
+            groups = rows.reshape(rows.shape[0] // self.group, -1)
+            maxes = [float(v) for v in (_rows_absmax(groups) if groups.flags.c_contiguous
+                                        else np.abs(groups).max(axis=1))]
         else:
             maxes = [float(np.abs(rows[r0:r1]).max()) if r1 > r0 and rows.shape[1] else 0.0
                      for r0, r1 in _groups(rows.shape[0], self.group)]
