@@ -155,10 +155,14 @@ def main(argv=None):
         # the floor: what the step would take if every conversion around the products were free
         floor = sum(t for pieces in products.values() for piece, t in pieces.items() if piece in PRODUCT_PIECES)
         ref = ms(torch_step(n, c, h, wd, o, rng, args.threads))
+        called = sum(whole.values())
+        gone = called - ref / TARGET                     # what must go for the target, of called - floor
         print(f"  torch float32 step {ref:.3f}; the products and their weight packing alone {floor:.3f}, so with "
               f"every conversion free this layer would run at {ref / floor:.2f}x torch "
               f"({'above' if ref / floor >= TARGET else 'below'} the {TARGET:.1f}x target); "
-              f"as called: {ref / sum(whole.values()):.2f}x")
+              f"as called: {ref / called:.2f}x"
+              + (f"; {TARGET:.1f}x needs {gone:.2f} ms of the {called - floor:.2f} ms around the products gone"
+                 if gone > 0 else ""))
     return 0
 
 

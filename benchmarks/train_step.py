@@ -26,7 +26,7 @@ runs a block of steps of each side, back to back, so the throughput ratio of
 a round compares two sides that saw the same load. The output gives, per
 rule, the median ratio with its spread, the ratio of process CPU times next
 to it, and how many rounds reached the target (issue 25: DF-R >= 2.5x, BP >=
-1.5x; CwC has none), then where one engine DF-R step spends its time
+1.5x; CwC has none), then where one engine step of each rule spends its time
 (``benchmarks/step_breakdown.py``), and ends with one summary line per rule.
 
     python benchmarks/train_step.py [--rounds 20] [--steps 2] [--set learning.bn_backward=batch-stats]
@@ -261,9 +261,9 @@ def main():
         met = "no target" if target is None else (f"{wall.hits}/{wall.n} rounds >= {target:.1f}x "
                                                   f"(CPU time: {cpu.hits}/{cpu.n})")
         summary.append(f"{rule} {wall.median:.2f}x (IQR {wall.q1:.2f}-{wall.q3:.2f}, CPU {cpu.median:.2f}x; {met})")
-    if "df-r" in made:
-        parts = breakdown(made["df-r"][3], args.profile_steps)
-        print_breakdown(parts, f"\none chipsim DF-R step, mean of {args.profile_steps} (timing wrappers, "
+    for rule in rules:
+        parts = breakdown(made[rule][3], args.profile_steps)
+        print_breakdown(parts, f"\none chipsim {rule.upper()} step, mean of {args.profile_steps} (timing wrappers, "
                                "exclusive times):")
     print("summary: train_step chipsim/torch throughput " + "; ".join(summary)
           + f"; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
