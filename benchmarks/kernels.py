@@ -235,7 +235,10 @@ def main(argv=None):
             units = sorted({K.LAST_UNIT[f] for f in fs})
             paths[name, impl] = "+".join(units) + ":" + "/".join(K.LAST_PATH[f] for f in fs)
     load_before = machine_load()
-    t = interleaved(sides, args.rounds, args.calls, pause=0.1)
+    # 0.3 s before each block: numpy's OpenBLAS threads (the float side's) spin about 0.1-0.2 s after their last
+    # call, and process CPU time charges their spinning to whichever block comes next (measured: an int8 step
+    # after the float side showed 3.0 ms of CPU for 1.5 ms of wall after a 0.1 s pause, 1.5 ms after 0.2 s)
+    t = interleaved(sides, args.rounds, args.calls, pause=0.3)
     print(f"machine: {load_before} before, {machine_load()} after; {args.rounds} rounds of {args.calls} calls")
     hdr = (f"{'layer':<22}{'impl':<14}{'unit:paths fwd/gw/gi':<24}{'ms':>8}{'GOP/s':>8}{'of peak':>8}"
            f"{'vs torch: median (IQR, range)':>32}{'CPU time':>10}")
