@@ -91,8 +91,8 @@ class StepProfile:
         for category, owner, name in funcs:
             original = getattr(owner, name)
             wrapper = self._wrap(category, original)
-            # every binding: `from .exact import _matmul` in conv.py and dense.py, `from ..quant import ...`,
-            # and `from .codes import quantize_signed` in chipsim.quant.stores (QuantStore.store calls it there)
+            # every binding: `from .exact import _matmul` in conv.py and dense.py, and the blocks'
+            # `from ...quant import quantize_signed, ...`
             for mod in [m for n, m in sys.modules.items() if n.startswith("chipsim") and m is not None]:
                 for attr, value in list(vars(mod).items()):
                     if value is original:

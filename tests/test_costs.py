@@ -65,15 +65,15 @@ def dfo_step(prec=P4):
 # convention (the one the chip model's comments state): one vector op per elementwise add, subtract,
 # multiply, divide, compare, round (rint, or floor(v + u) of a stochastic round) and clip (saturate to a
 # range); a multiply-accumulate into a reduction is two (multiply, add); a draw of the chip's
-# counter-based PRNG is two (the kernels emulate it in software with splitmix64, chipsim.quant.codes._uniform).
+# counter-based PRNG is two (the kernels emulate it in software with splitmix64, chipsim.quant.passes._uniform).
 # Scalars computed once per tensor or channel (1/scale, the bias-correction factors) are not per element.
 #
 # quantize_weights' and ClippedScale's threshold: |w| then max-compare (2), or ACIQ's square and accumulate
 # (2) -- chipsim/quant/codes.py quantize_weights, chipsim/quant/stores.py ClippedScale.threshold
 SCALE_SEARCH_OPS = 2
-# nearest rounding: multiply by 1/scale, rint, clip -- codes._quantize_flat_nearest, _divide_round_clip
+# nearest rounding: multiply by 1/scale, rint, clip -- passes._quantize_flat_nearest, _divide_round_clip_flat
 ROUND_OPS = 3
-# stochastic rounding: multiply by 1/scale, PRNG draw (2), floor(v + u), clip -- codes._quantize_flat_stochastic
+# stochastic rounding: multiply by 1/scale, PRNG draw (2), floor(v + u), clip -- passes._quantize_flat_stochastic
 STOCHASTIC_OPS = 5
 # master weights, nearest: divide by the power-of-two step (a shift), round, add to q, saturate (clip);
 # stochastic: + the PRNG draw (2) -- stores.FixedPoint.apply

@@ -362,7 +362,7 @@ def test_rows_absmax_is_numpys_including_nan_and_inf():
     rng = np.random.default_rng(21)
     rows = _awkward(rng, 7 * 1001).reshape(7, 1001)
     rows[1, 5], rows[2, 9], rows[3, 0], rows[4] = np.nan, np.inf, -np.inf, -0.0
-    got, want = Q.codes._rows_absmax(rows), np.abs(rows).max(axis=1)
+    got, want = Q.passes._rows_absmax(rows), np.abs(rows).max(axis=1)
     assert got.dtype == np.float32
     assert np.isnan(got[1]) and np.isnan(want[1])
     keep = [0, 2, 3, 4, 5, 6]

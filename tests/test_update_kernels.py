@@ -1,11 +1,12 @@
-"""The update's fused kernels (chipsim.kernels.update, quant.codes._fixed_point_add) give the bits of the
+"""The update's fused kernels (chipsim.kernels.update, quant.passes._fixed_point_add) give the bits of the
 numpy expressions they replaced, written out here as the optimizer and the master store had them."""
 import numpy as np
 import pytest
 
 from chipsim.kernels.update import adam_moments, adam_step, finite_absmax
 from chipsim.quant import FixedPoint
-from chipsim.quant.codes import _fixed_point_add, _round
+from chipsim.quant.codes import _round
+from chipsim.quant.passes import _fixed_point_add
 
 
 def _spread(rng, n):

@@ -206,7 +206,7 @@ def _f32(a):
 
 def _codes(a):
     """An operand of a weighted sum as the kernels take it: int8 codes as they are (the quantizers make
-    them for the int8 unit: ``quant.codes.INT_CHUNK``), anything else as float32, both C-contiguous."""
+    them for the int8 unit: ``quant.passes.INT_CHUNK``), anything else as float32, both C-contiguous."""
     a = np.asarray(a)
     return np.ascontiguousarray(a) if a.dtype == np.int8 else np.ascontiguousarray(a, dtype=np.float32)
 

@@ -3,7 +3,7 @@
 Why: a step's update (``engine.training.update``) was some forty numpy passes over every weight
 tensor, each with its temporary. On the default model's dense block (256 x 1568 weights) that made
 the update 8 ms of a 57 ms DF-R step and 8 of a 19 ms BP step, more than its convolutions. These
-kernels (and the master weights' rounded add, ``quant.codes._fixed_point_add``) do the same
+kernels (and the master weights' rounded add, ``quant.passes._fixed_point_add``) do the same
 operations, element by element, in one pass each: the same IEEE float32 operation for each numpy
 one, in the same order, so the same bits (``tests/test_update_kernels.py`` compares them with the
 numpy expressions they replace; the golden steps check whole trainings). Measured (line timings,

@@ -51,7 +51,8 @@ from .codes import (
 # outside __all__, as before, but imported from here: the cost constants (engine.layers.vit.mhsa, tests/test_costs.py),
 # the choice tuples, and private helpers (engine.layers.feedback: _uniform; tests/test_fused_kernels.py: the rest)
 from .codes import MASTER_OPS, ROUND_OPS, ROUNDINGS, SCALE_MODES, SCALE_SEARCH_OPS, STOCHASTIC_OPS  # noqa: F401
-from .codes import _absmax, _divide_round_clip, _mean_square, _uniform  # noqa: F401
+from .codes import _divide_round_clip, _mean_square  # noqa: F401
+from .passes import _absmax, _uniform  # noqa: F401
 from .stores import ACIQ_GAUSS_ALPHA, ClippedScale, FixedPoint, QuantStore
 
 __all__ = [

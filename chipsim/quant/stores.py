@@ -23,7 +23,6 @@ from .codes import (
     _check_choice,
     _divide_round_clip,
     _finish_scale,
-    _fixed_point_add,
     _mean_square,
     _per_tensor,
     _pow2_ceil,
@@ -33,6 +32,7 @@ from .codes import (
     signed_max,
     unsigned_max,
 )
+from .passes import _fixed_point_add
 
 
 # Clipping thresholds (in standard deviations) that minimise the mean-square
@@ -180,7 +180,7 @@ class FixedPoint:
         # q is integer, so rounding delta/step equals rounding the new sum.
         record("update_master", "FixedPoint.apply", (MASTER_OPS + (2 if rounding == "stochastic" else 0)) * delta.size)
         if delta.shape == self.q.shape and delta.size:
-            # the numpy below in one pass (codes._fixed_point_add), with the value it leaves
+            # the numpy below in one pass (passes._fixed_point_add), with the value it leaves
             seed = _rounding_seed(rounding, rng)                                 # as _round draws it
             q, value = np.empty(self.q.shape, np.int64), np.empty(self.q.shape, np.float32)
             _fixed_point_add(np.ascontiguousarray(self.q).reshape(-1), np.ascontiguousarray(delta).reshape(-1),

@@ -15,8 +15,9 @@ import numpy as np
 from numba import njit
 
 from ..trace.work import record
-from .codes import (ROUND_OPS, SCALE_SEARCH_OPS, _finish_scale, _round_kind, _round_ops, _rows_absmax,
-                    _rounding_seed, check_bits, quantize_flat, signed_max)
+from .codes import (ROUND_OPS, SCALE_SEARCH_OPS, _finish_scale, _round_kind, _round_ops, _rounding_seed,
+                    check_bits, quantize_flat, signed_max)
+from .passes import _rows_absmax
 from ..kernels.sums import _row_sum_squares
 from .stores import ACIQ_GAUSS_ALPHA, ClippedScale, _divide_round_clip
 
